@@ -1,0 +1,20 @@
+"""jupyter_tfenv: pinned TensorFlow environments as JupyterLab kernels in containers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+try:
+    from ._version import __version__
+except ImportError:  # a checkout that was never built
+    __version__ = "0.0.0.dev0"
+
+
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    return [{"src": "labextension", "dest": "jupyter-tfenv"}]
+
+
+def _jupyter_server_extension_points() -> list[dict[str, Any]]:
+    from .app import TFEnvApp
+
+    return [{"module": "jupyter_tfenv", "app": TFEnvApp}]

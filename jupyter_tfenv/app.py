@@ -1,0 +1,107 @@
+"""The server extension: owns configuration, wires the catalog into the kernel picker."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from jupyter_server.extension.application import ExtensionApp
+from traitlets import Bool
+
+from . import __version__
+from .catalog import TFEnvCatalog
+from .docker_runtime import connect, default_owner, reap_orphans
+from .errors import TFEnvError
+from .handlers import environments
+from .kernelspecs import TFEnvKernelSpecManager
+from .provisioner import DockerKernelProvisioner
+
+
+@dataclass
+class TFEnvState:
+    """What handlers reach through ``self.settings['tfenv']``."""
+
+    catalog: TFEnvCatalog
+    app: TFEnvApp
+
+
+class TFEnvApp(ExtensionApp):
+    """jupyter_tfenv server extension."""
+
+    name = "jupyter_tfenv"
+    description = "Pinned TensorFlow environments as kernels in containers"
+    version = __version__
+
+    reap_orphans_on_start = Bool(
+        True,
+        help="""On start-up, remove this user's kernel containers whose server died (they
+        are found by their labels) and their runtime folders.""",
+    ).tag(config=True)
+
+    install_kernel_spec_manager = Bool(
+        True,
+        help="""Make the server's kernel spec manager the tfenv one (which adds the catalog's
+        environments to the usual kernelspecs), unless ServerApp.kernel_spec_manager_class
+        is configured explicitly.""",
+    ).tag(config=True)
+
+    def _link_jupyter_server_extension(self, serverapp: Any) -> None:
+        super()._link_jupyter_server_extension(serverapp)
+        # The kernel spec manager is built after extensions are linked, so this is the
+        # moment to choose its class, without overriding an explicit choice.
+        configured = "kernel_spec_manager_class" in serverapp.config.get("ServerApp", {})
+        gateway = getattr(serverapp, "gateway_config", None)
+        if (
+            self.install_kernel_spec_manager
+            and not configured
+            and not (gateway is not None and gateway.gateway_enabled)
+        ):
+            serverapp.kernel_spec_manager_class = TFEnvKernelSpecManager
+
+    def initialize_settings(self) -> None:
+        ksm = self.serverapp.kernel_spec_manager
+        if isinstance(ksm, TFEnvKernelSpecManager):
+            catalog = ksm.catalog
+        else:
+            self.log.warning(
+                "tfenv: the server's kernel spec manager is %s, so catalog environments are "
+                "not in the kernel picker; write them to disk with `jupyter tfenv kernelspecs`.",
+                type(ksm).__name__,
+            )
+            catalog = TFEnvCatalog(parent=self.serverapp)
+        catalog.refresh()
+        envs = catalog.all()
+        self.log.info(
+            "tfenv: %d environment(s) in the catalog: %s",
+            len(envs),
+            ", ".join(e.id for e in envs) or "none (see `jupyter tfenv check`)",
+        )
+        self.settings["tfenv"] = TFEnvState(catalog=catalog, app=self)
+
+    def initialize_handlers(self) -> None:
+        self.handlers.extend(environments.routes)
+
+    async def _reap(self) -> None:
+        provisioner = DockerKernelProvisioner(parent=self.serverapp, kernel_id="gc")
+        try:
+            client = await asyncio.to_thread(connect, provisioner.docker_timeout)
+            reaped = await asyncio.to_thread(
+                reap_orphans, client, default_owner(), runtime_roots=[provisioner.runtime_root]
+            )
+        except TFEnvError as err:
+            self.log.warning("tfenv: no orphan check at start-up: %s", err)
+            return
+        for item in reaped:
+            self.log.warning(
+                "tfenv: removed kernel container %s (%s, kernel %s) left by a server that "
+                "died (%s)",
+                item.name,
+                item.environment,
+                item.kernel_id,
+                item.reason,
+            )
+
+    async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
+        if self.reap_orphans_on_start:
+            self._reap_task = asyncio.ensure_future(self._reap())

@@ -1,0 +1,427 @@
+"""The environment catalog: what a team declares once, validated, with problems reported.
+
+Environments come from two places, merged in this order:
+
+1. ``c.TFEnvCatalog.environments`` in a Jupyter config file (a list of dicts);
+2. team catalog files (YAML or JSON, the shape of ``schema/catalog.schema.json``) named in
+   ``c.TFEnvCatalog.catalog_files`` or in the ``JUPYTER_TFENV_CATALOG`` environment
+   variable (paths separated by ``os.pathsep``). Such a file can live in a repository.
+
+An invalid entry is reported with its file, entry and field, and left out; the other
+entries keep working. Files are re-read when they change, so a catalog edit shows up in
+the kernel picker without a server restart.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jsonschema import Draft202012Validator
+from traitlets import Enum, List, Unicode, default
+from traitlets.config import LoggingConfigurable
+
+from .errors import CatalogError, UnknownEnvironmentError
+from .images import PINNING_POLICIES, ImageRef, check_pinned
+
+CATALOG_ENV_VAR = "JUPYTER_TFENV_CATALOG"
+KERNEL_PREFIX = "tfenv-"
+#: Paths in the container that belong to jupyter_tfenv; catalog mounts may not use them.
+RESERVED_TARGETS = ("/opt/tfenv",)
+_DOCKER_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock")
+_SIZE_RE = re.compile(r"^([0-9]+(?:\.[0-9]+)?)([bkmgt]?)$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+_TF_TAG_RE = re.compile(r"^v?([0-9]+\.[0-9]+(?:\.[0-9]+)?(?:rc[0-9]+)?)")
+
+
+@functools.cache
+def catalog_schema() -> dict[str, Any]:
+    """The catalog JSON Schema (shipped in the wheel, read from ``schema/`` in a checkout)."""
+    here = Path(__file__).parent
+    for candidate in (
+        here / "_schema" / "catalog.schema.json",
+        here.parent / "schema" / "catalog.schema.json",
+    ):
+        if candidate.is_file():
+            return json.loads(candidate.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+    raise CatalogError("jupyter_tfenv is installed without its catalog schema; reinstall it.")
+
+
+def parse_size(value: int | str | None) -> int | None:
+    """``"8g"`` → bytes; ints pass through; ``None`` stays ``None``."""
+    if value is None or isinstance(value, int):
+        return value
+    match = _SIZE_RE.match(value.strip())
+    if not match:
+        raise CatalogError(f"'{value}' is not a size: use a number with k, m, g or t, e.g. 8g.")
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+
+
+@dataclass(frozen=True)
+class Mount:
+    """An extra mount declared by the catalog (data sets, caches)."""
+
+    source: str
+    target: str
+    type: str = "bind"
+    read_only: bool = True
+
+
+@dataclass(frozen=True)
+class Environment:
+    """One validated catalog entry."""
+
+    id: str
+    image: str
+    image_ref: ImageRef
+    display_name: str
+    description: str = ""
+    tensorflow: str | None = None
+    python: str = "python3"
+    gpus: str | int | tuple[str, ...] = "none"
+    memory: int | None = None
+    cpus: float | None = None
+    pids: int | None = None
+    shm_size: int | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    mounts: tuple[Mount, ...] = ()
+    network: str = "none"
+    source: str = "config"
+
+    @property
+    def kernel_name(self) -> str:
+        return f"{KERNEL_PREFIX}{self.id}"
+
+    @property
+    def wants_gpu(self) -> bool:
+        return self.gpus != "none"
+
+    @property
+    def gpu_label(self) -> str:
+        """``CPU``, ``all GPUs``, ``2 GPUs``, ``GPU 0,1``: for display names and the UI."""
+        if self.gpus == "none":
+            return "CPU"
+        if self.gpus == "all":
+            return "all GPUs"
+        if isinstance(self.gpus, int):
+            return "1 GPU" if self.gpus == 1 else f"{self.gpus} GPUs"
+        return "GPU " + ",".join(self.gpus)
+
+    def to_config(self) -> dict[str, Any]:
+        """A JSON-able dict that round-trips through :func:`environment_from_dict`.
+
+        This is what a kernelspec carries, so that a kernelspec written to disk runs the
+        same container without the catalog (nbclient, papermill, jupyter console).
+        """
+        data: dict[str, Any] = {
+            "id": self.id,
+            "image": self.image,
+            "display_name": self.display_name,
+            "python": self.python,
+            "gpus": list(self.gpus) if isinstance(self.gpus, tuple) else self.gpus,
+            "network": self.network,
+        }
+        if self.description:
+            data["description"] = self.description
+        if self.tensorflow:
+            data["tensorflow"] = self.tensorflow
+        resources = {
+            k: v
+            for k, v in (
+                ("memory", self.memory),
+                ("cpus", self.cpus),
+                ("pids", self.pids),
+                ("shm_size", self.shm_size),
+            )
+            if v is not None
+        }
+        if resources:
+            data["resources"] = resources
+        if self.env:
+            data["env"] = dict(self.env)
+        if self.mounts:
+            data["mounts"] = [
+                {"type": m.type, "source": m.source, "target": m.target, "read_only": m.read_only}
+                for m in self.mounts
+            ]
+        return data
+
+    def summary(self) -> dict[str, Any]:
+        """The facts the frontend and the CLI show."""
+        return {
+            "id": self.id,
+            "kernel_name": self.kernel_name,
+            "display_name": self.display_name,
+            "description": self.description,
+            "image": self.image,
+            "digest": self.image_ref.digest,
+            "tensorflow": self.tensorflow,
+            "gpus": list(self.gpus) if isinstance(self.gpus, tuple) else self.gpus,
+            "gpu_label": self.gpu_label,
+            "network": self.network,
+            "source": self.source,
+        }
+
+
+@dataclass(frozen=True)
+class CatalogProblem:
+    """Why one entry (or a whole file) was left out."""
+
+    source: str
+    entry: str
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = self.source
+        if self.entry:
+            where += f": environment {self.entry}"
+        if self.field:
+            where += f": {self.field}"
+        return f"{where}: {self.message}"
+
+    def to_dict(self) -> dict[str, str]:
+        return {
+            "source": self.source,
+            "entry": self.entry,
+            "field": self.field,
+            "message": self.message,
+        }
+
+
+def infer_tensorflow_version(ref: ImageRef) -> str | None:
+    """``tensorflow/tensorflow:2.20.0-gpu-jupyter`` → ``2.20.0``; others → None."""
+    if ref.tag and "tensorflow" in ref.repository.rsplit("/", 1)[-1]:
+        match = _TF_TAG_RE.match(ref.tag)
+        if match:
+            return match.group(1)
+    return None
+
+
+def _check_mount(raw: dict[str, Any]) -> Mount:
+    mount = Mount(
+        source=raw["source"],
+        target=raw["target"],
+        type=raw.get("type", "bind"),
+        read_only=raw.get("read_only", True),
+    )
+    target = os.path.normpath(mount.target)
+    if target == "/" or any(
+        target == r or target.startswith(r + "/") for r in RESERVED_TARGETS
+    ):
+        raise CatalogError(f"target '{mount.target}' is reserved; mount somewhere else.")
+    if mount.type == "bind":
+        if not os.path.isabs(mount.source):
+            raise CatalogError(f"bind source '{mount.source}' must be an absolute host path.")
+        source = os.path.normpath(mount.source)
+        if source == "/":
+            raise CatalogError("mounting the host's / into a kernel is refused.")
+        if source in _DOCKER_SOCKETS or source.endswith("/docker.sock"):
+            raise CatalogError(
+                "mounting the Docker socket into a kernel is refused: it is root on the host."
+            )
+    return mount
+
+
+def environment_from_dict(
+    raw: dict[str, Any], *, pinning: str = "tags", source: str = "config"
+) -> Environment:
+    """Validate one entry (schema, pinning, mounts) and build its :class:`Environment`.
+
+    Raises ``CatalogError`` with the offending field in the message.
+    """
+    validator = Draft202012Validator(
+        {"$defs": catalog_schema()["$defs"], "$ref": "#/$defs/environment"}
+    )
+    errors = sorted(validator.iter_errors(raw), key=lambda e: list(e.absolute_path))
+    if errors:
+        err = errors[0]
+        path = ".".join(str(p) for p in err.absolute_path) or "(entry)"
+        raise CatalogError(f"{path}: {err.message}")
+    try:
+        ref = check_pinned(raw["image"], pinning)
+    except CatalogError as err:
+        raise CatalogError(f"image: {err}") from err
+    try:
+        mounts = tuple(_check_mount(m) for m in raw.get("mounts", []))
+    except CatalogError as err:
+        raise CatalogError(f"mounts: {err}") from err
+    resources = raw.get("resources", {})
+    tensorflow = raw.get("tensorflow") or infer_tensorflow_version(ref)
+    gpus = raw.get("gpus", "none")
+    if isinstance(gpus, list):
+        gpus = tuple(gpus)
+    partial = Environment(
+        id=raw["id"],
+        image=raw["image"],
+        image_ref=ref,
+        display_name="",
+        tensorflow=tensorflow,
+        gpus=gpus,
+    )
+    display = raw.get("display_name") or (
+        f"TensorFlow {tensorflow} ({partial.gpu_label})" if tensorflow else raw["id"]
+    )
+    return Environment(
+        id=raw["id"],
+        image=raw["image"],
+        image_ref=ref,
+        display_name=display,
+        description=raw.get("description", ""),
+        tensorflow=tensorflow,
+        python=raw.get("python", "python3"),
+        gpus=gpus,
+        memory=parse_size(resources.get("memory")),
+        cpus=resources.get("cpus"),
+        pids=resources.get("pids"),
+        shm_size=parse_size(resources.get("shm_size")),
+        env=dict(raw.get("env", {})),
+        mounts=mounts,
+        network=raw.get("network", "none"),
+        source=source,
+    )
+
+
+def read_catalog_file(path: str) -> list[Any]:
+    """Read a catalog file's ``environments`` list; raise ``CatalogError`` when unreadable."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as err:
+        raise CatalogError(f"cannot read the catalog file: {err.strerror or err}") from err
+    try:
+        data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as err:
+        raise CatalogError(f"not valid {'JSON' if path.endswith('.json') else 'YAML'}: {err}") from err
+    if not isinstance(data, dict) or not isinstance(data.get("environments"), list):
+        raise CatalogError("expected a mapping with an 'environments' list at the top.")
+    extra = set(data) - {"version", "environments"}
+    if extra:
+        raise CatalogError(f"unknown top-level keys: {', '.join(sorted(extra))}.")
+    if data.get("version", 1) != 1:
+        raise CatalogError(f"catalog version {data['version']!r} is not supported; use 1.")
+    return data["environments"]  # type: ignore[no-any-return]
+
+
+class TFEnvCatalog(LoggingConfigurable):
+    """The team's environments, from config and catalog files, re-read when files change."""
+
+    environments = List(
+        help="""Environments declared in Jupyter config, each a dict shaped like an entry of
+        schema/catalog.schema.json, e.g.
+        {"id": "tf220", "image": "tensorflow/tensorflow:2.20.0-jupyter"}.""",
+    ).tag(config=True)
+
+    catalog_files = List(
+        Unicode(),
+        help=f"""Team catalog files (YAML or JSON). Paths in ${CATALOG_ENV_VAR}
+        (separated by '{os.pathsep}') are added to these.""",
+    ).tag(config=True)
+
+    pinning = Enum(
+        list(PINNING_POLICIES),
+        default_value="tags",
+        help="""How strictly images must be pinned: 'tags' refuses floating tags such as
+        ':latest' (default), 'digests' accepts only repo@sha256:… references, 'any' accepts
+        everything (not recommended: the same name can run different bits tomorrow).""",
+    ).tag(config=True)
+
+    @default("catalog_files")
+    def _default_catalog_files(self) -> list[str]:
+        return []
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._stamp: tuple[Any, ...] | None = None
+        self._envs: dict[str, Environment] = {}
+        self._problems: list[CatalogProblem] = []
+
+    def files(self) -> list[str]:
+        extra = [p for p in os.environ.get(CATALOG_ENV_VAR, "").split(os.pathsep) if p]
+        seen: dict[str, None] = {}
+        for path in [*self.catalog_files, *extra]:
+            seen.setdefault(os.path.abspath(os.path.expanduser(path)), None)
+        return list(seen)
+
+    def _current_stamp(self) -> tuple[Any, ...]:
+        stamp: list[Any] = [json.dumps(self.environments, sort_keys=True, default=str), self.pinning]
+        for path in self.files():
+            try:
+                st = os.stat(path)
+                stamp.append((path, st.st_mtime_ns, st.st_size))
+            except OSError:
+                stamp.append((path, None, None))
+        return tuple(stamp)
+
+    def refresh(self, *, force: bool = False) -> None:
+        """Reload when config or any catalog file changed since the last load."""
+        stamp = self._current_stamp()
+        if not force and stamp == self._stamp:
+            return
+        envs: dict[str, Environment] = {}
+        problems: list[CatalogProblem] = []
+        sources: list[tuple[str, list[Any]]] = [("Jupyter config (TFEnvCatalog.environments)",
+                                                  list(self.environments))]
+        for path in self.files():
+            try:
+                sources.append((path, read_catalog_file(path)))
+            except CatalogError as err:
+                problems.append(CatalogProblem(path, "", "", err.message))
+        for source, entries in sources:
+            for index, raw in enumerate(entries):
+                label = f"#{index + 1}"
+                if isinstance(raw, dict) and isinstance(raw.get("id"), str):
+                    label = f"'{raw['id']}'"
+                if not isinstance(raw, dict):
+                    problems.append(CatalogProblem(source, label, "", "an entry must be a mapping."))
+                    continue
+                try:
+                    env = environment_from_dict(raw, pinning=self.pinning, source=source)
+                except CatalogError as err:
+                    fld, _, msg = err.message.partition(": ")
+                    problems.append(CatalogProblem(source, label, fld, msg or fld))
+                    continue
+                if env.id in envs:
+                    problems.append(
+                        CatalogProblem(
+                            source, label, "id",
+                            f"duplicate id: already defined in {envs[env.id].source}; "
+                            "ids must be unique across all catalog sources.",
+                        )
+                    )
+                    continue
+                envs[env.id] = env
+        for problem in problems:
+            if problem not in self._problems:
+                self.log.warning("tfenv catalog: %s (entry left out)", problem)
+        self._envs, self._problems, self._stamp = envs, problems, stamp
+
+    def all(self) -> list[Environment]:
+        self.refresh()
+        return list(self._envs.values())
+
+    def problems(self) -> list[CatalogProblem]:
+        self.refresh()
+        return list(self._problems)
+
+    def get(self, env_id: str) -> Environment:
+        self.refresh()
+        try:
+            return self._envs[env_id]
+        except KeyError:
+            known = ", ".join(sorted(self._envs)) or "none"
+            raise UnknownEnvironmentError(
+                f"No environment '{env_id}' in the tfenv catalog (known: {known}). "
+                "Check the id, or `jupyter tfenv check` for entries that were left out."
+            ) from None
+
+    def by_kernel_name(self, kernel_name: str) -> Environment | None:
+        if not kernel_name.startswith(KERNEL_PREFIX):
+            return None
+        self.refresh()
+        return self._envs.get(kernel_name[len(KERNEL_PREFIX):])

@@ -1,0 +1,364 @@
+"""Everything that talks to the Docker engine, and the hardened container spec.
+
+The spec builder (:func:`container_spec`) is a pure function so that every hardening
+default can be read in one place and unit-tested; the functions that call the docker SDK
+are blocking and are always run in a thread by their async callers.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import re
+import shutil
+import socket
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.types import DeviceRequest, Mount
+
+from .catalog import Environment
+from .errors import DockerUnavailableError, KernelStartError
+
+LABEL_PREFIX = "org.jupyter.tfenv"
+LABEL_OWNER = f"{LABEL_PREFIX}.owner"
+LABEL_KERNEL_ID = f"{LABEL_PREFIX}.kernel-id"
+LABEL_SERVER_INSTANCE = f"{LABEL_PREFIX}.server-instance"
+LABEL_SERVER_HOST = f"{LABEL_PREFIX}.server-host"
+LABEL_SERVER_PID = f"{LABEL_PREFIX}.server-pid"
+LABEL_SERVER_START = f"{LABEL_PREFIX}.server-start"
+LABEL_ENVIRONMENT = f"{LABEL_PREFIX}.environment"
+LABEL_IMAGE_ID = f"{LABEL_PREFIX}.image-id"
+LABEL_IMAGE_REF = f"{LABEL_PREFIX}.image-ref"
+LABEL_RUNTIME_DIR = f"{LABEL_PREFIX}.runtime-dir"
+
+#: Where the product's own read-only files appear inside every kernel container.
+CONTAINER_TFENV_DIR = "/opt/tfenv"
+CONTAINER_LAUNCHER = f"{CONTAINER_TFENV_DIR}/launch.py"
+CONTAINER_RUNTIMES = f"{CONTAINER_TFENV_DIR}/runtimes"
+LAUNCHER_PATH = Path(__file__).parent / "container" / "launch.py"
+#: Printed by the launcher when the image's python has no ipykernel and no runtime fits.
+NO_IPYKERNEL_MARK = "TFENV-NO-IPYKERNEL"
+
+#: One id per server process: containers carry it so that a later server can tell its
+#: own containers from those left behind by a server that died.
+SERVER_INSTANCE = uuid.uuid4().hex
+
+
+def _process_start_time(pid: int) -> str:
+    """The kernel's start time of ``pid`` (clock ticks since boot), '' when unknown.
+
+    Together with the pid it names one process for good: pids are reused, start times
+    are not.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    # Field 22; the command name (field 2) may hold spaces, so split after its ')'.
+    return stat.rsplit(")", 1)[-1].split()[19]
+
+
+SERVER_PID = os.getpid()
+SERVER_START = _process_start_time(SERVER_PID)
+SERVER_HOST = socket.gethostname()
+
+
+def default_owner() -> str:
+    """The notebook user's name: the hub's user when under JupyterHub, else the login."""
+    return os.environ.get("JUPYTERHUB_USER") or getpass.getuser()
+
+
+def safe_name(value: str, limit: int = 40) -> str:
+    """A Docker-name-safe rendering of a user or environment name."""
+    cleaned = re.sub(r"[^a-zA-Z0-9_.-]+", "-", value).strip("-.") or "x"
+    return cleaned[:limit]
+
+
+def connect(timeout: float = 60.0) -> docker.DockerClient:
+    """A docker client that has answered a ping, or ``DockerUnavailableError``."""
+    where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    try:
+        client = docker.from_env(timeout=int(timeout))
+        client.ping()
+    except DockerException as err:
+        reason = str(err)
+        hint = (
+            "Start the Docker engine (`sudo systemctl start docker`, or Docker Desktop), "
+            "or point DOCKER_HOST at a running one."
+        )
+        if "Permission denied" in reason or "PermissionError" in reason:
+            hint = (
+                "The server's user may not use the Docker socket. On a single-user machine "
+                "add it to the 'docker' group; on a shared server use the tfenv broker "
+                "instead of giving users the socket (it is root on the host)."
+            )
+        raise DockerUnavailableError(
+            f"Cannot reach the Docker engine at {where}: {reason}. {hint}"
+        ) from err
+    return client
+
+
+@dataclass(frozen=True)
+class KernelRequest:
+    """Everything about one kernel launch that is not in the catalog entry."""
+
+    kernel_id: str
+    cmd: list[str]
+    uid: int
+    gid: int
+    owner: str
+    workdir: str
+    notebook_mount: str | None
+    runtime_dir: str
+    runtimes_dir: str | None
+    image_id: str
+    environment: dict[str, str]
+    transport: str = "ipc"
+    memory: int | None = None
+    pids: int | None = None
+    shm_size: int | None = None
+    read_only_rootfs: bool = False
+
+
+def gpu_device_requests(env: Environment) -> list[DeviceRequest]:
+    """``gpus`` of the catalog → Docker device requests (none for CPU environments)."""
+    if env.gpus == "none":
+        return []
+    if env.gpus == "all":
+        return [DeviceRequest(count=-1, capabilities=[["gpu"]])]
+    if isinstance(env.gpus, int):
+        return [DeviceRequest(count=env.gpus, capabilities=[["gpu"]])]
+    return [DeviceRequest(device_ids=list(env.gpus), capabilities=[["gpu"]])]
+
+
+def container_env(env: Environment, req: KernelRequest) -> dict[str, str]:
+    """The container's whole environment: an allow-list, never the server's environment."""
+    values = dict(req.environment)
+    values.update(env.env)
+    values.update(
+        {
+            "TFENV_ENVIRONMENT": env.id,
+            "TFENV_IMAGE": env.image,
+            "TFENV_KERNEL_ID": req.kernel_id,
+        }
+    )
+    if not env.wants_gpu:
+        # CPU environments see no GPU even where the NVIDIA runtime is the default one
+        # and the image sets NVIDIA_VISIBLE_DEVICES=all (the -gpu images do).
+        values["NVIDIA_VISIBLE_DEVICES"] = "void"
+        values["CUDA_VISIBLE_DEVICES"] = ""
+    return values
+
+
+def container_labels(env: Environment, req: KernelRequest) -> dict[str, str]:
+    return {
+        LABEL_OWNER: req.owner,
+        LABEL_KERNEL_ID: req.kernel_id,
+        LABEL_SERVER_INSTANCE: SERVER_INSTANCE,
+        LABEL_SERVER_HOST: SERVER_HOST,
+        LABEL_SERVER_PID: str(SERVER_PID),
+        LABEL_SERVER_START: SERVER_START,
+        LABEL_ENVIRONMENT: env.id,
+        LABEL_IMAGE_ID: req.image_id,
+        LABEL_IMAGE_REF: env.image,
+        LABEL_RUNTIME_DIR: req.runtime_dir,
+    }
+
+
+def container_spec(env: Environment, req: KernelRequest) -> dict[str, Any]:
+    """Keyword arguments for ``client.containers.run``: the hardened kernel container.
+
+    Non-root, no capabilities, no privilege escalation, an init process that forwards
+    signals, pids/memory limits, no restart policy (the kernel restarter owns restarts),
+    nothing published on any network, and only the mounts the kernel needs.
+    """
+    if req.uid == 0:
+        raise KernelStartError(
+            "Refusing to run a kernel container as root (uid 0). Run the server as your "
+            "own user, or set c.DockerKernelProvisioner.uid (and allow_root only if you "
+            "really mean it)."
+        )
+    mounts = [
+        Mount(req.runtime_dir, req.runtime_dir, type="bind", read_only=False),
+        Mount(CONTAINER_LAUNCHER, str(LAUNCHER_PATH), type="bind", read_only=True),
+    ]
+    if req.runtimes_dir and os.path.isdir(req.runtimes_dir):
+        mounts.append(Mount(CONTAINER_RUNTIMES, req.runtimes_dir, type="bind", read_only=True))
+    if req.notebook_mount:
+        mounts.append(Mount(req.notebook_mount, req.notebook_mount, type="bind", read_only=False))
+    for extra in env.mounts:
+        mounts.append(Mount(extra.target, extra.source, type=extra.type, read_only=extra.read_only))
+    network = env.network
+    if req.transport == "tcp":
+        # TCP kernels bind 127.0.0.1 of the host's network namespace; nothing is published.
+        network = "host"
+    spec: dict[str, Any] = {
+        "image": req.image_id,
+        "command": req.cmd,
+        "name": f"tfenv-{safe_name(req.owner, 24)}-{req.kernel_id[:12]}",
+        "hostname": f"tfenv-{safe_name(env.id, 40)}",
+        "user": f"{req.uid}:{req.gid}",
+        "working_dir": req.workdir,
+        "environment": container_env(env, req),
+        "labels": container_labels(env, req),
+        "mounts": mounts,
+        "network_mode": network,
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges:true"],
+        "privileged": False,
+        "init": True,
+        "ipc_mode": "private",
+        "restart_policy": {"Name": "no"},
+        "pids_limit": env.pids or req.pids,
+        "detach": True,
+        "stdin_open": False,
+        "tty": False,
+        "read_only": req.read_only_rootfs,
+    }
+    memory = env.memory or req.memory
+    if memory:
+        spec["mem_limit"] = memory
+        # No swap beyond the memory limit: an OOM should be an OOM, not a crawl.
+        spec["memswap_limit"] = memory
+    if env.cpus:
+        spec["nano_cpus"] = int(env.cpus * 1e9)
+    shm = env.shm_size or req.shm_size
+    if shm:
+        spec["shm_size"] = shm
+    requests = gpu_device_requests(env)
+    if requests:
+        spec["device_requests"] = requests
+    return spec
+
+
+def explain_api_error(err: APIError, env: Environment) -> str:
+    """Docker's error for a failed create/start → what is wrong and what to do."""
+    text = str(err.explanation or err)
+    lowered = text.lower()
+    if "could not select device driver" in lowered or "nvidia-container-cli" in lowered:
+        return (
+            f"Environment '{env.id}' asks for GPUs ({env.gpu_label}), but this Docker engine "
+            "has no NVIDIA runtime (Docker said: " + text.strip() + "). Install the NVIDIA "
+            "driver and the NVIDIA Container Toolkit on the host and restart Docker, or pick "
+            "a CPU environment."
+        )
+    if "executable file not found" in lowered or (
+        "no such file or directory" in lowered and "exec" in lowered
+    ):
+        return (
+            f"The image {env.image} has no '{env.python}' to run the kernel with (Docker said: "
+            f"{text.strip()}). Set 'python' in the catalog entry to the image's interpreter "
+            "(for example /usr/local/bin/python3), or use an image that has Python."
+        )
+    if "no such image" in lowered:
+        return image_missing_message(env)
+    if "unknown or invalid runtime" in lowered:
+        return f"Docker has no such runtime: {text.strip()}."
+    return f"Docker refused to start the kernel container for '{env.id}': {text.strip()}"
+
+
+def image_missing_message(env: Environment) -> str:
+    return (
+        f"The image {env.image} of environment '{env.id}' is not on this Docker engine. "
+        f"Pull it first: `jupyter tfenv pull {env.id}` (or `docker pull {env.image}`). "
+        "Kernel starts never pull, so that a large image cannot run into the start timeout."
+    )
+
+
+def resolve_image(client: docker.DockerClient, env: Environment) -> Any:
+    """The local image of ``env`` (by digest when pinned by digest), or a clear error."""
+    try:
+        return client.images.get(env.image)
+    except ImageNotFound:
+        raise KernelStartError(image_missing_message(env), status_code=400) from None
+    except APIError as err:
+        raise KernelStartError(explain_api_error(err, env)) from err
+
+
+def tail_logs(container: Any, lines: int = 30) -> str:
+    try:
+        raw = container.logs(stdout=True, stderr=True, tail=lines)
+    except (APIError, NotFound):
+        return ""
+    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+
+
+def remove_quietly(container: Any) -> None:
+    try:
+        container.remove(force=True)
+    except NotFound:
+        pass
+    except APIError as err:
+        if err.status_code != 409:  # removal already in progress
+            raise
+
+
+def server_alive(labels: dict[str, str]) -> bool:
+    """Whether the server that started a container (per its labels) still runs here."""
+    if labels.get(LABEL_SERVER_HOST) != SERVER_HOST:
+        return True  # another machine's server: not ours to judge
+    if labels.get(LABEL_SERVER_INSTANCE) == SERVER_INSTANCE:
+        return True
+    try:
+        pid = int(labels.get(LABEL_SERVER_PID, ""))
+    except ValueError:
+        return False
+    start = labels.get(LABEL_SERVER_START, "")
+    current = _process_start_time(pid)
+    if not current:
+        return False
+    return not start or current == start
+
+
+@dataclass(frozen=True)
+class ReapedContainer:
+    name: str
+    kernel_id: str
+    environment: str
+    reason: str
+
+
+def tfenv_containers(
+    client: docker.DockerClient, owner: str | None = None
+) -> list[Any]:
+    filters = [LABEL_KERNEL_ID]
+    if owner is not None:
+        filters.append(f"{LABEL_OWNER}={owner}")
+    return list(client.containers.list(all=True, filters={"label": filters}))
+
+
+def reap_orphans(
+    client: docker.DockerClient,
+    owner: str | None,
+    *,
+    runtime_roots: Iterable[str] = (),
+    dry_run: bool = False,
+) -> list[ReapedContainer]:
+    """Remove kernel containers whose server is gone (and their runtime folders)."""
+    roots = [os.path.realpath(r) for r in runtime_roots]
+    reaped = []
+    for container in tfenv_containers(client, owner):
+        labels = container.labels or {}
+        if server_alive(labels):
+            continue
+        reaped.append(
+            ReapedContainer(
+                name=container.name,
+                kernel_id=labels.get(LABEL_KERNEL_ID, ""),
+                environment=labels.get(LABEL_ENVIRONMENT, ""),
+                reason=f"server pid {labels.get(LABEL_SERVER_PID, '?')} is gone",
+            )
+        )
+        if dry_run:
+            continue
+        remove_quietly(container)
+        rundir = os.path.realpath(labels.get(LABEL_RUNTIME_DIR, "") or "/nonexistent")
+        if any(os.path.commonpath([rundir, root]) == root and rundir != root for root in roots):
+            shutil.rmtree(rundir, ignore_errors=True)
+    return reaped

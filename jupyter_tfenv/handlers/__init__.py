@@ -1,0 +1,1 @@
+"""REST handlers under /tfenv/, one module per resource."""

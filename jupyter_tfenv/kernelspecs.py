@@ -1,0 +1,116 @@
+"""Kernelspecs: one per catalog environment, served live or written to disk.
+
+:class:`TFEnvKernelSpecManager` adds the catalog's environments to the kernelspecs found
+on disk, so that catalog edits show up in ``/api/kernelspecs`` (and the kernel picker)
+without writing files. :func:`write_kernelspecs` writes the very same specs to a
+kernels folder, for nbclient, papermill and ``jupyter console``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKernel
+from traitlets import Instance, default
+
+from .catalog import KERNEL_PREFIX, Environment, TFEnvCatalog
+from .docker_runtime import CONTAINER_LAUNCHER
+
+PROVISIONER_NAME = "tfenv-docker"
+RESOURCES_DIR = Path(__file__).parent / "resources"
+
+
+def kernelspec_dict(env: Environment, pinning: str = "tags") -> dict[str, Any]:
+    """The ``kernel.json`` content of an environment."""
+    return {
+        "argv": [env.python, CONTAINER_LAUNCHER, "-f", "{connection_file}"],
+        "display_name": env.display_name,
+        "language": "python",
+        # docker kill --signal SIGINT reaches the kernel through the container's init.
+        "interrupt_mode": "signal",
+        "env": {},
+        "metadata": {
+            "debugger": True,
+            "kernel_provisioner": {
+                "provisioner_name": PROVISIONER_NAME,
+                "config": {"environment": env.to_config(), "pinning": pinning},
+            },
+            "tfenv": env.summary(),
+        },
+    }
+
+
+def kernelspec_for(env: Environment, pinning: str = "tags") -> KernelSpec:
+    spec = kernelspec_dict(env, pinning)
+    return KernelSpec(resource_dir=str(RESOURCES_DIR), **spec)
+
+
+class TFEnvKernelSpecManager(KernelSpecManager):
+    """The usual kernelspecs plus one ``tfenv-<id>`` spec per catalog environment."""
+
+    catalog = Instance(TFEnvCatalog)
+
+    @default("catalog")
+    def _default_catalog(self) -> TFEnvCatalog:
+        return TFEnvCatalog(parent=self)
+
+    def _tfenv_specs(self) -> dict[str, Environment]:
+        return {env.kernel_name: env for env in self.catalog.all()}
+
+    def find_kernel_specs(self) -> dict[str, str]:
+        found: dict[str, str] = super().find_kernel_specs()
+        # A catalog entry wins over a stale on-disk copy of the same name.
+        for name in self._tfenv_specs():
+            found[name] = str(RESOURCES_DIR)
+        return found
+
+    def get_kernel_spec(self, kernel_name: str) -> KernelSpec:
+        if kernel_name.startswith(KERNEL_PREFIX):
+            env = self.catalog.by_kernel_name(kernel_name)
+            if env is not None:
+                return kernelspec_for(env, self.catalog.pinning)
+        try:
+            return super().get_kernel_spec(kernel_name)
+        except NoSuchKernel:
+            raise
+        except KeyError:
+            raise NoSuchKernel(kernel_name) from None
+
+    def get_all_specs(self) -> dict[str, dict[str, Any]]:
+        specs: dict[str, dict[str, Any]] = super().get_all_specs()
+        for name, env in self._tfenv_specs().items():
+            specs[name] = {
+                "resource_dir": str(RESOURCES_DIR),
+                "spec": kernelspec_for(env, self.catalog.pinning).to_dict(),
+            }
+        return specs
+
+
+def write_kernelspecs(
+    envs: list[Environment], kernels_dir: Path, *, pinning: str = "tags", prune: bool = False
+) -> list[Path]:
+    """Write one kernelspec folder per environment under ``kernels_dir``.
+
+    With ``prune``, ``tfenv-*`` folders of environments no longer in the catalog go.
+    """
+    kernels_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for env in envs:
+        folder = kernels_dir / env.kernel_name
+        folder.mkdir(exist_ok=True)
+        for resource in RESOURCES_DIR.iterdir():
+            if resource.is_file():
+                shutil.copyfile(resource, folder / resource.name)
+        (folder / "kernel.json").write_text(
+            json.dumps(kernelspec_dict(env, pinning), indent=2) + "\n", encoding="utf-8"
+        )
+        written.append(folder)
+    if prune:
+        keep = {env.kernel_name for env in envs}
+        for folder in kernels_dir.glob(f"{KERNEL_PREFIX}*"):
+            if folder.is_dir() and folder.name not in keep:
+                shutil.rmtree(folder)
+    return written

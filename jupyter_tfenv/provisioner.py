@@ -1,0 +1,490 @@
+"""The Docker kernel provisioner: one kernel, one container of the environment's image.
+
+Registered in the ``jupyter_client.kernel_provisioners`` entry point group as
+``tfenv-docker``. Everything it needs to know about the environment travels in the
+kernelspec (``metadata.kernel_provisioner.config.environment``), so the same kernelspec
+works in jupyter_server, nbclient, papermill and ``jupyter console``.
+
+The connection runs over ZeroMQ IPC sockets in a per-kernel runtime folder (0700, owned
+by the kernel's uid) bind-mounted at the same path, so no kernel port is on any network.
+The HMAC key lives only in the connection file in that folder (0600): never in the
+container's environment, labels, command line or logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from docker.errors import APIError, NotFound
+from jupyter_client.connect import KernelConnectionInfo
+from jupyter_client.localinterfaces import localhost
+from jupyter_client.provisioning import LocalProvisioner
+from traitlets import Bool, Dict, Enum, Float, Integer, List, Unicode, default
+
+from .catalog import Environment, environment_from_dict
+from .docker_runtime import (
+    NO_IPYKERNEL_MARK,
+    KernelRequest,
+    connect,
+    container_spec,
+    default_owner,
+    explain_api_error,
+    remove_quietly,
+    resolve_image,
+    tail_logs,
+)
+from .errors import CatalogError, DockerUnavailableError, KernelStartError
+from .runtime import default_runtimes_dir, runtime_build_hint
+
+_RUNNING_STATES = ("created", "running", "restarting")
+
+
+def _env_int(name: str, fallback: int) -> int:
+    value = os.environ.get(name, "")
+    return int(value) if value.strip().isdigit() else fallback
+
+
+def _host_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+class DockerKernelProvisioner(LocalProvisioner):  # type: ignore[misc]
+    """Runs a kernel inside a hardened container of a pinned image."""
+
+    environment = Dict(help="The catalog entry, from the kernelspec (not configurable).")
+    pinning = Unicode("tags", help="Pinning policy the kernelspec was written with.")
+
+    uid = Integer(
+        help="""uid the kernel runs as inside its container. Defaults to the server's own
+        uid ($JUPYTER_TFENV_KERNEL_UID overrides). uid 0 is refused unless allow_root.""",
+    ).tag(config=True)
+
+    gid = Integer(
+        help="gid of the kernel (default: the server's gid, or $JUPYTER_TFENV_KERNEL_GID).",
+    ).tag(config=True)
+
+    @default("uid")
+    def _default_uid(self) -> int:
+        return _env_int("JUPYTER_TFENV_KERNEL_UID", os.getuid())
+
+    @default("gid")
+    def _default_gid(self) -> int:
+        return _env_int("JUPYTER_TFENV_KERNEL_GID", os.getgid())
+
+    allow_root = Bool(
+        False, help="Allow kernels to run as uid 0 in their containers (not recommended)."
+    ).tag(config=True)
+
+    owner = Unicode(help="Owner label of kernel containers (default: the notebook user).").tag(
+        config=True
+    )
+
+    @default("owner")
+    def _default_owner(self) -> str:
+        return default_owner()
+
+    transport = Enum(
+        ["ipc", "tcp"],
+        default_value="ipc",
+        help="""'ipc' (default): ZeroMQ over Unix sockets in the kernel's runtime folder, on
+        no network. 'tcp': 127.0.0.1 in the host's network namespace, for engines where Unix
+        sockets cannot cross into the container (Docker Desktop).""",
+    ).tag(config=True)
+
+    start_timeout = Float(
+        60.0,
+        help="""Seconds a container may take from start to the kernel's sockets being bound.
+        Images are never pulled inside this time: `jupyter tfenv pull` does that first.""",
+    ).tag(config=True)
+
+    runtime_root = Unicode(
+        help="""Folder for per-kernel runtime folders (IPC sockets, connection file). Keep
+        its path short: Unix socket paths are limited to 107 bytes.""",
+    ).tag(config=True)
+
+    @default("runtime_root")
+    def _default_runtime_root(self) -> str:
+        return f"/tmp/tfenv-{os.getuid()}"  # noqa: S108 - a 0711 folder of our own, see _prepare
+
+    runtimes_dir = Unicode(
+        help="Host folder of prebuilt ipykernel runtimes, mounted read-only.",
+    ).tag(config=True)
+
+    @default("runtimes_dir")
+    def _default_runtimes_dir(self) -> str:
+        return str(default_runtimes_dir())
+
+    env_allowlist = List(
+        Unicode(),
+        default_value=["LANG", "LC_ALL", "LC_CTYPE", "TZ"],
+        help="""Server environment variables passed to kernels. Nothing else from the
+        server's environment reaches a container (no tokens, no JUPYTERHUB_*).""",
+    ).tag(config=True)
+
+    home = Unicode("/tmp", help="HOME inside kernel containers.").tag(config=True)  # noqa: S108
+
+    mount_root = Enum(
+        ["root_dir", "cwd"],
+        default_value="root_dir",
+        help="""Which host folder is mounted (at the same path) read-write: the server's
+        root_dir (default, so '../data' in a notebook behaves as locally) or only the
+        notebook's own folder. The working directory is always the notebook's folder.""",
+    ).tag(config=True)
+
+    default_memory = Integer(
+        help="Memory limit in bytes for environments that set none (default: 80% of RAM).",
+    ).tag(config=True)
+
+    @default("default_memory")
+    def _default_default_memory(self) -> int:
+        total = _host_memory()
+        return int(total * 0.8) if total else 8 * 1024**3
+
+    default_pids = Integer(
+        4096, help="pids limit (threads count) for environments that set none."
+    ).tag(config=True)
+
+    default_shm_size = Integer(
+        1024**3, help="/dev/shm size in bytes for environments that set none."
+    ).tag(config=True)
+
+    read_only_rootfs = Bool(
+        False, help="Mount the image's root filesystem read-only (pip installs then fail)."
+    ).tag(config=True)
+
+    docker_timeout = Float(60.0, help="Timeout of one Docker API call, in seconds.").tag(
+        config=True
+    )
+
+    container_id = Unicode(allow_none=True, default_value=None)
+    runtime_dir = Unicode(allow_none=True, default_value=None)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._client: Any = None
+        self._container: Any = None
+        self._env: Environment | None = None
+
+    # -- helpers --------------------------------------------------------------------
+
+    async def _call(self, func: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run a blocking docker SDK call off the event loop."""
+        return await asyncio.to_thread(func, *args, **kwargs)
+
+    async def _docker(self) -> Any:
+        if self._client is None:
+            self._client = await self._call(connect, self.docker_timeout)
+        return self._client
+
+    def _environment(self) -> Environment:
+        if self._env is None:
+            if not self.environment:
+                raise KernelStartError(
+                    f"Kernelspec '{self.kernel_spec.display_name}' names the tfenv-docker "
+                    "provisioner but carries no environment; regenerate it with "
+                    "`jupyter tfenv kernelspecs`."
+                )
+            try:
+                self._env = environment_from_dict(
+                    self.environment, pinning=self.pinning, source="kernelspec"
+                )
+            except CatalogError as err:
+                raise KernelStartError(
+                    f"The kernelspec's environment is invalid: {err}", status_code=400
+                ) from err
+        return self._env
+
+    def _notebook_mount(self, cwd: str) -> str | None:
+        root = None
+        if self.mount_root == "root_dir":
+            mkm = getattr(self.parent, "parent", None)
+            root = getattr(mkm, "root_dir", None)
+        if root:
+            root = os.path.realpath(root)
+            if cwd != root and os.path.commonpath([cwd, root]) != root:
+                root = None
+        target = root or cwd
+        if target == "/":
+            self.log.warning("tfenv: not mounting the host's / into the kernel container")
+            return None
+        return target
+
+    def _prepare_runtime_dir(self, restart: bool) -> str:
+        root = Path(self.runtime_root)
+        root.mkdir(mode=0o711, parents=True, exist_ok=True)
+        if root.stat().st_uid == os.getuid():
+            root.chmod(0o711)
+        if restart and self.runtime_dir and Path(self.runtime_dir).is_dir():
+            rundir = Path(self.runtime_dir)
+            # Sockets of the dead kernel would look like a ready one.
+            for entry in rundir.iterdir():
+                if entry.is_socket():
+                    entry.unlink()
+            return str(rundir)
+        rundir = root / self.kernel_id.replace("-", "")[:12]
+        if rundir.exists():
+            shutil.rmtree(rundir)
+        rundir.mkdir(mode=0o700)
+        if (self.uid, self.gid) != (os.getuid(), os.getgid()):
+            try:
+                os.chown(rundir, self.uid, self.gid)
+            except PermissionError as err:
+                raise KernelStartError(
+                    f"The server runs as uid {os.getuid()} and cannot hand a runtime folder to "
+                    f"uid {self.uid}. Run kernels as the server's own user (unset "
+                    "c.DockerKernelProvisioner.uid), or use the tfenv broker."
+                ) from err
+        return str(rundir)
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    @property
+    def has_process(self) -> bool:
+        return self.container_id is not None
+
+    async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
+        env = self._environment()
+        if self.uid == 0 and not self.allow_root:
+            raise KernelStartError(
+                "Refusing to run the kernel as root (uid 0) inside its container. Start "
+                "Jupyter as your own user, or set c.DockerKernelProvisioner.uid to a non-root "
+                "uid (allow_root=True exists, but gives the kernel root on its mounts).",
+                status_code=400,
+            )
+        km = self.parent
+        # On restart the kernel keeps its runtime folder, so clients reconnect to the same
+        # socket paths.
+        restart = bool(self.runtime_dir)
+        self.runtime_dir = await self._call(self._prepare_runtime_dir, restart)
+        if km is not None:
+            if self.transport == "ipc":
+                km.transport = "ipc"
+                km.ip = os.path.join(self.runtime_dir, "k")
+                km.cache_ports = False
+            else:
+                km.transport = "tcp"
+                km.ip = localhost()
+            if not km._connection_file_written:
+                km.connection_file = os.path.join(self.runtime_dir, "kernel.json")
+        self._launch_env = dict(kwargs.get("env") or {})
+        kwargs = await super().pre_launch(**kwargs)
+        if km is not None and (self.uid, self.gid) != (os.getuid(), os.getgid()):
+            await self._call(os.chown, km.connection_file, self.uid, self.gid)
+        return kwargs
+
+    def _request(self, cmd: list[str], cwd: str, image_id: str) -> KernelRequest:
+        env = self._environment()
+        passed = {k: os.environ[k] for k in self.env_allowlist if k in os.environ}
+        session = self._launch_env.get("JPY_SESSION_NAME")
+        if session:
+            passed["JPY_SESSION_NAME"] = session
+        passed.update({"HOME": self.home, "USER": self.owner, "LOGNAME": self.owner})
+        return KernelRequest(
+            kernel_id=self.kernel_id,
+            cmd=list(cmd),
+            uid=self.uid,
+            gid=self.gid,
+            owner=self.owner,
+            workdir=cwd,
+            notebook_mount=self._notebook_mount(cwd),
+            runtime_dir=self.runtime_dir or "",
+            runtimes_dir=self.runtimes_dir or None,
+            image_id=image_id,
+            environment=passed,
+            transport=self.transport,
+            memory=self.default_memory or None,
+            pids=self.default_pids or None,
+            shm_size=self.default_shm_size or None,
+            read_only_rootfs=self.read_only_rootfs,
+        )
+
+    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
+        env = self._environment()
+        client = await self._docker()
+        image = await self._call(resolve_image, client, env)
+        cwd = os.path.realpath(str(kwargs.get("cwd") or os.getcwd()))
+        # jupyter_client swaps a leading "python3" for the server's own interpreter; in the
+        # container it must be the image's.
+        if cmd and cmd[0] != env.python:
+            cmd = [env.python, *cmd[1:]]
+        req = self._request(cmd, cwd, image.id)
+        spec = container_spec(env, req)
+        started = time.monotonic()
+        try:
+            container = await self._call(client.containers.run, **spec)
+        except APIError as err:
+            # Docker may have created the container before failing to start it.
+            await self._call(self._remove_by_name, client, spec["name"])
+            raise KernelStartError(explain_api_error(err, env)) from err
+        self._container = container
+        self.container_id = container.id
+        self.cwd = cwd
+        self.log.info(
+            "tfenv: kernel %s runs in container %s (%s, image %s)",
+            self.kernel_id,
+            container.name,
+            env.id,
+            image.id[:19],
+        )
+        await self._wait_until_bound(env, started)
+        return self.connection_info
+
+    @staticmethod
+    def _remove_by_name(client: Any, name: str) -> None:
+        with contextlib.suppress(NotFound):
+            remove_quietly(client.containers.get(name))
+
+    def _bound(self) -> bool:
+        info = self.connection_info
+        ports = [info[f"{ch}_port"] for ch in ("shell", "iopub", "stdin", "control", "hb")]
+        if self.transport == "ipc":
+            return all(os.path.exists(f"{info['ip']}-{port}") for port in ports)
+        with socket.socket() as sock:
+            sock.settimeout(0.2)
+            return sock.connect_ex((str(info["ip"]), int(info["hb_port"]))) == 0
+
+    async def _wait_until_bound(self, env: Environment, started: float) -> None:
+        """Wait until the kernel bound its sockets, the container exits, or time runs out."""
+        container = self._container
+        delay = 0.02
+        while True:
+            if await self._call(self._bound):
+                return
+            await self._call(container.reload)
+            if container.status not in _RUNNING_STATES:
+                await self._fail_exited(env, container)
+            if time.monotonic() - started > self.start_timeout:
+                logs = await self._call(tail_logs, container)
+                await self._call(remove_quietly, container)
+                self._forget_container()
+                raise KernelStartError(
+                    f"The kernel of '{env.id}' did not start within {self.start_timeout:.0f} s "
+                    "(c.DockerKernelProvisioner.start_timeout). A busy machine or a slow "
+                    "image start can need more; the container was removed.",
+                    logs=logs,
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 0.25)
+
+    async def _fail_exited(self, env: Environment, container: Any) -> None:
+        state = container.attrs.get("State", {})
+        code = state.get("ExitCode")
+        logs = await self._call(tail_logs, container)
+        await self._call(remove_quietly, container)
+        self._forget_container()
+        if NO_IPYKERNEL_MARK in logs:
+            line = next(ln for ln in logs.splitlines() if NO_IPYKERNEL_MARK in ln)
+            facts = dict(p.split("=", 1) for p in line.split()[1:] if "=" in p)
+            raise KernelStartError(
+                f"The image {env.image} has no ipykernel for its Python "
+                f"{facts.get('python', '?')}, and no tfenv kernel runtime for it is built. "
+                + runtime_build_hint(facts.get("python", "3"))
+                + " Or use an image that has ipykernel (the -jupyter tags).",
+                status_code=400,
+            )
+        if state.get("OOMKilled"):
+            raise KernelStartError(
+                f"The kernel container of '{env.id}' ran out of memory while starting; raise "
+                "resources.memory in the catalog entry.",
+                logs=logs,
+            )
+        raise KernelStartError(
+            f"The kernel container of '{env.id}' exited with code {code} while starting.",
+            logs=logs,
+        )
+
+    def _forget_container(self) -> None:
+        self._container = None
+        self.container_id = None
+
+    async def _get_container(self) -> Any:
+        if self._container is None and self.container_id:
+            client = await self._docker()
+            try:
+                self._container = await self._call(client.containers.get, self.container_id)
+            except NotFound:
+                self._forget_container()
+        return self._container
+
+    async def poll(self) -> int | None:
+        container = await self._get_container()
+        if container is None:
+            return 0 if self.container_id is None else 1
+        try:
+            await self._call(container.reload)
+        except NotFound:
+            self._forget_container()
+            return 1
+        except DockerUnavailableError:
+            return None
+        if container.status in _RUNNING_STATES:
+            return None
+        return int(container.attrs.get("State", {}).get("ExitCode", 1))
+
+    async def wait(self) -> int | None:
+        status = await self.poll()
+        while status is None:
+            await asyncio.sleep(0.1)
+            status = await self.poll()
+        return status
+
+    async def send_signal(self, signum: int) -> None:
+        container = await self._get_container()
+        if container is None:
+            return
+        if signum == 0:
+            await self.poll()
+            return
+        try:
+            # docker-init (PID 1) forwards the signal to the kernel process.
+            await self._call(container.kill, signal=int(signum))
+        except NotFound:
+            self._forget_container()
+        except APIError as err:
+            if err.status_code != 409:  # 409: not running, nothing to signal
+                raise
+
+    async def kill(self, restart: bool = False) -> None:
+        await self.send_signal(signal.SIGKILL)
+
+    async def terminate(self, restart: bool = False) -> None:
+        await self.send_signal(signal.SIGTERM)
+
+    async def cleanup(self, restart: bool = False) -> None:
+        container = await self._get_container()
+        if container is not None:
+            await self._call(remove_quietly, container)
+        self._forget_container()
+        if self.ports_cached and not restart:
+            await super().cleanup(restart=restart)
+        if not restart and self.runtime_dir:
+            await self._call(shutil.rmtree, self.runtime_dir, True)
+            self.runtime_dir = None
+
+    async def get_provisioner_info(self) -> dict[str, Any]:
+        info: dict[str, Any] = await super().get_provisioner_info()
+        info.update({"container_id": self.container_id, "runtime_dir": self.runtime_dir})
+        return info
+
+    async def load_provisioner_info(self, provisioner_info: dict[str, Any]) -> None:
+        await super().load_provisioner_info(provisioner_info)
+        self.container_id = provisioner_info.get("container_id")
+        self.runtime_dir = provisioner_info.get("runtime_dir")
+
+    def resolve_path(self, path_str: str) -> str | None:
+        # The notebook folder is mounted at the same path, so container paths are host paths.
+        return super().resolve_path(path_str)  # type: ignore[no-any-return]
+
+    def get_shutdown_wait_time(self, recommended: float = 5.0) -> float:
+        return recommended
