@@ -11,7 +11,7 @@ from traitlets import Bool
 
 from . import __version__
 from .catalog import TFEnvCatalog
-from .docker_runtime import connect, default_owner, reap_orphans
+from .docker_runtime import connect, reap_orphans
 from .errors import TFEnvError
 from .handlers import environments
 from .kernelspecs import TFEnvKernelSpecManager
@@ -87,7 +87,7 @@ class TFEnvApp(ExtensionApp):
         try:
             client = await asyncio.to_thread(connect, provisioner.docker_timeout)
             reaped = await asyncio.to_thread(
-                reap_orphans, client, default_owner(), runtime_roots=[provisioner.runtime_root]
+                reap_orphans, client, provisioner.owner, runtime_roots=[provisioner.runtime_root]
             )
         except TFEnvError as err:
             self.log.warning("tfenv: no orphan check at start-up: %s", err)

@@ -18,7 +18,7 @@ from jupyter_core.paths import jupyter_data_dir
 from traitlets.config import Config
 
 from .catalog import TFEnvCatalog
-from .docker_runtime import connect, default_owner, reap_orphans, tfenv_containers
+from .docker_runtime import connect, reap_orphans, tfenv_containers
 from .errors import TFEnvError
 from .images import check_pinned
 from .kernelspecs import write_kernelspecs
@@ -137,7 +137,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
     config, _ = _load(args)
     prov = DockerKernelProvisioner(config=config, kernel_id="gc")
     client = connect(prov.docker_timeout)
-    owner = None if args.all_users else default_owner()
+    owner = None if args.all_users else prov.owner
     reaped = reap_orphans(client, owner, runtime_roots=[prov.runtime_root], dry_run=args.dry_run)
     verb = "would remove" if args.dry_run else "removed"
     human = "\n".join(f"{verb} {r.name} ({r.environment}, kernel {r.kernel_id}): {r.reason}"
