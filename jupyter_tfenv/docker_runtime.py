@@ -251,16 +251,20 @@ def explain_api_error(err: APIError, env: Environment) -> str:
     if "executable file not found" in lowered or (
         "no such file or directory" in lowered and "exec" in lowered
     ):
-        return (
-            f"The image {env.image} has no '{env.python}' to run the kernel with (Docker said: "
-            f"{text.strip()}). Set 'python' in the catalog entry to the image's interpreter "
-            "(for example /usr/local/bin/python3), or use an image that has Python."
-        )
+        return explain_missing_python(env, text.strip())
     if "no such image" in lowered:
         return image_missing_message(env)
     if "unknown or invalid runtime" in lowered:
         return f"Docker has no such runtime: {text.strip()}."
     return f"Docker refused to start the kernel container for '{env.id}': {text.strip()}"
+
+
+def explain_missing_python(env: Environment, said: str) -> str:
+    return (
+        f"The image {env.image} has no '{env.python}' to run the kernel with (the container "
+        f"said: {said}). Set 'python' in the catalog entry to the image's interpreter (for "
+        "example /usr/local/bin/python3), or use an image that has Python."
+    )
 
 
 def image_missing_message(env: Environment) -> str:

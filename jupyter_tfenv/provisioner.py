@@ -37,6 +37,7 @@ from .docker_runtime import (
     container_spec,
     default_owner,
     explain_api_error,
+    explain_missing_python,
     remove_quietly,
     resolve_image,
     tail_logs,
@@ -184,7 +185,10 @@ class DockerKernelProvisioner(LocalProvisioner):  # type: ignore[misc]
 
     async def _docker(self) -> Any:
         if self._client is None:
-            self._client = await self._call(connect, self.docker_timeout)
+            try:
+                self._client = await self._call(connect, self.docker_timeout)
+            except DockerUnavailableError as err:
+                raise KernelStartError(str(err), status_code=503) from err
         return self._client
 
     def _environment(self) -> Environment:
@@ -393,6 +397,9 @@ class DockerKernelProvisioner(LocalProvisioner):  # type: ignore[misc]
                 + " Or use an image that has ipykernel (the -jupyter tags).",
                 status_code=400,
             )
+        if code in (126, 127) and f"exec {env.python} failed" in logs:
+            # docker-init could not exec the interpreter: not there (127) or not executable.
+            raise KernelStartError(explain_missing_python(env, logs.strip()), status_code=400)
         if state.get("OOMKilled"):
             raise KernelStartError(
                 f"The kernel container of '{env.id}' ran out of memory while starting; raise "

@@ -94,6 +94,9 @@ def build_runtime(
     if final.is_dir() and not force:
         return final
     root.mkdir(parents=True, exist_ok=True)
+    if root.stat().st_uid == os.getuid():
+        # Kernels run as other uids and must read the mounted runtimes.
+        root.chmod(0o755)
     building = root / f".{final.name}.building-{os.getpid()}"
     shutil.rmtree(building, ignore_errors=True)
     cmd = build_command(
