@@ -15,6 +15,6 @@ def _jupyter_labextension_paths() -> list[dict[str, str]]:
 
 
 def _jupyter_server_extension_points() -> list[dict[str, Any]]:
-    from .app import TFEnvApp
+    from .app import TFEnvApp  # noqa: PLC0415 - keep `import jupyter_tfenv` light
 
     return [{"module": "jupyter_tfenv", "app": TFEnvApp}]

@@ -60,6 +60,7 @@ class TFEnvApp(ExtensionApp):
             serverapp.kernel_spec_manager_class = TFEnvKernelSpecManager
 
     def initialize_settings(self) -> None:
+        assert self.serverapp is not None
         ksm = self.serverapp.kernel_spec_manager
         if isinstance(ksm, TFEnvKernelSpecManager):
             catalog = ksm.catalog

@@ -49,7 +49,7 @@ def catalog_schema() -> dict[str, Any]:
         here.parent / "schema" / "catalog.schema.json",
     ):
         if candidate.is_file():
-            return json.loads(candidate.read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+            return json.loads(candidate.read_text(encoding="utf-8"))
     raise CatalogError("jupyter_tfenv is installed without its catalog schema; reinstall it.")
 
 
@@ -212,9 +212,7 @@ def _check_mount(raw: dict[str, Any]) -> Mount:
         read_only=raw.get("read_only", True),
     )
     target = os.path.normpath(mount.target)
-    if target == "/" or any(
-        target == r or target.startswith(r + "/") for r in RESERVED_TARGETS
-    ):
+    if target == "/" or any(target == r or target.startswith(r + "/") for r in RESERVED_TARGETS):
         raise CatalogError(f"target '{mount.target}' is reserved; mount somewhere else.")
     if mount.type == "bind":
         if not os.path.isabs(mount.source):
@@ -297,7 +295,9 @@ def read_catalog_file(path: str) -> list[Any]:
     try:
         data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
     except (ValueError, yaml.YAMLError) as err:
-        raise CatalogError(f"not valid {'JSON' if path.endswith('.json') else 'YAML'}: {err}") from err
+        raise CatalogError(
+            f"not valid {'JSON' if path.endswith('.json') else 'YAML'}: {err}"
+        ) from err
     if not isinstance(data, dict) or not isinstance(data.get("environments"), list):
         raise CatalogError("expected a mapping with an 'environments' list at the top.")
     extra = set(data) - {"version", "environments"}
@@ -305,13 +305,13 @@ def read_catalog_file(path: str) -> list[Any]:
         raise CatalogError(f"unknown top-level keys: {', '.join(sorted(extra))}.")
     if data.get("version", 1) != 1:
         raise CatalogError(f"catalog version {data['version']!r} is not supported; use 1.")
-    return data["environments"]  # type: ignore[no-any-return]
+    return data["environments"]
 
 
 class TFEnvCatalog(LoggingConfigurable):
     """The team's environments, from config and catalog files, re-read when files change."""
 
-    environments = List(
+    environments: List[Any] = List(
         help="""Environments declared in Jupyter config, each a dict shaped like an entry of
         schema/catalog.schema.json, e.g.
         {"id": "tf220", "image": "tensorflow/tensorflow:2.20.0-jupyter"}.""",
@@ -349,7 +349,10 @@ class TFEnvCatalog(LoggingConfigurable):
         return list(seen)
 
     def _current_stamp(self) -> tuple[Any, ...]:
-        stamp: list[Any] = [json.dumps(self.environments, sort_keys=True, default=str), self.pinning]
+        stamp: list[Any] = [
+            json.dumps(self.environments, sort_keys=True, default=str),
+            self.pinning,
+        ]
         for path in self.files():
             try:
                 st = os.stat(path)
@@ -365,8 +368,9 @@ class TFEnvCatalog(LoggingConfigurable):
             return
         envs: dict[str, Environment] = {}
         problems: list[CatalogProblem] = []
-        sources: list[tuple[str, list[Any]]] = [("Jupyter config (TFEnvCatalog.environments)",
-                                                  list(self.environments))]
+        sources: list[tuple[str, list[Any]]] = [
+            ("Jupyter config (TFEnvCatalog.environments)", list(self.environments))
+        ]
         for path in self.files():
             try:
                 sources.append((path, read_catalog_file(path)))
@@ -378,7 +382,9 @@ class TFEnvCatalog(LoggingConfigurable):
                 if isinstance(raw, dict) and isinstance(raw.get("id"), str):
                     label = f"'{raw['id']}'"
                 if not isinstance(raw, dict):
-                    problems.append(CatalogProblem(source, label, "", "an entry must be a mapping."))
+                    problems.append(
+                        CatalogProblem(source, label, "", "an entry must be a mapping.")
+                    )
                     continue
                 try:
                     env = environment_from_dict(raw, pinning=self.pinning, source=source)
@@ -389,7 +395,9 @@ class TFEnvCatalog(LoggingConfigurable):
                 if env.id in envs:
                     problems.append(
                         CatalogProblem(
-                            source, label, "id",
+                            source,
+                            label,
+                            "id",
                             f"duplicate id: already defined in {envs[env.id].source}; "
                             "ids must be unique across all catalog sources.",
                         )
@@ -424,4 +432,4 @@ class TFEnvCatalog(LoggingConfigurable):
         if not kernel_name.startswith(KERNEL_PREFIX):
             return None
         self.refresh()
-        return self._envs.get(kernel_name[len(KERNEL_PREFIX):])
+        return self._envs.get(kernel_name[len(KERNEL_PREFIX) :])

@@ -13,9 +13,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from docker.errors import ImageNotFound
 from jupyter_core.application import JupyterApp
 from jupyter_core.paths import jupyter_data_dir
-from traitlets.config import Config
+from traitlets.config import Application, Config
 
 from .catalog import TFEnvCatalog
 from .docker_runtime import connect, reap_orphans, tfenv_containers
@@ -26,7 +27,7 @@ from .provisioner import DockerKernelProvisioner
 from .runtime import build_runtime, default_runtimes_dir, list_runtimes
 
 
-class _ConfigLoader(JupyterApp):  # type: ignore[misc]
+class _ConfigLoader(JupyterApp):
     """Loads the server's config files the way the server does."""
 
     name = "jupyter-tfenv"
@@ -36,10 +37,14 @@ class _ConfigLoader(JupyterApp):  # type: ignore[misc]
         return list(super().config_file_paths)
 
     def load(self, extra_files: list[str]) -> Config:
-        self.load_config_file("jupyter_server_config", path=self.config_file_paths)
+        # JupyterApp.load_config_file only knows the app's own file name; the base class's
+        # loads any base name (.py and .json) from a list of folders.
+        Application.load_config_file(self, "jupyter_server_config", path=self.config_file_paths)
         for extra in extra_files:
             path = Path(extra).expanduser().resolve()
-            self.load_config_file(path.name, path=[str(path.parent)])
+            if not path.is_file():
+                raise TFEnvError(f"config file {path} does not exist.")
+            Application.load_config_file(self, path.stem, path=[str(path.parent)])
         return self.config
 
 
@@ -63,14 +68,19 @@ def cmd_list(args: argparse.Namespace) -> int:
     envs = catalog.all()
     rows = [env.summary() for env in envs]
     width = max([len(r["id"]) for r in rows] + [2])
-    human = "\n".join(
-        f"{r['id']:<{width}}  {r['gpu_label']:<8}  TF {r['tensorflow'] or '?':<8}  {r['image']}"
-        for r in rows
-    ) or "No environments in the catalog."
+    human = (
+        "\n".join(
+            f"{r['id']:<{width}}  {r['gpu_label']:<8}  TF {r['tensorflow'] or '?':<8}  {r['image']}"
+            for r in rows
+        )
+        or "No environments in the catalog."
+    )
     problems = catalog.problems()
     if problems:
-        human += f"\n\n{len(problems)} entr{'y' if len(problems) == 1 else 'ies'} left out; " \
+        human += (
+            f"\n\n{len(problems)} entr{'y' if len(problems) == 1 else 'ies'} left out; "
             "run `jupyter tfenv check`."
+        )
     _emit(args, {"environments": rows, "problems": [p.to_dict() for p in problems]}, human)
     return 0
 
@@ -87,8 +97,6 @@ def cmd_check(args: argparse.Namespace) -> int:
         except TFEnvError as err:
             problems.append({"source": "docker", "entry": "", "field": "", "message": str(err)})
         else:
-            from docker.errors import ImageNotFound
-
             for env in envs:
                 try:
                     images[env.id] = client.images.get(env.image).id
@@ -104,15 +112,21 @@ def cmd_check(args: argparse.Namespace) -> int:
                     )
     lines = [f"ok  {env.id}: {env.image}" for env in envs if env.id in images or args.offline]
     for p in problems:
-        where = ": ".join(x for x in (p["source"], p["entry"] and f"environment {p['entry']}",
-                                      p["field"]) if x)
+        where = ": ".join(
+            x for x in (p["source"], p["entry"] and f"environment {p['entry']}", p["field"]) if x
+        )
         lines.append(f"ERROR  {where}: {p['message']}")
     if not envs and not problems:
-        lines.append("ERROR  the catalog is empty: declare environments in "
-                     "c.TFEnvCatalog.environments or a catalog file ($JUPYTER_TFENV_CATALOG).")
+        lines.append(
+            "ERROR  the catalog is empty: declare environments in "
+            "c.TFEnvCatalog.environments or a catalog file ($JUPYTER_TFENV_CATALOG)."
+        )
         problems.append({"source": "", "entry": "", "field": "", "message": "empty catalog"})
-    _emit(args, {"ok": not problems, "environments": [e.id for e in envs],
-                 "problems": problems}, "\n".join(lines))
+    _emit(
+        args,
+        {"ok": not problems, "environments": [e.id for e in envs], "problems": problems},
+        "\n".join(lines),
+    )
     return 1 if problems else 0
 
 
@@ -140,13 +154,21 @@ def cmd_gc(args: argparse.Namespace) -> int:
     owner = None if args.all_users else prov.owner
     reaped = reap_orphans(client, owner, runtime_roots=[prov.runtime_root], dry_run=args.dry_run)
     verb = "would remove" if args.dry_run else "removed"
-    human = "\n".join(f"{verb} {r.name} ({r.environment}, kernel {r.kernel_id}): {r.reason}"
-                      for r in reaped)
+    human = "\n".join(
+        f"{verb} {r.name} ({r.environment}, kernel {r.kernel_id}): {r.reason}" for r in reaped
+    )
     running = len(tfenv_containers(client, owner))
-    human = (human + "\n" if human else "No orphaned kernel containers.\n") + \
-        f"{running} tfenv kernel container(s) remain."
-    _emit(args, {"removed" if not args.dry_run else "would_remove":
-                 [r.__dict__ for r in reaped], "remaining": running}, human)
+    human = (
+        human + "\n" if human else "No orphaned kernel containers.\n"
+    ) + f"{running} tfenv kernel container(s) remain."
+    _emit(
+        args,
+        {
+            "removed" if not args.dry_run else "would_remove": [r.__dict__ for r in reaped],
+            "remaining": running,
+        },
+        human,
+    )
     return 0
 
 
@@ -154,12 +176,20 @@ def cmd_runtime(args: argparse.Namespace) -> int:
     root = Path(args.runtimes_dir) if args.runtimes_dir else default_runtimes_dir()
     if args.action == "list":
         names = list_runtimes(root)
-        _emit(args, {"runtimes_dir": str(root), "runtimes": names},
-              "\n".join(names) or f"No kernel runtimes in {root}.")
+        _emit(
+            args,
+            {"runtimes_dir": str(root), "runtimes": names},
+            "\n".join(names) or f"No kernel runtimes in {root}.",
+        )
         return 0
     print(f"Building the ipykernel runtime for Python {args.python} in {root} …", file=sys.stderr)
-    path = build_runtime(args.python, runtimes_dir=root, find_links=args.find_links,
-                         no_index=args.no_index, force=args.force)
+    path = build_runtime(
+        args.python,
+        runtimes_dir=root,
+        find_links=args.find_links,
+        no_index=args.no_index,
+        force=args.force,
+    )
     _emit(args, {"runtime": str(path)}, f"built {path}")
     return 0
 
@@ -175,32 +205,38 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--json", action="store_true", help="machine-readable output")
     common.add_argument("--config", action="append", help="extra Jupyter config file")
     common.add_argument("--catalog", action="append", help="extra catalog file (YAML/JSON)")
-    common.add_argument("--pinning", choices=["tags", "digests", "any"],
-                        help="override TFEnvCatalog.pinning")
+    common.add_argument(
+        "--pinning", choices=["tags", "digests", "any"], help="override TFEnvCatalog.pinning"
+    )
     parser = argparse.ArgumentParser(
         prog="jupyter tfenv",
         description="Pinned TensorFlow environments as Jupyter kernels in containers.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", parents=[common], help="list the catalog's environments"
-                   ).set_defaults(func=cmd_list)
-    p = sub.add_parser("check", parents=[common],
-                       help="validate the catalog, pinning and image presence (for CI)")
+    sub.add_parser("list", parents=[common], help="list the catalog's environments").set_defaults(
+        func=cmd_list
+    )
+    p = sub.add_parser(
+        "check", parents=[common], help="validate the catalog, pinning and image presence (for CI)"
+    )
     p.add_argument("--offline", action="store_true", help="skip the Docker checks")
     p.set_defaults(func=cmd_check)
-    p = sub.add_parser("kernelspecs", parents=[common],
-                       help="write the environments' kernelspecs to disk (nbclient, papermill)")
+    p = sub.add_parser(
+        "kernelspecs",
+        parents=[common],
+        help="write the environments' kernelspecs to disk (nbclient, papermill)",
+    )
     p.add_argument("--user", action="store_true", help="into the user's Jupyter data dir")
     p.add_argument("--prefix", help="into PREFIX/share/jupyter/kernels")
     p.add_argument("--prune", action="store_true", help="remove tfenv-* specs not in the catalog")
     p.set_defaults(func=cmd_kernelspecs)
-    p = sub.add_parser("gc", parents=[common],
-                       help="remove kernel containers whose server died")
+    p = sub.add_parser("gc", parents=[common], help="remove kernel containers whose server died")
     p.add_argument("--dry-run", action="store_true")
     p.add_argument("--all-users", action="store_true", help="not only the current user's")
     p.set_defaults(func=cmd_gc)
-    p = sub.add_parser("runtime", parents=[common],
-                       help="ipykernel runtimes for images without ipykernel")
+    p = sub.add_parser(
+        "runtime", parents=[common], help="ipykernel runtimes for images without ipykernel"
+    )
     p.add_argument("action", choices=["build", "list"])
     p.add_argument("--python", default="3.11", help="the image's Python version, e.g. 3.11")
     p.add_argument("--runtimes-dir", help="default: the Jupyter data dir")

@@ -328,9 +328,7 @@ class ReapedContainer:
     reason: str
 
 
-def tfenv_containers(
-    client: docker.DockerClient, owner: str | None = None
-) -> list[Any]:
+def tfenv_containers(client: docker.DockerClient, owner: str | None = None) -> list[Any]:
     filters = [LABEL_KERNEL_ID]
     if owner is not None:
         filters.append(f"{LABEL_OWNER}={owner}")

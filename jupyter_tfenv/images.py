@@ -113,8 +113,10 @@ def check_pinned(ref: str, policy: str = "tags") -> ImageRef:
             f"(pinning: digests). {how}."
         )
     if is_floating_tag(parsed.tag):
-        what = "has no tag (Docker reads that as ':latest')" if parsed.tag is None else (
-            f"uses the floating tag '{parsed.tag}'"
+        what = (
+            "has no tag (Docker reads that as ':latest')"
+            if parsed.tag is None
+            else (f"uses the floating tag '{parsed.tag}'")
         )
         raise PinningError(
             f"Image '{ref}' {what}, which can point to different bits tomorrow. "

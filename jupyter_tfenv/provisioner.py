@@ -60,7 +60,7 @@ def _host_memory() -> int | None:
         return None
 
 
-class DockerKernelProvisioner(LocalProvisioner):  # type: ignore[misc]
+class DockerKernelProvisioner(LocalProvisioner):
     """Runs a kernel inside a hardened container of a pinned image."""
 
     environment = Dict(help="The catalog entry, from the kernelspec (not configurable).")
@@ -157,7 +157,7 @@ class DockerKernelProvisioner(LocalProvisioner):  # type: ignore[misc]
     ).tag(config=True)
 
     default_shm_size = Integer(
-        1024**3, help="/dev/shm size in bytes for environments that set none."
+        1024**3, help="Shared memory (/dev/shm) bytes for environments that set none."
     ).tag(config=True)
 
     read_only_rootfs = Bool(
@@ -258,7 +258,7 @@ class DockerKernelProvisioner(LocalProvisioner):  # type: ignore[misc]
         return self.container_id is not None
 
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
-        env = self._environment()
+        self._environment()  # validate before anything is created
         if self.uid == 0 and not self.allow_root:
             raise KernelStartError(
                 "Refusing to run the kernel as root (uid 0) inside its container. Start "
@@ -288,7 +288,6 @@ class DockerKernelProvisioner(LocalProvisioner):  # type: ignore[misc]
         return kwargs
 
     def _request(self, cmd: list[str], cwd: str, image_id: str) -> KernelRequest:
-        env = self._environment()
         passed = {k: os.environ[k] for k in self.env_allowlist if k in os.environ}
         session = self._launch_env.get("JPY_SESSION_NAME")
         if session:
@@ -314,10 +313,21 @@ class DockerKernelProvisioner(LocalProvisioner):  # type: ignore[misc]
         )
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
+        try:
+            return await self._launch(cmd, **kwargs)
+        except BaseException:
+            # A kernel that never started leaves nothing behind: no container (removed
+            # where it fails), no runtime folder.
+            if self.runtime_dir:
+                await self._call(shutil.rmtree, self.runtime_dir, True)
+                self.runtime_dir = None
+            raise
+
+    async def _launch(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
         env = self._environment()
         client = await self._docker()
         image = await self._call(resolve_image, client, env)
-        cwd = os.path.realpath(str(kwargs.get("cwd") or os.getcwd()))
+        cwd = await self._call(os.path.realpath, str(kwargs.get("cwd") or os.getcwd()))
         # jupyter_client swaps a leading "python3" for the server's own interpreter; in the
         # container it must be the image's.
         if cmd and cmd[0] != env.python:
@@ -350,7 +360,7 @@ class DockerKernelProvisioner(LocalProvisioner):  # type: ignore[misc]
             remove_quietly(client.containers.get(name))
 
     def _bound(self) -> bool:
-        info = self.connection_info
+        info: dict[str, Any] = dict(self.connection_info)
         ports = [info[f"{ch}_port"] for ch in ("shell", "iopub", "stdin", "control", "hb")]
         if self.transport == "ipc":
             return all(os.path.exists(f"{info['ip']}-{port}") for port in ports)
@@ -491,7 +501,7 @@ class DockerKernelProvisioner(LocalProvisioner):  # type: ignore[misc]
 
     def resolve_path(self, path_str: str) -> str | None:
         # The notebook folder is mounted at the same path, so container paths are host paths.
-        return super().resolve_path(path_str)  # type: ignore[no-any-return]
+        return super().resolve_path(path_str)
 
     def get_shutdown_wait_time(self, recommended: float = 5.0) -> float:
         return recommended

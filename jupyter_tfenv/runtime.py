@@ -61,9 +61,20 @@ def build_command(
     minor = runtime_tag(python, machine).split("-")[0][2:]
     arch = machine or platform.machine()
     cmd = [
-        sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-        "--no-compile", "--target", str(target), "--only-binary=:all:",
-        "--implementation", "cp", "--python-version", f"3.{minor[1:]}",
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--no-compile",
+        "--target",
+        str(target),
+        "--only-binary=:all:",
+        "--implementation",
+        "cp",
+        "--python-version",
+        f"3.{minor[1:]}",
     ]
     for tag in _MANYLINUX:
         cmd += ["--platform", f"{tag}_{arch}"]
@@ -99,9 +110,7 @@ def build_runtime(
         root.chmod(0o755)
     building = root / f".{final.name}.building-{os.getpid()}"
     shutil.rmtree(building, ignore_errors=True)
-    cmd = build_command(
-        python, building, machine=machine, find_links=find_links, no_index=no_index
-    )
+    cmd = build_command(python, building, machine=machine, find_links=find_links, no_index=no_index)
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         shutil.rmtree(building, ignore_errors=True)

@@ -21,7 +21,11 @@ def pixel(x: float, y: float) -> tuple[int, int, int, int]:
     inside = True
     for cx, cy in ((r, r), (1 - r, r), (r, 1 - r), (1 - r, 1 - r)):
         if (x < r or x > 1 - r) and (y < r or y > 1 - r):
-            inside = (x - cx) ** 2 + (y - cy) ** 2 <= r * r if abs(x - cx) < r and abs(y - cy) < r else inside
+            inside = (
+                (x - cx) ** 2 + (y - cy) ** 2 <= r * r
+                if abs(x - cx) < r and abs(y - cy) < r
+                else inside
+            )
     if not inside or not (0 <= x <= 1 and 0 <= y <= 1):
         return CLEAR
     if 0.72 <= y <= 0.82 and 0.14 <= x <= 0.86:
@@ -50,7 +54,9 @@ def png(size: int) -> bytes:
     raw = zlib.compress(b"".join(rows), 9)
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
 
     header = struct.pack(">IIBBBBB", size, size, 8, 6, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", raw) + chunk(b"IEND", b"")

@@ -71,7 +71,9 @@ def docker_engine() -> Iterator[docker.DockerClient]:
     started: subprocess.Popen[bytes] | None = None
     if not _ping():
         if shutil.which("dockerd") is None:
-            pytest.fail("No Docker engine answers and dockerd is not installed: run scripts/setup.sh")
+            pytest.fail(
+                "No Docker engine answers and dockerd is not installed: run scripts/setup.sh"
+            )
         log = open(os.path.join(tempfile.gettempdir(), "tfenv-test-dockerd.log"), "wb")  # noqa: SIM115
         started = subprocess.Popen(
             ["dockerd", "--bridge=none", "--iptables=false", "--ip6tables=false"],
@@ -133,7 +135,7 @@ def kernel_runtimes(ipykernel_wheels: Path, tmp_path_factory: pytest.TempPathFac
 @pytest.fixture
 def runtime_root() -> Iterator[str]:
     # Short: Unix socket paths must stay under 107 bytes.
-    path = tempfile.mkdtemp(prefix="tfr-", dir="/tmp")  # noqa: S108
+    path = tempfile.mkdtemp(prefix="tfr-", dir="/tmp")
     yield path
     shutil.rmtree(path, ignore_errors=True)
 
@@ -169,9 +171,7 @@ def provisioner_config(runtime_root: str, kernel_runtimes: Path) -> dict[str, An
 
 
 @pytest.fixture
-def jp_server_config(
-    catalog_path: Path, provisioner_config: dict[str, Any], images: Any
-) -> Config:
+def jp_server_config(catalog_path: Path, provisioner_config: dict[str, Any], images: Any) -> Config:
     return Config(
         {
             "ServerApp": {

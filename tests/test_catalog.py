@@ -59,14 +59,30 @@ def test_display_names_tell_versions_and_cpu_gpu_apart():
         ({"id": "x", "image": "tf:1.0", "resources": {"memory": "lots"}}, "resources.memory", ""),
         ({"id": "x", "image": "tf:1.0", "env": {"JUPYTERHUB_API_TOKEN": "s"}}, "env", ""),
         ({"id": "x", "image": "tf:1.0", "colour": "red"}, "(entry)", "colour"),
-        ({"id": "x", "image": "tf:1.0", "mounts": [{"source": "/var/run/docker.sock",
-          "target": "/d"}]}, "mounts", "Docker socket"),
-        ({"id": "x", "image": "tf:1.0", "mounts": [{"source": "/", "target": "/host"}]},
-         "mounts", "host's /"),
-        ({"id": "x", "image": "tf:1.0", "mounts": [{"source": "/d", "target": "/opt/tfenv/x"}]},
-         "mounts", "reserved"),
-        ({"id": "x", "image": "tf:1.0", "mounts": [{"source": "rel", "target": "/d"}]},
-         "mounts", "absolute"),
+        (
+            {
+                "id": "x",
+                "image": "tf:1.0",
+                "mounts": [{"source": "/var/run/docker.sock", "target": "/d"}],
+            },
+            "mounts",
+            "Docker socket",
+        ),
+        (
+            {"id": "x", "image": "tf:1.0", "mounts": [{"source": "/", "target": "/host"}]},
+            "mounts",
+            "host's /",
+        ),
+        (
+            {"id": "x", "image": "tf:1.0", "mounts": [{"source": "/d", "target": "/opt/tfenv/x"}]},
+            "mounts",
+            "reserved",
+        ),
+        (
+            {"id": "x", "image": "tf:1.0", "mounts": [{"source": "rel", "target": "/d"}]},
+            "mounts",
+            "absolute",
+        ),
     ],
 )
 def test_invalid_entries_name_the_field(entry, field, words):
@@ -91,13 +107,17 @@ def test_bad_entries_are_reported_and_the_others_keep_working(tmp_path):
     assert [e.id for e in catalog.all()] == ["good"]
     problems = {(p.entry, p.field): p for p in catalog.problems()}
     assert set(problems) == {
-        ("'floating'", "image"), ("'nogpu'", "gpus"), ("#4", ""), ("'good'", "id")
+        ("'floating'", "image"),
+        ("'nogpu'", "gpus"),
+        ("#4", ""),
+        ("'good'", "id"),
     }
     for problem in problems.values():
         assert problem.source == str(path)
     assert "duplicate id" in problems[("'good'", "id")].message
     assert str(problems[("'floating'", "image")]).startswith(
-        f"{path}: environment 'floating': image: ")
+        f"{path}: environment 'floating': image: "
+    )
 
 
 def test_unreadable_and_malformed_files_are_problems_not_crashes(tmp_path):

@@ -59,8 +59,9 @@ async def test_image_without_ipykernel_runs_with_the_mounted_runtime(
         )
         assert out.strip().startswith("/opt/tfenv/runtimes/cp311-")
         (container,) = kernel_containers(docker_engine, kernel_id)
-        mount = next(m for m in container.attrs["Mounts"] if m["Destination"] ==
-                     "/opt/tfenv/runtimes")
+        mount = next(
+            m for m in container.attrs["Mounts"] if m["Destination"] == "/opt/tfenv/runtimes"
+        )
         assert mount["RW"] is False
     finally:
         await jp_fetch("api", "kernels", kernel_id, method="DELETE")
@@ -73,7 +74,9 @@ async def test_plain_tensorflow_image_runs_with_the_mounted_runtime(
 ):
     kernel_id = await start_kernel(jp_fetch, "tfenv-tf220-nokernel")
     try:
-        out = await run_code(jp_serverapp, kernel_id, "import tensorflow as tf; print(tf.__version__)")
+        out = await run_code(
+            jp_serverapp, kernel_id, "import tensorflow as tf; print(tf.__version__)"
+        )
         assert out.strip() == "2.20.0"
     finally:
         await jp_fetch("api", "kernels", kernel_id, method="DELETE")

@@ -73,8 +73,9 @@ async def test_environments_endpoint_reports_catalog_and_problems(jp_fetch):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("env_id", "image", "version"), [
-    ("tf220", TF220, "2.20.0"), ("tf219", TF219, "2.19.0")])
+@pytest.mark.parametrize(
+    ("env_id", "image", "version"), [("tf220", TF220, "2.20.0"), ("tf219", TF219, "2.19.0")]
+)
 async def test_tensorflow_kernel_runs_the_pinned_version_in_its_container(
     jp_fetch, jp_serverapp, jp_root_dir, docker_engine, env_id, image, version
 ):
@@ -222,9 +223,17 @@ async def test_websocket_execute_like_jupyterlab(jp_fetch, jp_ws_fetch, docker_e
     ws = await jp_ws_fetch("api", "kernels", kernel_id, "channels")
     try:
         session = Session()
-        msg = session.msg("execute_request", {"code": "print(6 * 7)", "silent": False,
-                                              "store_history": True, "user_expressions": {},
-                                              "allow_stdin": False, "stop_on_error": True})
+        msg = session.msg(
+            "execute_request",
+            {
+                "code": "print(6 * 7)",
+                "silent": False,
+                "store_history": True,
+                "user_expressions": {},
+                "allow_stdin": False,
+                "stop_on_error": True,
+            },
+        )
         msg["channel"] = "shell"
         await ws.write_message(json.dumps(msg, default=str))
         text, status = "", None

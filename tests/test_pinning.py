@@ -13,27 +13,55 @@ DIGEST = "sha256:" + "ab" * 32
 @pytest.mark.parametrize(
     ("ref", "repository", "registry", "tag", "digest"),
     [
-        ("tensorflow/tensorflow:2.20.0-gpu-jupyter", "tensorflow/tensorflow", "docker.io",
-         "2.20.0-gpu-jupyter", None),
-        ("localhost:5000/team/tf:2.19.0", "localhost:5000/team/tf", "localhost:5000", "2.19.0",
-         None),
-        ("registry.example.com:8443/a/b/c/tf:1.0", "registry.example.com:8443/a/b/c/tf",
-         "registry.example.com:8443", "1.0", None),
+        (
+            "tensorflow/tensorflow:2.20.0-gpu-jupyter",
+            "tensorflow/tensorflow",
+            "docker.io",
+            "2.20.0-gpu-jupyter",
+            None,
+        ),
+        (
+            "localhost:5000/team/tf:2.19.0",
+            "localhost:5000/team/tf",
+            "localhost:5000",
+            "2.19.0",
+            None,
+        ),
+        (
+            "registry.example.com:8443/a/b/c/tf:1.0",
+            "registry.example.com:8443/a/b/c/tf",
+            "registry.example.com:8443",
+            "1.0",
+            None,
+        ),
         (f"tensorflow/tensorflow@{DIGEST}", "tensorflow/tensorflow", "docker.io", None, DIGEST),
-        (f"localhost:5000/tf:2.20.0@{DIGEST}", "localhost:5000/tf", "localhost:5000", "2.20.0",
-         DIGEST),
+        (
+            f"localhost:5000/tf:2.20.0@{DIGEST}",
+            "localhost:5000/tf",
+            "localhost:5000",
+            "2.20.0",
+            DIGEST,
+        ),
     ],
 )
 def test_parse_handles_ports_paths_and_digests(ref, repository, registry, tag, digest):
     parsed = parse_image_ref(ref)
     assert (parsed.repository, parsed.registry, parsed.tag, parsed.digest) == (
-        repository, registry, tag, digest)
+        repository,
+        registry,
+        tag,
+        digest,
+    )
 
 
 @pytest.mark.parametrize(
     "ref",
-    ["tensorflow/tensorflow:2.20.0-jupyter", "localhost:5000/team/tf:2024.05",
-     "internal/tf:team-v3", f"tensorflow/tensorflow@{DIGEST}"],
+    [
+        "tensorflow/tensorflow:2.20.0-jupyter",
+        "localhost:5000/team/tf:2024.05",
+        "internal/tf:team-v3",
+        f"tensorflow/tensorflow@{DIGEST}",
+    ],
 )
 def test_pinned_references_are_accepted(ref):
     assert check_pinned(ref).original == ref

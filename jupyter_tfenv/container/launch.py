@@ -49,7 +49,7 @@ def main():
             )
             sys.stderr.flush()
             sys.exit(3)
-    from ipykernel import kernelapp
+    from ipykernel import kernelapp  # noqa: PLC0415 - only after sys.path is set
 
     kernelapp.launch_new_instance()
 

@@ -32,8 +32,10 @@ class TFEnvHandler(APIHandler):
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(exc, TFEnvError):
-            status = 404 if isinstance(exc, UnknownEnvironmentError) else (
-                400 if isinstance(exc, CatalogError) else 500
+            status = (
+                404
+                if isinstance(exc, UnknownEnvironmentError)
+                else (400 if isinstance(exc, CatalogError) else 500)
             )
             self.set_status(status)
             self.set_header("Content-Type", "application/json")
