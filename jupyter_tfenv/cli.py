@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from docker.errors import ImageNotFound
+from docker.errors import APIError, ImageNotFound
 from jupyter_core.application import JupyterApp
 from jupyter_core.paths import jupyter_data_dir
 from traitlets.config import Application, Config
@@ -194,6 +194,66 @@ def cmd_runtime(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pull_one(client: Any, env: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """Pull one environment's image, showing per-layer and total progress on stderr."""
+    ref = env.image_ref
+    layers: dict[str, tuple[int, int]] = {}
+    done: set[str] = set()
+    try:
+        for event in client.api.pull(
+            ref.repository, tag=ref.digest or ref.tag, stream=True, decode=True
+        ):
+            if "error" in event:
+                raise TFEnvError(f"pulling {env.image} failed: {event['error']}")
+            layer, status = event.get("id", ""), event.get("status", "")
+            detail = event.get("progressDetail") or {}
+            if layer and detail.get("total"):
+                layers[layer] = (int(detail.get("current", 0)), int(detail["total"]))
+            if layer and status in ("Pull complete", "Already exists"):
+                done.add(layer)
+            if not args.json and sys.stderr.isatty():
+                current = sum(c for c, _ in layers.values())
+                total = sum(t for _, t in layers.values()) or 1
+                print(
+                    f"\r{env.id}: {len(done)} layer(s) done, "
+                    f"{current / 1e6:.0f}/{total / 1e6:.0f} MB ({100 * current / total:.0f}%)",
+                    end="",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    except APIError as err:
+        raise TFEnvError(
+            f"pulling {env.image} failed: {err.explanation or err}. Check the reference, "
+            "that the registry is reachable from the Docker engine, and `docker login` for "
+            "private registries."
+        ) from err
+    if not args.json and sys.stderr.isatty():
+        print(file=sys.stderr)
+    image = client.images.get(env.image)
+    return {
+        "id": env.id,
+        "image": env.image,
+        "image_id": image.id,
+        "repo_digests": image.attrs.get("RepoDigests", []),
+    }
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    _, catalog = _load(args)
+    envs = [catalog.get(env_id) for env_id in args.env] if args.env else catalog.all()
+    client = connect()
+    pulled = [_pull_one(client, env, args) for env in envs]
+    _emit(
+        args,
+        {"pulled": pulled},
+        "\n".join(
+            f"{p['id']}: {p['image']} -> {(p['repo_digests'] or [p['image_id']])[0]}"
+            for p in pulled
+        ),
+    )
+    return 0
+
+
 def cmd_pin_check(args: argparse.Namespace) -> int:
     parsed = check_pinned(args.reference, args.pinning or "tags")
     _emit(args, parsed.__dict__, f"{args.reference}: pinned ({parsed.short})")
@@ -244,6 +304,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-index", action="store_true", help="do not use PyPI")
     p.add_argument("--force", action="store_true", help="rebuild an existing runtime")
     p.set_defaults(func=cmd_runtime)
+    p = sub.add_parser(
+        "pull",
+        parents=[common],
+        help="pull environments' images (all, or the ids given) with progress",
+    )
+    p.add_argument("env", nargs="*", help="environment ids (default: all)")
+    p.set_defaults(func=cmd_pull)
     p = sub.add_parser("pin", parents=[common], help="check one image reference's pinning")
     p.add_argument("reference")
     p.set_defaults(func=cmd_pin_check)

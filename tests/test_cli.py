@@ -188,3 +188,21 @@ def test_runtime_list(tmp_path):
     result = tfenv("runtime", "list", "--runtimes-dir", str(tmp_path))
     assert result.returncode == 0
     assert "No kernel runtimes" in result.stdout
+
+
+@pytest.mark.docker
+def test_pull_from_an_unreachable_registry_says_so(tmp_path, images):
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        yaml.safe_dump({"environments": [{"id": "far", "image": "127.0.0.1:5999/team/tf:2.20.0"}]})
+    )
+    result = tfenv("pull", "far", "--catalog", str(path))
+    assert result.returncode == 2
+    assert "pulling 127.0.0.1:5999/team/tf:2.20.0 failed" in result.stderr
+    assert "registry is reachable" in result.stderr
+
+
+def test_pull_of_an_unknown_environment(team_catalog):
+    result = tfenv("pull", "nope", "--catalog", str(team_catalog))
+    assert result.returncode == 2
+    assert "No environment 'nope'" in result.stderr
