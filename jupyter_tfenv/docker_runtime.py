@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import socket
+import threading
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -102,6 +103,28 @@ def connect(timeout: float = 60.0) -> docker.DockerClient:
             f"Cannot reach the Docker engine at {where}: {reason}. {hint}"
         ) from err
     return client
+
+
+_SHARED: dict[tuple[str, int], docker.DockerClient] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_client(timeout: float = 60.0) -> docker.DockerClient:
+    """One pinged client per Docker host and process (a new client costs two API calls)."""
+    key = (os.environ.get("DOCKER_HOST", ""), int(timeout))
+    with _SHARED_LOCK:
+        client = _SHARED.get(key)
+        if client is None:
+            client = _SHARED[key] = connect(timeout)
+        return client
+
+
+def forget_shared_client(client: docker.DockerClient) -> None:
+    """Drop a client whose engine stopped answering, so the next call reconnects."""
+    with _SHARED_LOCK:
+        for key, value in list(_SHARED.items()):
+            if value is client:
+                del _SHARED[key]
 
 
 @dataclass(frozen=True)

@@ -27,19 +27,21 @@ from docker.errors import APIError, NotFound
 from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.localinterfaces import localhost
 from jupyter_client.provisioning import LocalProvisioner
+from requests.exceptions import ConnectionError as RequestsConnectionError
 from traitlets import Bool, Dict, Enum, Float, Integer, List, Unicode, default
 
 from .catalog import Environment, environment_from_dict
 from .docker_runtime import (
     NO_IPYKERNEL_MARK,
     KernelRequest,
-    connect,
     container_spec,
     default_owner,
     explain_api_error,
     explain_missing_python,
+    forget_shared_client,
     remove_quietly,
     resolve_image,
+    shared_client,
     tail_logs,
 )
 from .errors import CatalogError, DockerUnavailableError, KernelStartError
@@ -186,7 +188,7 @@ class DockerKernelProvisioner(LocalProvisioner):
     async def _docker(self) -> Any:
         if self._client is None:
             try:
-                self._client = await self._call(connect, self.docker_timeout)
+                self._client = await self._call(shared_client, self.docker_timeout)
             except DockerUnavailableError as err:
                 raise KernelStartError(str(err), status_code=503) from err
         return self._client
@@ -335,12 +337,28 @@ class DockerKernelProvisioner(LocalProvisioner):
         req = self._request(cmd, cwd, image.id)
         spec = container_spec(env, req)
         started = time.monotonic()
+        # Shielded: a start request cancelled while Docker creates the container must
+        # still learn the container's id, or the container would be left behind.
+        creating = asyncio.ensure_future(self._call(client.containers.run, **spec))
         try:
-            container = await self._call(client.containers.run, **spec)
+            container = await asyncio.shield(creating)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await creating
+            await self._call(self._remove_by_name, client, spec["name"])
+            raise
         except APIError as err:
             # Docker may have created the container before failing to start it.
             await self._call(self._remove_by_name, client, spec["name"])
             raise KernelStartError(explain_api_error(err, env)) from err
+        except RequestsConnectionError as err:
+            forget_shared_client(client)
+            self._client = None
+            raise KernelStartError(
+                f"The Docker engine stopped answering while starting the kernel: {err}. "
+                "Check that it runs (`docker info`) and start the kernel again.",
+                status_code=503,
+            ) from err
         self._container = container
         self.container_id = container.id
         self.cwd = cwd
@@ -360,6 +378,7 @@ class DockerKernelProvisioner(LocalProvisioner):
             remove_quietly(client.containers.get(name))
 
     def _bound(self) -> bool:
+        """Whether the kernel bound its sockets (IPC: five stat calls; TCP: one connect)."""
         info: dict[str, Any] = dict(self.connection_info)
         ports = [info[f"{ch}_port"] for ch in ("shell", "iopub", "stdin", "control", "hb")]
         if self.transport == "ipc":
@@ -371,14 +390,24 @@ class DockerKernelProvisioner(LocalProvisioner):
     async def _wait_until_bound(self, env: Environment, started: float) -> None:
         """Wait until the kernel bound its sockets, the container exits, or time runs out."""
         container = self._container
-        delay = 0.02
+        delay, next_inspect = 0.005, 0.0
         while True:
-            if await self._call(self._bound):
+            # Socket files are cheap to look at; the container is inspected less often.
+            if self._bound():
                 return
-            await self._call(container.reload)
-            if container.status not in _RUNNING_STATES:
-                await self._fail_exited(env, container)
-            if time.monotonic() - started > self.start_timeout:
+            now = time.monotonic()
+            if now >= next_inspect:
+                try:
+                    await self._call(container.reload)
+                except NotFound:
+                    container.attrs = {"State": {"ExitCode": None}}
+                    container.status = "removed"
+                if container.status not in _RUNNING_STATES:
+                    if self._bound():
+                        return
+                    await self._fail_exited(env, container)
+                next_inspect = now + 0.25
+            if now - started > self.start_timeout:
                 logs = await self._call(tail_logs, container)
                 await self._call(remove_quietly, container)
                 self._forget_container()
@@ -389,7 +418,7 @@ class DockerKernelProvisioner(LocalProvisioner):
                     logs=logs,
                 )
             await asyncio.sleep(delay)
-            delay = min(delay * 1.5, 0.25)
+            delay = min(delay * 1.5, 0.05)
 
     async def _fail_exited(self, env: Environment, container: Any) -> None:
         state = container.attrs.get("State", {})
