@@ -318,8 +318,11 @@ class DockerKernelProvisioner(LocalProvisioner):
         try:
             return await self._launch(cmd, **kwargs)
         except BaseException:
-            # A kernel that never started leaves nothing behind: no container (removed
-            # where it fails), no runtime folder.
+            # A kernel that never started leaves nothing behind: no container, no runtime
+            # folder; also when the start was cancelled half-way.
+            if self._container is not None:
+                await self._call(remove_quietly, self._container)
+                self._forget_container()
             if self.runtime_dir:
                 await self._call(shutil.rmtree, self.runtime_dir, True)
                 self.runtime_dir = None

@@ -267,3 +267,22 @@ async def test_tcp_transport_binds_loopback_only(jp_fetch, jp_serverapp, docker_
             await shutdown(jp_fetch, kernel_id)
     finally:
         jp_serverapp.config.DockerKernelProvisioner.transport = "ipc"
+
+
+@pytest.mark.parametrize("delay", [0.05, 0.15, 0.25])
+async def test_cancelled_start_leaves_no_container(jp_serverapp, jp_root_dir, docker_engine, delay):
+    """A start abandoned half-way (a closed browser tab, Ctrl-C) removes its container."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    km = AsyncKernelManager(
+        kernel_name="tfenv-py",
+        kernel_spec_manager=jp_serverapp.kernel_spec_manager,
+        parent=jp_serverapp,
+    )
+    task = asyncio.ensure_future(km.start_kernel(cwd=str(jp_root_dir)))
+    await asyncio.sleep(delay)
+    task.cancel()
+    results = await asyncio.gather(task, return_exceptions=True)
+    if not isinstance(results[0], BaseException):
+        await km.shutdown_kernel(now=True)  # it won the race: started before the cancel
+    assert kernel_containers(docker_engine, km.kernel_id) == []
