@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Run every check of jupyter_tfenv: setup, linters, type checks, then the test suite.
+#
+#   bash scripts/test.sh [PYTEST ARGS ...]
+#
+# Arguments go to pytest, e.g. `bash scripts/test.sh -k kernel -x`. Every step runs even
+# when an earlier one failed (setup excepted); the exit status is non-zero when any failed,
+# and a summary line lists them. pytest collecting no test at all (exit 5) is a failure.
+#
+# Environment: TFENV_TEST_SKIP_SETUP=1 (reuse the current setup),
+# TFENV_TEST_SKIP_LINT=1 (tests only), TFENV_TEST_FORMAT=0 (skip `ruff format --check`).
+set -uo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
+PYTHON=${PYTHON:-python3}
+T0=$SECONDS
+say() { echo "[test] $*"; }
+
+if [ "${TFENV_TEST_SKIP_SETUP:-0}" != 1 ]; then
+  if ! bash scripts/setup.sh; then
+    say "FAILED: setup (scripts/setup.sh); nothing else ran"
+    exit 1
+  fi
+fi
+
+passed=()
+failed=()
+step() {
+  # step NAME COMMAND...: run one check, record its outcome.
+  local name=$1 start=$SECONDS rc
+  shift
+  echo
+  if declare -F "$1" >/dev/null; then say "=== $name"; else say "=== $name: $*"; fi
+  "$@"
+  rc=$?
+  if [ "$rc" -eq 0 ]; then
+    passed+=("$name")
+    say "--- $name: ok ($((SECONDS - start)) s)"
+  else
+    failed+=("$name")
+    say "--- $name: FAILED (exit $rc, $((SECONDS - start)) s)"
+  fi
+  return 0
+}
+
+if [ "${TFENV_TEST_SKIP_LINT:-0}" != 1 ]; then
+  step "ruff check" "$PYTHON" -m ruff check .
+  if [ "${TFENV_TEST_FORMAT:-1}" != 0 ]; then
+    step "ruff format" "$PYTHON" -m ruff format --check .
+  fi
+  step "mypy" "$PYTHON" -m mypy
+  if node -e 'process.exit(require("./package.json").scripts?.["lint:check"] ? 0 : 1)'; then
+    step "eslint+prettier" npm run --silent lint:check
+  fi
+fi
+
+# shellcheck disable=SC2317  # called through step
+pytest_run() {
+  say "$PYTHON -m pytest -ra $*"
+  "$PYTHON" -m pytest -ra "$@"
+  local rc=$?
+  if [ "$rc" -eq 5 ]; then
+    say "pytest collected no tests (exit 5): that counts as a failure"
+  fi
+  return "$rc"
+}
+step "pytest" pytest_run "$@"
+
+echo
+summary="$((${#passed[@]} + ${#failed[@]})) steps in $((SECONDS - T0)) s"
+if [ ${#failed[@]} -eq 0 ]; then
+  say "SUMMARY: all passed ($summary): ${passed[*]}"
+  exit 0
+fi
+say "SUMMARY: FAILED: ${failed[*]} ($summary)${passed[*]:+; passed: ${passed[*]}}"
+exit 1
