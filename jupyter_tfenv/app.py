@@ -3,27 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Bool
+from traitlets import Bool, Unicode
 
 from . import __version__
 from .catalog import TFEnvCatalog
 from .docker_runtime import connect, reap_orphans
 from .errors import TFEnvError
-from .handlers import environments
+from .handlers import environments, kernels, pulls
 from .kernelspecs import TFEnvKernelSpecManager
+from .probe import probe_cache_dir
 from .provisioner import DockerKernelProvisioner
-
-
-@dataclass
-class TFEnvState:
-    """What handlers reach through ``self.settings['tfenv']``."""
-
-    catalog: TFEnvCatalog
-    app: TFEnvApp
+from .service import TFEnvService
 
 
 class TFEnvApp(ExtensionApp):
@@ -44,6 +38,10 @@ class TFEnvApp(ExtensionApp):
         help="""Make the server's kernel spec manager the tfenv one (which adds the catalog's
         environments to the usual kernelspecs), unless ServerApp.kernel_spec_manager_class
         is configured explicitly.""",
+    ).tag(config=True)
+
+    probe_cache_dir = Unicode(
+        "", help="Folder of cached environment probes (default: in the Jupyter data dir)."
     ).tag(config=True)
 
     def _link_jupyter_server_extension(self, serverapp: Any) -> None:
@@ -78,10 +76,19 @@ class TFEnvApp(ExtensionApp):
             len(envs),
             ", ".join(e.id for e in envs) or "none (see `jupyter tfenv check`)",
         )
-        self.settings["tfenv"] = TFEnvState(catalog=catalog, app=self)
+        lock = catalog.lock_path()
+        probes = Path(self.probe_cache_dir) if self.probe_cache_dir else probe_cache_dir()
+        self.settings["tfenv"] = TFEnvService(
+            catalog,
+            probe_cache_dir=probes,
+            lock_path=lock,
+            provisioner_defaults=DockerKernelProvisioner(parent=self.serverapp, kernel_id="api"),
+            log=self.log,
+        )
 
     def initialize_handlers(self) -> None:
-        self.handlers.extend(environments.routes)
+        for module in (environments, pulls, kernels):
+            self.handlers.extend(module.routes)
 
     async def _reap(self) -> None:
         provisioner = DockerKernelProvisioner(parent=self.serverapp, kernel_id="gc")

@@ -31,6 +31,7 @@ from .errors import CatalogError, UnknownEnvironmentError
 from .images import PINNING_POLICIES, ImageRef, check_pinned
 
 CATALOG_ENV_VAR = "JUPYTER_TFENV_CATALOG"
+LOCK_ENV_VAR = "JUPYTER_TFENV_LOCK"
 KERNEL_PREFIX = "tfenv-"
 #: Paths in the container that belong to jupyter_tfenv; catalog mounts may not use them.
 RESERVED_TARGETS = ("/opt/tfenv",)
@@ -330,6 +331,31 @@ class TFEnvCatalog(LoggingConfigurable):
         ':latest' (default), 'digests' accepts only repo@sha256:… references, 'any' accepts
         everything (not recommended: the same name can run different bits tomorrow).""",
     ).tag(config=True)
+
+    lock_file = Unicode(
+        help=f"""The lock file recording the digest each tag resolved to
+        (`jupyter tfenv lock` writes it). Default: ${LOCK_ENV_VAR}, else tfenv-lock.json
+        beside the first catalog file.""",
+    ).tag(config=True)
+
+    lock_policy = Enum(
+        ["enforce", "warn", "off"],
+        default_value="enforce",
+        help="""What to do when the local image of a locked tag no longer carries the locked
+        digest (the tag was re-pointed): 'enforce' refuses to start the kernel, 'warn' logs
+        and starts, 'off' ignores the lock.""",
+    ).tag(config=True)
+
+    @default("lock_file")
+    def _default_lock_file(self) -> str:
+        return os.environ.get(LOCK_ENV_VAR, "")
+
+    def lock_path(self) -> Path | None:
+        """Where the lock file is (or would be written), None when there is no catalog file."""
+        if self.lock_file:
+            return Path(self.lock_file).expanduser().resolve()
+        files = self.files()
+        return Path(files[0]).parent / "tfenv-lock.json" if files else None
 
     @default("catalog_files")
     def _default_catalog_files(self) -> list[str]:

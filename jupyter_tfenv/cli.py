@@ -23,6 +23,7 @@ from .docker_runtime import connect, reap_orphans, tfenv_containers
 from .errors import TFEnvError
 from .images import check_pinned
 from .kernelspecs import write_kernelspecs
+from .probe import probe_cache_dir, probe_image
 from .provisioner import DockerKernelProvisioner
 from .runtime import build_runtime, default_runtimes_dir, list_runtimes
 
@@ -254,6 +255,84 @@ def cmd_pull(args: argparse.Namespace) -> int:
     return 0
 
 
+def _probe_lines(result: dict[str, Any]) -> str:
+    build = result.get("build") or {}
+    gpus = result.get("gpus") or []
+    gpu_state = result.get("gpu_state") or {}
+    lines = [
+        f"environment  {result.get('environment')}  ({result.get('image')})",
+        f"image id     {result.get('image_id', '')[:19]}",
+        f"os           {result.get('os') or '?'}",
+        f"python       {result.get('python') or '?'}",
+        f"tensorflow   {result.get('tensorflow') or 'not installed'}",
+        f"keras        {result.get('keras') or '-'}",
+        f"numpy        {result.get('numpy') or '-'}",
+        f"ipykernel    {result.get('ipykernel') or 'not in the image (runtime needed)'}",
+    ]
+    if result.get("tensorflow"):
+        kind = (
+            "CUDA"
+            if build.get("is_cuda_build")
+            else ("ROCm" if build.get("is_rocm_build") else "CPU only")
+        )
+        lines.append(
+            f"built for    {kind}"
+            + (
+                f" {build.get('cuda_version')}, cuDNN {build.get('cudnn_version')}"
+                if build.get("is_cuda_build")
+                else ""
+            )
+        )
+    lines.append(
+        "gpus         "
+        + (
+            ", ".join(
+                f"{g.get('name') or g.get('device')} (cc {g.get('compute_capability')})"
+                for g in gpus
+            )
+            or "none visible"
+        )
+    )
+    if gpu_state.get("message"):
+        lines.append(f"gpu state    {gpu_state.get('state')}: {gpu_state['message']}")
+    for part, message in (result.get("errors") or {}).items():
+        lines.append(f"note         {part}: {message}")
+    lines.append(
+        "cached       yes"
+        if result.get("cached")
+        else f"probed in    {result.get('duration_s', 0):.1f} s"
+    )
+    return "\n".join(lines)
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    config, catalog = _load(args)
+    prov = DockerKernelProvisioner(config=config, kernel_id="probe")
+    client = connect(prov.docker_timeout)
+    envs = [catalog.get(env_id) for env_id in args.env] if args.env else catalog.all()
+    results = []
+    for env in envs:
+        if not args.json and not args.refresh:
+            print(f"probing {env.id} …", file=sys.stderr)
+        results.append(
+            probe_image(
+                client,
+                env,
+                cache_dir=probe_cache_dir(),
+                uid=prov.uid,
+                gid=prov.gid,
+                refresh=args.refresh,
+                timeout=args.timeout,
+            )
+        )
+    _emit(
+        args,
+        results if len(results) != 1 else results[0],
+        "\n\n".join(_probe_lines(r) for r in results),
+    )
+    return 0
+
+
 def cmd_pin_check(args: argparse.Namespace) -> int:
     parsed = check_pinned(args.reference, args.pinning or "tags")
     _emit(args, parsed.__dict__, f"{args.reference}: pinned ({parsed.short})")
@@ -311,6 +390,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("env", nargs="*", help="environment ids (default: all)")
     p.set_defaults(func=cmd_pull)
+    p = sub.add_parser(
+        "probe",
+        parents=[common],
+        help="what an environment's image holds: TF, CUDA/cuDNN, GPUs, python",
+    )
+    p.add_argument("env", nargs="*", help="environment ids (default: all)")
+    p.add_argument("--refresh", action="store_true", help="ignore the cached result")
+    p.add_argument("--timeout", type=float, default=180.0, help="seconds (default 180)")
+    p.set_defaults(func=cmd_probe)
     p = sub.add_parser("pin", parents=[common], help="check one image reference's pinning")
     p.add_argument("reference")
     p.set_defaults(func=cmd_pin_check)

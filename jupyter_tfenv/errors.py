@@ -12,7 +12,12 @@ from tornado.web import HTTPError
 
 
 class TFEnvError(Exception):
-    """Base class of jupyter_tfenv's errors; ``str(err)`` is the whole message."""
+    """Base class of jupyter_tfenv's errors; ``str(err)`` is the whole message.
+
+    ``http_status`` is what the REST API answers with when the error reaches a handler.
+    """
+
+    http_status = 500
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -25,6 +30,8 @@ class TFEnvError(Exception):
 class CatalogError(TFEnvError):
     """An environment entry or a catalog file is invalid."""
 
+    http_status = 400
+
 
 class PinningError(CatalogError):
     """An image reference floats (``:latest``, no tag) where a pinned one is required."""
@@ -33,9 +40,19 @@ class PinningError(CatalogError):
 class UnknownEnvironmentError(TFEnvError):
     """No environment in the catalog has that id."""
 
+    http_status = 404
+
 
 class DockerUnavailableError(TFEnvError):
     """The Docker engine cannot be reached."""
+
+    http_status = 503
+
+
+class NotFoundError(TFEnvError):
+    """A kernel, pull or other object the request names does not exist (for this user)."""
+
+    http_status = 404
 
 
 class KernelStartError(HTTPError):

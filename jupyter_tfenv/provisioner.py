@@ -30,6 +30,7 @@ from jupyter_client.provisioning import LocalProvisioner
 from requests.exceptions import ConnectionError as RequestsConnectionError
 from traitlets import Bool, Dict, Enum, Float, Integer, List, Unicode, default
 
+from . import live, metrics
 from .catalog import Environment, environment_from_dict
 from .docker_runtime import (
     NO_IPYKERNEL_MARK,
@@ -152,7 +153,8 @@ class DockerKernelProvisioner(LocalProvisioner):
     @default("default_memory")
     def _default_default_memory(self) -> int:
         total = _host_memory()
-        return int(total * 0.8) if total else 8 * 1024**3
+        mib = 1024**2  # whole MiB: the kernel rounds cgroup limits to pages anyway
+        return int(total * 0.8) // mib * mib if total else 8 * 1024**3
 
     default_pids = Integer(
         4096, help="pids limit (threads count) for environments that set none."
@@ -315,8 +317,12 @@ class DockerKernelProvisioner(LocalProvisioner):
         )
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
+        env_id = str(self.environment.get("id", "?"))
         try:
-            return await self._launch(cmd, **kwargs)
+            with metrics.kernel_start_timer(env_id):
+                info = await self._launch(cmd, **kwargs)
+            metrics.kernel_started(env_id, self.kernel_id)
+            return info
         except BaseException:
             # A kernel that never started leaves nothing behind: no container, no runtime
             # folder; also when the start was cancelled half-way.
@@ -514,7 +520,10 @@ class DockerKernelProvisioner(LocalProvisioner):
         container = await self._get_container()
         if container is not None:
             await self._call(remove_quietly, container)
+            live.forget_container(container.id)
         self._forget_container()
+        if not restart:
+            metrics.kernel_stopped(str(self.environment.get("id", "?")), self.kernel_id)
         if self.ports_cached and not restart:
             await super().cleanup(restart=restart)
         if not restart and self.runtime_dir:

@@ -35,6 +35,7 @@ KERNEL_GID = 1000
 OWNER = "tfenv-pytest"
 KERNEL_LABEL = "org.jupyter.tfenv.kernel-id"
 OWNER_LABEL = "org.jupyter.tfenv.owner"
+SERVER_PID_LABEL = "org.jupyter.tfenv.server-pid"
 
 PY_IMAGE = "tfenv-test/python:3.11-jupyter"
 PY_NO_KERNEL_IMAGE = "tfenv-test/python:3.11"
@@ -89,7 +90,11 @@ def docker_engine() -> Iterator[docker.DockerClient]:
             pytest.fail("dockerd did not answer within 60 s; see /tmp/tfenv-test-dockerd.log")
     client = docker.from_env(timeout=120)
     yield client
-    leftovers = client.containers.list(all=True, filters={"label": f"{OWNER_LABEL}={OWNER}"})
+    # Only this process's containers: another suite may share the engine.
+    leftovers = client.containers.list(
+        all=True,
+        filters={"label": [f"{OWNER_LABEL}={OWNER}", f"{SERVER_PID_LABEL}={os.getpid()}"]},
+    )
     for container in leftovers:
         container.remove(force=True)
     client.close()
@@ -171,12 +176,24 @@ def provisioner_config(runtime_root: str, kernel_runtimes: Path) -> dict[str, An
 
 
 @pytest.fixture
-def jp_server_config(catalog_path: Path, provisioner_config: dict[str, Any], images: Any) -> Config:
+def tfenv_authorizer() -> type | None:
+    """An Authorizer class for the server; tests parametrize this fixture to change it."""
+    return None
+
+
+@pytest.fixture
+def jp_server_config(
+    catalog_path: Path,
+    provisioner_config: dict[str, Any],
+    images: Any,
+    tfenv_authorizer: type | None,
+) -> Config:
+    server: dict[str, Any] = {"jpserver_extensions": {"jupyter_tfenv": True}}
+    if tfenv_authorizer is not None:
+        server["authorizer_class"] = tfenv_authorizer
     return Config(
         {
-            "ServerApp": {
-                "jpserver_extensions": {"jupyter_tfenv": True},
-            },
+            "ServerApp": server,
             "TFEnvCatalog": {"catalog_files": [str(catalog_path)]},
             "DockerKernelProvisioner": provisioner_config,
             "TFEnvApp": {"reap_orphans_on_start": False},
@@ -189,7 +206,7 @@ def kernel_containers(client: docker.DockerClient, kernel_id: str | None = None)
     return [
         c
         for c in client.containers.list(all=True, filters={"label": label})
-        if c.labels.get(OWNER_LABEL) == OWNER
+        if c.labels.get(OWNER_LABEL) == OWNER and c.labels.get(SERVER_PID_LABEL) == str(os.getpid())
     ]
 
 

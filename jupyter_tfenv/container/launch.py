@@ -49,7 +49,7 @@ def main():
             )
             sys.stderr.flush()
             sys.exit(3)
-    from ipykernel import kernelapp  # noqa: PLC0415 - only after sys.path is set
+    from ipykernel import kernelapp
 
     kernelapp.launch_new_instance()
 

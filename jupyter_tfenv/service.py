@@ -1,0 +1,221 @@
+"""What the REST handlers call: one object per server, built by the extension app.
+
+Every blocking call (docker SDK, NVML, file reads of the probe cache) runs in a thread;
+handlers stay thin and only translate requests to these methods.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from docker.errors import APIError, ImageNotFound
+
+from . import gpu as gpu_mod
+from . import live, metrics
+from .catalog import Environment, TFEnvCatalog
+from .docker_runtime import connect
+from .errors import DockerUnavailableError, NotFoundError, TFEnvError
+from .lock import LockFile, lock_status
+from .probe import cached_probe, probe_image
+from .provisioner import DockerKernelProvisioner
+from .pulls import Pull, PullManager
+
+
+class TFEnvService:
+    """The server's tfenv state: catalog, Docker client, probes, pulls, live views."""
+
+    def __init__(
+        self,
+        catalog: TFEnvCatalog,
+        *,
+        probe_cache_dir: Path,
+        lock_path: Path | None,
+        provisioner_defaults: DockerKernelProvisioner,
+        log: Any,
+    ) -> None:
+        self.catalog = catalog
+        self.probe_cache_dir = probe_cache_dir
+        self.lock_path = lock_path
+        self.defaults = provisioner_defaults
+        self.log = log
+        self._client: Any = None
+        self._pulls: PullManager | None = None
+        self._probes: dict[str, asyncio.Future[dict[str, Any]]] = {}
+
+    # -- docker ---------------------------------------------------------------------
+
+    async def docker(self) -> Any:
+        if self._client is None:
+            self._client = await asyncio.to_thread(connect, self.defaults.docker_timeout)
+        return self._client
+
+    def lock(self) -> LockFile | None:
+        return LockFile.load(self.lock_path) if self.lock_path else None
+
+    # -- images ---------------------------------------------------------------------
+
+    async def image_presence(self, envs: list[Environment]) -> dict[str, dict[str, Any]]:
+        """``{env id: {"present": bool, "image_id": …}}`` in one Docker call.
+
+        Without a Docker engine the catalog is still listed, with the reason.
+        """
+        try:
+            client = await self.docker()
+            images = await asyncio.to_thread(client.api.images)
+        except (DockerUnavailableError, APIError) as err:
+            return {env.id: {"present": None, "error": str(err)} for env in envs}
+        by_ref: dict[str, dict[str, Any]] = {}
+        for image in images:
+            for ref in (image.get("RepoTags") or []) + (image.get("RepoDigests") or []):
+                by_ref[ref] = image
+        result = {}
+        for env in envs:
+            ref = (
+                env.image
+                if ":" in env.image.rsplit("/", 1)[-1] or "@" in env.image
+                else (f"{env.image}:latest")
+            )
+            image = by_ref.get(ref) or by_ref.get(f"docker.io/{ref}")
+            result[env.id] = (
+                {"present": True, "image_id": image["Id"], "size": image.get("Size")}
+                if image
+                else {"present": False, "image_id": None, "size": None}
+            )
+        return result
+
+    async def image_status(self, env: Environment) -> dict[str, Any]:
+        client = await self.docker()
+
+        def inspect() -> dict[str, Any]:
+            status: dict[str, Any] = {"environment": env.id, "image": env.image}
+            try:
+                image = client.images.get(env.image)
+            except ImageNotFound:
+                status.update(
+                    present=False, image_id=None, repo_digests=[], size=None, created=None
+                )
+            else:
+                status.update(
+                    present=True,
+                    image_id=image.id,
+                    repo_digests=image.attrs.get("RepoDigests") or [],
+                    size=image.attrs.get("Size"),
+                    created=image.attrs.get("Created"),
+                    architecture=image.attrs.get("Architecture"),
+                )
+            lock = self.lock()
+            status["lock"] = lock_status(client, env, lock) if lock is not None else None
+            return status
+
+        return await asyncio.to_thread(inspect)
+
+    # -- probes ---------------------------------------------------------------------
+
+    async def cached_probe(self, env: Environment) -> dict[str, Any] | None:
+        try:
+            client = await self.docker()
+        except DockerUnavailableError:
+            return None
+        return await asyncio.to_thread(cached_probe, client, env, cache_dir=self.probe_cache_dir)
+
+    async def probe(self, env: Environment, *, refresh: bool = False) -> dict[str, Any]:
+        """Probe ``env`` (one probe per environment at a time; others wait for it)."""
+        running = self._probes.get(env.id)
+        if running is not None and not running.done():
+            return await asyncio.shield(running)
+        client = await self.docker()
+        future = asyncio.ensure_future(
+            asyncio.to_thread(
+                probe_image,
+                client,
+                env,
+                cache_dir=self.probe_cache_dir,
+                uid=self.defaults.uid,
+                gid=self.defaults.gid,
+                refresh=refresh,
+            )
+        )
+        self._probes[env.id] = future
+        return await future
+
+    # -- pulls ----------------------------------------------------------------------
+
+    async def pull_manager(self) -> PullManager:
+        if self._pulls is None:
+            self._pulls = PullManager(await self.docker(), on_finish=metrics.pull_finished)
+        return self._pulls
+
+    async def start_pull(self, env: Environment) -> Pull:
+        manager = await self.pull_manager()
+        return await manager.start(env, lock=self.lock())
+
+    def pulls(self) -> list[Pull]:
+        return self._pulls.list() if self._pulls else []
+
+    def get_pull(self, pull_id: str) -> Pull:
+        pull = self._pulls.get(pull_id) if self._pulls else None
+        if pull is None:
+            raise NotFoundError(f"No image pull '{pull_id}' on this server.")
+        return pull
+
+    # -- kernels and GPUs -------------------------------------------------------------
+
+    def tfenv_kernels(self, kernel_manager: Any) -> list[dict[str, Any]]:
+        kernels = []
+        for kernel_id in kernel_manager.list_kernel_ids():
+            km = kernel_manager.get_kernel(kernel_id)
+            prov = getattr(km, "provisioner", None)
+            if isinstance(prov, DockerKernelProvisioner) and prov.environment:
+                kernels.append(self._kernel_summary(kernel_id, prov))
+        return kernels
+
+    def _kernel_summary(self, kernel_id: str, prov: DockerKernelProvisioner) -> dict[str, Any]:
+        env_id = str(prov.environment.get("id", ""))
+        try:
+            env = self.catalog.get(env_id).summary()
+        except TFEnvError:
+            env = dict(prov.environment)  # removed from the catalog since the kernel started
+        return {
+            "kernel_id": kernel_id,
+            "environment": env,
+            "container_id": prov.container_id,
+            "transport": prov.transport,
+        }
+
+    async def kernel_status(self, kernel_manager: Any, kernel_id: str) -> dict[str, Any]:
+        try:
+            km = kernel_manager.get_kernel(kernel_id)
+        except KeyError:
+            raise NotFoundError(f"No running kernel '{kernel_id}'.") from None
+        prov = getattr(km, "provisioner", None)
+        if not isinstance(prov, DockerKernelProvisioner):
+            raise NotFoundError(f"Kernel '{kernel_id}' is not a tfenv kernel.")
+        summary = self._kernel_summary(kernel_id, prov)
+        client = await self.docker()
+        gpus = await self.gpu_overview()
+        try:
+            status = (
+                await asyncio.to_thread(live.kernel_live_status, client, prov.container_id, gpus)
+                if prov.container_id
+                else {"status": "starting", "running": False}
+            )
+        except live.ContainerGone as err:
+            status = {"status": "gone", "running": False, "message": str(err)}
+        env_obj = None
+        try:
+            env_obj = self.catalog.get(summary["environment"].get("id", ""))
+        except TFEnvError:
+            env_obj = None
+        probe = await self.cached_probe(env_obj) if env_obj is not None else None
+        return {**summary, "live": status, "probe": probe}
+
+    async def gpu_overview(self) -> dict[str, Any]:
+        try:
+            client = await self.docker()
+        except DockerUnavailableError:
+            client = None
+        overview = await asyncio.to_thread(gpu_mod.gpu_overview, client)
+        metrics.observe_gpus(overview)
+        return overview
