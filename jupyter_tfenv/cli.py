@@ -13,18 +13,21 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from docker.errors import APIError, ImageNotFound
+from docker.errors import ImageNotFound
 from jupyter_core.application import JupyterApp
 from jupyter_core.paths import jupyter_data_dir
 from traitlets.config import Application, Config
 
+from . import metrics
 from .catalog import TFEnvCatalog
 from .docker_runtime import connect, reap_orphans, tfenv_containers
 from .errors import TFEnvError
 from .images import check_pinned
 from .kernelspecs import write_kernelspecs
+from .lock import LockFile, LockMismatchError, check_lock, lock_environments
 from .probe import probe_cache_dir, probe_image
 from .provisioner import DockerKernelProvisioner
+from .pulls import pull_blocking
 from .runtime import build_runtime, default_runtimes_dir, list_runtimes
 
 
@@ -56,6 +59,8 @@ def _load(args: argparse.Namespace) -> tuple[Config, TFEnvCatalog]:
         catalog.catalog_files = [*catalog.catalog_files, *args.catalog]
     if args.pinning:
         catalog.pinning = args.pinning
+    if getattr(args, "lock_file", None):
+        catalog.lock_file = args.lock_file
     catalog.refresh(force=True)
     return config, catalog
 
@@ -98,9 +103,23 @@ def cmd_check(args: argparse.Namespace) -> int:
         except TFEnvError as err:
             problems.append({"source": "docker", "entry": "", "field": "", "message": str(err)})
         else:
+            lock = _lock_of(catalog)
             for env in envs:
                 try:
                     images[env.id] = client.images.get(env.image).id
+                    if lock is not None and lock.get(env.image):
+                        check_lock(client, env, lock)
+                except LockMismatchError as err:
+                    images.pop(env.id, None)
+                    where = str(lock.path) if lock is not None else "lock"
+                    problems.append(
+                        {
+                            "source": where,
+                            "entry": f"'{env.id}'",
+                            "field": "image",
+                            "message": str(err),
+                        }
+                    )
                 except ImageNotFound:
                     problems.append(
                         {
@@ -139,7 +158,14 @@ def cmd_kernelspecs(args: argparse.Namespace) -> int:
         target = Path(jupyter_data_dir()) / "kernels"
     else:
         target = Path(sys.prefix) / "share" / "jupyter" / "kernels"
-    written = write_kernelspecs(catalog.all(), target, pinning=catalog.pinning, prune=args.prune)
+    written = write_kernelspecs(
+        catalog.all(),
+        target,
+        pinning=catalog.pinning,
+        prune=args.prune,
+        lock=_lock_of(catalog),
+        lock_policy=catalog.lock_policy,
+    )
     _emit(
         args,
         {"kernels_dir": str(target), "written": [p.name for p in written]},
@@ -195,62 +221,72 @@ def cmd_runtime(args: argparse.Namespace) -> int:
     return 0
 
 
-def _pull_one(client: Any, env: Any, args: argparse.Namespace) -> dict[str, Any]:
-    """Pull one environment's image, showing per-layer and total progress on stderr."""
-    ref = env.image_ref
-    layers: dict[str, tuple[int, int]] = {}
-    done: set[str] = set()
-    try:
-        for event in client.api.pull(
-            ref.repository, tag=ref.digest or ref.tag, stream=True, decode=True
-        ):
-            if "error" in event:
-                raise TFEnvError(f"pulling {env.image} failed: {event['error']}")
-            layer, status = event.get("id", ""), event.get("status", "")
-            detail = event.get("progressDetail") or {}
-            if layer and detail.get("total"):
-                layers[layer] = (int(detail.get("current", 0)), int(detail["total"]))
-            if layer and status in ("Pull complete", "Already exists"):
-                done.add(layer)
-            if not args.json and sys.stderr.isatty():
-                current = sum(c for c, _ in layers.values())
-                total = sum(t for _, t in layers.values()) or 1
+def _lock_of(catalog: TFEnvCatalog) -> LockFile | None:
+    path = catalog.lock_path()
+    return LockFile.load(path) if path is not None and catalog.lock_policy != "off" else None
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    """Pull images (the locked digest where the lock pins a tag), with progress on stderr."""
+    _, catalog = _load(args)
+    envs = [catalog.get(env_id) for env_id in args.env] if args.env else catalog.all()
+    client = connect()
+    lock = _lock_of(catalog)
+    show = not args.json and sys.stderr.isatty()
+    pulled = []
+    for env in envs:
+
+        def on_event(event: dict[str, Any], env_id: str = env.id) -> None:
+            progress = event.get("progress") or {}
+            if show and progress.get("total"):
                 print(
-                    f"\r{env.id}: {len(done)} layer(s) done, "
-                    f"{current / 1e6:.0f}/{total / 1e6:.0f} MB ({100 * current / total:.0f}%)",
+                    f"\r{env_id}: {progress.get('layers_done', 0)}/{progress.get('layers', 0)} "
+                    f"layers, {progress['current'] / 1e6:.0f}/{progress['total'] / 1e6:.0f} MB "
+                    f"({progress.get('percent') or 0:.0f}%)",
                     end="",
                     file=sys.stderr,
                     flush=True,
                 )
-    except APIError as err:
-        raise TFEnvError(
-            f"pulling {env.image} failed: {err.explanation or err}. Check the reference, "
-            "that the registry is reachable from the Docker engine, and `docker login` for "
-            "private registries."
-        ) from err
-    if not args.json and sys.stderr.isatty():
-        print(file=sys.stderr)
-    image = client.images.get(env.image)
-    return {
-        "id": env.id,
-        "image": env.image,
-        "image_id": image.id,
-        "repo_digests": image.attrs.get("RepoDigests", []),
-    }
 
-
-def cmd_pull(args: argparse.Namespace) -> int:
-    _, catalog = _load(args)
-    envs = [catalog.get(env_id) for env_id in args.env] if args.env else catalog.all()
-    client = connect()
-    pulled = [_pull_one(client, env, args) for env in envs]
+        if not args.json:
+            print(f"pulling {env.id}: {env.image} …", file=sys.stderr)
+        try:
+            result = pull_blocking(client, env, on_event, lock=lock)
+        finally:
+            if show:
+                print(file=sys.stderr)
+        metrics.image_pulled(env.id, ok=True)
+        pulled.append(result.to_dict())
     _emit(
         args,
         {"pulled": pulled},
+        "\n".join(f"{p['id']}: {p['image']} -> {p['digest'] or p['image_id']}" for p in pulled),
+    )
+    return 0
+
+
+def cmd_lock(args: argparse.Namespace) -> int:
+    """Record the digest each tag resolves to, so that the whole team runs the same bits."""
+    _, catalog = _load(args)
+    path = catalog.lock_path()
+    if path is None:
+        raise TFEnvError(
+            "No lock file to write: give --lock-file, set c.TFEnvCatalog.lock_file or "
+            "$JUPYTER_TFENV_LOCK, or use a catalog file (the lock goes beside it)."
+        )
+    envs = [catalog.get(env_id) for env_id in args.env] if args.env else catalog.all()
+    lock = LockFile.load(path)
+    changes = lock_environments(connect(), envs, lock, from_local=args.from_local)
+    lock.save()
+    _emit(
+        args,
+        {"lock_file": str(path), "changes": [c.to_dict() for c in changes]},
         "\n".join(
-            f"{p['id']}: {p['image']} -> {(p['repo_digests'] or [p['image_id']])[0]}"
-            for p in pulled
-        ),
+            f"{c.env_id}: {c.image} -> {c.new}"
+            + (f" (was {c.old})" if c.changed and c.old else "" if c.changed else " (unchanged)")
+            for c in changes
+        )
+        + f"\nwrote {path}",
     )
     return 0
 
@@ -347,6 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--pinning", choices=["tags", "digests", "any"], help="override TFEnvCatalog.pinning"
     )
+    common.add_argument("--lock-file", help="override TFEnvCatalog.lock_file")
     parser = argparse.ArgumentParser(
         prog="jupyter tfenv",
         description="Pinned TensorFlow environments as Jupyter kernels in containers.",
@@ -390,6 +427,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("env", nargs="*", help="environment ids (default: all)")
     p.set_defaults(func=cmd_pull)
+    p = sub.add_parser(
+        "lock", parents=[common], help="record the digest each tag resolves to in the lock file"
+    )
+    p.add_argument("env", nargs="*", help="environment ids (default: all)")
+    p.add_argument(
+        "--from-local",
+        action="store_true",
+        help="use the local images' digests instead of asking the registries",
+    )
+    p.set_defaults(func=cmd_lock)
     p = sub.add_parser(
         "probe",
         parents=[common],

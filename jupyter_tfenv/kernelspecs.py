@@ -18,13 +18,28 @@ from traitlets import Instance, default
 
 from .catalog import KERNEL_PREFIX, Environment, TFEnvCatalog
 from .docker_runtime import CONTAINER_LAUNCHER
+from .errors import TFEnvError
+from .lock import LockFile
 
 PROVISIONER_NAME = "tfenv-docker"
 RESOURCES_DIR = Path(__file__).parent / "resources"
 
 
-def kernelspec_dict(env: Environment, pinning: str = "tags") -> dict[str, Any]:
-    """The ``kernel.json`` content of an environment."""
+def kernelspec_dict(
+    env: Environment,
+    pinning: str = "tags",
+    *,
+    locked_digest: str | None = None,
+    lock_policy: str = "enforce",
+) -> dict[str, Any]:
+    """The ``kernel.json`` content of an environment.
+
+    ``locked_digest`` travels with the spec, so that a spec written to disk enforces the
+    lock as the server does.
+    """
+    config: dict[str, Any] = {"environment": env.to_config(), "pinning": pinning}
+    if locked_digest and lock_policy != "off":
+        config.update(locked_digest=locked_digest, lock_policy=lock_policy)
     return {
         "argv": [env.python, CONTAINER_LAUNCHER, "-f", "{connection_file}"],
         "display_name": env.display_name,
@@ -36,15 +51,21 @@ def kernelspec_dict(env: Environment, pinning: str = "tags") -> dict[str, Any]:
             "debugger": True,
             "kernel_provisioner": {
                 "provisioner_name": PROVISIONER_NAME,
-                "config": {"environment": env.to_config(), "pinning": pinning},
+                "config": config,
             },
             "tfenv": env.summary(),
         },
     }
 
 
-def kernelspec_for(env: Environment, pinning: str = "tags") -> KernelSpec:
-    spec = kernelspec_dict(env, pinning)
+def kernelspec_for(
+    env: Environment,
+    pinning: str = "tags",
+    lock: LockFile | None = None,
+    lock_policy: str = "enforce",
+) -> KernelSpec:
+    locked = lock.get(env.image) if lock is not None else None
+    spec = kernelspec_dict(env, pinning, locked_digest=locked, lock_policy=lock_policy)
     return KernelSpec(resource_dir=str(RESOURCES_DIR), **spec)
 
 
@@ -60,6 +81,17 @@ class TFEnvKernelSpecManager(KernelSpecManager):
     def _tfenv_specs(self) -> dict[str, Environment]:
         return {env.kernel_name: env for env in self.catalog.all()}
 
+    def _spec(self, env: Environment) -> KernelSpec:
+        catalog = self.catalog
+        path = catalog.lock_path()
+        lock = None
+        if path is not None and catalog.lock_policy != "off":
+            try:
+                lock = LockFile.load(path)
+            except TFEnvError as err:
+                self.log.warning("tfenv: lock file ignored: %s", err)
+        return kernelspec_for(env, catalog.pinning, lock, catalog.lock_policy)
+
     def find_kernel_specs(self) -> dict[str, str]:
         found: dict[str, str] = super().find_kernel_specs()
         # A catalog entry wins over a stale on-disk copy of the same name.
@@ -71,7 +103,7 @@ class TFEnvKernelSpecManager(KernelSpecManager):
         if kernel_name.startswith(KERNEL_PREFIX):
             env = self.catalog.by_kernel_name(kernel_name)
             if env is not None:
-                return kernelspec_for(env, self.catalog.pinning)
+                return self._spec(env)
         try:
             return super().get_kernel_spec(kernel_name)
         except NoSuchKernel:
@@ -84,13 +116,19 @@ class TFEnvKernelSpecManager(KernelSpecManager):
         for name, env in self._tfenv_specs().items():
             specs[name] = {
                 "resource_dir": str(RESOURCES_DIR),
-                "spec": kernelspec_for(env, self.catalog.pinning).to_dict(),
+                "spec": self._spec(env).to_dict(),
             }
         return specs
 
 
 def write_kernelspecs(
-    envs: list[Environment], kernels_dir: Path, *, pinning: str = "tags", prune: bool = False
+    envs: list[Environment],
+    kernels_dir: Path,
+    *,
+    pinning: str = "tags",
+    prune: bool = False,
+    lock: LockFile | None = None,
+    lock_policy: str = "enforce",
 ) -> list[Path]:
     """Write one kernelspec folder per environment under ``kernels_dir``.
 
@@ -105,7 +143,17 @@ def write_kernelspecs(
             if resource.is_file():
                 shutil.copyfile(resource, folder / resource.name)
         (folder / "kernel.json").write_text(
-            json.dumps(kernelspec_dict(env, pinning), indent=2) + "\n", encoding="utf-8"
+            json.dumps(
+                kernelspec_dict(
+                    env,
+                    pinning,
+                    locked_digest=lock.get(env.image) if lock is not None else None,
+                    lock_policy=lock_policy,
+                ),
+                indent=2,
+            )
+            + "\n",
+            encoding="utf-8",
         )
         written.append(folder)
     if prune:

@@ -46,6 +46,7 @@ from .docker_runtime import (
     tail_logs,
 )
 from .errors import CatalogError, DockerUnavailableError, KernelStartError
+from .lock import LockFile, LockMismatchError, check_lock
 from .runtime import default_runtimes_dir, runtime_build_hint
 
 _RUNNING_STATES = ("created", "running", "restarting")
@@ -68,6 +69,10 @@ class DockerKernelProvisioner(LocalProvisioner):
 
     environment = Dict(help="The catalog entry, from the kernelspec (not configurable).")
     pinning = Unicode("tags", help="Pinning policy the kernelspec was written with.")
+    locked_digest = Unicode(
+        None, allow_none=True, help="The digest the lock file pins this tag to (kernelspec)."
+    )
+    lock_policy = Unicode("enforce", help="enforce | warn | off (from the kernelspec).")
 
     uid = Integer(
         help="""uid the kernel runs as inside its container. Defaults to the server's own
@@ -338,6 +343,8 @@ class DockerKernelProvisioner(LocalProvisioner):
         env = self._environment()
         client = await self._docker()
         image = await self._call(resolve_image, client, env)
+        if self.locked_digest and self.lock_policy != "off":
+            await self._check_lock(client, env)
         cwd = await self._call(os.path.realpath, str(kwargs.get("cwd") or os.getcwd()))
         # jupyter_client swaps a leading "python3" for the server's own interpreter; in the
         # container it must be the image's.
@@ -380,6 +387,17 @@ class DockerKernelProvisioner(LocalProvisioner):
         )
         await self._wait_until_bound(env, started)
         return self.connection_info
+
+    async def _check_lock(self, client: Any, env: Environment) -> None:
+        """Refuse (or warn about) a local image that is not the locked digest of its tag."""
+        lock = LockFile("the kernelspec", {env.image: {"digest": self.locked_digest}})
+        try:
+            await self._call(check_lock, client, env, lock)
+        except LockMismatchError as err:
+            if self.lock_policy == "warn":
+                self.log.warning("tfenv: starting anyway (lock_policy=warn): %s", err)
+                return
+            raise KernelStartError(str(err), status_code=409) from err
 
     @staticmethod
     def _remove_by_name(client: Any, name: str) -> None:

@@ -198,8 +198,8 @@ def test_pull_from_an_unreachable_registry_says_so(tmp_path, images):
     )
     result = tfenv("pull", "far", "--catalog", str(path))
     assert result.returncode == 2
-    assert "pulling 127.0.0.1:5999/team/tf:2.20.0 failed" in result.stderr
-    assert "registry is reachable" in result.stderr
+    assert "Pulling 127.0.0.1:5999/team/tf:2.20.0 (environment 'far')" in result.stderr
+    assert "Cannot reach" in result.stderr or "reach the registry" in result.stderr
 
 
 def test_pull_of_an_unknown_environment(team_catalog):
