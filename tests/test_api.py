@@ -177,3 +177,15 @@ async def test_users_without_the_tfenv_permission_get_403(jp_fetch):
     ):
         code, _ = await error_of(jp_fetch, *path)
         assert code == 403
+
+
+async def test_prometheus_metrics_on_the_server_metrics_endpoint(jp_fetch):
+    kernel_id = await start_kernel(jp_fetch, "tfenv-py")
+    try:
+        text = (await jp_fetch("metrics")).body.decode()
+        assert 'tfenv_kernel_start_seconds_count{environment="py",outcome="ok"}' in text
+        assert 'tfenv_kernels_running{environment="py"} 1.0' in text
+    finally:
+        await jp_fetch("api", "kernels", kernel_id, method="DELETE")
+    text = (await jp_fetch("metrics")).body.decode()
+    assert 'tfenv_kernels_running{environment="py"} 0.0' in text
