@@ -13,6 +13,7 @@ request ran within the last second. Without ``one_shot`` the engine waits for tw
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import threading
 import time
@@ -67,7 +68,8 @@ _CPU_SAMPLES = _CpuSamples()
 
 
 def forget_container(container_id: str) -> None:
-    """Drop the CPU sample kept for a container (call when its kernel is shut down)."""
+    """Drop what is kept for a container (call when its kernel is shut down)."""
+    SAMPLER.forget(container_id)
     _CPU_SAMPLES.forget(container_id)
 
 
@@ -125,6 +127,72 @@ def memory_used(memory_stats: dict[str, Any]) -> int | None:
         if value is not None and value < usage:
             return int(usage - value)
     return int(usage)
+
+
+class StatsSampler:
+    """One streaming stats reader per watched container, so that a status costs no wait.
+
+    Docker's stats collector ticks once a second, and a one-shot request made within a
+    second of any other stats request waits for the next tick. A panel polling a kernel
+    every few seconds would pay about a second per poll. Instead, the first status of a
+    container starts a daemon thread that keeps ``GET /containers/<id>/stats?stream=1``
+    open and keeps the latest sample (which carries its own ``precpu_stats``); it stops
+    when nobody asked for ``idle_seconds``, when the container is gone, or on any error.
+    """
+
+    def __init__(self, idle_seconds: float = 30.0) -> None:
+        self.idle_seconds = idle_seconds
+        self._lock = threading.Lock()
+        self._latest: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._asked: dict[str, float] = {}
+        self._threads: dict[str, threading.Thread] = {}
+
+    def latest(self, client: Any, container_id: str, max_age: float = 3.0) -> dict[str, Any] | None:
+        """The newest sample if fresh; starts the reader when there is none."""
+        now = time.monotonic()
+        with self._lock:
+            self._asked[container_id] = now
+            thread = self._threads.get(container_id)
+            if thread is None or not thread.is_alive():
+                thread = threading.Thread(
+                    target=self._read,
+                    args=(client, container_id),
+                    daemon=True,
+                    name=f"tfenv-stats-{container_id[:12]}",
+                )
+                self._threads[container_id] = thread
+                thread.start()
+            sample = self._latest.get(container_id)
+        if sample is None or now - sample[0] > max_age:
+            return None
+        return sample[1]
+
+    def _read(self, client: Any, container_id: str) -> None:
+        stream = None
+        try:
+            stream = client.api.stats(container_id, stream=True, decode=True)
+            for sample in stream:
+                with self._lock:
+                    self._latest[container_id] = (time.monotonic(), sample)
+                    idle = time.monotonic() - self._asked.get(container_id, 0.0)
+                if idle > self.idle_seconds:
+                    break
+        except Exception:  # noqa: S110 - a gone container or engine ends the reader
+            pass
+        finally:
+            if stream is not None:
+                with contextlib.suppress(Exception):
+                    stream.close()
+            self.forget(container_id)
+
+    def forget(self, container_id: str) -> None:
+        with self._lock:
+            self._latest.pop(container_id, None)
+            self._asked.pop(container_id, None)
+            self._threads.pop(container_id, None)
+
+
+SAMPLER = StatsSampler()
 
 
 def _stats(container: Any, one_shot: bool) -> dict[str, Any]:
@@ -242,12 +310,13 @@ def _live_status(
         forget_container(container.id)
         return status
 
-    one_shot = supports_one_shot(docker_client)
     started = time.monotonic()
-    stats = _stats(container, one_shot)
+    streamed = SAMPLER.latest(docker_client, container.id)
+    one_shot = supports_one_shot(docker_client)
+    stats = streamed if streamed is not None else _stats(container, one_shot)
     current = _cpu_sample(stats)
     previous = _cpu_sample(stats, "precpu_stats")
-    if current is not None:
+    if streamed is None and current is not None:
         kept = _CPU_SAMPLES.swap(container.id, current)
         previous = previous or kept
         if previous is None and cpu_baseline:
