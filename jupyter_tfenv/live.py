@@ -24,7 +24,7 @@ import requests
 from docker.errors import APIError, DockerException, NotFound
 from docker.utils import version_gte
 
-from .docker_runtime import LABEL_ENVIRONMENT, LABEL_KERNEL_ID
+from .docker_runtime import LABEL_ENVIRONMENT, LABEL_IMAGE_REF, LABEL_KERNEL_ID
 from .errors import DockerUnavailableError, TFEnvError
 
 _STATS_STATES = ("running", "paused")
@@ -294,6 +294,9 @@ def _live_status(
         "oom_killed": bool(state.get("OOMKilled")),
         "error": state.get("Error") or None,
         "network_mode": host.get("NetworkMode"),
+        # What really runs (a tag may have been re-pointed since the kernel started).
+        "image_id": attrs.get("Image"),
+        "image_ref": labels.get(LABEL_IMAGE_REF),
         "cpu_percent": None,
         "online_cpus": None,
         "cpu_limit": (host.get("NanoCpus") or 0) / 1e9 or None,

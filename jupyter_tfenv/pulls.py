@@ -192,19 +192,21 @@ class PullProgress:
         downloaded = sum(min(layer.downloaded, layer.size) for layer in self.layers.values())
         extracted = sum(min(layer.extracted, layer.size) for layer in self.layers.values())
         done = sum(1 for layer in self.layers.values() if layer.done)
+        unknown = any(not layer.done and not layer.size for layer in self.layers.values())
+        percent: float | None
         if self.finished:
             percent = 100.0
-        elif size:
+        elif unknown or not size:
+            # One method throughout: a percentage only once every layer still to fetch has
+            # a known size (a layer-count guess followed by bytes would jump backwards).
+            percent = None
+        else:
             # Downloading and extracting are both real work: each counts for half.
             percent = min(99.9, 100.0 * (downloaded + extracted) / (2 * size))
-        elif self.layers:
-            percent = min(99.9, 100.0 * done / len(self.layers))
-        else:
-            percent = 0.0
         return {
             "current": downloaded,
             "total": size,
-            "percent": round(percent, 1),
+            "percent": None if percent is None else round(percent, 1),
             "layers": len(self.layers),
             "layers_done": done,
         }

@@ -1,6 +1,20 @@
 import { URLExt } from '@jupyterlab/coreutils';
 
 import { ServerConnection } from '@jupyterlab/services';
+import type { IDisposable } from '@lumino/disposable';
+
+import {
+  IEnvironment,
+  IEnvironmentsReply,
+  IGpuOverview,
+  IImageStatus,
+  IKernelStatus,
+  IProbe,
+  IPull,
+  IPullFollower,
+  ITfEnvClient,
+  TfEnvApiError
+} from './tokens';
 
 /**
  * The URL namespace of the jupyter_tfenv server extension.
@@ -51,11 +65,235 @@ export async function requestAPI<T>(
     const message =
       data && typeof data === 'object' && typeof data.message === 'string'
         ? data.message
-        : typeof data === 'string' && data.length > 0
+        : typeof data === 'string' && data.length > 0 && !/^\s*</.test(data)
           ? data
           : undefined;
     throw new ServerConnection.ResponseError(response, message);
   }
 
   return data as T;
+}
+
+/**
+ * Events of `/tfenv/pulls/{id}/events`.
+ */
+export const PULL_EVENTS = [
+  'snapshot',
+  'start',
+  'status',
+  'layer',
+  'progress',
+  'done',
+  'error',
+  'cancelled'
+];
+
+const TERMINAL = ['done', 'error', 'cancelled'];
+
+/**
+ * The typed REST client of the jupyter_tfenv server extension. Errors are
+ * {@link TfEnvApiError}s with the HTTP status and the server's message.
+ */
+export class TfEnvClient implements ITfEnvClient {
+  constructor(
+    readonly serverSettings: ServerConnection.ISettings = ServerConnection.makeSettings(),
+    options: { pollInterval?: number } = {}
+  ) {
+    this._pollInterval = options.pollInterval ?? 1000;
+  }
+
+  environments(): Promise<IEnvironmentsReply> {
+    return this._get<IEnvironmentsReply>('environments').then(reply => ({
+      environments: normalizeEnvironments(reply),
+      problems: Array.isArray((reply as any)?.problems)
+        ? (reply as any).problems
+        : []
+    }));
+  }
+
+  imageStatus(envId: string): Promise<IImageStatus> {
+    return this._get(`environments/${encodeURIComponent(envId)}/image`);
+  }
+
+  probe(envId: string, run: boolean): Promise<IProbe> {
+    return this._call(
+      `environments/${encodeURIComponent(envId)}/probe`,
+      run ? 'POST' : 'GET'
+    );
+  }
+
+  startPull(envId: string): Promise<IPull> {
+    return this._call(`environments/${encodeURIComponent(envId)}/pull`, 'POST');
+  }
+
+  getPull(pullId: string): Promise<IPull> {
+    return this._get(`pulls/${encodeURIComponent(pullId)}`);
+  }
+
+  async listPulls(): Promise<IPull[]> {
+    const reply = await this._get<{ pulls?: IPull[] }>('pulls');
+    return Array.isArray(reply?.pulls) ? reply.pulls : [];
+  }
+
+  cancelPull(pullId: string): Promise<IPull> {
+    return this._call(`pulls/${encodeURIComponent(pullId)}`, 'DELETE');
+  }
+
+  kernel(kernelId: string): Promise<IKernelStatus> {
+    return this._get(`kernels/${encodeURIComponent(kernelId)}`);
+  }
+
+  gpus(): Promise<IGpuOverview> {
+    return this._get('gpus');
+  }
+
+  /**
+   * Follow a pull by server-sent events (the session cookie authenticates
+   * the GET; the token is appended where the server settings say so); when
+   * EventSource is missing or the stream breaks before the end, poll
+   * `GET /tfenv/pulls/{id}` instead.
+   */
+  followPull(pullId: string, follower: IPullFollower): IDisposable {
+    let disposed = false;
+    let source: EventSource | null = null;
+    let timer: ReturnType<typeof setTimeout> | null = null;
+    let polling = false;
+    let failures = 0;
+
+    const stop = (): void => {
+      disposed = true;
+      source?.close();
+      source = null;
+      if (timer !== null) {
+        clearTimeout(timer);
+        timer = null;
+      }
+    };
+
+    const poll = async (): Promise<void> => {
+      timer = null;
+      if (disposed) {
+        return;
+      }
+      try {
+        const pull = await this.getPull(pullId);
+        failures = 0;
+        if (disposed) {
+          return;
+        }
+        if (TERMINAL.includes(pull.state)) {
+          follower.onEvent(pull.state, pull);
+          stop();
+          return;
+        }
+        follower.onEvent('snapshot', pull);
+      } catch (error) {
+        failures += 1;
+        if (
+          (error instanceof TfEnvApiError && error.status === 404) ||
+          failures >= 5
+        ) {
+          stop();
+          follower.onFailure(error as Error);
+          return;
+        }
+      }
+      if (!disposed) {
+        timer = setTimeout(() => void poll(), this._pollInterval);
+      }
+    };
+
+    const fallBack = (): void => {
+      source?.close();
+      source = null;
+      if (!polling && !disposed) {
+        polling = true;
+        void poll();
+      }
+    };
+
+    if (typeof EventSource === 'undefined') {
+      fallBack();
+    } else {
+      const settings = this.serverSettings;
+      let url = URLExt.join(
+        settings.baseUrl,
+        API_NAMESPACE,
+        'pulls',
+        encodeURIComponent(pullId),
+        'events'
+      );
+      if (settings.appendToken && settings.token) {
+        url += `?token=${encodeURIComponent(settings.token)}`;
+      }
+      try {
+        source = new EventSource(url, { withCredentials: true });
+      } catch {
+        fallBack();
+      }
+      if (source) {
+        const listener = (event: MessageEvent): void => {
+          if (disposed) {
+            return;
+          }
+          let data: any = null;
+          try {
+            data = JSON.parse(event.data);
+          } catch {
+            return;
+          }
+          follower.onEvent(event.type, data);
+          if (TERMINAL.includes(event.type)) {
+            stop();
+          }
+        };
+        for (const name of PULL_EVENTS) {
+          source.addEventListener(name, listener as EventListener);
+        }
+        // Also fired when the server ends the stream: only a stream that
+        // breaks before the final event gets here with the pull unfinished.
+        source.onerror = () => {
+          if (!disposed) {
+            fallBack();
+          }
+        };
+      }
+    }
+    return {
+      get isDisposed() {
+        return disposed;
+      },
+      dispose: stop
+    };
+  }
+
+  private _get<T>(endPoint: string): Promise<T> {
+    return this._call<T>(endPoint, 'GET');
+  }
+
+  private async _call<T>(endPoint: string, method: string): Promise<T> {
+    try {
+      return await requestAPI<T>(endPoint, { method }, this.serverSettings);
+    } catch (error) {
+      if (error instanceof ServerConnection.ResponseError) {
+        throw new TfEnvApiError(error.message, error.response.status);
+      }
+      const message = error instanceof Error ? error.message : String(error);
+      throw new TfEnvApiError(message, null);
+    }
+  }
+
+  private _pollInterval: number;
+}
+
+/**
+ * Extract the list of environments from a `GET /tfenv/environments` reply
+ * (an object with `environments`; a bare list is accepted too).
+ */
+export function normalizeEnvironments(reply: unknown): IEnvironment[] {
+  if (Array.isArray(reply)) {
+    return reply;
+  }
+  const list = (reply as { environments?: unknown } | null)?.environments;
+  return Array.isArray(list) ? list : [];
 }
