@@ -13,7 +13,7 @@ from . import __version__
 from .catalog import TFEnvCatalog
 from .docker_runtime import connect, reap_orphans
 from .errors import TFEnvError
-from .handlers import environments, kernels, pulls
+from .handlers import checkpoints, environments, kernels, pulls
 from .kernelspecs import TFEnvKernelSpecManager
 from .probe import probe_cache_dir
 from .provisioner import DockerKernelProvisioner
@@ -87,7 +87,7 @@ class TFEnvApp(ExtensionApp):
         )
 
     def initialize_handlers(self) -> None:
-        for module in (environments, pulls, kernels):
+        for module in (environments, pulls, kernels, checkpoints):
             self.handlers.extend(module.routes)
 
     async def _reap(self) -> None:

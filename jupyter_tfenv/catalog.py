@@ -34,7 +34,7 @@ CATALOG_ENV_VAR = "JUPYTER_TFENV_CATALOG"
 LOCK_ENV_VAR = "JUPYTER_TFENV_LOCK"
 KERNEL_PREFIX = "tfenv-"
 #: Paths in the container that belong to jupyter_tfenv; catalog mounts may not use them.
-RESERVED_TARGETS = ("/opt/tfenv",)
+RESERVED_TARGETS = ("/opt/tfenv", "/tfenv")
 _DOCKER_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock")
 _SIZE_RE = re.compile(r"^([0-9]+(?:\.[0-9]+)?)([bkmgt]?)$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}

@@ -10,12 +10,13 @@ from __future__ import annotations
 import getpass
 import os
 import re
+import secrets
 import shutil
 import socket
 import threading
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +148,9 @@ class KernelRequest:
     pids: int | None = None
     shm_size: int | None = None
     read_only_rootfs: bool = False
+    #: Checkpoint and log storage: mounts and the variables that announce them.
+    extra_mounts: tuple[Any, ...] = ()
+    extra_env: dict[str, str] = field(default_factory=dict)
 
 
 def gpu_device_requests(env: Environment) -> list[DeviceRequest]:
@@ -171,6 +175,7 @@ def container_env(env: Environment, req: KernelRequest) -> dict[str, str]:
             "TFENV_KERNEL_ID": req.kernel_id,
         }
     )
+    values.update(req.extra_env)
     if not env.wants_gpu:
         # CPU environments see no GPU even where the NVIDIA runtime is the default one
         # and the image sets NVIDIA_VISIBLE_DEVICES=all (the -gpu images do).
@@ -215,6 +220,7 @@ def container_spec(env: Environment, req: KernelRequest) -> dict[str, Any]:
         mounts.append(Mount(CONTAINER_RUNTIMES, req.runtimes_dir, type="bind", read_only=True))
     if req.notebook_mount:
         mounts.append(Mount(req.notebook_mount, req.notebook_mount, type="bind", read_only=False))
+    mounts.extend(req.extra_mounts)
     for extra in env.mounts:
         mounts.append(Mount(extra.target, extra.source, type=extra.type, read_only=extra.read_only))
     network = env.network
@@ -224,7 +230,8 @@ def container_spec(env: Environment, req: KernelRequest) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "image": req.image_id,
         "command": req.cmd,
-        "name": f"tfenv-{safe_name(req.owner, 24)}-{req.kernel_id[:12]}",
+        # A fresh suffix per launch: a restart must not collide with a dying container.
+        "name": f"tfenv-{safe_name(req.owner, 24)}-{req.kernel_id[:12]}-{secrets.token_hex(3)}",
         "hostname": f"tfenv-{safe_name(env.id, 40)}",
         "user": f"{req.uid}:{req.gid}",
         "working_dir": req.workdir,

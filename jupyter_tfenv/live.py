@@ -319,7 +319,7 @@ def _live_status(
     stats = streamed if streamed is not None else _stats(container, one_shot)
     current = _cpu_sample(stats)
     previous = _cpu_sample(stats, "precpu_stats")
-    if streamed is None and current is not None:
+    if current is not None:
         kept = _CPU_SAMPLES.swap(container.id, current)
         previous = previous or kept
         if previous is None and cpu_baseline:

@@ -32,6 +32,19 @@ from traitlets import Bool, Dict, Enum, Float, Integer, List, Unicode, default
 
 from . import live, metrics
 from .catalog import Environment, environment_from_dict
+from .checkpoints import (
+    CHECKPOINT_DIR_VAR,
+    CONTAINER_CHECKPOINT_DIR,
+    CONTAINER_LOG_DIR,
+    LOG_DIR_VAR,
+    STORAGE_MODES,
+    CheckpointStorageError,
+    StorageConfig,
+    kernel_environment,
+    kernel_locations,
+    prepare_bind,
+    prepare_volume,
+)
 from .docker_runtime import (
     NO_IPYKERNEL_MARK,
     KernelRequest,
@@ -177,14 +190,86 @@ class DockerKernelProvisioner(LocalProvisioner):
         config=True
     )
 
+    # -- checkpoint and TensorBoard log storage (see jupyter_tfenv/checkpoints.py) ------
+
+    checkpoint_storage = Enum(
+        list(STORAGE_MODES),
+        default_value="bind",
+        help=f"""Where kernels keep checkpoints ({CONTAINER_CHECKPOINT_DIR}, in
+        ${CHECKPOINT_DIR_VAR}) and TensorBoard logs ({CONTAINER_LOG_DIR}, in ${LOG_DIR_VAR}):
+        'bind' (folders under checkpoint_root and log_root), 'volume' (one named Docker
+        volume per user, environment and kind; NFS and other drivers through
+        checkpoint_volume_driver/_options) or 'off' (nothing is mounted).""",
+    ).tag(config=True)
+
+    checkpoint_root = Unicode(
+        help="""Host folder under which each user's and environment's checkpoint folder is
+        made (checkpoint_subpath), owned by the kernel's uid. Default:
+        $JUPYTER_TFENV_CHECKPOINT_ROOT, else ~/tfenv/checkpoints ('~' is the server user's
+        home: a visible folder that outlives kernels, containers, servers and virtualenvs,
+        unlike the Jupyter data dir).""",
+    ).tag(config=True)
+
+    @default("checkpoint_root")
+    def _default_checkpoint_root(self) -> str:
+        return os.environ.get("JUPYTER_TFENV_CHECKPOINT_ROOT") or "~/tfenv/checkpoints"
+
+    log_root = Unicode(
+        help="""Host folder of the TensorBoard log folders, laid out like checkpoint_root.
+        Default: $JUPYTER_TFENV_LOG_ROOT, else ~/tfenv/logs.""",
+    ).tag(config=True)
+
+    @default("log_root")
+    def _default_log_root(self) -> str:
+        return os.environ.get("JUPYTER_TFENV_LOG_ROOT") or "~/tfenv/logs"
+
+    checkpoint_subpath = Unicode(
+        "{username}/{environment}",
+        help="""Folder of one user and environment below checkpoint_root and log_root. Names
+        are escaped (percent-style) so that no two share a folder; '{environment}' must be
+        the last component and '{username}' must come before it.""",
+    ).tag(config=True)
+
+    checkpoint_volume = Unicode(
+        "tfenv-checkpoints-{username}-{environment}",
+        help="""Name of the checkpoint volume of a user and environment (checkpoint_storage
+        = 'volume'); created with checkpoint_volume_driver and _options when missing.""",
+    ).tag(config=True)
+
+    log_volume = Unicode(
+        "tfenv-logs-{username}-{environment}",
+        help="Name of the TensorBoard log volume of a user and environment.",
+    ).tag(config=True)
+
+    checkpoint_volume_driver = Unicode(
+        "local", help="Docker volume driver of checkpoint and log volumes."
+    ).tag(config=True)
+
+    checkpoint_volume_options = Dict(
+        help="""Driver options of new checkpoint and log volumes; '{username}',
+        '{environment}' (escaped) and '{kind}' (checkpoints or logs) are replaced, e.g.
+        {"type": "nfs", "o": "addr=10.0.0.5,rw,nfsvers=4",
+        "device": ":/export/tfenv/{kind}/{username}/{environment}"}.""",
+    ).tag(config=True)
+
+    checkpoint_helper_image = Unicode(
+        "",
+        help="""Image (with python3) of the short-lived containers that prepare, list and
+        delete checkpoint volumes. Default: the environment's own image.""",
+    ).tag(config=True)
+
     container_id = Unicode(allow_none=True, default_value=None)
     runtime_dir = Unicode(allow_none=True, default_value=None)
+    #: Where this kernel's checkpoints and logs are (set at launch; for the REST API).
+    checkpoint_info = Dict(allow_none=True, default_value=None)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._client: Any = None
         self._container: Any = None
         self._env: Environment | None = None
+        self._storage_mounts: list[Any] = []
+        self._storage_env: dict[str, str] = {}
 
     # -- helpers --------------------------------------------------------------------
 
@@ -319,6 +404,40 @@ class DockerKernelProvisioner(LocalProvisioner):
             pids=self.default_pids or None,
             shm_size=self.default_shm_size or None,
             read_only_rootfs=self.read_only_rootfs,
+            extra_mounts=tuple(self._storage_mounts),
+            extra_env=dict(self._storage_env),
+        )
+
+    def _prepare_storage(self, client: Any, env: Environment, image_id: str) -> None:
+        """Create this user's checkpoint and log folders (or volumes) for ``env``; blocking.
+
+        They belong to the kernel's uid:gid before the container starts.
+        """
+        try:
+            config = StorageConfig.from_provisioner(self)
+            locations = kernel_locations(config, self.owner, env.id)
+            for loc in locations:
+                if loc.is_volume:
+                    prepare_volume(
+                        client,
+                        loc,
+                        uid=self.uid,
+                        gid=self.gid,
+                        image=self.checkpoint_helper_image or image_id,
+                        python="python3" if self.checkpoint_helper_image else env.python,
+                    )
+                else:
+                    prepare_bind(loc, self.uid, self.gid)
+        except CheckpointStorageError as err:
+            raise KernelStartError(
+                f"The checkpoint storage of '{env.id}' is not usable: {err}", status_code=500
+            ) from err
+        self._storage_mounts = [loc.mount() for loc in locations]
+        self._storage_env = kernel_environment(locations)
+        self.checkpoint_info = (
+            {"mode": config.mode, **{loc.kind: loc.to_dict() for loc in locations}}
+            if locations
+            else {"mode": "off"}
         )
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
@@ -346,6 +465,7 @@ class DockerKernelProvisioner(LocalProvisioner):
         if self.locked_digest and self.lock_policy != "off":
             await self._check_lock(client, env)
         cwd = await self._call(os.path.realpath, str(kwargs.get("cwd") or os.getcwd()))
+        await self._call(self._prepare_storage, client, env, image.id)
         # jupyter_client swaps a leading "python3" for the server's own interpreter; in the
         # container it must be the image's.
         if cmd and cmd[0] != env.python:

@@ -15,6 +15,7 @@ from docker.errors import APIError, ImageNotFound
 from . import gpu as gpu_mod
 from . import live, metrics
 from .catalog import Environment, TFEnvCatalog
+from .checkpoints import CheckpointBrowser, StorageConfig
 from .docker_runtime import connect
 from .errors import DockerUnavailableError, NotFoundError, TFEnvError
 from .lock import LockFile, lock_status
@@ -43,6 +44,7 @@ class TFEnvService:
         self._client: Any = None
         self._pulls: PullManager | None = None
         self._probes: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._checkpoints: CheckpointBrowser | None = None
 
     # -- docker ---------------------------------------------------------------------
 
@@ -160,6 +162,36 @@ class TFEnvService:
             raise NotFoundError(f"No image pull '{pull_id}' on this server.")
         return pull
 
+    # -- checkpoints ------------------------------------------------------------------
+
+    def checkpoints(self) -> CheckpointBrowser:
+        """The checkpoint browser of this server's kernel owner (never a request's user)."""
+        if self._checkpoints is None:
+            prov = self.defaults
+
+            def catalog_ids() -> list[str]:
+                return [env.id for env in self.catalog.all()]
+
+            async def helper_images() -> dict[str, tuple[str, str]]:
+                envs = self.catalog.all()
+                presence = await self.image_presence(envs)
+                return {
+                    env.id: (str(presence[env.id]["image_id"]), env.python)
+                    for env in envs
+                    if presence.get(env.id, {}).get("present")
+                }
+
+            self._checkpoints = CheckpointBrowser(
+                StorageConfig.from_provisioner(prov),
+                owner=prov.owner,
+                uid=prov.uid,
+                gid=prov.gid,
+                catalog_ids=catalog_ids,
+                helper_images=helper_images,
+                docker=self.docker,
+            )
+        return self._checkpoints
+
     # -- kernels and GPUs -------------------------------------------------------------
 
     def tfenv_kernels(self, kernel_manager: Any) -> list[dict[str, Any]]:
@@ -182,6 +214,7 @@ class TFEnvService:
             "environment": env,
             "container_id": prov.container_id,
             "transport": prov.transport,
+            "checkpoints": prov.checkpoint_info,
         }
 
     async def kernel_status(self, kernel_manager: Any, kernel_id: str) -> dict[str, Any]:
@@ -197,7 +230,11 @@ class TFEnvService:
         gpus = await self.gpu_overview()
         try:
             status = (
-                await asyncio.to_thread(live.kernel_live_status, client, prov.container_id, gpus)
+                # No second CPU sample on a first look: the answer comes at once with
+                # cpu_percent null, and the streaming reader fills it in for the next poll.
+                await asyncio.to_thread(
+                    live.kernel_live_status, client, prov.container_id, gpus, cpu_baseline=False
+                )
                 if prov.container_id
                 else {"status": "starting", "running": False}
             )

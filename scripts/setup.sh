@@ -4,7 +4,9 @@
 #   bash scripts/setup.sh [--tag-demo]
 #
 # Idempotent, and fast when already done:
-#   1. Debian packages: docker.io and debootstrap (apt-get only when one is missing);
+#   1. Debian packages: docker.io, debootstrap, and chromium with fonts for the browser
+#      tests (apt-get only when one is missing; no browser download: Python playwright,
+#      from the test extra, drives /usr/bin/chromium);
 #   2. the frontend: `npm ci` when node_modules is missing or out of date with
 #      package-lock.json, then a labextension build when a source is newer than it;
 #   3. the Python package, editable, with the test and lint extras; the labextension is
@@ -28,7 +30,7 @@ for arg in "$@"; do
   case "$arg" in
     --tag-demo) TAG_DEMO=1 ;;
     -h | --help)
-      sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
+      sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *)
@@ -54,7 +56,7 @@ fi
 
 # --------------------------------------------------------------------- 1. Debian packages
 # shellcheck disable=SC2206
-APT_PACKAGES=(docker.io debootstrap ${TFENV_APT_EXTRA:-})
+APT_PACKAGES=(docker.io debootstrap chromium fonts-liberation fonts-dejavu-core ${TFENV_APT_EXTRA:-})
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
@@ -123,7 +125,7 @@ import importlib.metadata, importlib.util, os, sys
 importlib.metadata.version("jupyter_tfenv")
 import jupyter_tfenv
 assert os.path.realpath(os.path.dirname(jupyter_tfenv.__file__)) == os.path.join(sys.argv[1], "jupyter_tfenv")
-for mod in ("pytest", "pytest_jupyter", "jupyter_kernel_test", "ipykernel", "jupyterlab", "ruff", "mypy"):
+for mod in ("pytest", "pytest_jupyter", "jupyter_kernel_test", "ipykernel", "jupyterlab", "playwright", "ruff", "mypy"):
     assert importlib.util.find_spec(mod) is not None, mod
 EOF
 }

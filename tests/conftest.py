@@ -145,6 +145,17 @@ def runtime_root() -> Iterator[str]:
     shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.fixture(autouse=True)
+def checkpoint_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Checkpoint and log roots of this test only (also for kernels started by subprocesses).
+
+    Without it kernels would use ~/tfenv of the machine, shared with every other run.
+    """
+    monkeypatch.setenv("JUPYTER_TFENV_CHECKPOINT_ROOT", str(tmp_path / "tfenv" / "checkpoints"))
+    monkeypatch.setenv("JUPYTER_TFENV_LOG_ROOT", str(tmp_path / "tfenv" / "logs"))
+    return tmp_path / "tfenv" / "checkpoints"
+
+
 @pytest.fixture
 def catalog_path(tmp_path: Path) -> Path:
     path = tmp_path / "catalog.yaml"
