@@ -7,6 +7,7 @@ handlers stay thin and only translate requests to these methods.
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,9 @@ class TFEnvService:
         self._pulls: PullManager | None = None
         self._probes: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._checkpoints: CheckpointBrowser | None = None
+        # Short-lived caches: a panel polls every few seconds, several panels at once.
+        self._images: tuple[float, asyncio.Future[list[dict[str, Any]]]] | None = None
+        self._gpus: tuple[float, dict[str, Any]] | None = None
 
     # -- docker ---------------------------------------------------------------------
 
@@ -58,14 +62,38 @@ class TFEnvService:
 
     # -- images ---------------------------------------------------------------------
 
+    IMAGE_LIST_TTL = 2.0
+    GPU_TTL = 2.0
+
+    async def _image_list(self) -> list[dict[str, Any]]:
+        """The engine's image list, shared by concurrent requests and kept for 2 s."""
+        now = time.monotonic()
+        cached = self._images
+        if (
+            cached is None
+            or now - cached[0] > self.IMAGE_LIST_TTL
+            or (cached[1].done() and cached[1].exception() is not None)
+        ):
+            client = await self.docker()
+            future = asyncio.ensure_future(asyncio.to_thread(client.api.images))
+            self._images = cached = (now, future)
+        return await asyncio.shield(cached[1])
+
+    def images_changed(self) -> None:
+        """Forget the cached image list (after a pull, a removal)."""
+        self._images = None
+
+    def _pull_finished(self, pull: Pull) -> None:
+        self.images_changed()
+        metrics.pull_finished(pull)
+
     async def image_presence(self, envs: list[Environment]) -> dict[str, dict[str, Any]]:
         """``{env id: {"present": bool, "image_id": …}}`` in one Docker call.
 
         Without a Docker engine the catalog is still listed, with the reason.
         """
         try:
-            client = await self.docker()
-            images = await asyncio.to_thread(client.api.images)
+            images = await self._image_list()
         except (DockerUnavailableError, APIError) as err:
             return {env.id: {"present": None, "error": str(err)} for env in envs}
         by_ref: dict[str, dict[str, Any]] = {}
@@ -79,10 +107,10 @@ class TFEnvService:
                 if ":" in env.image.rsplit("/", 1)[-1] or "@" in env.image
                 else (f"{env.image}:latest")
             )
-            image = by_ref.get(ref) or by_ref.get(f"docker.io/{ref}")
+            found = by_ref.get(ref) or by_ref.get(f"docker.io/{ref}")
             result[env.id] = (
-                {"present": True, "image_id": image["Id"], "size": image.get("Size")}
-                if image
+                {"present": True, "image_id": found["Id"], "size": found.get("Size")}
+                if found
                 else {"present": False, "image_id": None, "size": None}
             )
         return result
@@ -146,7 +174,7 @@ class TFEnvService:
 
     async def pull_manager(self) -> PullManager:
         if self._pulls is None:
-            self._pulls = PullManager(await self.docker(), on_finish=metrics.pull_finished)
+            self._pulls = PullManager(await self.docker(), on_finish=self._pull_finished)
         return self._pulls
 
     async def start_pull(self, env: Environment) -> Pull:
@@ -249,10 +277,14 @@ class TFEnvService:
         return {**summary, "live": status, "probe": probe}
 
     async def gpu_overview(self) -> dict[str, Any]:
+        cached = self._gpus
+        if cached is not None and time.monotonic() - cached[0] < self.GPU_TTL:
+            return cached[1]
         try:
             client = await self.docker()
         except DockerUnavailableError:
             client = None
         overview = await asyncio.to_thread(gpu_mod.gpu_overview, client)
         metrics.observe_gpus(overview)
+        self._gpus = (time.monotonic(), overview)
         return overview
