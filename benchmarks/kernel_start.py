@@ -265,6 +265,9 @@ def make_workspace(uid: int, gid: int, with_tf: bool) -> Workspace:
     os.environ["JUPYTER_TFENV_CATALOG"] = str(catalog)
     os.environ["JUPYTER_TFENV_KERNEL_UID"] = str(uid)
     os.environ["JUPYTER_TFENV_KERNEL_GID"] = str(gid)
+    # The benchmark's own checkpoint storage (the kernel's mounts are part of its start).
+    os.environ["JUPYTER_TFENV_CHECKPOINT_ROOT"] = str(root / "checkpoints")
+    os.environ["JUPYTER_TFENV_LOG_ROOT"] = str(root / "logs")
     return Workspace(root, notebook_dir, catalog, uid, gid)
 
 
