@@ -352,6 +352,13 @@ class DockerKernelProvisioner(LocalProvisioner):
         return self.container_id is not None
 
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
+        try:
+            return await self._pre_launch(**kwargs)
+        except BaseException:
+            self._forget_pending_start()
+            raise
+
+    async def _pre_launch(self, **kwargs: Any) -> dict[str, Any]:
         self._environment()  # validate before anything is created
         if self.uid == 0 and not self.allow_root:
             raise KernelStartError(
@@ -456,7 +463,21 @@ class DockerKernelProvisioner(LocalProvisioner):
             if self.runtime_dir:
                 await self._call(shutil.rmtree, self.runtime_dir, True)
                 self.runtime_dir = None
+            self._forget_pending_start()
             raise
+
+    def _forget_pending_start(self) -> None:
+        """Drop a failed start from jupyter_client's pending kernels.
+
+        jupyter_client 8 keeps the id of a kernel whose start failed in
+        ``MultiKernelManager._pending_kernels``; ``shutdown_all`` then fails on it with
+        "Kernel does not exist", and the server ignores the first Ctrl-C. Kernel starts
+        fail for ordinary reasons here (no GPU, image not pulled), so tfenv cleans up.
+        """
+        manager = getattr(self.parent, "parent", None)
+        pending = getattr(manager, "_pending_kernels", None)
+        if isinstance(pending, dict):
+            pending.pop(self.kernel_id, None)
 
     async def _launch(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
         env = self._environment()

@@ -58,6 +58,13 @@ export class TfEnvModel implements ITfEnvModel {
     return this._ready.promise;
   }
 
+  /**
+   * The REST client (the checkpoint section fetches through it).
+   */
+  get client(): ITfEnvClient {
+    return this._client;
+  }
+
   get isDisposed(): boolean {
     return this._isDisposed;
   }

@@ -1,8 +1,14 @@
-import { Clipboard, ReactWidget } from '@jupyterlab/apputils';
+import {
+  Clipboard,
+  Dialog,
+  ReactWidget,
+  showDialog
+} from '@jupyterlab/apputils';
 import type { TranslationBundle } from '@jupyterlab/translation';
 import {
   closeIcon,
   copyIcon,
+  deleteIcon,
   refreshIcon,
   LabIcon
 } from '@jupyterlab/ui-components';
@@ -10,6 +16,15 @@ import type { IDisposable } from '@lumino/disposable';
 import type { Message } from '@lumino/messaging';
 import * as React from 'react';
 
+import {
+  checkpointKindLabel,
+  checkpointLabel,
+  checkpointStep,
+  CONTAINER_CHECKPOINT_DIR,
+  formatCheckpointTime,
+  isIncomplete,
+  sortCheckpoints
+} from './checkpoints';
 import { formatBytes, formatPercent, ratio, shortDigest } from './format';
 import { tfenvIcon } from './icons';
 import type { TfEnvModel } from './model';
@@ -23,7 +38,13 @@ import {
   sortEnvironments,
   wantsGpu
 } from './state';
-import type { IEnvironment, IEnvironmentSummary } from './tokens';
+import type {
+  ICheckpointItem,
+  ICheckpointListing,
+  IEnvironment,
+  IEnvironmentSummary
+} from './tokens';
+import { TfEnvApiError } from './tokens';
 
 /**
  * What the panel needs besides the model.
@@ -156,6 +177,7 @@ interface IViewProps {
 function PanelView(props: IViewProps): JSX.Element {
   const { model, actions, trans } = props;
   useModel(model);
+  const [refreshes, setRefreshes] = React.useState(0);
   const state = model.state;
   const env = model.activeEnvironment;
   return (
@@ -170,7 +192,10 @@ function PanelView(props: IViewProps): JSX.Element {
           className="jp-tfenv-refresh"
           icon={refreshIcon}
           title={trans.__('Refresh')}
-          onClick={() => actions.refresh()}
+          onClick={() => {
+            setRefreshes(n => n + 1);
+            actions.refresh();
+          }}
         />
       </header>
       <StateBanner {...props} state={state} />
@@ -182,6 +207,9 @@ function PanelView(props: IViewProps): JSX.Element {
       )}
       {state.state !== 'no-extension' && <ResourcesSection {...props} />}
       {state.state !== 'no-extension' && <GpuSection {...props} env={env} />}
+      {env && state.state !== 'no-extension' && (
+        <CheckpointSection {...props} env={env} refreshes={refreshes} />
+      )}
       {state.state !== 'no-extension' && <EnvironmentList {...props} />}
     </div>
   );
@@ -1110,5 +1138,293 @@ function IconButton(props: {
     >
       <props.icon.react tag="span" elementSize="normal" />
     </button>
+  );
+}
+
+/**
+ * The one-line code hint of the empty checkpoint list (code: not translated).
+ */
+const CHECKPOINT_HINT =
+  "tf.train.CheckpointManager(ckpt, os.environ['TFENV_CHECKPOINT_DIR'] + '/run1', max_to_keep=3)";
+
+interface ICheckpointFetch {
+  env: string;
+  listing: ICheckpointListing | null;
+  error: string | null;
+  loading: boolean;
+}
+
+/**
+ * The active environment's checkpoints: fetched when the environment changes
+ * and then at most once per model refresh interval (on the model's changes),
+ * and after a delete.
+ */
+function CheckpointSection(
+  props: IViewProps & { env: IEnvironmentSummary; refreshes: number }
+): JSX.Element {
+  const { model, trans, env, refreshes } = props;
+  const version = useModel(model);
+  const client = model.client;
+  const [data, setData] = React.useState<ICheckpointFetch>({
+    env: env.id,
+    listing: null,
+    error: null,
+    loading: true
+  });
+  const [notice, setNotice] = React.useState<string | null>(null);
+  const last = React.useRef<{ env: string; at: number; inFlight: boolean }>({
+    env: '',
+    at: 0,
+    inFlight: false
+  });
+  const mounted = React.useRef(true);
+  const section = React.useRef<HTMLElement>(null);
+  React.useEffect(() => {
+    mounted.current = true;
+    return () => {
+      mounted.current = false;
+    };
+  }, []);
+
+  const fetchNow = React.useCallback(
+    (envId: string): void => {
+      if (!client.checkpoints) {
+        setData({
+          env: envId,
+          listing: null,
+          error: trans.__('This client cannot list checkpoints.'),
+          loading: false
+        });
+        return;
+      }
+      last.current = { env: envId, at: Date.now(), inFlight: true };
+      client.checkpoints(envId).then(
+        listing => {
+          if (last.current.env === envId) {
+            last.current.inFlight = false;
+          }
+          if (mounted.current && last.current.env === envId) {
+            setData({ env: envId, listing, error: null, loading: false });
+          }
+        },
+        (error: unknown) => {
+          if (last.current.env === envId) {
+            last.current.inFlight = false;
+          }
+          if (mounted.current && last.current.env === envId) {
+            setData({
+              env: envId,
+              listing: null,
+              error: error instanceof Error ? error.message : String(error),
+              loading: false
+            });
+          }
+        }
+      );
+    },
+    [client, trans]
+  );
+
+  React.useEffect(() => {
+    const now = Date.now();
+    const interval = model.refreshInterval;
+    const envChanged = last.current.env !== env.id;
+    if (envChanged) {
+      setData({ env: env.id, listing: null, error: null, loading: true });
+      setNotice(null);
+      fetchNow(env.id);
+      return;
+    }
+    // Never faster than the model polls (and not at all while it does not
+    // poll), and not while the panel is hidden (the status bar keeps polling).
+    const hidden =
+      section.current !== null && section.current.offsetParent === null;
+    const due =
+      !hidden && interval > 0 && now - last.current.at >= interval * 0.9;
+    if (due && !last.current.inFlight) {
+      fetchNow(env.id);
+    }
+  }, [version, env.id, fetchNow, model]);
+
+  // The refresh button: now.
+  const seenRefreshes = React.useRef(refreshes);
+  React.useEffect(() => {
+    if (refreshes !== seenRefreshes.current) {
+      seenRefreshes.current = refreshes;
+      if (!last.current.inFlight) {
+        fetchNow(env.id);
+      }
+    }
+  }, [refreshes, env.id, fetchNow]);
+
+  const remove = async (item: ICheckpointItem): Promise<void> => {
+    const label = checkpointLabel(item);
+    const result = await showDialog({
+      title: trans.__('Delete checkpoint'),
+      body: trans.__(
+        'Delete "%1" of "%2" with all its files? This cannot be undone.',
+        label,
+        env.display_name
+      ),
+      buttons: [
+        Dialog.cancelButton({ label: trans.__('Cancel') }),
+        Dialog.warnButton({ label: trans.__('Delete') })
+      ]
+    });
+    if (!result.button.accept || !client.deleteCheckpoint) {
+      return;
+    }
+    try {
+      await client.deleteCheckpoint(env.id, item.name, item.etag);
+      setNotice(null);
+    } catch (error) {
+      const status = error instanceof TfEnvApiError ? error.status : null;
+      setNotice(
+        status === 412
+          ? trans.__(
+              '"%1" changed since it was listed (a save may be running); nothing was deleted. Check the refreshed list and try again.',
+              label
+            )
+          : trans.__(
+              'Deleting "%1" failed: %2',
+              label,
+              error instanceof Error ? error.message : String(error)
+            )
+      );
+    }
+    fetchNow(env.id);
+  };
+
+  const listing = data.env === env.id ? data.listing : null;
+  const containerPath = listing?.container_path || CONTAINER_CHECKPOINT_DIR;
+  const items = listing ? sortCheckpoints(listing.checkpoints ?? []) : [];
+  let body: JSX.Element;
+  if (data.error && data.env === env.id) {
+    body = (
+      <div className="jp-tfenv-checkpoints-error" role="alert">
+        <div>{trans.__('The checkpoints could not be listed:')}</div>
+        <pre className="jp-tfenv-server-message">{data.error}</pre>
+      </div>
+    );
+  } else if (!listing) {
+    body = (
+      <div className="jp-tfenv-checkpoints-loading">
+        {trans.__('Reading the checkpoints…')}
+      </div>
+    );
+  } else if (items.length === 0) {
+    body = (
+      <div className="jp-tfenv-checkpoints-empty">
+        <div>
+          {trans.__('No checkpoints yet — save to %1', '$TFENV_CHECKPOINT_DIR')}
+        </div>
+        <code className="jp-tfenv-checkpoints-hint">{CHECKPOINT_HINT}</code>
+      </div>
+    );
+  } else {
+    body = (
+      <ul className="jp-tfenv-checkpoint-list">
+        {items.map(item => (
+          <CheckpointRow
+            key={item.name}
+            item={item}
+            trans={trans}
+            onDelete={() => void remove(item)}
+          />
+        ))}
+      </ul>
+    );
+  }
+  return (
+    <section
+      ref={section}
+      className="jp-tfenv-section jp-tfenv-checkpoints"
+      data-tfenv-env={env.id}
+    >
+      <h3 className="jp-tfenv-section-title">{trans.__('Checkpoints')}</h3>
+      <dl className="jp-tfenv-facts">
+        <dt>{trans.__('In the container')}</dt>
+        <dd>
+          <code className="jp-tfenv-checkpoints-container-path">
+            {containerPath}
+          </code>
+        </dd>
+        <dt>{trans.__('On the host')}</dt>
+        <dd>
+          <code className="jp-tfenv-checkpoints-location">
+            {listing?.location ?? '—'}
+          </code>
+        </dd>
+      </dl>
+      {notice && (
+        <div className="jp-tfenv-checkpoints-notice" role="alert">
+          {notice}
+        </div>
+      )}
+      {listing?.truncated && (
+        <div className="jp-tfenv-checkpoints-truncated">
+          {trans.__('The folder is too large: only part of it was read.')}
+        </div>
+      )}
+      {body}
+    </section>
+  );
+}
+
+function CheckpointRow(props: {
+  item: ICheckpointItem;
+  trans: TranslationBundle;
+  onDelete: () => void;
+}): JSX.Element {
+  const { item, trans } = props;
+  const step = checkpointStep(item);
+  const incomplete = isIncomplete(item);
+  const kept = item.checkpoints?.length ?? 0;
+  return (
+    <li
+      className="jp-tfenv-checkpoint"
+      data-tfenv-checkpoint={item.name}
+      data-tfenv-kind={item.kind}
+      data-tfenv-complete={incomplete ? 'false' : 'true'}
+      data-tfenv-etag={item.etag}
+    >
+      <div className="jp-tfenv-checkpoint-head">
+        <span className="jp-tfenv-badge jp-tfenv-checkpoint-kind">
+          {checkpointKindLabel(item.kind)}
+        </span>
+        <span className="jp-tfenv-checkpoint-name" title={item.name}>
+          {checkpointLabel(item)}
+        </span>
+        {incomplete && (
+          <span className="jp-tfenv-badge jp-tfenv-checkpoint-incomplete">
+            {trans.__('incomplete')}
+          </span>
+        )}
+        <IconButton
+          className="jp-tfenv-checkpoint-delete"
+          icon={deleteIcon}
+          title={trans.__('Delete…')}
+          onClick={props.onDelete}
+        />
+      </div>
+      <div className="jp-tfenv-checkpoint-meta">
+        {step !== null && (
+          <span className="jp-tfenv-checkpoint-step">
+            {trans.__('step %1', step)}
+          </span>
+        )}
+        {kept > 1 && (
+          <span className="jp-tfenv-checkpoint-kept">
+            {trans.__('%1 kept', kept)}
+          </span>
+        )}
+        <span className="jp-tfenv-checkpoint-size">
+          {formatBytes(item.size)}
+        </span>
+        <span className="jp-tfenv-checkpoint-time">
+          {formatCheckpointTime(item.mtime)}
+        </span>
+      </div>
+    </li>
   );
 }

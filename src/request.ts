@@ -4,6 +4,7 @@ import { ServerConnection } from '@jupyterlab/services';
 import type { IDisposable } from '@lumino/disposable';
 
 import {
+  ICheckpointListing,
   IEnvironment,
   IEnvironmentsReply,
   IGpuOverview,
@@ -267,13 +268,38 @@ export class TfEnvClient implements ITfEnvClient {
     };
   }
 
+  checkpoints(envId: string): Promise<ICheckpointListing> {
+    return this._get(`checkpoints/${encodeURIComponent(envId)}`);
+  }
+
+  deleteCheckpoint(
+    envId: string,
+    name: string,
+    etag?: string
+  ): Promise<unknown> {
+    const path = name.split('/').map(encodeURIComponent).join('/');
+    return this._call(
+      `checkpoints/${encodeURIComponent(envId)}/${path}`,
+      'DELETE',
+      etag ? { 'If-Match': `"${etag}"` } : undefined
+    );
+  }
+
   private _get<T>(endPoint: string): Promise<T> {
     return this._call<T>(endPoint, 'GET');
   }
 
-  private async _call<T>(endPoint: string, method: string): Promise<T> {
+  private async _call<T>(
+    endPoint: string,
+    method: string,
+    headers?: Record<string, string>
+  ): Promise<T> {
     try {
-      return await requestAPI<T>(endPoint, { method }, this.serverSettings);
+      return await requestAPI<T>(
+        endPoint,
+        headers ? { method, headers } : { method },
+        this.serverSettings
+      );
     } catch (error) {
       if (error instanceof ServerConnection.ResponseError) {
         throw new TfEnvApiError(error.message, error.response.status);

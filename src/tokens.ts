@@ -327,6 +327,46 @@ export interface IPullFollower {
 /**
  * The REST client the model talks to (see `TfEnvClient` in `request.ts`).
  */
+/**
+ * One kept checkpoint of a TF checkpoint set (`GET /tfenv/checkpoints/{env}`).
+ */
+export interface ICheckpointEntry {
+  prefix: string;
+  step?: number | null;
+  size?: number | null;
+  mtime?: string | null;
+  complete?: boolean | null;
+}
+
+/**
+ * One item of a checkpoint listing.
+ */
+export interface ICheckpointItem {
+  name: string;
+  kind: string;
+  path?: string;
+  complete?: boolean | null;
+  size?: number | null;
+  mtime?: string | null;
+  step?: number | null;
+  etag: string;
+  latest?: ICheckpointEntry | null;
+  checkpoints?: ICheckpointEntry[];
+}
+
+/**
+ * Reply of `GET /tfenv/checkpoints/{environment}`.
+ */
+export interface ICheckpointListing {
+  environment: string;
+  in_catalog?: boolean;
+  exists: boolean;
+  location?: string;
+  container_path?: string;
+  truncated?: boolean;
+  checkpoints: ICheckpointItem[];
+}
+
 export interface ITfEnvClient {
   environments(): Promise<IEnvironmentsReply>;
   imageStatus(envId: string): Promise<IImageStatus>;
@@ -346,6 +386,18 @@ export interface ITfEnvClient {
    * stop following (the pull goes on).
    */
   followPull(pullId: string, follower: IPullFollower): IDisposable;
+  /**
+   * The user's checkpoints of an environment.
+   */
+  checkpoints?(envId: string): Promise<ICheckpointListing>;
+  /**
+   * Delete a checkpoint item; `etag` as listed (sent as `If-Match`).
+   */
+  deleteCheckpoint?(
+    envId: string,
+    name: string,
+    etag: string
+  ): Promise<unknown>;
 }
 
 /**

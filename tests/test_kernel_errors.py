@@ -142,3 +142,13 @@ async def test_unknown_tfenv_kernel_name(jp_fetch):
     with pytest.raises(HTTPClientError) as info:
         await jp_fetch("api", "kernels", method="POST", body='{"name": "tfenv-floating"}')
     assert info.value.code in (404, 500)
+
+
+async def test_a_failed_start_does_not_block_server_shutdown(jp_fetch, jp_serverapp):
+    """jupyter_client keeps a failed start's id as pending; shutting down must not trip on it."""
+    kernel_id = await start_kernel(jp_fetch, "tfenv-py")
+    await start_error(jp_fetch, "tfenv-missing")  # fails in launch
+    jp_serverapp.config.DockerKernelProvisioner.uid = 0
+    await start_error(jp_fetch, "tfenv-py")  # fails in pre-launch
+    await jp_serverapp.kernel_manager.shutdown_all()
+    assert kernel_id not in jp_serverapp.kernel_manager.list_kernel_ids()
