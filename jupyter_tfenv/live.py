@@ -325,8 +325,16 @@ def _live_status(
         if previous is None and cpu_baseline:
             # First look at this container: the next sample comes at the collector's next
             # tick (one_shot), about a second later.
-            stats = _stats(container, one_shot)
-            previous, current = current, _cpu_sample(stats)
+            first = current
+            for _ in range(4):
+                # A one-shot request made right after another stats read (the streaming
+                # reader's, say) can answer with the same tick: wait for a newer one.
+                stats = _stats(container, one_shot)
+                current = _cpu_sample(stats)
+                if current is None or first is None or current[1] != first[1]:
+                    break
+                time.sleep(0.3)
+            previous = first
             if current is not None:
                 _CPU_SAMPLES.swap(container.id, current)
     online = _online_cpus(stats)
