@@ -144,11 +144,15 @@ class TFEnvService:
     # -- probes ---------------------------------------------------------------------
 
     async def cached_probe(self, env: Environment) -> dict[str, Any] | None:
-        try:
-            client = await self.docker()
-        except DockerUnavailableError:
+        """The cached probe of the image ``env`` has here, found through the shared image list
+        (no Docker call of its own); None when not probed or not present."""
+        presence = (await self.image_presence([env])).get(env.id) or {}
+        image_id = presence.get("image_id")
+        if not image_id:
             return None
-        return await asyncio.to_thread(cached_probe, client, env, cache_dir=self.probe_cache_dir)
+        return await asyncio.to_thread(
+            cached_probe, str(image_id), env, cache_dir=self.probe_cache_dir
+        )
 
     async def probe(self, env: Environment, *, refresh: bool = False) -> dict[str, Any]:
         """Probe ``env`` (one probe per environment at a time; others wait for it)."""
