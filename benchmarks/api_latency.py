@@ -56,6 +56,7 @@ from typing import Any
 import docker
 import requests
 import yaml
+from benchstats import percentile, stats  # benchmarks/ is sys.path[0]
 
 PY_IMAGE = "tfenv-test/python:3.11-jupyter"
 TF_IMAGE = "tfenv-test/tensorflow:2.20.0-jupyter"
@@ -75,30 +76,6 @@ CATALOG = [
 ]
 
 # ----------------------------------------------------------------------------- statistics
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100.0
-    low = math.floor(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-
-
-def stats(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {"n": 0}
-    return {
-        "n": len(values),
-        "p50": percentile(values, 50),
-        "p95": percentile(values, 95),
-        "mean": sum(values) / len(values),
-        "min": min(values),
-        "max": max(values),
-    }
 
 
 def fmt(value: float | None, width: int = 8, digits: int = 1) -> str:

@@ -56,6 +56,7 @@ import docker
 import jupyter_client
 import zmq
 import zmq.asyncio
+from benchstats import percentile, stats  # benchmarks/ is sys.path[0]
 from docker.api.client import APIClient
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
@@ -95,30 +96,6 @@ POLLER = "kernel-start-bind-poller"
 
 
 # ----------------------------------------------------------------------------- stats
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100.0
-    low = math.floor(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-
-
-def stats(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {"n": 0}
-    return {
-        "n": len(values),
-        "p50": percentile(values, 50),
-        "p95": percentile(values, 95),
-        "mean": sum(values) / len(values),
-        "min": min(values),
-        "max": max(values),
-    }
 
 
 def fmt(value: float | None, width: int = 8) -> str:

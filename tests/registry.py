@@ -21,11 +21,13 @@ Use it in a test module with::
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import re
 import shutil
 import subprocess
+import tarfile
 import tempfile
 import time
 import urllib.error
@@ -247,3 +249,26 @@ def registry_cleanup(registry: Registry, docker_engine: Any) -> Iterator[Registr
         yield helper
     finally:
         helper.cleanup()
+
+
+def build_image(
+    client: docker.DockerClient, tag: str, base: str, blobs: list[int]
+) -> docker.models.images.Image:
+    """``FROM base`` plus one layer of random bytes per entry of ``blobs`` (sizes).
+
+    Random bytes do not compress, so each layer really travels. COPY only: no container
+    runs, no network.
+    """
+    files = [(f"blob{i}", os.urandom(size)) for i, size in enumerate(blobs)]
+    dockerfile = f"FROM {base}\n" + "".join(f"COPY {name} /{name}\n" for name, _ in files)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in [("Dockerfile", dockerfile.encode()), *files]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    buf.seek(0)
+    image, _ = client.images.build(
+        fileobj=buf, custom_context=True, tag=tag, rm=True, network_mode="none", pull=False
+    )
+    return image

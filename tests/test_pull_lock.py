@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import json
-import os
 import socket
-import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +32,13 @@ from jupyter_tfenv.lock import (
 from jupyter_tfenv.pulls import Pull, PullManager, pull_blocking
 
 from .conftest import PY_IMAGE, PY_NO_KERNEL_IMAGE
-from .registry import Registry, RegistryCleanup, registry, registry_cleanup  # noqa: F401
+from .registry import (  # noqa: F401
+    Registry,
+    RegistryCleanup,
+    build_image,
+    registry,
+    registry_cleanup,
+)
 
 pytestmark = pytest.mark.docker
 
@@ -44,29 +47,6 @@ MiB = 1 << 20
 
 def env_for(ref: str, env_id: str = "py") -> Environment:
     return environment_from_dict({"id": env_id, "image": ref})
-
-
-def build_image(
-    client: docker.DockerClient, tag: str, base: str, blobs: list[int]
-) -> docker.models.images.Image:
-    """``FROM base`` plus one layer of random bytes per entry of ``blobs`` (sizes).
-
-    Random bytes do not compress, so each layer really travels. COPY only: no container
-    runs, no network.
-    """
-    files = [(f"blob{i}", os.urandom(size)) for i, size in enumerate(blobs)]
-    dockerfile = f"FROM {base}\n" + "".join(f"COPY {name} /{name}\n" for name, _ in files)
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in [("Dockerfile", dockerfile.encode()), *files]:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    buf.seek(0)
-    image, _ = client.images.build(
-        fileobj=buf, custom_context=True, tag=tag, rm=True, network_mode="none", pull=False
-    )
-    return image
 
 
 def forget_locally(client: docker.DockerClient, reg: Registry, image_id: str) -> None:

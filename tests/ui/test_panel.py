@@ -8,11 +8,8 @@ Screenshots of the panel go to ``docs/screenshots/`` (``$TFENV_SCREENSHOTS`` ove
 from __future__ import annotations
 
 import contextlib
-import io
 import itertools
-import os
 import re
-import tarfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,7 +19,7 @@ import docker
 import pytest
 from docker.errors import ImageNotFound
 
-from ..registry import Registry, RegistryCleanup, registry  # noqa: F401
+from ..registry import Registry, RegistryCleanup, build_image, registry  # noqa: F401
 from .conftest import screenshot_dir
 from .helpers import (
     KERNEL_TIMEOUT_MS,
@@ -42,23 +39,6 @@ MiB = 1 << 20
 PANEL = "#jp-tfenv-panel"
 STATUS = "#jp-tfenv-status"
 OPEN_PANEL_LABEL = "Open the TensorFlow Environment Panel"
-
-
-def build_image(client: docker.DockerClient, tag: str, base: str, blobs: list[int]) -> Any:
-    """``FROM base`` plus one layer of random bytes per size in ``blobs`` (COPY only)."""
-    files = [(f"blob{i}", os.urandom(size)) for i, size in enumerate(blobs)]
-    dockerfile = f"FROM {base}\n" + "".join(f"COPY {name} /{name}\n" for name, _ in files)
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in [("Dockerfile", dockerfile.encode()), *files]:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    buf.seek(0)
-    image, _ = client.images.build(
-        fileobj=buf, custom_context=True, tag=tag, rm=True, network_mode="none", pull=False
-    )
-    return image
 
 
 @pytest.fixture(scope="module")
