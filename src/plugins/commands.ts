@@ -15,6 +15,7 @@ import {
   TranslationBundle
 } from '@jupyterlab/translation';
 
+import type { ReadonlyPartialJSONObject } from '@lumino/coreutils';
 import { sortEnvironments } from '../state';
 import { tfenvIcon } from '../icons';
 import type { TfEnvModel } from '../model';
@@ -82,15 +83,13 @@ export const commandsPlugin: JupyterFrontEndPlugin<void> = {
       isEnabled: () => model.sessionContext !== null,
       execute: async args => {
         await model.ready;
-        const env = args['environment']
-          ? model.environment(String(args['environment']))
-          : await pick(
-              model,
-              trans,
-              trans.__('Switch TensorFlow Environment'),
-              trans.__('Run the active kernel in:'),
-              model.activeEnvironment?.id ?? null
-            );
+        const env = await chooseEnvironment(
+          model,
+          trans,
+          args,
+          trans.__('Switch TensorFlow Environment'),
+          trans.__('Run the active kernel in:')
+        );
         if (!env) {
           return;
         }
@@ -147,15 +146,13 @@ export const commandsPlugin: JupyterFrontEndPlugin<void> = {
       ),
       execute: async args => {
         await model.ready;
-        const env = args['environment']
-          ? model.environment(String(args['environment']))
-          : await pick(
-              model,
-              trans,
-              trans.__('Pull TensorFlow Environment Image'),
-              trans.__('Pull the image of:'),
-              model.activeEnvironment?.id ?? null
-            );
+        const env = await chooseEnvironment(
+          model,
+          trans,
+          args,
+          trans.__('Pull TensorFlow Environment Image'),
+          trans.__('Pull the image of:')
+        );
         if (!env) {
           return;
         }
@@ -217,15 +214,20 @@ export const commandsPlugin: JupyterFrontEndPlugin<void> = {
 };
 
 /**
- * Ask for an environment (a list dialog); null when cancelled.
+ * The environment a command names in its `environment` argument, or else one the user
+ * picks in a list dialog (the active kernel's preselected); null when cancelled.
  */
-async function pick(
+async function chooseEnvironment(
   model: TfEnvModel,
   trans: TranslationBundle,
+  args: ReadonlyPartialJSONObject,
   title: string,
-  label: string,
-  current: string | null
+  label: string
 ): Promise<IEnvironment | null> {
+  if (args['environment']) {
+    return model.environment(String(args['environment']));
+  }
+  const current = model.activeEnvironment?.id ?? null;
   const envs = sortEnvironments(model.environments ?? []);
   if (envs.length === 0) {
     await showErrorMessage(
