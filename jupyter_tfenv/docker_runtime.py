@@ -38,6 +38,11 @@ LABEL_ENVIRONMENT = f"{LABEL_PREFIX}.environment"
 LABEL_IMAGE_ID = f"{LABEL_PREFIX}.image-id"
 LABEL_IMAGE_REF = f"{LABEL_PREFIX}.image-ref"
 LABEL_RUNTIME_DIR = f"{LABEL_PREFIX}.runtime-dir"
+#: Set (to the broker's service name) on kernel containers the tfenv broker started. Their
+#: server-pid labels name the broker, whose restart must not orphan them: never reaped.
+LABEL_BROKER = f"{LABEL_PREFIX}.broker"
+#: The uid a broker kernel runs as (its owner's Unix account).
+LABEL_UID = f"{LABEL_PREFIX}.uid"
 
 #: Where the product's own read-only files appear inside every kernel container.
 CONTAINER_TFENV_DIR = "/opt/tfenv"
@@ -151,6 +156,8 @@ class KernelRequest:
     #: Checkpoint and log storage: mounts and the variables that announce them.
     extra_mounts: tuple[Any, ...] = ()
     extra_env: dict[str, str] = field(default_factory=dict)
+    #: Labels added to the container's own (the broker's owner uid and broker name).
+    extra_labels: dict[str, str] = field(default_factory=dict)
 
 
 def gpu_device_requests(env: Environment) -> list[DeviceRequest]:
@@ -186,6 +193,7 @@ def container_env(env: Environment, req: KernelRequest) -> dict[str, str]:
 
 def container_labels(env: Environment, req: KernelRequest) -> dict[str, str]:
     return {
+        **req.extra_labels,
         LABEL_OWNER: req.owner,
         LABEL_KERNEL_ID: req.kernel_id,
         LABEL_SERVER_INSTANCE: SERVER_INSTANCE,
@@ -377,6 +385,8 @@ def reap_orphans(
     reaped = []
     for container in tfenv_containers(client, owner):
         labels = container.labels or {}
+        if LABEL_BROKER in labels:
+            continue  # the broker's kernels outlive broker restarts; it reaps nothing
         if server_alive(labels):
             continue
         reaped.append(
