@@ -31,6 +31,13 @@ from requests.exceptions import ConnectionError as RequestsConnectionError
 from traitlets import Bool, Dict, Enum, Float, Integer, List, Unicode, default
 
 from . import live, metrics
+from .broker.client import (
+    BROKER_TOKEN_VAR,
+    BROKER_URL_VAR,
+    BrokerClient,
+    BrokerError,
+    BrokerNotFoundError,
+)
 from .catalog import Environment, environment_from_dict
 from .checkpoints import (
     CHECKPOINT_DIR_VAR,
@@ -79,6 +86,8 @@ def _host_memory() -> int | None:
 
 class DockerKernelProvisioner(LocalProvisioner):
     """Runs a kernel inside a hardened container of a pinned image."""
+
+    _broker: BrokerClient | None
 
     environment = Dict(help="The catalog entry, from the kernelspec (not configurable).")
     pinning = Unicode("tags", help="Pinning policy the kernelspec was written with.")
@@ -258,6 +267,40 @@ class DockerKernelProvisioner(LocalProvisioner):
         delete checkpoint volumes. Default: the environment's own image.""",
     ).tag(config=True)
 
+    # -- broker mode (JupyterHub: see docs/broker.md) ----------------------------------
+
+    broker_url = Unicode(
+        help=f"""Base URL of the tfenv broker (a JupyterHub service). When set, kernels are
+        started through the broker and this server never talks to Docker: the broker
+        decides image, uid, mounts and limits, and keeps the quotas. Default:
+        ${BROKER_URL_VAR}, else '' (local mode: this server uses the Docker engine).""",
+    ).tag(config=True)
+
+    @default("broker_url")
+    def _default_broker_url(self) -> str:
+        return os.environ.get(BROKER_URL_VAR, "")
+
+    broker_token = Unicode(
+        help=f"""Token sent to the broker (Authorization: token …). Default:
+        ${BROKER_TOKEN_VAR}, else $JUPYTERHUB_API_TOKEN. Never logged, never passed to a
+        kernel.""",
+    ).tag(config=True)
+
+    @default("broker_token")
+    def _default_broker_token(self) -> str:
+        return os.environ.get(BROKER_TOKEN_VAR) or os.environ.get("JUPYTERHUB_API_TOKEN", "")
+
+    @property
+    def broker(self) -> BrokerClient | None:
+        """The broker client in broker mode, None in local mode."""
+        if not self.broker_url:
+            return None
+        if self._broker is None or self._broker.url != self.broker_url.rstrip("/") + "/":
+            self._broker = BrokerClient(
+                self.broker_url, self.broker_token, timeout=self.docker_timeout
+            )
+        return self._broker
+
     container_id = Unicode(allow_none=True, default_value=None)
     runtime_dir = Unicode(allow_none=True, default_value=None)
     #: Where this kernel's checkpoints and logs are (set at launch; for the REST API).
@@ -270,6 +313,7 @@ class DockerKernelProvisioner(LocalProvisioner):
         self._env: Environment | None = None
         self._storage_mounts: list[Any] = []
         self._storage_env: dict[str, str] = {}
+        self._broker: BrokerClient | None = None
 
     # -- helpers --------------------------------------------------------------------
 
@@ -352,15 +396,27 @@ class DockerKernelProvisioner(LocalProvisioner):
         return self.container_id is not None
 
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
+        restart = bool(self.runtime_dir)
         try:
             return await self._pre_launch(**kwargs)
         except BaseException:
+            if self.broker is not None and self.runtime_dir and not restart:
+                await self._discard_broker_kernel()
+                self.runtime_dir = None
             self._forget_pending_start()
             raise
 
     async def _pre_launch(self, **kwargs: Any) -> dict[str, Any]:
         self._environment()  # validate before anything is created
-        if self.uid == 0 and not self.allow_root:
+        broker = self.broker
+        if broker is not None and self.transport != "ipc":
+            raise KernelStartError(
+                "The tfenv broker runs kernels with IPC sockets only: unset "
+                "c.DockerKernelProvisioner.transport (it is 'tcp'), or unset broker_url to "
+                "use a local Docker engine.",
+                status_code=400,
+            )
+        if broker is None and self.uid == 0 and not self.allow_root:
             raise KernelStartError(
                 "Refusing to run the kernel as root (uid 0) inside its container. Start "
                 "Jupyter as your own user, or set c.DockerKernelProvisioner.uid to a non-root "
@@ -371,7 +427,15 @@ class DockerKernelProvisioner(LocalProvisioner):
         # On restart the kernel keeps its runtime folder, so clients reconnect to the same
         # socket paths.
         restart = bool(self.runtime_dir)
-        self.runtime_dir = await self._call(self._prepare_runtime_dir, restart)
+        if broker is None:
+            self.runtime_dir = await self._call(self._prepare_runtime_dir, restart)
+        else:
+            # The broker makes the folder (owned by this user, in a root-owned parent) and
+            # later mounts exactly that folder; the connection file is written into it here.
+            try:
+                self.runtime_dir = await broker.runtime_dir(self.kernel_id, restart=restart)
+            except BrokerError as err:
+                raise _start_error(err) from err
         if km is not None:
             if self.transport == "ipc":
                 km.transport = "ipc"
@@ -384,15 +448,20 @@ class DockerKernelProvisioner(LocalProvisioner):
                 km.connection_file = os.path.join(self.runtime_dir, "kernel.json")
         self._launch_env = dict(kwargs.get("env") or {})
         kwargs = await super().pre_launch(**kwargs)
-        if km is not None and (self.uid, self.gid) != (os.getuid(), os.getgid()):
+        if broker is None and km is not None and (self.uid, self.gid) != (os.getuid(), os.getgid()):
             await self._call(os.chown, km.connection_file, self.uid, self.gid)
         return kwargs
 
-    def _request(self, cmd: list[str], cwd: str, image_id: str) -> KernelRequest:
+    def _passed_env(self) -> dict[str, str]:
+        """The server's allow-listed variables, and the notebook's session name."""
         passed = {k: os.environ[k] for k in self.env_allowlist if k in os.environ}
         session = self._launch_env.get("JPY_SESSION_NAME")
         if session:
             passed["JPY_SESSION_NAME"] = session
+        return passed
+
+    def _request(self, cmd: list[str], cwd: str, image_id: str) -> KernelRequest:
+        passed = self._passed_env()
         passed.update({"HOME": self.home, "USER": self.owner, "LOGNAME": self.owner})
         return KernelRequest(
             kernel_id=self.kernel_id,
@@ -457,12 +526,15 @@ class DockerKernelProvisioner(LocalProvisioner):
         except BaseException:
             # A kernel that never started leaves nothing behind: no container, no runtime
             # folder; also when the start was cancelled half-way.
-            if self._container is not None:
-                await self._call(remove_quietly, self._container)
-                self._forget_container()
-            if self.runtime_dir:
-                await self._call(shutil.rmtree, self.runtime_dir, True)
-                self.runtime_dir = None
+            if self.broker is not None:
+                await self._discard_broker_kernel()
+            else:
+                if self._container is not None:
+                    await self._call(remove_quietly, self._container)
+                    self._forget_container()
+                if self.runtime_dir:
+                    await self._call(shutil.rmtree, self.runtime_dir, True)
+            self.runtime_dir = None
             self._forget_pending_start()
             raise
 
@@ -480,6 +552,8 @@ class DockerKernelProvisioner(LocalProvisioner):
             pending.pop(self.kernel_id, None)
 
     async def _launch(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
+        if self.broker is not None:
+            return await self._launch_via_broker(self.broker, **kwargs)
         env = self._environment()
         client = await self._docker()
         image = await self._call(resolve_image, client, env)
@@ -529,6 +603,46 @@ class DockerKernelProvisioner(LocalProvisioner):
         await self._wait_until_bound(env, started)
         return self.connection_info
 
+    async def _launch_via_broker(self, broker: BrokerClient, **kwargs: Any) -> KernelConnectionInfo:
+        """Start the kernel's container through the broker, then wait for its sockets."""
+        env = self._environment()
+        cwd = await self._call(os.path.realpath, str(kwargs.get("cwd") or os.getcwd()))
+        body = {
+            "kernel_id": self.kernel_id,
+            "environment": env.id,
+            "cwd": cwd,
+            "mount": self._notebook_mount(cwd),
+            "env": self._passed_env(),
+        }
+        started = time.monotonic()
+        # Shielded as in local mode: a cancelled start must learn whether the broker made
+        # a container, and then remove it (launch_kernel DELETEs it).
+        starting = asyncio.ensure_future(
+            broker.start_kernel(body, timeout=self.start_timeout + self.docker_timeout)
+        )
+        try:
+            answer = await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await starting
+            raise
+        except BrokerError as err:
+            raise _start_error(err) from err
+        self.container_id = str(answer.get("container_id") or answer.get("name") or "")
+        checkpoints = answer.get("checkpoints")
+        if isinstance(checkpoints, dict):
+            self.checkpoint_info = checkpoints
+        self.cwd = cwd
+        self.log.info(
+            "tfenv: kernel %s runs in container %s (%s, image %s) started by the broker",
+            self.kernel_id,
+            answer.get("name") or self.container_id[:12],
+            env.id,
+            str(answer.get("image_id") or "?")[:19],
+        )
+        await self._wait_until_bound(env, started)
+        return self.connection_info
+
     async def _check_lock(self, client: Any, env: Environment) -> None:
         """Refuse (or warn about) a local image that is not the locked digest of its tag."""
         lock = LockFile("the kernelspec", {env.image: {"digest": self.locked_digest}})
@@ -557,28 +671,23 @@ class DockerKernelProvisioner(LocalProvisioner):
 
     async def _wait_until_bound(self, env: Environment, started: float) -> None:
         """Wait until the kernel bound its sockets, the container exits, or time runs out."""
-        container = self._container
         delay, next_inspect = 0.005, 0.0
         while True:
-            # Socket files are cheap to look at; the container is inspected less often.
+            # Socket files are cheap to look at; the container is inspected less often
+            # (in broker mode: one request at most every 0.25 s).
             if self._bound():
                 return
             now = time.monotonic()
             if now >= next_inspect:
-                try:
-                    await self._call(container.reload)
-                except NotFound:
-                    container.attrs = {"State": {"ExitCode": None}}
-                    container.status = "removed"
-                if container.status not in _RUNNING_STATES:
+                exited = await self._exit_state()
+                if exited is not None:
                     if self._bound():
                         return
-                    await self._fail_exited(env, container)
+                    await self._fail_exited(env, exited)
                 next_inspect = now + 0.25
             if now - started > self.start_timeout:
-                logs = await self._call(tail_logs, container)
-                await self._call(remove_quietly, container)
-                self._forget_container()
+                logs = await self._start_logs()
+                await self._discard_container()
                 raise KernelStartError(
                     f"The kernel of '{env.id}' did not start within {self.start_timeout:.0f} s "
                     "(c.DockerKernelProvisioner.start_timeout). A busy machine or a slow "
@@ -588,12 +697,64 @@ class DockerKernelProvisioner(LocalProvisioner):
             await asyncio.sleep(delay)
             delay = min(delay * 1.5, 0.05)
 
-    async def _fail_exited(self, env: Environment, container: Any) -> None:
+    # -- the seam between local and broker mode while a kernel starts ---------------
+
+    async def _exit_state(self) -> dict[str, Any] | None:
+        """None while the starting container runs; else its ``exit_code``, ``oom_killed``."""
+        if self.broker is not None:
+            try:
+                info = await self.broker.kernel(self.kernel_id)
+            except BrokerNotFoundError:
+                return {"exit_code": None, "oom_killed": False}
+            except BrokerError as err:
+                raise _start_error(err) from err
+            if info.get("running") or info.get("status") in _RUNNING_STATES:
+                return None
+            return {"exit_code": info.get("exit_code"), "oom_killed": info.get("oom_killed")}
+        container = self._container
+        try:
+            await self._call(container.reload)
+        except NotFound:
+            container.attrs = {"State": {"ExitCode": None}}
+            container.status = "removed"
+        if container.status in _RUNNING_STATES:
+            return None
         state = container.attrs.get("State", {})
-        code = state.get("ExitCode")
-        logs = await self._call(tail_logs, container)
-        await self._call(remove_quietly, container)
+        return {"exit_code": state.get("ExitCode"), "oom_killed": state.get("OOMKilled")}
+
+    async def _start_logs(self) -> str:
+        """The starting container's last log lines ('' when they cannot be had)."""
+        if self.broker is not None:
+            try:
+                return await self.broker.logs(self.kernel_id, tail=30)
+            except BrokerError:
+                return ""
+        return str(await self._call(tail_logs, self._container))
+
+    async def _discard_container(self) -> None:
+        """Remove the container of a failed start."""
+        if self.broker is not None:
+            await self._discard_broker_kernel()
+            return
+        await self._call(remove_quietly, self._container)
         self._forget_container()
+
+    async def _discard_broker_kernel(self) -> None:
+        """DELETE the kernel at the broker (container and runtime folder); never raises."""
+        broker = self.broker
+        if broker is not None:
+            try:
+                await broker.delete_kernel(self.kernel_id)
+            except BrokerError as err:
+                self.log.warning(
+                    "tfenv: the broker could not remove kernel %s: %s", self.kernel_id, err
+                )
+        self._forget_container()
+
+    async def _fail_exited(self, env: Environment, exited: dict[str, Any]) -> None:
+        code = exited.get("exit_code")
+        logs = await self._start_logs()
+        await self._discard_container()
         if NO_IPYKERNEL_MARK in logs:
             line = next(ln for ln in logs.splitlines() if NO_IPYKERNEL_MARK in ln)
             facts = dict(p.split("=", 1) for p in line.split()[1:] if "=" in p)
@@ -607,7 +768,7 @@ class DockerKernelProvisioner(LocalProvisioner):
         if code in (126, 127) and f"exec {env.python} failed" in logs:
             # docker-init could not exec the interpreter: not there (127) or not executable.
             raise KernelStartError(explain_missing_python(env, logs.strip()), status_code=400)
-        if state.get("OOMKilled"):
+        if exited.get("oom_killed"):
             raise KernelStartError(
                 f"The kernel container of '{env.id}' ran out of memory while starting; raise "
                 "resources.memory in the catalog entry.",
@@ -632,6 +793,8 @@ class DockerKernelProvisioner(LocalProvisioner):
         return self._container
 
     async def poll(self) -> int | None:
+        if self.broker is not None:
+            return await self._poll_broker(self.broker)
         container = await self._get_container()
         if container is None:
             return 0 if self.container_id is None else 1
@@ -646,14 +809,33 @@ class DockerKernelProvisioner(LocalProvisioner):
             return None
         return int(container.attrs.get("State", {}).get("ExitCode", 1))
 
+    async def _poll_broker(self, broker: BrokerClient) -> int | None:
+        if self.container_id is None:
+            return 0
+        try:
+            info = await broker.kernel(self.kernel_id)
+        except BrokerNotFoundError:
+            self._forget_container()
+            return 1
+        except BrokerError:
+            return None  # the broker does not answer: nothing known, keep the kernel
+        if info.get("running") or info.get("status") in _RUNNING_STATES:
+            return None
+        code = info.get("exit_code")
+        return int(code) if code is not None else 1
+
     async def wait(self) -> int | None:
+        delay = 0.25 if self.broker is not None else 0.1
         status = await self.poll()
         while status is None:
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(delay)
             status = await self.poll()
         return status
 
     async def send_signal(self, signum: int) -> None:
+        if self.broker is not None:
+            await self._signal_broker(self.broker, signum)
+            return
         container = await self._get_container()
         if container is None:
             return
@@ -669,6 +851,20 @@ class DockerKernelProvisioner(LocalProvisioner):
             if err.status_code != 409:  # 409: not running, nothing to signal
                 raise
 
+    async def _signal_broker(self, broker: BrokerClient, signum: int) -> None:
+        if self.container_id is None:
+            return
+        if signum == 0:
+            await self.poll()
+            return
+        try:
+            await broker.signal(self.kernel_id, int(signum))
+        except BrokerNotFoundError:
+            self._forget_container()
+        except BrokerError as err:
+            if err.http_status != 409:  # 409: not running, nothing to signal
+                raise
+
     async def kill(self, restart: bool = False) -> None:
         await self.send_signal(signal.SIGKILL)
 
@@ -676,17 +872,24 @@ class DockerKernelProvisioner(LocalProvisioner):
         await self.send_signal(signal.SIGTERM)
 
     async def cleanup(self, restart: bool = False) -> None:
-        container = await self._get_container()
-        if container is not None:
-            await self._call(remove_quietly, container)
-            live.forget_container(container.id)
-        self._forget_container()
+        if self.broker is not None:
+            # The broker removes the container and the runtime folder; on a restart the
+            # next pre_launch asks for the folder again (same path) and the connection file
+            # is written anew into it.
+            await self._discard_broker_kernel()
+        else:
+            container = await self._get_container()
+            if container is not None:
+                await self._call(remove_quietly, container)
+                live.forget_container(container.id)
+            self._forget_container()
         if not restart:
             metrics.kernel_stopped(str(self.environment.get("id", "?")), self.kernel_id)
         if self.ports_cached and not restart:
             await super().cleanup(restart=restart)
         if not restart and self.runtime_dir:
-            await self._call(shutil.rmtree, self.runtime_dir, True)
+            if self.broker is None:
+                await self._call(shutil.rmtree, self.runtime_dir, True)
             self.runtime_dir = None
 
     async def get_provisioner_info(self) -> dict[str, Any]:
@@ -705,3 +908,11 @@ class DockerKernelProvisioner(LocalProvisioner):
 
     def get_shutdown_wait_time(self, recommended: float = 5.0) -> float:
         return recommended
+
+
+def _start_error(err: BrokerError) -> KernelStartError:
+    """A broker's refusal as a kernel start error: its message and status, unchanged."""
+    logs = err.logs
+    if logs.strip() and logs.rstrip() in err.message:
+        logs = ""  # the broker's message already ends with them
+    return KernelStartError(err.message, logs=logs, status_code=err.http_status)
