@@ -78,11 +78,18 @@ class TFEnvApp(ExtensionApp):
         )
         lock = catalog.lock_path()
         probes = Path(self.probe_cache_dir) if self.probe_cache_dir else probe_cache_dir()
+        defaults = DockerKernelProvisioner(parent=self.serverapp, kernel_id="api")
+        if defaults.broker_url:
+            self.log.info(
+                "tfenv: broker mode: kernels start through the tfenv broker at %s; this "
+                "server does not use Docker",
+                defaults.broker_url,
+            )
         self.settings["tfenv"] = TFEnvService(
             catalog,
             probe_cache_dir=probes,
             lock_path=lock,
-            provisioner_defaults=DockerKernelProvisioner(parent=self.serverapp, kernel_id="api"),
+            provisioner_defaults=defaults,
             log=self.log,
         )
 
@@ -92,6 +99,8 @@ class TFEnvApp(ExtensionApp):
 
     async def _reap(self) -> None:
         provisioner = DockerKernelProvisioner(parent=self.serverapp, kernel_id="gc")
+        if provisioner.broker_url:
+            return  # broker mode: no Docker here; the broker owns the containers
         try:
             client = await asyncio.to_thread(connect, provisioner.docker_timeout)
             reaped = await asyncio.to_thread(

@@ -2,6 +2,11 @@
 
 Every blocking call (docker SDK, NVML, file reads of the probe cache) runs in a thread;
 handlers stay thin and only translate requests to these methods.
+
+In broker mode (``c.DockerKernelProvisioner.broker_url`` set: JupyterHub) no Docker client
+is ever made here: image status, probes and live kernel status come from the tfenv broker,
+pulls are refused (an admin pulls on the host), GPUs are read from NVML as before, and
+checkpoints are read from the user's own folder.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from docker.errors import APIError, ImageNotFound
 
 from . import gpu as gpu_mod
 from . import live, metrics
+from .broker.client import BrokerClient, BrokerError, BrokerNotFoundError
 from .catalog import Environment, TFEnvCatalog
 from .checkpoints import CheckpointBrowser, StorageConfig
 from .docker_runtime import connect
@@ -23,6 +29,12 @@ from .lock import LockFile, lock_status
 from .probe import cached_probe, probe_image
 from .provisioner import DockerKernelProvisioner
 from .pulls import Pull, PullManager
+
+#: What a pull request gets in broker mode.
+PULL_BY_ADMIN = (
+    "In this JupyterHub, images are pulled by an admin: ask them to run "
+    "`jupyter tfenv pull {env}` on the host."
+)
 
 
 class TFEnvService:
@@ -49,10 +61,21 @@ class TFEnvService:
         # Short-lived caches: a panel polls every few seconds, several panels at once.
         self._images: tuple[float, asyncio.Future[list[dict[str, Any]]]] | None = None
         self._gpus: tuple[float, dict[str, Any]] | None = None
+        #: The tfenv broker in broker mode (JupyterHub), else None.
+        self.broker: BrokerClient | None = provisioner_defaults.broker
+        self._broker_envs: tuple[float, asyncio.Future[list[dict[str, Any]]]] | None = None
+        self._broker_probes: dict[tuple[str, str], dict[str, Any]] = {}
 
     # -- docker ---------------------------------------------------------------------
 
     async def docker(self) -> Any:
+        if self.broker is not None:
+            raise BrokerError(
+                "This server has no Docker access: in this JupyterHub, kernels run through "
+                f"the tfenv broker at {self.broker.url}.",
+                status=503,
+                reason="BrokerMode",
+            )
         if self._client is None:
             self._client = await asyncio.to_thread(connect, self.defaults.docker_timeout)
         return self._client
@@ -82,6 +105,32 @@ class TFEnvService:
     def images_changed(self) -> None:
         """Forget the cached image list (after a pull, a removal)."""
         self._images = None
+        self._broker_envs = None
+
+    async def broker_environments(self) -> dict[str, dict[str, Any]]:
+        """Broker mode: the broker's environments by id (image status, ``allowed``), shared
+        by concurrent requests and kept for 2 s."""
+        assert self.broker is not None
+        now = time.monotonic()
+        cached = self._broker_envs
+        if (
+            cached is None
+            or now - cached[0] > self.IMAGE_LIST_TTL
+            or (cached[1].done() and cached[1].exception() is not None)
+        ):
+            future = asyncio.ensure_future(self.broker.environments())
+            self._broker_envs = cached = (now, future)
+        envs = await asyncio.shield(cached[1])
+        return {str(e.get("id")): e for e in envs if isinstance(e, dict)}
+
+    async def _broker_image(self, env: Environment) -> dict[str, Any]:
+        entry = (await self.broker_environments()).get(env.id)
+        if entry is None:
+            raise NotFoundError(
+                f"The tfenv broker has no environment '{env.id}' (its catalog differs from "
+                "this server's); ask your JupyterHub admin."
+            )
+        return dict(entry.get("image") or {})
 
     def _pull_finished(self, pull: Pull) -> None:
         self.images_changed()
@@ -92,6 +141,8 @@ class TFEnvService:
 
         Without a Docker engine the catalog is still listed, with the reason.
         """
+        if self.broker is not None:
+            return await self._broker_presence(envs)
         try:
             images = await self._image_list()
         except (DockerUnavailableError, APIError) as err:
@@ -115,7 +166,46 @@ class TFEnvService:
             )
         return result
 
+    async def _broker_presence(self, envs: list[Environment]) -> dict[str, dict[str, Any]]:
+        try:
+            known = await self.broker_environments()
+        except BrokerError as err:
+            return {env.id: {"present": None, "error": str(err)} for env in envs}
+        result: dict[str, dict[str, Any]] = {}
+        for env in envs:
+            entry = known.get(env.id)
+            if entry is None:
+                result[env.id] = {
+                    "present": None,
+                    "error": f"The tfenv broker has no environment '{env.id}'.",
+                }
+                continue
+            image = entry.get("image") or {}
+            result[env.id] = {
+                "present": image.get("present"),
+                "image_id": image.get("image_id"),
+                "size": image.get("size"),
+            }
+            if entry.get("allowed") is False:
+                result[env.id]["allowed"] = False
+                result[env.id]["reason"] = entry.get("reason")
+        return result
+
     async def image_status(self, env: Environment) -> dict[str, Any]:
+        if self.broker is not None:
+            image = await self._broker_image(env)
+            status: dict[str, Any] = {
+                "environment": env.id,
+                "image": env.image,
+                "present": None,
+                "image_id": None,
+                "repo_digests": [],
+                "size": None,
+                "created": None,
+                "lock": None,
+            }
+            status.update({k: v for k, v in image.items() if k not in ("environment", "image")})
+            return status
         client = await self.docker()
 
         def inspect() -> dict[str, Any]:
@@ -146,6 +236,8 @@ class TFEnvService:
     async def cached_probe(self, env: Environment) -> dict[str, Any] | None:
         """The cached probe of the image ``env`` has here, found through the shared image list
         (no Docker call of its own); None when not probed or not present."""
+        if self.broker is not None:
+            return await self._broker_probe(env, cached_only=True)
         presence = (await self.image_presence([env])).get(env.id) or {}
         image_id = presence.get("image_id")
         if not image_id:
@@ -156,6 +248,8 @@ class TFEnvService:
 
     async def probe(self, env: Environment, *, refresh: bool = False) -> dict[str, Any]:
         """Probe ``env`` (one probe per environment at a time; others wait for it)."""
+        if self.broker is not None:
+            return await self._broker_probe(env, cached_only=False) or {}
         running = self._probes.get(env.id)
         if running is not None and not running.done():
             return await asyncio.shield(running)
@@ -174,6 +268,36 @@ class TFEnvService:
         self._probes[env.id] = future
         return await future
 
+    async def _broker_probe(self, env: Environment, *, cached_only: bool) -> dict[str, Any] | None:
+        """Broker mode: the broker's probe of ``env``'s image, kept here by image id.
+
+        ``cached_only``: answer only from what this server already has (and the broker's
+        answer when it had one), as the local cached probe does.
+        """
+        assert self.broker is not None
+        try:
+            image_id = str((await self._broker_image(env)).get("image_id") or "")
+        except (BrokerError, NotFoundError):
+            if cached_only:
+                return None
+            raise
+        if not image_id:
+            return None
+        key = (env.id, image_id)
+        if key in self._broker_probes:
+            return self._broker_probes[key]
+        try:
+            answer = await self.broker.probe(env.id)
+        except BrokerError:
+            if cached_only:
+                return None
+            raise
+        if answer.get("state", "ok") != "ok":
+            return None
+        result = {k: v for k, v in answer.items() if k != "state"}
+        self._broker_probes[key] = result
+        return result
+
     # -- pulls ----------------------------------------------------------------------
 
     async def pull_manager(self) -> PullManager:
@@ -182,6 +306,8 @@ class TFEnvService:
         return self._pulls
 
     async def start_pull(self, env: Environment) -> Pull:
+        if self.broker is not None:
+            raise BrokerError(PULL_BY_ADMIN.format(env=env.id), status=403, reason="BrokerMode")
         manager = await self.pull_manager()
         return await manager.start(env, lock=self.lock())
 
@@ -258,6 +384,9 @@ class TFEnvService:
         if not isinstance(prov, DockerKernelProvisioner):
             raise NotFoundError(f"Kernel '{kernel_id}' is not a tfenv kernel.")
         summary = self._kernel_summary(kernel_id, prov)
+        if self.broker is not None:
+            status = await self._broker_live(kernel_id, prov)
+            return {**summary, "live": status, "probe": await self._summary_probe(summary)}
         client = await self.docker()
         gpus = await self.gpu_overview()
         try:
@@ -272,22 +401,38 @@ class TFEnvService:
             )
         except live.ContainerGone as err:
             status = {"status": "gone", "running": False, "message": str(err)}
+        return {**summary, "live": status, "probe": await self._summary_probe(summary)}
+
+    async def _summary_probe(self, summary: dict[str, Any]) -> dict[str, Any] | None:
         env_obj = None
         try:
             env_obj = self.catalog.get(summary["environment"].get("id", ""))
         except TFEnvError:
             env_obj = None
-        probe = await self.cached_probe(env_obj) if env_obj is not None else None
-        return {**summary, "live": status, "probe": probe}
+        return await self.cached_probe(env_obj) if env_obj is not None else None
+
+    async def _broker_live(self, kernel_id: str, prov: DockerKernelProvisioner) -> dict[str, Any]:
+        assert self.broker is not None
+        if not prov.container_id:
+            return {"status": "starting", "running": False}
+        try:
+            answer = await self.broker.live(kernel_id)
+        except BrokerNotFoundError as err:
+            return {"status": "gone", "running": False, "message": str(err)}
+        # The contract names the live status itself; accept it wrapped in "live" too.
+        wrapped = answer.get("live")
+        return dict(wrapped) if isinstance(wrapped, dict) else answer
 
     async def gpu_overview(self) -> dict[str, Any]:
         cached = self._gpus
         if cached is not None and time.monotonic() - cached[0] < self.GPU_TTL:
             return cached[1]
-        try:
-            client = await self.docker()
-        except DockerUnavailableError:
-            client = None
+        client = None
+        if self.broker is None:  # NVML needs no Docker; the client only adds containers
+            try:
+                client = await self.docker()
+            except DockerUnavailableError:
+                client = None
         overview = await asyncio.to_thread(gpu_mod.gpu_overview, client)
         metrics.observe_gpus(overview)
         self._gpus = (time.monotonic(), overview)
