@@ -1,0 +1,997 @@
+"""The tfenv broker: a JupyterHub service that alone holds the Docker socket and starts
+hardened kernel containers for hub users (see docs/broker.md).
+
+Run it hub-managed (``c.JupyterHub.services`` with a ``command``: the hub passes
+``JUPYTERHUB_SERVICE_URL``, ``JUPYTERHUB_API_TOKEN``, ``JUPYTERHUB_SERVICE_NAME``,
+``JUPYTERHUB_API_URL``) or external (``--ip``/``--port`` and the same variables)::
+
+    python -m jupyter_tfenv.broker --config /etc/tfenv/broker_config.py
+    jupyter tfenv broker --TFEnvBroker.max_kernels_per_user=2
+
+The broker keeps no state of its own: kernels are found by their containers' labels, so
+a restarted broker controls the kernels its predecessor started, and it never removes
+kernel containers when it starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from docker.errors import APIError, ImageNotFound, NotFound
+from requests.exceptions import ConnectionError as RequestsConnectionError
+from requests.exceptions import RequestException
+from tornado import web
+from tornado.httpserver import HTTPServer
+from traitlets import Dict, Enum, Float, Integer, List, Unicode, default
+from traitlets.config import Application
+
+from .. import __version__, live
+from .. import gpu as gpu_mod
+from ..catalog import Environment, TFEnvCatalog
+from ..checkpoints import (
+    CHECKPOINT_DIR_VAR,
+    CONTAINER_CHECKPOINT_DIR,
+    CONTAINER_LOG_DIR,
+    LOG_DIR_VAR,
+    STORAGE_MODES,
+    CheckpointStorageError,
+    StorageConfig,
+    kernel_environment,
+    kernel_locations,
+    prepare_bind,
+    prepare_volume,
+)
+from ..docker_runtime import (
+    CONTAINER_LAUNCHER,
+    LABEL_BROKER,
+    LABEL_ENVIRONMENT,
+    LABEL_IMAGE_ID,
+    LABEL_KERNEL_ID,
+    LABEL_OWNER,
+    LABEL_PREFIX,
+    LABEL_UID,
+    NO_IPYKERNEL_MARK,
+    KernelRequest,
+    container_spec,
+    explain_api_error,
+    explain_missing_python,
+    forget_shared_client,
+    remove_quietly,
+    shared_client,
+    tail_logs,
+)
+from ..errors import DockerUnavailableError, TFEnvError, UnknownEnvironmentError
+from ..lock import LockFile, LockMismatchError, check_lock
+from ..probe import ProbeError, probe_image
+from ..runtime import default_runtimes_dir, runtime_build_hint
+from . import policy
+from .policy import BrokerError, Caller
+
+#: GPUs a broker kernel holds (counted against max_gpus_per_user).
+LABEL_GPUS = f"{LABEL_PREFIX}.gpus"
+DEFAULT_PORT = 10101
+_RUNNING_STATES = ("created", "running", "restarting", "paused")
+
+
+def _host_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _service_url() -> Any:
+    return urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", ""))
+
+
+class TFEnvBroker(Application):
+    """The tfenv broker (JupyterHub service): starts kernel containers for hub users."""
+
+    name = "tfenv-broker"
+    description = __doc__
+    version = __version__
+
+    aliases = {
+        "ip": "TFEnvBroker.ip",
+        "port": "TFEnvBroker.port",
+        "config": "TFEnvBroker.config_file",
+        "log-level": "Application.log_level",
+    }
+
+    classes = [TFEnvCatalog]
+
+    config_file = Unicode(
+        "", help="A traitlets Python config file (c.TFEnvBroker…, c.TFEnvCatalog…)."
+    ).tag(config=True)
+
+    # -- where it listens and who it is --------------------------------------------------
+
+    ip = Unicode(
+        help="Address to listen on. Default: the host of $JUPYTERHUB_SERVICE_URL, else 127.0.0.1.",
+    ).tag(config=True)
+
+    @default("ip")
+    def _default_ip(self) -> str:
+        return _service_url().hostname or "127.0.0.1"
+
+    port = Integer(
+        help=f"Port to listen on. Default: the port of $JUPYTERHUB_SERVICE_URL, else "
+        f"{DEFAULT_PORT}.",
+    ).tag(config=True)
+
+    @default("port")
+    def _default_port(self) -> int:
+        return _service_url().port or DEFAULT_PORT
+
+    service_name = Unicode(
+        help="The broker's JupyterHub service name. Default: $JUPYTERHUB_SERVICE_NAME, else "
+        "'tfenv-broker'. Kernel containers carry it in the org.jupyter.tfenv.broker label.",
+    ).tag(config=True)
+
+    @default("service_name")
+    def _default_service_name(self) -> str:
+        return os.environ.get("JUPYTERHUB_SERVICE_NAME") or "tfenv-broker"
+
+    service_prefix = Unicode(
+        help="""URL prefix the hub's proxy routes to the broker ($JUPYTERHUB_SERVICE_PREFIX,
+        e.g. /services/tfenv-broker/). The API answers both under it and at /api/…, so
+        clients may call the broker through the proxy or directly.""",
+    ).tag(config=True)
+
+    @default("service_prefix")
+    def _default_service_prefix(self) -> str:
+        return os.environ.get("JUPYTERHUB_SERVICE_PREFIX") or "/"
+
+    access_scopes = List(
+        Unicode(),
+        help="""Scopes a caller's token must carry (any one of them). Default:
+        access:services!service=<service_name>.""",
+    ).tag(config=True)
+
+    @default("access_scopes")
+    def _default_access_scopes(self) -> list[str]:
+        return [f"access:services!service={self.service_name}"]
+
+    hub_api_url = Unicode(
+        help="The hub's API URL (default: $JUPYTERHUB_API_URL, as HubAuth reads it)."
+    ).tag(config=True)
+
+    @default("hub_api_url")
+    def _default_hub_api_url(self) -> str:
+        return os.environ.get("JUPYTERHUB_API_URL", "")
+
+    # -- policy ------------------------------------------------------------------------
+
+    runtime_root = Unicode(
+        "/run/tfenv-broker",
+        help="""Folder of the kernels' runtime folders: {runtime_root}/{uid}/{kernel}
+        (root-owned 0711 above the kernel's own 0700 folder). Keep it short: Unix socket
+        paths are limited to 107 bytes.""",
+    ).tag(config=True)
+
+    allowed_mount_roots = List(
+        Unicode(),
+        default_value=["{home}"],
+        help="""Folders under which a user's notebook folder may be mounted into their
+        kernels ('{home}' is the user's home folder, '{username}' their name), e.g.
+        ["{home}", "/data/projects/{username}"]. The folder must also belong to the user.""",
+    ).tag(config=True)
+
+    env_allowlist = List(
+        Unicode(),
+        default_value=["LANG", "LC_ALL", "LC_CTYPE", "TZ", "JPY_SESSION_NAME"],
+        help="""Environment variables a client may pass to its kernel; any other name is
+        refused (400). JUPYTERHUB_* and tokens never reach a kernel.""",
+    ).tag(config=True)
+
+    max_kernels_per_user = Integer(
+        4,
+        allow_none=True,
+        help="""Running tfenv kernels per user; the one beyond is refused (429). 0 allows
+        none; None or a negative number means unlimited.""",
+    ).tag(config=True)
+
+    max_gpus_per_user = Integer(
+        None,
+        allow_none=True,
+        help="""GPUs a user's running tfenv kernels may hold together (an environment with
+        gpus: all counts as every GPU of the host). None or negative: unlimited.""",
+    ).tag(config=True)
+
+    environment_groups = Dict(
+        key_trait=Unicode(),
+        value_trait=List(Unicode()),
+        help="""Environments restricted to groups: {env id: [group names]}. A user may use
+        such an environment only as a member of one of its groups (Unix groups, and hub
+        groups when the hub reports them). Environments not named here are open to all.""",
+    ).tag(config=True)
+
+    default_memory = Integer(
+        help="Memory limit in bytes for environments that set none (default: 80% of RAM).",
+    ).tag(config=True)
+
+    @default("default_memory")
+    def _default_default_memory(self) -> int:
+        total = _host_memory()
+        mib = 1024**2
+        return int(total * 0.8) // mib * mib if total else 8 * 1024**3
+
+    default_pids = Integer(
+        4096, help="pids limit (threads count) for environments that set none."
+    ).tag(config=True)
+
+    default_shm_size = Integer(
+        1024**3, help="Shared memory (/dev/shm) bytes for environments that set none."
+    ).tag(config=True)
+
+    runtimes_dir = Unicode(
+        help="Host folder of prebuilt ipykernel runtimes, mounted read-only into kernels.",
+    ).tag(config=True)
+
+    @default("runtimes_dir")
+    def _default_runtimes_dir(self) -> str:
+        return str(default_runtimes_dir())
+
+    docker_timeout = Float(60.0, help="Timeout of one Docker API call, in seconds.").tag(
+        config=True
+    )
+
+    start_timeout = Float(
+        60.0,
+        help="Seconds a kernel container may take from start to its sockets being bound.",
+    ).tag(config=True)
+
+    probe_cache_dir = Unicode(
+        "/var/cache/tfenv-broker/probes",
+        help="Folder of cached environment probes (by image id; shared by all users).",
+    ).tag(config=True)
+
+    probe_timeout = Float(180.0, help="Seconds one environment probe may take.").tag(config=True)
+
+    # -- checkpoint storage (the same names as DockerKernelProvisioner's) -----------------
+
+    checkpoint_storage = Enum(
+        list(STORAGE_MODES),
+        default_value="bind",
+        help=f"""Where kernels keep checkpoints ({CONTAINER_CHECKPOINT_DIR}, ${CHECKPOINT_DIR_VAR})
+        and TensorBoard logs ({CONTAINER_LOG_DIR}, ${LOG_DIR_VAR}): 'bind' (folders under
+        checkpoint_root and log_root, owned by the user, 0700), 'volume' (named Docker
+        volumes) or 'off'.""",
+    ).tag(config=True)
+
+    checkpoint_root = Unicode(
+        help="""Host folder of the users' checkpoint folders. Default:
+        $JUPYTER_TFENV_CHECKPOINT_ROOT, else /srv/tfenv/checkpoints.""",
+    ).tag(config=True)
+
+    @default("checkpoint_root")
+    def _default_checkpoint_root(self) -> str:
+        return os.environ.get("JUPYTER_TFENV_CHECKPOINT_ROOT") or "/srv/tfenv/checkpoints"
+
+    log_root = Unicode(
+        help="""Host folder of the users' TensorBoard log folders. Default:
+        $JUPYTER_TFENV_LOG_ROOT, else /srv/tfenv/logs.""",
+    ).tag(config=True)
+
+    @default("log_root")
+    def _default_log_root(self) -> str:
+        return os.environ.get("JUPYTER_TFENV_LOG_ROOT") or "/srv/tfenv/logs"
+
+    checkpoint_subpath = Unicode(
+        "{username}/{environment}",
+        help="Folder of one user and environment below checkpoint_root and log_root.",
+    ).tag(config=True)
+
+    checkpoint_volume = Unicode(
+        "tfenv-checkpoints-{username}-{environment}",
+        help="Checkpoint volume name of a user and environment (checkpoint_storage='volume').",
+    ).tag(config=True)
+
+    log_volume = Unicode(
+        "tfenv-logs-{username}-{environment}",
+        help="TensorBoard log volume name of a user and environment.",
+    ).tag(config=True)
+
+    checkpoint_volume_driver = Unicode(
+        "local", help="Docker volume driver of checkpoint and log volumes."
+    ).tag(config=True)
+
+    checkpoint_volume_options = Dict(
+        help="Driver options of new checkpoint and log volumes ({username}, {environment}, "
+        "{kind} are replaced)."
+    ).tag(config=True)
+
+    checkpoint_helper_image = Unicode(
+        "",
+        help="Image (with python3) of the helper that prepares volumes (default: the "
+        "environment's image).",
+    ).tag(config=True)
+
+    # -- state ---------------------------------------------------------------------------
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.catalog: TFEnvCatalog | None = None
+        self.hub_auth: Any = None
+        self._client: Any = None
+        self._user_locks: dict[str, asyncio.Lock] = {}
+        self._probes: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._host_gpus: tuple[float, int | None] | None = None
+
+    def initialize(self, argv: list[str] | None = None) -> None:
+        self.parse_command_line(argv)
+        if self.config_file:
+            path = Path(self.config_file).expanduser().resolve()
+            if not path.is_file():
+                raise SystemExit(f"tfenv-broker: no config file {path}")
+            self.load_config_file(path.name, path=str(path.parent))
+            # The command line wins over the config file.
+            self.update_config(self.cli_config)
+        self.init_catalog()
+        self.init_auth()
+
+    def init_catalog(self) -> None:
+        self.catalog = TFEnvCatalog(parent=self)
+        self.catalog.refresh()
+
+    def init_auth(self) -> None:
+        from jupyterhub.services.auth import HubAuth  # noqa: PLC0415 - only the service needs it
+
+        kwargs: dict[str, Any] = {"parent": self}
+        if self.hub_api_url:
+            kwargs["api_url"] = self.hub_api_url
+        self.hub_auth = HubAuth(**kwargs)
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def storage_config(self) -> StorageConfig:
+        return StorageConfig.from_provisioner(self)
+
+    def get_catalog(self) -> TFEnvCatalog:
+        if self.catalog is None:
+            self.init_catalog()
+        assert self.catalog is not None
+        return self.catalog
+
+    async def docker(self) -> Any:
+        if self._client is None:
+            self._client = await asyncio.to_thread(shared_client, self.docker_timeout)
+        return self._client
+
+    def _docker_lost(self, err: Exception) -> BrokerError:
+        if self._client is not None:
+            forget_shared_client(self._client)
+            self._client = None
+        return BrokerError(
+            f"The Docker engine stopped answering: {err}. Ask an admin to check it "
+            "(`docker info` on the host).",
+            status=503,
+        )
+
+    def user_lock(self, name: str) -> asyncio.Lock:
+        lock = self._user_locks.get(name)
+        if lock is None:
+            lock = self._user_locks[name] = asyncio.Lock()
+        return lock
+
+    async def host_gpus(self) -> int | None:
+        """The host's NVIDIA GPU count (NVML), cached for a minute; None when unknown."""
+        cached = self._host_gpus
+        if cached is not None and time.monotonic() - cached[0] < 60:
+            return cached[1]
+        overview = await asyncio.to_thread(gpu_mod.gpu_overview, None)
+        count = len(overview.get("gpus") or []) if overview.get("state") == "ok" else None
+        self._host_gpus = (time.monotonic(), count)
+        return count
+
+    async def authenticate(self, token: str | None) -> Caller:
+        """The caller of a request, from its token only; a 403 ``BrokerError`` otherwise."""
+        model = None
+        if token:
+            try:
+                model = await self.hub_auth.user_for_token(token, sync=False)
+            except web.HTTPError as err:
+                raise BrokerError(
+                    f"Cannot ask JupyterHub who the token belongs to: {err.log_message}",
+                    status=503,
+                    reason="hub unavailable",
+                ) from err
+        scope_ok = bool(model) and bool(self.hub_auth.check_scopes(set(self.access_scopes), model))
+        return await asyncio.to_thread(policy.caller_from_model, model, scope_ok=scope_ok)
+
+    def environment_for(self, caller: Caller, env_id: str, *, status: int = 400) -> Environment:
+        """A catalog environment the caller may use (unknown: ``status``; not allowed: 403)."""
+        try:
+            env = self.get_catalog().get(env_id)
+        except UnknownEnvironmentError as err:
+            raise BrokerError(err.message, status=status, reason="unknown environment") from err
+        allowed, reason = policy.environment_allowed(env.id, caller.groups, self.environment_groups)
+        if not allowed:
+            raise BrokerError(str(reason), status=403, reason="environment not allowed")
+        return env
+
+    # -- containers by label ----------------------------------------------------------------
+
+    def _filters(self, caller: Caller, kernel_id: str | None = None) -> dict[str, Any]:
+        labels = [
+            f"{LABEL_OWNER}={caller.name}",
+            f"{LABEL_UID}={caller.uid}",
+            LABEL_BROKER,
+        ]
+        labels.append(f"{LABEL_KERNEL_ID}={kernel_id}" if kernel_id else LABEL_KERNEL_ID)
+        return {"label": labels}
+
+    async def kernel_rows(
+        self, caller: Caller, kernel_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The caller's broker kernel containers (the list API's rows; one Docker call)."""
+        client = await self.docker()
+        try:
+            rows = await asyncio.to_thread(
+                client.api.containers, all=True, filters=self._filters(caller, kernel_id)
+            )
+        except RequestsConnectionError as err:
+            raise self._docker_lost(err) from err
+        return list(rows)
+
+    @staticmethod
+    def _running(row: dict[str, Any]) -> bool:
+        return str(row.get("State", "")).lower() in _RUNNING_STATES
+
+    @staticmethod
+    def _row_gpus(row: dict[str, Any]) -> int:
+        try:
+            return int((row.get("Labels") or {}).get(LABEL_GPUS, "0"))
+        except ValueError:
+            return 0
+
+    async def usage(self, caller: Caller, *, exclude: str | None = None) -> policy.Usage:
+        rows = await self.kernel_rows(caller)
+        return policy.usage_of(
+            self._row_gpus(row)
+            for row in rows
+            if self._running(row) and (row.get("Labels") or {}).get(LABEL_KERNEL_ID) != exclude
+        )
+
+    async def find_kernel(self, caller: Caller, kernel_id: str) -> Any:
+        """The caller's container of ``kernel_id`` (a docker SDK container), or 404."""
+        policy.check_kernel_id(kernel_id)
+        rows = await self.kernel_rows(caller, kernel_id)
+        if not rows:
+            raise BrokerError(
+                f"No kernel {kernel_id} of yours.", status=404, reason="no such kernel"
+            )
+        rows.sort(key=lambda r: (self._running(r), r.get("Created", 0)), reverse=True)
+        client = await self.docker()
+        try:
+            return await asyncio.to_thread(client.containers.get, rows[0]["Id"])
+        except NotFound:
+            raise BrokerError(
+                f"No kernel {kernel_id} of yours.", status=404, reason="no such kernel"
+            ) from None
+
+    # -- endpoints -------------------------------------------------------------------------
+
+    async def me(self, caller: Caller) -> dict[str, Any]:
+        usage = await self.usage(caller)
+        return {
+            **caller.to_dict(),
+            "limits": {
+                "max_kernels": policy.limit_value(self.max_kernels_per_user),
+                "max_gpus": policy.limit_value(self.max_gpus_per_user),
+            },
+            "usage": usage.to_dict(),
+        }
+
+    async def environments(self, caller: Caller) -> dict[str, Any]:
+        catalog = self.get_catalog()
+        envs = catalog.all()
+        images = await self._image_index()
+        result = []
+        for env in envs:
+            allowed, reason = policy.environment_allowed(
+                env.id, caller.groups, self.environment_groups
+            )
+            item = {**env.summary(), "allowed": allowed, "image": self._image_status(env, images)}
+            if reason:
+                item["reason"] = reason
+            result.append(item)
+        return {"environments": result}
+
+    async def _image_index(self) -> dict[str, dict[str, Any]] | str:
+        """``{reference: image row}`` of the engine's images, or the error text."""
+        try:
+            client = await self.docker()
+            rows = await asyncio.to_thread(client.api.images)
+        except (DockerUnavailableError, APIError, RequestException) as err:
+            return str(err)
+        index: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            for ref in (row.get("RepoTags") or []) + (row.get("RepoDigests") or []):
+                index[ref] = row
+        return index
+
+    @staticmethod
+    def _image_status(env: Environment, index: dict[str, dict[str, Any]] | str) -> dict[str, Any]:
+        if isinstance(index, str):
+            return {"present": None, "error": index}
+        last = env.image.rsplit("/", 1)[-1]
+        ref = env.image if (":" in last or "@" in env.image) else f"{env.image}:latest"
+        row = index.get(ref) or index.get(f"docker.io/{ref}")
+        if row is None:
+            return {"present": False, "image_id": None, "repo_digests": [], "size": None}
+        return {
+            "present": True,
+            "image_id": row.get("Id"),
+            "repo_digests": list(row.get("RepoDigests") or []),
+            "size": row.get("Size"),
+        }
+
+    async def probe(self, caller: Caller, env_id: str, *, refresh: bool) -> dict[str, Any]:
+        env = self.environment_for(caller, env_id, status=404)
+        running = self._probes.get(env.id)
+        if running is not None and not running.done():
+            return await asyncio.shield(running)
+        client = await self.docker()
+        future = asyncio.ensure_future(
+            asyncio.to_thread(
+                probe_image,
+                client,
+                env,
+                cache_dir=Path(self.probe_cache_dir),
+                uid=caller.uid,
+                gid=caller.gid,
+                timeout=self.probe_timeout,
+                refresh=refresh,
+            )
+        )
+        self._probes[env.id] = future
+        try:
+            return await future
+        except ProbeError as err:
+            raise BrokerError(err.message, status=err.http_status, logs=err.logs) from err
+
+    async def prepare_runtime(self, caller: Caller, kernel_id: str, restart: bool) -> str:
+        policy.check_kernel_id(kernel_id)
+        return await asyncio.to_thread(
+            policy.prepare_runtime_dir, self.runtime_root, caller, kernel_id, restart=restart
+        )
+
+    # -- start ---------------------------------------------------------------------------
+
+    async def start_kernel(self, caller: Caller, body: dict[str, Any]) -> dict[str, Any]:
+        req = policy.validate_start_body(body, self.env_allowlist)
+        env = self.environment_for(caller, req.environment)
+        roots = policy.render_roots(self.allowed_mount_roots, caller)
+        cwd, mount = await asyncio.to_thread(policy.check_folders, req, caller, roots)
+        rundir = await asyncio.to_thread(
+            policy.verify_runtime_dir, self.runtime_root, caller, req.kernel_id
+        )
+        try:
+            return await self._start(caller, req, env, cwd=cwd, mount=mount, rundir=rundir)
+        except BaseException:
+            await asyncio.to_thread(
+                policy.remove_runtime_dir, self.runtime_root, caller, req.kernel_id
+            )
+            raise
+
+    async def _start(
+        self,
+        caller: Caller,
+        req: policy.StartRequest,
+        env: Environment,
+        *,
+        cwd: str,
+        mount: str,
+        rundir: str,
+    ) -> dict[str, Any]:
+        conn = await asyncio.to_thread(policy.read_connection_file, rundir, caller)
+        client = await self.docker()
+        image = await asyncio.to_thread(self._resolve_image, client, env)
+        await self._check_lock(client, env)
+        new_gpus = policy.gpu_count(
+            list(env.gpus) if isinstance(env.gpus, tuple) else env.gpus, await self.host_gpus()
+        )
+        async with self.user_lock(caller.name):
+            rows = await self.kernel_rows(caller)
+            same = [
+                r for r in rows if (r.get("Labels") or {}).get(LABEL_KERNEL_ID) == req.kernel_id
+            ]
+            usage = policy.usage_of(
+                self._row_gpus(r) for r in rows if self._running(r) and r not in same
+            )
+            policy.check_quota(
+                caller,
+                usage,
+                new_gpus,
+                max_kernels=self.max_kernels_per_user,
+                max_gpus=self.max_gpus_per_user,
+            )
+            for row in same:  # a restart: the kernel's previous container goes
+                await asyncio.to_thread(self._remove_by_id, client, row["Id"])
+            mounts, storage_env, checkpoints = await asyncio.to_thread(
+                self._prepare_storage, client, caller, env, str(image.id)
+            )
+            kreq = KernelRequest(
+                kernel_id=req.kernel_id,
+                cmd=[env.python, CONTAINER_LAUNCHER, "-f", f"{rundir}/{policy.CONNECTION_FILE}"],
+                uid=caller.uid,
+                gid=caller.gid,
+                owner=caller.name,
+                workdir=cwd,
+                notebook_mount=mount,
+                runtime_dir=rundir,
+                runtimes_dir=self.runtimes_dir or None,
+                image_id=str(image.id),
+                environment=self._kernel_env(caller, req.env, mount),
+                transport="ipc",
+                memory=self.default_memory or None,
+                pids=self.default_pids or None,
+                shm_size=self.default_shm_size or None,
+                extra_mounts=tuple(mounts),
+                extra_env=storage_env,
+                extra_labels={
+                    LABEL_BROKER: self.service_name,
+                    LABEL_UID: str(caller.uid),
+                    LABEL_GPUS: str(new_gpus),
+                },
+            )
+            spec = await asyncio.to_thread(container_spec, env, kreq)
+            container = await self._run(client, env, spec)
+        try:
+            await self._wait_until_bound(env, container, conn)
+        except BrokerError:
+            raise
+        except BaseException:
+            await asyncio.to_thread(remove_quietly, container)
+            raise
+        self.log.info(
+            "tfenv-broker: started kernel %s for %s (uid %d): %s in container %s",
+            req.kernel_id,
+            caller.name,
+            caller.uid,
+            env.id,
+            container.name,
+        )
+        return {
+            "kernel_id": req.kernel_id,
+            "container_id": container.id,
+            "name": container.name,
+            "image_id": str(image.id),
+            "environment": env.id,
+            "runtime_dir": rundir,
+            "checkpoints": checkpoints,
+        }
+
+    @staticmethod
+    def _kernel_env(caller: Caller, passed: dict[str, str], mount: str) -> dict[str, str]:
+        env = dict(passed)
+        home = caller.home if policy.inside(caller.home, mount) else "/tmp"  # noqa: S108
+        env.update({"HOME": home, "USER": caller.name, "LOGNAME": caller.name})
+        return env
+
+    @staticmethod
+    def _resolve_image(client: Any, env: Environment) -> Any:
+        try:
+            return client.images.get(env.image)
+        except ImageNotFound:
+            raise BrokerError(
+                f"The image {env.image} of environment '{env.id}' is not on this host's "
+                "Docker engine, and kernel starts never pull. Ask an admin to run "
+                f"`jupyter tfenv pull {env.id}` on the broker's host.",
+                reason="image missing",
+            ) from None
+        except APIError as err:
+            raise BrokerError(explain_api_error(err, env), status=500) from err
+        except RequestsConnectionError as err:
+            raise BrokerError(f"The Docker engine stopped answering: {err}.", status=503) from err
+
+    async def _check_lock(self, client: Any, env: Environment) -> None:
+        catalog = self.get_catalog()
+        if catalog.lock_policy == "off":
+            return
+        path = catalog.lock_path()
+        if path is None:
+            return
+        try:
+            lock = await asyncio.to_thread(LockFile.load, path)
+            await asyncio.to_thread(check_lock, client, env, lock)
+        except LockMismatchError as err:
+            if catalog.lock_policy == "warn":
+                self.log.warning("tfenv-broker: starting anyway (lock_policy=warn): %s", err)
+                return
+            raise BrokerError(err.message, status=409, reason="lock mismatch") from err
+        except TFEnvError as err:
+            raise BrokerError(err.message, status=500, reason="lock file") from err
+
+    def _prepare_storage(
+        self, client: Any, caller: Caller, env: Environment, image_id: str
+    ) -> tuple[list[Any], dict[str, str], dict[str, Any]]:
+        """The caller's checkpoint and log folders (or volumes) for ``env``; blocking."""
+        try:
+            config = self.storage_config()
+            locations = kernel_locations(config, caller.name, env.id)
+            for loc in locations:
+                if loc.is_volume:
+                    prepare_volume(
+                        client,
+                        loc,
+                        uid=caller.uid,
+                        gid=caller.gid,
+                        image=self.checkpoint_helper_image or image_id,
+                        python="python3" if self.checkpoint_helper_image else env.python,
+                    )
+                else:
+                    prepare_bind(loc, caller.uid, caller.gid)
+        except CheckpointStorageError as err:
+            raise BrokerError(
+                f"The checkpoint storage of '{env.id}' is not usable: {err}",
+                status=500,
+                reason="checkpoint storage",
+            ) from err
+        info = (
+            {"mode": config.mode, **{loc.kind: loc.to_dict() for loc in locations}}
+            if locations
+            else {"mode": "off"}
+        )
+        return [loc.mount() for loc in locations], kernel_environment(locations), info
+
+    async def _run(self, client: Any, env: Environment, spec: dict[str, Any]) -> Any:
+        creating = asyncio.ensure_future(asyncio.to_thread(client.containers.run, **spec))
+        try:
+            return await asyncio.shield(creating)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await creating
+            await asyncio.to_thread(self._remove_by_name, client, spec["name"])
+            raise
+        except APIError as err:
+            await asyncio.to_thread(self._remove_by_name, client, spec["name"])
+            text = explain_api_error(err, env)
+            status = 400 if "jupyter tfenv pull" in text or "has no '" in text else 500
+            raise BrokerError(text, status=status, reason="docker refused") from err
+        except RequestsConnectionError as err:
+            raise self._docker_lost(err) from err
+
+    @staticmethod
+    def _remove_by_name(client: Any, name: str) -> None:
+        with contextlib.suppress(NotFound):
+            remove_quietly(client.containers.get(name))
+
+    @staticmethod
+    def _remove_by_id(client: Any, container_id: str) -> None:
+        with contextlib.suppress(NotFound):
+            remove_quietly(client.containers.get(container_id))
+
+    async def _wait_until_bound(
+        self, env: Environment, container: Any, conn: dict[str, Any]
+    ) -> None:
+        paths = policy.socket_paths(conn)
+        started = time.monotonic()
+        delay, next_inspect = 0.005, 0.0
+        while True:
+            if policy.sockets_bound(paths):
+                return
+            now = time.monotonic()
+            if now >= next_inspect:
+                try:
+                    await asyncio.to_thread(container.reload)
+                except NotFound:
+                    container.attrs = {"State": {"ExitCode": None}}
+                    container.status = "removed"
+                if container.status not in _RUNNING_STATES:
+                    if policy.sockets_bound(paths):
+                        return
+                    await self._fail_exited(env, container)
+                next_inspect = now + 0.25
+            if now - started > self.start_timeout:
+                logs = await asyncio.to_thread(tail_logs, container)
+                await asyncio.to_thread(remove_quietly, container)
+                raise BrokerError(
+                    f"The kernel of '{env.id}' did not start within {self.start_timeout:.0f} s "
+                    "(c.TFEnvBroker.start_timeout); the container was removed.",
+                    status=500,
+                    reason="start timeout",
+                    logs=logs,
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 0.05)
+
+    async def _fail_exited(self, env: Environment, container: Any) -> None:
+        state = (container.attrs or {}).get("State", {}) or {}
+        code = state.get("ExitCode")
+        logs = await asyncio.to_thread(tail_logs, container)
+        await asyncio.to_thread(remove_quietly, container)
+        if NO_IPYKERNEL_MARK in logs:
+            line = next(ln for ln in logs.splitlines() if NO_IPYKERNEL_MARK in ln)
+            facts = dict(p.split("=", 1) for p in line.split()[1:] if "=" in p)
+            raise BrokerError(
+                f"The image {env.image} has no ipykernel for its Python "
+                f"{facts.get('python', '?')}, and no tfenv kernel runtime for it is built on "
+                "the broker's host. Ask an admin: "
+                + runtime_build_hint(facts.get("python", "3"))
+                + " Or use an image that has ipykernel (the -jupyter tags).",
+                reason="no ipykernel",
+            )
+        if code in (126, 127) and f"exec {env.python} failed" in logs:
+            raise BrokerError(explain_missing_python(env, logs.strip()), reason="no python")
+        if state.get("OOMKilled"):
+            raise BrokerError(
+                f"The kernel container of '{env.id}' ran out of memory while starting.",
+                status=500,
+                reason="oom",
+                logs=logs,
+            )
+        raise BrokerError(
+            f"The kernel container of '{env.id}' exited with code {code} while starting.",
+            status=500,
+            reason="kernel exited",
+            logs=logs,
+        )
+
+    # -- the other kernel endpoints ---------------------------------------------------------
+
+    async def list_kernels(self, caller: Caller) -> dict[str, Any]:
+        rows = await self.kernel_rows(caller)
+        kernels = []
+        for row in rows:
+            labels = row.get("Labels") or {}
+            kernels.append(
+                {
+                    "kernel_id": labels.get(LABEL_KERNEL_ID),
+                    "container_id": row.get("Id"),
+                    "name": (row.get("Names") or ["/"])[0].lstrip("/"),
+                    "environment": labels.get(LABEL_ENVIRONMENT),
+                    "status": row.get("State"),
+                    "started_at": row.get("Created"),
+                    "gpus": self._row_gpus(row),
+                }
+            )
+        return {"kernels": kernels}
+
+    async def kernel(self, caller: Caller, kernel_id: str) -> dict[str, Any]:
+        container = await self.find_kernel(caller, kernel_id)
+        attrs = container.attrs or {}
+        state = attrs.get("State") or {}
+        labels = (attrs.get("Config") or {}).get("Labels") or {}
+        return {
+            "kernel_id": kernel_id,
+            "container_id": container.id,
+            "name": container.name,
+            "status": state.get("Status"),
+            "running": bool(state.get("Running")),
+            "exit_code": state.get("ExitCode"),
+            "oom_killed": bool(state.get("OOMKilled")),
+            "started_at": state.get("StartedAt"),
+            "environment": labels.get(LABEL_ENVIRONMENT),
+            "image_id": attrs.get("Image") or labels.get(LABEL_IMAGE_ID),
+        }
+
+    async def signal(self, caller: Caller, kernel_id: str, signum: int) -> None:
+        container = await self.find_kernel(caller, kernel_id)
+        try:
+            await asyncio.to_thread(container.kill, signal=signum)
+        except NotFound:
+            raise BrokerError(
+                f"No kernel {kernel_id} of yours.", status=404, reason="no such kernel"
+            ) from None
+        except APIError as err:
+            if err.status_code != 409:  # not running: nothing to signal
+                raise
+
+    async def logs(self, caller: Caller, kernel_id: str, tail: int) -> dict[str, Any]:
+        container = await self.find_kernel(caller, kernel_id)
+        return {"logs": await asyncio.to_thread(tail_logs, container, tail)}
+
+    async def live(self, caller: Caller, kernel_id: str) -> dict[str, Any]:
+        container = await self.find_kernel(caller, kernel_id)
+        client = await self.docker()
+        gpus = await asyncio.to_thread(gpu_mod.gpu_overview, client)
+        try:
+            return await asyncio.to_thread(
+                live.kernel_live_status, client, container.id, gpus, cpu_baseline=False
+            )
+        except live.ContainerGone as err:
+            raise BrokerError(err.message, status=404, reason="no such kernel") from err
+
+    async def delete_kernel(self, caller: Caller, kernel_id: str, *, keep_runtime: bool) -> None:
+        policy.check_kernel_id(kernel_id)
+        rows = await self.kernel_rows(caller, kernel_id)
+        client = await self.docker()
+        for row in rows:
+            await asyncio.to_thread(self._remove_by_id, client, row["Id"])
+            live.forget_container(row["Id"])
+            names = ", ".join(n.lstrip("/") for n in row.get("Names") or [])
+            self.log.info(
+                "tfenv-broker: stopped kernel %s of %s (uid %d): %s, container %s",
+                kernel_id,
+                caller.name,
+                caller.uid,
+                (row.get("Labels") or {}).get(LABEL_ENVIRONMENT, "?"),
+                names,
+            )
+        removed = False
+        if not keep_runtime:
+            removed = await asyncio.to_thread(
+                policy.remove_runtime_dir, self.runtime_root, caller, kernel_id
+            )
+        if not rows and not removed:
+            raise BrokerError(
+                f"No kernel {kernel_id} of yours.", status=404, reason="no such kernel"
+            )
+
+    # -- serving ---------------------------------------------------------------------------
+
+    def make_web_app(self) -> web.Application:
+        from .handlers import NotFoundHandler, routes  # noqa: PLC0415 - they import this module
+
+        prefixes = ["/"]
+        prefix = "/" + self.service_prefix.strip("/") + "/"
+        if prefix != "/":
+            prefixes.append(prefix)
+        handlers = [
+            (f"{p.rstrip('/')}{path}", handler) for p in prefixes for path, handler in routes
+        ]
+        return web.Application(
+            handlers,
+            broker=self,
+            log_function=_log_request,
+            xsrf_cookies=False,
+            compress_response=False,
+            default_handler_class=NotFoundHandler,
+        )
+
+    async def serve(self) -> None:
+        app = self.make_web_app()
+        server = HTTPServer(app, xheaders=False)
+        server.listen(self.port, address=self.ip)
+        envs = self.get_catalog().all()
+        self.log.info(
+            "tfenv-broker %s (service %s) listening on http://%s:%d%s; %d environment(s): %s",
+            __version__,
+            self.service_name,
+            self.ip,
+            self.port,
+            self.service_prefix,
+            len(envs),
+            ", ".join(e.id for e in envs) or "none",
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+        self.log.info("tfenv-broker: stopping (kernel containers keep running)")
+        server.stop()
+        await server.close_all_connections()
+
+    def start(self) -> None:
+        asyncio.run(self.serve())
+
+
+def _log_request(handler: web.RequestHandler) -> None:
+    """Access log without query strings or headers (tokens never reach the log)."""
+    status = handler.get_status()
+    log = handler.application.settings["broker"].log
+    level = log.info if status < 400 else log.warning
+    if status >= 500:
+        level = log.error
+    user = getattr(handler, "caller", None)
+    level(
+        "%d %s %s (%s) %.1fms",
+        status,
+        handler.request.method,
+        handler.request.path,
+        user.name if user is not None else "-",
+        1000.0 * handler.request.request_time(),
+    )
+
+
+main = TFEnvBroker.launch_instance

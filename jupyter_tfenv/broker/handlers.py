@@ -1,0 +1,211 @@
+"""The broker's HTTP API (docs/broker.md): thin tornado handlers over :class:`TFEnvBroker`.
+
+Every request is authenticated in ``prepare`` (the hub token in ``Authorization``; the
+user name comes from the token only). Errors are JSON ``{"message", "reason"}`` (plus
+``logs`` for a kernel that failed to start).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import traceback
+from typing import TYPE_CHECKING, Any
+
+from docker.errors import APIError
+from requests.exceptions import ConnectionError as RequestsConnectionError
+from tornado import web
+
+from ..errors import TFEnvError
+from .policy import BrokerError, Caller, check_signal, parse_json_body
+
+if TYPE_CHECKING:
+    from .app import TFEnvBroker
+
+_TOKEN_RE = re.compile(r"^(?:token|bearer)\s+(\S+)\s*$", re.IGNORECASE)
+KERNEL = r"(?P<kernel_id>[^/]+)"
+ENV = r"(?P<env_id>[^/]+)"
+
+
+class BrokerHandler(web.RequestHandler):
+    """Authenticates the caller and answers errors as JSON."""
+
+    caller: Caller | None = None
+
+    @property
+    def broker(self) -> TFEnvBroker:
+        broker: TFEnvBroker = self.settings["broker"]
+        return broker
+
+    def check_xsrf_cookie(self) -> None:
+        """Token-authenticated API: no cookies, no XSRF."""
+
+    def set_default_headers(self) -> None:
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.set_header("Cache-Control", "no-store")
+
+    async def prepare(self) -> None:
+        header = self.request.headers.get("Authorization", "")
+        match = _TOKEN_RE.match(header)
+        self.caller = await self.broker.authenticate(match.group(1) if match else None)
+
+    def write_json(self, data: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.finish(json.dumps(data, default=str))
+
+    def body_json(self) -> dict[str, Any]:
+        return parse_json_body(self.request.body)
+
+    @property
+    def me(self) -> Caller:
+        assert self.caller is not None
+        return self.caller
+
+    def _error_parts(self, err: BaseException | None, status: int) -> tuple[str, str, str]:
+        if isinstance(err, BrokerError):
+            return err.message, err.reason, err.logs
+        if isinstance(err, web.HTTPError):
+            message = str(getattr(err, "message", "") or err.log_message or self._reason)
+            return message, err.reason or self._reason, str(getattr(err, "logs", "") or "")
+        if isinstance(err, TFEnvError):
+            return err.message, type(err).__name__, ""
+        if isinstance(err, RequestsConnectionError):
+            return f"The Docker engine does not answer: {err}.", "docker unavailable", ""
+        if isinstance(err, APIError):
+            return f"Docker failed: {err.explanation or err}", "docker error", ""
+        if err is not None:
+            return f"Unexpected error in the tfenv broker: {type(err).__name__}: {err}", "error", ""
+        return self._reason, self._reason, ""
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc_info = kwargs.get("exc_info")
+        err = exc_info[1] if exc_info else None
+        message, reason, logs = self._error_parts(err, status_code)
+        body: dict[str, Any] = {"message": message, "reason": reason}
+        if logs:
+            body["logs"] = logs
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.finish(json.dumps(body))
+
+    def _handle_request_exception(self, e: BaseException) -> None:
+        if isinstance(e, BrokerError | TFEnvError) and not isinstance(e, web.HTTPError):
+            status = int(getattr(e, "http_status", 500))
+            if status >= 500:
+                self.broker.log.error(
+                    "tfenv-broker: %s %s: %s\n%s",
+                    self.request.method,
+                    self.request.path,
+                    e,
+                    "".join(traceback.format_exception(e)),
+                )
+            if self._finished:
+                return
+            self.send_error(status, exc_info=(type(e), e, e.__traceback__))
+            return
+        if isinstance(e, RequestsConnectionError) and not self._finished:
+            self.send_error(503, exc_info=(type(e), e, e.__traceback__))
+            return
+        super()._handle_request_exception(e)
+
+
+class MeHandler(BrokerHandler):
+    async def get(self) -> None:
+        self.write_json(await self.broker.me(self.me))
+
+
+class EnvironmentsHandler(BrokerHandler):
+    async def get(self) -> None:
+        self.write_json(await self.broker.environments(self.me))
+
+
+class ProbeHandler(BrokerHandler):
+    async def get(self, env_id: str) -> None:
+        raw = self.get_query_argument("refresh", "0").lower()
+        if raw not in ("0", "1", "true", "false", "yes", "no"):
+            raise BrokerError("refresh must be 1 or 0 (true or false).")
+        result = await self.broker.probe(self.me, env_id, refresh=raw in ("1", "true", "yes"))
+        self.write_json(result)
+
+
+class KernelsHandler(BrokerHandler):
+    async def get(self) -> None:
+        self.write_json(await self.broker.list_kernels(self.me))
+
+    async def post(self) -> None:
+        self.write_json(await self.broker.start_kernel(self.me, self.body_json()), status=201)
+
+
+class RuntimeHandler(BrokerHandler):
+    async def post(self, kernel_id: str) -> None:
+        body = self.body_json()
+        extra = [k for k in body if k != "restart"]
+        if extra:
+            raise BrokerError(
+                f"field {', '.join(repr(k) for k in sorted(extra))} is not accepted: send only "
+                "'restart'.",
+                reason="field not accepted",
+            )
+        restart = body.get("restart", False)
+        if not isinstance(restart, bool):
+            raise BrokerError("'restart' must be true or false.")
+        rundir = await self.broker.prepare_runtime(self.me, kernel_id, restart)
+        self.write_json({"runtime_dir": rundir}, status=200)
+
+
+class KernelHandler(BrokerHandler):
+    async def get(self, kernel_id: str) -> None:
+        self.write_json(await self.broker.kernel(self.me, kernel_id))
+
+    async def delete(self, kernel_id: str) -> None:
+        raw = self.get_query_argument("restart", "0").lower()
+        keep = raw in ("1", "true", "yes")
+        await self.broker.delete_kernel(self.me, kernel_id, keep_runtime=keep)
+        self.set_status(204)
+        self.finish()
+
+
+class SignalHandler(BrokerHandler):
+    async def post(self, kernel_id: str) -> None:
+        signum = check_signal(self.body_json())
+        await self.broker.signal(self.me, kernel_id, signum)
+        self.set_status(204)
+        self.finish()
+
+
+class LogsHandler(BrokerHandler):
+    async def get(self, kernel_id: str) -> None:
+        raw = self.get_query_argument("tail", "30")
+        if not raw.isdigit() or not 0 < int(raw) <= 10000:
+            raise BrokerError("tail must be a number of lines from 1 to 10000.")
+        self.write_json(await self.broker.logs(self.me, kernel_id, int(raw)))
+
+
+class LiveHandler(BrokerHandler):
+    async def get(self, kernel_id: str) -> None:
+        self.write_json(await self.broker.live(self.me, kernel_id))
+
+
+class NotFoundHandler(BrokerHandler):
+    """Anything else: 404 (after authentication, so that the API is not probed freely)."""
+
+    async def get(self, *args: Any) -> None:
+        raise BrokerError(
+            f"No such broker endpoint: {self.request.method} {self.request.path}.",
+            status=404,
+            reason="no such endpoint",
+        )
+
+    post = put = delete = patch = get
+
+
+routes: list[tuple[str, type[BrokerHandler]]] = [
+    (r"/api/me", MeHandler),
+    (r"/api/environments", EnvironmentsHandler),
+    (rf"/api/environments/{ENV}/probe", ProbeHandler),
+    (r"/api/kernels", KernelsHandler),
+    (rf"/api/kernels/{KERNEL}/runtime", RuntimeHandler),
+    (rf"/api/kernels/{KERNEL}/signal", SignalHandler),
+    (rf"/api/kernels/{KERNEL}/logs", LogsHandler),
+    (rf"/api/kernels/{KERNEL}/live", LiveHandler),
+    (rf"/api/kernels/{KERNEL}", KernelHandler),
+]

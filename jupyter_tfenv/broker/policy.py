@@ -1,0 +1,621 @@
+"""The broker's policy: who the caller is, what a kernel request may say, which folders,
+environments and how many kernels and GPUs a caller gets.
+
+Pure logic and plain filesystem calls (no Docker, no HTTP), so that every rule can be
+unit-tested. Every refusal is a :class:`BrokerError` whose message says what is wrong and
+what to do; the handlers turn it into ``{"message", "reason"}`` with its status.
+
+The broker runs as root: every path check here uses ``lstat`` and refuses symlinks, so a
+user cannot point the broker at a folder that is not theirs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import grp
+import json
+import os
+import pwd
+import re
+import shutil
+import stat
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import TFEnvError
+
+#: The only fields ``POST /api/kernels`` accepts; everything else the broker decides.
+START_FIELDS = ("kernel_id", "environment", "cwd", "mount", "env")
+#: Kernel ids: what jupyter_client makes (uuid4), no path characters.
+KERNEL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{7,63}$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+CONNECTION_FILE = "kernel.json"
+#: A connection file is a few hundred bytes; anything big is not one.
+CONNECTION_FILE_LIMIT = 64 * 1024
+CHANNELS = ("shell", "iopub", "stdin", "control", "hb")
+
+
+class BrokerError(TFEnvError):
+    """A refused or failed request: ``status`` and ``reason`` go into the HTTP answer."""
+
+    def __init__(
+        self, message: str, *, status: int = 400, reason: str = "", logs: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.http_status = status
+        self.reason = reason or _REASONS.get(status, "error")
+        self.logs = logs
+
+
+_REASONS = {
+    400: "bad request",
+    403: "forbidden",
+    404: "not found",
+    409: "conflict",
+    429: "quota exceeded",
+    500: "internal error",
+    503: "docker unavailable",
+}
+
+
+# -- the caller ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Caller:
+    """A hub user with a Unix account: what every container of theirs runs as."""
+
+    name: str
+    uid: int
+    gid: int
+    home: str
+    groups: frozenset[str] = field(default_factory=frozenset)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "user": self.name,
+            "uid": self.uid,
+            "gid": self.gid,
+            "groups": sorted(self.groups),
+        }
+
+
+def unix_groups(name: str, gid: int) -> set[str]:
+    """Names of the Unix groups of ``name`` (primary and supplementary)."""
+    try:
+        gids = os.getgrouplist(name, gid)
+    except OSError:
+        gids = [gid]
+    names = set()
+    for number in gids:
+        try:
+            names.add(grp.getgrgid(number).gr_name)
+        except KeyError:
+            names.add(str(number))  # a gid without a name still counts by number
+    return names
+
+
+def caller_from_model(model: Mapping[str, Any] | None, *, scope_ok: bool) -> Caller:
+    """The hub's model of a token → the :class:`Caller`, or a 403 saying why not.
+
+    ``scope_ok`` is whether the token carries the broker's access scope (the handler
+    asks HubAuth). Only a hub *user* with a Unix account of the same name is a caller.
+    """
+    if not model:
+        raise BrokerError(
+            "No valid JupyterHub token: send 'Authorization: token <your JupyterHub API "
+            "token>' (a single-user server has it in $JUPYTERHUB_API_TOKEN).",
+            status=403,
+            reason="no user",
+        )
+    kind = model.get("kind", "user")
+    name = model.get("name")
+    if kind != "user" or not isinstance(name, str) or not name:
+        raise BrokerError(
+            f"The token belongs to a JupyterHub {kind}, not to a user: the tfenv broker "
+            "starts kernels for hub users only.",
+            status=403,
+            reason="not a user",
+        )
+    if not scope_ok:
+        raise BrokerError(
+            f"The token of '{name}' does not carry the scope to use the tfenv broker "
+            "(access:services!service=<broker name>). Ask an admin to grant it to users' "
+            "servers (c.Spawner.server_token_scopes or a role).",
+            status=403,
+            reason="missing scope",
+        )
+    try:
+        account = pwd.getpwnam(name)
+    except KeyError:
+        raise BrokerError(
+            f"The hub user '{name}' has no Unix account on the broker's host, so there is "
+            "no uid to run kernels as. Ask an admin to create the account.",
+            status=403,
+            reason="no unix account",
+        ) from None
+    groups = unix_groups(account.pw_name, account.pw_gid)
+    hub_groups = model.get("groups")
+    if isinstance(hub_groups, list):
+        groups |= {str(g) for g in hub_groups}
+    return Caller(
+        name=account.pw_name,
+        uid=account.pw_uid,
+        gid=account.pw_gid,
+        home=account.pw_dir,
+        groups=frozenset(groups),
+    )
+
+
+# -- the start request -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StartRequest:
+    """A validated ``POST /api/kernels`` body (paths are checked separately)."""
+
+    kernel_id: str
+    environment: str
+    cwd: str
+    mount: str
+    env: dict[str, str]
+
+
+def check_kernel_id(kernel_id: Any) -> str:
+    if not isinstance(kernel_id, str) or not KERNEL_ID_RE.match(kernel_id):
+        raise BrokerError(
+            f"'kernel_id' must be a kernel id (8 to 64 letters, digits, '-' or '_'), "
+            f"not {str(kernel_id)[:80]!r}.",
+        )
+    return kernel_id
+
+
+def parse_json_body(raw: bytes) -> dict[str, Any]:
+    if not raw:
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError as err:
+        raise BrokerError(f"The request body is not valid JSON: {err}.") from err
+    if not isinstance(body, dict):
+        raise BrokerError("The request body must be a JSON object.")
+    return body
+
+
+def validate_start_body(body: Mapping[str, Any], env_allowlist: Iterable[str]) -> StartRequest:
+    """Check the shape of a start request: only the accepted fields, with the right types.
+
+    Any other field (image, cmd, uid, privileged, mounts, network, …) is refused: the
+    broker decides those, and a client that tries to set them is told so instead of being
+    silently ignored.
+    """
+    extra = [key for key in body if key not in START_FIELDS]
+    if extra:
+        names = ", ".join(f"'{k}'" for k in sorted(extra))
+        noun = "field" if len(extra) == 1 else "fields"
+        verb = "is" if len(extra) == 1 else "are"
+        raise BrokerError(
+            f"{noun} {names} {verb} not accepted: the broker decides the image, command, "
+            "uid/gid, privileges, capabilities, network, mounts and checkpoint storage from "
+            "its catalog and policy. Send only " + ", ".join(START_FIELDS) + ".",
+            reason="field not accepted",
+        )
+    kernel_id = check_kernel_id(body.get("kernel_id"))
+    environment = body.get("environment")
+    if not isinstance(environment, str) or not environment:
+        raise BrokerError("'environment' (a catalog environment id) is required.")
+    cwd = body.get("cwd")
+    if not isinstance(cwd, str) or not cwd:
+        raise BrokerError("'cwd' (the notebook's folder, an absolute path) is required.")
+    mount = body.get("mount")
+    if mount is None:
+        mount = cwd
+    if not isinstance(mount, str) or not mount:
+        raise BrokerError("'mount' must be an absolute path (or left out: then it is 'cwd').")
+    env = check_env(body.get("env") or {}, env_allowlist)
+    return StartRequest(kernel_id, environment, cwd, mount, env)
+
+
+def check_env(env: Any, allowlist: Iterable[str]) -> dict[str, str]:
+    """Environment variables from the client: only allow-listed names, string values."""
+    if not isinstance(env, dict):
+        raise BrokerError("'env' must be an object of variable names to string values.")
+    allowed = set(allowlist)
+    refused = sorted(str(k) for k in env if k not in allowed)
+    if refused:
+        raise BrokerError(
+            "environment variables not accepted: "
+            + ", ".join(refused)
+            + ". Kernels get only "
+            + (", ".join(sorted(allowed)) or "none")
+            + " from the client (c.TFEnvBroker.env_allowlist); tokens and JUPYTERHUB_* "
+            "never reach a kernel container.",
+            reason="env not accepted",
+        )
+    bad = sorted(str(k) for k, v in env.items() if not isinstance(v, str) or "\0" in v)
+    if bad:
+        raise BrokerError(f"environment variables must be strings: {', '.join(bad)}.")
+    return {str(k): str(v) for k, v in env.items()}
+
+
+# -- folders ---------------------------------------------------------------------------------
+
+
+def render_roots(templates: Iterable[str], caller: Caller) -> list[str]:
+    """``allowed_mount_roots`` for one caller: '{home}' and '{username}' filled in,
+    resolved (a root that is itself behind a symlink is compared by its real path)."""
+    roots = []
+    for template in templates:
+        text = template.replace("{home}", caller.home).replace("{username}", caller.name)
+        if not os.path.isabs(text):
+            continue
+        real = os.path.realpath(text)
+        if real != "/" and real not in roots:
+            roots.append(real)
+    return roots
+
+
+def inside(path: str, root: str) -> bool:
+    try:
+        return os.path.commonpath([path, root]) == root
+    except ValueError:
+        return False
+
+
+def check_folder(path: str, caller: Caller, roots: list[str], what: str) -> str:
+    """A folder the caller may mount or work in, or a :class:`BrokerError`.
+
+    Absolute, already normalized with no symlink in it (its real path is itself), not
+    '/', under one of ``roots``, an existing directory, owned by the caller (lstat).
+    """
+    if not os.path.isabs(path) or "\0" in path:
+        raise BrokerError(f"'{what}' must be an absolute path, not {path[:200]!r}.")
+    if path != "/" and path.endswith("/"):
+        path = path.rstrip("/")
+    if path == "/":
+        raise BrokerError(f"'{what}' is '/': the host's root is never mounted.", status=403)
+    real = os.path.realpath(path)
+    if real != path:
+        raise BrokerError(
+            f"'{what}' {path} is not its own real path ({real}): the broker mounts only paths "
+            "without symlinks or '..'. Send the real path.",
+            status=403,
+            reason="symlink",
+        )
+    if not any(inside(path, root) for root in roots):
+        raise BrokerError(
+            f"'{what}' {path} is outside the folders you may mount ("
+            + (", ".join(roots) or "none are configured")
+            + "; c.TFEnvBroker.allowed_mount_roots).",
+            status=403,
+            reason="outside allowed roots",
+        )
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        raise BrokerError(f"'{what}' {path} does not exist.") from None
+    except OSError as err:
+        raise BrokerError(f"'{what}' {path} cannot be read: {err.strerror}.") from err
+    if not stat.S_ISDIR(info.st_mode):
+        raise BrokerError(f"'{what}' {path} is not a folder.")
+    if info.st_uid != caller.uid:
+        raise BrokerError(
+            f"'{what}' {path} belongs to uid {info.st_uid}, not to you (uid {caller.uid}): "
+            "kernels mount only their user's own folders.",
+            status=403,
+            reason="not owner",
+        )
+    return path
+
+
+def check_folders(req: StartRequest, caller: Caller, roots: list[str]) -> tuple[str, str]:
+    """``(cwd, mount)`` of a start request, both checked; ``cwd`` must be inside ``mount``."""
+    mount = check_folder(req.mount, caller, roots, "mount")
+    cwd = check_folder(req.cwd, caller, roots, "cwd")
+    if not inside(cwd, mount):
+        raise BrokerError(
+            f"'cwd' {cwd} is not inside 'mount' {mount}: the kernel's working folder must be "
+            "in the folder that is mounted.",
+        )
+    return cwd, mount
+
+
+# -- runtime folders -------------------------------------------------------------------------
+
+
+def runtime_name(kernel_id: str) -> str:
+    """The kernel's folder name below ``{runtime_root}/{uid}`` (short: socket paths)."""
+    return check_kernel_id(kernel_id).replace("-", "")[:12]
+
+
+def runtime_dir_for(runtime_root: str, uid: int, kernel_id: str) -> str:
+    return os.path.join(runtime_root, str(uid), runtime_name(kernel_id))
+
+
+def _root_folder(path: str, what: str) -> None:
+    """Make ``path`` a real, root-owned 0711 folder (create it, fix its mode)."""
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o711)
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+        raise BrokerError(
+            f"The broker's {what} {path} is not a folder of the broker's own user "
+            f"(uid {os.getuid()}); remove it or set c.TFEnvBroker.runtime_root elsewhere.",
+            status=500,
+            reason="runtime folder",
+        )
+    if stat.S_IMODE(info.st_mode) != 0o711:
+        os.chmod(path, 0o711)  # noqa: S103 - traversable, not listable: see the docstring
+
+
+def prepare_runtime_dir(
+    runtime_root: str, caller: Caller, kernel_id: str, *, restart: bool = False
+) -> str:
+    """Create the kernel's runtime folder, owned by the caller, 0700; blocking.
+
+    ``{runtime_root}`` and ``{runtime_root}/{uid}`` belong to the broker (0711), so the
+    user cannot rename or replace the kernel's folder. ``restart`` keeps an existing
+    folder (and its connection file) but removes its socket files, which would look like
+    a ready kernel; otherwise a leftover folder is replaced by a fresh one.
+    """
+    root = os.path.abspath(runtime_root)
+    os.makedirs(os.path.dirname(root), mode=0o755, exist_ok=True)
+    _root_folder(root, "runtime_root")
+    user_root = os.path.join(root, str(caller.uid))
+    _root_folder(user_root, "per-user runtime folder")
+    rundir = os.path.join(user_root, runtime_name(kernel_id))
+    try:
+        info: os.stat_result | None = os.lstat(rundir)
+    except FileNotFoundError:
+        info = None
+    if info is not None and restart and _is_users_runtime(info, caller):
+        with os.scandir(rundir) as entries:
+            for entry in entries:
+                if stat.S_ISSOCK(entry.stat(follow_symlinks=False).st_mode):
+                    os.unlink(entry.path)
+        return rundir
+    if info is not None:
+        if stat.S_ISDIR(info.st_mode):
+            shutil.rmtree(rundir)
+        else:
+            os.unlink(rundir)
+    os.mkdir(rundir, 0o700)
+    os.chown(rundir, caller.uid, caller.gid)
+    os.chmod(rundir, 0o700)
+    return rundir
+
+
+def _is_users_runtime(info: os.stat_result, caller: Caller) -> bool:
+    return (
+        stat.S_ISDIR(info.st_mode)
+        and info.st_uid == caller.uid
+        and stat.S_IMODE(info.st_mode) == 0o700
+    )
+
+
+def verify_runtime_dir(runtime_root: str, caller: Caller, kernel_id: str) -> str:
+    """The kernel's runtime folder as the broker made it, checked again (lstat) before it
+    is mounted: a real folder of the caller, 0700, with a regular ``kernel.json`` of theirs.
+    """
+    rundir = runtime_dir_for(os.path.abspath(runtime_root), caller.uid, kernel_id)
+    try:
+        info = os.lstat(rundir)
+    except FileNotFoundError:
+        raise BrokerError(
+            f"Kernel {kernel_id} has no runtime folder: POST /api/kernels/{kernel_id}/runtime "
+            "first and write the connection file (kernel.json) into the folder it names.",
+            reason="no runtime folder",
+        ) from None
+    if not _is_users_runtime(info, caller):
+        raise BrokerError(
+            f"The runtime folder {rundir} is not a 0700 folder of uid {caller.uid}; ask for a "
+            f"new one (POST /api/kernels/{kernel_id}/runtime).",
+            status=403,
+            reason="runtime folder",
+        )
+    path = os.path.join(rundir, CONNECTION_FILE)
+    try:
+        conn = os.lstat(path)
+    except FileNotFoundError:
+        raise BrokerError(
+            f"No connection file in {rundir}: write {CONNECTION_FILE} (0600) there before "
+            "starting the kernel.",
+            reason="no connection file",
+        ) from None
+    if not stat.S_ISREG(conn.st_mode) or conn.st_uid != caller.uid:
+        raise BrokerError(
+            f"{path} must be a regular file of uid {caller.uid} (no symlink).",
+            status=403,
+            reason="connection file",
+        )
+    return rundir
+
+
+def read_connection_file(rundir: str, caller: Caller) -> dict[str, Any]:
+    """The connection file's content (read without following symlinks), checked to be an
+    IPC connection whose sockets lie in the kernel's runtime folder."""
+    path = os.path.join(rundir, CONNECTION_FILE)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise BrokerError(f"{path} is a symlink.", status=403) from err
+        raise BrokerError(f"Cannot read {path}: {err.strerror}.") from err
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != caller.uid:
+            raise BrokerError(f"{path} must be a regular file of uid {caller.uid}.", status=403)
+        raw = os.read(fd, CONNECTION_FILE_LIMIT + 1)
+    finally:
+        os.close(fd)
+    if len(raw) > CONNECTION_FILE_LIMIT:
+        raise BrokerError(f"{path} is too large for a connection file.")
+    try:
+        info_json = json.loads(raw)
+    except ValueError as err:
+        raise BrokerError(f"{path} is not valid JSON: {err}.") from err
+    if not isinstance(info_json, dict):
+        raise BrokerError(f"{path} is not a connection file (a JSON object).")
+    check_connection_info(info_json, rundir)
+    return info_json
+
+
+def check_connection_info(info: Mapping[str, Any], rundir: str) -> None:
+    """Kernels of the broker talk over IPC sockets in their runtime folder, nothing else."""
+    if info.get("transport") != "ipc":
+        raise BrokerError(
+            "The connection file must use transport 'ipc' (ZeroMQ over Unix sockets in the "
+            f"runtime folder), not {info.get('transport')!r}: broker kernels are on no network.",
+        )
+    ip = info.get("ip")
+    if not isinstance(ip, str) or os.path.dirname(os.path.normpath(ip)) != rundir:
+        raise BrokerError(
+            f"The connection file's 'ip' must be a socket path prefix in {rundir} "
+            f"(e.g. {rundir}/k), not {str(ip)[:200]!r}.",
+        )
+    for channel in CHANNELS:
+        port = info.get(f"{channel}_port")
+        if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+            raise BrokerError(f"The connection file has no valid '{channel}_port'.")
+
+
+def socket_paths(info: Mapping[str, Any]) -> list[str]:
+    return [f"{info['ip']}-{info[f'{ch}_port']}" for ch in CHANNELS]
+
+
+def sockets_bound(paths: Iterable[str]) -> bool:
+    """Whether the kernel bound all its IPC sockets (five stat calls)."""
+    return all(os.path.exists(p) for p in paths)
+
+
+def remove_runtime_dir(runtime_root: str, caller: Caller, kernel_id: str) -> bool:
+    """Remove the kernel's runtime folder (only below the caller's own runtime folder)."""
+    rundir = runtime_dir_for(os.path.abspath(runtime_root), caller.uid, kernel_id)
+    try:
+        info = os.lstat(rundir)
+    except FileNotFoundError:
+        return False
+    if stat.S_ISDIR(info.st_mode):
+        shutil.rmtree(rundir, ignore_errors=True)
+    else:
+        os.unlink(rundir)
+    return True
+
+
+# -- environments and groups -----------------------------------------------------------------
+
+
+def environment_allowed(
+    env_id: str, groups: Iterable[str], environment_groups: Mapping[str, Iterable[str]]
+) -> tuple[bool, str | None]:
+    """``(allowed, reason)``: an environment without an entry in ``environment_groups`` is
+    open to every caller; one with an entry only to members of one of its groups."""
+    if env_id not in environment_groups:
+        return True, None
+    wanted = sorted(set(environment_groups[env_id]))
+    if set(groups) & set(wanted):
+        return True, None
+    return False, (
+        f"Environment '{env_id}' is for members of "
+        + (", ".join(wanted) if wanted else "no group")
+        + " (c.TFEnvBroker.environment_groups); you are in "
+        + (", ".join(sorted(groups)) or "no group")
+        + "."
+    )
+
+
+# -- quotas ----------------------------------------------------------------------------------
+
+
+def gpu_count(gpus: Any, host_gpus: int | None) -> int:
+    """How many GPUs a kernel of an environment with catalog ``gpus`` holds.
+
+    'all' counts as every GPU of the host (1 when the host's GPUs are unknown).
+    """
+    if gpus in (None, "none"):
+        return 0
+    if gpus == "all":
+        return host_gpus if host_gpus and host_gpus > 0 else 1
+    if isinstance(gpus, bool):
+        return int(gpus)
+    if isinstance(gpus, int):
+        return max(gpus, 0)
+    if isinstance(gpus, (list, tuple)):
+        return len(gpus)
+    if isinstance(gpus, str) and gpus.strip().isdigit():
+        return int(gpus)
+    return 1
+
+
+@dataclass(frozen=True)
+class Usage:
+    kernels: int = 0
+    gpus: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return {"kernels": self.kernels, "gpus": self.gpus}
+
+
+def usage_of(gpu_counts: Iterable[int]) -> Usage:
+    """Usage from the GPU counts of the caller's running kernels (one entry per kernel)."""
+    counts = list(gpu_counts)
+    return Usage(kernels=len(counts), gpus=sum(counts))
+
+
+def limit_value(limit: int | None) -> int | None:
+    """A configured limit as the API shows it: None (or a negative number) is unlimited."""
+    if limit is None or limit < 0:
+        return None
+    return limit
+
+
+def check_quota(
+    caller: Caller,
+    usage: Usage,
+    new_gpus: int,
+    *,
+    max_kernels: int | None,
+    max_gpus: int | None,
+) -> None:
+    """Refuse (429) the kernel that would take ``caller`` beyond a limit."""
+    kernels_limit = limit_value(max_kernels)
+    if kernels_limit is not None and usage.kernels + 1 > kernels_limit:
+        if kernels_limit == 0:
+            message = (
+                f"{caller.name} may run no tfenv kernels: the limit per user is 0 "
+                "(c.TFEnvBroker.max_kernels_per_user)."
+            )
+        else:
+            message = (
+                f"{caller.name} already runs {usage.kernels} tfenv "
+                f"kernel{'s' if usage.kernels != 1 else ''}; the limit per user is "
+                f"{kernels_limit} (c.TFEnvBroker.max_kernels_per_user). Shut one down "
+                "(Kernel > Shut Down Kernel, or the Running tab) and start this one again."
+            )
+        raise BrokerError(message, status=429, reason="kernel quota")
+    gpus_limit = limit_value(max_gpus)
+    if new_gpus and gpus_limit is not None and usage.gpus + new_gpus > gpus_limit:
+        raise BrokerError(
+            f"{caller.name} holds {usage.gpus} GPU{'s' if usage.gpus != 1 else ''} in "
+            f"running tfenv kernels and this kernel needs {new_gpus} more; the limit per "
+            f"user is {gpus_limit} (c.TFEnvBroker.max_gpus_per_user). Shut down a GPU "
+            "kernel, or pick an environment with fewer GPUs.",
+            status=429,
+            reason="gpu quota",
+        )
+
+
+def check_signal(body: Mapping[str, Any]) -> int:
+    extra = [k for k in body if k != "signal"]
+    if extra:
+        raise BrokerError(
+            f"field {', '.join(repr(k) for k in sorted(extra))} is not accepted: send only "
+            "'signal'.",
+            reason="field not accepted",
+        )
+    signum = body.get("signal")
+    if not isinstance(signum, int) or isinstance(signum, bool) or not 0 < signum < 65:
+        raise BrokerError("'signal' must be a signal number from 1 to 64.")
+    return signum
