@@ -537,26 +537,26 @@ class TFEnvBroker(Application):
     async def probe(self, caller: Caller, env_id: str, *, refresh: bool) -> dict[str, Any]:
         env = self.environment_for(caller, env_id, status=404)
         running = self._probes.get(env.id)
-        if running is not None and not running.done():
-            return await asyncio.shield(running)
-        client = await self.docker()
-        future = asyncio.ensure_future(
-            asyncio.to_thread(
-                probe_image,
-                client,
-                env,
-                cache_dir=Path(self.probe_cache_dir),
-                uid=caller.uid,
-                gid=caller.gid,
-                timeout=self.probe_timeout,
-                refresh=refresh,
+        if running is None or running.done():
+            client = await self.docker()
+            running = asyncio.ensure_future(
+                asyncio.to_thread(
+                    probe_image,
+                    client,
+                    env,
+                    cache_dir=Path(self.probe_cache_dir),
+                    uid=caller.uid,
+                    gid=caller.gid,
+                    timeout=self.probe_timeout,
+                    refresh=refresh,
+                )
             )
-        )
-        self._probes[env.id] = future
+            self._probes[env.id] = running
         try:
-            return await future
+            result = await asyncio.shield(running)
         except ProbeError as err:
             raise BrokerError(err.message, status=err.http_status, logs=err.logs) from err
+        return {"state": "ok", **result}
 
     async def prepare_runtime(self, caller: Caller, kernel_id: str, restart: bool) -> str:
         policy.check_kernel_id(kernel_id)
