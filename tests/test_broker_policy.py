@@ -300,6 +300,8 @@ def test_runtime_folder_handover(tmp_path: Path, caller: Caller) -> None:
         policy.verify_runtime_dir(str(root), caller, KID)
     write_connection_file(rundir)
     assert policy.verify_runtime_dir(str(root), caller, KID) == str(rundir)
+    os.chmod(rundir, 0o1700)  # jupyter_client's write_connection_file adds the sticky bit
+    assert policy.verify_runtime_dir(str(root), caller, KID) == str(rundir)
     assert policy.read_connection_file(str(rundir), caller)["transport"] == "ipc"
 
     # restart: same folder, connection file kept, stale sockets gone
@@ -327,7 +329,7 @@ def test_runtime_folder_is_verified_again(tmp_path: Path, caller: Caller) -> Non
     rundir = Path(policy.prepare_runtime_dir(str(root), caller, KID))
     conn = write_connection_file(rundir)
 
-    os.chmod(rundir, 0o755)
+    os.chmod(rundir, 0o755)  # group and others may enter
     with pytest.raises(BrokerError) as info:
         policy.verify_runtime_dir(str(root), caller, KID)
     assert info.value.http_status == 403

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -325,6 +327,18 @@ class TFEnvBroker(Application):
         self._probes: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._host_gpus: tuple[float, int | None] | None = None
 
+    @default("log_level")
+    def _default_log_level(self) -> int:
+        return logging.INFO
+
+    @default("log_format")
+    def _default_log_format(self) -> str:
+        return "[%(levelname)1.1s %(asctime)s.%(msecs).03d %(name)s] %(message)s"
+
+    @default("log_datefmt")
+    def _default_log_datefmt(self) -> str:
+        return "%Y-%m-%d %H:%M:%S"
+
     def initialize(self, argv: list[str] | None = None) -> None:
         self.parse_command_line(argv)
         if self.config_file:
@@ -499,7 +513,12 @@ class TFEnvBroker(Application):
             allowed, reason = policy.environment_allowed(
                 env.id, caller.groups, self.environment_groups
             )
-            item = {**env.summary(), "allowed": allowed, "image": self._image_status(env, images)}
+            item = {
+                **env.summary(),
+                "image_ref": env.image,
+                "allowed": allowed,
+                "image": self._image_status(env, images),
+            }
             if reason:
                 item["reason"] = reason
             result.append(item)
@@ -555,6 +574,8 @@ class TFEnvBroker(Application):
         try:
             result = await asyncio.shield(running)
         except ProbeError as err:
+            if err.http_status == 400 and "jupyter tfenv pull" in err.message:
+                raise _image_missing(env) from err
             raise BrokerError(err.message, status=err.http_status, logs=err.logs) from err
         return {"state": "ok", **result}
 
@@ -682,12 +703,7 @@ class TFEnvBroker(Application):
         try:
             return client.images.get(env.image)
         except ImageNotFound:
-            raise BrokerError(
-                f"The image {env.image} of environment '{env.id}' is not on this host's "
-                "Docker engine, and kernel starts never pull. Ask an admin to run "
-                f"`jupyter tfenv pull {env.id}` on the broker's host.",
-                reason="image missing",
-            ) from None
+            raise _image_missing(env) from None
         except APIError as err:
             raise BrokerError(explain_api_error(err, env), status=500) from err
         except RequestsConnectionError as err:
@@ -755,7 +771,10 @@ class TFEnvBroker(Application):
         except APIError as err:
             await asyncio.to_thread(self._remove_by_name, client, spec["name"])
             text = explain_api_error(err, env)
-            status = 400 if "jupyter tfenv pull" in text or "has no '" in text else 500
+            # The environment cannot run here as declared (no image, no python, no GPUs):
+            # the request's fault, not the broker's.
+            known = ("jupyter tfenv pull", "has no '", "has no NVIDIA runtime")
+            status = 400 if any(k in text for k in known) else 500
             raise BrokerError(text, status=status, reason="docker refused") from err
         except RequestsConnectionError as err:
             raise self._docker_lost(err) from err
@@ -850,7 +869,7 @@ class TFEnvBroker(Application):
                     "name": (row.get("Names") or ["/"])[0].lstrip("/"),
                     "environment": labels.get(LABEL_ENVIRONMENT),
                     "status": row.get("State"),
-                    "started_at": row.get("Created"),
+                    "started_at": _iso(row.get("Created")),
                     "gpus": self._row_gpus(row),
                 }
             )
@@ -974,6 +993,22 @@ class TFEnvBroker(Application):
 
     def start(self) -> None:
         asyncio.run(self.serve())
+
+
+def _image_missing(env: Environment) -> BrokerError:
+    return BrokerError(
+        f"The image {env.image} of environment '{env.id}' is not on this host's Docker "
+        "engine, and kernel starts never pull. Ask an admin to run "
+        f"`jupyter tfenv pull {env.id}` on the broker's host.",
+        reason="image missing",
+    )
+
+
+def _iso(epoch: Any) -> str | None:
+    try:
+        return datetime.fromtimestamp(float(epoch), timezone.utc).isoformat()
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 def _log_request(handler: web.RequestHandler) -> None:

@@ -91,12 +91,18 @@ class BrokerHandler(web.RequestHandler):
         if isinstance(e, BrokerError | TFEnvError) and not isinstance(e, web.HTTPError):
             status = int(getattr(e, "http_status", 500))
             if status >= 500:
+                # An explained failure (Docker, storage, a kernel that exited): its message
+                # says it all; a traceback only where the cause is not a tfenv error.
+                cause = e.__cause__
+                detail = ""
+                if cause is not None and not isinstance(cause, TFEnvError | APIError):
+                    detail = "\n" + "".join(traceback.format_exception(cause))
                 self.broker.log.error(
-                    "tfenv-broker: %s %s: %s\n%s",
+                    "tfenv-broker: %s %s failed: %s%s",
                     self.request.method,
                     self.request.path,
                     e,
-                    "".join(traceback.format_exception(e)),
+                    detail,
                 )
             if self._finished:
                 return

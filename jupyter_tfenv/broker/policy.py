@@ -391,7 +391,8 @@ def _is_users_runtime(info: os.stat_result, caller: Caller) -> bool:
     return (
         stat.S_ISDIR(info.st_mode)
         and info.st_uid == caller.uid
-        and stat.S_IMODE(info.st_mode) == 0o700
+        # The permission bits: jupyter_client's write_connection_file adds the sticky bit.
+        and stat.S_IMODE(info.st_mode) & 0o777 == 0o700
     )
 
 
