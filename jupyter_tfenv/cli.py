@@ -446,6 +446,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--refresh", action="store_true", help="ignore the cached result")
     p.add_argument("--timeout", type=float, default=180.0, help="seconds (default 180)")
     p.set_defaults(func=cmd_probe)
+    sub.add_parser(
+        "broker",
+        help="run the tfenv broker, the JupyterHub service that starts users' kernels "
+        "(options: `jupyter tfenv broker --help`; see docs/broker.md)",
+    )
     p = sub.add_parser("pin", parents=[common], help="check one image reference's pinning")
     p.add_argument("reference")
     p.set_defaults(func=cmd_pin_check)
@@ -453,6 +458,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    raw = sys.argv[1:] if argv is None else list(argv)
+    if raw and raw[0] == "broker":
+        # The broker is a traitlets application with its own options (--config, --ip,
+        # --port, --TFEnvBroker.x=y): everything after 'broker' is its command line.
+        from .broker import main as broker_main  # noqa: PLC0415 - only this command
+
+        broker_main(raw[1:])
+        return 0
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
