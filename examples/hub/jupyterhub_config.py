@@ -45,8 +45,10 @@ CATALOG = setting("JUPYTER_TFENV_CATALOG", "/etc/jupyterhub/tfenv-catalog.yaml")
 # every token it receives.
 BROKER_PORT = int(setting("TFENV_BROKER_PORT", "8765"))
 BROKER_URL = f"http://127.0.0.1:{BROKER_PORT}"
-# Checkpoint folders: <root>/<user>/<environment>, mounted at /tfenv/checkpoints.
+# Checkpoint folders: <root>/<user>/<environment>, mounted at /tfenv/checkpoints;
+# TensorBoard log folders likewise, mounted at /tfenv/logs.
 CHECKPOINT_ROOT = setting("TFENV_CHECKPOINT_ROOT", "/srv/tfenv/checkpoints")
+LOG_ROOT = setting("TFENV_LOG_ROOT", "/srv/tfenv/logs")
 # The kernels' runtime folders (connection file, ZeroMQ sockets): short path, root's.
 RUNTIME_ROOT = setting("TFENV_RUNTIME_ROOT", "/run/tfenv-broker")
 # Per-user quotas: running kernels, and GPUs held by running kernels.
@@ -87,13 +89,22 @@ c.Spawner.environment = {
     "JUPYTER_TFENV_BROKER_URL": BROKER_URL,
     # The same catalog as the broker's: the kernel picker shows what the broker allows.
     "JUPYTER_TFENV_CATALOG": CATALOG,
+    # Where the panel's Checkpoints section finds the user's folders (read as the user).
     "JUPYTER_TFENV_CHECKPOINT_ROOT": CHECKPOINT_ROOT,
+    "JUPYTER_TFENV_LOG_ROOT": LOG_ROOT,
 }
 c.Spawner.args = [
     # tfenv's REST API (/user/<name>/tfenv/...) checks the custom:tfenv:* scopes below.
     "--ServerApp.authorizer_class=jupyter_tfenv.hub.TFEnvHubAuthorizer",
     # Idle kernels (catalog field idle_timeout) are shut down; this is how often to look.
     f"--TFEnvApp.cull_interval={CULL_INTERVAL}",
+]
+# Tokens JupyterLab gets in the browser (OAuth) carry only scopes the server's OAuth
+# client may hand out: add tfenv's (each still limited to what the user holds).
+c.Spawner.oauth_client_allowed_scopes = [
+    "custom:tfenv:read",
+    "custom:tfenv:write",
+    "custom:tfenv:execute",
 ]
 # The server's own token may call the broker (in addition to the defaults).
 c.Spawner.server_token_scopes = [
@@ -118,6 +129,7 @@ c.JupyterHub.services = [
             f"--config={BROKER_CONFIG}",
             f"--TFEnvBroker.runtime_root={RUNTIME_ROOT}",
             f"--TFEnvBroker.checkpoint_root={CHECKPOINT_ROOT}",
+            f"--TFEnvBroker.log_root={LOG_ROOT}",
             f"--TFEnvBroker.max_kernels_per_user={MAX_KERNELS_PER_USER}",
             f"--TFEnvBroker.max_gpus_per_user={MAX_GPUS_PER_USER}",
         ],

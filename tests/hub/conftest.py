@@ -28,7 +28,7 @@ from .harness import (
     ensure_user_venv,
     hub_test_prerequisites,
     remove_test_containers,
-    test_containers,
+    tfenv_containers,
 )
 
 #: Seconds an idle kernel of the culling environment lives.
@@ -108,7 +108,7 @@ def hub(images: Any, progress: Callable[[str], None]) -> Iterator[HubHarness]:
         progress("tearing down: servers, hub, proxy, broker, containers, users")
         if harness is not None:
             harness.close()
-        left = [c.name for c in test_containers(users.names)]
+        left = [c.name for c in tfenv_containers(users.names)]
         remove_test_containers(users.names)
         users.remove()
         import shutil
@@ -150,7 +150,7 @@ def kernels(hub: HubHarness) -> Iterator[Callable[..., str]]:
     while time.monotonic() < deadline:
         if not [
             c
-            for c in test_containers(hub.users)
+            for c in tfenv_containers(hub.users)
             if c.labels.get("org.jupyter.tfenv.kernel-id") in ids
         ]:
             break

@@ -370,6 +370,7 @@ def execute(
 class HubPaths:
     root: Path  # 0755: users' servers read the catalog here
     checkpoint_root: Path
+    log_root: Path
     runtime_root: Path
     catalog: Path
     log: Path
@@ -394,6 +395,12 @@ c.Spawner.cmd = [{singleuser!r}]
 c.Spawner.start_timeout = 120
 c.Spawner.http_timeout = 120
 c.JupyterHub.log_level = "DEBUG" if {debug!r} else "INFO"
+
+# The broker runs from this checkout (`python -m` puts the cwd first on sys.path), also
+# where the installed jupyter_tfenv is an editable install of another checkout.
+for _service in c.JupyterHub.services:
+    if _service["name"] == {broker!r}:
+        _service["cwd"] = {repo!r}
 
 # The test driver: a service with a token that may create users, tokens and servers.
 c.JupyterHub.services.append({{"name": {driver!r}, "api_token": {driver_token!r}}})
@@ -467,6 +474,7 @@ class HubHarness:
         self.paths = HubPaths(
             root=root,
             checkpoint_root=root / "srv-tfenv" / "checkpoints",
+            log_root=root / "srv-tfenv" / "logs",
             runtime_root=runtime_root,
             catalog=root / "tfenv-catalog.yaml",
             log=root / "jupyterhub.log",
@@ -476,6 +484,7 @@ class HubHarness:
         # /srv/tfenv as the guide sets it up: root-owned 0755 above the per-user folders.
         self.paths.checkpoint_root.parent.mkdir(mode=0o755)
         self.paths.checkpoint_root.mkdir(mode=0o755)
+        self.paths.log_root.mkdir(mode=0o755)
         for port_name in ("proxy_port", "hub_port", "proxy_api_port", "broker_port"):
             setattr(self, port_name, free_port())
         config = state / "jupyterhub_test_config.py"
@@ -497,6 +506,7 @@ class HubHarness:
                 reader_token=self.reader_token,
                 broker=BROKER_SERVICE,
                 alice=ALICE,
+                repo=str(REPO),
             )
             + self.extra_config
         )
@@ -511,6 +521,7 @@ class HubHarness:
                 "JUPYTER_TFENV_CATALOG": str(self.paths.catalog),
                 "TFENV_BROKER_PORT": str(self.broker_port),
                 "TFENV_CHECKPOINT_ROOT": str(self.paths.checkpoint_root),
+                "TFENV_LOG_ROOT": str(self.paths.log_root),
                 "TFENV_RUNTIME_ROOT": str(self.paths.runtime_root),
                 "CONFIGPROXY_AUTH_TOKEN": secrets.token_hex(24),
                 **self.extra_env,
@@ -749,7 +760,7 @@ class HubHarness:
 # -- containers -----------------------------------------------------------------------
 
 
-def test_containers(users: Iterable[str]) -> list[Any]:
+def tfenv_containers(users: Iterable[str]) -> list[Any]:
     import docker
 
     client = docker.from_env(timeout=60)
@@ -766,7 +777,7 @@ def test_containers(users: Iterable[str]) -> list[Any]:
 
 def remove_test_containers(users: Iterable[str]) -> list[str]:
     removed = []
-    for container in test_containers(users):
+    for container in tfenv_containers(users):
         with contextlib.suppress(Exception):
             container.remove(force=True)
             removed.append(container.name)
