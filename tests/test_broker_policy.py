@@ -555,3 +555,131 @@ def test_broker_config_and_storage(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
     monkeypatch.setenv("JUPYTER_TFENV_CHECKPOINT_ROOT", str(tmp_path / "ck"))
     assert TFEnvBroker().checkpoint_root == str(tmp_path / "ck")
+
+
+# -- the HTTP layer (a fake hub; refusals that happen before any Docker call) ---------------
+
+
+class FakeHubAuth:
+    """Answers user_for_token from a dict, as HubAuth does from the hub's /api/user."""
+
+    def __init__(self, models: dict[str, dict[str, object]]) -> None:
+        self.models = models
+        self.api_token = "broker-token"
+        self.seen: list[str] = []
+
+    async def user_for_token(self, token: str, sync: bool = True) -> dict[str, object] | None:
+        self.seen.append(token)
+        return self.models.get(token)
+
+    def check_scopes(self, required: set[str], model: dict[str, object]) -> set[str]:
+        from jupyterhub.services.auth import check_scopes
+
+        return set(check_scopes(required, set(model.get("scopes") or [])))
+
+
+def run_http(tmp_path: Path, requests: list[tuple[str, str, str | None, object]]) -> list:
+    """Serve a broker on a free port and make ``(method, path, token, body)`` requests;
+    returns ``(status, json)`` per request."""
+    import asyncio
+
+    from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+    from tornado.httpserver import HTTPServer
+    from tornado.netutil import bind_sockets
+
+    from jupyter_tfenv.broker.app import TFEnvBroker
+
+    scope = "access:services!service=tfenv-broker"
+    broker = TFEnvBroker(
+        service_name="tfenv-broker",
+        service_prefix="/services/tfenv-broker/",
+        runtime_root=str(tmp_path.resolve() / "rt"),
+    )
+    broker.hub_auth = FakeHubAuth(
+        {
+            "user-token": {"kind": "user", "name": "tfenv", "scopes": [scope]},
+            "noscope-token": {"kind": "user", "name": "tfenv", "scopes": ["read:users"]},
+            "service-token": {"kind": "service", "name": "cull", "scopes": [scope]},
+            "nounix-token": {"kind": "user", "name": "no-such-user-x9", "scopes": [scope]},
+        }
+    )
+
+    async def main() -> list:
+        sockets = bind_sockets(0, "127.0.0.1")
+        port = sockets[0].getsockname()[1]
+        server = HTTPServer(broker.make_web_app())
+        server.add_sockets(sockets)
+        results = []
+        try:
+            for method, path, token, payload in requests:
+                headers = {"Authorization": f"token {token}"} if token else {}
+                req = HTTPRequest(
+                    f"http://127.0.0.1:{port}{path}",
+                    method=method,
+                    headers=headers,
+                    body=None if method in ("GET", "DELETE") else json.dumps(payload),
+                )
+                resp = await AsyncHTTPClient().fetch(req, raise_error=False)
+                results.append((resp.code, json.loads(resp.body) if resp.body else None))
+        finally:
+            server.stop()
+            await server.close_all_connections()
+        return results
+
+    return asyncio.run(main())
+
+
+def test_http_authentication_refusals(tmp_path: Path) -> None:
+    results = run_http(
+        tmp_path,
+        [
+            ("GET", "/api/me", None, None),
+            ("GET", "/api/me", "bogus", None),
+            ("GET", "/api/me", "noscope-token", None),
+            ("GET", "/api/me", "service-token", None),
+            ("GET", "/api/kernels", "nounix-token", None),
+            ("GET", "/services/tfenv-broker/api/me", "noscope-token", None),
+            ("GET", "/api/elsewhere", None, None),
+        ],
+    )
+    assert [status for status, _ in results] == [403] * 7
+    reasons = [answer["reason"] for _, answer in results]
+    assert reasons == [
+        "no user",
+        "no user",
+        "missing scope",
+        "not a user",
+        "no unix account",
+        "missing scope",
+        "no user",
+    ]
+    assert all(set(answer) == {"message", "reason"} for _, answer in results)
+
+
+def test_http_start_refusals_and_runtime_folder(tmp_path: Path) -> None:
+    import pwd
+
+    try:
+        pwd.getpwnam("tfenv")
+    except KeyError:
+        pytest.skip("no Unix user 'tfenv' here")
+    tok = "user-token"
+    results = run_http(
+        tmp_path,
+        [
+            ("POST", "/api/kernels", tok, {**body(), "image": "alpine:3"}),
+            ("POST", "/api/kernels", tok, {**body(), "env": {"JUPYTERHUB_API_TOKEN": "x"}}),
+            ("POST", "/api/kernels", tok, [1, 2]),
+            ("POST", f"/api/kernels/{KID}/runtime", tok, {"restart": False, "uid": 0}),
+            ("POST", f"/api/kernels/{KID}/runtime", tok, {"restart": False}),
+            ("POST", "/services/tfenv-broker/api/kernels/x/runtime", tok, {}),
+            ("POST", f"/api/kernels/{KID}/signal", tok, {"signal": "KILL"}),
+        ],
+    )
+    statuses = [status for status, _ in results]
+    assert statuses == [400, 400, 400, 400, 200, 400, 400]
+    assert "field 'image' is not accepted: the broker decides" in results[0][1]["message"]
+    assert "JUPYTERHUB_API_TOKEN" in results[1][1]["message"]
+    rundir = Path(results[4][1]["runtime_dir"])
+    assert rundir.parent == tmp_path.resolve() / "rt" / str(pwd.getpwnam("tfenv").pw_uid)
+    assert os.lstat(rundir).st_uid == pwd.getpwnam("tfenv").pw_uid

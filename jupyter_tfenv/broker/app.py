@@ -326,6 +326,7 @@ class TFEnvBroker(Application):
         self._user_locks: dict[str, asyncio.Lock] = {}
         self._probes: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._host_gpus: tuple[float, int | None] | None = None
+        self._gpus: tuple[float, dict[str, Any]] | None = None
 
     @default("log_level")
     def _default_log_level(self) -> int:
@@ -404,6 +405,15 @@ class TFEnvBroker(Application):
         count = len(overview.get("gpus") or []) if overview.get("state") == "ok" else None
         self._host_gpus = (time.monotonic(), count)
         return count
+
+    async def gpu_overview(self, client: Any) -> dict[str, Any]:
+        """The host's GPUs and which kernels hold them (NVML), kept for 2 s."""
+        cached = self._gpus
+        if cached is not None and time.monotonic() - cached[0] < 2.0:
+            return cached[1]
+        overview = await asyncio.to_thread(gpu_mod.gpu_overview, client)
+        self._gpus = (time.monotonic(), overview)
+        return overview
 
     async def authenticate(self, token: str | None) -> Caller:
         """The caller of a request, from its token only; a 403 ``BrokerError`` otherwise."""
@@ -912,7 +922,7 @@ class TFEnvBroker(Application):
     async def live(self, caller: Caller, kernel_id: str) -> dict[str, Any]:
         container = await self.find_kernel(caller, kernel_id)
         client = await self.docker()
-        gpus = await asyncio.to_thread(gpu_mod.gpu_overview, client)
+        gpus = await self.gpu_overview(client)
         try:
             return await asyncio.to_thread(
                 live.kernel_live_status, client, container.id, gpus, cpu_baseline=False
@@ -968,6 +978,12 @@ class TFEnvBroker(Application):
         )
 
     async def serve(self) -> None:
+        if not getattr(self.hub_auth, "api_token", ""):
+            raise SystemExit(
+                "tfenv-broker: no JupyterHub API token: run it as a JupyterHub service (the hub "
+                "sets $JUPYTERHUB_API_TOKEN), or set $JUPYTERHUB_API_TOKEN to the token of the "
+                "service declared in c.JupyterHub.services."
+            )
         app = self.make_web_app()
         server = HTTPServer(app, xheaders=False)
         server.listen(self.port, address=self.ip)
