@@ -4,9 +4,10 @@
 #   bash scripts/setup.sh [--tag-demo]
 #
 # Idempotent, and fast when already done:
-#   1. Debian packages: docker.io, debootstrap, and chromium with fonts for the browser
-#      tests (apt-get only when one is missing; no browser download: Python playwright,
-#      from the test extra, drives /usr/bin/chromium);
+#   1. Debian packages: docker.io, debootstrap, python3-venv (the JupyterHub tests' users'
+#      venv), and chromium with fonts for the browser tests (apt-get only when one is
+#      missing; no browser download: Python playwright, from the test extra, drives
+#      /usr/bin/chromium);
 #   2. the frontend: `npm ci` when node_modules is missing or out of date with
 #      package-lock.json, then a labextension build when a source is newer than it;
 #   3. the Python package, editable, with the test and lint extras; the labextension is
@@ -30,7 +31,7 @@ for arg in "$@"; do
   case "$arg" in
     --tag-demo) TAG_DEMO=1 ;;
     -h | --help)
-      sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
+      sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *)
@@ -56,7 +57,7 @@ fi
 
 # --------------------------------------------------------------------- 1. Debian packages
 # shellcheck disable=SC2206
-APT_PACKAGES=(docker.io debootstrap chromium fonts-liberation fonts-dejavu-core ${TFENV_APT_EXTRA:-})
+APT_PACKAGES=(docker.io debootstrap python3-venv chromium fonts-liberation fonts-dejavu-core ${TFENV_APT_EXTRA:-})
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
@@ -104,6 +105,14 @@ else
   say "labextension is up to date"
 fi
 
+# configurable-http-proxy: JupyterHub's proxy, for the JupyterHub tests (tests/hub).
+if command -v configurable-http-proxy >/dev/null 2>&1; then
+  say "configurable-http-proxy $(configurable-http-proxy --version 2>/dev/null) is installed"
+else
+  say "npm install -g configurable-http-proxy (JupyterHub's proxy, for tests/hub) ..."
+  "${SUDO[@]}" npm install -g --no-audit --no-fund --loglevel=error configurable-http-proxy
+fi
+
 # --------------------------------------------------------------------- 3. Python package
 command -v "$PYTHON" >/dev/null 2>&1 || die "$PYTHON not found (set PYTHON=...)"
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' ||
@@ -125,7 +134,7 @@ import importlib.metadata, importlib.util, os, sys
 importlib.metadata.version("jupyter_tfenv")
 import jupyter_tfenv
 assert os.path.realpath(os.path.dirname(jupyter_tfenv.__file__)) == os.path.join(sys.argv[1], "jupyter_tfenv")
-for mod in ("pytest", "pytest_jupyter", "jupyter_kernel_test", "ipykernel", "jupyterlab", "playwright", "ruff", "mypy"):
+for mod in ("pytest", "pytest_jupyter", "jupyter_kernel_test", "ipykernel", "jupyterlab", "jupyterhub", "playwright", "ruff", "mypy"):
     assert importlib.util.find_spec(mod) is not None, mod
 EOF
 }
