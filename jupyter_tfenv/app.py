@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Bool, Unicode
+from traitlets import Bool, Float, Unicode
 
 from . import __version__
 from .catalog import TFEnvCatalog
+from .culling import cull_idle_kernels
 from .docker_runtime import connect, reap_orphans
 from .errors import TFEnvError
 from .handlers import checkpoints, environments, kernels, pulls
@@ -42,6 +43,26 @@ class TFEnvApp(ExtensionApp):
 
     probe_cache_dir = Unicode(
         "", help="Folder of cached environment probes (default: in the Jupyter data dir)."
+    ).tag(config=True)
+
+    gpu_idle_timeout = Float(
+        3600.0,
+        help="""Seconds a kernel of an environment that asks for GPUs may stay idle before it
+        is shut down (its container removed, its GPUs freed), when the catalog entry sets no
+        idle_timeout. 0 keeps idle GPU kernels. CPU environments are culled only when their
+        entry sets idle_timeout.""",
+    ).tag(config=True)
+
+    cull_interval = Float(
+        60.0,
+        help="""How often (seconds) idle tfenv kernels are looked for; 0 turns culling by
+        idle_timeout / gpu_idle_timeout off.""",
+    ).tag(config=True)
+
+    cull_connected = Bool(
+        False,
+        help="""Also cull idle kernels that have open connections (a notebook tab that is
+        open but does nothing). Like MappingKernelManager.cull_connected.""",
     ).tag(config=True)
 
     def _link_jupyter_server_extension(self, serverapp: Any) -> None:
@@ -119,6 +140,29 @@ class TFEnvApp(ExtensionApp):
                 item.reason,
             )
 
+    async def _cull_loop(self) -> None:
+        assert self.serverapp is not None
+        while True:
+            await asyncio.sleep(self.cull_interval)
+            try:
+                await cull_idle_kernels(
+                    self.serverapp.kernel_manager,
+                    gpu_idle_timeout=self.gpu_idle_timeout,
+                    cull_connected=self.cull_connected,
+                    log=self.log,
+                )
+            except Exception:
+                self.log.exception("tfenv: looking for idle kernels failed")
+
+    _cull_task: asyncio.Future[None] | None = None
+
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         if self.reap_orphans_on_start:
             self._reap_task = asyncio.ensure_future(self._reap())
+        if self.cull_interval > 0:
+            self._cull_task = asyncio.ensure_future(self._cull_loop())
+
+    async def stop_extension(self) -> None:
+        if self._cull_task is not None:
+            self._cull_task.cancel()
+            self._cull_task = None

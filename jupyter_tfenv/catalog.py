@@ -93,6 +93,8 @@ class Environment:
     env: dict[str, str] = field(default_factory=dict)
     mounts: tuple[Mount, ...] = ()
     network: str = "none"
+    #: Seconds a kernel may stay idle before it is culled (None: the server's default).
+    idle_timeout: float | None = None
     source: str = "config"
 
     @property
@@ -132,6 +134,8 @@ class Environment:
             data["description"] = self.description
         if self.tensorflow:
             data["tensorflow"] = self.tensorflow
+        if self.idle_timeout is not None:
+            data["idle_timeout"] = self.idle_timeout
         resources = {
             k: v
             for k, v in (
@@ -166,6 +170,7 @@ class Environment:
             "gpus": list(self.gpus) if isinstance(self.gpus, tuple) else self.gpus,
             "gpu_label": self.gpu_label,
             "network": self.network,
+            "idle_timeout": self.idle_timeout,
             "source": self.source,
         }
 
@@ -283,6 +288,7 @@ def environment_from_dict(
         env=dict(raw.get("env", {})),
         mounts=mounts,
         network=raw.get("network", "none"),
+        idle_timeout=raw.get("idle_timeout"),
         source=source,
     )
 
