@@ -221,3 +221,10 @@ def test_tfenv_scopes(hub: HubHarness, alice_server: str, bob_server: str) -> No
     # A service is no hub user: the broker does not serve it.
     assert hub.broker("GET", "/api/me", reader).status_code == 403
     assert READER_SERVICE  # the service the harness declares with these scopes
+
+
+def test_pulls_are_for_admins(hub: HubHarness, alice_server: str) -> None:
+    """Users' servers hold no Docker socket: a pull through them is refused, with the fix."""
+    response = hub.user_request("POST", ALICE, "tfenv/environments/py/pull", hub.token(ALICE))
+    assert response.status_code == 403, f"{response.status_code} {response.text}"
+    assert "jupyter tfenv pull" in message_of(response), response.text
