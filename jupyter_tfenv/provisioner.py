@@ -448,7 +448,7 @@ class DockerKernelProvisioner(LocalProvisioner):
                 km.connection_file = os.path.join(self.runtime_dir, "kernel.json")
         self._launch_env = dict(kwargs.get("env") or {})
         kwargs = await super().pre_launch(**kwargs)
-        if broker is None and km is not None and (self.uid, self.gid) != (os.getuid(), os.getgid()):
+        if km is not None and (self.uid, self.gid) != (os.getuid(), os.getgid()):
             await self._call(os.chown, km.connection_file, self.uid, self.gid)
         return kwargs
 
@@ -739,12 +739,13 @@ class DockerKernelProvisioner(LocalProvisioner):
         await self._call(remove_quietly, self._container)
         self._forget_container()
 
-    async def _discard_broker_kernel(self) -> None:
-        """DELETE the kernel at the broker (container and runtime folder); never raises."""
+    async def _discard_broker_kernel(self, *, restart: bool = False) -> None:
+        """DELETE the kernel at the broker (container, and the runtime folder unless
+        ``restart``); never raises."""
         broker = self.broker
         if broker is not None:
             try:
-                await broker.delete_kernel(self.kernel_id)
+                await broker.delete_kernel(self.kernel_id, restart=restart)
             except BrokerError as err:
                 self.log.warning(
                     "tfenv: the broker could not remove kernel %s: %s", self.kernel_id, err
@@ -873,10 +874,9 @@ class DockerKernelProvisioner(LocalProvisioner):
 
     async def cleanup(self, restart: bool = False) -> None:
         if self.broker is not None:
-            # The broker removes the container and the runtime folder; on a restart the
-            # next pre_launch asks for the folder again (same path) and the connection file
-            # is written anew into it.
-            await self._discard_broker_kernel()
+            # The broker removes the container, and the runtime folder unless this is a
+            # restart (then the next pre_launch asks for the same folder again).
+            await self._discard_broker_kernel(restart=restart)
         else:
             container = await self._get_container()
             if container is not None:

@@ -249,7 +249,7 @@ class TFEnvService:
     async def probe(self, env: Environment, *, refresh: bool = False) -> dict[str, Any]:
         """Probe ``env`` (one probe per environment at a time; others wait for it)."""
         if self.broker is not None:
-            return await self._broker_probe(env, cached_only=False) or {}
+            return await self._broker_probe(env, cached_only=False, refresh=refresh) or {}
         running = self._probes.get(env.id)
         if running is not None and not running.done():
             return await asyncio.shield(running)
@@ -268,11 +268,14 @@ class TFEnvService:
         self._probes[env.id] = future
         return await future
 
-    async def _broker_probe(self, env: Environment, *, cached_only: bool) -> dict[str, Any] | None:
+    async def _broker_probe(
+        self, env: Environment, *, cached_only: bool, refresh: bool = False
+    ) -> dict[str, Any] | None:
         """Broker mode: the broker's probe of ``env``'s image, kept here by image id.
 
-        ``cached_only``: answer only from what this server already has (and the broker's
-        answer when it had one), as the local cached probe does.
+        ``cached_only``: only what this server already has, as the local cached probe (a GET
+        never makes the broker start a probe container); else ask the broker, which answers
+        from its cache or probes (errors such as a missing image come as BrokerError).
         """
         assert self.broker is not None
         try:
@@ -281,21 +284,15 @@ class TFEnvService:
             if cached_only:
                 return None
             raise
-        if not image_id:
-            return None
-        key = (env.id, image_id)
-        if key in self._broker_probes:
-            return self._broker_probes[key]
-        try:
-            answer = await self.broker.probe(env.id)
-        except BrokerError:
-            if cached_only:
-                return None
-            raise
+        cached = self._broker_probes.get((env.id, image_id)) if image_id else None
+        if cached_only or (cached is not None and not refresh):
+            return cached
+        answer = await self.broker.probe(env.id, refresh=refresh)
         if answer.get("state", "ok") != "ok":
-            return None
+            return answer
         result = {k: v for k, v in answer.items() if k != "state"}
-        self._broker_probes[key] = result
+        if image_id:
+            self._broker_probes[(env.id, image_id)] = result
         return result
 
     # -- pulls ----------------------------------------------------------------------

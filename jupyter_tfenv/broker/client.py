@@ -151,8 +151,10 @@ class BrokerClient:
         answer = await self.request("GET", "api/environments")
         return list((answer or {}).get("environments") or [])
 
-    async def probe(self, env_id: str) -> dict[str, Any]:
-        return dict(await self.request("GET", f"api/environments/{quote(env_id, safe='')}/probe"))
+    async def probe(self, env_id: str, *, refresh: bool = False) -> dict[str, Any]:
+        """``{"state": "ok", ...}``: the image's probe (the broker runs it when not cached)."""
+        path = f"api/environments/{quote(env_id, safe='')}/probe"
+        return dict(await self.request("GET", path + ("?refresh=1" if refresh else "")))
 
     async def runtime_dir(self, kernel_id: str, *, restart: bool) -> str:
         answer = await self.request(
@@ -180,10 +182,12 @@ class BrokerClient:
     async def live(self, kernel_id: str) -> dict[str, Any]:
         return dict(await self.request("GET", f"api/kernels/{_kid(kernel_id)}/live"))
 
-    async def delete_kernel(self, kernel_id: str) -> None:
-        """Remove the kernel's container and runtime folder; no error when already gone."""
+    async def delete_kernel(self, kernel_id: str, *, restart: bool = False) -> None:
+        """Remove the kernel's container and runtime folder (``restart``: keep the folder);
+        no error when already gone."""
+        path = f"api/kernels/{_kid(kernel_id)}"
         try:
-            await self.request("DELETE", f"api/kernels/{_kid(kernel_id)}")
+            await self.request("DELETE", path + ("?restart=1" if restart else ""))
         except BrokerNotFoundError:
             return
 
