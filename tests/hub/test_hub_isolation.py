@@ -146,6 +146,15 @@ def test_broker_refuses_what_alice_may_not_ask_for(
     assert not failures, "\n".join(failures)
     # Nothing was started for Alice by any of these.
     assert hub.broker("GET", "/api/kernels", token).json()["kernels"] == []
+    # The same request without the forbidden parts is accepted: the refusals above were
+    # about those parts.
+    response = hub.broker("POST", "/api/kernels", token, json=base)
+    assert response.status_code == 201, response.text
+    assert kernel_container(hub, alice_runtime).attrs["Config"]["User"] == (
+        f"{alice.uid}:{alice.gid}"
+    )
+    assert hub.broker("DELETE", f"/api/kernels/{alice_runtime}", token).status_code == 204
+    assert hub.broker("GET", "/api/kernels", token).json()["kernels"] == []
 
 
 def test_broker_refuses_tokens_of_no_user(hub: HubHarness) -> None:

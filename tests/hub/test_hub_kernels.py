@@ -151,6 +151,21 @@ def test_container_is_hardened_and_carries_no_token(
     env = config.get("Env") or []
     assert not [e for e in env if e.startswith("JUPYTERHUB_")], env
 
+    # Writable mounts are Alice's own folders only; nothing of Docker's is mounted.
+    assert hub.paths is not None
+    own = [
+        str(alice.home),
+        f"{hub.paths.runtime_root}/{alice.uid}/",
+        f"{hub.paths.checkpoint_root}/{ALICE}/",
+        f"{hub.paths.log_root}/{ALICE}/",
+    ]
+    mounts = attrs.get("Mounts") or []
+    assert "docker.sock" not in json.dumps(mounts)
+    for mount in mounts:
+        if mount.get("RW"):
+            source = mount.get("Source", "")
+            assert any(source == o.rstrip("/") or source.startswith(o) for o in own), mount
+
     secrets = {
         "alice's API token": hub.token(ALICE),
         "alice's server token": single_user_token(ALICE),
