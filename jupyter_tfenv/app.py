@@ -155,14 +155,43 @@ class TFEnvApp(ExtensionApp):
                 self.log.exception("tfenv: looking for idle kernels failed")
 
     _cull_task: asyncio.Future[None] | None = None
+    _allowed_task: asyncio.Future[None] | None = None
+
+    #: How often (seconds) broker mode re-reads which environments the broker allows.
+    ALLOWED_REFRESH = 60.0
+
+    async def _hide_not_allowed_loop(self) -> None:
+        """Broker mode: keep the environments the broker does not allow this user out of the
+        kernel picker."""
+        assert self.serverapp is not None
+        ksm = self.serverapp.kernel_spec_manager
+        service = self.settings["tfenv"]
+        while isinstance(ksm, TFEnvKernelSpecManager):
+            try:
+                envs = await service.broker_environments()
+            except TFEnvError as err:
+                self.log.warning("tfenv: cannot ask the broker which environments: %s", err)
+            else:
+                hidden = frozenset(i for i, e in envs.items() if e.get("allowed") is False)
+                if hidden != ksm.hidden_environments:
+                    self.log.info(
+                        "tfenv: environments not allowed by the broker, left out of the "
+                        "kernel picker: %s",
+                        ", ".join(sorted(hidden)) or "none",
+                    )
+                ksm.hidden_environments = hidden
+            await asyncio.sleep(self.ALLOWED_REFRESH)
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         if self.reap_orphans_on_start:
             self._reap_task = asyncio.ensure_future(self._reap())
         if self.cull_interval > 0:
             self._cull_task = asyncio.ensure_future(self._cull_loop())
+        if self.settings["tfenv"].broker is not None:
+            self._allowed_task = asyncio.ensure_future(self._hide_not_allowed_loop())
 
     async def stop_extension(self) -> None:
-        if self._cull_task is not None:
-            self._cull_task.cancel()
-            self._cull_task = None
+        for task in (self._cull_task, self._allowed_task):
+            if task is not None:
+                task.cancel()
+        self._cull_task = self._allowed_task = None

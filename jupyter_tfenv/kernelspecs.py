@@ -74,12 +74,18 @@ class TFEnvKernelSpecManager(KernelSpecManager):
 
     catalog = Instance(TFEnvCatalog)
 
+    #: Environment ids left out of the kernel picker: in broker mode, those the broker does
+    #: not allow this user (kept up to date by the extension). Their specs still resolve by
+    #: name, so that a notebook that names one gets the broker's refusal when it starts.
+    hidden_environments: frozenset[str] = frozenset()
+
     @default("catalog")
     def _default_catalog(self) -> TFEnvCatalog:
         return TFEnvCatalog(parent=self)
 
     def _tfenv_specs(self) -> dict[str, Environment]:
-        return {env.kernel_name: env for env in self.catalog.all()}
+        hidden = self.hidden_environments
+        return {env.kernel_name: env for env in self.catalog.all() if env.id not in hidden}
 
     def _spec(self, env: Environment) -> KernelSpec:
         catalog = self.catalog

@@ -9,6 +9,7 @@ and that the server never makes a Docker client.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -260,8 +261,15 @@ async def test_rest_api_in_broker_mode(jp_fetch, jp_serverapp, broker):
     gpus = json.loads((await jp_fetch("tfenv", "gpus")).body)
     assert gpus["runtime"] is None and "state" in gpus
     assert jp_serverapp.web_app.settings["tfenv"]._client is None
-    # Broker mode: the server reaps nothing (it has no Docker).
+    # Started: the server reaps nothing (it has no Docker), and environments the broker
+    # does not allow this user leave the kernel picker.
     await jp_serverapp.extension_manager.start_all_extensions()
+    for _ in range(100):
+        specs = json.loads((await jp_fetch("api", "kernelspecs")).body)["kernelspecs"]
+        if "tfenv-tf220" not in specs:
+            break
+        await asyncio.sleep(0.1)
+    assert "tfenv-tf220" not in specs and "tfenv-py" in specs
     assert jp_serverapp.web_app.settings["tfenv"]._client is None
 
 
