@@ -45,10 +45,12 @@ In ``jupyterhub_config.py``::
     c.Spawner.args = ["--ServerApp.authorizer_class=jupyter_tfenv.hub.TFEnvHubAuthorizer"]
 
 (``!user`` in a role means "the role holder's own"; JupyterHub expands it.) JupyterHub's
-single-user extension sets the identity provider but no authorizer (jupyterhub 5 and 6),
-so ``--ServerApp.authorizer_class=…`` on the command line, or
-``c.ServerApp.authorizer_class = "jupyter_tfenv.hub.TFEnvHubAuthorizer"`` in the user's
-server config, takes effect.
+single-user extension sets the identity provider but no authorizer (checked with
+jupyterhub 6.1.1: without this option the server's authorizer is jupyter_server's
+AllowAllAuthorizer), so ``--ServerApp.authorizer_class=…`` on the singleuser command line
+(``c.Spawner.args``), or ``c.ServerApp.authorizer_class =
+"jupyter_tfenv.hub.TFEnvHubAuthorizer"`` in the server's config, takes effect; both were
+checked with ``jupyterhub-singleuser``.
 
 jupyterhub is an optional dependency: importing this module without it fails with a clear
 message, and nothing else of jupyter_tfenv imports it.
