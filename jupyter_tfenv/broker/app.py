@@ -1031,15 +1031,23 @@ def _log_request(handler: web.RequestHandler) -> None:
     """Access log without query strings or headers (tokens never reach the log)."""
     status = handler.get_status()
     log = handler.application.settings["broker"].log
-    level = log.info if status < 400 else log.warning
-    if status >= 500:
+    method, path = handler.request.method, handler.request.path
+    if status < 400:
+        # Servers poll kernels while they start and panels poll live status: reads are
+        # debug, changes (start, signal, delete, runtime folders) info.
+        level = log.debug if method == "GET" else log.info
+    elif status >= 500:
         level = log.error
+    elif "/api/" not in path:
+        level = log.debug  # the hub's "is it up?" request, scanners
+    else:
+        level = log.warning
     user = getattr(handler, "caller", None)
     level(
         "%d %s %s (%s) %.1fms",
         status,
-        handler.request.method,
-        handler.request.path,
+        method,
+        path,
         user.name if user is not None else "-",
         1000.0 * handler.request.request_time(),
     )
