@@ -733,7 +733,11 @@ class TFEnvBroker(Application):
             if catalog.lock_policy == "warn":
                 self.log.warning("tfenv-broker: starting anyway (lock_policy=warn): %s", err)
                 return
-            raise BrokerError(err.message, status=409, reason="lock mismatch") from err
+            raise BrokerError(
+                err.message + " (Ask an admin: these commands run on the broker's host.)",
+                status=409,
+                reason="lock mismatch",
+            ) from err
         except TFEnvError as err:
             raise BrokerError(err.message, status=500, reason="lock file") from err
 
