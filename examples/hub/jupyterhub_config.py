@@ -98,6 +98,10 @@ c.Spawner.args = [
     "--ServerApp.authorizer_class=jupyter_tfenv.hub.TFEnvHubAuthorizer",
     # Idle kernels (catalog field idle_timeout) are shut down; this is how often to look.
     f"--TFEnvApp.cull_interval={CULL_INTERVAL}",
+    # GPU environments whose catalog entry sets no idle_timeout: shut down after 1 h idle.
+    "--TFEnvApp.gpu_idle_timeout=3600",
+    # A notebook tab left open keeps its kernel (set True to cull those too).
+    "--TFEnvApp.cull_connected=False",
 ]
 # Tokens JupyterLab gets in the browser (OAuth) carry only scopes the server's OAuth
 # client may hand out: add tfenv's (each still limited to what the user holds).

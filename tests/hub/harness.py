@@ -61,6 +61,9 @@ READER_SERVICE = "tfenv-test-reader"
 OWNER_LABEL = "org.jupyter.tfenv.owner"
 KERNEL_LABEL = "org.jupyter.tfenv.kernel-id"
 
+#: The GECOS field of the users the harness creates: how a later run knows them as ours.
+USER_MARK = "jupyter_tfenv hub tests"
+
 USER_PYTHON = "/usr/bin/python3"
 CACHE_ROOT = Path(os.environ.get("TFENV_HUB_TEST_CACHE", "/var/cache/jupyter-tfenv-tests"))
 
@@ -122,12 +125,16 @@ class SystemUsers:
             try:
                 pwd.getpwnam(name)
             except KeyError:
-                run(["useradd", "--create-home", "--shell", "/bin/bash", name])
+                run(["useradd", "--create-home", "--shell", "/bin/bash", "-c", USER_MARK, name])
+            if pwd.getpwnam(name).pw_gecos == USER_MARK and name not in self.created_users:
+                # Ours, also when a killed earlier run left it behind: removed at the end.
                 self.created_users.append(name)
             user = UnixUser.lookup(name)
             os.chmod(user.home, 0o700)
         try:
-            grp.getgrnam(self.group)
+            members = set(grp.getgrnam(self.group).gr_mem)
+            # A group that holds only our users is a leftover of a killed run: ours too.
+            self.created_group = bool(members) and members <= set(self.created_users)
         except KeyError:
             run(["groupadd", self.group])
             self.created_group = True
