@@ -123,9 +123,16 @@ def test_broker_refuses_what_alice_may_not_ask_for(
     alice, bob = hub.users[ALICE], hub.users[BOB]
     token = hub.token(ALICE)
     base = {"kernel_id": alice_runtime, "environment": "py", "cwd": str(alice.home)}
+    # A symlink of Alice's own, in her home, to Bob's home.
+    link = alice.home / f"to-bob-{uuid.uuid4().hex[:6]}"
+    link.symlink_to(bob.home)
+    os.lchown(link, alice.uid, alice.gid)
     refused: list[tuple[str, dict[str, Any], str | None]] = [
         ("Bob's home as cwd", {"cwd": str(bob.home)}, None),
         ("Bob's home as mount", {"mount": str(bob.home)}, None),
+        ("a symlink to Bob's home as cwd", {"cwd": str(link)}, None),
+        ("a symlink to Bob's home as mount", {"mount": str(link), "cwd": str(link)}, None),
+        ("a path through '..' into Bob's home", {"cwd": f"{alice.home}/../{BOB}"}, None),
         ("/ as cwd", {"cwd": "/", "mount": "/"}, None),
         ("/ as mount", {"mount": "/"}, None),
         ("a non-catalog environment", {"environment": "not-in-the-catalog"}, None),
@@ -136,13 +143,16 @@ def test_broker_refuses_what_alice_may_not_ask_for(
         ("a JUPYTERHUB_ variable", {"env": {"JUPYTERHUB_API_TOKEN": "x"}}, "JUPYTERHUB"),
     ]
     failures = []
-    for what, change, word in refused:
-        response = hub.broker("POST", "/api/kernels", token, json={**base, **change})
-        message = message_of(response)
-        if response.status_code not in (400, 403) or not message:
-            failures.append(f"{what}: {response.status_code} {response.text[:300]}")
-        elif word is not None and word.lower() not in message.lower():
-            failures.append(f"{what}: the message does not name '{word}': {message}")
+    try:
+        for what, change, word in refused:
+            response = hub.broker("POST", "/api/kernels", token, json={**base, **change})
+            message = message_of(response)
+            if response.status_code not in (400, 403) or not message:
+                failures.append(f"{what}: {response.status_code} {response.text[:300]}")
+            elif word is not None and word.lower() not in message.lower():
+                failures.append(f"{what}: the message does not name '{word}': {message}")
+    finally:
+        link.unlink()
     assert not failures, "\n".join(failures)
     # Nothing was started for Alice by any of these.
     assert hub.broker("GET", "/api/kernels", token).json()["kernels"] == []
