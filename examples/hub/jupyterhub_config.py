@@ -60,7 +60,7 @@ BROKER_CONFIG = setting("TFENV_BROKER_CONFIG", str(HERE / "tfenv_broker_config.p
 # How often (seconds) each user's server looks for idle kernels; an environment's
 # `idle_timeout` (catalog, seconds) says when its kernels count as idle.
 CULL_INTERVAL = int(setting("TFENV_CULL_INTERVAL", "60"))
-# Who may log in: members of this Unix group (empty: every allowed PAM user).
+# Who may log in: members of this Unix group.
 USERS_GROUP = setting("TFENV_USERS_GROUP", "jupyterhub-users")
 
 # ------------------------------------------------------------------------ the hub
@@ -145,18 +145,20 @@ c.JupyterHub.services = [
 ]
 
 # ------------------------------------------------------------------------ permissions
-# tfenv's REST API in each user's server asks for these scopes: reading (environments,
-# kernels, GPUs, checkpoints), writing (pulls, deleting checkpoints) and execute (what
-# starts a container). Grant them per user (`!user`), or to groups and services.
+# tfenv's REST API in each user's server (/user/<name>/tfenv/...) asks for these scopes:
+# reading (environments, kernels, GPUs, checkpoints), writing (deleting checkpoints;
+# pulls are refused anyway: admins pull) and execute (probing an image now, which starts
+# a throwaway container). Grant them per user (`!user`), or to groups and services.
+# Kernels, files and terminals stay under JupyterHub's access:servers.
 c.JupyterHub.custom_scopes = {
     "custom:tfenv:read": {
         "description": "See tfenv environments, kernels, GPUs and checkpoints on a server.",
     },
     "custom:tfenv:write": {
-        "description": "Change tfenv state on a server: delete checkpoints, pull images.",
+        "description": "Change tfenv state on a server: delete checkpoints.",
     },
     "custom:tfenv:execute": {
-        "description": "Start tfenv containers from a server (kernels, probes).",
+        "description": "Probe a tfenv image now from a server (runs a container).",
     },
 }
 c.JupyterHub.load_roles = [
