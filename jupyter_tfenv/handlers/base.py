@@ -29,6 +29,13 @@ class TFEnvHandler(APIHandler):
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(data, default=str))
 
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        # A refusal or a missing object (4xx) is an answer, not a server fault: the access
+        # log line has its status; no "Uncaught exception" traceback for it.
+        if isinstance(value, TFEnvError) and value.http_status < 500:
+            return
+        super().log_exception(typ, value, tb)
+
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(exc, TFEnvError):
