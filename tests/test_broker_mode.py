@@ -13,6 +13,7 @@ import asyncio
 import json
 import os
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,10 @@ class FakeBroker:
         self.runtime_root = runtime_root
         self.requests: list[tuple[str, str, dict[str, Any] | None, str]] = []
         self.answers: dict[tuple[str, str], tuple[int, Any]] = {}
+        #: Seconds a route waits before it answers.
+        self.delays: dict[tuple[str, str], float] = {}
+        #: When each request of ``requests`` arrived (monotonic).
+        self.arrived: list[float] = []
         self.socket, self.port = bind_unused_port()
         self.server: HTTPServer | None = None
 
@@ -55,11 +60,13 @@ class FakeBroker:
             def check_xsrf_cookie(self) -> None:
                 return
 
-            def _any(self, route: str, *args: str) -> None:
+            async def _any(self, route: str, *args: str) -> None:
                 raw = self.request.body
                 body = json.loads(raw) if raw else None
                 auth = self.request.headers.get("Authorization", "")
                 broker.requests.append((self.request.method or "", self.request.uri, body, auth))
+                broker.arrived.append(time.monotonic())
+                await asyncio.sleep(broker.delays.get((self.request.method or "", route), 0))
                 if auth != f"token {TOKEN}":
                     self.set_status(403)
                     self.finish({"message": "no valid token", "reason": "no user"})
@@ -73,8 +80,8 @@ class FakeBroker:
                     self.finish(json.dumps(answer))
 
         def route(name: str) -> type[web.RequestHandler]:
-            def method(self: Any, *args: str) -> None:
-                self._any(name, *args)
+            async def method(self: Any, *args: str) -> None:
+                await self._any(name, *args)
 
             return type(
                 f"H_{name}",
@@ -289,3 +296,26 @@ async def test_client_errors(broker):
     with pytest.raises(BrokerUnavailableError) as down:
         await BrokerClient(f"http://127.0.0.1:{port}", TOKEN).environments()
     assert down.value.http_status == 503
+
+
+async def test_a_cancelled_start_deletes_the_kernel_at_the_broker(jp_serverapp, broker):
+    broker.start()
+    broker.delays[("POST", "kernels")] = 1.0
+    broker.answers[("POST", "kernels")] = (201, {"kernel_id": "k", "container_id": "c" * 64})
+    km = jp_serverapp.kernel_manager
+    start = asyncio.ensure_future(km.start_kernel(kernel_name="tfenv-py"))
+    for _ in range(100):
+        if starts(broker):
+            break
+        await asyncio.sleep(0.05)
+    assert starts(broker), "the start never reached the broker"
+    start.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await start
+    kid = kernel_id_of(broker)
+    # The broker's answer came after the cancel: the kernel it made is deleted anyway,
+    # after that answer (not while the broker was still making it).
+    [delete] = [i for i, r in enumerate(broker.requests) if r[0] == "DELETE"]
+    posted = broker.requests.index(starts(broker)[0])
+    assert broker.arrived[delete] - broker.arrived[posted] >= 0.9
+    assert kid not in km.list_kernel_ids()
