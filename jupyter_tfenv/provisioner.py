@@ -28,6 +28,7 @@ from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.localinterfaces import localhost
 from jupyter_client.provisioning import LocalProvisioner
 from requests.exceptions import ConnectionError as RequestsConnectionError
+from tornado.web import HTTPError
 from traitlets import Bool, Dict, Enum, Float, Integer, List, Unicode, default
 
 from . import live, metrics
@@ -863,8 +864,14 @@ class DockerKernelProvisioner(LocalProvisioner):
         except BrokerNotFoundError:
             self._forget_container()
         except BrokerError as err:
-            if err.http_status != 409:  # 409: not running, nothing to signal
-                raise
+            if err.http_status == 409:  # 409: not running, nothing to signal
+                return
+            if signum in (signal.SIGKILL, signal.SIGTERM):
+                # Shutting down: the DELETE of cleanup() follows and says what went wrong.
+                self.log.warning("tfenv: the broker could not signal %s: %s", self.kernel_id, err)
+                return
+            # An HTTP error, so that an interrupt answers with the broker's message.
+            raise HTTPError(err.http_status, err.message, reason="tfenv broker") from err
 
     async def kill(self, restart: bool = False) -> None:
         await self.send_signal(signal.SIGKILL)
