@@ -9,6 +9,12 @@ The connection runs over ZeroMQ IPC sockets in a per-kernel runtime folder (0700
 by the kernel's uid) bind-mounted at the same path, so no kernel port is on any network.
 The HMAC key lives only in the connection file in that folder (0600): never in the
 container's environment, labels, command line or logs.
+
+Broker mode (``broker_url`` set, JupyterHub): the same lifecycle, but every step that
+touches Docker is a request to the tfenv broker (docs/broker.md): the runtime folder is
+the broker's, the start is ``POST /api/kernels``, the container checks while waiting for
+the sockets, poll, signals and removal go through the broker; the server never makes a
+Docker client. The methods between ``_wait_until_bound`` and ``_fail_exited`` are the seam.
 """
 
 from __future__ import annotations
