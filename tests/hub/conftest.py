@@ -1,6 +1,7 @@
-"""Fixtures of the JupyterHub end-to-end tests: one hub, two users, one session.
+"""Fixtures of the JupyterHub end-to-end tests: one hub, two users, for tests/hub.
 
-The hub, its proxy and the broker are started once (``hub``); each user's server is
+The hub, its proxy and the broker are started once for this package (``hub``), and
+stopped after its last test, not at the end of the whole suite; each user's server is
 spawned once (``alice_server``/``bob_server``); ``kernels`` shuts down what a test
 started, so that one test's kernels never count against the next test's quota.
 """
@@ -74,7 +75,7 @@ def progress(request: pytest.FixtureRequest) -> Callable[[str], None]:
     return say
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def hub(images: Any, progress: Callable[[str], None]) -> Iterator[HubHarness]:
     """JupyterHub (example config) with the proxy, the broker and the two test users."""
     if os.geteuid() != 0:
@@ -118,13 +119,13 @@ def hub(images: Any, progress: Callable[[str], None]) -> Iterator[HubHarness]:
         assert not left, f"kernel containers left behind: {left}"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def alice_server(hub: HubHarness) -> str:
     hub.start_server(ALICE)
     return ALICE
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def bob_server(hub: HubHarness) -> str:
     hub.start_server(BOB)
     return BOB
