@@ -419,6 +419,7 @@ c.JupyterHub.load_roles.append(
         "scopes": [
             "admin:users",
             "admin:servers",
+            "admin:groups",
             "tokens",
             "list:users",
             "read:users",

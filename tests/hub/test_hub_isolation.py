@@ -218,6 +218,29 @@ def test_group_restricted_environment(
     assert hub.run_code(ALICE, kernel_id, "print('ok')").strip() == "ok"
 
 
+def test_hub_group_membership_counts(hub: HubHarness, bob_server: str) -> None:
+    """environment_groups also matches JupyterHub groups (not only Unix groups)."""
+
+    def gpu_env(token: str) -> dict[str, Any]:
+        response = hub.broker("GET", "/api/environments", token)
+        assert response.status_code == 200, response.text
+        return next(e for e in response.json()["environments"] if e["id"] == "tf220-gpu")
+
+    assert gpu_env(hub.token(BOB))["allowed"] is False
+    created = hub.hub("POST", f"/groups/{GPU_GROUP}")
+    assert created.status_code in (201, 409), created.text
+    try:
+        added = hub.hub("POST", f"/groups/{GPU_GROUP}/users", json={"users": [BOB]})
+        assert added.status_code == 200, added.text
+        # A new token: the broker caches what the hub said about a token it has seen.
+        fresh = hub.hub("POST", f"/users/{BOB}/tokens", json={"note": "hub group test"})
+        assert fresh.status_code == 201, fresh.text
+        env = gpu_env(fresh.json()["token"])
+        assert env["allowed"] is True, env
+    finally:
+        hub.hub("DELETE", f"/groups/{GPU_GROUP}")
+
+
 def test_tfenv_scopes(hub: HubHarness, alice_server: str, bob_server: str) -> None:
     """A token with access to Alice's server and custom:tfenv:read, not :write."""
     reader = hub.reader_token

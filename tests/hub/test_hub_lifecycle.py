@@ -100,3 +100,20 @@ def test_kernels_survive_a_broker_restart(
     assert hub.shutdown_kernel(ALICE, kernel_id).status_code == 204
     assert containers_of(hub, kernel_id) == []
     assert kernel_id not in [k["id"] for k in hub.list_kernels(ALICE)]
+
+
+def test_stopping_a_server_removes_its_kernels(
+    hub: HubHarness, alice_server: str, kernels: Callable[..., str]
+) -> None:
+    kernel_id = kernels(ALICE, "py")
+    assert containers_of(hub, kernel_id)
+    hub.stop_server(ALICE)
+    try:
+        deadline = time.monotonic() + 30
+        while containers_of(hub, kernel_id) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert containers_of(hub, kernel_id) == [], "a stopped server left its kernel running"
+        left = hub.broker("GET", "/api/kernels", hub.token(ALICE))
+        assert left.status_code == 200 and left.json()["kernels"] == [], left.text
+    finally:
+        hub.start_server(ALICE)  # for any test after this one
