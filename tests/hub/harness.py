@@ -570,7 +570,13 @@ class HubHarness:
         for pid in self.broker_pids():
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGTERM)
-        remove_test_containers(self.users)
+        # Kernels the stopped servers did not shut down (reported, then removed).
+        leftovers = remove_test_containers(self.users)
+        if leftovers:
+            self.progress(
+                f"removed {len(leftovers)} kernel container(s) still running after the hub "
+                f"stopped: {', '.join(sorted(leftovers))}"
+            )
         if self.paths is not None:
             shutil.rmtree(self.paths.runtime_root, ignore_errors=True)
 

@@ -109,7 +109,7 @@ def test_stopping_a_server_removes_its_kernels(
     assert containers_of(hub, kernel_id)
     hub.stop_server(ALICE)
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 20
         while containers_of(hub, kernel_id) and time.monotonic() < deadline:
             time.sleep(0.5)
         assert containers_of(hub, kernel_id) == [], "a stopped server left its kernel running"
