@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -182,7 +184,26 @@ class TFEnvApp(ExtensionApp):
                 ksm.hidden_environments = hidden
             await asyncio.sleep(self.ALLOWED_REFRESH)
 
+    def _stop_cleanly_on_sigint(self, serverapp: Any) -> None:
+        """Make SIGINT stop the server with its cleanup also when stdin is not a tty.
+
+        jupyter_server installs its SIGINT handler only on a tty; elsewhere SIGINT is a
+        KeyboardInterrupt that ends the IO loop *without* shutting kernels down. Local
+        ipykernels die with their parent, container kernels do not. JupyterHub's
+        LocalProcessSpawner stops servers with SIGINT (and no tty), so every "Stop My
+        Server" would leave the user's kernel containers running, holding GPUs and the
+        user's kernel quota. SIGTERM already stops cleanly; SIGINT now does the same.
+        """
+        no_tty = not sys.stdin or not sys.stdin.isatty()
+        if no_tty and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, serverapp._signal_stop)
+            self._sigint_handler = serverapp._signal_stop
+            self.log.debug("tfenv: SIGINT stops the server with its kernels (no tty)")
+
+    _sigint_handler: Any = None
+
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
+        self._stop_cleanly_on_sigint(serverapp)
         if self.reap_orphans_on_start:
             self._reap_task = asyncio.ensure_future(self._reap())
         if self.cull_interval > 0:
@@ -191,6 +212,11 @@ class TFEnvApp(ExtensionApp):
             self._allowed_task = asyncio.ensure_future(self._hide_not_allowed_loop())
 
     async def stop_extension(self) -> None:
+        if self._sigint_handler is not None:
+            # A server embedded in another process (tests) hands Ctrl-C back.
+            if signal.getsignal(signal.SIGINT) == self._sigint_handler:
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+            self._sigint_handler = None
         for task in (self._cull_task, self._allowed_task):
             if task is not None:
                 task.cancel()
