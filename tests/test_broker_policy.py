@@ -102,6 +102,18 @@ def test_several_refused_fields_are_all_named() -> None:
         policy.validate_start_body(body(image="x", privileged=True), ALLOW)
 
 
+@pytest.mark.parametrize("server", ["", "gpu-box", "exp.2~a_b"])
+def test_the_hub_server_name_is_kept(server: str) -> None:
+    assert policy.validate_start_body(body(server=server), ALLOW).server == server
+
+
+@pytest.mark.parametrize("server", ["../x", "a/b", 7, "x" * 256, "a b"])
+def test_bad_hub_server_names_are_refused(server: object) -> None:
+    with pytest.raises(BrokerError, match="JUPYTERHUB_SERVER_NAME") as info:
+        policy.validate_start_body(body(server=server), ALLOW)
+    assert info.value.http_status == 400
+
+
 @pytest.mark.parametrize(
     "kernel_id", ["", "../../etc", "a/b/c/d/e/f/g", 123, None, "short", "x" * 65]
 )

@@ -78,6 +78,8 @@ from .policy import BrokerError, Caller
 
 #: GPUs a broker kernel holds (counted against max_gpus_per_user).
 LABEL_GPUS = f"{LABEL_PREFIX}.gpus"
+#: The owner's JupyterHub server name ("" for the default server).
+LABEL_HUB_SERVER = f"{LABEL_PREFIX}.hub-server"
 DEFAULT_PORT = 10101
 _RUNNING_STATES = ("created", "running", "restarting", "paused")
 
@@ -672,6 +674,7 @@ class TFEnvBroker(Application):
                     LABEL_BROKER: self.service_name,
                     LABEL_UID: str(caller.uid),
                     LABEL_GPUS: str(new_gpus),
+                    LABEL_HUB_SERVER: req.server,
                 },
             )
             spec = await asyncio.to_thread(container_spec, env, kreq)
@@ -885,6 +888,7 @@ class TFEnvBroker(Application):
                     "status": row.get("State"),
                     "started_at": _iso(row.get("Created")),
                     "gpus": self._row_gpus(row),
+                    "server": labels.get(LABEL_HUB_SERVER, ""),
                 }
             )
         return {"kernels": kernels}

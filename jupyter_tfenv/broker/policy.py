@@ -27,10 +27,12 @@ from typing import Any
 from ..errors import TFEnvError
 
 #: The only fields ``POST /api/kernels`` accepts; everything else the broker decides.
-START_FIELDS = ("kernel_id", "environment", "cwd", "mount", "env")
+START_FIELDS = ("kernel_id", "environment", "cwd", "mount", "env", "server")
 #: Kernel ids: what jupyter_client makes (uuid4), no path characters.
 KERNEL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{7,63}$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: A JupyterHub server name ("" is the default server): a label value, no paths.
+SERVER_NAME_RE = re.compile(r"^[A-Za-z0-9._~-]{0,255}$")
 CONNECTION_FILE = "kernel.json"
 #: A connection file is a few hundred bytes; anything big is not one.
 CONNECTION_FILE_LIMIT = 64 * 1024
@@ -161,6 +163,10 @@ class StartRequest:
     cwd: str
     mount: str
     env: dict[str, str]
+    #: The caller's JupyterHub server name ("" for the default server): which of the
+    #: user's servers owns the kernel, so that a restarted server can remove the kernels
+    #: its killed predecessor left (``GET /api/kernels`` shows it as ``server``).
+    server: str = ""
 
 
 def check_kernel_id(kernel_id: Any) -> str:
@@ -215,7 +221,13 @@ def validate_start_body(body: Mapping[str, Any], env_allowlist: Iterable[str]) -
     if not isinstance(mount, str) or not mount:
         raise BrokerError("'mount' must be an absolute path (or left out: then it is 'cwd').")
     env = check_env(body.get("env") or {}, env_allowlist)
-    return StartRequest(kernel_id, environment, cwd, mount, env)
+    server = body.get("server") or ""
+    if not isinstance(server, str) or not SERVER_NAME_RE.match(server):
+        raise BrokerError(
+            "'server' must be the JupyterHub server name ($JUPYTERHUB_SERVER_NAME: letters, "
+            "digits, '.', '_', '~', '-'; empty for the default server)."
+        )
+    return StartRequest(kernel_id, environment, cwd, mount, env, server)
 
 
 def check_env(env: Any, allowlist: Iterable[str]) -> dict[str, str]:
