@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 from pathlib import Path
@@ -33,7 +34,8 @@ class TFEnvApp(ExtensionApp):
     reap_orphans_on_start = Bool(
         True,
         help="""On start-up, remove this user's kernel containers whose server died (they
-        are found by their labels) and their runtime folders.""",
+        are found by their labels) and their runtime folders. In broker mode: the kernels
+        the broker runs for this user and hub server name that this server does not know.""",
     ).tag(config=True)
 
     install_kernel_spec_manager = Bool(
@@ -122,8 +124,10 @@ class TFEnvApp(ExtensionApp):
 
     async def _reap(self) -> None:
         provisioner = DockerKernelProvisioner(parent=self.serverapp, kernel_id="gc")
-        if provisioner.broker_url:
-            return  # broker mode: no Docker here; the broker owns the containers
+        broker = provisioner.broker
+        if broker is not None:
+            await self._reap_through_broker(broker)
+            return
         try:
             client = await asyncio.to_thread(connect, provisioner.docker_timeout)
             reaped = await asyncio.to_thread(
@@ -140,6 +144,43 @@ class TFEnvApp(ExtensionApp):
                 item.environment,
                 item.kernel_id,
                 item.reason,
+            )
+
+    async def _reap_through_broker(self, broker: Any) -> None:
+        """Broker mode: remove the kernels a killed predecessor of this server left.
+
+        A server that starts has no kernels yet, so every broker kernel of this user that
+        was started for this hub server name (``$JUPYTERHUB_SERVER_NAME``) is an orphan:
+        its server died without shutting it down (SIGKILL, out of memory) and it would
+        hold GPUs and the user's kernel quota until removed. Kernels of the user's other
+        named servers are left alone.
+        """
+        server = os.environ.get("JUPYTERHUB_SERVER_NAME", "")
+        try:
+            kernels = await broker.kernels()
+        except TFEnvError as err:
+            self.log.warning("tfenv: no orphan check at start-up: %s", err)
+            return
+        manager = self.serverapp.kernel_manager if self.serverapp else None
+        # Kernels this server knows, also those still starting (the Lab may restore a
+        # notebook's kernel while this check runs).
+        known = set(manager.list_kernel_ids()) if manager is not None else set()
+        known |= set(getattr(manager, "_pending_kernels", None) or ())
+        for kernel in kernels:
+            kernel_id = str(kernel.get("kernel_id") or "")
+            if not kernel_id or kernel_id in known or kernel.get("server", "") != server:
+                continue
+            try:
+                await broker.delete_kernel(kernel_id)
+            except TFEnvError as err:
+                self.log.warning("tfenv: could not remove orphaned kernel %s: %s", kernel_id, err)
+                continue
+            self.log.warning(
+                "tfenv: removed kernel %s (%s, container %s) left by this server's previous "
+                "run, which stopped without shutting it down",
+                kernel_id,
+                kernel.get("environment"),
+                kernel.get("name"),
             )
 
     async def _cull_loop(self) -> None:

@@ -620,6 +620,9 @@ class DockerKernelProvisioner(LocalProvisioner):
             "cwd": cwd,
             "mount": self._notebook_mount(cwd),
             "env": self._passed_env(),
+            # Which of the user's hub servers owns it: a restarted server removes what its
+            # killed predecessor left (TFEnvApp._reap).
+            "server": os.environ.get("JUPYTERHUB_SERVER_NAME", ""),
         }
         started = time.monotonic()
         # Shielded as in local mode: a cancelled start must learn whether the broker made
