@@ -196,7 +196,8 @@ async def test_quota_refusal_reaches_the_dialog_unchanged(
     [(_, _, body, auth)] = starts(broker)
     assert auth == f"token {TOKEN}"
     # Only what the contract names; the notebook folder as in local mode; no secrets.
-    assert set(body) == {"kernel_id", "environment", "cwd", "mount", "env"}
+    assert set(body) == {"kernel_id", "environment", "cwd", "mount", "env", "server"}
+    assert body["server"] == os.environ.get("JUPYTERHUB_SERVER_NAME", "")
     assert body["kernel_id"] == kid and body["environment"] == "py"
     assert body["mount"] == os.path.realpath(jp_root_dir)
     assert body["cwd"] == os.path.realpath(jp_root_dir / "sub")
