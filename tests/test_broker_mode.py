@@ -269,7 +269,7 @@ async def test_rest_api_in_broker_mode(jp_fetch, jp_serverapp, broker):
     gpus = json.loads((await jp_fetch("tfenv", "gpus")).body)
     assert gpus["runtime"] is None and "state" in gpus
     assert jp_serverapp.web_app.settings["tfenv"]._client is None
-    # Started: the server reaps nothing (it has no Docker), and environments the broker
+    # Started: orphans are looked for through the broker (no Docker), and environments the broker
     # does not allow this user leave the kernel picker.
     await jp_serverapp.extension_manager.start_all_extensions()
     for _ in range(100):
