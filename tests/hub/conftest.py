@@ -98,6 +98,7 @@ def hub(images: Any, progress: Callable[[str], None]) -> Iterator[HubHarness]:
             users=unix_users,
             catalog=HUB_CATALOG,
             progress=progress,
+            passwords=users.passwords,
             extra_env={
                 "TFENV_MAX_KERNELS_PER_USER": str(MAX_KERNELS),
                 "TFENV_CULL_INTERVAL": str(CULL_INTERVAL),

@@ -53,6 +53,8 @@ EXAMPLE_CONFIG = REPO / "examples" / "hub" / "jupyterhub_config.py"
 ALICE = "tfenv-alice"
 BOB = "tfenv-bob"
 GPU_GROUP = "tfenv-gpu"
+#: The Unix group whose members may log in (TFENV_USERS_GROUP of the example config).
+LOGIN_GROUP = "tfenv-hubusers"
 BROKER_SERVICE = "tfenv-broker"
 DRIVER_SERVICE = "tfenv-test-driver"
 #: A hub service that may use alice's server and read tfenv, but not write (scope test).
@@ -112,13 +114,20 @@ class UnixUser:
 
 @dataclass
 class SystemUsers:
-    """The test's Unix users and group; remembers which ones it created."""
+    """The test's Unix users and groups; remembers which ones it created.
+
+    ``groups``: the restricted-environment group (alice only) and the group allowed to log
+    in to the hub (both users). Every user gets a random password (``passwords``) for the
+    PAM login test.
+    """
 
     names: tuple[str, ...] = (ALICE, BOB)
-    group: str = GPU_GROUP
-    group_members: tuple[str, ...] = (ALICE,)
+    groups: dict[str, tuple[str, ...]] = field(
+        default_factory=lambda: {GPU_GROUP: (ALICE,), LOGIN_GROUP: (ALICE, BOB)}
+    )
     created_users: list[str] = field(default_factory=list)
-    created_group: bool = False
+    created_groups: list[str] = field(default_factory=list)
+    passwords: dict[str, str] = field(default_factory=dict)
 
     def ensure(self) -> dict[str, UnixUser]:
         for name in self.names:
@@ -131,27 +140,51 @@ class SystemUsers:
                 self.created_users.append(name)
             user = UnixUser.lookup(name)
             os.chmod(user.home, 0o700)
-        try:
-            members = set(grp.getgrnam(self.group).gr_mem)
-            # A group that holds only our users is a leftover of a killed run: ours too.
-            self.created_group = bool(members) and members <= set(self.created_users)
-        except KeyError:
-            run(["groupadd", self.group])
-            self.created_group = True
-        for name in self.group_members:
-            if name not in grp.getgrnam(self.group).gr_mem:
-                run(["usermod", "--append", "--groups", self.group, name])
+            self.passwords[name] = secrets.token_urlsafe(18)
+        if self.created_users:
+            lines = "".join(f"{n}:{self.passwords[n]}\n" for n in self.created_users)
+            run(["chpasswd"], input=lines)
+        for group, wanted in self.groups.items():
+            try:
+                members = set(grp.getgrnam(group).gr_mem)
+                # A group that holds only our users is a leftover of a killed run: ours too.
+                if members and members <= set(self.created_users):
+                    self.created_groups.append(group)
+            except KeyError:
+                run(["groupadd", group])
+                self.created_groups.append(group)
+            for name in wanted:
+                if name not in grp.getgrnam(group).gr_mem:
+                    run(["usermod", "--append", "--groups", group, name])
         return {name: UnixUser.lookup(name) for name in self.names}
 
     def remove(self) -> None:
         for name in self.created_users:
             # Processes of the user would make userdel fail; the hub stopped them already.
-            subprocess.run(["pkill", "-KILL", "-u", name], check=False, capture_output=True)
+            kill_processes_of(pwd.getpwnam(name).pw_uid)
             subprocess.run(["userdel", "--remove", name], check=False, capture_output=True)
         self.created_users.clear()
-        if self.created_group:
-            subprocess.run(["groupdel", self.group], check=False, capture_output=True)
-            self.created_group = False
+        for group in self.created_groups:
+            subprocess.run(["groupdel", group], check=False, capture_output=True)
+        self.created_groups.clear()
+
+
+def kill_processes_of(uid: int) -> list[int]:
+    """SIGKILL each process (by pid) whose real uid is ``uid``; the pids."""
+    killed = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        uid_line = next((ln for ln in status.splitlines() if ln.startswith("Uid:")), "")
+        if uid_line.split()[1:2] == [str(uid)]:
+            with contextlib.suppress(OSError):
+                os.kill(int(entry.name), signal.SIGKILL)
+                killed.append(int(entry.name))
+    return killed
 
 
 # -- the users' Python ----------------------------------------------------------------
@@ -454,6 +487,8 @@ class HubHarness:
     catalog: dict[str, Any]
     progress: Callable[[str], None] = default_progress
     extra_env: dict[str, str] = field(default_factory=dict)
+    #: Unix passwords of the users (PAM login).
+    passwords: dict[str, str] = field(default_factory=dict)
     #: Python appended to the generated config (``c``, ``os`` and ``sys`` are there).
     extra_config: str = ""
     proxy_port: int = 0
@@ -531,6 +566,7 @@ class HubHarness:
                 "TFENV_CHECKPOINT_ROOT": str(self.paths.checkpoint_root),
                 "TFENV_LOG_ROOT": str(self.paths.log_root),
                 "TFENV_RUNTIME_ROOT": str(self.paths.runtime_root),
+                "TFENV_USERS_GROUP": LOGIN_GROUP,
                 "CONFIGPROXY_AUTH_TOKEN": secrets.token_hex(24),
                 **self.extra_env,
             }
@@ -663,6 +699,21 @@ class HubHarness:
         )
 
     # -- users and servers --------------------------------------------------------------
+
+    def browser_login(self, name: str, password: str) -> tuple[requests.Session, int]:
+        """Log in on the hub's login form as a browser does; the session and the status
+        of the form's answer (302 on success)."""
+        session = requests.Session()
+        page = session.get(f"{self.public_url}/hub/login", timeout=30)
+        page.raise_for_status()
+        xsrf = next((c.value for c in session.cookies if c.name == "_xsrf"), "")
+        answer = session.post(
+            f"{self.public_url}/hub/login",
+            data={"username": name, "password": password, "_xsrf": xsrf},
+            allow_redirects=False,
+            timeout=60,
+        )
+        return session, answer.status_code
 
     def ensure_hub_user(self, name: str) -> None:
         response = self.hub("GET", f"/users/{name}")
