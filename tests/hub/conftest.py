@@ -76,13 +76,21 @@ def progress(request: pytest.FixtureRequest) -> Callable[[str], None]:
 
 
 @pytest.fixture(scope="package")
-def hub(images: Any, progress: Callable[[str], None]) -> Iterator[HubHarness]:
-    """JupyterHub (example config) with the proxy, the broker and the two test users."""
+def hub_prerequisites() -> None:
+    """Skips when not root (before the Docker images are even looked at); fails when
+    something else the hub tests need is missing."""
     if os.geteuid() != 0:
         pytest.skip("the JupyterHub tests need root (system users, LocalProcessSpawner)")
     missing = hub_test_prerequisites()
     if missing:
         pytest.fail(missing)
+
+
+@pytest.fixture(scope="package")
+def hub(
+    hub_prerequisites: None, images: Any, progress: Callable[[str], None]
+) -> Iterator[HubHarness]:
+    """JupyterHub (example config) with the proxy, the broker and the two test users."""
     users = SystemUsers()
     workdir = Path(tempfile.mkdtemp(prefix="tfenv-hub-"))
     harness: HubHarness | None = None
