@@ -6,6 +6,7 @@ folder as that user, and its container is hardened and carries no hub token.
 
 from __future__ import annotations
 
+import grp
 import json
 import os
 import subprocess
@@ -189,3 +190,37 @@ def test_users_cannot_open_the_docker_socket(hub: HubHarness, owner: str) -> Non
         "    print(type(err).__name__)\n"
     )
     assert run_as(owner, code) == "PermissionError"
+
+
+@pytest.mark.parametrize("owner", [ALICE, BOB])
+def test_servers_run_as_their_users(
+    hub: HubHarness, alice_server: str, bob_server: str, owner: str
+) -> None:
+    user = hub.users[owner]
+    found: list[tuple[set[str], list[str]]] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            status = (entry / "status").read_text()
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"jupyterhub-singleuser" in cmdline and f"JUPYTERHUB_USER={owner}".encode() in environ:
+            uids = next(ln for ln in status.splitlines() if ln.startswith("Uid:")).split()[1:]
+            groups = next(ln for ln in status.splitlines() if ln.startswith("Groups:")).split()[1:]
+            found.append((set(uids), groups))
+    assert found, f"no jupyterhub-singleuser process of {owner}"
+    docker_gid = str(grp.getgrnam("docker").gr_gid) if _has_group("docker") else None
+    for process_uids, process_groups in found:
+        assert process_uids == {str(user.uid)}, f"{owner}'s server runs as uids {process_uids}"
+        assert docker_gid not in process_groups, f"{owner}'s server is in the docker group"
+
+
+def _has_group(name: str) -> bool:
+    try:
+        grp.getgrnam(name)
+    except KeyError:
+        return False
+    return True
