@@ -465,6 +465,54 @@ def _owner_problem(path: str, owner: int, uid: int) -> CheckpointStorageError:
     )
 
 
+@dataclass(frozen=True)
+class KernelStorage:
+    """A kernel's prepared checkpoint and log storage: what its container gets."""
+
+    mounts: list[Any]
+    environment: dict[str, str]
+    #: For the REST API: ``{"mode", "checkpoints": {...}, "logs": {...}}``.
+    info: dict[str, Any]
+
+
+def prepare_kernel_storage(
+    client: Any,
+    config: StorageConfig,
+    owner: str,
+    env: Any,
+    *,
+    uid: int,
+    gid: int,
+    image_id: str,
+    helper_image: str = "",
+) -> KernelStorage:
+    """Create ``owner``'s checkpoint and log folders (or volumes) for ``env``; blocking.
+
+    They belong to ``uid:gid`` before the container starts. Volumes are prepared by a
+    short-lived container of ``helper_image`` (default: the environment's own image).
+    Raises :class:`CheckpointStorageError`.
+    """
+    locations = kernel_locations(config, owner, env.id)
+    for loc in locations:
+        if loc.is_volume:
+            prepare_volume(
+                client,
+                loc,
+                uid=uid,
+                gid=gid,
+                image=helper_image or image_id,
+                python="python3" if helper_image else env.python,
+            )
+        else:
+            prepare_bind(loc, uid, gid)
+    info = (
+        {"mode": config.mode, **{loc.kind: loc.to_dict() for loc in locations}}
+        if locations
+        else {"mode": "off"}
+    )
+    return KernelStorage([loc.mount() for loc in locations], kernel_environment(locations), info)
+
+
 def prepare_bind(loc: Location, uid: int, gid: int) -> None:
     """Create the location's folder, owned by ``uid:gid`` (0700 for what is created).
 

@@ -26,6 +26,7 @@ from docker.types import DeviceRequest, Mount
 
 from .catalog import Environment
 from .errors import DockerUnavailableError, KernelStartError
+from .runtime import runtime_build_hint
 
 LABEL_PREFIX = "org.jupyter.tfenv"
 LABEL_OWNER = f"{LABEL_PREFIX}.owner"
@@ -302,6 +303,57 @@ def explain_missing_python(env: Environment, said: str) -> str:
         f"The image {env.image} has no '{env.python}' to run the kernel with (the container "
         f"said: {said}). Set 'python' in the catalog entry to the image's interpreter (for "
         "example /usr/local/bin/python3), or use an image that has Python."
+    )
+
+
+@dataclass(frozen=True)
+class StartExit:
+    """Why a kernel container exited before its sockets were bound: for the user."""
+
+    message: str
+    status: int  # 400: the environment cannot run as declared; 500: it failed
+    reason: str
+    logs: str
+
+
+def explain_start_exit(
+    env: Environment, code: Any, oom_killed: bool, logs: str, *, admin: bool = False
+) -> StartExit:
+    """The message for a kernel container that exited while starting.
+
+    Recognizes the launcher's no-ipykernel mark and docker-init's ``exec … failed``, each
+    with the fix; ``admin``: the fix is on a host the user cannot reach (the broker's).
+    """
+    if NO_IPYKERNEL_MARK in logs:
+        line = next(ln for ln in logs.splitlines() if NO_IPYKERNEL_MARK in ln)
+        facts = dict(p.split("=", 1) for p in line.split()[1:] if "=" in p)
+        python = facts.get("python", "?")
+        host = " on the broker's host. Ask an admin:" if admin else "."
+        return StartExit(
+            f"The image {env.image} has no ipykernel for its Python {python}, and no tfenv "
+            f"kernel runtime for it is built{host} "
+            + runtime_build_hint(facts.get("python", "3"))
+            + " Or use an image that has ipykernel (the -jupyter tags).",
+            400,
+            "no ipykernel",
+            "",
+        )
+    if code in (126, 127) and f"exec {env.python} failed" in logs:
+        # docker-init could not exec the interpreter: not there (127) or not executable.
+        return StartExit(explain_missing_python(env, logs.strip()), 400, "no python", "")
+    if oom_killed:
+        return StartExit(
+            f"The kernel container of '{env.id}' ran out of memory while starting; raise "
+            "resources.memory in the catalog entry.",
+            500,
+            "oom",
+            logs,
+        )
+    return StartExit(
+        f"The kernel container of '{env.id}' exited with code {code} while starting.",
+        500,
+        "kernel exited",
+        logs,
     )
 
 

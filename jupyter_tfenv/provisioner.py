@@ -54,18 +54,14 @@ from .checkpoints import (
     STORAGE_MODES,
     CheckpointStorageError,
     StorageConfig,
-    kernel_environment,
-    kernel_locations,
-    prepare_bind,
-    prepare_volume,
+    prepare_kernel_storage,
 )
 from .docker_runtime import (
-    NO_IPYKERNEL_MARK,
     KernelRequest,
     container_spec,
     default_owner,
     explain_api_error,
-    explain_missing_python,
+    explain_start_exit,
     forget_shared_client,
     remove_quietly,
     resolve_image,
@@ -74,7 +70,7 @@ from .docker_runtime import (
 )
 from .errors import CatalogError, DockerUnavailableError, KernelStartError
 from .lock import LockFile, LockMismatchError, check_lock
-from .runtime import default_runtimes_dir, runtime_build_hint
+from .runtime import default_runtimes_dir
 
 _RUNNING_STATES = ("created", "running", "restarting")
 
@@ -497,31 +493,23 @@ class DockerKernelProvisioner(LocalProvisioner):
         They belong to the kernel's uid:gid before the container starts.
         """
         try:
-            config = StorageConfig.from_provisioner(self)
-            locations = kernel_locations(config, self.owner, env.id)
-            for loc in locations:
-                if loc.is_volume:
-                    prepare_volume(
-                        client,
-                        loc,
-                        uid=self.uid,
-                        gid=self.gid,
-                        image=self.checkpoint_helper_image or image_id,
-                        python="python3" if self.checkpoint_helper_image else env.python,
-                    )
-                else:
-                    prepare_bind(loc, self.uid, self.gid)
+            storage = prepare_kernel_storage(
+                client,
+                StorageConfig.from_provisioner(self),
+                self.owner,
+                env,
+                uid=self.uid,
+                gid=self.gid,
+                image_id=image_id,
+                helper_image=self.checkpoint_helper_image,
+            )
         except CheckpointStorageError as err:
             raise KernelStartError(
                 f"The checkpoint storage of '{env.id}' is not usable: {err}", status_code=500
             ) from err
-        self._storage_mounts = [loc.mount() for loc in locations]
-        self._storage_env = kernel_environment(locations)
-        self.checkpoint_info = (
-            {"mode": config.mode, **{loc.kind: loc.to_dict() for loc in locations}}
-            if locations
-            else {"mode": "off"}
-        )
+        self._storage_mounts = storage.mounts
+        self._storage_env = storage.environment
+        self.checkpoint_info = storage.info
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
         env_id = str(self.environment.get("id", "?"))
@@ -763,32 +751,10 @@ class DockerKernelProvisioner(LocalProvisioner):
         self._forget_container()
 
     async def _fail_exited(self, env: Environment, exited: dict[str, Any]) -> None:
-        code = exited.get("exit_code")
         logs = await self._start_logs()
         await self._discard_container()
-        if NO_IPYKERNEL_MARK in logs:
-            line = next(ln for ln in logs.splitlines() if NO_IPYKERNEL_MARK in ln)
-            facts = dict(p.split("=", 1) for p in line.split()[1:] if "=" in p)
-            raise KernelStartError(
-                f"The image {env.image} has no ipykernel for its Python "
-                f"{facts.get('python', '?')}, and no tfenv kernel runtime for it is built. "
-                + runtime_build_hint(facts.get("python", "3"))
-                + " Or use an image that has ipykernel (the -jupyter tags).",
-                status_code=400,
-            )
-        if code in (126, 127) and f"exec {env.python} failed" in logs:
-            # docker-init could not exec the interpreter: not there (127) or not executable.
-            raise KernelStartError(explain_missing_python(env, logs.strip()), status_code=400)
-        if exited.get("oom_killed"):
-            raise KernelStartError(
-                f"The kernel container of '{env.id}' ran out of memory while starting; raise "
-                "resources.memory in the catalog entry.",
-                logs=logs,
-            )
-        raise KernelStartError(
-            f"The kernel container of '{env.id}' exited with code {code} while starting.",
-            logs=logs,
-        )
+        why = explain_start_exit(env, exited.get("exit_code"), bool(exited.get("oom_killed")), logs)
+        raise KernelStartError(why.message, status_code=why.status, logs=why.logs)
 
     def _forget_container(self) -> None:
         self._container = None

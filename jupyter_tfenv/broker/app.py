@@ -45,10 +45,7 @@ from ..checkpoints import (
     STORAGE_MODES,
     CheckpointStorageError,
     StorageConfig,
-    kernel_environment,
-    kernel_locations,
-    prepare_bind,
-    prepare_volume,
+    prepare_kernel_storage,
 )
 from ..docker_runtime import (
     CONTAINER_LAUNCHER,
@@ -59,11 +56,10 @@ from ..docker_runtime import (
     LABEL_OWNER,
     LABEL_PREFIX,
     LABEL_UID,
-    NO_IPYKERNEL_MARK,
     KernelRequest,
     container_spec,
     explain_api_error,
-    explain_missing_python,
+    explain_start_exit,
     forget_shared_client,
     remove_quietly,
     shared_client,
@@ -72,7 +68,7 @@ from ..docker_runtime import (
 from ..errors import DockerUnavailableError, TFEnvError, UnknownEnvironmentError
 from ..lock import LockFile, LockMismatchError, check_lock
 from ..probe import ProbeError, probe_image
-from ..runtime import default_runtimes_dir, runtime_build_hint
+from ..runtime import default_runtimes_dir
 from . import policy
 from .policy import BrokerError, Caller
 
@@ -749,32 +745,23 @@ class TFEnvBroker(Application):
     ) -> tuple[list[Any], dict[str, str], dict[str, Any]]:
         """The caller's checkpoint and log folders (or volumes) for ``env``; blocking."""
         try:
-            config = self.storage_config()
-            locations = kernel_locations(config, caller.name, env.id)
-            for loc in locations:
-                if loc.is_volume:
-                    prepare_volume(
-                        client,
-                        loc,
-                        uid=caller.uid,
-                        gid=caller.gid,
-                        image=self.checkpoint_helper_image or image_id,
-                        python="python3" if self.checkpoint_helper_image else env.python,
-                    )
-                else:
-                    prepare_bind(loc, caller.uid, caller.gid)
+            storage = prepare_kernel_storage(
+                client,
+                self.storage_config(),
+                caller.name,
+                env,
+                uid=caller.uid,
+                gid=caller.gid,
+                image_id=image_id,
+                helper_image=self.checkpoint_helper_image,
+            )
         except CheckpointStorageError as err:
             raise BrokerError(
                 f"The checkpoint storage of '{env.id}' is not usable: {err}",
                 status=500,
                 reason="checkpoint storage",
             ) from err
-        info = (
-            {"mode": config.mode, **{loc.kind: loc.to_dict() for loc in locations}}
-            if locations
-            else {"mode": "off"}
-        )
-        return [loc.mount() for loc in locations], kernel_environment(locations), info
+        return storage.mounts, storage.environment, storage.info
 
     async def _run(self, client: Any, env: Environment, spec: dict[str, Any]) -> Any:
         creating = asyncio.ensure_future(asyncio.to_thread(client.containers.run, **spec))
@@ -842,35 +829,12 @@ class TFEnvBroker(Application):
 
     async def _fail_exited(self, env: Environment, container: Any) -> None:
         state = (container.attrs or {}).get("State", {}) or {}
-        code = state.get("ExitCode")
         logs = await asyncio.to_thread(tail_logs, container)
         await asyncio.to_thread(remove_quietly, container)
-        if NO_IPYKERNEL_MARK in logs:
-            line = next(ln for ln in logs.splitlines() if NO_IPYKERNEL_MARK in ln)
-            facts = dict(p.split("=", 1) for p in line.split()[1:] if "=" in p)
-            raise BrokerError(
-                f"The image {env.image} has no ipykernel for its Python "
-                f"{facts.get('python', '?')}, and no tfenv kernel runtime for it is built on "
-                "the broker's host. Ask an admin: "
-                + runtime_build_hint(facts.get("python", "3"))
-                + " Or use an image that has ipykernel (the -jupyter tags).",
-                reason="no ipykernel",
-            )
-        if code in (126, 127) and f"exec {env.python} failed" in logs:
-            raise BrokerError(explain_missing_python(env, logs.strip()), reason="no python")
-        if state.get("OOMKilled"):
-            raise BrokerError(
-                f"The kernel container of '{env.id}' ran out of memory while starting.",
-                status=500,
-                reason="oom",
-                logs=logs,
-            )
-        raise BrokerError(
-            f"The kernel container of '{env.id}' exited with code {code} while starting.",
-            status=500,
-            reason="kernel exited",
-            logs=logs,
+        why = explain_start_exit(
+            env, state.get("ExitCode"), bool(state.get("OOMKilled")), logs, admin=True
         )
+        raise BrokerError(why.message, status=why.status, reason=why.reason, logs=why.logs)
 
     # -- the other kernel endpoints ---------------------------------------------------------
 
