@@ -35,7 +35,7 @@ from jupyter_client.localinterfaces import localhost
 from jupyter_client.provisioning import LocalProvisioner
 from requests.exceptions import ConnectionError as RequestsConnectionError
 from tornado.web import HTTPError
-from traitlets import Bool, Dict, Enum, Float, Integer, List, Unicode, default
+from traitlets import Bool, Dict, Enum, Integer, List, Unicode, default
 
 from . import live, metrics
 from .broker.client import (
@@ -47,11 +47,6 @@ from .broker.client import (
 )
 from .catalog import Environment, environment_from_dict
 from .checkpoints import (
-    CHECKPOINT_DIR_VAR,
-    CONTAINER_CHECKPOINT_DIR,
-    CONTAINER_LOG_DIR,
-    LOG_DIR_VAR,
-    STORAGE_MODES,
     CheckpointStorageError,
     StorageConfig,
     prepare_kernel_storage,
@@ -70,7 +65,7 @@ from .docker_runtime import (
 )
 from .errors import CatalogError, DockerUnavailableError, KernelStartError
 from .lock import LockFile, LockMismatchError, check_lock
-from .runtime import default_runtimes_dir
+from .settings import CheckpointStorageSettings, KernelContainerSettings
 
 _RUNNING_STATES = ("created", "running", "restarting")
 
@@ -80,14 +75,11 @@ def _env_int(name: str, fallback: int) -> int:
     return int(value) if value.strip().isdigit() else fallback
 
 
-def _host_memory() -> int | None:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-class DockerKernelProvisioner(LocalProvisioner):
+# KernelProvisionerMeta derives from MetaHasTraits at run time (through
+# type(LoggingConfigurable)), which mypy cannot see.
+class DockerKernelProvisioner(  # type: ignore[metaclass]
+    KernelContainerSettings, CheckpointStorageSettings, LocalProvisioner
+):
     """Runs a kernel inside a hardened container of a pinned image."""
 
     _broker: BrokerClient | None
@@ -136,12 +128,6 @@ class DockerKernelProvisioner(LocalProvisioner):
         sockets cannot cross into the container (Docker Desktop).""",
     ).tag(config=True)
 
-    start_timeout = Float(
-        60.0,
-        help="""Seconds a container may take from start to the kernel's sockets being bound.
-        Images are never pulled inside this time: `jupyter tfenv pull` does that first.""",
-    ).tag(config=True)
-
     runtime_root = Unicode(
         help="""Folder for per-kernel runtime folders (IPC sockets, connection file). Keep
         its path short: Unix socket paths are limited to 107 bytes.""",
@@ -150,14 +136,6 @@ class DockerKernelProvisioner(LocalProvisioner):
     @default("runtime_root")
     def _default_runtime_root(self) -> str:
         return f"/tmp/tfenv-{os.getuid()}"  # noqa: S108 - a 0711 folder of our own, see _prepare
-
-    runtimes_dir = Unicode(
-        help="Host folder of prebuilt ipykernel runtimes, mounted read-only.",
-    ).tag(config=True)
-
-    @default("runtimes_dir")
-    def _default_runtimes_dir(self) -> str:
-        return str(default_runtimes_dir())
 
     env_allowlist = List(
         Unicode(),
@@ -176,99 +154,19 @@ class DockerKernelProvisioner(LocalProvisioner):
         notebook's own folder. The working directory is always the notebook's folder.""",
     ).tag(config=True)
 
-    default_memory = Integer(
-        help="Memory limit in bytes for environments that set none (default: 80% of RAM).",
-    ).tag(config=True)
-
-    @default("default_memory")
-    def _default_default_memory(self) -> int:
-        total = _host_memory()
-        mib = 1024**2  # whole MiB: the kernel rounds cgroup limits to pages anyway
-        return int(total * 0.8) // mib * mib if total else 8 * 1024**3
-
-    default_pids = Integer(
-        4096, help="pids limit (threads count) for environments that set none."
-    ).tag(config=True)
-
-    default_shm_size = Integer(
-        1024**3, help="Shared memory (/dev/shm) bytes for environments that set none."
-    ).tag(config=True)
-
     read_only_rootfs = Bool(
         False, help="Mount the image's root filesystem read-only (pip installs then fail)."
     ).tag(config=True)
 
-    docker_timeout = Float(60.0, help="Timeout of one Docker API call, in seconds.").tag(
-        config=True
-    )
-
-    # -- checkpoint and TensorBoard log storage (see jupyter_tfenv/checkpoints.py) ------
-
-    checkpoint_storage = Enum(
-        list(STORAGE_MODES),
-        default_value="bind",
-        help=f"""Where kernels keep checkpoints ({CONTAINER_CHECKPOINT_DIR}, in
-        ${CHECKPOINT_DIR_VAR}) and TensorBoard logs ({CONTAINER_LOG_DIR}, in ${LOG_DIR_VAR}):
-        'bind' (folders under checkpoint_root and log_root), 'volume' (one named Docker
-        volume per user, environment and kind; NFS and other drivers through
-        checkpoint_volume_driver/_options) or 'off' (nothing is mounted).""",
-    ).tag(config=True)
-
-    checkpoint_root = Unicode(
-        help="""Host folder under which each user's and environment's checkpoint folder is
-        made (checkpoint_subpath), owned by the kernel's uid. Default:
-        $JUPYTER_TFENV_CHECKPOINT_ROOT, else ~/tfenv/checkpoints ('~' is the server user's
-        home: a visible folder that outlives kernels, containers, servers and virtualenvs,
-        unlike the Jupyter data dir).""",
-    ).tag(config=True)
+    # -- checkpoint and TensorBoard log storage (settings.CheckpointStorageSettings) ------
 
     @default("checkpoint_root")
     def _default_checkpoint_root(self) -> str:
         return os.environ.get("JUPYTER_TFENV_CHECKPOINT_ROOT") or "~/tfenv/checkpoints"
 
-    log_root = Unicode(
-        help="""Host folder of the TensorBoard log folders, laid out like checkpoint_root.
-        Default: $JUPYTER_TFENV_LOG_ROOT, else ~/tfenv/logs.""",
-    ).tag(config=True)
-
     @default("log_root")
     def _default_log_root(self) -> str:
         return os.environ.get("JUPYTER_TFENV_LOG_ROOT") or "~/tfenv/logs"
-
-    checkpoint_subpath = Unicode(
-        "{username}/{environment}",
-        help="""Folder of one user and environment below checkpoint_root and log_root. Names
-        are escaped (percent-style) so that no two share a folder; '{environment}' must be
-        the last component and '{username}' must come before it.""",
-    ).tag(config=True)
-
-    checkpoint_volume = Unicode(
-        "tfenv-checkpoints-{username}-{environment}",
-        help="""Name of the checkpoint volume of a user and environment (checkpoint_storage
-        = 'volume'); created with checkpoint_volume_driver and _options when missing.""",
-    ).tag(config=True)
-
-    log_volume = Unicode(
-        "tfenv-logs-{username}-{environment}",
-        help="Name of the TensorBoard log volume of a user and environment.",
-    ).tag(config=True)
-
-    checkpoint_volume_driver = Unicode(
-        "local", help="Docker volume driver of checkpoint and log volumes."
-    ).tag(config=True)
-
-    checkpoint_volume_options = Dict(
-        help="""Driver options of new checkpoint and log volumes; '{username}',
-        '{environment}' (escaped) and '{kind}' (checkpoints or logs) are replaced, e.g.
-        {"type": "nfs", "o": "addr=10.0.0.5,rw,nfsvers=4",
-        "device": ":/export/tfenv/{kind}/{username}/{environment}"}.""",
-    ).tag(config=True)
-
-    checkpoint_helper_image = Unicode(
-        "",
-        help="""Image (with python3) of the short-lived containers that prepare, list and
-        delete checkpoint volumes. Default: the environment's own image.""",
-    ).tag(config=True)
 
     # -- broker mode (JupyterHub: see docs/broker.md) ----------------------------------
 

@@ -31,18 +31,13 @@ from requests.exceptions import ConnectionError as RequestsConnectionError
 from requests.exceptions import RequestException
 from tornado import web
 from tornado.httpserver import HTTPServer
-from traitlets import Dict, Enum, Float, Integer, List, Unicode, default
+from traitlets import Dict, Float, Integer, List, Unicode, default
 from traitlets.config import Application
 
 from .. import __version__, live
 from .. import gpu as gpu_mod
 from ..catalog import Environment, TFEnvCatalog
 from ..checkpoints import (
-    CHECKPOINT_DIR_VAR,
-    CONTAINER_CHECKPOINT_DIR,
-    CONTAINER_LOG_DIR,
-    LOG_DIR_VAR,
-    STORAGE_MODES,
     CheckpointStorageError,
     StorageConfig,
     prepare_kernel_storage,
@@ -68,7 +63,7 @@ from ..docker_runtime import (
 from ..errors import DockerUnavailableError, TFEnvError, UnknownEnvironmentError
 from ..lock import LockFile, LockMismatchError, check_lock
 from ..probe import ProbeError, probe_image
-from ..runtime import default_runtimes_dir
+from ..settings import CheckpointStorageSettings, KernelContainerSettings
 from . import policy
 from .policy import BrokerError, Caller
 
@@ -80,18 +75,11 @@ DEFAULT_PORT = 10101
 _RUNNING_STATES = ("created", "running", "restarting", "paused")
 
 
-def _host_memory() -> int | None:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
 def _service_url() -> Any:
     return urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", ""))
 
 
-class TFEnvBroker(Application):
+class TFEnvBroker(KernelContainerSettings, CheckpointStorageSettings, Application):
     """The tfenv broker (JupyterHub service): starts kernel containers for hub users."""
 
     name = "tfenv-broker"
@@ -213,41 +201,6 @@ class TFEnvBroker(Application):
         groups when the hub reports them). Environments not named here are open to all.""",
     ).tag(config=True)
 
-    default_memory = Integer(
-        help="Memory limit in bytes for environments that set none (default: 80% of RAM).",
-    ).tag(config=True)
-
-    @default("default_memory")
-    def _default_default_memory(self) -> int:
-        total = _host_memory()
-        mib = 1024**2
-        return int(total * 0.8) // mib * mib if total else 8 * 1024**3
-
-    default_pids = Integer(
-        4096, help="pids limit (threads count) for environments that set none."
-    ).tag(config=True)
-
-    default_shm_size = Integer(
-        1024**3, help="Shared memory (/dev/shm) bytes for environments that set none."
-    ).tag(config=True)
-
-    runtimes_dir = Unicode(
-        help="Host folder of prebuilt ipykernel runtimes, mounted read-only into kernels.",
-    ).tag(config=True)
-
-    @default("runtimes_dir")
-    def _default_runtimes_dir(self) -> str:
-        return str(default_runtimes_dir())
-
-    docker_timeout = Float(60.0, help="Timeout of one Docker API call, in seconds.").tag(
-        config=True
-    )
-
-    start_timeout = Float(
-        60.0,
-        help="Seconds a kernel container may take from start to its sockets being bound.",
-    ).tag(config=True)
-
     probe_cache_dir = Unicode(
         "/var/cache/tfenv-broker/probes",
         help="Folder of cached environment probes (by image id; shared by all users).",
@@ -257,62 +210,13 @@ class TFEnvBroker(Application):
 
     # -- checkpoint storage (the same names as DockerKernelProvisioner's) -----------------
 
-    checkpoint_storage = Enum(
-        list(STORAGE_MODES),
-        default_value="bind",
-        help=f"""Where kernels keep checkpoints ({CONTAINER_CHECKPOINT_DIR}, ${CHECKPOINT_DIR_VAR})
-        and TensorBoard logs ({CONTAINER_LOG_DIR}, ${LOG_DIR_VAR}): 'bind' (folders under
-        checkpoint_root and log_root, owned by the user, 0700), 'volume' (named Docker
-        volumes) or 'off'.""",
-    ).tag(config=True)
-
-    checkpoint_root = Unicode(
-        help="""Host folder of the users' checkpoint folders. Default:
-        $JUPYTER_TFENV_CHECKPOINT_ROOT, else /srv/tfenv/checkpoints.""",
-    ).tag(config=True)
-
     @default("checkpoint_root")
     def _default_checkpoint_root(self) -> str:
         return os.environ.get("JUPYTER_TFENV_CHECKPOINT_ROOT") or "/srv/tfenv/checkpoints"
 
-    log_root = Unicode(
-        help="""Host folder of the users' TensorBoard log folders. Default:
-        $JUPYTER_TFENV_LOG_ROOT, else /srv/tfenv/logs.""",
-    ).tag(config=True)
-
     @default("log_root")
     def _default_log_root(self) -> str:
         return os.environ.get("JUPYTER_TFENV_LOG_ROOT") or "/srv/tfenv/logs"
-
-    checkpoint_subpath = Unicode(
-        "{username}/{environment}",
-        help="Folder of one user and environment below checkpoint_root and log_root.",
-    ).tag(config=True)
-
-    checkpoint_volume = Unicode(
-        "tfenv-checkpoints-{username}-{environment}",
-        help="Checkpoint volume name of a user and environment (checkpoint_storage='volume').",
-    ).tag(config=True)
-
-    log_volume = Unicode(
-        "tfenv-logs-{username}-{environment}",
-        help="TensorBoard log volume name of a user and environment.",
-    ).tag(config=True)
-
-    checkpoint_volume_driver = Unicode(
-        "local", help="Docker volume driver of checkpoint and log volumes."
-    ).tag(config=True)
-
-    checkpoint_volume_options = Dict(
-        help="Driver options of new checkpoint and log volumes ({username}, {environment}, "
-        "{kind} are replaced)."
-    ).tag(config=True)
-
-    checkpoint_helper_image = Unicode(
-        "",
-        help="Image (with python3) of the helper that prepares volumes (default: the "
-        "environment's image).",
-    ).tag(config=True)
 
     # -- state ---------------------------------------------------------------------------
 
