@@ -9,9 +9,11 @@ from jupyter_server.base.handlers import APIHandler
 
 from ..errors import TFEnvError
 
-#: The authorization resource of every tfenv endpoint. Public API: JupyterHub scopes such
-#: as ``custom:jupyter_server:read:tfenv`` name it, so it stays stable. Reads need
-#: ``read``, pulls ``write``, anything that starts a container ``execute``.
+#: The authorization resource of every tfenv endpoint. Public API: with
+#: ``jupyter_tfenv.hub.TFEnvHubAuthorizer`` the JupyterHub scopes ``custom:tfenv:read``,
+#: ``custom:tfenv:write`` and ``custom:tfenv:execute`` grant its actions, so it stays
+#: stable. Reads need ``read``, pulls and deletes ``write``, anything that starts a
+#: container ``execute``.
 AUTH_RESOURCE = "tfenv"
 
 
