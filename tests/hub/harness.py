@@ -5,13 +5,14 @@ What it sets up (everything torn down again by :meth:`HubHarness.close`):
 * two system users (``useradd -m``, homes 0700) and a Unix group that holds the first one
   only; users and group this run did not create are reused and left alone;
 * a Python those users can run: a venv made from Debian's ``/usr/bin/python3`` in a
-  world-readable cache folder, with the installed JupyterHub version and a wheel of this
-  repository (rebuilt only when the sources change);
+  world-readable cache folder, with the installed JupyterHub and JupyterLab versions and a
+  wheel of this repository (rebuilt only when the sources change);
 * JupyterHub as root on 127.0.0.1 (free ports) with configurable-http-proxy, started from
   a small generated config that loads ``examples/hub/jupyterhub_config.py`` (the
   documented config is the tested one) and overrides ports, state paths, the
-  single-user command and the catalog, and adds a service token for the test driver. The
-  tfenv broker runs as the hub-managed service the example declares.
+  single-user command (plus JupyterLab flags for the browser test) and the catalog, and
+  adds a service token for the test driver. The tfenv broker runs as the hub-managed
+  service the example declares.
 
 The helpers talk HTTP (``requests``) to the hub's REST API, to the users' servers through
 the proxy, and to the broker; kernel code runs over the kernel websocket through the
@@ -67,6 +68,10 @@ KERNEL_LABEL = "org.jupyter.tfenv.kernel-id"
 USER_MARK = "jupyter_tfenv hub tests"
 
 USER_PYTHON = "/usr/bin/python3"
+#: Installed in the users' venv, at the versions the tests' Python has (beside a wheel of
+#: this repo): the single-user server, and JupyterLab so that ``/user/<name>/lab`` serves
+#: the Lab (the example config's ``default_url``).
+USER_VENV_DISTS = ("jupyterhub", "jupyterlab")
 CACHE_ROOT = Path(os.environ.get("TFENV_HUB_TEST_CACHE", "/var/cache/jupyter-tfenv-tests"))
 
 T0 = time.monotonic()
@@ -193,7 +198,8 @@ def kill_processes_of(uid: int) -> list[int]:
 def source_hash() -> str:
     """Hash of what goes into the users' venv: this package's sources and versions."""
     digest = hashlib.sha256()
-    digest.update(importlib.metadata.version("jupyterhub").encode())
+    for dist in USER_VENV_DISTS:
+        digest.update(f"{dist}=={importlib.metadata.version(dist)}\0".encode())
     digest.update(USER_PYTHON.encode())
     digest.update((REPO / "pyproject.toml").read_bytes())
     package = REPO / "jupyter_tfenv"
@@ -207,14 +213,20 @@ def source_hash() -> str:
         ):
             continue
         digest.update(str(rel).encode() + b"\0" + path.read_bytes() + b"\0")
-    for extra in ("install.json", "schema/catalog.schema.json"):
+    # The built labextension: its package.json names the bundle's hashed file names.
+    for extra in (
+        "install.json",
+        "schema/catalog.schema.json",
+        "jupyter_tfenv/labextension/package.json",
+    ):
         if (REPO / extra).is_file():
             digest.update((REPO / extra).read_bytes())
     return digest.hexdigest()[:16]
 
 
 def ensure_user_venv(progress: Callable[[str], None] = default_progress) -> Path:
-    """The users' venv (``/usr/bin/python3`` + jupyterhub + this repo's wheel), cached."""
+    """The users' venv (``/usr/bin/python3`` + jupyterhub, jupyterlab and this repo's
+    wheel), cached."""
     if not os.access(USER_PYTHON, os.X_OK):
         raise HarnessError(f"{USER_PYTHON} is missing: apt-get install python3 python3-venv")
     CACHE_ROOT.mkdir(parents=True, exist_ok=True)
@@ -227,7 +239,9 @@ def ensure_user_venv(progress: Callable[[str], None] = default_progress) -> Path
             progress(f"users' venv cached: {venv}")
             return venv
         started = time.monotonic()
-        progress(f"building the users' venv {venv} (jupyterhub + a wheel of this repo) ...")
+        progress(
+            f"building the users' venv {venv} (jupyterhub, jupyterlab, a wheel of this repo) ..."
+        )
         shutil.rmtree(venv, ignore_errors=True)
         old_umask = os.umask(0o022)
         try:
@@ -251,7 +265,6 @@ def ensure_user_venv(progress: Callable[[str], None] = default_progress) -> Path
                 )
                 wheel = next(Path(wheels).glob("jupyter_tfenv-*.whl"))
                 run([USER_PYTHON, "-m", "venv", str(venv)])
-                hub_version = importlib.metadata.version("jupyterhub")
                 run(
                     [
                         str(venv / "bin" / "python"),
@@ -261,7 +274,7 @@ def ensure_user_venv(progress: Callable[[str], None] = default_progress) -> Path
                         "--disable-pip-version-check",
                         "--no-warn-script-location",
                         "-q",
-                        f"jupyterhub=={hub_version}",
+                        *(f"{d}=={importlib.metadata.version(d)}" for d in USER_VENV_DISTS),
                         str(wheel),
                     ]
                 )
@@ -435,6 +448,14 @@ c.Spawner.cmd = [{singleuser!r}]
 c.Spawner.start_timeout = 120
 c.Spawner.http_timeout = 120
 c.JupyterHub.log_level = "DEBUG" if {debug!r} else "INFO"
+# The browser test (test_hub_lab.py) drives the Lab through window.jupyterapp; no news or
+# update checks (nothing leaves the machine).
+c.Spawner.args = [
+    *c.Spawner.args,
+    "--LabApp.expose_app_in_browser=True",
+    "--LabApp.news_url=None",
+    "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+]
 
 # The broker runs from this checkout (`python -m` puts the cwd first on sys.path), also
 # where the installed jupyter_tfenv is an editable install of another checkout.
