@@ -308,6 +308,12 @@ class TFEnvService:
         manager = await self.pull_manager()
         return await manager.start(env, lock=self.lock())
 
+    def pull_capability(self) -> dict[str, Any]:
+        """Whether this server pulls images (not in broker mode), for the Lab's buttons."""
+        if self.broker is not None:
+            return {"allowed": False, "message": PULL_BY_ADMIN.format(env="<environment>")}
+        return {"allowed": True, "message": None}
+
     def pulls(self) -> list[Pull]:
         return self._pulls.list() if self._pulls else []
 

@@ -13,6 +13,7 @@ import { deriveState, IPanelState, wantsGpu } from './state';
 import {
   Consumer,
   ICatalogProblem,
+  IPullCapability,
   IEnvironment,
   IEnvironmentSummary,
   IGpuOverview,
@@ -84,6 +85,10 @@ export class TfEnvModel implements ITfEnvModel {
 
   get environments(): IEnvironment[] | null {
     return this._environments;
+  }
+
+  get pullCapability(): IPullCapability {
+    return this._pullCapability;
   }
 
   get problems(): ICatalogProblem[] {
@@ -569,6 +574,7 @@ export class TfEnvModel implements ITfEnvModel {
       const reply = await this._client.environments();
       this._environments = reply.environments;
       this._problems = reply.problems;
+      this._pullCapability = reply.pulls ?? { allowed: true, message: null };
       this._environmentsError = null;
       this._extensionMissing = false;
     } catch (error) {
@@ -745,6 +751,7 @@ export class TfEnvModel implements ITfEnvModel {
   private _ready = new Deferred();
   private _environments: IEnvironment[] | null = null;
   private _problems: ICatalogProblem[] = [];
+  private _pullCapability: IPullCapability = { allowed: true, message: null };
   private _environmentsError: string | null = null;
   private _extensionMissing = false;
   private _gpus: IGpuOverview | null = null;

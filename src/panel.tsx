@@ -31,6 +31,7 @@ import type { TfEnvModel } from './model';
 import type { IProvenanceVerdict } from './provenance';
 import { IPullProgress, isPullFinished } from './pullprogress';
 import {
+  adminPullText,
   gpuRows,
   gpuViewState,
   IPanelState,
@@ -260,7 +261,13 @@ function StateBanner(props: IViewProps & { state: IPanelState }): JSX.Element {
             name,
             env?.image ?? ''
           );
-      if (env) {
+      if (env && !model.pullCapability.allowed) {
+        action = (
+          <p className="jp-tfenv-state-hint jp-tfenv-pull-by-admin">
+            {adminPullText(model.pullCapability, env.id)}
+          </p>
+        );
+      } else if (env) {
         const progress = model.pulls.get(env.id);
         action =
           progress && !isPullFinished(progress) ? (
@@ -971,23 +978,30 @@ function EnvironmentRow(
         >
           {trans.__('Switch')}
         </button>
-        <button
-          className={`jp-mod-styled jp-tfenv-pull${present === false ? ' jp-mod-accept' : ''}`}
-          data-tfenv-env={env.id}
-          disabled={pulling}
-          title={
-            present === false
-              ? trans.__('Pull %1', env.image)
-              : trans.__(
-                  'Pull %1 again (the locked digest when locked)',
-                  env.image
-                )
-          }
-          onClick={() => actions.pull(env.id)}
-        >
-          {present === false ? trans.__('Pull') : trans.__('Re-pull')}
-        </button>
+        {model.pullCapability.allowed && (
+          <button
+            className={`jp-mod-styled jp-tfenv-pull${present === false ? ' jp-mod-accept' : ''}`}
+            data-tfenv-env={env.id}
+            disabled={pulling}
+            title={
+              present === false
+                ? trans.__('Pull %1', env.image)
+                : trans.__(
+                    'Pull %1 again (the locked digest when locked)',
+                    env.image
+                  )
+            }
+            onClick={() => actions.pull(env.id)}
+          >
+            {present === false ? trans.__('Pull') : trans.__('Re-pull')}
+          </button>
+        )}
       </div>
+      {!model.pullCapability.allowed && present === false && (
+        <div className="jp-tfenv-env-hint jp-tfenv-pull-by-admin">
+          {adminPullText(model.pullCapability, env.id)}
+        </div>
+      )}
     </li>
   );
 }

@@ -108,7 +108,11 @@ export class TfEnvClient implements ITfEnvClient {
       environments: normalizeEnvironments(reply),
       problems: Array.isArray((reply as any)?.problems)
         ? (reply as any).problems
-        : []
+        : [],
+      pulls:
+        typeof (reply as any)?.pulls?.allowed === 'boolean'
+          ? (reply as any).pulls
+          : undefined
     }));
   }
 

@@ -12,6 +12,7 @@ import type {
   IImageStatus,
   IKernelStatus,
   IProbe,
+  IPullCapability,
   IStartError
 } from './tokens';
 
@@ -481,4 +482,18 @@ export function sortEnvironments<T extends IEnvironmentSummary>(
       a.display_name.localeCompare(b.display_name)
     );
   });
+}
+
+/**
+ * The server's "an admin pulls images" message for one environment (broker
+ * mode in a JupyterHub): `<environment>` in it becomes the environment's id.
+ */
+export function adminPullText(
+  capability: IPullCapability,
+  envId: string
+): string {
+  const message =
+    capability.message ??
+    'Images are pulled by an admin here: ask them to pull <environment>.';
+  return message.split('<environment>').join(envId);
 }

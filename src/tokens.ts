@@ -105,6 +105,20 @@ export interface ICatalogProblem {
 export interface IEnvironmentsReply {
   environments: IEnvironment[];
   problems: ICatalogProblem[];
+  /**
+   * Whether this server pulls images; absent from servers older than the
+   * field (they do).
+   */
+  pulls?: IPullCapability;
+}
+
+/**
+ * `GET /tfenv/environments` → `pulls`: in a JupyterHub (broker mode) an admin
+ * pulls images on the host, and `message` says so.
+ */
+export interface IPullCapability {
+  allowed: boolean;
+  message: string | null;
 }
 
 /**
@@ -441,6 +455,11 @@ export interface ITfEnvModel extends IDisposable {
   readonly environments: IEnvironment[] | null;
   readonly problems: ICatalogProblem[];
   readonly environmentsError: string | null;
+  /**
+   * Whether this server pulls images (false in a JupyterHub, where an admin
+   * does), and the server's message when it does not.
+   */
+  readonly pullCapability: IPullCapability;
   /**
    * True once `GET /tfenv/environments` answered 404: the server extension
    * is not installed or not enabled.

@@ -40,6 +40,7 @@ async def test_environments_with_image_presence(jp_fetch):
     assert envs["missing"]["image_status"]["present"] is False
     assert envs["tf220"]["tensorflow"] == "2.20.0"
     assert any(p["entry"] == "'floating'" for p in body["problems"])
+    assert body["pulls"] == {"allowed": True, "message": None}
 
 
 async def test_unknown_environment_is_404_with_a_message(jp_fetch):

@@ -260,6 +260,9 @@ async def test_rest_api_in_broker_mode(jp_fetch, jp_serverapp, broker):
     status = {e["id"]: e["image_status"] for e in body["environments"]}
     assert status["py"] == {"present": True, "image_id": "sha256:abc", "size": 123}
     assert status["tf220"]["allowed"] is False
+    # The Lab hides its Pull buttons and says who pulls instead.
+    assert body["pulls"]["allowed"] is False
+    assert body["pulls"]["message"] == PULL_BY_ADMIN.format(env="<environment>")
     image = json.loads((await jp_fetch("tfenv", "environments", "py", "image")).body)
     assert image["present"] is True and image["image_id"] == "sha256:abc"
     with pytest.raises(HTTPClientError) as info:

@@ -22,6 +22,7 @@ class EnvironmentsHandler(TFEnvHandler):
                     {**env.summary(), "image_status": images.get(env.id)} for env in envs
                 ],
                 "problems": [p.to_dict() for p in catalog.problems()],
+                "pulls": state.pull_capability(),
             }
         )
 

@@ -135,6 +135,29 @@ describe('TfEnvModel', () => {
     expect(model.state.state).toBe('no-kernel');
   });
 
+  it('knows whether the server pulls images (not in a JupyterHub)', async () => {
+    const made = makeModel();
+    model = made.model;
+    await model.ready;
+    expect(model.pullCapability).toEqual({ allowed: true, message: null });
+    model.dispose();
+
+    const client = new FakeClient();
+    client.environments.mockResolvedValue({
+      ...JSON.parse(JSON.stringify(environmentsReply)),
+      pulls: {
+        allowed: false,
+        message:
+          'In this JupyterHub, images are pulled by an admin: ask them to run `jupyter tfenv pull <environment>` on the host.'
+      }
+    });
+    model = makeModel(client).model;
+    await model.ready;
+    await settle();
+    expect(model.pullCapability.allowed).toBe(false);
+    expect(model.pullCapability.message).toContain('pulled by an admin');
+  });
+
   it('says when the server extension is missing, and stops', async () => {
     const client = new FakeClient();
     client.environments.mockRejectedValue(new TfEnvApiError('Not Found', 404));

@@ -1,4 +1,5 @@
 import {
+  adminPullText,
   deriveState,
   gpuProblem,
   gpuRows,
@@ -511,5 +512,26 @@ describe('sortEnvironments', () => {
       '2.9.0:A',
       'null:B'
     ]);
+  });
+});
+
+describe('adminPullText', () => {
+  it("names the environment in the server's message", () => {
+    expect(
+      adminPullText(
+        {
+          allowed: false,
+          message:
+            'ask them to run `jupyter tfenv pull <environment>` on the host.'
+        },
+        'tf220'
+      )
+    ).toBe('ask them to run `jupyter tfenv pull tf220` on the host.');
+  });
+
+  it('has a message of its own when the server sends none', () => {
+    expect(adminPullText({ allowed: false, message: null }, 'tf219')).toContain(
+      'tf219'
+    );
   });
 });

@@ -16,7 +16,7 @@ import {
 } from '@jupyterlab/translation';
 
 import type { ReadonlyPartialJSONObject } from '@lumino/coreutils';
-import { sortEnvironments } from '../state';
+import { adminPullText, sortEnvironments } from '../state';
 import { tfenvIcon } from '../icons';
 import type { TfEnvModel } from '../model';
 import { CommandIDs, IEnvironment, ITfEnvModel, ITfEnvPanel } from '../tokens';
@@ -93,6 +93,22 @@ export const commandsPlugin: JupyterFrontEndPlugin<void> = {
         if (!env) {
           return;
         }
+        if (
+          env.image_status?.present === false &&
+          !model.pullCapability.allowed
+        ) {
+          await showDialog({
+            title: trans.__('Image not pulled'),
+            body: trans.__(
+              'The image %1 of "%2" is not on this server, so its kernel cannot start. %3',
+              env.image,
+              env.display_name,
+              adminPullText(model.pullCapability, env.id)
+            ),
+            buttons: [Dialog.okButton({ label: trans.__('OK') })]
+          });
+          return;
+        }
         if (env.image_status?.present === false) {
           const result = await showDialog({
             title: trans.__('Image not pulled'),
@@ -144,6 +160,8 @@ export const commandsPlugin: JupyterFrontEndPlugin<void> = {
       caption: trans.__(
         "Pull an environment's image (the locked digest when the lock file pins it)"
       ),
+      // In a JupyterHub (broker mode) an admin pulls images on the host.
+      isEnabled: () => model.pullCapability.allowed,
       execute: async args => {
         await model.ready;
         const env = await chooseEnvironment(

@@ -133,6 +133,9 @@ def test_lab_through_the_hub_runs_tf_as_the_user_and_the_panel_shows_the_broker_
         )
         expect(env_row(page, "tf220")).to_have_attribute("data-tfenv-current", "true")
         expect(env_row(page, "tf220")).to_have_attribute("data-tfenv-present", "true")
+        # An admin pulls images on a hub host: the panel offers no Pull / Re-pull.
+        expect(env_row(page, "tf220").locator(".jp-tfenv-switch")).to_be_visible()
+        expect(page.locator(f"{PANEL} .jp-tfenv-pull")).to_have_count(0)
         status = page.locator(STATUS)
         expect(status.locator(".jp-tfenv-status-text")).to_have_text("TF 2.20.0 · CPU")
         expect(status.locator(".jp-tfenv-status-item")).to_have_attribute("data-tfenv-env", "tf220")
