@@ -264,6 +264,10 @@ class TFEnvBroker(KernelContainerSettings, CheckpointStorageSettings, Applicatio
         kwargs: dict[str, Any] = {"parent": self}
         if self.hub_api_url:
             kwargs["api_url"] = self.hub_api_url
+        if "cache_max_age" not in self.config.get("HubAuth", {}):
+            # HubAuth's 5 minutes would make a user added to a hub group wait that long
+            # for a restricted environment; one hub request per token and minute is cheap.
+            kwargs["cache_max_age"] = 60
         self.hub_auth = HubAuth(**kwargs)
 
     # -- helpers -------------------------------------------------------------------------

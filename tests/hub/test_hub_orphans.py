@@ -39,7 +39,7 @@ def test_a_killed_servers_kernels_are_removed_when_it_starts_again(
     kernel_id = kernels(ALICE, "py")
     assert running_containers_of(hub, kernel_id)
     pids = server_pids(ALICE)
-    assert pids, "alice's server process was not found"
+    assert pids, f"alice's server process was not found; hub log:\n{hub.log_tail(40)}"
     try:
         for pid in pids:
             os.kill(pid, signal.SIGKILL)
@@ -54,7 +54,9 @@ def test_a_killed_servers_kernels_are_removed_when_it_starts_again(
     deadline = time.monotonic() + 30
     while running_containers_of(hub, kernel_id) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert running_containers_of(hub, kernel_id) == [], "the orphaned kernel still runs"
+    assert running_containers_of(hub, kernel_id) == [], (
+        f"the orphaned kernel still runs; hub log:\n{hub.log_tail(60)}"
+    )
     listed = hub.broker("GET", "/api/kernels", hub.token(ALICE)).json()["kernels"]
     assert kernel_id not in [k["kernel_id"] for k in listed]
     assert kernel_id not in [k["id"] for k in hub.list_kernels(ALICE)]
