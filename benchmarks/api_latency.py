@@ -58,6 +58,12 @@ import requests
 import yaml
 from benchstats import percentile, stats  # benchmarks/ is sys.path[0]
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.server_process import (
+    ServerProcess,
+    start_tfenv_server,
+)
+
 PY_IMAGE = "tfenv-test/python:3.11-jupyter"
 TF_IMAGE = "tfenv-test/tensorflow:2.20.0-jupyter"
 BUILD_HINT = (
@@ -277,35 +283,14 @@ def make_workspace(uid: int, gid: int) -> Workspace:
     return Workspace(root, runtime_root, notebooks, catalog)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+class Server(ServerProcess):
+    """The benchmark's server: also remembers the kernels it started."""
 
-
-@dataclass
-class Server:
-    """``python -m jupyter_server`` with the tfenv extension, on 127.0.0.1."""
-
-    name: str
-    proc: subprocess.Popen[bytes]
-    url: str
-    log_path: Path
-    session: requests.Session = field(default_factory=requests.Session)
-    kernels: list[str] = field(default_factory=list)
+    kernels: list[str]
 
     def __post_init__(self) -> None:
-        self.session.headers["Authorization"] = f"token {TOKEN}"
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def request(self, method: str, path: str, timeout: float = 300, **kw: Any) -> Any:
-        return self.session.request(method, self.url + path, timeout=timeout, **kw)
-
-    def log_tail(self, chars: int = 3000) -> str:
-        return self.log_path.read_text(errors="replace")[-chars:]
+        super().__post_init__()
+        self.kernels = []
 
     def start_kernel(self, name: str) -> str:
         response = self.request("POST", "/api/kernels", json={"name": name})
@@ -333,78 +318,25 @@ class Server:
         self.kernels.clear()
         return errors
 
-    def stop(self, timeout: float = 60.0) -> int | None:
-        """SIGTERM (the server shuts its kernels down), SIGKILL after ``timeout``."""
-        self.session.close()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(30)
-                return None
-        return self.proc.returncode
-
 
 def start_server(
     name: str, ws: Workspace, uid: int, gid: int, docker_host: str | None = None
 ) -> Server:
-    folder = ws.root / name
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER", "JPY_"))}
-    dirs = {}
-    for key in ("home", "config", "data", "runtime", "probes"):
-        dirs[key] = folder / key
-        dirs[key].mkdir(parents=True)
-    env.update(
-        HOME=str(dirs["home"]),
-        JUPYTER_CONFIG_DIR=str(dirs["config"]),
-        JUPYTER_DATA_DIR=str(dirs["data"]),
-        JUPYTER_RUNTIME_DIR=str(dirs["runtime"]),
-        JUPYTER_PLATFORM_DIRS="1",
-        JUPYTER_TFENV_CATALOG=str(ws.catalog),
-        JUPYTER_TFENV_KERNEL_UID=str(uid),
-        JUPYTER_TFENV_KERNEL_GID=str(gid),
+    server = start_tfenv_server(
+        ws.root / name,
+        token=TOKEN,
+        catalog=ws.catalog,
+        root_dir=ws.notebooks,
+        kernel_uid=uid,
+        kernel_gid=gid,
+        owner=OWNER,
+        runtime_root=ws.runtime_root,
+        name=name,
+        extra_env={"DOCKER_HOST": docker_host} if docker_host else None,
+        server_class=Server,
     )
-    if docker_host:
-        env["DOCKER_HOST"] = docker_host
-    port = _free_port()
-    argv = [
-        sys.executable,
-        "-m",
-        "jupyter_server",
-        "--no-browser",
-        "--ip=127.0.0.1",
-        f"--port={port}",
-        "--ServerApp.port_retries=0",
-        f"--IdentityProvider.token={TOKEN}",
-        f"--ServerApp.root_dir={ws.notebooks}",
-        '--ServerApp.jpserver_extensions={"jupyter_tfenv": True}',
-        f"--TFEnvApp.probe_cache_dir={dirs['probes']}",
-        "--TFEnvApp.reap_orphans_on_start=False",
-        f"--DockerKernelProvisioner.owner={OWNER}",
-        f"--DockerKernelProvisioner.runtime_root={ws.runtime_root}",
-    ]
-    if os.geteuid() == 0:
-        argv.append("--allow-root")
-    log_path = folder / "server.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
-        )
-    server = Server(name, proc, f"http://127.0.0.1:{port}", log_path)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(
-                f"{name}: the server exited ({proc.returncode}):\n{server.log_tail()}"
-            )
-        with contextlib.suppress(requests.RequestException):
-            if server.request("GET", "/api/status", timeout=2).status_code == 200:
-                return server
-        time.sleep(0.2)
-    server.stop()
-    raise RuntimeError(f"{name}: no answer on /api/status within 60 s:\n{server.log_tail()}")
+    assert isinstance(server, Server)
+    return server
 
 
 def warm(server: Server, failures: list[str]) -> tuple[str, dict[str, Any]]:

@@ -17,20 +17,15 @@ import copy
 import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import docker
 import pytest
-import requests
 import schemathesis
 import yaml
 from hypothesis import HealthCheck, settings
@@ -45,6 +40,8 @@ from .conftest import (
     SERVER_PID_LABEL,
     TF220,
 )
+from .server_process import ServerProcess as Server
+from .server_process import ServerStartError, start_tfenv_server
 
 pytestmark = pytest.mark.docker
 
@@ -70,113 +67,26 @@ MAX_EXAMPLES = 15
 REQUEST_TIMEOUT = 180.0
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class Server:
-    """A jupyter_server with the tfenv extension, in a subprocess on 127.0.0.1."""
-
-    proc: subprocess.Popen[bytes]
-    url: str
-    log_path: Path
-    session: requests.Session = field(default_factory=requests.Session)
-
-    def __post_init__(self) -> None:
-        self.session.headers["Authorization"] = f"token {TOKEN}"
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        kwargs.setdefault("timeout", REQUEST_TIMEOUT)
-        return self.session.request(method, self.url + path, **kwargs)
-
-    def stop(self, timeout: float = 60.0) -> int | None:
-        """SIGTERM (the server shuts its kernels down), then SIGKILL after ``timeout``."""
-        self.session.close()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(30)
-                return None
-        return self.proc.returncode
-
-
 def start_server(workdir: Path, runtime_root: str) -> Server:
-    home, config, data, runtime, probes = (
-        workdir / name for name in ("home", "config", "data", "runtime", "probes")
-    )
-    for path in (home, config, data, runtime, probes):
-        path.mkdir()
     notebooks = workdir / "notebooks"
     notebooks.mkdir()
     os.chown(notebooks, KERNEL_UID, KERNEL_GID)
     catalog = workdir / "catalog.yaml"
     catalog.write_text(yaml.safe_dump({"version": 1, "environments": CATALOG}))
-
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("JUPYTER", "JPY_", "JUPYTERHUB_"))
-    }
-    env.update(
-        HOME=str(home),
-        JUPYTER_CONFIG_DIR=str(config),
-        JUPYTER_DATA_DIR=str(data),
-        JUPYTER_RUNTIME_DIR=str(runtime),
-        JUPYTER_PLATFORM_DIRS="1",
-        JUPYTER_TFENV_CATALOG=str(catalog),
-        JUPYTER_TFENV_KERNEL_UID=str(KERNEL_UID),
-        JUPYTER_TFENV_KERNEL_GID=str(KERNEL_GID),
-    )
-    port = _free_port()
-    argv = [
-        sys.executable,
-        "-m",
-        "jupyter_server",
-        "--no-browser",
-        "--ip=127.0.0.1",
-        f"--port={port}",
-        "--ServerApp.port_retries=0",
-        f"--IdentityProvider.token={TOKEN}",
-        f"--ServerApp.root_dir={notebooks}",
-        '--ServerApp.jpserver_extensions={"jupyter_tfenv": True}',
-        f"--TFEnvApp.probe_cache_dir={probes}",
-        "--TFEnvApp.reap_orphans_on_start=False",
-        f"--DockerKernelProvisioner.owner={OWNER}",
-        f"--DockerKernelProvisioner.runtime_root={runtime_root}",
-    ]
-    if os.geteuid() == 0:
-        argv.append("--allow-root")
-    log_path = workdir / "server.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+    try:
+        return start_tfenv_server(
+            workdir,
+            token=TOKEN,
+            catalog=catalog,
+            root_dir=notebooks,
+            kernel_uid=KERNEL_UID,
+            kernel_gid=KERNEL_GID,
+            owner=OWNER,
+            runtime_root=runtime_root,
+            request_timeout=REQUEST_TIMEOUT,
         )
-    server = Server(proc, f"http://127.0.0.1:{port}", log_path)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"the server exited with {proc.returncode}:\n{server.log()[-4000:]}")
-        try:
-            if server.request("GET", "/api/status", timeout=2).status_code == 200:
-                return server
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.2)
-    server.stop()
-    pytest.fail(f"the server did not answer /api/status within 60 s:\n{server.log()[-4000:]}")
+    except ServerStartError as err:
+        pytest.fail(str(err))
 
 
 def _containers_of(client: docker.DockerClient, pid: int) -> tuple[list[Any], list[Any]]:

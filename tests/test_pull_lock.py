@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +38,7 @@ from .registry import (  # noqa: F401
     registry,
     registry_cleanup,
 )
+from .server_process import free_port
 
 pytestmark = pytest.mark.docker
 
@@ -72,12 +72,6 @@ def absent(client: docker.DockerClient, ref: str) -> bool:
 
 async def collect(pull: Pull) -> list[dict[str, Any]]:
     return [event async for event in pull.events()]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def test_pull_streams_layer_progress_and_ends_with_the_pushed_digest(
