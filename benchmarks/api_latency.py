@@ -56,7 +56,7 @@ from typing import Any
 import docker
 import requests
 import yaml
-from benchstats import percentile, stats  # benchmarks/ is sys.path[0]
+from benchstats import fmt, percentile, run_cmd, stats  # benchmarks/ is sys.path[0]
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.server_process import (
@@ -84,21 +84,7 @@ CATALOG = [
 # ----------------------------------------------------------------------------- statistics
 
 
-def fmt(value: float | None, width: int = 8, digits: int = 1) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-".rjust(width)
-    return f"{value:{width}.{digits}f}"
-
-
 # ----------------------------------------------------------------------------- machine
-
-
-def run_cmd(argv: list[str]) -> str:
-    try:
-        out = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=30)
-    except (OSError, subprocess.TimeoutExpired) as err:
-        return f"? ({err})"
-    return out.stdout.strip() or out.stderr.strip()
 
 
 def machine_info(client: docker.DockerClient) -> dict[str, Any]:

@@ -1,8 +1,9 @@
-"""Summary statistics shared by the benchmarks (stdlib only)."""
+"""Summary statistics and small helpers shared by the benchmarks (stdlib only)."""
 
 from __future__ import annotations
 
 import math
+import subprocess
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -28,3 +29,19 @@ def stats(values: list[float]) -> dict[str, float]:
         "min": min(values),
         "max": max(values),
     }
+
+
+def fmt(value: float | None, width: int = 8, digits: int = 1) -> str:
+    """``value`` right-aligned in ``width`` with ``digits`` decimals; '-' for none/NaN."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-".rjust(width)
+    return f"{value:{width}.{digits}f}"
+
+
+def run_cmd(argv: list[str]) -> str:
+    """What a command printed (stdout, else stderr), or why it could not run."""
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return f"? ({err})"
+    return out.stdout.strip() or out.stderr.strip()

@@ -56,7 +56,7 @@ import docker
 import jupyter_client
 import zmq
 import zmq.asyncio
-from benchstats import percentile, stats  # benchmarks/ is sys.path[0]
+from benchstats import fmt, percentile, run_cmd, stats  # benchmarks/ is sys.path[0]
 from docker.api.client import APIClient
 from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
@@ -98,12 +98,6 @@ POLLER = "kernel-start-bind-poller"
 # ----------------------------------------------------------------------------- stats
 
 
-def fmt(value: float | None, width: int = 8) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-".rjust(width)
-    return f"{value:{width}.1f}"
-
-
 def table(title: str, rows: list[tuple[str, dict[str, float]]]) -> None:
     label_width = max([len(name) for name, _ in rows] + [len(title)])
     head = f"{title:<{label_width}}  {'n':>3}" + "".join(
@@ -124,14 +118,6 @@ def table(title: str, rows: list[tuple[str, dict[str, float]]]) -> None:
 
 def boottime() -> float:
     return time.clock_gettime(time.CLOCK_BOOTTIME)
-
-
-def run_cmd(argv: list[str]) -> str:
-    try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
-    except (OSError, subprocess.TimeoutExpired) as err:
-        return f"unavailable ({err})"
-    return (out.stdout or out.stderr).strip()
 
 
 def cpu_model() -> str:
