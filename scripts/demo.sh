@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The jupyter_tfenv demo: JupyterLab with pinned TensorFlow environments as kernels.
 #
-#   bash scripts/demo.sh [--no-lab]
+#   bash scripts/demo.sh [--no-lab | --check]
 #
 #   1. scripts/setup.sh --tag-demo: Docker engine, the package, and the images of
 #      examples/demo-catalog.yaml (local stand-ins where Docker Hub cannot be reached);
@@ -12,23 +12,31 @@
 #      (examples/jupyter_server_config.py). Stop it with Ctrl-C.
 #
 # --no-lab    prepare everything, print the command that starts JupyterLab, and exit.
+# --check     the quick start without blocking (run by the tests): prepare everything,
+#             start JupyterLab on a free loopback port in a new notebook folder, start
+#             the TensorFlow 2.20 kernel through the REST API, read tf.__version__ over
+#             the kernel websocket (scripts/demo_check.py), stop, and leave no kernel
+#             container, server or folder behind. Exit 0 when all of that worked.
 #
 # Environment: DEMO_PORT (default 8888), DEMO_DIR (notebook folder; default
 # /tmp/tfenv-demo as root, ~/tfenv-demo otherwise), DEMO_USER (as root: the non-root
 # user kernels run as, created when missing; default tfenv), DEMO_TOKEN (default: random).
 set -euo pipefail
 
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
-REPO=$(pwd -P)
-PYTHON=${PYTHON:-python3}
+# Everything runs with the project's .venv (made by scripts/setup.sh below).
+# shellcheck source=scripts/venv.sh
+. "$(dirname "${BASH_SOURCE[0]}")/venv.sh"
+cd "$REPO"
 CACHE=${TFENV_DEV_CACHE:-$HOME/.cache/jupyter_tfenv-dev}
 PORT=${DEMO_PORT:-8888}
 START_LAB=1
+CHECK=0
 for arg in "$@"; do
   case "$arg" in
     --no-lab) START_LAB=0 ;;
+    --check) CHECK=1 ;;
     -h | --help)
-      sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+      sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *)
@@ -37,6 +45,7 @@ for arg in "$@"; do
       ;;
   esac
 done
+T0=$SECONDS
 say() { echo "[demo] $*"; }
 die() {
   echo "[demo] ERROR: $*" >&2
@@ -105,6 +114,11 @@ else
   docker info >/dev/null 2>&1 || die "$(id -un) cannot reach the Docker engine (docker group?)"
   DEMO_DIR=${DEMO_DIR:-$HOME/tfenv-demo}
 fi
+if [ "$CHECK" = 1 ]; then
+  # A folder and a port of its own: the check never touches a demo you are running.
+  DEMO_DIR=$(mktemp -d "${TMPDIR:-/tmp}/tfenv-demo-check.XXXXXX")
+  PORT=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+fi
 mkdir -p "$DEMO_DIR"
 DEMO_DIR=$(cd "$DEMO_DIR" && pwd -P)
 [ -e "$DEMO_DIR/demo.ipynb" ] || cp examples/demo.ipynb "$DEMO_DIR/demo.ipynb"
@@ -129,6 +143,51 @@ lab_args+=(
   --MappingKernelManager.default_kernel_name=tfenv-tf-2.20-cpu
 )
 URL="http://127.0.0.1:$PORT/lab/tree/demo.ipynb?token=$JUPYTER_TOKEN"
+
+if [ "$CHECK" = 1 ]; then
+  LOG="$DEMO_DIR.log"
+  LAB_PID=
+  finish() {
+    local rc=$? left
+    if [ -n "$LAB_PID" ] && kill -0 "$LAB_PID" 2>/dev/null; then
+      kill -INT "$LAB_PID" 2>/dev/null || true
+      for _ in $(seq 1 60); do kill -0 "$LAB_PID" 2>/dev/null || break; sleep 0.5; done
+      kill -KILL "$LAB_PID" 2>/dev/null || true
+    fi
+    if [ -n "$LAB_PID" ]; then
+      left=$(docker ps -aq --filter "label=org.jupyter.tfenv.server-pid=$LAB_PID" 2>/dev/null || true)
+      if [ -n "$left" ]; then
+        echo "[demo] ERROR: JupyterLab left kernel containers behind: $(echo "$left" | tr '\n' ' ')" >&2
+        docker rm -f $left >/dev/null 2>&1 || true
+        rc=1
+      fi
+    fi
+    if [ "$rc" -ne 0 ] && [ -f "$LOG" ]; then
+      echo "[demo] JupyterLab's log ($LOG), last lines:" >&2
+      tail -40 "$LOG" | sed 's/^/[demo]   /' >&2
+    fi
+    rm -rf "$DEMO_DIR" "$LOG"
+    if [ "$rc" -eq 0 ]; then
+      say "check passed in $((SECONDS - T0)) s: nothing left behind"
+    else
+      say "check FAILED"
+    fi
+    exit "$rc"
+  }
+  trap finish EXIT
+  (cd "$DEMO_DIR" && exec "$PYTHON" -m jupyter lab "${lab_args[@]}" </dev/null >"$LOG" 2>&1) &
+  LAB_PID=$!
+  say "check: JupyterLab (pid $LAB_PID) on http://127.0.0.1:$PORT, notebooks in $DEMO_DIR"
+  "$PYTHON" scripts/demo_check.py --url "http://127.0.0.1:$PORT" --pid "$LAB_PID" \
+    --kernel tfenv-tf-2.20-cpu --expect 2.20.0
+  # demo_check.py asked the server to shut down: it stops its kernels, then exits.
+  for _ in $(seq 1 120); do kill -0 "$LAB_PID" 2>/dev/null || break; sleep 0.5; done
+  if kill -0 "$LAB_PID" 2>/dev/null; then
+    die "JupyterLab did not exit within 60 s of POST /api/shutdown"
+  fi
+  wait "$LAB_PID" || die "JupyterLab exited with status $?"
+  exit 0
+fi
 echo
 say "catalog:   $REPO/examples/demo-catalog.yaml (config: examples/jupyter_server_config.py)"
 say "notebooks: $DEMO_DIR"

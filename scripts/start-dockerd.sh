@@ -7,7 +7,7 @@ if docker info >/dev/null 2>&1; then
 fi
 if ! command -v dockerd >/dev/null 2>&1; then
   echo "dockerd not found: installing docker.io" >&2
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io >/dev/null
+  bash "$(dirname "${BASH_SOURCE[0]}")/install-debian-packages.sh" docker.io >&2
 fi
 log=${TFENV_DOCKERD_LOG:-/tmp/tfenv-dockerd.log}
 nohup setsid dockerd --bridge=none --iptables=false --ip6tables=false >"$log" 2>&1 &

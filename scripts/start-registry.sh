@@ -36,9 +36,7 @@ fi
 if [ "$(id -u)" -eq 0 ]; then SUDO=(); else SUDO=(sudo); fi
 if ! command -v docker-registry >/dev/null 2>&1; then
   say "installing Debian's docker-registry package ..."
-  "${SUDO[@]}" apt-get update -qq
-  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-    --no-install-recommends docker-registry >/dev/null
+  bash "$(dirname "${BASH_SOURCE[0]}")/install-debian-packages.sh" docker-registry >&2
 fi
 # The package's own service listens on :5000 on every interface (with htpasswd auth);
 # we want ours, on loopback only. Stop and disable it wherever an init system runs it.

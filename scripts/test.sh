@@ -11,8 +11,10 @@
 # TFENV_TEST_SKIP_LINT=1 (tests only), TFENV_TEST_FORMAT=0 (skip `ruff format --check`).
 set -uo pipefail
 
-cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
-PYTHON=${PYTHON:-python3}
+# Every step runs with the project's own .venv (made by scripts/setup.sh).
+# shellcheck source=scripts/venv.sh
+. "$(dirname "${BASH_SOURCE[0]}")/venv.sh" || exit 1
+cd "$REPO" || exit 1
 T0=$SECONDS
 say() { echo "[test] $*"; }
 
@@ -22,6 +24,11 @@ if [ "${TFENV_TEST_SKIP_SETUP:-0}" != 1 ]; then
     exit 1
   fi
 fi
+if [ ! -x "$PYTHON" ]; then
+  say "FAILED: $PYTHON is missing: run scripts/setup.sh (TFENV_TEST_SKIP_SETUP=1 needs it)"
+  exit 1
+fi
+say "python: $PYTHON ($("$PYTHON" --version 2>&1))"
 
 passed=()
 failed=()

@@ -118,6 +118,19 @@ def images(docker_engine: docker.DockerClient) -> docker.DockerClient:
 
 
 @pytest.fixture(scope="session")
+def dists(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The sdist and wheel that ``python -m build`` makes of a fresh clone of this tree
+    (tests/dist.py): the wheel as users get it."""
+    from .dist import DistError, build_dists, fresh_tree
+
+    root = tmp_path_factory.mktemp("dists")
+    try:
+        return build_dists(fresh_tree(root / "clone"), root / "dist")
+    except DistError as err:
+        pytest.fail(str(err))
+
+
+@pytest.fixture(scope="session")
 def ipykernel_wheels() -> Path:
     import build_test_images
 

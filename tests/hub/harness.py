@@ -21,14 +21,11 @@ proxy (tornado, in a worker thread so that no test's event loop is involved).
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import contextlib
 import fcntl
 import grp
 import hashlib
 import importlib.metadata
-import json
 import os
 import pwd
 import secrets
@@ -38,7 +35,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -47,7 +43,11 @@ from typing import Any
 
 import requests
 
+from ..dist import DistError, build_wheel
 from ..server_process import free_port
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+from kernel_ws import Execution, execute
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_CONFIG = REPO / "examples" / "hub" / "jupyterhub_config.py"
@@ -241,24 +241,11 @@ def ensure_user_venv(progress: Callable[[str], None] = default_progress) -> Path
         old_umask = os.umask(0o022)
         try:
             with tempfile.TemporaryDirectory(prefix="tfenv-wheel-") as wheels:
-                env = {**os.environ, "HATCH_JUPYTER_BUILDER_SKIP_NPM": "1"}
-                run(
-                    [
-                        sys.executable,
-                        "-m",
-                        "pip",
-                        "wheel",
-                        "--disable-pip-version-check",
-                        "--no-deps",
-                        "--no-build-isolation",
-                        "-q",
-                        "-w",
-                        wheels,
-                        str(REPO),
-                    ],
-                    env=env,
-                )
-                wheel = next(Path(wheels).glob("jupyter_tfenv-*.whl"))
+                # As an admin installs it: `pip wheel .` with pip's build isolation.
+                try:
+                    wheel = build_wheel(REPO, Path(wheels))
+                except DistError as err:
+                    raise HarnessError(f"building the wheel of {REPO} failed: {err}") from err
                 run([USER_PYTHON, "-m", "venv", str(venv)])
                 run(
                     [
@@ -285,130 +272,6 @@ def ensure_user_venv(progress: Callable[[str], None] = default_progress) -> Path
                 shutil.rmtree(old, ignore_errors=True)
         progress(f"users' venv built in {time.monotonic() - started:.0f} s")
     return venv
-
-
-# -- kernel websocket -----------------------------------------------------------------
-
-
-@dataclass
-class Execution:
-    """What one execute_request produced."""
-
-    status: str
-    stdout: str
-    stderr: str
-    error: dict[str, Any] | None
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
-
-    def __str__(self) -> str:
-        text = f"status={self.status}\nstdout={self.stdout!r}\nstderr={self.stderr!r}"
-        if self.error:
-            text += "\n" + "\n".join(self.error.get("traceback", []))
-        return text
-
-
-def _message(msg_type: str, content: dict[str, Any], session: str, channel: str) -> dict[str, Any]:
-    return {
-        "header": {
-            "msg_id": uuid.uuid4().hex,
-            "msg_type": msg_type,
-            "username": "hub-test",
-            "session": session,
-            "date": datetime.now(timezone.utc).isoformat(),
-            "version": "5.3",
-        },
-        "parent_header": {},
-        "metadata": {},
-        "content": content,
-        "channel": channel,
-        "buffers": [],
-    }
-
-
-async def _execute(
-    url: str,
-    token: str,
-    code: str,
-    timeout: float,
-    on_busy: Callable[[], None] | None,
-) -> Execution:
-    from tornado.httpclient import HTTPRequest
-    from tornado.websocket import websocket_connect
-
-    request = HTTPRequest(url, headers={"Authorization": f"token {token}"}, request_timeout=timeout)
-    conn = await asyncio.wait_for(websocket_connect(request), timeout)
-    try:
-        session = uuid.uuid4().hex
-        msg = _message(
-            "execute_request",
-            {
-                "code": code,
-                "silent": False,
-                "store_history": False,
-                "user_expressions": {},
-                "allow_stdin": False,
-                "stop_on_error": True,
-            },
-            session,
-            "shell",
-        )
-        msg_id = msg["header"]["msg_id"]
-        await conn.write_message(json.dumps(msg))
-        deadline = time.monotonic() + timeout
-        stdout: list[str] = []
-        stderr: list[str] = []
-        error: dict[str, Any] | None = None
-        reply: dict[str, Any] | None = None
-        idle = False
-        busy_seen = False
-        while reply is None or not idle:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"no complete reply within {timeout} s; stdout so far: {stdout}")
-            raw = await asyncio.wait_for(conn.read_message(), left)
-            if raw is None:
-                raise ConnectionError(
-                    f"the kernel websocket closed ({conn.close_code} {conn.close_reason})"
-                )
-            data = json.loads(raw)
-            if data.get("parent_header", {}).get("msg_id") != msg_id:
-                continue
-            kind = data["header"]["msg_type"]
-            content = data["content"]
-            if kind == "stream":
-                (stdout if content["name"] == "stdout" else stderr).append(content["text"])
-            elif kind == "error":
-                error = content
-            elif kind == "status":
-                if content["execution_state"] == "busy" and not busy_seen:
-                    busy_seen = True
-                    if on_busy is not None:
-                        await asyncio.to_thread(on_busy)
-                elif content["execution_state"] == "idle":
-                    idle = True
-            elif kind == "execute_reply":
-                reply = content
-                if content.get("status") == "error" and error is None:
-                    error = content
-        return Execution(reply["status"], "".join(stdout), "".join(stderr), error)
-    finally:
-        conn.close()
-
-
-def execute(
-    ws_url: str,
-    token: str,
-    code: str,
-    timeout: float = 120.0,
-    on_busy: Callable[[], None] | None = None,
-) -> Execution:
-    """Run ``code`` on the kernel behind ``ws_url`` (a /channels URL); ``on_busy`` is
-    called (in a thread) once the kernel reports busy with this request."""
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, _execute(ws_url, token, code, timeout, on_busy)).result()
 
 
 # -- the hub --------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """The wheel works without Node.js: a clean venv with only the wheel and JupyterLab.
 
-As the JupyterLab extension template's "isolated" check does: build the wheel (the
-prebuilt labextension inside), install it and ``jupyterlab`` into a new venv, hide
-Node.js, then
+As the JupyterLab extension template's "isolated" check does: take the wheel users get
+(``python -m build`` of a fresh clone, tests/dist.py), install it and ``jupyterlab`` into
+a new venv, hide Node.js, then
 
 - ``jupyter labextension list`` / ``jupyter server extension list`` show both parts OK;
 - ``python -m jupyterlab.browser_check --no-browser-test`` passes (the server starts with
@@ -15,7 +15,6 @@ Node.js, then
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from ..dist import Dists
 from .lab import chromium_executable
 
 REPO = Path(__file__).resolve().parents[2]
@@ -82,30 +82,12 @@ def run(args: list[str], *, timeout: float, **kwargs: object) -> subprocess.Comp
     return result
 
 
-def build_wheel(dist: Path) -> Path:
-    if not (LABEXT / "static" / "style.js").is_file() or not (LABEXT / "package.json").is_file():
-        pytest.fail("the labextension is not built (jupyter_tfenv/labextension): npm run build")
-    have_backend = all(
-        importlib.util.find_spec(mod) is not None
-        for mod in ("hatchling", "hatch_nodejs_version", "hatch_jupyter_builder")
-    )
-    args = [sys.executable, "-m", "pip", "wheel", ".", "--no-deps", "-q", "-w", str(dist)]
-    if have_backend:
-        args.append("--no-build-isolation")
-    # The prebuilt labextension goes in as it is: no npm during the wheel build.
-    env = {**os.environ, "SKIP_JUPYTER_BUILDER": "1", "HATCH_JUPYTER_BUILDER_SKIP_NPM": "1"}
-    result = run(args, timeout=600, cwd=REPO, env=env)
-    assert result.returncode == 0, f"building the wheel failed:\n{result.stdout}\n{result.stderr}"
-    wheels = sorted(dist.glob("jupyter_tfenv-*.whl"))
-    assert len(wheels) == 1, wheels
-    return wheels[0]
-
-
-def test_wheel_works_without_nodejs(tmp_path: Path) -> None:
+def test_wheel_works_without_nodejs(tmp_path: Path, dists: Dists) -> None:
     chromium = chromium_executable()
     if chromium is None:
         pytest.fail("Chromium is not installed: run scripts/setup.sh (Debian package chromium)")
-    wheel = build_wheel(tmp_path / "dist")
+    # The wheel `python -m build` made from the sdist of a fresh clone (tests/dist.py).
+    wheel = dists.wheel
     names = subprocess.run(
         [sys.executable, "-m", "zipfile", "-l", str(wheel)],
         capture_output=True,

@@ -1,0 +1,158 @@
+#!/usr/bin/env python3
+"""The demo's end-to-end check, as a user would do it, through a running JupyterLab.
+
+Run by ``scripts/demo.sh --check`` against the JupyterLab it started:
+
+1. waits until the server answers (``GET /api/status``) while its process lives;
+2. the demo catalog's kernel is in ``GET /api/kernelspecs``;
+3. starts that kernel (``POST /api/kernels``), runs ``import tensorflow as tf`` over the
+   kernel websocket and checks that ``tf.__version__`` is the pinned version and the
+   kernel is not root;
+4. ``GET /tfenv/kernels/<id>``: the kernel runs in a running container of the catalog's
+   image;
+5. shuts the kernel down, then the server (``POST /api/shutdown``).
+
+Exit 0 when every step passed; otherwise 1 with what failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from kernel_ws import execute
+
+T0 = time.monotonic()
+
+
+class CheckFailed(RuntimeError):
+    pass
+
+
+def say(text: str) -> None:
+    print(f"[demo-check] {time.monotonic() - T0:6.1f} s  {text}", flush=True)
+
+
+def request(base: str, token: str, method: str, path: str, body: Any = None) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(
+        base + path,
+        data=data,
+        method=method,
+        headers={"Authorization": f"token {token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=300) as response:
+            raw = response.read()
+    except urllib.error.HTTPError as err:
+        detail = err.read().decode(errors="replace")
+        with contextlib.suppress(ValueError):
+            detail = json.loads(detail).get("message", detail)
+        raise CheckFailed(f"{method} {path}: HTTP {err.code}: {detail}") from err
+    return json.loads(raw) if raw else None
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def wait_for_server(base: str, token: str, pid: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not alive(pid):
+            raise CheckFailed(f"JupyterLab (pid {pid}) exited before it answered")
+        try:
+            request(base, token, "GET", "/api/status")
+        except (CheckFailed, OSError):
+            time.sleep(0.5)
+            continue
+        return
+    raise CheckFailed(f"JupyterLab did not answer at {base} within {timeout:.0f} s")
+
+
+def check(args: argparse.Namespace) -> None:
+    base = args.url.rstrip("/")
+    token = os.environ["JUPYTER_TOKEN"]
+    wait_for_server(base, token, args.pid, args.start_timeout)
+    say(f"JupyterLab answers at {base}")
+
+    specs = request(base, token, "GET", "/api/kernelspecs")["kernelspecs"]
+    if args.kernel not in specs:
+        raise CheckFailed(f"kernel {args.kernel} is not offered; kernelspecs: {sorted(specs)}")
+    spec = specs[args.kernel]["spec"]
+    tfenv = spec.get("metadata", {}).get("tfenv", {})
+    say(f"kernel picker offers {args.kernel}: {spec['display_name']!r} ({tfenv.get('image')})")
+
+    kernel = request(base, token, "POST", "/api/kernels", {"name": args.kernel})
+    kid = kernel["id"]
+    try:
+        say(f"kernel {kid} started")
+        ws = f"{base.replace('http', 'ws', 1)}/api/kernels/{kid}/channels"
+        result = execute(
+            ws,
+            token,
+            "import os, tensorflow as tf\nprint(tf.__version__, os.getuid())",
+            timeout=args.exec_timeout,
+        )
+        if not result.ok:
+            raise CheckFailed(f"import tensorflow failed in the kernel:\n{result}")
+        version, _, uid = result.stdout.strip().partition(" ")
+        say(f"tf.__version__ = {version} (kernel uid {uid})")
+        if version != args.expect:
+            raise CheckFailed(f"tf.__version__ is {version!r}, the catalog pins {args.expect!r}")
+        if uid == "0":
+            raise CheckFailed("the kernel runs as root")
+
+        status = request(base, token, "GET", f"/tfenv/kernels/{kid}")
+        live = status.get("live") or {}
+        say(
+            f"container {str(status.get('container_id'))[:12]} ({live.get('status')}) runs "
+            f"{live.get('image_ref')}, image {str(live.get('image_id'))[:19]}"
+        )
+        if not live.get("running"):
+            raise CheckFailed(f"the kernel's container is not running: {live}")
+        if live.get("image_ref") != tfenv.get("image"):
+            ref, pinned = live.get("image_ref"), tfenv.get("image")
+            raise CheckFailed(f"the kernel runs {ref!r}, not the catalog's {pinned!r}")
+    finally:
+        request(base, token, "DELETE", f"/api/kernels/{kid}")
+        say(f"kernel {kid} shut down")
+    request(base, token, "POST", "/api/shutdown")
+    say("JupyterLab asked to shut down")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--url", required=True, help="JupyterLab's base URL")
+    parser.add_argument("--pid", type=int, required=True, help="JupyterLab's process id")
+    parser.add_argument("--kernel", required=True, help="kernelspec name, e.g. tfenv-tf-2.20-cpu")
+    parser.add_argument("--expect", required=True, help="the pinned TensorFlow version")
+    parser.add_argument("--start-timeout", type=float, default=120)
+    parser.add_argument("--exec-timeout", type=float, default=300)
+    args = parser.parse_args()
+    try:
+        check(args)
+    except (CheckFailed, TimeoutError, ConnectionError, OSError) as err:
+        print(f"[demo-check] FAILED: {err}", file=sys.stderr, flush=True)
+        return 1
+    say("passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
