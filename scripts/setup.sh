@@ -65,8 +65,13 @@ else
   SUDO=()
 fi
 pip_install() {
+  # Some machines' pip.conf names local indexes that are not there: pip says so for
+  # every package. Those lines only are dropped.
+  local rc=0
   "$PYTHON" -m pip install --disable-pip-version-check --root-user-action=ignore \
-    --progress-bar off -q "$@"
+    --progress-bar off -q "$@" 2>&1 |
+    { grep -v "^WARNING: Location 'file:.*' is ignored" || true; } || rc=$?
+  return "$rc"
 }
 
 # --------------------------------------------------------------------- 1. Debian packages

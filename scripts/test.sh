@@ -3,9 +3,10 @@
 #
 #   bash scripts/test.sh [PYTEST ARGS ...]
 #
-# Arguments go to pytest, e.g. `bash scripts/test.sh -k kernel -x`. Every step runs even
-# when an earlier one failed (setup excepted); the exit status is non-zero when any failed,
-# and a summary line lists them. pytest collecting no test at all (exit 5) is a failure.
+# Arguments go to pytest, e.g. `bash scripts/test.sh -k kernel -x` (jest, the frontend's
+# unit tests, runs only without arguments). Every step runs even when an earlier one
+# failed (setup excepted); the exit status is non-zero when any failed, and a summary
+# line lists them. pytest collecting no test at all (exit 5) is a failure.
 #
 # Environment: TFENV_TEST_SKIP_SETUP=1 (reuse the current setup),
 # TFENV_TEST_SKIP_LINT=1 (tests only), TFENV_TEST_FORMAT=0 (skip `ruff format --check`).
@@ -71,6 +72,10 @@ pytest_run() {
   fi
   return "$rc"
 }
+if [ $# -eq 0 ]; then
+  # The frontend's unit tests (jest: the model and pure logic of the Lab extension).
+  step "jest" npm test --silent -- --ci
+fi
 step "pytest" pytest_run "$@"
 
 echo
