@@ -17,7 +17,7 @@
 #   5. the Python package, editable, with the test and lint extras, into .venv/; the
 #      labextension is linked into the venv's Jupyter data dir (`jupyter builder
 #      develop`), so later builds (`npm run build`) show up without a reinstall;
-#      configurable-http-proxy (JupyterHub's proxy, for tests/hub) from npm;
+#      configurable-http-proxy (JupyterHub's proxy, for tests/hub) from npm, into .venv;
 #   6. a Docker engine (scripts/start-dockerd.sh starts one when none answers);
 #   7. the local test images (scripts/build_test_images.py, cached by recipe hash);
 #      --tag-demo also tags them as the tensorflow/tensorflow:* names the demo uses.
@@ -226,12 +226,19 @@ if ! "$PYTHON" -m jupyter server extension list 2>&1 | grep -E "jupyter_tfenv .*
 fi
 say "labextension jupyter-tfenv and server extension jupyter_tfenv: enabled, OK"
 
-# configurable-http-proxy: JupyterHub's proxy, for the JupyterHub tests (tests/hub).
-if command -v configurable-http-proxy >/dev/null 2>&1; then
-  say "configurable-http-proxy $(configurable-http-proxy --version 2>/dev/null) is installed"
+# configurable-http-proxy: JupyterHub's proxy, for the JupyterHub tests (tests/hub). From
+# npm, into the venv too (.venv/lib/node, linked into .venv/bin), never npm -g.
+chp="$VENV/bin/configurable-http-proxy"
+if [ -x "$chp" ] && "$chp" --version >/dev/null 2>&1; then
+  say "configurable-http-proxy $("$chp" --version 2>/dev/null) is in $VENV"
 else
-  say "npm install -g configurable-http-proxy (JupyterHub's proxy, for tests/hub) ..."
-  "${SUDO[@]}" npm install -g --no-audit --no-fund --loglevel=error configurable-http-proxy
+  t=$SECONDS
+  say "npm install configurable-http-proxy into $VENV/lib/node (JupyterHub's proxy) ..."
+  npm install --prefix "$VENV/lib/node" --no-audit --no-fund --loglevel=error \
+    "configurable-http-proxy@^5" >/dev/null
+  ln -sfn "$VENV/lib/node/node_modules/.bin/configurable-http-proxy" "$chp"
+  "$chp" --version >/dev/null || die "configurable-http-proxy does not run after npm install"
+  step_time "configurable-http-proxy installed" "$t"
 fi
 
 # --------------------------------------------------------------------- 6.+7. Docker, images

@@ -447,6 +447,8 @@ class HubHarness:
                 "TFENV_RUNTIME_ROOT": str(self.paths.runtime_root),
                 "TFENV_USERS_GROUP": LOGIN_GROUP,
                 "CONFIGPROXY_AUTH_TOKEN": secrets.token_hex(24),
+                # The hub's proxy, configurable-http-proxy, is in this venv's bin.
+                "PATH": venv_path(),
                 **self.extra_env,
             }
         )
@@ -728,12 +730,20 @@ def remove_test_containers(users: Iterable[str]) -> list[str]:
     return removed
 
 
+def venv_path() -> str:
+    """PATH with this venv's bin first (scripts/setup.sh puts configurable-http-proxy
+    there), also when pytest was started without it on PATH."""
+    venv_bin = str(Path(sys.executable).parent)
+    rest = [p for p in os.environ.get("PATH", os.defpath).split(os.pathsep) if p != venv_bin]
+    return os.pathsep.join([venv_bin, *rest])
+
+
 def hub_test_prerequisites() -> str | None:
     """Why the hub tests cannot run here, or None."""
     if os.geteuid() != 0:
         return "the JupyterHub tests need root (system users, LocalProcessSpawner, the broker)"
-    if shutil.which("configurable-http-proxy") is None:
-        return "configurable-http-proxy is missing (npm install -g configurable-http-proxy)"
+    if shutil.which("configurable-http-proxy", path=venv_path()) is None:
+        return "configurable-http-proxy is missing: run scripts/setup.sh (it installs it into .venv)"
     try:
         importlib.metadata.version("jupyterhub")
     except importlib.metadata.PackageNotFoundError:
