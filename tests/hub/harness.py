@@ -743,7 +743,7 @@ def hub_test_prerequisites() -> str | None:
     if os.geteuid() != 0:
         return "the JupyterHub tests need root (system users, LocalProcessSpawner, the broker)"
     if shutil.which("configurable-http-proxy", path=venv_path()) is None:
-        return "configurable-http-proxy is missing: run scripts/setup.sh (it installs it into .venv)"
+        return "configurable-http-proxy is missing: run scripts/setup.sh (it installs it in .venv)"
     try:
         importlib.metadata.version("jupyterhub")
     except importlib.metadata.PackageNotFoundError:
