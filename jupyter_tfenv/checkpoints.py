@@ -69,6 +69,7 @@ from .docker_runtime import (
     tail_logs,
 )
 from .errors import NotFoundError, TFEnvError
+from .mountcheck import CheckedFolder
 
 #: Where a kernel finds its checkpoint folder, and the variable that says so.
 CONTAINER_CHECKPOINT_DIR = "/tfenv/checkpoints"
@@ -473,6 +474,9 @@ class KernelStorage:
     environment: dict[str, str]
     #: For the REST API: ``{"mode", "checkpoints": {...}, "logs": {...}}``.
     info: dict[str, Any]
+    #: The bind folders as prepared, for :func:`~jupyter_tfenv.mountcheck.verify_mounts`
+    #: once the container runs (volumes are Docker's own: nothing to swap).
+    checked: list[CheckedFolder] = field(default_factory=list)
 
 
 def prepare_kernel_storage(
@@ -490,9 +494,12 @@ def prepare_kernel_storage(
 
     They belong to ``uid:gid`` before the container starts. Volumes are prepared by a
     short-lived container of ``helper_image`` (default: the environment's own image).
+    The result's ``checked`` is what to pass to
+    :func:`~jupyter_tfenv.mountcheck.verify_mounts` once the container runs.
     Raises :class:`CheckpointStorageError`.
     """
     locations = kernel_locations(config, owner, env.id)
+    checked = []
     for loc in locations:
         if loc.is_volume:
             prepare_volume(
@@ -504,16 +511,55 @@ def prepare_kernel_storage(
                 python="python3" if helper_image else env.python,
             )
         else:
-            prepare_bind(loc, uid, gid)
+            folder = prepare_bind(loc, uid, gid)
+            checked.append(CheckedFolder.of(str(loc.host_path), folder, loc.container_path))
     info = (
         {"mode": config.mode, **{loc.kind: loc.to_dict() for loc in locations}}
         if locations
         else {"mode": "off"}
     )
-    return KernelStorage([loc.mount() for loc in locations], kernel_environment(locations), info)
+    return KernelStorage(
+        [loc.mount() for loc in locations], kernel_environment(locations), info, checked
+    )
 
 
-def prepare_bind(loc: Location, uid: int, gid: int) -> None:
+#: How every folder of a bind location is opened: never through a symlink, only folders.
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _is_symlink(parent_fd: int | None, name: str) -> bool:
+    """For messages only: whether ``name`` is a symlink (O_DIRECTORY says ENOTDIR too)."""
+    try:
+        info = os.lstat(name) if parent_fd is None else os.lstat(name, dir_fd=parent_fd)
+    except OSError:
+        return False
+    return stat.S_ISLNK(info.st_mode)
+
+
+def _open_component(parent_fd: int | None, name: str, path: str) -> int:
+    """``name`` opened as a folder below ``parent_fd`` (a path when None), never following.
+
+    A symlink (ELOOP) or anything but a folder (ENOTDIR) is refused with what to do.
+    """
+    try:
+        if parent_fd is None:
+            return os.open(name, _DIR_FLAGS)
+        return os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+    except OSError as err:
+        if err.errno in (errno.ELOOP, errno.ENOTDIR):
+            what = "a symlink" if _is_symlink(parent_fd, name) else "not a folder"
+            raise CheckpointStorageError(
+                f"{path} is {what}; checkpoint folders must be real folders under the "
+                "checkpoint root (a symlink could lead anywhere, so nothing is created or "
+                f"handed over through it). Remove {path}, then start the kernel again; or "
+                "choose another root."
+            ) from err
+        raise CheckpointStorageError(
+            f"Cannot open the checkpoint folder {path}: {err.strerror or err}."
+        ) from err
+
+
+def prepare_bind(loc: Location, uid: int, gid: int) -> os.stat_result:
     """Create the location's folder, owned by ``uid:gid`` (0700 for what is created).
 
     The root and the template's shared folders above the user's are the server's
@@ -521,6 +567,15 @@ def prepare_bind(loc: Location, uid: int, gid: int) -> None:
     uid: a missing one is created and handed over, a root-owned one is handed over when
     the server may (it runs as root), another user's is refused with what to do, and a
     symlink is refused (it could lead anywhere).
+
+    No step goes through a path string below the root: each folder is opened with
+    ``O_NOFOLLOW|O_DIRECTORY`` relative to its parent's descriptor, created with
+    ``mkdir(dir_fd=…)``, and its owner and mode are read and set on that descriptor
+    (``fstat``/``fchown``/``fchmod``). A user who swaps a folder for a symlink between
+    two steps (the broker runs as root) makes the start fail; nothing outside the root
+    is ever changed. Returns the ``fstat`` of the location's own folder: its
+    ``st_dev``/``st_ino`` are what :mod:`jupyter_tfenv.mountcheck` compares the
+    container's mount with.
     """
     assert loc.base is not None and loc.host_path is not None
     base = loc.base
@@ -530,38 +585,47 @@ def prepare_bind(loc: Location, uid: int, gid: int) -> None:
         raise CheckpointStorageError(
             f"Cannot create the checkpoint root {base}: {err.strerror or err}."
         ) from err
-    current = base
-    for index, part in enumerate(os.path.relpath(loc.host_path, base).split(os.sep)):
-        current = os.path.join(current, part)
-        users = index >= loc.shared_depth
-        created = False
-        try:
-            os.mkdir(current, 0o700 if users else 0o755)
-            created = True
-        except FileExistsError:
-            pass
-        except OSError as err:
-            raise CheckpointStorageError(
-                f"Cannot create the checkpoint folder {current}: {err.strerror or err}."
-            ) from err
-        info = os.lstat(current)
-        if not stat.S_ISDIR(info.st_mode):
-            raise CheckpointStorageError(
-                f"{current} is a symlink or not a folder; checkpoint folders must be real "
-                "folders under the checkpoint root. Remove it, or choose another root."
-            )
-        if not users or info.st_uid == uid:
-            continue
-        if not created and info.st_uid != 0:
-            raise _owner_problem(current, info.st_uid, uid)
-        try:
-            os.chown(current, uid, gid)
-        except PermissionError as err:
-            raise CheckpointStorageError(
-                f"The server runs as uid {os.getuid()} and cannot hand the checkpoint folder "
-                f"{current} to the kernel's uid {uid}. Run kernels as the server's own user "
-                "(unset c.DockerKernelProvisioner.uid), or create the folder for that user."
-            ) from err
+    fd = _open_component(None, base, base)
+    try:
+        current = base
+        info = os.fstat(fd)
+        for index, part in enumerate(os.path.relpath(loc.host_path, base).split(os.sep)):
+            current = os.path.join(current, part)
+            users = index >= loc.shared_depth
+            mode = 0o700 if users else 0o755
+            created = False
+            try:
+                os.mkdir(part, mode, dir_fd=fd)
+                created = True
+            except FileExistsError:
+                pass
+            except OSError as err:
+                raise CheckpointStorageError(
+                    f"Cannot create the checkpoint folder {current}: {err.strerror or err}."
+                ) from err
+            child = _open_component(fd, part, current)
+            os.close(fd)
+            fd = child
+            info = os.fstat(fd)
+            if created and stat.S_IMODE(info.st_mode) != mode:
+                os.fchmod(fd, mode)  # the umask may have taken bits away
+            if not users or info.st_uid == uid:
+                continue
+            if not created and info.st_uid != 0:
+                raise _owner_problem(current, info.st_uid, uid)
+            try:
+                os.fchown(fd, uid, gid)
+            except PermissionError as err:
+                raise CheckpointStorageError(
+                    f"The server runs as uid {os.getuid()} and cannot hand the checkpoint "
+                    f"folder {current} to the kernel's uid {uid}. Run kernels as the server's "
+                    "own user (unset c.DockerKernelProvisioner.uid), or create the folder for "
+                    "that user."
+                ) from err
+            info = os.fstat(fd)
+        return info
+    finally:
+        os.close(fd)
 
 
 _PREPARED_VOLUMES: dict[tuple[str, str, int, int], float] = {}
@@ -644,18 +708,34 @@ def prepare_volume(
 
 
 def _prepare_root(root, uid, gid):
-    """Hand a root-owned volume root to the kernel user; refuse another user's."""
-    info = os.stat(root)
-    if info.st_uid == uid:
+    """Hand a root-owned volume root to the kernel user; refuse another user's.
+
+    What is changed is one descriptor, opened without following a symlink, and checked
+    again: what is checked is what is changed. (The helper has no CAP_DAC_OVERRIDE: a
+    root that is already the user's is only looked at, never opened.)
+    """
+    info = os.lstat(root)
+    if info.st_uid == uid and stat.S_ISDIR(info.st_mode):
         return {"ok": True}
-    if info.st_uid != 0:
-        return {"error": "owner", "uid": info.st_uid}
+    flags = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_NOFOLLOW", 0)
     try:
-        os.chmod(root, 0o700)  # first: once it is the user's, root may no longer chmod
-        os.chown(root, uid, gid)
+        fd = os.open(root, flags | getattr(os, "O_CLOEXEC", 0))
     except OSError as err:
-        return {"error": "cannot chown the volume root: " + str(err)}
-    return {"ok": True, "changed": True}
+        return {"error": "cannot open the volume root: " + str(err)}
+    try:
+        info = os.fstat(fd)
+        if info.st_uid == uid:
+            return {"ok": True}
+        if info.st_uid != 0:
+            return {"error": "owner", "uid": info.st_uid}
+        try:
+            os.fchmod(fd, 0o700)  # first: once it is the user's, root may no longer chmod
+            os.fchown(fd, uid, gid)
+        except OSError as err:
+            return {"error": "cannot chown the volume root: " + str(err)}
+        return {"ok": True, "changed": True}
+    finally:
+        os.close(fd)
 
 
 def _zip_complete(path):

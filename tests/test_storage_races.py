@@ -1,0 +1,220 @@
+"""Symlink races of the storage the (root) broker prepares and mounts (issue 13, items 1-2).
+
+Each race is injected in-process at the exact step an attacker would need: right after a
+folder is created, found to exist, opened or checked, it is replaced by a symlink to
+something outside the storage. Tests run as root, so every chown is real: the file or
+folder the symlink points to must keep its owner and mode, and the step must fail with a
+message that says what is wrong.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jupyter_tfenv import checkpoints
+from jupyter_tfenv.checkpoints import (
+    CheckpointStorageError,
+    StorageConfig,
+    _prepare_root,
+    locate,
+    prepare_bind,
+)
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root")
+
+UID, GID = 1000, 1000
+
+
+def bind_config(tmp_path: Path, subpath: str = "{username}/{environment}") -> StorageConfig:
+    return StorageConfig(
+        mode="bind",
+        checkpoint_root=str(tmp_path / "ckpt"),
+        log_root=str(tmp_path / "logs"),
+        subpath=subpath,
+    )
+
+
+@pytest.fixture
+def victim(tmp_path: Path) -> Iterator[Path]:
+    """A root-owned 0600 file outside the storage root (the stand-in for /etc/shadow)."""
+    outside = tmp_path / "etc"
+    outside.mkdir(mode=0o755)
+    path = outside / "shadow"
+    path.write_text("root:secret\n")
+    os.chown(path, 0, 0)
+    os.chmod(path, 0o600)
+    before = owner_and_mode(path)
+    yield path
+    assert owner_and_mode(path) == before, "a file outside the storage root was changed"
+
+
+def owner_and_mode(path: Path) -> tuple[int, int, int]:
+    info = os.lstat(path)
+    return info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)
+
+
+def swap_for_symlink(name: str, dir_fd: int | None, target: Path) -> None:
+    """Replace ``name`` (in ``dir_fd``) by a symlink to ``target``; the folder moves aside."""
+    os.rename(name, name + ".moved", src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    os.symlink(target, name, dir_fd=dir_fd)
+
+
+def inject(
+    monkeypatch: pytest.MonkeyPatch,
+    func: str,
+    when: Callable[[tuple[Any, ...], dict[str, Any]], bool],
+    then: Callable[[tuple[Any, ...], dict[str, Any]], None],
+) -> list[bool]:
+    """Wrap ``os.<func>``: once ``when(args, kwargs)``, run ``then`` right after the call."""
+    real = getattr(os, func)
+    fired: list[bool] = []
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return real(*args, **kwargs)
+        finally:
+            if not fired and when(args, kwargs):
+                fired.append(True)
+                then(args, kwargs)
+
+    monkeypatch.setattr(os, func, wrapper)
+    return fired
+
+
+# -- item 1: prepare_bind ---------------------------------------------------------------
+
+
+def test_happy_path_creates_the_folders_for_the_kernel_uid(tmp_path):
+    config = bind_config(tmp_path, "shared/{username}/{environment}")
+    loc = locate(config, "checkpoints", "alice", "tf220")
+    old = os.umask(0o077)  # the modes are set on the descriptors, whatever the umask
+    try:
+        info = prepare_bind(loc, UID, GID)
+    finally:
+        os.umask(old)
+    root = tmp_path / "ckpt"
+    shared = root / "shared"
+    user = shared / "alice"
+    env = user / "tf220"
+    assert root.stat().st_uid == 0
+    assert owner_and_mode(shared) == (0, 0, 0o755)
+    for folder in (user, env):
+        assert owner_and_mode(folder) == (UID, GID, 0o700)
+    assert (info.st_dev, info.st_ino) == (env.stat().st_dev, env.stat().st_ino)
+    # Again: nothing to do, same folder.
+    assert prepare_bind(loc, UID, GID).st_ino == env.stat().st_ino
+    assert owner_and_mode(env) == (UID, GID, 0o700)
+
+
+def test_a_symlink_swapped_in_after_mkdir_is_refused(tmp_path, monkeypatch, victim):
+    loc = locate(bind_config(tmp_path), "checkpoints", "alice", "tf220")
+    fired = inject(
+        monkeypatch,
+        "mkdir",
+        lambda args, kw: args[0] == "tf220",
+        lambda args, kw: swap_for_symlink("tf220", kw.get("dir_fd"), victim),
+    )
+    with pytest.raises(CheckpointStorageError, match=r"tf220 is a symlink; .* Remove "):
+        prepare_bind(loc, UID, GID)
+    assert fired
+    assert os.path.islink(str(loc.host_path))
+
+
+def test_a_symlink_swapped_in_for_an_existing_root_owned_folder_is_refused(
+    tmp_path, monkeypatch, victim
+):
+    """The issue's case: the folder exists, root's, and is about to be handed over."""
+    loc = locate(bind_config(tmp_path), "checkpoints", "alice", "tf220")
+    prepare_bind(loc, UID, GID)
+    env = Path(str(loc.host_path))
+    os.chown(env, 0, 0)  # made by hand, or by an old version: handed over when found
+    fired = inject(
+        monkeypatch,
+        "mkdir",
+        lambda args, kw: args[0] == "tf220",
+        lambda args, kw: swap_for_symlink("tf220", kw.get("dir_fd"), victim),
+    )
+    with pytest.raises(CheckpointStorageError, match="is a symlink"):
+        prepare_bind(loc, UID, GID)
+    assert fired
+    assert owner_and_mode(env.with_name("tf220.moved"))[0] == 0  # untouched as well
+
+
+def test_a_swap_after_the_folder_was_opened_changes_only_that_folder(tmp_path, monkeypatch, victim):
+    """Once opened, the descriptor is the folder: a later swap redirects nothing."""
+    loc = locate(bind_config(tmp_path), "checkpoints", "alice", "tf220")
+    fired = inject(
+        monkeypatch,
+        "open",
+        lambda args, kw: args[0] == "tf220" and "dir_fd" in kw,
+        lambda args, kw: swap_for_symlink("tf220", kw["dir_fd"], victim),
+    )
+    info = prepare_bind(loc, UID, GID)
+    assert fired
+    moved = Path(str(loc.host_path) + ".moved")
+    assert owner_and_mode(moved) == (UID, GID, 0o700)
+    assert info.st_ino == moved.stat().st_ino  # what the mount check will expect
+
+
+def test_a_user_folder_swapped_for_a_symlink_to_a_folder_is_refused(tmp_path, monkeypatch):
+    outside = tmp_path / "srv"
+    outside.mkdir(mode=0o755)
+    before = owner_and_mode(outside)
+    loc = locate(bind_config(tmp_path), "logs", "alice", "tf220")
+    fired = inject(
+        monkeypatch,
+        "mkdir",
+        lambda args, kw: args[0] == "alice",
+        lambda args, kw: swap_for_symlink("alice", kw.get("dir_fd"), outside),
+    )
+    with pytest.raises(CheckpointStorageError, match=r"logs/alice is a symlink"):
+        prepare_bind(loc, UID, GID)
+    assert fired
+    assert owner_and_mode(outside) == before
+    assert os.listdir(outside) == []  # nothing was created through the link
+
+
+def test_a_file_in_place_of_a_folder_is_refused(tmp_path, victim):
+    loc = locate(bind_config(tmp_path), "checkpoints", "alice", "tf220")
+    Path(str(loc.user_dir)).mkdir(parents=True)
+    Path(str(loc.host_path)).write_text("x")
+    with pytest.raises(CheckpointStorageError, match="is not a folder"):
+        prepare_bind(loc, UID, GID)
+
+
+def test_the_volume_root_helper_never_follows_a_symlink(tmp_path):
+    """_prepare_root (run in the helper container, and plain Python) works on a descriptor."""
+    target = tmp_path / "elsewhere"
+    target.mkdir(mode=0o755)
+    link = tmp_path / "root-link"
+    link.symlink_to(target)
+    result = _prepare_root(str(link), UID, GID)
+    assert "cannot open the volume root" in result["error"]
+    assert owner_and_mode(target) == (0, 0, 0o755)
+    real = tmp_path / "volume-root"
+    real.mkdir(mode=0o755)
+    assert _prepare_root(str(real), UID, GID) == {"ok": True, "changed": True}
+    assert owner_and_mode(real) == (UID, GID, 0o700)
+
+
+def test_prepare_kernel_storage_reports_what_it_prepared(tmp_path):
+    class Env:
+        id = "py"
+        python = "python3"
+
+    storage = checkpoints.prepare_kernel_storage(
+        None, bind_config(tmp_path), "alice", Env(), uid=UID, gid=GID, image_id="x"
+    )
+    assert [(c.target, c.host_path) for c in storage.checked] == [
+        ("/tfenv/checkpoints", str(tmp_path / "ckpt" / "alice" / "py")),
+        ("/tfenv/logs", str(tmp_path / "logs" / "alice" / "py")),
+    ]
+    for folder in storage.checked:
+        info = os.stat(folder.host_path)
+        assert (folder.dev, folder.ino) == (info.st_dev, info.st_ino)
