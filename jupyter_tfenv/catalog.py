@@ -35,7 +35,43 @@ LOCK_ENV_VAR = "JUPYTER_TFENV_LOCK"
 KERNEL_PREFIX = "tfenv-"
 #: Paths in the container that belong to jupyter_tfenv; catalog mounts may not use them.
 RESERVED_TARGETS = ("/opt/tfenv", "/tfenv")
-_DOCKER_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock")
+#: Kernel interfaces in the container that Docker sets up (and masks); no mount goes there.
+SYSTEM_TARGETS = ("/proc", "/sys", "/dev")
+#: Host paths a bind mount may not be, lie under or contain (after ``os.path.realpath``):
+#: engine sockets and state, kernel interfaces, devices, the host's configuration.
+PROTECTED_HOST_PATHS = (
+    "/var/run",
+    "/run",
+    "/proc",
+    "/sys",
+    "/dev",
+    "/etc",
+    "/var/lib/docker",
+    "/var/lib/containerd",
+    "/var/lib/containers",
+)
+#: File names of container engine sockets (Docker, containerd, Podman, BuildKit, CRI-O).
+ENGINE_SOCKET_NAMES = frozenset(
+    {
+        "docker.sock",
+        "containerd.sock",
+        "containerd.sock.ttrpc",
+        "podman.sock",
+        "buildkitd.sock",
+        "crio.sock",
+        "dockershim.sock",
+    }
+)
+#: Volume names that belong to tfenv: the default checkpoint and log volume templates
+#: (``tfenv-checkpoints-{username}-{environment}``, ``tfenv-logs-…``) start so.
+TFENV_VOLUME_RE = re.compile(r"^tfenv[-_.]", re.IGNORECASE)
+_VOLUME_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_NETWORK_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+#: Variables a catalog ``env`` may not set (matched case-insensitively): the hub's secrets,
+#: tfenv's own, what the dynamic loader and Python read before any code runs, and the
+#: NVIDIA runtime's device list (GPUs come from ``gpus``, which quotas count).
+_REFUSED_ENV_PREFIXES = ("JUPYTERHUB_", "TFENV_", "LD_", "PYTHON")
+_REFUSED_ENV_NAMES = ("JPY_API_TOKEN", "NVIDIA_VISIBLE_DEVICES")
 _SIZE_RE = re.compile(r"^([0-9]+(?:\.[0-9]+)?)([bkmgt]?)$", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 _TF_TAG_RE = re.compile(r"^v?([0-9]+\.[0-9]+(?:\.[0-9]+)?(?:rc[0-9]+)?)")
@@ -210,6 +246,128 @@ def infer_tensorflow_version(ref: ImageRef) -> str | None:
     return None
 
 
+def _is_within(path: str, root: str) -> bool:
+    """Whether ``path`` is ``root`` or below it (both absolute and normalized)."""
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def _engine_socket_paths() -> set[str]:
+    """Unix socket paths of the engines this process talks to ($DOCKER_HOST, $CONTAINER_HOST)."""
+    found = set()
+    for var in ("DOCKER_HOST", "CONTAINER_HOST"):
+        value = os.environ.get(var, "")
+        if value.startswith("unix://"):
+            path = value[len("unix://") :]
+            found.update({os.path.normpath(path), os.path.realpath(path)})
+    return found
+
+
+def _is_engine_socket(path: str, sockets: set[str]) -> bool:
+    return os.path.basename(path) in ENGINE_SOCKET_NAMES or path in sockets
+
+
+def check_network(value: str) -> None:
+    """Refuse network modes that share a namespace: ``host``, ``container:<id>``, ``ns:…``."""
+    if value.lower() == "host":
+        raise CatalogError(
+            f"network: '{value}' shares the host's network namespace (every port of the host, "
+            "its loopback services included) with the kernel; it is refused. Use none "
+            "(the default), bridge or a named Docker network."
+        )
+    if ":" in value:
+        mode = value.split(":", 1)[0]
+        raise CatalogError(
+            f"network: '{value}' joins the namespace of something else ({mode}:…); "
+            "that is refused. Use none (the default), bridge or a named Docker network."
+        )
+    if not _NETWORK_NAME_RE.match(value):
+        raise CatalogError(
+            f"network: '{value}' is not a Docker network name (letters, digits, '_', '.' "
+            "and '-'). Use none (the default), bridge or a named Docker network."
+        )
+
+
+def check_env_name(name: str) -> None:
+    """Refuse variables a catalog may not set (see ``_REFUSED_ENV_PREFIXES``)."""
+    upper = name.upper()
+    if upper in _REFUSED_ENV_NAMES or upper.startswith(("JUPYTERHUB_", "TFENV_")):
+        raise CatalogError(
+            f"env: {name} is refused: it belongs to JupyterHub, tfenv or the GPU allocation "
+            "(use 'gpus' for GPUs). Remove it from the entry."
+        )
+    if upper.startswith(("LD_", "PYTHON")):
+        raise CatalogError(
+            f"env: {name} is refused: LD_* and PYTHON* variables choose the code the loader "
+            "and the interpreter run before the kernel starts (LD_PRELOAD, PYTHONPATH, "
+            "PYTHONSTARTUP, …). Build them into the image instead."
+        )
+
+
+def _check_bind_source(source: str) -> None:
+    if not os.path.isabs(source):
+        raise CatalogError(f"bind source '{source}' must be an absolute host path.")
+    written = os.path.normpath(source)
+    sockets = _engine_socket_paths()
+    _check_bind_path(written, f"'{source}'", sockets)
+    resolved = _realpath(source)
+    if resolved is None:
+        raise CatalogError(
+            f"bind source '{source}' cannot be resolved (a link in it cannot be read); it "
+            "is refused. Mount a folder the server can resolve."
+        )
+    shown = f"'{source}'" + (f" (resolves to '{resolved}')" if resolved != written else "")
+    if resolved != written:
+        _check_bind_path(resolved, shown, sockets)
+    # A folder that holds an engine socket (rootless engines put theirs in odd places).
+    try:
+        names = os.listdir(resolved) if os.path.isdir(resolved) else []
+    except OSError:
+        names = []
+    held = sorted(ENGINE_SOCKET_NAMES.intersection(names))
+    if held:
+        raise CatalogError(
+            f"bind source {shown} holds the container engine socket {held[0]}; it is "
+            "refused. Mount a folder without engine sockets."
+        )
+
+
+def _realpath(path: str) -> str | None:
+    try:
+        return os.path.realpath(path)
+    except OSError:
+        return None
+
+
+def _check_bind_path(path: str, shown: str, sockets: set[str]) -> None:
+    """Refuse ``path`` (a bind source as written and normalized, or resolved)."""
+    if path == "/":
+        raise CatalogError(f"bind source {shown}: mounting the host's / is refused.")
+    if _is_engine_socket(path, sockets):
+        raise CatalogError(
+            f"bind source {shown} is the Docker socket or another container engine's "
+            "socket; mounting it into a kernel is refused: it is root on the host."
+        )
+    for protected in PROTECTED_HOST_PATHS:
+        for root in dict.fromkeys((protected, _realpath(protected) or protected)):
+            if _is_within(path, root):
+                raise CatalogError(
+                    f"bind source {shown} is the host's system folder {root} or lies "
+                    "under it (engine sockets, devices, kernel interfaces, host "
+                    "configuration); it is refused. Mount a data folder instead."
+                )
+            if _is_within(root, path):
+                raise CatalogError(
+                    f"bind source {shown} contains the host's system folder {root}; "
+                    "it is refused. Mount the data folder itself instead."
+                )
+    for socket in sockets:
+        if _is_within(socket, path):
+            raise CatalogError(
+                f"bind source {shown} contains the engine socket {socket}; it is "
+                "refused. Mount the data folder itself instead."
+            )
+
+
 def _check_mount(raw: dict[str, Any]) -> Mount:
     mount = Mount(
         source=raw["source"],
@@ -218,19 +376,55 @@ def _check_mount(raw: dict[str, Any]) -> Mount:
         read_only=raw.get("read_only", True),
     )
     target = os.path.normpath(mount.target)
-    if target == "/" or any(target == r or target.startswith(r + "/") for r in RESERVED_TARGETS):
+    if target == "/" or any(_is_within(target, r) for r in RESERVED_TARGETS):
         raise CatalogError(f"target '{mount.target}' is reserved; mount somewhere else.")
+    if any(_is_within(target, r) for r in SYSTEM_TARGETS):
+        raise CatalogError(
+            f"target '{mount.target}' is one of the container's kernel interfaces "
+            f"({', '.join(SYSTEM_TARGETS)}), which Docker sets up and masks; mount somewhere "
+            "else."
+        )
     if mount.type == "bind":
-        if not os.path.isabs(mount.source):
-            raise CatalogError(f"bind source '{mount.source}' must be an absolute host path.")
-        source = os.path.normpath(mount.source)
-        if source == "/":
-            raise CatalogError("mounting the host's / into a kernel is refused.")
-        if source in _DOCKER_SOCKETS or source.endswith("/docker.sock"):
+        _check_bind_source(mount.source)
+    elif mount.type == "volume":
+        if not _VOLUME_NAME_RE.match(mount.source):
             raise CatalogError(
-                "mounting the Docker socket into a kernel is refused: it is root on the host."
+                f"volume source '{mount.source}' is not a Docker volume name (letters, "
+                "digits, '_', '.' and '-'); use type bind for host folders."
+            )
+        if TFENV_VOLUME_RE.match(mount.source) and not mount.read_only:
+            raise CatalogError(
+                f"volume '{mount.source}': names starting with 'tfenv-' are tfenv's own "
+                "checkpoint and log volumes (one per user and environment); mounting one "
+                "read-write into every user's kernel is refused. Set read_only: true, or "
+                "use a volume of another name."
             )
     return mount
+
+
+def _check_safety(raw: dict[str, Any]) -> None:
+    """The checks that need no file system, run first so that their message wins."""
+    network = raw.get("network")
+    if isinstance(network, str) and network:
+        check_network(network)
+    env = raw.get("env")
+    if isinstance(env, dict):
+        for name in env:
+            if isinstance(name, str):
+                check_env_name(name)
+    mounts = raw.get("mounts")
+    for number, item in enumerate(mounts if isinstance(mounts, list) else [], 1):
+        if (
+            isinstance(item, dict)
+            and isinstance(item.get("source"), str)
+            and isinstance(item.get("target"), str)
+            and item.get("type", "bind") in ("bind", "volume")
+            and isinstance(item.get("read_only", True), bool)
+        ):
+            try:
+                _check_mount(item)
+            except CatalogError as err:
+                raise CatalogError(f"mounts: mount #{number}: {err}") from err
 
 
 def environment_from_dict(
@@ -240,6 +434,7 @@ def environment_from_dict(
 
     Raises ``CatalogError`` with the offending field in the message.
     """
+    _check_safety(raw)
     validator = Draft202012Validator(
         {"$defs": catalog_schema()["$defs"], "$ref": "#/$defs/environment"}
     )
@@ -252,10 +447,12 @@ def environment_from_dict(
         ref = check_pinned(raw["image"], pinning)
     except CatalogError as err:
         raise CatalogError(f"image: {err}") from err
-    try:
-        mounts = tuple(_check_mount(m) for m in raw.get("mounts", []))
-    except CatalogError as err:
-        raise CatalogError(f"mounts: {err}") from err
+    mounts = []
+    for number, item in enumerate(raw.get("mounts", []), 1):
+        try:
+            mounts.append(_check_mount(item))
+        except CatalogError as err:
+            raise CatalogError(f"mounts: mount #{number}: {err}") from err
     resources = raw.get("resources", {})
     tensorflow = raw.get("tensorflow") or infer_tensorflow_version(ref)
     gpus = raw.get("gpus", "none")
@@ -286,7 +483,7 @@ def environment_from_dict(
         pids=resources.get("pids"),
         shm_size=parse_size(resources.get("shm_size")),
         env=dict(raw.get("env", {})),
-        mounts=mounts,
+        mounts=tuple(mounts),
         network=raw.get("network", "none"),
         idle_timeout=raw.get("idle_timeout"),
         source=source,
@@ -313,6 +510,21 @@ def read_catalog_file(path: str) -> list[Any]:
     if data.get("version", 1) != 1:
         raise CatalogError(f"catalog version {data['version']!r} is not supported; use 1.")
     return data["environments"]
+
+
+def _bind_sources(sources: list[tuple[str, list[Any]]]) -> tuple[str, ...]:
+    """The absolute bind sources named by any entry (valid or not) of ``sources``."""
+    found: dict[str, None] = {}
+    for _, entries in sources:
+        for raw in entries:
+            mounts = raw.get("mounts") if isinstance(raw, dict) else None
+            for mount in mounts if isinstance(mounts, list) else []:
+                if not isinstance(mount, dict) or mount.get("type", "bind") != "bind":
+                    continue
+                src = mount.get("source")
+                if isinstance(src, str) and os.path.isabs(src):
+                    found.setdefault(src, None)
+    return tuple(found)
 
 
 class TFEnvCatalog(LoggingConfigurable):
@@ -372,6 +584,9 @@ class TFEnvCatalog(LoggingConfigurable):
         self._stamp: tuple[Any, ...] | None = None
         self._envs: dict[str, Environment] = {}
         self._problems: list[CatalogProblem] = []
+        #: Bind sources of the last load: where they resolve to is part of the stamp, so
+        #: that a symlink re-pointed at a refused path takes its entry out at once.
+        self._bind_sources: tuple[str, ...] = ()
 
     def files(self) -> list[str]:
         extra = [p for p in os.environ.get(CATALOG_ENV_VAR, "").split(os.pathsep) if p]
@@ -393,9 +608,13 @@ class TFEnvCatalog(LoggingConfigurable):
                 stamp.append((path, None, None))
         return tuple(stamp)
 
+    def _bind_stamp(self) -> tuple[tuple[str, str], ...]:
+        return tuple((src, _realpath(src) or "") for src in self._bind_sources)
+
     def refresh(self, *, force: bool = False) -> None:
         """Reload when config or any catalog file changed since the last load."""
-        stamp = self._current_stamp()
+        base = self._current_stamp()
+        stamp = (base, self._bind_stamp())
         if not force and stamp == self._stamp:
             return
         envs: dict[str, Environment] = {}
@@ -408,6 +627,7 @@ class TFEnvCatalog(LoggingConfigurable):
                 sources.append((path, read_catalog_file(path)))
             except CatalogError as err:
                 problems.append(CatalogProblem(path, "", "", err.message))
+        self._bind_sources = _bind_sources(sources)
         for source, entries in sources:
             for index, raw in enumerate(entries):
                 label = f"#{index + 1}"
@@ -439,7 +659,8 @@ class TFEnvCatalog(LoggingConfigurable):
         for problem in problems:
             if problem not in self._problems:
                 self.log.warning("tfenv catalog: %s (entry left out)", problem)
-        self._envs, self._problems, self._stamp = envs, problems, stamp
+        self._envs, self._problems = envs, problems
+        self._stamp = (base, self._bind_stamp())
 
     def all(self) -> list[Environment]:
         self.refresh()
