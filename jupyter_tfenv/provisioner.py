@@ -25,7 +25,9 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +79,105 @@ def _env_int(name: str, fallback: int) -> int:
 
 # KernelProvisionerMeta derives from MetaHasTraits at run time (through
 # type(LoggingConfigurable)), which mypy cannot see.
+#: Unix socket paths (sun_path) hold at most this many bytes.
+SOCKET_PATH_MAX = 107
+#: What a kernel adds below its runtime root: its folder and the longest socket name.
+_SOCKET_TAIL = len("/0123456789ab/k-65535")
+
+
+def _private_folder(path: str, uid: int) -> bool:
+    """Whether ``path`` is a real folder (not a symlink) of ``uid`` that only it may use."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return False
+    private = stat.S_IMODE(info.st_mode) & 0o077 == 0
+    return stat.S_ISDIR(info.st_mode) and info.st_uid == uid and private
+
+
+def default_runtime_root(environ: Mapping[str, str] | None = None) -> str:
+    """``$XDG_RUNTIME_DIR/tfenv`` when ``$XDG_RUNTIME_DIR`` is a private folder of this
+    process's uid and short enough for socket paths, else ``/tmp/tfenv-<uid>`` (checked,
+    and refused when another user made it, by :func:`prepare_runtime_root`)."""
+    xdg = (os.environ if environ is None else environ).get("XDG_RUNTIME_DIR", "")
+    if xdg and os.path.isabs(xdg):
+        xdg = os.path.normpath(xdg)
+        candidate = os.path.join(xdg, "tfenv")
+        short = len(candidate.encode()) + _SOCKET_TAIL <= SOCKET_PATH_MAX
+        if short and _private_folder(xdg, os.getuid()):
+            return candidate
+    return f"/tmp/tfenv-{os.getuid()}"  # noqa: S108 - checked by prepare_runtime_root
+
+
+def _runtime_root_problem(root: str, info: os.stat_result, uid: int) -> str:
+    """What is wrong with the runtime root ``root`` (its ``lstat``), or ''."""
+    if stat.S_ISLNK(info.st_mode):
+        return f"is a symlink (to {os.readlink(root)})"
+    if not stat.S_ISDIR(info.st_mode):
+        return "is not a folder"
+    if info.st_uid != uid:
+        return f"belongs to uid {info.st_uid}, not to this server's uid {uid}"
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o022:
+        return f"is writable by other users (mode {mode:04o})"
+    parent = os.path.dirname(root)
+    above = os.stat(parent)
+    if above.st_mode & 0o002 and not above.st_mode & stat.S_ISVTX:
+        return (
+            f"is in {parent}, which every user may write to and which has no sticky bit, so "
+            "another user can replace it"
+        )
+    return ""
+
+
+def prepare_runtime_root(path: str) -> str:
+    """The kernels' runtime root ``path``, made (atomically, 0711) or checked; blocking.
+
+    Kernels' connection files and sockets live in it, so it must be this server's own:
+    a real folder (``lstat``: no symlink), owned by the server's uid, not writable by
+    group or others, in a parent where no other user can swap it (a sticky or private
+    parent). Anything else is refused with what to do: in a shared /tmp another user may
+    have made ``/tmp/tfenv-<uid>`` first, to read or replace what kernels put there.
+    Mode 0711: not listable by others (each kernel's own folder in it is 0700, of the
+    kernel's uid, which a root server may set to another user's: the uid trait).
+    """
+    root = os.path.abspath(path)
+    uid = os.getuid()
+    parent = os.path.dirname(root)
+    if not os.path.isdir(parent):
+        os.makedirs(parent, mode=0o755, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(root, 0o711)  # atomic: ours, or whatever was there is checked below
+    info = os.lstat(root)
+    problem = _runtime_root_problem(root, info, uid)
+    if not problem:
+        # The mode is fixed through a descriptor of the folder just checked, never by path.
+        try:
+            fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError as err:
+            problem = f"cannot be opened ({err.strerror})"
+        else:
+            try:
+                now = os.fstat(fd)
+                if (now.st_dev, now.st_ino) != (info.st_dev, info.st_ino):
+                    problem = "was replaced while it was checked"
+                elif stat.S_IMODE(now.st_mode) != 0o711:
+                    os.fchmod(fd, 0o711)
+            finally:
+                os.close(fd)
+    if problem:
+        raise KernelStartError(
+            f"The kernels' runtime folder {root} {problem}. It holds the kernels' connection "
+            "files and sockets, so tfenv uses only a folder of the server's own user that "
+            "nobody else can write to. Remove it if you do not know who made it (another "
+            f"user may have made it first: `ls -ld {root}`), or set "
+            "c.DockerKernelProvisioner.runtime_root to a short path of a folder of your own "
+            "(e.g. under $XDG_RUNTIME_DIR).",
+            status_code=500,
+        )
+    return root
+
+
 class DockerKernelProvisioner(  # type: ignore[metaclass]
     KernelContainerSettings, CheckpointStorageSettings, LocalProvisioner
 ):
@@ -130,12 +231,15 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
 
     runtime_root = Unicode(
         help="""Folder for per-kernel runtime folders (IPC sockets, connection file). Keep
-        its path short: Unix socket paths are limited to 107 bytes.""",
+        its path short: Unix socket paths are limited to 107 bytes. It must be a real
+        folder (no symlink) of the server's own uid that no other user can write to;
+        otherwise kernels are refused. Default: $XDG_RUNTIME_DIR/tfenv when
+        $XDG_RUNTIME_DIR is a private folder of the server's uid, else /tmp/tfenv-<uid>.""",
     ).tag(config=True)
 
     @default("runtime_root")
     def _default_runtime_root(self) -> str:
-        return f"/tmp/tfenv-{os.getuid()}"  # noqa: S108 - a 0711 folder of our own, see _prepare
+        return default_runtime_root()
 
     env_allowlist = List(
         Unicode(),
@@ -264,10 +368,7 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
         return target
 
     def _prepare_runtime_dir(self, restart: bool) -> str:
-        root = Path(self.runtime_root)
-        root.mkdir(mode=0o711, parents=True, exist_ok=True)
-        if root.stat().st_uid == os.getuid():
-            root.chmod(0o711)
+        root = Path(prepare_runtime_root(self.runtime_root))
         if restart and self.runtime_dir and Path(self.runtime_dir).is_dir():
             rundir = Path(self.runtime_dir)
             # Sockets of the dead kernel would look like a ready one.

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import stat
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +24,15 @@ UID, GID = 1001, 1001
 OTHER_UID = 1002
 KID = "3f2a9c1e-7b6d-4e2a-9f1c-0123456789ab"
 ALLOW = ["LANG", "LC_ALL", "LC_CTYPE", "TZ", "JPY_SESSION_NAME"]
+
+
+@pytest.fixture
+def tmp_path() -> Iterator[Path]:
+    """A short tmp folder (root's, 0700): runtime folders below it must leave room for
+    Unix socket paths (at most 107 bytes), which pytest's own tmp_path does not."""
+    path = Path(tempfile.mkdtemp(prefix="tfp-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
@@ -301,7 +313,7 @@ def write_connection_file(rundir: Path, **overrides: object) -> Path:
 def test_runtime_folder_handover(tmp_path: Path, caller: Caller) -> None:
     root = tmp_path.resolve() / "run" / "tfenv-broker"
     rundir = Path(policy.prepare_runtime_dir(str(root), caller, KID))
-    assert rundir == root / str(UID) / KID.replace("-", "")[:12]
+    assert rundir == root / str(UID) / KID
     for parent in (root, root / str(UID)):
         assert os.lstat(parent).st_uid == 0
         assert mode(parent) == 0o711

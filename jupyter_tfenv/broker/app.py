@@ -62,7 +62,7 @@ from ..docker_runtime import (
 )
 from ..errors import DockerUnavailableError, TFEnvError, UnknownEnvironmentError
 from ..lock import LockFile, LockMismatchError, check_lock
-from ..probe import ProbeError, probe_image
+from ..probe import ProbeError, cached_probe, probe_image
 from ..settings import CheckpointStorageSettings, KernelContainerSettings
 from . import policy
 from .policy import BrokerError, Caller
@@ -127,6 +127,18 @@ class TFEnvBroker(KernelContainerSettings, CheckpointStorageSettings, Applicatio
     def _default_service_name(self) -> str:
         return os.environ.get("JUPYTERHUB_SERVICE_NAME") or "tfenv-broker"
 
+    broker_id = Unicode(
+        help="""This broker's id, the value of the org.jupyter.tfenv.broker label of its
+        containers: it lists, counts, signals and removes only containers with its own id.
+        Give every broker that shares a Docker engine (several hubs on one host) its own
+        id; keep it when the broker restarts or moves, or it loses track of its running
+        kernels. Default: the service name.""",
+    ).tag(config=True)
+
+    @default("broker_id")
+    def _default_broker_id(self) -> str:
+        return self.service_name
+
     service_prefix = Unicode(
         help="""URL prefix the hub's proxy routes to the broker ($JUPYTERHUB_SERVICE_PREFIX,
         e.g. /services/tfenv-broker/). The API answers both under it and at /api/…, so
@@ -157,11 +169,21 @@ class TFEnvBroker(KernelContainerSettings, CheckpointStorageSettings, Applicatio
 
     # -- policy ------------------------------------------------------------------------
 
+    min_uid = Integer(
+        policy.DEFAULT_MIN_UID,
+        min=0,
+        help="""The lowest uid the broker serves. A hub user whose Unix account has a lower
+        uid (system accounts: daemon, postgres, nobody's kind) is refused (403) before any
+        folder is made for it. uid 0 (root) and 65534 (nobody), and those primary gids,
+        are always refused, even with min_uid 0. Lower it only on hosts whose user accounts
+        start below 1000 (see UID_MIN in /etc/login.defs).""",
+    ).tag(config=True)
+
     runtime_root = Unicode(
         "/run/tfenv-broker",
-        help="""Folder of the kernels' runtime folders: {runtime_root}/{uid}/{kernel}
+        help="""Folder of the kernels' runtime folders: {runtime_root}/{uid}/{kernel id}
         (root-owned 0711 above the kernel's own 0700 folder). Keep it short: Unix socket
-        paths are limited to 107 bytes.""",
+        paths are limited to 107 bytes, and a kernel's folder name has up to 36.""",
     ).tag(config=True)
 
     allowed_mount_roots = List(
@@ -227,6 +249,8 @@ class TFEnvBroker(KernelContainerSettings, CheckpointStorageSettings, Applicatio
         self._client: Any = None
         self._user_locks: dict[str, asyncio.Lock] = {}
         self._probes: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        #: Probe containers running per user: {user: {token: GPUs}} (they count as kernels).
+        self._probing: dict[str, dict[object, int]] = {}
         self._host_gpus: tuple[float, int | None] | None = None
         self._gpus: tuple[float, dict[str, Any]] | None = None
 
@@ -334,7 +358,9 @@ class TFEnvBroker(KernelContainerSettings, CheckpointStorageSettings, Applicatio
                     reason="hub unavailable",
                 ) from err
         scope_ok = bool(model) and bool(self.hub_auth.check_scopes(set(self.access_scopes), model))
-        return await asyncio.to_thread(policy.caller_from_model, model, scope_ok=scope_ok)
+        return await asyncio.to_thread(
+            policy.caller_from_model, model, scope_ok=scope_ok, min_uid=self.min_uid
+        )
 
     def environment_for(self, caller: Caller, env_id: str, *, status: int = 400) -> Environment:
         """A catalog environment the caller may use (unknown: ``status``; not allowed: 403)."""
@@ -353,7 +379,7 @@ class TFEnvBroker(KernelContainerSettings, CheckpointStorageSettings, Applicatio
         labels = [
             f"{LABEL_OWNER}={caller.name}",
             f"{LABEL_UID}={caller.uid}",
-            LABEL_BROKER,
+            f"{LABEL_BROKER}={self.broker_id}",
         ]
         labels.append(f"{LABEL_KERNEL_ID}={kernel_id}" if kernel_id else LABEL_KERNEL_ID)
         return {"label": labels}
@@ -385,10 +411,17 @@ class TFEnvBroker(KernelContainerSettings, CheckpointStorageSettings, Applicatio
     async def usage(self, caller: Caller, *, exclude: str | None = None) -> policy.Usage:
         rows = await self.kernel_rows(caller)
         return policy.usage_of(
-            self._row_gpus(row)
-            for row in rows
-            if self._running(row) and (row.get("Labels") or {}).get(LABEL_KERNEL_ID) != exclude
+            (
+                self._row_gpus(row)
+                for row in rows
+                if self._running(row) and (row.get("Labels") or {}).get(LABEL_KERNEL_ID) != exclude
+            ),
+            self.probe_gpus(caller),
         )
+
+    def probe_gpus(self, caller: Caller) -> list[int]:
+        """The GPUs of each probe container the broker runs for ``caller`` now."""
+        return list(self._probing.get(caller.name, {}).values())
 
     async def find_kernel(self, caller: Caller, kernel_id: str) -> Any:
         """The caller's container of ``kernel_id`` (a docker SDK container), or 404."""
@@ -474,19 +507,18 @@ class TFEnvBroker(KernelContainerSettings, CheckpointStorageSettings, Applicatio
         running = self._probes.get(env.id)
         if running is None or running.done():
             client = await self.docker()
-            running = asyncio.ensure_future(
-                asyncio.to_thread(
-                    probe_image,
-                    client,
-                    env,
-                    cache_dir=Path(self.probe_cache_dir),
-                    uid=caller.uid,
-                    gid=caller.gid,
-                    timeout=self.probe_timeout,
-                    refresh=refresh,
+            if not refresh:
+                cached = await asyncio.to_thread(
+                    cached_probe, client, env, cache_dir=Path(self.probe_cache_dir)
                 )
-            )
-            self._probes[env.id] = running
+                if cached is not None:
+                    return {"state": "ok", **cached}
+            # A probe container is a kernel while it runs: counted, under the user's lock,
+            # against the same quotas (one per environment at a time, shared by all users).
+            async with self.user_lock(caller.name):
+                running = self._probes.get(env.id)
+                if running is None or running.done():
+                    running = await self._start_probe(client, caller, env, refresh=refresh)
         try:
             result = await asyncio.shield(running)
         except ProbeError as err:
@@ -494,6 +526,51 @@ class TFEnvBroker(KernelContainerSettings, CheckpointStorageSettings, Applicatio
                 raise _image_missing(env) from err
             raise BrokerError(err.message, status=err.http_status, logs=err.logs) from err
         return {"state": "ok", **result}
+
+    async def _start_probe(
+        self, client: Any, caller: Caller, env: Environment, *, refresh: bool
+    ) -> asyncio.Future[dict[str, Any]]:
+        """Start probing ``env`` as ``caller`` once the quotas allow it (call under the
+        caller's lock); the probe counts until it ends."""
+        gpus = 0
+        if env.wants_gpu:
+            gpus = policy.gpu_count(
+                list(env.gpus) if isinstance(env.gpus, tuple) else env.gpus,
+                await self.host_gpus(),
+            )
+        policy.check_quota(
+            caller,
+            await self.usage(caller),
+            gpus,
+            max_kernels=self.max_kernels_per_user,
+            max_gpus=self.max_gpus_per_user,
+            probe=True,
+        )
+        token = object()
+        held = self._probing.setdefault(caller.name, {})
+        held[token] = gpus
+
+        def release(_: Any) -> None:
+            mine = self._probing.get(caller.name, {})
+            mine.pop(token, None)
+            if not mine:
+                self._probing.pop(caller.name, None)
+
+        running = asyncio.ensure_future(
+            asyncio.to_thread(
+                probe_image,
+                client,
+                env,
+                cache_dir=Path(self.probe_cache_dir),
+                uid=caller.uid,
+                gid=caller.gid,
+                timeout=self.probe_timeout,
+                refresh=refresh,
+            )
+        )
+        running.add_done_callback(release)
+        self._probes[env.id] = running
+        return running
 
     async def prepare_runtime(self, caller: Caller, kernel_id: str, restart: bool) -> str:
         policy.check_kernel_id(kernel_id)
@@ -542,7 +619,8 @@ class TFEnvBroker(KernelContainerSettings, CheckpointStorageSettings, Applicatio
                 r for r in rows if (r.get("Labels") or {}).get(LABEL_KERNEL_ID) == req.kernel_id
             ]
             usage = policy.usage_of(
-                self._row_gpus(r) for r in rows if self._running(r) and r not in same
+                (self._row_gpus(r) for r in rows if self._running(r) and r not in same),
+                self.probe_gpus(caller),
             )
             policy.check_quota(
                 caller,
@@ -575,7 +653,7 @@ class TFEnvBroker(KernelContainerSettings, CheckpointStorageSettings, Applicatio
                 extra_mounts=tuple(mounts),
                 extra_env=storage_env,
                 extra_labels={
-                    LABEL_BROKER: self.service_name,
+                    LABEL_BROKER: self.broker_id,
                     LABEL_UID: str(caller.uid),
                     LABEL_GPUS: str(new_gpus),
                     LABEL_HUB_SERVER: req.server,
@@ -705,10 +783,11 @@ class TFEnvBroker(KernelContainerSettings, CheckpointStorageSettings, Applicatio
         self, env: Environment, container: Any, conn: dict[str, Any]
     ) -> None:
         paths = policy.socket_paths(conn)
+        rundir = os.path.dirname(str(conn["ip"]))
         started = time.monotonic()
         delay, next_inspect = 0.005, 0.0
         while True:
-            if policy.sockets_bound(paths):
+            if policy.sockets_bound(paths, rundir):
                 return
             now = time.monotonic()
             if now >= next_inspect:
@@ -718,7 +797,7 @@ class TFEnvBroker(KernelContainerSettings, CheckpointStorageSettings, Applicatio
                     container.attrs = {"State": {"ExitCode": None}}
                     container.status = "removed"
                 if container.status not in _RUNNING_STATES:
-                    if policy.sockets_bound(paths):
+                    if policy.sockets_bound(paths, rundir):
                         return
                     await self._fail_exited(env, container)
                 next_inspect = now + 0.25

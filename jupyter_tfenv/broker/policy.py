@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import grp
+import hashlib
 import json
 import os
 import pwd
@@ -99,11 +100,21 @@ def unix_groups(name: str, gid: int) -> set[str]:
     return names
 
 
-def caller_from_model(model: Mapping[str, Any] | None, *, scope_ok: bool) -> Caller:
+#: The lowest uid that is a caller by default (c.TFEnvBroker.min_uid): below it are the
+#: system accounts (daemon, postgres, nobody's neighbours), whose homes and files belong
+#: to services. uid 0 is refused whatever the setting says.
+DEFAULT_MIN_UID = 1000
+
+
+def caller_from_model(
+    model: Mapping[str, Any] | None, *, scope_ok: bool, min_uid: int = DEFAULT_MIN_UID
+) -> Caller:
     """The hub's model of a token → the :class:`Caller`, or a 403 saying why not.
 
     ``scope_ok`` is whether the token carries the broker's access scope (the handler
-    asks HubAuth). Only a hub *user* with a Unix account of the same name is a caller.
+    asks HubAuth). Only a hub *user* with a Unix account of the same name, whose uid is
+    neither 0 nor below ``min_uid``, is a caller: every request is refused before the
+    broker touches any storage of a system account.
     """
     if not model:
         raise BrokerError(
@@ -138,6 +149,7 @@ def caller_from_model(model: Mapping[str, Any] | None, *, scope_ok: bool) -> Cal
             status=403,
             reason="no unix account",
         ) from None
+    check_account_uid(account.pw_name, account.pw_uid, account.pw_gid, min_uid)
     groups = unix_groups(account.pw_name, account.pw_gid)
     hub_groups = model.get("groups")
     if isinstance(hub_groups, list):
@@ -149,6 +161,35 @@ def caller_from_model(model: Mapping[str, Any] | None, *, scope_ok: bool) -> Cal
         home=account.pw_dir,
         groups=frozenset(groups),
     )
+
+
+#: uids and gids refused whatever c.TFEnvBroker.min_uid says: root, and nobody/nogroup
+#: (the overflow id that NFS root squashing and user namespaces map unknown ids to).
+NEVER_IDS = {0: "root", 65534: "nobody/nogroup, the overflow id"}
+
+
+def check_account_uid(name: str, uid: int, gid: int, min_uid: int) -> None:
+    """Refuse (403) the Unix account ``name`` when its uid is below ``min_uid``, or its
+    uid or primary gid is one of :data:`NEVER_IDS` (0: root, 65534: nobody)."""
+    for kind, number in (("uid", uid), ("primary gid", gid)):
+        if number in NEVER_IDS:
+            raise BrokerError(
+                f"The hub user '{name}' is the Unix account '{name}' with {kind} {number} "
+                f"({NEVER_IDS[number]}): the tfenv broker never starts kernels or makes "
+                "folders for it, whatever c.TFEnvBroker.min_uid says. Log in to the hub as "
+                "an ordinary user.",
+                status=403,
+                reason="system account",
+            )
+    if uid < min_uid:
+        raise BrokerError(
+            f"The hub user '{name}' is the Unix account '{name}' with uid {uid}, below the "
+            f"broker's minimum uid {min_uid} (c.TFEnvBroker.min_uid): system accounts get no "
+            "kernels and no storage. Log in as an ordinary user, or ask an admin to lower "
+            "c.TFEnvBroker.min_uid if this host's user accounts start below it.",
+            status=403,
+            reason="system account",
+        )
 
 
 # -- the start request -----------------------------------------------------------------------
@@ -337,9 +378,27 @@ def check_folders(req: StartRequest, caller: Caller, roots: list[str]) -> tuple[
 # -- runtime folders -------------------------------------------------------------------------
 
 
+#: Unix socket paths (sun_path) hold at most this many bytes.
+SOCKET_PATH_MAX = 107
+#: What the longest socket name adds to the kernel's runtime folder ("/k-65535").
+SOCKET_TAIL = len("/k-65535")
+#: Kernel ids up to this length name their runtime folder themselves (jupyter_client's
+#: uuid4 ids have 36 characters); longer ones are hashed, to keep socket paths short.
+RUNTIME_NAME_MAX = 36
+
+
 def runtime_name(kernel_id: str) -> str:
-    """The kernel's folder name below ``{runtime_root}/{uid}`` (short: socket paths)."""
-    return check_kernel_id(kernel_id).replace("-", "")[:12]
+    """The kernel's folder name below ``{runtime_root}/{uid}``: one folder per kernel id.
+
+    The id itself when it has at most :data:`RUNTIME_NAME_MAX` characters (ids have no
+    path characters); else ``_`` and 32 hex digits of its SHA-256, which no id can be
+    (ids start with a letter or digit). Short either way: Unix socket paths are limited
+    to 107 bytes. Never a truncation: two ids with the same prefix get two folders.
+    """
+    kernel_id = check_kernel_id(kernel_id)
+    if len(kernel_id) <= RUNTIME_NAME_MAX:
+        return kernel_id
+    return "_" + hashlib.sha256(kernel_id.encode()).hexdigest()[:32]
 
 
 def runtime_dir_for(runtime_root: str, uid: int, kernel_id: str) -> str:
@@ -373,6 +432,15 @@ def prepare_runtime_dir(
     a ready kernel; otherwise a leftover folder is replaced by a fresh one.
     """
     root = os.path.abspath(runtime_root)
+    longest = len(runtime_dir_for(root, caller.uid, kernel_id).encode()) + SOCKET_TAIL
+    if longest > SOCKET_PATH_MAX:
+        raise BrokerError(
+            f"The kernel's socket paths below c.TFEnvBroker.runtime_root {root} would have "
+            f"{longest} bytes, more than Unix sockets allow ({SOCKET_PATH_MAX}). Ask an admin "
+            "to set a shorter runtime_root (the default is /run/tfenv-broker).",
+            status=500,
+            reason="runtime folder",
+        )
     os.makedirs(os.path.dirname(root), mode=0o755, exist_ok=True)
     _root_folder(root, "runtime_root")
     user_root = os.path.join(root, str(caller.uid))
@@ -483,7 +551,7 @@ def check_connection_info(info: Mapping[str, Any], rundir: str) -> None:
             f"runtime folder), not {info.get('transport')!r}: broker kernels are on no network.",
         )
     ip = info.get("ip")
-    if not isinstance(ip, str) or os.path.dirname(os.path.normpath(ip)) != rundir:
+    if not isinstance(ip, str) or os.path.normpath(ip) != ip or os.path.dirname(ip) != rundir:
         raise BrokerError(
             f"The connection file's 'ip' must be a socket path prefix in {rundir} "
             f"(e.g. {rundir}/k), not {str(ip)[:200]!r}.",
@@ -498,9 +566,23 @@ def socket_paths(info: Mapping[str, Any]) -> list[str]:
     return [f"{info['ip']}-{info[f'{ch}_port']}" for ch in CHANNELS]
 
 
-def sockets_bound(paths: Iterable[str]) -> bool:
-    """Whether the kernel bound all its IPC sockets (five stat calls)."""
-    return all(os.path.exists(p) for p in paths)
+def sockets_bound(paths: Iterable[str], rundir: str) -> bool:
+    """Whether the kernel bound all its IPC sockets: each path a real socket (``lstat``,
+    no symlink followed) directly in the kernel's runtime folder ``rundir``.
+
+    The broker runs as root and the folder is the user's: a symlink there must not make
+    the broker look at (and so reveal the existence of) any path outside it.
+    """
+    for path in paths:
+        if os.path.normpath(path) != path or os.path.dirname(path) != rundir:
+            return False
+        try:
+            info = os.lstat(path)
+        except OSError:
+            return False
+        if not stat.S_ISSOCK(info.st_mode):
+            return False
+    return True
 
 
 def remove_runtime_dir(runtime_root: str, caller: Caller, kernel_id: str) -> bool:
@@ -566,15 +648,20 @@ def gpu_count(gpus: Any, host_gpus: int | None) -> int:
 class Usage:
     kernels: int = 0
     gpus: int = 0
+    #: Environment probes the broker runs for the caller now: each counts as a kernel
+    #: (and holds its GPUs) while it runs.
+    probes: int = 0
 
     def to_dict(self) -> dict[str, int]:
-        return {"kernels": self.kernels, "gpus": self.gpus}
+        return {"kernels": self.kernels, "gpus": self.gpus, "probes": self.probes}
 
 
-def usage_of(gpu_counts: Iterable[int]) -> Usage:
-    """Usage from the GPU counts of the caller's running kernels (one entry per kernel)."""
+def usage_of(gpu_counts: Iterable[int], probe_gpus: Iterable[int] = ()) -> Usage:
+    """Usage from the GPU counts of the caller's running kernels (one entry per kernel)
+    and of the probes running for them (one entry per probe)."""
     counts = list(gpu_counts)
-    return Usage(kernels=len(counts), gpus=sum(counts))
+    probes = list(probe_gpus)
+    return Usage(kernels=len(counts), gpus=sum(counts) + sum(probes), probes=len(probes))
 
 
 def limit_value(limit: int | None) -> int | None:
@@ -591,29 +678,42 @@ def check_quota(
     *,
     max_kernels: int | None,
     max_gpus: int | None,
+    probe: bool = False,
 ) -> None:
-    """Refuse (429) the kernel that would take ``caller`` beyond a limit."""
+    """Refuse (429) the kernel (or, ``probe``, the environment probe) that would take
+    ``caller`` beyond a limit. Running probes count as kernels."""
     kernels_limit = limit_value(max_kernels)
-    if kernels_limit is not None and usage.kernels + 1 > kernels_limit:
+    what = "environment probe" if probe else "kernel"
+    if kernels_limit is not None and usage.kernels + usage.probes + 1 > kernels_limit:
         if kernels_limit == 0:
             message = (
                 f"{caller.name} may run no tfenv kernels: the limit per user is 0 "
                 "(c.TFEnvBroker.max_kernels_per_user)."
             )
-        else:
+        elif not usage.probes:
             message = (
                 f"{caller.name} already runs {usage.kernels} tfenv "
                 f"kernel{'s' if usage.kernels != 1 else ''}; the limit per user is "
                 f"{kernels_limit} (c.TFEnvBroker.max_kernels_per_user). Shut one down "
-                "(Kernel > Shut Down Kernel, or the Running tab) and start this one again."
+                f"(Kernel > Shut Down Kernel, or the Running tab) and start this "
+                f"{'environment probe' if probe else 'one'} again."
+            )
+        else:
+            message = (
+                f"{caller.name} already runs {usage.kernels} tfenv "
+                f"kernel{'s' if usage.kernels != 1 else ''} and {usage.probes} environment "
+                f"probe{'s' if usage.probes != 1 else ''} (a probe counts as a kernel while it "
+                f"runs); the limit per user is {kernels_limit} "
+                "(c.TFEnvBroker.max_kernels_per_user). Wait for the probe to finish, or shut "
+                f"a kernel down, and start this {what} again."
             )
         raise BrokerError(message, status=429, reason="kernel quota")
     gpus_limit = limit_value(max_gpus)
     if new_gpus and gpus_limit is not None and usage.gpus + new_gpus > gpus_limit:
         raise BrokerError(
             f"{caller.name} holds {usage.gpus} GPU{'s' if usage.gpus != 1 else ''} in "
-            f"running tfenv kernels and this kernel needs {new_gpus} more; the limit per "
-            f"user is {gpus_limit} (c.TFEnvBroker.max_gpus_per_user). Shut down a GPU "
+            f"running tfenv kernels and probes and this {what} needs {new_gpus} more; the "
+            f"limit per user is {gpus_limit} (c.TFEnvBroker.max_gpus_per_user). Shut down a GPU "
             "kernel, or pick an environment with fewer GPUs.",
             status=429,
             reason="gpu quota",
