@@ -557,11 +557,14 @@ class TFEnvCatalog(LoggingConfigurable):
     ).tag(config=True)
 
     lock_policy = Enum(
-        ["enforce", "warn", "off"],
+        ["enforce", "strict", "warn", "off"],
         default_value="enforce",
-        help="""What to do when the local image of a locked tag no longer carries the locked
-        digest (the tag was re-pointed): 'enforce' refuses to start the kernel, 'warn' logs
-        and starts, 'off' ignores the lock.""",
+        help="""What a kernel start does with the lock file. 'enforce' (default) refuses a
+        kernel whose local image no longer carries the locked digest of its tag (the tag
+        was re-pointed); it checks only tags that have an entry: an environment missing
+        from the lock file, or a missing lock file, still starts. 'strict' refuses those
+        too (run `jupyter tfenv lock <id>`); references pinned by digest need no entry.
+        'warn' logs a mismatch and starts, 'off' ignores the lock.""",
     ).tag(config=True)
 
     @default("lock_file")

@@ -24,7 +24,14 @@ from .docker_runtime import connect, reap_orphans, tfenv_containers
 from .errors import TFEnvError
 from .images import check_pinned
 from .kernelspecs import write_kernelspecs
-from .lock import LockFile, LockMismatchError, check_lock, lock_environments
+from .lock import (
+    LockFile,
+    LockMismatchError,
+    LockMissingError,
+    check_lock,
+    lock_environments,
+    require_lock,
+)
 from .probe import probe_cache_dir, probe_image
 from .provisioner import DockerKernelProvisioner
 from .pulls import pull_blocking
@@ -97,6 +104,22 @@ def cmd_check(args: argparse.Namespace) -> int:
     problems = [p.to_dict() for p in catalog.problems()]
     envs = catalog.all()
     images: dict[str, str] = {}
+    unlocked: set[str] = set()
+    if catalog.lock_policy == "strict":
+        strict_lock = _lock_of(catalog)
+        for env in envs:
+            try:
+                require_lock(env, strict_lock, catalog.lock_path())
+            except LockMissingError as err:
+                unlocked.add(env.id)
+                problems.append(
+                    {
+                        "source": err.path or "lock",
+                        "entry": f"'{env.id}'",
+                        "field": "image",
+                        "message": str(err),
+                    }
+                )
     if not args.offline and envs:
         try:
             client = connect()
@@ -130,7 +153,11 @@ def cmd_check(args: argparse.Namespace) -> int:
                             f"`docker pull {env.image}` it.",
                         }
                     )
-    lines = [f"ok  {env.id}: {env.image}" for env in envs if env.id in images or args.offline]
+    lines = [
+        f"ok  {env.id}: {env.image}"
+        for env in envs
+        if (env.id in images or args.offline) and env.id not in unlocked
+    ]
     for p in problems:
         where = ": ".join(
             x for x in (p["source"], p["entry"] and f"environment {p['entry']}", p["field"]) if x

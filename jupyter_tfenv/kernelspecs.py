@@ -31,15 +31,21 @@ def kernelspec_dict(
     *,
     locked_digest: str | None = None,
     lock_policy: str = "enforce",
+    lock_file: str | None = None,
 ) -> dict[str, Any]:
     """The ``kernel.json`` content of an environment.
 
     ``locked_digest`` travels with the spec, so that a spec written to disk enforces the
-    lock as the server does.
+    lock as the server does. Under ``strict`` the policy (and the lock file's path, for the
+    message) travels even without a digest: the provisioner refuses such a spec.
     """
     config: dict[str, Any] = {"environment": env.to_config(), "pinning": pinning}
     if locked_digest and lock_policy != "off":
         config.update(locked_digest=locked_digest, lock_policy=lock_policy)
+    if lock_policy == "strict":
+        config["lock_policy"] = "strict"
+        if lock_file:
+            config["lock_file"] = lock_file
     return {
         "argv": [env.python, CONTAINER_LAUNCHER, "-f", "{connection_file}"],
         "display_name": env.display_name,
@@ -63,9 +69,16 @@ def kernelspec_for(
     pinning: str = "tags",
     lock: LockFile | None = None,
     lock_policy: str = "enforce",
+    lock_file: str | None = None,
 ) -> KernelSpec:
     locked = lock.get(env.image) if lock is not None else None
-    spec = kernelspec_dict(env, pinning, locked_digest=locked, lock_policy=lock_policy)
+    spec = kernelspec_dict(
+        env,
+        pinning,
+        locked_digest=locked,
+        lock_policy=lock_policy,
+        lock_file=lock_file or (str(lock.path) if lock is not None else None),
+    )
     return KernelSpec(resource_dir=str(RESOURCES_DIR), **spec)
 
 
@@ -96,7 +109,9 @@ class TFEnvKernelSpecManager(KernelSpecManager):
                 lock = LockFile.load(path)
             except TFEnvError as err:
                 self.log.warning("tfenv: lock file ignored: %s", err)
-        return kernelspec_for(env, catalog.pinning, lock, catalog.lock_policy)
+        return kernelspec_for(
+            env, catalog.pinning, lock, catalog.lock_policy, str(path) if path else None
+        )
 
     def find_kernel_specs(self) -> dict[str, str]:
         found: dict[str, str] = super().find_kernel_specs()
@@ -155,6 +170,7 @@ def write_kernelspecs(
                     pinning,
                     locked_digest=lock.get(env.image) if lock is not None else None,
                     lock_policy=lock_policy,
+                    lock_file=str(lock.path) if lock is not None else None,
                 ),
                 indent=2,
             )

@@ -20,6 +20,12 @@ With an entry, ``jupyter tfenv pull`` fetches ``repository@digest`` (and tags it
 everyone gets the same bits even after the tag moved, and :func:`check_lock` refuses a
 local image that does not carry the locked digest. References pinned by digest
 (``repo@sha256:…``) are their own lock and need no entry.
+
+``c.TFEnvCatalog.lock_policy`` says what a kernel start does with the lock: ``enforce``
+(the default) refuses a local image that is not the locked digest of its tag, and checks
+only tags that have an entry (a missing lock file, or a tag without an entry, starts);
+``strict`` refuses those too (:func:`require_lock`); ``warn`` logs a mismatch and starts;
+``off`` ignores the lock.
 """
 
 from __future__ import annotations
@@ -42,6 +48,8 @@ from .images import parse_image_ref
 
 LOCK_VERSION = 1
 LOCK_FILE_NAME = "tfenv-lock.json"
+#: The values of ``c.TFEnvCatalog.lock_policy``.
+LOCK_POLICIES = ("enforce", "strict", "warn", "off")
 
 
 class LockMismatchError(TFEnvError):
@@ -55,6 +63,16 @@ class LockMismatchError(TFEnvError):
         self.image = image
         self.locked = locked
         self.local = list(local)
+
+
+class LockMissingError(TFEnvError):
+    """``lock_policy = strict``: the environment's tag has no lock entry (or no lock file)."""
+
+    def __init__(self, message: str, *, env_id: str, image: str, path: str | None) -> None:
+        super().__init__(message)
+        self.env_id = env_id
+        self.image = image
+        self.path = path
 
 
 def default_lock_path(catalog_file: str | os.PathLike[str]) -> Path:
@@ -103,9 +121,17 @@ class LockChange:
 class LockFile:
     """The lock file in memory. ``load`` tolerates a missing file; ``save`` is atomic."""
 
-    def __init__(self, path: str | os.PathLike[str], images: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        images: dict[str, Any] | None = None,
+        *,
+        missing: bool = False,
+    ) -> None:
         self.path = Path(path)
         self.images: dict[str, dict[str, str]] = dict(images or {})
+        #: Whether ``load`` found no file (an empty lock either way).
+        self.missing = missing
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> LockFile:
@@ -114,7 +140,7 @@ class LockFile:
         try:
             text = target.read_text(encoding="utf-8")
         except FileNotFoundError:
-            return cls(target)
+            return cls(target, missing=True)
         except OSError as err:
             raise TFEnvError(f"Cannot read the lock file {target}: {err}.") from err
         try:
@@ -302,12 +328,63 @@ def lock_environments(
     return changes
 
 
-def lock_status(client: docker.DockerClient, env: Environment, lock: LockFile) -> dict[str, Any]:
+def unlocked_message(env: Environment, path: str | os.PathLike[str] | None) -> str:
+    """Why ``lock_policy = strict`` refuses ``env``, and the command that fixes it."""
+    fix = (
+        f"Run `jupyter tfenv lock {env.id}` to record the digest {env.image} points to "
+        "(and commit the lock file with the catalog; rewrite kernelspecs written to disk "
+        "with `jupyter tfenv kernelspecs`)."
+    )
+    start = f"Environment '{env.id}': lock_policy is 'strict' and"
+    if path is None:
+        return (
+            f"{start} there is no lock file (no catalog file, and neither "
+            "c.TFEnvCatalog.lock_file nor $JUPYTER_TFENV_LOCK names one). Set one, then "
+            f"run `jupyter tfenv lock {env.id}`."
+        )
+    if not Path(path).is_file():
+        return f"{start} the lock file {path} does not exist. {fix}"
+    return f"{start} the lock file {path} has no entry for {env.image}. {fix}"
+
+
+def require_lock(
+    env: Environment, lock: LockFile | None, path: str | os.PathLike[str] | None = None
+) -> None:
+    """``lock_policy = strict``: raise ``LockMissingError`` unless ``env`` is locked.
+
+    Locked means pinned by digest, or an entry for its tag in ``lock`` (None: no lock
+    file is configured). ``path`` defaults to the lock's own path.
+    """
+    if env.image_ref.digest or (lock is not None and lock.get(env.image)):
+        return
+    where = path if path is not None else (lock.path if lock is not None else None)
+    raise LockMissingError(
+        unlocked_message(env, where),
+        env_id=env.id,
+        image=env.image,
+        path=None if where is None else str(where),
+    )
+
+
+def lock_status(
+    client: docker.DockerClient,
+    env: Environment,
+    lock: LockFile | None,
+    policy: str = "enforce",
+) -> dict[str, Any]:
     """``{"locked": digest|None, "local": [...], "matches": bool|None}`` for the UI and CLI.
 
     ``matches`` is None when nothing is locked; for a reference pinned by digest the pin
-    is the lock (``"pinned_by_digest": True``).
+    is the lock (``"pinned_by_digest": True``). ``policy`` is the lock policy and
+    ``refused`` whether it refuses a kernel start now: a mismatch under enforce or
+    strict, no entry (or no lock file) under strict. ``lock`` None: no lock file is
+    configured.
     """
+    if lock is None:
+        lock = LockFile("", missing=True)
+        lock_file = None
+    else:
+        lock_file = str(lock.path)
     pinned = env.image_ref.digest
     locked = pinned or lock.get(env.image)
     image = _local_image(client, env)
@@ -315,19 +392,27 @@ def lock_status(client: docker.DockerClient, env: Environment, lock: LockFile) -
     if pinned and image is not None and pinned not in local:
         local.insert(0, pinned)  # found by digest, so it has it
     matches = None if locked is None else locked in local
+    refused = (policy in ("enforce", "strict") and matches is False) or (
+        policy == "strict" and locked is None
+    )
     return {
         "locked": locked,
         "local": local,
         "present": image is not None,
         "matches": matches,
         "pinned_by_digest": bool(pinned),
+        "policy": policy,
+        "lock_file": lock_file,
+        "lock_file_exists": lock_file is not None and not lock.missing,
+        "refused": refused,
     }
 
 
 def check_lock(client: docker.DockerClient, env: Environment, lock: LockFile) -> None:
     """Raise ``LockMismatchError`` when the local image that would run is not the locked one.
 
-    Environments pinned by digest and environments without a lock entry pass.
+    Environments pinned by digest and environments without a lock entry pass (that is
+    ``enforce``; ``strict`` calls :func:`require_lock` first).
     """
     if env.image_ref.digest:
         return

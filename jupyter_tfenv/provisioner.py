@@ -66,7 +66,7 @@ from .docker_runtime import (
     tail_logs,
 )
 from .errors import CatalogError, DockerUnavailableError, KernelStartError
-from .lock import LockFile, LockMismatchError, check_lock
+from .lock import LockFile, LockMismatchError, check_lock, unlocked_message
 from .settings import CheckpointStorageSettings, KernelContainerSettings
 
 _RUNNING_STATES = ("created", "running", "restarting")
@@ -190,7 +190,8 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
     locked_digest = Unicode(
         None, allow_none=True, help="The digest the lock file pins this tag to (kernelspec)."
     )
-    lock_policy = Unicode("enforce", help="enforce | warn | off (from the kernelspec).")
+    lock_policy = Unicode("enforce", help="enforce | strict | warn | off (from the kernelspec).")
+    lock_file = Unicode("", help="The lock file the kernelspec was made from (strict only).")
 
     uid = Integer(
         help="""uid the kernel runs as inside its container. Defaults to the server's own
@@ -549,6 +550,9 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
         if self.broker is not None:
             return await self._launch_via_broker(self.broker, **kwargs)
         env = self._environment()
+        if self.lock_policy == "strict" and not self.locked_digest and not env.image_ref.digest:
+            message = await self._call(unlocked_message, env, self.lock_file or None)
+            raise KernelStartError(message, status_code=409)
         client = await self._docker()
         image = await self._call(resolve_image, client, env)
         if self.locked_digest and self.lock_policy != "off":

@@ -226,7 +226,12 @@ class TFEnvService:
                     architecture=image.attrs.get("Architecture"),
                 )
             lock = self.lock()
-            status["lock"] = lock_status(client, env, lock) if lock is not None else None
+            policy = self.catalog.lock_policy
+            status["lock"] = (
+                lock_status(client, env, lock, policy)
+                if lock is not None or policy == "strict"
+                else None
+            )
             return status
 
         return await asyncio.to_thread(inspect)

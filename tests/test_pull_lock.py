@@ -221,6 +221,10 @@ async def test_lock_pins_a_tag_and_pull_restores_the_locked_digest(
         "present": True,
         "matches": False,
         "pinned_by_digest": False,
+        "policy": "enforce",
+        "lock_file": str(lock.path),
+        "lock_file_exists": True,
+        "refused": True,
     }
 
     # Pulling with the lock fetches the locked digest again and puts the tag on it.

@@ -61,7 +61,7 @@ from ..docker_runtime import (
     tail_logs,
 )
 from ..errors import DockerUnavailableError, TFEnvError, UnknownEnvironmentError
-from ..lock import LockFile, LockMismatchError, check_lock
+from ..lock import LockFile, LockMismatchError, LockMissingError, check_lock, require_lock
 from ..probe import ProbeError, cached_probe, probe_image
 from ..settings import CheckpointStorageSettings, KernelContainerSettings
 from . import policy
@@ -709,11 +709,22 @@ class TFEnvBroker(KernelContainerSettings, CheckpointStorageSettings, Applicatio
         if catalog.lock_policy == "off":
             return
         path = catalog.lock_path()
-        if path is None:
-            return
+        strict = catalog.lock_policy == "strict"
         try:
+            if path is None:
+                if strict:
+                    require_lock(env, None)
+                return
             lock = await asyncio.to_thread(LockFile.load, path)
+            if strict:
+                await asyncio.to_thread(require_lock, env, lock)
             await asyncio.to_thread(check_lock, client, env, lock)
+        except LockMissingError as err:
+            raise BrokerError(
+                err.message + " (Ask an admin: these commands run on the broker's host.)",
+                status=409,
+                reason="not locked",
+            ) from err
         except LockMismatchError as err:
             if catalog.lock_policy == "warn":
                 self.log.warning("tfenv-broker: starting anyway (lock_policy=warn): %s", err)
