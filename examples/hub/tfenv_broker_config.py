@@ -14,6 +14,14 @@ c.TFEnvBroker.environment_groups = {"tf220-gpu": ["tfenv-gpu"]}
 # is the caller's home). Add shared project folders here, e.g. "/srv/projects/{user}".
 c.TFEnvBroker.allowed_mount_roots = ["{home}"]
 
+# Hub users whose Unix account has a uid below this are system accounts and are refused
+# (uid/gid 0 and 65534 always are). Lower it only if this host's users start below 1000.
+# c.TFEnvBroker.min_uid = 1000
+
+# Give each broker that shares this Docker engine (several hubs on one host) its own id;
+# it is the org.jupyter.tfenv.broker label of its kernels (default: the service name).
+# c.TFEnvBroker.broker_id = "tfenv-broker"
+
 # The only environment variables a user's server may pass to its kernels.
 # c.TFEnvBroker.env_allowlist = ["LANG", "LC_ALL", "LC_CTYPE", "TZ", "JPY_SESSION_NAME"]
 
