@@ -134,7 +134,23 @@ class SystemUsers:
             try:
                 pwd.getpwnam(name)
             except KeyError:
-                run(["useradd", "--create-home", "--shell", "/bin/bash", "-c", USER_MARK, name])
+                # uids from 1000 whatever this host's login.defs says: the broker refuses
+                # accounts below c.TFEnvBroker.min_uid (1000) as system accounts.
+                run(
+                    [
+                        "useradd",
+                        "--create-home",
+                        "--shell",
+                        "/bin/bash",
+                        "-c",
+                        USER_MARK,
+                        "--key",
+                        "UID_MIN=1000",
+                        "--key",
+                        "GID_MIN=1000",
+                        name,
+                    ]
+                )
             if pwd.getpwnam(name).pw_gecos == USER_MARK and name not in self.created_users:
                 # Ours, also when a killed earlier run left it behind: removed at the end.
                 self.created_users.append(name)
