@@ -39,7 +39,7 @@ from requests.exceptions import ConnectionError as RequestsConnectionError
 from tornado.web import HTTPError
 from traitlets import Bool, Dict, Enum, Integer, List, Unicode, default
 
-from . import live, metrics
+from . import live, metrics, mountcheck
 from .broker.client import (
     BROKER_TOKEN_VAR,
     BROKER_URL_VAR,
@@ -319,6 +319,7 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
         self._env: Environment | None = None
         self._storage_mounts: list[Any] = []
         self._storage_env: dict[str, str] = {}
+        self._storage_checked: list[mountcheck.CheckedFolder] = []
         self._broker: BrokerClient | None = None
 
     # -- helpers --------------------------------------------------------------------
@@ -509,6 +510,7 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
             ) from err
         self._storage_mounts = storage.mounts
         self._storage_env = storage.environment
+        self._storage_checked = storage.checked
         self.checkpoint_info = storage.info
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
@@ -598,6 +600,16 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
             env.id,
             image.id[:19],
         )
+        try:  # not strict: see mountcheck.verify_mounts (the folders are the user's own)
+            await self._call(
+                mountcheck.verify_mounts,
+                container,
+                self._storage_checked,
+                strict=False,
+                log=self.log,
+            )
+        except mountcheck.MountChangedError as err:
+            raise KernelStartError(err.message, status_code=403) from err
         await self._wait_until_bound(env, started)
         return self.connection_info
 

@@ -9,6 +9,7 @@ message that says what is wrong.
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from collections.abc import Callable, Iterator
@@ -16,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from traitlets.config import Config
 
 from jupyter_tfenv import checkpoints
+from jupyter_tfenv.broker import policy
 from jupyter_tfenv.checkpoints import (
     CheckpointStorageError,
     StorageConfig,
@@ -26,9 +29,18 @@ from jupyter_tfenv.checkpoints import (
     prepare_bind,
 )
 
+from .conftest import (
+    KERNEL_GID,
+    KERNEL_UID,
+    SERVER_PID_LABEL,
+    kernel_containers,
+    run_code,
+    start_kernel,
+)
+
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root")
 
-UID, GID = 1000, 1000
+UID, GID = KERNEL_UID, KERNEL_GID
 
 
 def bind_config(tmp_path: Path, subpath: str = "{username}/{environment}") -> StorageConfig:
@@ -218,3 +230,175 @@ def test_prepare_kernel_storage_reports_what_it_prepared(tmp_path):
     for folder in storage.checked:
         info = os.stat(folder.host_path)
         assert (folder.dev, folder.ino) == (info.st_dev, info.st_ino)
+
+
+# -- item 2: the folder a container mounts is the folder that was checked ---------------
+
+
+@pytest.fixture
+def broker(catalog_path: Path, jp_root_dir: Path, tmp_path: Path) -> Iterator[Any]:
+    """The real broker (tests/test_broker_e2e.py's harness), requested by broker tests."""
+    pytest.importorskip("jupyterhub")
+    from .test_broker_e2e import Broker
+
+    class OwnBroker(Broker):
+        def containers(self, kernel_id: str | None = None) -> list[Any]:
+            # This process's broker's only: other test runs may use the same service name.
+            return [
+                c
+                for c in super().containers(kernel_id)
+                if c.labels.get(SERVER_PID_LABEL) == str(os.getpid())
+            ]
+
+    running = OwnBroker(catalog_path, jp_root_dir, tmp_path)
+    yield running
+    assert not running.close(), "the test left broker kernel containers behind"
+
+
+@pytest.fixture
+def jp_server_config(jp_server_config: Config, request: pytest.FixtureRequest) -> Config:
+    """Broker mode for the tests that use the ``broker`` fixture, else local mode."""
+    if "broker" in request.fixturenames:
+        from .test_broker_e2e import TOKEN
+
+        jp_server_config.DockerKernelProvisioner.broker_url = request.getfixturevalue("broker").url
+        jp_server_config.DockerKernelProvisioner.broker_token = TOKEN
+    return jp_server_config
+
+
+@pytest.fixture
+def elsewhere(tmp_path: Path) -> Path:
+    """A folder of the kernel's user outside everything it may mount: where a swap leads."""
+    path = tmp_path / "elsewhere"
+    path.mkdir()
+    (path / "private.txt").write_text("not for the kernel\n")
+    os.chown(path, KERNEL_UID, KERNEL_GID)
+    return path
+
+
+async def start_error(jp_fetch: Any, name: str) -> tuple[int, str]:
+    """Start a kernel for a notebook at the server's root that must fail: (status, message)."""
+    from tornado.httpclient import HTTPClientError
+
+    body = json.dumps({"name": name, "path": "nb.ipynb"})
+    with pytest.raises(HTTPClientError) as info:
+        await jp_fetch("api", "kernels", method="POST", body=body)
+    assert info.value.response is not None
+    return info.value.code, str(json.loads(info.value.response.body)["message"])
+
+
+class Swap:
+    """Replace a folder by a symlink to ``target`` (the folder moves aside); undo it."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+        self.done: list[str] = []
+
+    def __call__(self, path: str) -> None:
+        os.rename(path, path + ".moved")
+        os.symlink(self.target, path)
+        self.done.append(path)
+
+    def undo(self) -> None:
+        for path in self.done:
+            os.unlink(path)
+            os.rename(path + ".moved", path)
+        self.done.clear()
+
+
+PROBE = (
+    "import os, json\n"
+    "for d in (os.getcwd(), os.environ['TFENV_CHECKPOINT_DIR'], os.environ['TFENV_LOG_DIR']):\n"
+    "    open(os.path.join(d, 'probe.txt'), 'w').write('ok')\n"
+    "print(json.dumps(sorted(os.listdir(os.getcwd()))))\n"
+)
+
+
+async def test_broker_notebook_folder_swapped_after_the_check(
+    jp_fetch, jp_serverapp, jp_root_dir, broker, elsewhere, monkeypatch
+):
+    broker.start()
+    swap = Swap(elsewhere)
+    real = policy.check_folders
+
+    def check_then_swap(req: Any, caller: Any, roots: Any, seen: Any = None) -> Any:
+        cwd, mount = real(req, caller, roots, seen)
+        swap(mount)  # right after the check: Docker will resolve the path again
+        return cwd, mount
+
+    monkeypatch.setattr(policy, "check_folders", check_then_swap)
+    try:
+        code, message = await start_error(jp_fetch, "tfenv-py")
+    finally:
+        swap.undo()
+    assert swap.done == [] and code == 403
+    assert f"{jp_root_dir} changed between the check and the mount" in message
+    assert "another folder at" in message
+    assert not broker.containers()
+
+    # Unswapped, the same start works, with every checked folder mounted.
+    monkeypatch.setattr(policy, "check_folders", real)
+    kernel_id = await start_kernel(jp_fetch, "tfenv-py", "nb.ipynb")
+    listing = json.loads(await run_code(jp_serverapp, kernel_id, PROBE))
+    assert "probe.txt" in listing and "private.txt" not in listing
+    ck = broker.app.storage_config().root("checkpoints")
+    assert (Path(ck) / broker.user / "py" / "probe.txt").read_text() == "ok"
+    await jp_fetch("api", "kernels", kernel_id, method="DELETE")
+    assert not broker.containers()
+
+
+async def test_broker_checkpoint_folder_swapped_after_it_was_prepared(
+    jp_fetch, broker, elsewhere, monkeypatch
+):
+    broker.start()
+    swap = Swap(elsewhere)
+    real = checkpoints.prepare_bind
+
+    def prepare_then_swap(loc: Any, uid: int, gid: int) -> Any:
+        info = real(loc, uid, gid)
+        if loc.kind == "checkpoints":
+            swap(str(loc.host_path))
+        return info
+
+    monkeypatch.setattr(checkpoints, "prepare_bind", prepare_then_swap)
+    try:
+        code, message = await start_error(jp_fetch, "tfenv-py")
+        [swapped] = swap.done
+    finally:
+        swap.undo()
+    assert code == 403
+    assert f"{swapped} changed between the check and the mount" in message
+    assert "/tfenv/checkpoints" in message
+    assert not broker.containers()
+    assert os.listdir(elsewhere) == ["private.txt"]
+
+
+async def test_local_log_folder_swapped_after_it_was_prepared(
+    jp_fetch, jp_serverapp, docker_engine, elsewhere, monkeypatch
+):
+    swap = Swap(elsewhere)
+    real = checkpoints.prepare_bind
+
+    def prepare_then_swap(loc: Any, uid: int, gid: int) -> Any:
+        info = real(loc, uid, gid)
+        if loc.kind == "logs":
+            swap(str(loc.host_path))
+        return info
+
+    monkeypatch.setattr(checkpoints, "prepare_bind", prepare_then_swap)
+    try:
+        code, message = await start_error(jp_fetch, "tfenv-py")
+        [swapped] = swap.done
+    finally:
+        swap.undo()
+    assert code == 403
+    assert f"{swapped} changed between the check and the mount" in message
+    assert not kernel_containers(docker_engine)
+
+    # Unswapped, a local start verifies its mounts and runs.
+    monkeypatch.setattr(checkpoints, "prepare_bind", real)
+    kernel_id = await start_kernel(jp_fetch, "tfenv-py", "nb.ipynb")
+    await run_code(jp_serverapp, kernel_id, PROBE)
+    assert (Path(swapped) / "probe.txt").read_text() == "ok"
+    await jp_fetch("api", "kernels", kernel_id, method="DELETE")
+    assert not kernel_containers(docker_engine)

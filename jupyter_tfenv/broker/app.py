@@ -34,7 +34,7 @@ from tornado.httpserver import HTTPServer
 from traitlets import Dict, Float, Integer, List, Unicode, default
 from traitlets.config import Application
 
-from .. import __version__, live
+from .. import __version__, live, mountcheck
 from .. import gpu as gpu_mod
 from ..catalog import Environment, TFEnvCatalog
 from ..checkpoints import (
@@ -584,12 +584,15 @@ class TFEnvBroker(KernelContainerSettings, CheckpointStorageSettings, Applicatio
         req = policy.validate_start_body(body, self.env_allowlist)
         env = self.environment_for(caller, req.environment)
         roots = policy.render_roots(self.allowed_mount_roots, caller)
-        cwd, mount = await asyncio.to_thread(policy.check_folders, req, caller, roots)
+        seen: dict[str, mountcheck.CheckedFolder] = {}
+        cwd, mount = await asyncio.to_thread(policy.check_folders, req, caller, roots, seen)
         rundir = await asyncio.to_thread(
             policy.verify_runtime_dir, self.runtime_root, caller, req.kernel_id
         )
         try:
-            return await self._start(caller, req, env, cwd=cwd, mount=mount, rundir=rundir)
+            return await self._start(
+                caller, req, env, cwd=cwd, mount=mount, rundir=rundir, checked=[seen[mount]]
+            )
         except BaseException:
             await asyncio.to_thread(
                 policy.remove_runtime_dir, self.runtime_root, caller, req.kernel_id
@@ -605,6 +608,7 @@ class TFEnvBroker(KernelContainerSettings, CheckpointStorageSettings, Applicatio
         cwd: str,
         mount: str,
         rundir: str,
+        checked: list[mountcheck.CheckedFolder],
     ) -> dict[str, Any]:
         conn = await asyncio.to_thread(policy.read_connection_file, rundir, caller)
         client = await self.docker()
@@ -631,7 +635,7 @@ class TFEnvBroker(KernelContainerSettings, CheckpointStorageSettings, Applicatio
             )
             for row in same:  # a restart: the kernel's previous container goes
                 await asyncio.to_thread(self._remove_by_id, client, row["Id"])
-            mounts, storage_env, checkpoints = await asyncio.to_thread(
+            mounts, storage_env, checkpoints, prepared = await asyncio.to_thread(
                 self._prepare_storage, client, caller, env, str(image.id)
             )
             kreq = KernelRequest(
@@ -662,6 +666,7 @@ class TFEnvBroker(KernelContainerSettings, CheckpointStorageSettings, Applicatio
             spec = await asyncio.to_thread(container_spec, env, kreq)
             container = await self._run(client, env, spec)
         try:
+            await self._verify_mounts(container, [*checked, *prepared])
             await self._wait_until_bound(env, container, conn)
         except BrokerError:
             raise
@@ -739,7 +744,7 @@ class TFEnvBroker(KernelContainerSettings, CheckpointStorageSettings, Applicatio
 
     def _prepare_storage(
         self, client: Any, caller: Caller, env: Environment, image_id: str
-    ) -> tuple[list[Any], dict[str, str], dict[str, Any]]:
+    ) -> tuple[list[Any], dict[str, str], dict[str, Any], list[mountcheck.CheckedFolder]]:
         """The caller's checkpoint and log folders (or volumes) for ``env``; blocking."""
         try:
             storage = prepare_kernel_storage(
@@ -758,7 +763,20 @@ class TFEnvBroker(KernelContainerSettings, CheckpointStorageSettings, Applicatio
                 status=500,
                 reason="checkpoint storage",
             ) from err
-        return storage.mounts, storage.environment, storage.info
+        return storage.mounts, storage.environment, storage.info, storage.checked
+
+    async def _verify_mounts(self, container: Any, checked: list[mountcheck.CheckedFolder]) -> None:
+        """The container mounted the folders that were checked, or it is removed (403).
+
+        Docker resolves each bind source again when it mounts it; see
+        :func:`~jupyter_tfenv.mountcheck.verify_mounts` (strict: the broker is root).
+        """
+        try:
+            await asyncio.to_thread(
+                mountcheck.verify_mounts, container, checked, strict=True, log=self.log
+            )
+        except mountcheck.MountChangedError as err:
+            raise BrokerError(err.message, status=403, reason="mount changed") from err
 
     async def _run(self, client: Any, env: Environment, spec: dict[str, Any]) -> Any:
         creating = asyncio.ensure_future(asyncio.to_thread(client.containers.run, **spec))

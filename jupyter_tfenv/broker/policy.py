@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import TFEnvError
+from ..mountcheck import CheckedFolder, stat_nofollow
 
 #: The only fields ``POST /api/kernels`` accepts; everything else the broker decides.
 START_FIELDS = ("kernel_id", "environment", "cwd", "mount", "env", "server")
@@ -317,11 +318,21 @@ def inside(path: str, root: str) -> bool:
         return False
 
 
-def check_folder(path: str, caller: Caller, roots: list[str], what: str) -> str:
+def check_folder(
+    path: str,
+    caller: Caller,
+    roots: list[str],
+    what: str,
+    seen: dict[str, CheckedFolder] | None = None,
+) -> str:
     """A folder the caller may mount or work in, or a :class:`BrokerError`.
 
     Absolute, already normalized with no symlink in it (its real path is itself), not
-    '/', under one of ``roots``, an existing directory, owned by the caller (lstat).
+    '/', under one of ``roots``, an existing directory, owned by the caller: read from
+    a descriptor reached from ``/`` without following any symlink
+    (:func:`~jupyter_tfenv.mountcheck.stat_nofollow`). ``seen`` gets the folder's
+    identity as checked, for :func:`~jupyter_tfenv.mountcheck.verify_mounts` once the
+    container runs (Docker resolves the path again when it mounts it).
     """
     if not os.path.isabs(path) or "\0" in path:
         raise BrokerError(f"'{what}' must be an absolute path, not {path[:200]!r}.")
@@ -346,10 +357,19 @@ def check_folder(path: str, caller: Caller, roots: list[str], what: str) -> str:
             reason="outside allowed roots",
         )
     try:
-        info = os.lstat(path)
+        info = stat_nofollow(path)
     except FileNotFoundError:
         raise BrokerError(f"'{what}' {path} does not exist.") from None
     except OSError as err:
+        if err.errno == errno.ELOOP or os.path.islink(path):
+            raise BrokerError(
+                f"'{what}' {path} is or went through a symlink: the broker mounts only "
+                "paths without symlinks. Send the real path.",
+                status=403,
+                reason="symlink",
+            ) from err
+        if err.errno == errno.ENOTDIR:
+            raise BrokerError(f"'{what}' {path} is not a folder.") from err
         raise BrokerError(f"'{what}' {path} cannot be read: {err.strerror}.") from err
     if not stat.S_ISDIR(info.st_mode):
         raise BrokerError(f"'{what}' {path} is not a folder.")
@@ -360,13 +380,23 @@ def check_folder(path: str, caller: Caller, roots: list[str], what: str) -> str:
             status=403,
             reason="not owner",
         )
+    if seen is not None:
+        seen[path] = CheckedFolder.of(path, info)
     return path
 
 
-def check_folders(req: StartRequest, caller: Caller, roots: list[str]) -> tuple[str, str]:
-    """``(cwd, mount)`` of a start request, both checked; ``cwd`` must be inside ``mount``."""
-    mount = check_folder(req.mount, caller, roots, "mount")
-    cwd = check_folder(req.cwd, caller, roots, "cwd")
+def check_folders(
+    req: StartRequest,
+    caller: Caller,
+    roots: list[str],
+    seen: dict[str, CheckedFolder] | None = None,
+) -> tuple[str, str]:
+    """``(cwd, mount)`` of a start request, both checked; ``cwd`` must be inside ``mount``.
+
+    ``seen``: as :func:`check_folder`'s (the mounted folder is ``seen[mount]``).
+    """
+    mount = check_folder(req.mount, caller, roots, "mount", seen)
+    cwd = check_folder(req.cwd, caller, roots, "cwd", seen)
     if not inside(cwd, mount):
         raise BrokerError(
             f"'cwd' {cwd} is not inside 'mount' {mount}: the kernel's working folder must be "
