@@ -130,6 +130,12 @@ export interface ILockStatus {
   present?: boolean;
   matches: boolean | null;
   pinned_by_digest?: boolean;
+  /** `c.TFEnvCatalog.lock_policy`: enforce, strict, warn or off. */
+  policy?: 'enforce' | 'strict' | 'warn' | 'off';
+  lock_file?: string | null;
+  lock_file_exists?: boolean;
+  /** Whether the policy refuses a kernel start now (strict: also when not locked). */
+  refused?: boolean;
 }
 
 /**
