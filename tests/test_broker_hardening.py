@@ -14,6 +14,7 @@ import asyncio
 import json
 import os
 import pwd
+import shutil
 import socket
 import stat
 import tempfile
@@ -54,8 +55,6 @@ def short_tmp() -> Iterator[Path]:
     """A short folder in /tmp (Unix socket paths), root's, 0700."""
     path = Path(tempfile.mkdtemp(prefix="tfh-", dir="/tmp"))
     yield path
-    import shutil
-
     shutil.rmtree(path, ignore_errors=True)
 
 
