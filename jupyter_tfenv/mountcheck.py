@@ -87,6 +87,24 @@ def stat_nofollow(path: str) -> os.stat_result:
         os.close(fd)
 
 
+def first_symlink(path: str) -> str | None:
+    """For messages: the first component of ``path`` that is a symlink now, if any.
+
+    (``O_NOFOLLOW|O_DIRECTORY`` answers ``ENOTDIR`` for a symlink as for a file.)
+    """
+    current = "/"
+    for part in path.split("/")[1:]:
+        if not part:
+            continue
+        current = os.path.join(current, part)
+        try:
+            if os.path.islink(current):
+                return current
+        except OSError:
+            return None
+    return None
+
+
 def _changed(folder: CheckedFolder, why: str) -> MountChangedError:
     return MountChangedError(
         f"{folder.host_path} changed between the check and the mount ({why}): the kernel "

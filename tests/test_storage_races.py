@@ -232,6 +232,43 @@ def test_prepare_kernel_storage_reports_what_it_prepared(tmp_path):
         assert (folder.dev, folder.ino) == (info.st_dev, info.st_ino)
 
 
+def test_check_folder_refuses_an_ancestor_swapped_after_realpath(tmp_path, monkeypatch):
+    """The broker's folder check reads the folder through O_NOFOLLOW descriptors.
+
+    A parent swapped for a symlink after ``realpath`` (to a folder of the same user,
+    outside the allowed roots) is refused, and nothing is recorded for the mount check.
+    """
+    home = tmp_path / "home" / "alice"
+    (home / "proj" / "nb").mkdir(parents=True)
+    outside = tmp_path / "elsewhere"
+    (outside / "nb").mkdir(parents=True)
+    for folder in (home, home / "proj", home / "proj" / "nb", outside, outside / "nb"):
+        os.chown(folder, UID, GID)
+    caller = policy.Caller("alice", UID, GID, str(home), frozenset())
+    roots = policy.render_roots(["{home}"], caller)
+    path = str(home / "proj" / "nb")
+    real = os.path.realpath
+
+    def realpath_then_swap(p: Any, *args: Any, **kwargs: Any) -> Any:
+        result = real(p, *args, **kwargs)
+        if p == path and not os.path.islink(home / "proj"):
+            Swap(outside)(str(home / "proj"))
+        return result
+
+    monkeypatch.setattr(os.path, "realpath", realpath_then_swap)
+    seen: dict[str, Any] = {}
+    with pytest.raises(policy.BrokerError, match="symlink") as info:
+        policy.check_folder(path, caller, roots, "mount", seen)
+    assert info.value.http_status == 403 and info.value.reason == "symlink"
+    assert seen == {}
+    # Unswapped, the folder passes and its identity is what was checked.
+    monkeypatch.setattr(os.path, "realpath", real)
+    os.unlink(home / "proj")
+    os.rename(str(home / "proj") + ".moved", home / "proj")
+    assert policy.check_folder(path, caller, roots, "mount", seen) == path
+    assert (seen[path].dev, seen[path].ino) == (os.stat(path).st_dev, os.stat(path).st_ino)
+
+
 # -- item 2: the folder a container mounts is the folder that was checked ---------------
 
 

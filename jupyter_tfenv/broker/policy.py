@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import TFEnvError
-from ..mountcheck import CheckedFolder, stat_nofollow
+from ..mountcheck import CheckedFolder, first_symlink, stat_nofollow
 
 #: The only fields ``POST /api/kernels`` accepts; everything else the broker decides.
 START_FIELDS = ("kernel_id", "environment", "cwd", "mount", "env", "server")
@@ -361,10 +361,11 @@ def check_folder(
     except FileNotFoundError:
         raise BrokerError(f"'{what}' {path} does not exist.") from None
     except OSError as err:
-        if err.errno == errno.ELOOP or os.path.islink(path):
+        link = first_symlink(path)
+        if err.errno == errno.ELOOP or link:
             raise BrokerError(
-                f"'{what}' {path} is or went through a symlink: the broker mounts only "
-                "paths without symlinks. Send the real path.",
+                f"'{what}' {path} is or went through a symlink ({link or path}): the broker "
+                "mounts only paths without symlinks. Send the real path.",
                 status=403,
                 reason="symlink",
             ) from err
