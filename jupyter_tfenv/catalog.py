@@ -318,12 +318,9 @@ def _check_bind_source(source: str) -> None:
     shown = f"'{source}'" + (f" (resolves to '{resolved}')" if resolved != written else "")
     if resolved != written:
         _check_bind_path(resolved, shown, sockets)
-    # A folder that holds an engine socket (rootless engines put theirs in odd places).
-    try:
-        names = os.listdir(resolved) if os.path.isdir(resolved) else []
-    except OSError:
-        names = []
-    held = sorted(ENGINE_SOCKET_NAMES.intersection(names))
+    # A folder that holds an engine socket (rootless engines put theirs in odd places);
+    # one lstat per name, not a listing (data folders can hold millions of files).
+    held = [n for n in sorted(ENGINE_SOCKET_NAMES) if os.path.lexists(os.path.join(resolved, n))]
     if held:
         raise CatalogError(
             f"bind source {shown} holds the container engine socket {held[0]}; it is "
