@@ -47,6 +47,7 @@ from .broker.client import (
     BrokerError,
     BrokerNotFoundError,
 )
+from .broker.policy import runtime_name
 from .catalog import Environment, environment_from_dict
 from .checkpoints import (
     CheckpointStorageError,
@@ -378,7 +379,8 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
                 if entry.is_socket():
                     entry.unlink()
             return str(rundir)
-        rundir = root / self.kernel_id.replace("-", "")[:12]
+        # One folder per kernel id (never a truncation: two ids must not share one).
+        rundir = root / runtime_name(self.kernel_id)
         if rundir.exists():
             shutil.rmtree(rundir)
         rundir.mkdir(mode=0o700)

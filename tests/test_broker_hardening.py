@@ -295,6 +295,26 @@ def test_kernel_ids_with_the_same_prefix_get_their_own_folders(short_tmp: Path) 
         policy.check_kernel_id("_" + "a" * 32)
 
 
+def test_local_kernels_with_the_same_prefix_get_their_own_folders(short_tmp: Path) -> None:
+    """The local provisioner names folders as the broker does: a second kernel whose id
+    shares the first 12 hex digits no longer removes the first one's live folder."""
+    root = short_tmp / "rt"
+    second = KID[:-1] + "c"
+    one = Path(
+        DockerKernelProvisioner(kernel_id=KID, runtime_root=str(root))._prepare_runtime_dir(
+            restart=False
+        )
+    )
+    (one / "kernel.json").write_text("{}")
+    two = Path(
+        DockerKernelProvisioner(kernel_id=second, runtime_root=str(root))._prepare_runtime_dir(
+            restart=False
+        )
+    )
+    assert one != two
+    assert (one / "kernel.json").exists()
+
+
 def bind_socket(path: Path) -> None:
     sock = socket.socket(socket.AF_UNIX)
     sock.bind(str(path))
