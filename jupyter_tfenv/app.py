@@ -10,14 +10,16 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Bool, Float, Unicode
+from traitlets import Bool, Enum, Float, Unicode
 
 from . import __version__
+from .adoption import held_by_live_server
 from .catalog import TFEnvCatalog
 from .culling import cull_idle_kernels
 from .docker_runtime import connect, reap_orphans
 from .errors import TFEnvError
 from .handlers import checkpoints, environments, kernels, pulls
+from .keep import KEEP_MODES, adopt_kernels, detach_kernels, keeps
 from .kernelspecs import TFEnvKernelSpecManager
 from .probe import probe_cache_dir
 from .provisioner import DockerKernelProvisioner
@@ -36,6 +38,26 @@ class TFEnvApp(ExtensionApp):
         help="""On start-up, remove this user's kernel containers whose server died (they
         are found by their labels) and their runtime folders. In broker mode: the kernels
         the broker runs for this user and hub server name that this server does not know.""",
+    ).tag(config=True)
+
+    keep_kernels_on_stop = Enum(
+        list(KEEP_MODES),
+        default_value="off",
+        help="""Which kernels outlive a server stop: 'off' (default: a stopping server shuts
+        its kernels down), 'gpu' (kernels of environments that ask for GPUs: long
+        trainings) or 'all'. Kept kernels go on running in their containers; the next
+        server of the same user adopts them under their kernel ids, so a notebook that
+        reconnects finds its variables and a running cell goes on. Kernels of a server
+        that was killed (SIGKILL, out of memory) are adopted the same way. Set
+        c.SessionManager.database_filepath too, so that notebooks find their sessions
+        again after the restart.""",
+    ).tag(config=True)
+
+    adopt_timeout = Float(
+        3600.0,
+        help="""Seconds a kept kernel waits for the next server: one kept longer is not
+        adopted but removed (its container and runtime folder) when a server starts.
+        0: no limit. Until a server starts, `jupyter tfenv gc` removes kept kernels.""",
     ).tag(config=True)
 
     install_kernel_spec_manager = Bool(
@@ -131,7 +153,11 @@ class TFEnvApp(ExtensionApp):
         try:
             client = await asyncio.to_thread(connect, provisioner.docker_timeout)
             reaped = await asyncio.to_thread(
-                reap_orphans, client, provisioner.owner, runtime_roots=[provisioner.runtime_root]
+                reap_orphans,
+                client,
+                provisioner.owner,
+                runtime_roots=[provisioner.runtime_root],
+                is_held=held_by_live_server,
             )
         except TFEnvError as err:
             self.log.warning("tfenv: no orphan check at start-up: %s", err)
@@ -243,16 +269,44 @@ class TFEnvApp(ExtensionApp):
 
     _sigint_handler: Any = None
 
+    def _kept(self) -> Any:
+        return keeps(self.keep_kernels_on_stop, self.settings["tfenv"].catalog)
+
+    async def _adopt_then_reap(self) -> None:
+        """Adopt kept kernels first (keep_kernels_on_stop), then reap what is left."""
+        if self.keep_kernels_on_stop != "off" and self.serverapp is not None:
+            service = self.settings["tfenv"]
+            try:
+                await adopt_kernels(
+                    self.serverapp.kernel_manager,
+                    service.catalog,
+                    defaults=service.defaults,
+                    kept=self._kept(),
+                    adopt_timeout=self.adopt_timeout,
+                    log=self.log,
+                )
+            except Exception:
+                self.log.exception("tfenv: adopting kept kernels failed")
+        if self.reap_orphans_on_start:
+            await self._reap()
+
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         self._stop_cleanly_on_sigint(serverapp)
-        if self.reap_orphans_on_start:
-            self._reap_task = asyncio.ensure_future(self._reap())
+        if self.reap_orphans_on_start or self.keep_kernels_on_stop != "off":
+            self._reap_task = asyncio.ensure_future(self._adopt_then_reap())
         if self.cull_interval > 0:
             self._cull_task = asyncio.ensure_future(self._cull_loop())
         if self.settings["tfenv"].broker is not None:
             self._allowed_task = asyncio.ensure_future(self._hide_not_allowed_loop())
 
     async def stop_extension(self) -> None:
+        # Before the server's cleanup_kernels: kept kernels leave the kernel manager, so
+        # that no shutdown request reaches them.
+        if self.keep_kernels_on_stop != "off" and self.serverapp is not None:
+            try:
+                await detach_kernels(self.serverapp.kernel_manager, self._kept(), self.log)
+            except Exception:
+                self.log.exception("tfenv: keeping kernels failed; they are shut down")
         if self._sigint_handler is not None:
             # A server embedded in another process (tests) hands Ctrl-C back.
             if signal.getsignal(signal.SIGINT) == self._sigint_handler:

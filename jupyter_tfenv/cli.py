@@ -19,6 +19,7 @@ from jupyter_core.paths import jupyter_data_dir
 from traitlets.config import Application, Config
 
 from . import metrics
+from .adoption import held_by_live_server
 from .catalog import TFEnvCatalog
 from .docker_runtime import connect, reap_orphans, tfenv_containers
 from .errors import TFEnvError
@@ -206,7 +207,13 @@ def cmd_gc(args: argparse.Namespace) -> int:
     prov = DockerKernelProvisioner(config=config, kernel_id="gc")
     client = connect(prov.docker_timeout)
     owner = None if args.all_users else prov.owner
-    reaped = reap_orphans(client, owner, runtime_roots=[prov.runtime_root], dry_run=args.dry_run)
+    reaped = reap_orphans(
+        client,
+        owner,
+        runtime_roots=[prov.runtime_root],
+        dry_run=args.dry_run,
+        is_held=held_by_live_server,
+    )
     verb = "would remove" if args.dry_run else "removed"
     human = "\n".join(
         f"{verb} {r.name} ({r.environment}, kernel {r.kernel_id}): {r.reason}" for r in reaped

@@ -15,7 +15,7 @@ import shutil
 import socket
 import threading
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -431,15 +431,20 @@ def reap_orphans(
     *,
     runtime_roots: Iterable[str] = (),
     dry_run: bool = False,
+    is_held: Callable[[dict[str, str]], bool] = server_alive,
 ) -> list[ReapedContainer]:
-    """Remove kernel containers whose server is gone (and their runtime folders)."""
+    """Remove kernel containers whose server is gone (and their runtime folders).
+
+    ``is_held(labels)`` says whether a live server holds a container (default: the one
+    that started it runs; ``adoption.held_by_live_server`` also knows adopted kernels).
+    """
     roots = [os.path.realpath(r) for r in runtime_roots]
     reaped = []
     for container in tfenv_containers(client, owner):
         labels = container.labels or {}
         if LABEL_BROKER in labels:
             continue  # the broker's kernels outlive broker restarts; it reaps nothing
-        if server_alive(labels):
+        if is_held(labels):
             continue
         reaped.append(
             ReapedContainer(

@@ -39,7 +39,7 @@ from requests.exceptions import ConnectionError as RequestsConnectionError
 from tornado.web import HTTPError
 from traitlets import Bool, Dict, Enum, Integer, List, Unicode, default
 
-from . import live, metrics, mountcheck
+from . import adoption, live, metrics, mountcheck
 from .broker.client import (
     BROKER_TOKEN_VAR,
     BROKER_URL_VAR,
@@ -55,6 +55,10 @@ from .checkpoints import (
     prepare_kernel_storage,
 )
 from .docker_runtime import (
+    LABEL_IMAGE_ID,
+    LABEL_KERNEL_ID,
+    LABEL_OWNER,
+    LABEL_RUNTIME_DIR,
     KernelRequest,
     container_spec,
     default_owner,
@@ -71,6 +75,10 @@ from .lock import LockFile, LockMismatchError, check_lock, unlocked_message
 from .settings import CheckpointStorageSettings, KernelContainerSettings
 
 _RUNNING_STATES = ("created", "running", "restarting")
+
+#: Keyword argument of ``start_kernel`` that makes the provisioner adopt a running
+#: container ({"container_id", "runtime_dir", "workdir"}) instead of starting one.
+ADOPT_KWARG = "tfenv_adopt"
 
 
 def _env_int(name: str, fallback: int) -> int:
@@ -322,6 +330,10 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
         self._storage_env: dict[str, str] = {}
         self._storage_checked: list[mountcheck.CheckedFolder] = []
         self._broker: BrokerClient | None = None
+        #: The kernel to adopt (container_id, runtime_dir, workdir) while adopting.
+        self._adopting: dict[str, Any] | None = None
+        #: Kept at server stop: signals and cleanup leave the container alone.
+        self._detached = False
 
     # -- helpers --------------------------------------------------------------------
 
@@ -402,6 +414,16 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
         return self.container_id is not None
 
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
+        adopt = kwargs.pop(ADOPT_KWARG, None)
+        if adopt is not None:
+            self._adopting = dict(adopt)
+            try:
+                return await self._pre_adopt(**kwargs)
+            except BaseException:
+                self._adopting = None
+                self.runtime_dir = None
+                self._forget_pending_start()
+                raise
         restart = bool(self.runtime_dir)
         try:
             return await self._pre_launch(**kwargs)
@@ -457,6 +479,37 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
         if km is not None and (self.uid, self.gid) != (os.getuid(), os.getgid()):
             await self._call(os.chown, km.connection_file, self.uid, self.gid)
         return kwargs
+
+    async def _pre_adopt(self, **kwargs: Any) -> dict[str, Any]:
+        """Adoption: take over a running kernel container (see jupyter_tfenv.adoption).
+
+        The runtime folder and its connection file are the kernel's, as its last server
+        left them: the kernel manager loads that file (ports, key) instead of writing one,
+        and launch_kernel attaches to the container instead of starting one.
+        """
+        self._environment()
+        km = self.parent
+        broker = self.broker
+        if broker is None:
+            rundir = str(self._adopting.get("runtime_dir") or "") if self._adopting else ""
+            root = await self._call(prepare_runtime_root, self.runtime_root)
+            problem = await self._call(adoption.runtime_dir_problem, rundir, root, self.uid)
+            if problem:
+                raise KernelStartError(f"Kernel {self.kernel_id} cannot be adopted: {problem}.")
+            self.runtime_dir = rundir
+        else:
+            try:
+                self.runtime_dir = await broker.runtime_dir(self.kernel_id, restart=True)
+            except BrokerError as err:
+                raise _start_error(err) from err
+        if km is not None:
+            connection_file = os.path.join(self.runtime_dir, adoption.CONNECTION_FILE)
+            km.connection_file = connection_file
+            km.cache_ports = False  # the kernel's ports are in its connection file
+            await self._call(km.load_connection_file, connection_file)
+            km._connection_file_written = True  # loaded: never rewritten with a new key
+        self._launch_env = dict(kwargs.get("env") or {})
+        return await super().pre_launch(**kwargs)
 
     def _passed_env(self) -> dict[str, str]:
         """The server's allow-listed variables, and the notebook's session name."""
@@ -551,6 +604,11 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
             pending.pop(self.kernel_id, None)
 
     async def _launch(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
+        if self._adopting is not None:
+            try:
+                return await self._adopt(**kwargs)
+            finally:
+                self._adopting = None
         if self.broker is not None:
             return await self._launch_via_broker(self.broker, **kwargs)
         env = self._environment()
@@ -614,6 +672,74 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
             raise KernelStartError(err.message, status_code=403) from err
         await self._wait_until_bound(env, started)
         return self.connection_info
+
+    async def _adopt(self, **kwargs: Any) -> KernelConnectionInfo:
+        """Attach to the running container of this kernel id; nothing is started."""
+        env = self._environment()
+        adopt = self._adopting or {}
+        broker = self.broker
+        if broker is not None:
+            try:
+                info = await broker.kernel(self.kernel_id)
+            except BrokerError as err:
+                raise _start_error(err) from err
+            if not (info.get("running") or info.get("status") in _RUNNING_STATES):
+                raise KernelStartError(
+                    f"Kernel {self.kernel_id} cannot be adopted: its container is "
+                    f"{info.get('status')}."
+                )
+            self.container_id = str(info.get("container_id") or info.get("name") or "")
+            checkpoints = info.get("checkpoints")
+            if isinstance(checkpoints, dict):
+                self.checkpoint_info = checkpoints
+        else:
+            client = await self._docker()
+            try:
+                container = await self._call(client.containers.get, str(adopt["container_id"]))
+            except (NotFound, KeyError) as err:
+                raise KernelStartError(
+                    f"Kernel {self.kernel_id} cannot be adopted: its container is gone."
+                ) from err
+            labels = container.labels or {}
+            if (
+                labels.get(LABEL_KERNEL_ID) != self.kernel_id
+                or labels.get(LABEL_OWNER) != self.owner
+                or labels.get(LABEL_RUNTIME_DIR) != self.runtime_dir
+                or container.status not in _RUNNING_STATES
+            ):
+                raise KernelStartError(
+                    f"Kernel {self.kernel_id} cannot be adopted: container {container.name} "
+                    f"is {container.status} and labelled for kernel "
+                    f"{labels.get(LABEL_KERNEL_ID)!r} of {labels.get(LABEL_OWNER)!r}."
+                )
+            self._container = container
+            self.container_id = container.id
+            # Where its checkpoints are (the folders exist: this only finds them again).
+            image_id = str(labels.get(LABEL_IMAGE_ID) or container.image.id)
+            await self._call(self._prepare_storage, client, env, image_id)
+        if not await self._call(self._bound):
+            raise KernelStartError(
+                f"Kernel {self.kernel_id} cannot be adopted: its sockets in {self.runtime_dir} "
+                "are gone."
+            )
+        if self.runtime_dir:
+            await self._call(adoption.mark_held, self.runtime_dir)
+        self.cwd = str(adopt.get("workdir") or kwargs.get("cwd") or "")
+        self.log.info(
+            "tfenv: adopted kernel %s (%s), still running in container %s",
+            self.kernel_id,
+            env.id,
+            str(self.container_id)[:12],
+        )
+        return self.connection_info
+
+    def detach(self) -> None:
+        """Leave the container running when the server stops (keep_kernels_on_stop):
+        after this, nothing of this provisioner touches the container any more. BLOCKING
+        (writes the kept marker)."""
+        if self.runtime_dir:
+            adoption.mark_kept(self.runtime_dir)
+        self._detached = True
 
     async def _launch_via_broker(self, broker: BrokerClient, **kwargs: Any) -> KernelConnectionInfo:
         """Start the kernel's container through the broker, then wait for its sockets."""
@@ -827,6 +953,8 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
         return status
 
     async def send_signal(self, signum: int) -> None:
+        if self._detached:
+            return
         if self.broker is not None:
             await self._signal_broker(self.broker, signum)
             return
@@ -872,6 +1000,8 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
         await self.send_signal(signal.SIGTERM)
 
     async def cleanup(self, restart: bool = False) -> None:
+        if self._detached:
+            return  # kept for the next server (keep_kernels_on_stop)
         if self.broker is not None:
             # The broker removes the container, and the runtime folder unless this is a
             # restart (then the next pre_launch asks for the same folder again).

@@ -138,3 +138,61 @@ def execute(
     called (in a thread) once the kernel reports busy with this request."""
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         return pool.submit(asyncio.run, _execute(ws_url, token, code, timeout, on_busy)).result()
+
+
+async def _start_and_watch(
+    url: str, token: str, code: str | None, until: Callable[[str], bool], timeout: float
+) -> str:
+    from tornado.httpclient import HTTPRequest
+    from tornado.websocket import websocket_connect
+
+    request = HTTPRequest(url, headers={"Authorization": f"token {token}"}, request_timeout=timeout)
+    conn = await asyncio.wait_for(websocket_connect(request), timeout)
+    try:
+        if code is not None:
+            msg = _message(
+                "execute_request",
+                {
+                    "code": code,
+                    "silent": False,
+                    "store_history": False,
+                    "user_expressions": {},
+                    "allow_stdin": False,
+                    "stop_on_error": True,
+                },
+                uuid.uuid4().hex,
+                "shell",
+            )
+            await conn.write_message(json.dumps(msg))
+        deadline = time.monotonic() + timeout
+        seen: list[str] = []
+        while not until("".join(seen)):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"not seen within {timeout} s; stdout so far: {seen}")
+            raw = await asyncio.wait_for(conn.read_message(), left)
+            if raw is None:
+                raise ConnectionError(f"the kernel websocket closed ({conn.close_code})")
+            data = json.loads(raw)
+            if data["header"]["msg_type"] == "stream" and data["content"]["name"] == "stdout":
+                seen.append(data["content"]["text"])
+        return "".join(seen)
+    finally:
+        conn.close()
+
+
+def watch_output(
+    ws_url: str,
+    token: str,
+    until: Callable[[str], bool],
+    *,
+    code: str | None = None,
+    timeout: float = 120.0,
+) -> str:
+    """Send ``code`` (if any) without waiting for its reply, then collect the kernel's
+    stdout (of any request, also one sent by an earlier connection) until ``until(text)``
+    is true; the websocket is then closed and the code goes on running."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(
+            asyncio.run, _start_and_watch(ws_url, token, code, until, timeout)
+        ).result()

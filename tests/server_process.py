@@ -91,10 +91,13 @@ def start_tfenv_server(
     request_timeout: float = 300.0,
     start_timeout: float = 60.0,
     server_class: type[ServerProcess] = ServerProcess,
+    extra_args: list[str] | None = None,
+    reap_orphans: bool = False,
 ) -> ServerProcess:
     """Start the server with its state under ``folder`` (created); wait for /api/status.
 
-    Orphan reaping at start is off (the caller owns what it starts); kernels run as
+    Orphan reaping at start is off unless ``reap_orphans`` (the caller owns what it
+    starts); ``extra_args`` are more server options; kernels run as
     ``kernel_uid:kernel_gid`` with the container ``owner`` label. Raises
     :class:`ServerStartError`.
     """
@@ -130,12 +133,13 @@ def start_tfenv_server(
         f"--ServerApp.root_dir={root_dir}",
         '--ServerApp.jpserver_extensions={"jupyter_tfenv": True}',
         f"--TFEnvApp.probe_cache_dir={dirs['probes']}",
-        "--TFEnvApp.reap_orphans_on_start=False",
+        f"--TFEnvApp.reap_orphans_on_start={reap_orphans}",
         f"--DockerKernelProvisioner.owner={owner}",
         f"--DockerKernelProvisioner.runtime_root={runtime_root}",
     ]
     if os.geteuid() == 0:
         argv.append("--allow-root")
+    argv += extra_args or []
     log_path = folder / "server.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(

@@ -1,0 +1,196 @@
+"""Kernels that outlive their server: keeping them at server stop, adopting them at start.
+
+A container kernel lives apart from the Jupyter server that started it. With
+``c.TFEnvApp.keep_kernels_on_stop`` a stopping server leaves its kernel containers
+running (it writes a *kept* marker, with the time, into each kernel's runtime folder),
+and the next server of the same user finds them by their labels and **adopts** them
+under their old kernel ids: the provisioner then loads the connection file that is still
+in the runtime folder instead of starting a container (``DockerKernelProvisioner``,
+``tfenv_adopt``). A notebook that reconnects finds its variables, and a cell that was
+running goes on.
+
+A container's labels cannot change, so the server that holds an adopted kernel writes a
+*holder* marker (the same server labels a container gets at start) into the runtime
+folder: ``jupyter tfenv gc`` and the orphan reaper then see that a live server holds it.
+
+Everything here that touches Docker or the disk is BLOCKING: call it in a thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import stat
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from .docker_runtime import (
+    LABEL_BROKER,
+    LABEL_ENVIRONMENT,
+    LABEL_KERNEL_ID,
+    LABEL_RUNTIME_DIR,
+    LABEL_SERVER_HOST,
+    LABEL_SERVER_INSTANCE,
+    LABEL_SERVER_PID,
+    LABEL_SERVER_START,
+    SERVER_HOST,
+    SERVER_INSTANCE,
+    SERVER_PID,
+    SERVER_START,
+    server_alive,
+    tfenv_containers,
+)
+
+#: Written by a server that stops and keeps the kernel: {"kept_at": <unix time>}.
+KEPT_FILE = "tfenv-kept.json"
+#: Written by a server that adopted the kernel: the server labels of that server.
+HOLDER_FILE = "tfenv-holder.json"
+CONNECTION_FILE = "kernel.json"
+
+_MAX_MARKER = 4096
+
+
+def _read_json(folder: str, name: str) -> dict[str, Any] | None:
+    """A small JSON file of ``folder``, never through a symlink; None when absent/bad."""
+    try:
+        fd = os.open(os.path.join(folder, name), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        data = os.read(fd, _MAX_MARKER)
+    finally:
+        os.close(fd)
+    try:
+        value = json.loads(data)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _write_json(folder: str, name: str, value: dict[str, Any]) -> None:
+    """Replace ``folder/name`` atomically (a temporary file renamed over it)."""
+    tmp = os.path.join(folder, f".{name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, json.dumps(value).encode())
+    finally:
+        os.close(fd)
+    os.replace(tmp, os.path.join(folder, name))
+
+
+def this_server() -> dict[str, str]:
+    """The labels that name this server process (as on the containers it starts)."""
+    return {
+        LABEL_SERVER_HOST: SERVER_HOST,
+        LABEL_SERVER_INSTANCE: SERVER_INSTANCE,
+        LABEL_SERVER_PID: str(SERVER_PID),
+        LABEL_SERVER_START: SERVER_START,
+    }
+
+
+def mark_held(runtime_dir: str) -> None:
+    """This server holds the kernel of ``runtime_dir`` now (it adopted it)."""
+    _write_json(runtime_dir, HOLDER_FILE, this_server())
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(runtime_dir, KEPT_FILE))
+
+
+def mark_kept(runtime_dir: str, now: float | None = None) -> None:
+    """The server stops and leaves the kernel of ``runtime_dir`` running, from now on."""
+    _write_json(runtime_dir, KEPT_FILE, {"kept_at": time.time() if now is None else now})
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(runtime_dir, HOLDER_FILE))
+
+
+def kept_since(runtime_dir: str) -> float | None:
+    """When the kernel's last server stopped and kept it (None: it was not kept, e.g. its
+    server was killed)."""
+    marker = _read_json(runtime_dir, KEPT_FILE)
+    value = marker.get("kept_at") if marker else None
+    return float(value) if isinstance(value, int | float) else None
+
+
+def held_by_live_server(labels: dict[str, str]) -> bool:
+    """Whether a live server holds this container: the one that started it, or one that
+    adopted it (its holder marker in the runtime folder)."""
+    if server_alive(labels):
+        return True
+    rundir = labels.get(LABEL_RUNTIME_DIR, "")
+    if not rundir:
+        return False
+    holder = _read_json(rundir, HOLDER_FILE)
+    return holder is not None and server_alive({k: str(v) for k, v in holder.items()})
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A running kernel container of this user that no live server holds."""
+
+    kernel_id: str
+    environment: str
+    container_id: str
+    name: str
+    runtime_dir: str
+    workdir: str
+    kept_at: float | None
+
+    def age(self, now: float | None = None) -> float | None:
+        """Seconds since its server kept it (None: not kept)."""
+        if self.kept_at is None:
+            return None
+        return (time.time() if now is None else now) - self.kept_at
+
+
+def runtime_dir_problem(runtime_dir: str, runtime_root: str, uid: int) -> str | None:
+    """Why ``runtime_dir`` is not an adoptable kernel folder of ``uid`` (None: it is).
+
+    It must be a real folder directly below ``runtime_root``, owned by ``uid``, no symlink
+    on the way, and hold a regular connection file.
+    """
+    root = os.path.realpath(runtime_root)
+    if not runtime_dir or os.path.dirname(os.path.abspath(runtime_dir)) != root:
+        return f"its runtime folder {runtime_dir!r} is not in {root}"
+    try:
+        info = os.lstat(runtime_dir)
+        conn = os.lstat(os.path.join(runtime_dir, CONNECTION_FILE))
+    except OSError as err:
+        return f"its runtime folder {runtime_dir} cannot be read: {err.strerror}"
+    if not stat.S_ISDIR(info.st_mode):
+        return f"{runtime_dir} is not a folder"
+    if info.st_uid != uid:
+        return f"{runtime_dir} belongs to uid {info.st_uid}, not {uid}"
+    if not stat.S_ISREG(conn.st_mode):
+        return f"{runtime_dir}/{CONNECTION_FILE} is not a regular file"
+    return None
+
+
+def find_candidates(client: Any, owner: str, runtime_root: str, uid: int) -> list[Candidate]:
+    """This owner's running kernel containers (local mode) that no live server holds and
+    whose runtime folder and connection file are still there."""
+    found = []
+    for container in tfenv_containers(client, owner):
+        labels = container.labels or {}
+        if LABEL_BROKER in labels or container.status != "running":
+            continue
+        if held_by_live_server(labels):
+            continue
+        rundir = labels.get(LABEL_RUNTIME_DIR, "")
+        if runtime_dir_problem(rundir, runtime_root, uid) is not None:
+            continue
+        config = (container.attrs or {}).get("Config") or {}
+        found.append(
+            Candidate(
+                kernel_id=labels.get(LABEL_KERNEL_ID, ""),
+                environment=labels.get(LABEL_ENVIRONMENT, ""),
+                container_id=container.id,
+                name=container.name,
+                runtime_dir=rundir,
+                workdir=str(config.get("WorkingDir") or ""),
+                kept_at=kept_since(rundir),
+            )
+        )
+    return found
