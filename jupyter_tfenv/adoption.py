@@ -24,12 +24,13 @@ import os
 import stat
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from .docker_runtime import (
     LABEL_BROKER,
     LABEL_ENVIRONMENT,
     LABEL_KERNEL_ID,
+    LABEL_POOL,
     LABEL_RUNTIME_DIR,
     LABEL_SERVER_HOST,
     LABEL_SERVER_INSTANCE,
@@ -48,6 +49,9 @@ KEPT_FILE = "tfenv-kept.json"
 #: Written by a server that adopted the kernel: the server labels of that server.
 HOLDER_FILE = "tfenv-holder.json"
 CONNECTION_FILE = "kernel.json"
+#: In the holder marker: the kernel id the container runs under now (a pool kernel's
+#: container label names its pool id).
+ASSIGNED_KEY = "kernel_id"
 
 _MAX_MARKER = 4096
 
@@ -92,9 +96,10 @@ def this_server() -> dict[str, str]:
     }
 
 
-def mark_held(runtime_dir: str) -> None:
-    """This server holds the kernel of ``runtime_dir`` now (it adopted it)."""
-    _write_json(runtime_dir, HOLDER_FILE, this_server())
+def mark_held(runtime_dir: str, kernel_id: str) -> None:
+    """This server holds the kernel of ``runtime_dir`` now (it adopted it, or took it
+    from the pool), under ``kernel_id``."""
+    _write_json(runtime_dir, HOLDER_FILE, {**this_server(), ASSIGNED_KEY: kernel_id})
     with contextlib.suppress(FileNotFoundError):
         os.unlink(os.path.join(runtime_dir, KEPT_FILE))
 
@@ -124,6 +129,19 @@ def held_by_live_server(labels: dict[str, str]) -> bool:
         return False
     holder = _read_json(rundir, HOLDER_FILE)
     return holder is not None and server_alive({k: str(v) for k, v in holder.items()})
+
+
+def assigned_kernel_id(labels: dict[str, str]) -> str | None:
+    """The kernel id a container runs under: its label's, or for a pool kernel the one
+    it was taken for (None: a pool kernel nobody took)."""
+    rundir = labels.get(LABEL_RUNTIME_DIR, "")
+    holder = _read_json(rundir, HOLDER_FILE) if rundir else None
+    assigned = holder.get(ASSIGNED_KEY) if holder else None
+    if isinstance(assigned, str) and assigned:
+        return assigned
+    if LABEL_POOL in labels:
+        return None
+    return labels.get(LABEL_KERNEL_ID, "")
 
 
 @dataclass(frozen=True)
@@ -181,10 +199,13 @@ def find_candidates(client: Any, owner: str, runtime_root: str, uid: int) -> lis
         rundir = labels.get(LABEL_RUNTIME_DIR, "")
         if runtime_dir_problem(rundir, runtime_root, uid) is not None:
             continue
+        kernel_id = assigned_kernel_id(labels)
+        if not kernel_id:
+            continue  # an untaken pool kernel: the reaper removes it
         config = (container.attrs or {}).get("Config") or {}
         found.append(
             Candidate(
-                kernel_id=labels.get(LABEL_KERNEL_ID, ""),
+                kernel_id=kernel_id,
                 environment=labels.get(LABEL_ENVIRONMENT, ""),
                 container_id=container.id,
                 name=container.name,
@@ -194,3 +215,22 @@ def find_candidates(client: Any, owner: str, runtime_root: str, uid: int) -> lis
             )
         )
     return found
+
+
+class PoolLike(Protocol):
+    """What the provisioner asks of the warm pool (jupyter_tfenv.pool.KernelPool)."""
+
+    async def take(self, env_id: str, cwd: str) -> dict[str, Any] | None: ...
+
+
+_POOL: PoolLike | None = None
+
+
+def current_pool() -> PoolLike | None:
+    """The running server's warm pool (None: no pool, e.g. outside a server)."""
+    return _POOL
+
+
+def set_pool(pool: PoolLike | None) -> None:
+    global _POOL  # noqa: PLW0603 - one pool per server process
+    _POOL = pool

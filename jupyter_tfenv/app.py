@@ -21,6 +21,7 @@ from .errors import TFEnvError
 from .handlers import checkpoints, environments, kernels, pulls
 from .keep import KEEP_MODES, adopt_kernels, detach_kernels, keeps
 from .kernelspecs import TFEnvKernelSpecManager
+from .pool import KernelPool, start_pool, stop_pool
 from .probe import probe_cache_dir
 from .provisioner import DockerKernelProvisioner
 from .service import TFEnvService
@@ -58,6 +59,12 @@ class TFEnvApp(ExtensionApp):
         help="""Seconds a kept kernel waits for the next server: one kept longer is not
         adopted but removed (its container and runtime folder) when a server starts.
         0: no limit. Until a server starts, `jupyter tfenv gc` removes kept kernels.""",
+    ).tag(config=True)
+
+    start_pools = Bool(
+        True,
+        help="""Start the warm pools of the environments whose catalog entry sets
+        pool_size (local mode only; see jupyter_tfenv.pool).""",
     ).tag(config=True)
 
     install_kernel_spec_manager = Bool(
@@ -268,6 +275,7 @@ class TFEnvApp(ExtensionApp):
             self.log.debug("tfenv: SIGINT stops the server with its kernels (no tty)")
 
     _sigint_handler: Any = None
+    _pool: KernelPool | None = None
 
     def _kept(self) -> Any:
         return keeps(self.keep_kernels_on_stop, self.settings["tfenv"].catalog)
@@ -298,6 +306,10 @@ class TFEnvApp(ExtensionApp):
             self._cull_task = asyncio.ensure_future(self._cull_loop())
         if self.settings["tfenv"].broker is not None:
             self._allowed_task = asyncio.ensure_future(self._hide_not_allowed_loop())
+        elif self.start_pools:
+            self._pool = start_pool(
+                serverapp.kernel_manager, self.settings["tfenv"].catalog, self.log
+            )
 
     async def stop_extension(self) -> None:
         # Before the server's cleanup_kernels: kept kernels leave the kernel manager, so
@@ -307,6 +319,8 @@ class TFEnvApp(ExtensionApp):
                 await detach_kernels(self.serverapp.kernel_manager, self._kept(), self.log)
             except Exception:
                 self.log.exception("tfenv: keeping kernels failed; they are shut down")
+        pool, self._pool = self._pool, None
+        await stop_pool(pool)
         if self._sigint_handler is not None:
             # A server embedded in another process (tests) hands Ctrl-C back.
             if signal.getsignal(signal.SIGINT) == self._sigint_handler:

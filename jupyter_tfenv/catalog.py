@@ -131,6 +131,9 @@ class Environment:
     network: str = "none"
     #: Seconds a kernel may stay idle before it is culled (None: the server's default).
     idle_timeout: float | None = None
+    #: Kernels started ahead (jupyter_tfenv.pool); preimport: they imported TensorFlow.
+    pool_size: int = 0
+    preimport: bool = False
     source: str = "config"
 
     @property
@@ -172,6 +175,10 @@ class Environment:
             data["tensorflow"] = self.tensorflow
         if self.idle_timeout is not None:
             data["idle_timeout"] = self.idle_timeout
+        if self.pool_size:
+            data["pool_size"] = self.pool_size
+        if self.preimport:
+            data["preimport"] = True
         resources = {
             k: v
             for k, v in (
@@ -207,6 +214,8 @@ class Environment:
             "gpu_label": self.gpu_label,
             "network": self.network,
             "idle_timeout": self.idle_timeout,
+            "pool_size": self.pool_size,
+            "preimport": self.preimport,
             "source": self.source,
         }
 
@@ -483,6 +492,8 @@ def environment_from_dict(
         mounts=tuple(mounts),
         network=raw.get("network", "none"),
         idle_timeout=raw.get("idle_timeout"),
+        pool_size=int(raw.get("pool_size", 0)),
+        preimport=bool(raw.get("preimport", False)),
         source=source,
     )
 

@@ -42,6 +42,8 @@ LABEL_RUNTIME_DIR = f"{LABEL_PREFIX}.runtime-dir"
 #: Set (to the broker's service name) on kernel containers the tfenv broker started. Their
 #: server-pid labels name the broker, whose restart must not orphan them: never reaped.
 LABEL_BROKER = f"{LABEL_PREFIX}.broker"
+#: A pool kernel (jupyter_tfenv.pool): started ahead, for no notebook yet.
+LABEL_POOL = f"{LABEL_PREFIX}.pool"
 #: The uid a broker kernel runs as (its owner's Unix account).
 LABEL_UID = f"{LABEL_PREFIX}.uid"
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from docker.errors import APIError, NotFound
+from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.localinterfaces import localhost
 from jupyter_client.provisioning import LocalProvisioner
@@ -58,6 +59,7 @@ from .docker_runtime import (
     LABEL_IMAGE_ID,
     LABEL_KERNEL_ID,
     LABEL_OWNER,
+    LABEL_POOL,
     LABEL_RUNTIME_DIR,
     KernelRequest,
     container_spec,
@@ -79,6 +81,8 @@ _RUNNING_STATES = ("created", "running", "restarting")
 #: Keyword argument of ``start_kernel`` that makes the provisioner adopt a running
 #: container ({"container_id", "runtime_dir", "workdir"}) instead of starting one.
 ADOPT_KWARG = "tfenv_adopt"
+#: Keyword argument of ``start_kernel``: this kernel is started for the warm pool.
+POOL_KWARG = "tfenv_pool"
 
 
 def _env_int(name: str, fallback: int) -> int:
@@ -334,6 +338,8 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
         self._adopting: dict[str, Any] | None = None
         #: Kept at server stop: signals and cleanup leave the container alone.
         self._detached = False
+        #: Started for the warm pool (labelled so; never taken from the pool itself).
+        self._pooled = False
 
     # -- helpers --------------------------------------------------------------------
 
@@ -415,6 +421,9 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
 
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
         adopt = kwargs.pop(ADOPT_KWARG, None)
+        self._pooled = bool(kwargs.pop(POOL_KWARG, False))
+        if adopt is None and not self._pooled and not self.runtime_dir:
+            adopt = await self._take_from_pool(kwargs)
         if adopt is not None:
             self._adopting = dict(adopt)
             try:
@@ -480,6 +489,16 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
             await self._call(os.chown, km.connection_file, self.uid, self.gid)
         return kwargs
 
+    async def _take_from_pool(self, kwargs: dict[str, Any]) -> dict[str, Any] | None:
+        """A warm pool kernel of this environment for this start, as an adoption
+        (jupyter_tfenv.pool); None: start a container as usual."""
+        pool = adoption.current_pool()
+        if pool is None or self.broker is not None:
+            return None
+        env_id = str(self.environment.get("id", ""))
+        cwd = await self._call(os.path.realpath, str(kwargs.get("cwd") or os.getcwd()))
+        return await pool.take(env_id, cwd)
+
     async def _pre_adopt(self, **kwargs: Any) -> dict[str, Any]:
         """Adoption: take over a running kernel container (see jupyter_tfenv.adoption).
 
@@ -498,10 +517,24 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
                 raise KernelStartError(f"Kernel {self.kernel_id} cannot be adopted: {problem}.")
             self.runtime_dir = rundir
         else:
+            # Where the broker keeps the running kernel's folder. Not POST .../runtime:
+            # that prepares a folder for a new start and removes the running kernel's
+            # sockets.
             try:
-                self.runtime_dir = await broker.runtime_dir(self.kernel_id, restart=True)
+                info = await broker.kernel(self.kernel_id)
             except BrokerError as err:
                 raise _start_error(err) from err
+            rundir = str(info.get("runtime_dir") or "")
+            problem = (
+                await self._call(
+                    adoption.runtime_dir_problem, rundir, os.path.dirname(rundir), self.uid
+                )
+                if rundir
+                else "the broker does not say where its runtime folder is"
+            )
+            if problem:
+                raise KernelStartError(f"Kernel {self.kernel_id} cannot be adopted: {problem}.")
+            self.runtime_dir = rundir
         if km is not None:
             connection_file = os.path.join(self.runtime_dir, adoption.CONNECTION_FILE)
             km.connection_file = connection_file
@@ -541,6 +574,7 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
             read_only_rootfs=self.read_only_rootfs,
             extra_mounts=tuple(self._storage_mounts),
             extra_env=dict(self._storage_env),
+            extra_labels={LABEL_POOL: "true"} if self._pooled else {},
         )
 
     def _prepare_storage(self, client: Any, env: Environment, image_id: str) -> None:
@@ -692,6 +726,8 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
             checkpoints = info.get("checkpoints")
             if isinstance(checkpoints, dict):
                 self.checkpoint_info = checkpoints
+            # The container's working directory, as the broker started it.
+            adopt = {**adopt, "workdir": info.get("workdir") or adopt.get("workdir") or ""}
         else:
             client = await self._docker()
             try:
@@ -701,8 +737,9 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
                     f"Kernel {self.kernel_id} cannot be adopted: its container is gone."
                 ) from err
             labels = container.labels or {}
+            expected_id = str(adopt.get("pool_kernel_id") or self.kernel_id)
             if (
-                labels.get(LABEL_KERNEL_ID) != self.kernel_id
+                labels.get(LABEL_KERNEL_ID) != expected_id
                 or labels.get(LABEL_OWNER) != self.owner
                 or labels.get(LABEL_RUNTIME_DIR) != self.runtime_dir
                 or container.status not in _RUNNING_STATES
@@ -723,8 +760,11 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
                 "are gone."
             )
         if self.runtime_dir:
-            await self._call(adoption.mark_held, self.runtime_dir)
+            await self._call(adoption.mark_held, self.runtime_dir, self.kernel_id)
         self.cwd = str(adopt.get("workdir") or kwargs.get("cwd") or "")
+        if adopt.get("pool_kernel_id"):
+            # A pool kernel started in the server's root: now it is this notebook's.
+            await self._move_in(self.cwd, {**self._passed_env(), **env.env})
         self.log.info(
             "tfenv: adopted kernel %s (%s), still running in container %s",
             self.kernel_id,
@@ -732,6 +772,34 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
             str(self.container_id)[:12],
         )
         return self.connection_info
+
+    async def _move_in(self, cwd: str, variables: dict[str, str]) -> None:
+        """Give a pool kernel the notebook's working directory and variables (a silent
+        execute_request, answered before any of the notebook's)."""
+        code = (
+            "import os as _tfenv_os\n"
+            f"_tfenv_os.chdir({cwd!r})\n"
+            f"_tfenv_os.environ.update({variables!r})\n"
+            "del _tfenv_os\n"
+        )
+        client = AsyncKernelClient()
+        client.load_connection_info(self.connection_info)
+        client.start_channels(iopub=False, stdin=False, hb=False, control=False)
+        try:
+            reply = await client.execute(
+                code, silent=True, store_history=False, reply=True, timeout=30
+            )
+        except Exception as err:
+            raise KernelStartError(
+                f"The pool kernel did not take the notebook's folder {cwd}: {err}"
+            ) from err
+        finally:
+            client.stop_channels()
+        if reply["content"].get("status") != "ok":
+            raise KernelStartError(
+                f"The pool kernel did not take the notebook's folder {cwd}: "
+                f"{reply['content'].get('evalue', reply['content'])}"
+            )
 
     def detach(self) -> None:
         """Leave the container running when the server stops (keep_kernels_on_stop):

@@ -1,0 +1,231 @@
+"""A warm pool: kernels started ahead, per environment (catalog ``pool_size``).
+
+Each pool kernel is a container kernel like any other (the same provisioner, hardening,
+network, uid and storage), started for the server's root folder and labelled
+``org.jupyter.tfenv.pool``; with ``preimport`` it has run ``import tensorflow``. When a
+notebook starts a kernel of that environment, the provisioner takes one from the pool
+instead of starting a container: it adopts it (jupyter_tfenv.adoption) under the new
+kernel id and moves it into the notebook's folder and variables. The pool refills in the
+background. Local mode only: in broker mode kernels are the broker's to start.
+
+A pool kernel can serve a notebook only where it sees the notebook's folder: with
+``mount_root = "root_dir"`` (the default) any folder below the server's root; otherwise
+the start falls back to a new container.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from . import adoption
+from .catalog import Environment, TFEnvCatalog
+from .errors import TFEnvError
+from .provisioner import POOL_KWARG, DockerKernelProvisioner
+
+#: Seconds between two tries to start a pool kernel after a failure.
+RETRY_DELAY = 30.0
+
+
+@dataclass
+class PoolKernel:
+    kernel_id: str
+    environment: str
+    manager: Any  # the kernel manager that started it (not the server's mapping)
+    container_id: str
+    runtime_dir: str
+    root: str  # the folder it was started in (and that is mounted)
+
+
+class KernelPool:
+    """The pool kernels of one server, for the environments whose entry sets pool_size."""
+
+    def __init__(
+        self, kernel_manager: Any, catalog: TFEnvCatalog, log: logging.Logger | Any
+    ) -> None:
+        self.kernel_manager = kernel_manager
+        self.catalog = catalog
+        self.log = log
+        self.ready: dict[str, list[PoolKernel]] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._closed = False
+
+    @property
+    def root(self) -> str:
+        return os.path.realpath(str(getattr(self.kernel_manager, "root_dir", "") or os.getcwd()))
+
+    def environments(self) -> list[Environment]:
+        return [env for env in self.catalog.all() if env.pool_size > 0]
+
+    def start(self) -> None:
+        """Fill every pool in the background."""
+        for env in self.environments():
+            self.refill(env.id)
+
+    def refill(self, env_id: str) -> None:
+        if self._closed:
+            return
+        task = self._tasks.get(env_id)
+        if task is None or task.done():
+            self._tasks[env_id] = asyncio.ensure_future(self._fill(env_id))
+
+    async def _fill(self, env_id: str) -> None:
+        while not self._closed:
+            try:
+                env = self.catalog.get(env_id)
+            except TFEnvError:
+                return
+            if len(self.ready.get(env_id, [])) >= env.pool_size:
+                return
+            try:
+                kernel = await self._start_one(env)
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:
+                self.log.warning(
+                    "tfenv: pool kernel of '%s' did not start (next try in %.0f s): %s",
+                    env_id,
+                    RETRY_DELAY,
+                    err,
+                )
+                await asyncio.sleep(RETRY_DELAY)
+                continue
+            if self._closed:
+                await self._shut_down(kernel)
+                return
+            self.ready.setdefault(env_id, []).append(kernel)
+            self.log.info(
+                "tfenv: pool kernel %s of '%s' ready (%d/%d)",
+                kernel.kernel_id,
+                env_id,
+                len(self.ready[env_id]),
+                env.pool_size,
+            )
+
+    async def _start_one(self, env: Environment) -> PoolKernel:
+        mkm = self.kernel_manager
+        kernel_id = str(uuid.uuid4())
+        km = mkm.kernel_manager_factory(
+            connection_file=os.path.join(mkm.connection_dir, f"kernel-{kernel_id}.json"),
+            parent=mkm,
+            log=self.log,
+            kernel_name=env.kernel_name,
+            kernel_spec_manager=mkm.kernel_spec_manager,
+        )
+        root = self.root
+        await km.start_kernel(kernel_id=kernel_id, cwd=root, **{POOL_KWARG: True})
+        prov = km.provisioner
+        if not isinstance(prov, DockerKernelProvisioner) or not prov.runtime_dir:
+            await km.shutdown_kernel(now=True)
+            raise TFEnvError(f"'{env.id}' is not a tfenv container environment")
+        kernel = PoolKernel(
+            kernel_id, env.id, km, str(prov.container_id), str(prov.runtime_dir), root
+        )
+        if env.preimport:
+            try:
+                await self._preimport(km)
+            except BaseException:
+                await self._shut_down(kernel)
+                raise
+        return kernel
+
+    async def _preimport(self, km: Any) -> None:
+        client = km.client()
+        client.start_channels(iopub=False, stdin=False, hb=False, control=False)
+        try:
+            await client.wait_for_ready(timeout=60)
+            # No name is bound in the notebook's namespace: only sys.modules has it.
+            reply = await client.execute(
+                "__import__('tensorflow')",
+                silent=True,
+                store_history=False,
+                reply=True,
+                timeout=300,
+            )
+        finally:
+            client.stop_channels()
+        if reply["content"].get("status") != "ok":
+            raise TFEnvError(f"import tensorflow failed: {reply['content'].get('evalue')}")
+
+    async def take(self, env_id: str, cwd: str) -> dict[str, Any] | None:
+        """A ready pool kernel of ``env_id`` for a notebook in ``cwd``, as the
+        provisioner's adoption request; the pool then refills. None: none fits."""
+        kernels = self.ready.get(env_id) or []
+        for kernel in list(kernels):
+            if cwd != kernel.root and os.path.commonpath([cwd, kernel.root]) != kernel.root:
+                return None  # the pool kernel does not see that folder
+            kernels.remove(kernel)
+            km = kernel.manager
+            alive = await km.is_alive()
+            self._release(km)
+            self.refill(env_id)
+            if not alive:
+                await self._remove_container(kernel)
+                continue
+            self.log.info(
+                "tfenv: kernel start of '%s' takes pool kernel %s", env_id, kernel.kernel_id
+            )
+            return {
+                "container_id": kernel.container_id,
+                "runtime_dir": kernel.runtime_dir,
+                "workdir": cwd,
+                "pool_kernel_id": kernel.kernel_id,
+            }
+        return None
+
+    @staticmethod
+    def _release(km: Any) -> None:
+        """The pool's kernel manager lets go of a taken kernel without stopping it."""
+        km._connection_file_written = False  # the connection file is the notebook's now
+        with contextlib.suppress(Exception):
+            km.stop_restarter()
+        with contextlib.suppress(Exception):
+            km._close_control_socket()
+        prov = km.provisioner
+        if isinstance(prov, DockerKernelProvisioner):
+            prov._detached = True  # nothing of the pool's touches the container any more
+
+    async def _remove_container(self, kernel: PoolKernel) -> None:
+        prov = kernel.manager.provisioner
+        if isinstance(prov, DockerKernelProvisioner):
+            prov._detached = False
+            with contextlib.suppress(Exception):
+                await prov.cleanup(restart=False)
+
+    async def _shut_down(self, kernel: PoolKernel) -> None:
+        with contextlib.suppress(Exception):
+            await kernel.manager.shutdown_kernel(now=True)
+
+    async def close(self) -> None:
+        """Stop filling and shut every ready pool kernel down (server stop)."""
+        self._closed = True
+        for task in self._tasks.values():
+            task.cancel()
+        for task in self._tasks.values():
+            with contextlib.suppress(BaseException):
+                await task
+        kernels = [k for ks in self.ready.values() for k in ks]
+        self.ready.clear()
+        await asyncio.gather(*(self._shut_down(k) for k in kernels))
+
+
+def start_pool(kernel_manager: Any, catalog: TFEnvCatalog, log: Any) -> KernelPool | None:
+    """The server's pool (None when no environment asks for one)."""
+    pool = KernelPool(kernel_manager, catalog, log)
+    if not pool.environments():
+        return None
+    adoption.set_pool(pool)
+    pool.start()
+    return pool
+
+
+async def stop_pool(pool: KernelPool | None) -> None:
+    if pool is None:
+        return
+    adoption.set_pool(None)
+    await pool.close()
