@@ -15,7 +15,7 @@ from traitlets import Bool, Enum, Float, Unicode
 from . import __version__
 from .adoption import held_by_live_server
 from .catalog import TFEnvCatalog
-from .culling import cull_idle_kernels
+from .culling import cull_idle_kernels, idle_timeout_of
 from .docker_runtime import connect, reap_orphans
 from .errors import TFEnvError
 from .handlers import checkpoints, environments, kernels, pulls
@@ -216,10 +216,20 @@ class TFEnvApp(ExtensionApp):
                 kernel.get("name"),
             )
 
+    def _pool_idle_timeout(self, env: Any) -> float:
+        """The idle timeout of a pool: its entry's idle_timeout, else gpu_idle_timeout
+        for GPU environments, else never."""
+        return idle_timeout_of(env.to_config(), self.gpu_idle_timeout)
+
     async def _cull_loop(self) -> None:
         assert self.serverapp is not None
         while True:
             await asyncio.sleep(self.cull_interval)
+            if self._pool is not None:
+                try:
+                    await self._pool.cull_idle()
+                except Exception:
+                    self.log.exception("tfenv: emptying idle pools failed")
             try:
                 await cull_idle_kernels(
                     self.serverapp.kernel_manager,
@@ -308,7 +318,10 @@ class TFEnvApp(ExtensionApp):
             self._allowed_task = asyncio.ensure_future(self._hide_not_allowed_loop())
         elif self.start_pools:
             self._pool = start_pool(
-                serverapp.kernel_manager, self.settings["tfenv"].catalog, self.log
+                serverapp.kernel_manager,
+                self.settings["tfenv"].catalog,
+                self.log,
+                idle_timeout=self._pool_idle_timeout,
             )
 
     async def stop_extension(self) -> None:

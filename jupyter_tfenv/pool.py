@@ -19,7 +19,9 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,7 +48,11 @@ class KernelPool:
     """The pool kernels of one server, for the environments whose entry sets pool_size."""
 
     def __init__(
-        self, kernel_manager: Any, catalog: TFEnvCatalog, log: logging.Logger | Any
+        self,
+        kernel_manager: Any,
+        catalog: TFEnvCatalog,
+        log: logging.Logger | Any,
+        idle_timeout: Callable[[Environment], float] = lambda env: 0.0,
     ) -> None:
         self.kernel_manager = kernel_manager
         self.catalog = catalog
@@ -54,6 +60,11 @@ class KernelPool:
         self.ready: dict[str, list[PoolKernel]] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._closed = False
+        #: Seconds without a kernel start of an environment after which its pool is
+        #: emptied (0: never); it fills again at the environment's next kernel start.
+        self.idle_timeout = idle_timeout
+        self._last_start: dict[str, float] = {}
+        self._dormant: set[str] = set()
 
     @property
     def root(self) -> str:
@@ -64,11 +75,13 @@ class KernelPool:
 
     def start(self) -> None:
         """Fill every pool in the background."""
+        now = time.monotonic()
         for env in self.environments():
+            self._last_start[env.id] = now
             self.refill(env.id)
 
     def refill(self, env_id: str) -> None:
-        if self._closed:
+        if self._closed or env_id in self._dormant:
             return
         task = self._tasks.get(env_id)
         if task is None or task.done():
@@ -152,9 +165,41 @@ class KernelPool:
         if reply["content"].get("status") != "ok":
             raise TFEnvError(f"import tensorflow failed: {reply['content'].get('evalue')}")
 
+    async def cull_idle(self) -> list[str]:
+        """Empty the pools of environments that started no kernel for their idle timeout
+        (pool kernels hold memory and GPUs); the environments whose pool was emptied."""
+        now = time.monotonic()
+        culled = []
+        for env in self.environments():
+            timeout = self.idle_timeout(env)
+            idle = now - self._last_start.get(env.id, now)
+            if timeout <= 0 or idle < timeout or env.id in self._dormant:
+                continue
+            self._dormant.add(env.id)
+            task = self._tasks.pop(env.id, None)
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+            kernels = self.ready.pop(env.id, [])
+            await asyncio.gather(*(self._shut_down(k) for k in kernels))
+            culled.append(env.id)
+            self.log.info(
+                "tfenv: pool of '%s' emptied: no kernel start for %.0f s (idle timeout %.0f s); "
+                "it fills again at the next start",
+                env.id,
+                idle,
+                timeout,
+            )
+        return culled
+
     async def take(self, env_id: str, cwd: str) -> dict[str, Any] | None:
         """A ready pool kernel of ``env_id`` for a notebook in ``cwd``, as the
         provisioner's adoption request; the pool then refills. None: none fits."""
+        self._last_start[env_id] = time.monotonic()
+        if env_id in self._dormant:
+            self._dormant.discard(env_id)
+            self.refill(env_id)  # this start is a cold one; the next finds the pool
         kernels = self.ready.get(env_id) or []
         for kernel in list(kernels):
             if cwd != kernel.root and os.path.commonpath([cwd, kernel.root]) != kernel.root:
@@ -214,9 +259,14 @@ class KernelPool:
         await asyncio.gather(*(self._shut_down(k) for k in kernels))
 
 
-def start_pool(kernel_manager: Any, catalog: TFEnvCatalog, log: Any) -> KernelPool | None:
+def start_pool(
+    kernel_manager: Any,
+    catalog: TFEnvCatalog,
+    log: Any,
+    idle_timeout: Callable[[Environment], float] = lambda env: 0.0,
+) -> KernelPool | None:
     """The server's pool (None when no environment asks for one)."""
-    pool = KernelPool(kernel_manager, catalog, log)
+    pool = KernelPool(kernel_manager, catalog, log, idle_timeout)
     if not pool.environments():
         return None
     adoption.set_pool(pool)

@@ -52,7 +52,7 @@ def wait_for(what: str, check: Any, timeout: float = 240.0) -> Any:
 def pool_server(
     images: docker.DockerClient, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[tuple[ServerProcess, Path]]:
-    catalog_envs = request.param
+    catalog_envs, *extra_args = request.param
     runtime_root = tempfile.mkdtemp(prefix="tfpl-", dir="/tmp")
     os.chmod(runtime_root, 0o711)
     notebooks = tmp_path / "notebooks"
@@ -71,6 +71,7 @@ def pool_server(
             kernel_gid=KERNEL_GID,
             owner=OWNER,
             runtime_root=runtime_root,
+            extra_args=extra_args,
         )
     except ServerStartError as err:
         pytest.fail(str(err))
@@ -91,7 +92,7 @@ def ws(server: ServerProcess, kernel_id: str) -> str:
 
 @pytest.mark.parametrize(
     "pool_server",
-    [[{"id": "py", "image": PY_IMAGE, "display_name": "Python (pool)", "pool_size": 2}]],
+    [([{"id": "py", "image": PY_IMAGE, "display_name": "Python (pool)", "pool_size": 2}],)],
     indirect=True,
 )
 def test_a_kernel_start_takes_a_pooled_container(
@@ -155,7 +156,7 @@ def test_a_kernel_start_takes_a_pooled_container(
 
 @pytest.mark.parametrize(
     "pool_server",
-    [[{"id": "tf", "image": TF220, "tensorflow": "2.20.0", "pool_size": 1, "preimport": True}]],
+    [([{"id": "tf", "image": TF220, "tensorflow": "2.20.0", "pool_size": 1, "preimport": True}],)],
     indirect=True,
 )
 def test_a_preimported_pool_kernel_has_tensorflow_loaded(
@@ -181,5 +182,40 @@ def test_a_preimported_pool_kernel_has_tensorflow_loaded(
     assert result.stdout.split() == ["True", "False"]
     result = execute(ws(server, kernel_id), TOKEN, "import tensorflow as tf\nprint(tf.__version__)")
     assert result.stdout.strip() == "2.20.0"
+    assert server.stop() == 0, server.log_tail()
+    assert containers(images) == []
+
+
+@pytest.mark.parametrize(
+    "pool_server",
+    [
+        (
+            [{"id": "py", "image": PY_IMAGE, "pool_size": 2, "idle_timeout": 3}],
+            "--TFEnvApp.cull_interval=1",
+        )
+    ],
+    indirect=True,
+)
+def test_an_idle_pool_is_emptied_and_fills_again_at_the_next_start(
+    pool_server: tuple[ServerProcess, Path], images: docker.DockerClient
+) -> None:
+    server, _ = pool_server
+    wait_for("two pool kernels", lambda: len(containers(images, POOL_LABEL)) == 2)
+    # No kernel start for longer than the environment's idle timeout: the pool goes.
+    wait_for("the idle pool to go", lambda: containers(images, POOL_LABEL) == [], timeout=60)
+    assert "pool of 'py' emptied" in server.log()
+    # The next start is a cold one (a new container), and the pool fills again.
+    answer = server.request(
+        "POST",
+        "/api/sessions",
+        json={"path": "nb.ipynb", "type": "notebook", "kernel": {"name": "tfenv-py"}},
+    )
+    assert answer.status_code == 201, answer.text
+    kernel_id = answer.json()["kernel"]["id"]
+    status = server.request("GET", f"/tfenv/kernels/{kernel_id}").json()
+    (taken,) = [c for c in containers(images) if c.id == status["container_id"]]
+    assert POOL_LABEL not in taken.labels
+    wait_for("the pool to fill again", lambda: len(containers(images, POOL_LABEL)) == 2)
+    server.request("DELETE", f"/api/kernels/{kernel_id}")
     assert server.stop() == 0, server.log_tail()
     assert containers(images) == []
