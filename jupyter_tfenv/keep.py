@@ -188,40 +188,98 @@ async def adopt_kernels(
 ) -> list[str]:
     """Adopt this user's kernels that a previous server left running; their ids."""
     known = set(manager.list_kernel_ids()) | set(getattr(manager, "_pending_kernels", None) or ())
-    broker = defaults.broker
+    if defaults.broker is not None:
+        adopted = await _adopt_through_broker(
+            manager,
+            catalog,
+            defaults.broker,
+            known=known,
+            kept=kept,
+            adopt_timeout=adopt_timeout,
+            log=log,
+        )
+    else:
+        adopted = await _adopt_local(
+            manager,
+            catalog,
+            defaults,
+            known=known,
+            kept=kept,
+            adopt_timeout=adopt_timeout,
+            log=log,
+        )
+    log.info("tfenv: looked for kernels of %s to adopt: %d adopted", defaults.owner, len(adopted))
+    return adopted
+
+
+async def _adopt_through_broker(
+    manager: Any,
+    catalog: TFEnvCatalog,
+    broker: Any,
+    *,
+    known: set[str],
+    kept: Callable[[str], bool],
+    adopt_timeout: float,
+    log: logging.Logger | logging.LoggerAdapter[Any],
+) -> list[str]:
+    """Broker mode: the broker lists only the caller's own kernels; those of this hub
+    server name that run are adopted (their runtime folder as the broker reports it:
+    asking for the folder again, ``POST .../runtime``, would remove the running kernel's
+    sockets)."""
+    server = os.environ.get("JUPYTERHUB_SERVER_NAME", "")
+    try:
+        kernels = await broker.kernels()
+    except TFEnvError as err:
+        log.warning("tfenv: no kernels to adopt: %s", err)
+        return []
     adopted = []
-    if broker is not None:
-        server = os.environ.get("JUPYTERHUB_SERVER_NAME", "")
+    for kernel in kernels:
+        kernel_id = str(kernel.get("kernel_id") or "")
+        env_id = str(kernel.get("environment") or "")
+        if (
+            not kernel_id
+            or kernel_id in known
+            or kernel.get("server", "") != server
+            or kernel.get("status") != "running"
+            or not kept(env_id)
+        ):
+            continue
         try:
-            kernels = await broker.kernels()
+            info = await broker.kernel(kernel_id)
         except TFEnvError as err:
-            log.warning("tfenv: no kernels to adopt: %s", err)
-            return []
-        for kernel in kernels:
-            kernel_id = str(kernel.get("kernel_id") or "")
-            env_id = str(kernel.get("environment") or "")
-            if (
-                not kernel_id
-                or kernel_id in known
-                or kernel.get("server", "") != server
-                or kernel.get("status") != "running"
-                or not kept(env_id)
-            ):
-                continue
-            try:
-                rundir = await broker.runtime_dir(kernel_id, restart=True)
-            except TFEnvError as err:
-                log.warning("tfenv: kernel %s cannot be adopted: %s", kernel_id, err)
-                continue
-            kept_at = await asyncio.to_thread(adoption.kept_since, rundir)
-            if _too_old(kept_at, adopt_timeout, kernel_id, log):
-                continue
-            adopt = {"runtime_dir": rundir, "workdir": kernel.get("workdir") or ""}
-            if await _adopt_one(
-                manager, catalog, kernel_id=kernel_id, env_id=env_id, adopt=adopt, log=log
-            ):
-                adopted.append(kernel_id)
-        return adopted
+            log.warning("tfenv: kernel %s cannot be adopted: %s", kernel_id, err)
+            continue
+        rundir = str(info.get("runtime_dir") or "")
+        if not rundir:
+            log.warning(
+                "tfenv: kernel %s cannot be adopted: the broker does not say where its "
+                "runtime folder is (a broker older than this server)",
+                kernel_id,
+            )
+            continue
+        kept_at = await asyncio.to_thread(adoption.kept_since, rundir)
+        if _too_old(kept_at, adopt_timeout, kernel_id, log):
+            continue
+        adopt = {"runtime_dir": rundir, "workdir": str(info.get("workdir") or "")}
+        if await _adopt_one(
+            manager, catalog, kernel_id=kernel_id, env_id=env_id, adopt=adopt, log=log
+        ):
+            adopted.append(kernel_id)
+    return adopted
+
+
+async def _adopt_local(
+    manager: Any,
+    catalog: TFEnvCatalog,
+    defaults: DockerKernelProvisioner,
+    *,
+    known: set[str],
+    kept: Callable[[str], bool],
+    adopt_timeout: float,
+    log: logging.Logger | logging.LoggerAdapter[Any],
+) -> list[str]:
+    """Local mode: this owner's kernel containers that no live server holds."""
+    adopted = []
     try:
         client = await asyncio.to_thread(connect, defaults.docker_timeout)
         candidates = await asyncio.to_thread(

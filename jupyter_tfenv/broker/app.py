@@ -50,6 +50,7 @@ from ..docker_runtime import (
     LABEL_KERNEL_ID,
     LABEL_OWNER,
     LABEL_PREFIX,
+    LABEL_RUNTIME_DIR,
     LABEL_UID,
     KernelRequest,
     container_spec,
@@ -877,7 +878,10 @@ class TFEnvBroker(KernelContainerSettings, CheckpointStorageSettings, Applicatio
         container = await self.find_kernel(caller, kernel_id)
         attrs = container.attrs or {}
         state = attrs.get("State") or {}
-        labels = (attrs.get("Config") or {}).get("Labels") or {}
+        config = attrs.get("Config") or {}
+        labels = config.get("Labels") or {}
+        root = await asyncio.to_thread(os.path.abspath, self.runtime_root)
+        rundir = policy.runtime_dir_for(root, caller.uid, kernel_id)
         return {
             "kernel_id": kernel_id,
             "container_id": container.id,
@@ -889,6 +893,10 @@ class TFEnvBroker(KernelContainerSettings, CheckpointStorageSettings, Applicatio
             "started_at": state.get("StartedAt"),
             "environment": labels.get(LABEL_ENVIRONMENT),
             "image_id": attrs.get("Image") or labels.get(LABEL_IMAGE_ID),
+            # For a server that adopts the running kernel (keep_kernels_on_stop): its
+            # working directory, and the runtime folder with its connection file.
+            "workdir": config.get("WorkingDir") or "",
+            "runtime_dir": rundir if labels.get(LABEL_RUNTIME_DIR) == rundir else "",
         }
 
     async def signal(self, caller: Caller, kernel_id: str, signum: int) -> None:

@@ -331,6 +331,24 @@ c.Spawner.args = [
     "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
 ]
 
+# Extra single-user server arguments per user, for one test (HubHarness.set_server_args):
+# read from a JSON file at each spawn, added to the documented c.Spawner.args.
+def _tfenv_test_server_args(spawner):
+    import json
+
+    base = getattr(spawner, "_tfenv_base_args", None)
+    if base is None:
+        base = spawner._tfenv_base_args = list(spawner.args)
+    try:
+        with open({server_args!r}) as f:
+            extra = json.load(f).get(spawner.user.name) or []
+    except FileNotFoundError:
+        extra = []
+    spawner.args = [*base, *extra]
+
+
+c.Spawner.pre_spawn_hook = _tfenv_test_server_args
+
 # The broker runs from this checkout (`python -m` puts the cwd first on sys.path), also
 # where the installed jupyter_tfenv is an editable install of another checkout.
 for _service in c.JupyterHub.services:
@@ -445,6 +463,7 @@ class HubHarness:
                 broker=BROKER_SERVICE,
                 alice=ALICE,
                 repo=str(REPO),
+                server_args=str(self.server_args_file),
             )
             + self.extra_config
         )
@@ -512,6 +531,20 @@ class HubHarness:
             )
         if self.paths is not None:
             shutil.rmtree(self.paths.runtime_root, ignore_errors=True)
+
+    @property
+    def server_args_file(self) -> Path:
+        return self.workdir / "state" / "server_args.json"
+
+    def set_server_args(self, name: str, args: list[str]) -> None:
+        """Extra arguments of ``name``'s single-user server from its next spawn on
+        (``[]``: the example config's alone)."""
+        import json
+
+        path = self.server_args_file
+        current = json.loads(path.read_text()) if path.exists() else {}
+        current[name] = list(args)
+        path.write_text(json.dumps(current))
 
     def log_tail(self, lines: int = 80) -> str:
         if self.paths is None or not self.paths.log.exists():
