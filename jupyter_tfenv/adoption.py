@@ -49,6 +49,8 @@ KEPT_FILE = "tfenv-kept.json"
 #: Written by a server that adopted the kernel: the server labels of that server.
 HOLDER_FILE = "tfenv-holder.json"
 CONNECTION_FILE = "kernel.json"
+#: Written into a pool kernel's runtime folder when it is started for the pool.
+POOL_FILE = "tfenv-pool.json"
 #: In the holder marker: the kernel id the container runs under now (a pool kernel's
 #: container label names its pool id).
 ASSIGNED_KEY = "kernel_id"
@@ -131,15 +133,27 @@ def held_by_live_server(labels: dict[str, str]) -> bool:
     return holder is not None and server_alive({k: str(v) for k, v in holder.items()})
 
 
+def mark_pool(runtime_dir: str) -> None:
+    """The kernel of ``runtime_dir`` was started for the warm pool (no notebook's yet)."""
+    _write_json(runtime_dir, POOL_FILE, {"pool": True})
+
+
+def folder_assignment(runtime_dir: str) -> tuple[str | None, bool]:
+    """(the kernel id a holder marker names, whether it was started for the pool)."""
+    holder = _read_json(runtime_dir, HOLDER_FILE) or {}
+    assigned = holder.get(ASSIGNED_KEY)
+    pool = _read_json(runtime_dir, POOL_FILE) is not None
+    return (assigned if isinstance(assigned, str) and assigned else None), pool
+
+
 def assigned_kernel_id(labels: dict[str, str]) -> str | None:
     """The kernel id a container runs under: its label's, or for a pool kernel the one
     it was taken for (None: a pool kernel nobody took)."""
     rundir = labels.get(LABEL_RUNTIME_DIR, "")
-    holder = _read_json(rundir, HOLDER_FILE) if rundir else None
-    assigned = holder.get(ASSIGNED_KEY) if holder else None
-    if isinstance(assigned, str) and assigned:
+    assigned, pool = folder_assignment(rundir) if rundir else (None, False)
+    if assigned:
         return assigned
-    if LABEL_POOL in labels:
+    if pool or LABEL_POOL in labels:
         return None
     return labels.get(LABEL_KERNEL_ID, "")
 
@@ -150,6 +164,8 @@ class Candidate:
 
     kernel_id: str
     environment: str
+    #: The kernel id of the container's label (a pool kernel's: its pool id).
+    container_kernel_id: str
     container_id: str
     name: str
     runtime_dir: str
@@ -207,6 +223,7 @@ def find_candidates(client: Any, owner: str, runtime_root: str, uid: int) -> lis
             Candidate(
                 kernel_id=kernel_id,
                 environment=labels.get(LABEL_ENVIRONMENT, ""),
+                container_kernel_id=labels.get(LABEL_KERNEL_ID, ""),
                 container_id=container.id,
                 name=container.name,
                 runtime_dir=rundir,

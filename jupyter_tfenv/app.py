@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -199,6 +200,16 @@ class TFEnvApp(ExtensionApp):
         # notebook's kernel while this check runs).
         known = set(manager.list_kernel_ids()) if manager is not None else set()
         known |= set(getattr(manager, "_pending_kernels", None) or ())
+        # The broker knows a kernel taken from the pool by its pool id; pool kernels are
+        # this server's too.
+        for kernel_id in list(known):
+            prov = None
+            with contextlib.suppress(Exception):
+                prov = manager.get_kernel(kernel_id).provisioner  # type: ignore[union-attr]
+            if isinstance(prov, DockerKernelProvisioner):
+                known.add(prov.container_kernel_id)
+        if self._pool is not None:
+            known |= self._pool.kernel_ids()
         for kernel in kernels:
             kernel_id = str(kernel.get("kernel_id") or "")
             if not kernel_id or kernel_id in known or kernel.get("server", "") != server:
@@ -307,24 +318,27 @@ class TFEnvApp(ExtensionApp):
                 self.log.exception("tfenv: adopting kept kernels failed")
         if self.reap_orphans_on_start:
             await self._reap()
-
-    async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
-        self._stop_cleanly_on_sigint(serverapp)
-        if self.reap_orphans_on_start or self.keep_kernels_on_stop != "off":
-            self._reap_task = asyncio.ensure_future(self._adopt_then_reap())
-        if self.cull_interval > 0:
-            self._cull_task = asyncio.ensure_future(self._cull_loop())
-        if self.settings["tfenv"].broker is not None:
-            self._allowed_task = asyncio.ensure_future(self._hide_not_allowed_loop())
-        elif self.start_pools:
+        # Last: pool kernels must not be taken for a previous server's kernels.
+        if self.start_pools and self.serverapp is not None and not self._stopping:
             self._pool = start_pool(
-                serverapp.kernel_manager,
+                self.serverapp.kernel_manager,
                 self.settings["tfenv"].catalog,
                 self.log,
                 idle_timeout=self._pool_idle_timeout,
             )
 
+    _stopping = False
+
+    async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
+        self._stop_cleanly_on_sigint(serverapp)
+        self._reap_task = asyncio.ensure_future(self._adopt_then_reap())
+        if self.cull_interval > 0:
+            self._cull_task = asyncio.ensure_future(self._cull_loop())
+        if self.settings["tfenv"].broker is not None:
+            self._allowed_task = asyncio.ensure_future(self._hide_not_allowed_loop())
+
     async def stop_extension(self) -> None:
+        self._stopping = True
         # Before the server's cleanup_kernels: kept kernels leave the kernel manager, so
         # that no shutdown request reaches them.
         if self.keep_kernels_on_stop != "off" and self.serverapp is not None:

@@ -257,14 +257,23 @@ async def _adopt_through_broker(
                 kernel_id,
             )
             continue
+        assigned, pool = await asyncio.to_thread(adoption.folder_assignment, rundir)
+        if pool and not assigned:
+            continue  # a pool kernel no notebook took: the reaper removes it
         kept_at = await asyncio.to_thread(adoption.kept_since, rundir)
         if _too_old(kept_at, adopt_timeout, kernel_id, log):
             continue
-        adopt = {"runtime_dir": rundir, "workdir": str(info.get("workdir") or "")}
+        adopt = {
+            "runtime_dir": rundir,
+            "workdir": str(info.get("workdir") or ""),
+            "container_kernel_id": kernel_id,
+        }
+        # A kernel taken from the pool runs under the notebook's id, not its label's.
+        notebook_kernel = assigned or kernel_id
         if await _adopt_one(
-            manager, catalog, kernel_id=kernel_id, env_id=env_id, adopt=adopt, log=log
+            manager, catalog, kernel_id=notebook_kernel, env_id=env_id, adopt=adopt, log=log
         ):
-            adopted.append(kernel_id)
+            adopted.append(notebook_kernel)
     return adopted
 
 
@@ -297,6 +306,7 @@ async def _adopt_local(
             "container_id": cand.container_id,
             "runtime_dir": cand.runtime_dir,
             "workdir": cand.workdir,
+            "container_kernel_id": cand.container_kernel_id,
         }
         if await _adopt_one(
             manager,

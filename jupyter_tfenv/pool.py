@@ -6,7 +6,9 @@ network, uid and storage), started for the server's root folder and labelled
 notebook starts a kernel of that environment, the provisioner takes one from the pool
 instead of starting a container: it adopts it (jupyter_tfenv.adoption) under the new
 kernel id and moves it into the notebook's folder and variables. The pool refills in the
-background. Local mode only: in broker mode kernels are the broker's to start.
+background. In broker mode the pool kernels are started through the broker like any
+other (so they count against the user's quotas), and a taken one keeps its pool id at
+the broker (``DockerKernelProvisioner.container_kernel_id``).
 
 A pool kernel can serve a notebook only where it sees the notebook's folder: with
 ``mount_root = "root_dir"`` (the default) any folder below the server's root; otherwise
@@ -69,6 +71,10 @@ class KernelPool:
     @property
     def root(self) -> str:
         return os.path.realpath(str(getattr(self.kernel_manager, "root_dir", "") or os.getcwd()))
+
+    def kernel_ids(self) -> set[str]:
+        """The ids of the pool kernels (not yet taken)."""
+        return {k.kernel_id for ks in self.ready.values() for k in ks}
 
     def environments(self) -> list[Environment]:
         return [env for env in self.catalog.all() if env.pool_size > 0]
@@ -139,6 +145,7 @@ class KernelPool:
         kernel = PoolKernel(
             kernel_id, env.id, km, str(prov.container_id), str(prov.runtime_dir), root
         )
+        await asyncio.to_thread(adoption.mark_pool, kernel.runtime_dir)
         if env.preimport:
             try:
                 await self._preimport(km)
@@ -219,7 +226,8 @@ class KernelPool:
                 "container_id": kernel.container_id,
                 "runtime_dir": kernel.runtime_dir,
                 "workdir": cwd,
-                "pool_kernel_id": kernel.kernel_id,
+                "container_kernel_id": kernel.kernel_id,
+                "move_in": True,
             }
         return None
 

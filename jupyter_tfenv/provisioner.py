@@ -340,6 +340,8 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
         self._detached = False
         #: Started for the warm pool (labelled so; never taken from the pool itself).
         self._pooled = False
+        #: The pool kernel's id, when this kernel was taken from the pool.
+        self._container_kid: str | None = None
 
     # -- helpers --------------------------------------------------------------------
 
@@ -416,6 +418,12 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
     # -- lifecycle ------------------------------------------------------------------
 
     @property
+    def container_kernel_id(self) -> str:
+        """The kernel id the container is labelled with, which the broker knows it by:
+        this kernel's id, or for a kernel taken from the warm pool, the pool kernel's."""
+        return self._container_kid or self.kernel_id
+
+    @property
     def has_process(self) -> bool:
         return self.container_id is not None
 
@@ -470,7 +478,9 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
             # The broker makes the folder (owned by this user, in a root-owned parent) and
             # later mounts exactly that folder; the connection file is written into it here.
             try:
-                self.runtime_dir = await broker.runtime_dir(self.kernel_id, restart=restart)
+                self.runtime_dir = await broker.runtime_dir(
+                    self.container_kernel_id, restart=restart
+                )
             except BrokerError as err:
                 raise _start_error(err) from err
         if km is not None:
@@ -493,7 +503,7 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
         """A warm pool kernel of this environment for this start, as an adoption
         (jupyter_tfenv.pool); None: start a container as usual."""
         pool = adoption.current_pool()
-        if pool is None or self.broker is not None:
+        if pool is None:
             return None
         env_id = str(self.environment.get("id", ""))
         cwd = await self._call(os.path.realpath, str(kwargs.get("cwd") or os.getcwd()))
@@ -509,6 +519,9 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
         self._environment()
         km = self.parent
         broker = self.broker
+        label_id = str((self._adopting or {}).get("container_kernel_id") or "")
+        if label_id and label_id != self.kernel_id:
+            self._container_kid = label_id
         if broker is None:
             rundir = str(self._adopting.get("runtime_dir") or "") if self._adopting else ""
             root = await self._call(prepare_runtime_root, self.runtime_root)
@@ -521,7 +534,7 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
             # that prepares a folder for a new start and removes the running kernel's
             # sockets.
             try:
-                info = await broker.kernel(self.kernel_id)
+                info = await broker.kernel(self.container_kernel_id)
             except BrokerError as err:
                 raise _start_error(err) from err
             rundir = str(info.get("runtime_dir") or "")
@@ -714,7 +727,7 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
         broker = self.broker
         if broker is not None:
             try:
-                info = await broker.kernel(self.kernel_id)
+                info = await broker.kernel(self.container_kernel_id)
             except BrokerError as err:
                 raise _start_error(err) from err
             if not (info.get("running") or info.get("status") in _RUNNING_STATES):
@@ -737,7 +750,7 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
                     f"Kernel {self.kernel_id} cannot be adopted: its container is gone."
                 ) from err
             labels = container.labels or {}
-            expected_id = str(adopt.get("pool_kernel_id") or self.kernel_id)
+            expected_id = self.container_kernel_id
             if (
                 labels.get(LABEL_KERNEL_ID) != expected_id
                 or labels.get(LABEL_OWNER) != self.owner
@@ -762,7 +775,7 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
         if self.runtime_dir:
             await self._call(adoption.mark_held, self.runtime_dir, self.kernel_id)
         self.cwd = str(adopt.get("workdir") or kwargs.get("cwd") or "")
-        if adopt.get("pool_kernel_id"):
+        if adopt.get("move_in"):
             # A pool kernel started in the server's root: now it is this notebook's.
             await self._move_in(self.cwd, {**self._passed_env(), **env.env})
         self.log.info(
@@ -814,7 +827,8 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
         env = self._environment()
         cwd = await self._call(os.path.realpath, str(kwargs.get("cwd") or os.getcwd()))
         body = {
-            "kernel_id": self.kernel_id,
+            # A restarted pool kernel keeps its pool id at the broker (and its folder).
+            "kernel_id": self.container_kernel_id,
             "environment": env.id,
             "cwd": cwd,
             "mount": self._notebook_mount(cwd),
@@ -912,7 +926,7 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
         """None while the starting container runs; else its ``exit_code``, ``oom_killed``."""
         if self.broker is not None:
             try:
-                info = await self.broker.kernel(self.kernel_id)
+                info = await self.broker.kernel(self.container_kernel_id)
             except BrokerNotFoundError:
                 return {"exit_code": None, "oom_killed": False}
             except BrokerError as err:
@@ -935,7 +949,7 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
         """The starting container's last log lines ('' when they cannot be had)."""
         if self.broker is not None:
             try:
-                return await self.broker.logs(self.kernel_id, tail=30)
+                return await self.broker.logs(self.container_kernel_id, tail=30)
             except BrokerError:
                 return ""
         return str(await self._call(tail_logs, self._container))
@@ -954,7 +968,7 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
         broker = self.broker
         if broker is not None:
             try:
-                await broker.delete_kernel(self.kernel_id, restart=restart)
+                await broker.delete_kernel(self.container_kernel_id, restart=restart)
             except BrokerError as err:
                 self.log.warning(
                     "tfenv: the broker could not remove kernel %s: %s", self.kernel_id, err
@@ -1001,7 +1015,7 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
         if self.container_id is None:
             return 0
         try:
-            info = await broker.kernel(self.kernel_id)
+            info = await broker.kernel(self.container_kernel_id)
         except BrokerNotFoundError:
             self._forget_container()
             return 1
@@ -1048,7 +1062,7 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
             await self.poll()
             return
         try:
-            await broker.signal(self.kernel_id, int(signum))
+            await broker.signal(self.container_kernel_id, int(signum))
         except BrokerNotFoundError:
             self._forget_container()
         except BrokerError as err:

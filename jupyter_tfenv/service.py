@@ -424,7 +424,7 @@ class TFEnvService:
         if not prov.container_id:
             return {"status": "starting", "running": False}
         try:
-            answer = await self.broker.live(kernel_id)
+            answer = await self.broker.live(prov.container_kernel_id)
         except BrokerNotFoundError as err:
             return {"status": "gone", "running": False, "message": str(err)}
         # The contract names the live status itself; accept it wrapped in "live" too.
