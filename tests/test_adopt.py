@@ -39,6 +39,7 @@ CATALOG = [
     {"id": "py", "image": PY_IMAGE, "display_name": "Python 3.11 (test)"},
     {"id": "gpu", "image": PY_IMAGE, "gpus": "all", "display_name": "GPU (test)"},
 ]
+POOLED = {"id": "pooled", "image": PY_IMAGE, "display_name": "Pooled (test)", "pool_size": 1}
 #: A cell that runs for a while and says how far it got.
 LOOP = (
     "import time\nfor i in range(600):\n    print(f'tick {i}', flush=True)\n    time.sleep(0.5)\n"
@@ -242,3 +243,39 @@ def test_a_kernel_kept_too_long_is_removed_not_adopted(
     assert "longer than c.TFEnvApp.adopt_timeout" in second.log()
     assert not rundir.exists()
     assert second.stop() == 0
+
+
+def test_a_kernel_taken_from_the_pool_is_adopted_under_its_notebook_id(
+    setup: Setup, images: docker.DockerClient
+) -> None:
+    setup.catalog.write_text(yaml.safe_dump({"version": 1, "environments": [*CATALOG, POOLED]}))
+    first = setup.start("--TFEnvApp.keep_kernels_on_stop=all")
+    deadline = time.monotonic() + 120
+    while "of 'pooled' ready (1/1)" not in first.log() and time.monotonic() < deadline:
+        time.sleep(0.25)
+    answer = first.request(
+        "POST",
+        "/api/sessions",
+        json={"path": "nb.ipynb", "type": "notebook", "kernel": {"name": "tfenv-pooled"}},
+    )
+    assert answer.status_code == 201, answer.text
+    kernel_id = answer.json()["kernel"]["id"]
+    assert "takes pool kernel" in first.log()
+    result = execute(ws(first, kernel_id), TOKEN, "x = 42")
+    assert result.ok, result
+    first.proc.send_signal(signal.SIGKILL)
+    first.proc.wait(30)
+
+    # The next server adopts it under the notebook's kernel id (its container label
+    # names the pool id); the killed server's untaken pool kernel is reaped.
+    second = setup.start("--TFEnvApp.keep_kernels_on_stop=all", reap=True)
+    deadline = time.monotonic() + 60
+    while kernel_id not in listed(second) and time.monotonic() < deadline:
+        time.sleep(0.25)
+    assert kernel_id in listed(second), second.log_tail()
+    result = execute(ws(second, kernel_id), TOKEN, "print(x)")
+    assert result.stdout.strip() == "42", result
+    answer = second.request("DELETE", f"/api/kernels/{kernel_id}")
+    assert answer.status_code == 204, answer.text
+    assert second.stop() == 0, second.log_tail()
+    assert containers(images) == []
