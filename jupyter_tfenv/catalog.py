@@ -14,6 +14,7 @@ the kernel picker without a server restart.
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import os
@@ -134,6 +135,9 @@ class Environment:
     #: Kernels started ahead (jupyter_tfenv.pool); preimport: they imported TensorFlow.
     pool_size: int = 0
     preimport: bool = False
+    #: Pod placement on Kubernetes (``node_selector``, ``tolerations``, ``affinity``, as
+    #: the catalog wrote them). The Docker backend ignores it; jupyter_tfenv.k8s reads it.
+    kubernetes: dict[str, Any] = field(default_factory=dict)
     source: str = "config"
 
     @property
@@ -198,6 +202,8 @@ class Environment:
                 {"type": m.type, "source": m.source, "target": m.target, "read_only": m.read_only}
                 for m in self.mounts
             ]
+        if self.kubernetes:
+            data["kubernetes"] = copy.deepcopy(self.kubernetes)
         return data
 
     def summary(self) -> dict[str, Any]:
@@ -494,6 +500,7 @@ def environment_from_dict(
         idle_timeout=raw.get("idle_timeout"),
         pool_size=int(raw.get("pool_size", 0)),
         preimport=bool(raw.get("preimport", False)),
+        kubernetes=copy.deepcopy(raw.get("kubernetes", {})),
         source=source,
     )
 
