@@ -189,7 +189,6 @@ class KernelPool:
                 with contextlib.suppress(BaseException):
                     await task
             kernels = self.ready.pop(env.id, [])
-            await asyncio.gather(*(self._shut_down(k) for k in kernels))
             culled.append(env.id)
             self.log.info(
                 "tfenv: pool of '%s' emptied: no kernel start for %.0f s (idle timeout %.0f s); "
@@ -198,6 +197,7 @@ class KernelPool:
                 idle,
                 timeout,
             )
+            await asyncio.gather(*(self._shut_down(k) for k in kernels))
         return culled
 
     async def take(self, env_id: str, cwd: str) -> dict[str, Any] | None:

@@ -203,6 +203,7 @@ def test_an_idle_pool_is_emptied_and_fills_again_at_the_next_start(
     wait_for("two pool kernels", lambda: len(containers(images, POOL_LABEL)) == 2)
     # No kernel start for longer than the environment's idle timeout: the pool goes.
     wait_for("the idle pool to go", lambda: containers(images, POOL_LABEL) == [], timeout=60)
+    # Said in the log before its kernels are shut down.
     assert "pool of 'py' emptied" in server.log()
     # The next start is a cold one (a new container), and the pool fills again.
     answer = server.request(
