@@ -580,7 +580,9 @@ def kernel_network_policy(
     namespace needs a default deny (:func:`default_deny_policy`) for this one to be the
     only way in.
     """
-    selector = dict(server_selector or default_server_selector(start.username, start.server_name))
+    if server_selector is None:
+        server_selector = default_server_selector(start.username, start.server_name)
+    selector = dict(server_selector)
     if not selector:
         raise KubernetesManifestError("the server pod selector may not be empty (every pod).")
     peer: dict[str, Any] = {"podSelector": {"matchLabels": selector}}
