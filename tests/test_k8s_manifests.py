@@ -14,11 +14,16 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import os
 import re
 import socket
+import subprocess
+import sys
+from queue import Empty
 
 import kubernetes_validate
 import pytest
+from jupyter_client import BlockingKernelClient
 from kubernetes_validate.utils import all_versions
 
 from jupyter_tfenv.catalog import environment_from_dict
@@ -116,8 +121,10 @@ STARTS = {
 
 
 @pytest.fixture(autouse=True)
-def no_network(monkeypatch):
+def no_network(request, monkeypatch):
     """Validation must work offline: any connection or name lookup fails the test."""
+    if request.node.name.startswith("test_local_"):
+        return  # a local kernel process over loopback TCP
 
     def refuse(*args, **kwargs):
         raise AssertionError(f"network use during an offline test: {args!r}")
@@ -562,6 +569,54 @@ def test_the_connection_file_is_an_immutable_secret_mounted_read_only():
     # The server connects to the pod IP with the same ports and key.
     client = m.connection_info(start, KEY, ip="10.1.2.3")
     assert client == {**info, "ip": "10.1.2.3"}
+
+
+def test_local_ipykernel_runs_from_the_read_only_connection_file(tmp_path):
+    """Not a pod: the kernel command, run here, with the Secret's file read-only."""
+    ports = m.KernelPorts(shell=47310, iopub=47311, stdin=47312, control=47313, hb=47314)
+    start = start_of(ports=ports)
+    secret = m.connection_secret(start, KEY)
+    folder = tmp_path / "connection"
+    folder.mkdir()
+    path = folder / m.CONNECTION_FILE
+    path.write_bytes(base64.b64decode(secret["data"][m.CONNECTION_FILE]))
+    path.chmod(0o444)
+    folder.chmod(0o555)  # as a Secret volume: nothing can be written there
+    written = path.read_bytes(), path.stat().st_mtime_ns  # (root ignores the modes)
+    command = m.kernel_command(start)
+    command[0] = sys.executable
+    command[command.index("-f") + 1] = str(path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER", "JPY"))}
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    clients = []
+    try:
+        for key in (KEY, "0" * 64):
+            client = BlockingKernelClient()
+            client.load_connection_info(m.connection_info(start, key, ip="127.0.0.1"))
+            client.start_channels()
+            clients.append(client)
+        good, wrong = clients
+        good.wait_for_ready(timeout=60)
+        good.execute("x = 6 * 7")
+        assert good.get_shell_msg(timeout=30)["content"]["status"] == "ok"
+        # Authenticated: a client without the key gets no answer.
+        wrong.execute("x = 0")
+        with pytest.raises(Empty):
+            wrong.get_shell_msg(timeout=3)
+        good.execute("", user_expressions={"x": "x"})
+        reply = good.get_shell_msg(timeout=30)["content"]
+        assert reply["user_expressions"]["x"]["data"]["text/plain"] == "42"  # not run: 0
+        assert proc.poll() is None, "the kernel exited"
+    finally:
+        for client in clients:
+            client.stop_channels()
+        proc.terminate()
+        output = proc.communicate(timeout=30)[0].decode(errors="replace")
+        folder.chmod(0o755)
+    assert "Permission denied" not in output and "Read-only" not in output, output
+    assert "Invalid Signature" in output  # the kernel refused the keyless client's message
+    # The kernel never rewrote its file (it would, were its options not the file's).
+    assert (path.read_bytes(), path.stat().st_mtime_ns) == written
 
 
 def test_the_secret_goes_with_its_pod():
