@@ -435,6 +435,10 @@ def test_cpu_kernels_see_no_gpu():
     assert "resources" not in kernel(pod)
     env = {e["name"]: e["value"] for e in kernel(pod)["env"]}
     assert env["NVIDIA_VISIBLE_DEVICES"] == "void" and env["CUDA_VISIBLE_DEVICES"] == ""
+    for pod in (m.kernel_pod(start_of()), _gpu_pod()):  # preparing storage needs no GPU
+        (prepare,) = pod["spec"]["initContainers"]
+        assert prepare["env"] == [{"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"}]
+        assert set(prepare["resources"]["limits"]) == {"cpu", "memory"}
 
 
 def test_gpus_all_and_device_ids_are_refused_with_a_fix():
@@ -466,6 +470,8 @@ def test_what_a_restricted_pod_cannot_be_is_refused():
         m.kernel_pod(start_of(env_of(mounts=[{"source": "/srv/data", "target": "/data"}])))
     with pytest.raises(m.KubernetesManifestError, match="namespace"):
         m.kernel_pod(start_of(namespace="Kernels_NS"))
+    with pytest.raises(m.KubernetesManifestError, match="namespace"):
+        m.default_deny_policy("-")
     with pytest.raises(m.KubernetesManifestError, match="unprivileged"):
         m.KernelPorts(shell=80)
     with pytest.raises(m.KubernetesManifestError, match="five different"):

@@ -241,13 +241,17 @@ def pvc_name(start: KernelStart) -> str:
     return dns_label("tfenv-storage", start.username, start.env.id, always_hash=True)
 
 
-def _metadata(start: KernelStart, name: str, labels: dict[str, str]) -> dict[str, Any]:
-    if not _DNS_LABEL_RE.match(start.namespace) or len(start.namespace) > _MAX_LABEL:
+def _check_namespace(namespace: str) -> str:
+    if not _DNS_LABEL_RE.match(namespace) or len(namespace) > _MAX_LABEL:
         raise KubernetesManifestError(
-            f"namespace '{start.namespace}' is not a Kubernetes namespace name "
+            f"namespace '{namespace}' is not a Kubernetes namespace name "
             "(lower case letters, digits and '-', at most 63)."
         )
-    return {"name": name, "namespace": start.namespace, "labels": labels}
+    return namespace
+
+
+def _metadata(start: KernelStart, name: str, labels: dict[str, str]) -> dict[str, Any]:
+    return {"name": name, "namespace": _check_namespace(start.namespace), "labels": labels}
 
 
 # --- image, resources, placement -------------------------------------------------------
@@ -513,6 +517,8 @@ def kernel_pod(start: KernelStart) -> dict[str, Any]:
             "import os\nfor d in ('checkpoints', 'logs'):\n"
             "    os.makedirs(os.path.join('/tfenv/storage', d), exist_ok=True)",
         ],
+        # No GPU, even where the node's default runtime is NVIDIA's.
+        "env": [{"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"}],
         "securityContext": _security_context(),
         "volumeMounts": [{"name": "storage", "mountPath": "/tfenv/storage"}],
         "resources": {
@@ -622,7 +628,7 @@ def default_deny_policy(namespace: str) -> dict[str, Any]:
         "kind": "NetworkPolicy",
         "metadata": {
             "name": "tfenv-kernels-default-deny",
-            "namespace": namespace,
+            "namespace": _check_namespace(namespace),
             "labels": dict(MANAGED_BY),
         },
         "spec": {

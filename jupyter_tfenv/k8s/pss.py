@@ -64,7 +64,9 @@ SAFE_SYSCTLS = frozenset(
         "net.ipv4.tcp_keepalive_probes",
     }
 )
-SELINUX_TYPES = frozenset({"", "container_t", "container_init_t", "container_kvm_t"})
+SELINUX_TYPES = frozenset(
+    {"", "container_t", "container_init_t", "container_kvm_t", "container_engine_t"}
+)
 SECCOMP_TYPES = frozenset({"RuntimeDefault", "Localhost"})
 APPARMOR_ANNOTATION = "container.apparmor.security.beta.kubernetes.io/"
 #: Resources the kubelet itself manages; every other name is an extended resource.
