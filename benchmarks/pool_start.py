@@ -79,12 +79,7 @@ def pool_full(client: docker.DockerClient, env_id: str, size: int, taken: set[st
 
 def one_start(server: Any, kernel: str, path: str, *, tf: bool) -> dict[str, float]:
     started = time.monotonic()
-    answer = server.request(
-        "POST", "/api/sessions", json={"path": path, "type": "notebook", "kernel": {"name": kernel}}
-    )
-    if answer.status_code != 201:
-        raise RuntimeError(f"{kernel}: {answer.status_code} {answer.text}")
-    session = answer.json()
+    session = server.start_session(path, kernel)
     url = server.url.replace("http", "ws", 1) + f"/api/kernels/{session['kernel']['id']}/channels"
     first = execute(url, TOKEN, "1+1", timeout=300)
     if not first.ok:

@@ -32,15 +32,8 @@ from .docker_runtime import (
     LABEL_KERNEL_ID,
     LABEL_POOL,
     LABEL_RUNTIME_DIR,
-    LABEL_SERVER_HOST,
-    LABEL_SERVER_INSTANCE,
-    LABEL_SERVER_PID,
-    LABEL_SERVER_START,
-    SERVER_HOST,
-    SERVER_INSTANCE,
-    SERVER_PID,
-    SERVER_START,
     server_alive,
+    server_labels,
     tfenv_containers,
 )
 
@@ -88,20 +81,10 @@ def _write_json(folder: str, name: str, value: dict[str, Any]) -> None:
     os.replace(tmp, os.path.join(folder, name))
 
 
-def this_server() -> dict[str, str]:
-    """The labels that name this server process (as on the containers it starts)."""
-    return {
-        LABEL_SERVER_HOST: SERVER_HOST,
-        LABEL_SERVER_INSTANCE: SERVER_INSTANCE,
-        LABEL_SERVER_PID: str(SERVER_PID),
-        LABEL_SERVER_START: SERVER_START,
-    }
-
-
 def mark_held(runtime_dir: str, kernel_id: str) -> None:
     """This server holds the kernel of ``runtime_dir`` now (it adopted it, or took it
     from the pool), under ``kernel_id``."""
-    _write_json(runtime_dir, HOLDER_FILE, {**this_server(), ASSIGNED_KEY: kernel_id})
+    _write_json(runtime_dir, HOLDER_FILE, {**server_labels(), ASSIGNED_KEY: kernel_id})
     with contextlib.suppress(FileNotFoundError):
         os.unlink(os.path.join(runtime_dir, KEPT_FILE))
 

@@ -57,15 +57,8 @@ from docker.types import Mount
 from .docker_runtime import (
     LABEL_OWNER,
     LABEL_PREFIX,
-    LABEL_SERVER_HOST,
-    LABEL_SERVER_INSTANCE,
-    LABEL_SERVER_PID,
-    LABEL_SERVER_START,
-    SERVER_HOST,
-    SERVER_INSTANCE,
-    SERVER_PID,
-    SERVER_START,
     remove_quietly,
+    server_labels,
     tail_logs,
 )
 from .errors import NotFoundError, TFEnvError
@@ -975,10 +968,7 @@ def run_helper(
         "labels": {
             LABEL_HELPER: call.strip("_"),
             LABEL_OWNER: owner,
-            LABEL_SERVER_INSTANCE: SERVER_INSTANCE,
-            LABEL_SERVER_HOST: SERVER_HOST,
-            LABEL_SERVER_PID: str(SERVER_PID),
-            LABEL_SERVER_START: SERVER_START,
+            **server_labels(),
         },
         "mounts": mounts,
         "network_mode": "none",

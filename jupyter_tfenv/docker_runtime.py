@@ -194,15 +194,23 @@ def container_env(env: Environment, req: KernelRequest) -> dict[str, str]:
     return values
 
 
+def server_labels() -> dict[str, str]:
+    """The labels that name this server process, on every container it starts (and in
+    the holder marker of a kernel it adopted: jupyter_tfenv.adoption)."""
+    return {
+        LABEL_SERVER_INSTANCE: SERVER_INSTANCE,
+        LABEL_SERVER_HOST: SERVER_HOST,
+        LABEL_SERVER_PID: str(SERVER_PID),
+        LABEL_SERVER_START: SERVER_START,
+    }
+
+
 def container_labels(env: Environment, req: KernelRequest) -> dict[str, str]:
     return {
         **req.extra_labels,
         LABEL_OWNER: req.owner,
         LABEL_KERNEL_ID: req.kernel_id,
-        LABEL_SERVER_INSTANCE: SERVER_INSTANCE,
-        LABEL_SERVER_HOST: SERVER_HOST,
-        LABEL_SERVER_PID: str(SERVER_PID),
-        LABEL_SERVER_START: SERVER_START,
+        **server_labels(),
         LABEL_ENVIRONMENT: env.id,
         LABEL_IMAGE_ID: req.image_id,
         LABEL_IMAGE_REF: env.image,
@@ -424,7 +432,19 @@ def tfenv_containers(client: docker.DockerClient, owner: str | None = None) -> l
     filters = [LABEL_KERNEL_ID]
     if owner is not None:
         filters.append(f"{LABEL_OWNER}={owner}")
-    return list(client.containers.list(all=True, filters={"label": filters}))
+    return list_containers(client, filters)
+
+
+def list_containers(client: docker.DockerClient, labels: list[str]) -> list[Any]:
+    """Containers with all of ``labels``. The SDK lists, then inspects each one; a
+    container removed in between (a kernel shut down meanwhile) makes that a 404, so
+    the listing is made again."""
+    for _ in range(4):
+        try:
+            return list(client.containers.list(all=True, filters={"label": labels}))
+        except docker.errors.NotFound:
+            continue
+    return list(client.containers.list(all=True, filters={"label": labels}))
 
 
 def reap_orphans(

@@ -57,6 +57,18 @@ def _message(msg_type: str, content: dict[str, Any], session: str, channel: str)
     }
 
 
+def _execute_request(code: str) -> dict[str, Any]:
+    content = {
+        "code": code,
+        "silent": False,
+        "store_history": False,
+        "user_expressions": {},
+        "allow_stdin": False,
+        "stop_on_error": True,
+    }
+    return _message("execute_request", content, uuid.uuid4().hex, "shell")
+
+
 async def _execute(
     url: str,
     token: str,
@@ -70,20 +82,7 @@ async def _execute(
     request = HTTPRequest(url, headers={"Authorization": f"token {token}"}, request_timeout=timeout)
     conn = await asyncio.wait_for(websocket_connect(request), timeout)
     try:
-        session = uuid.uuid4().hex
-        msg = _message(
-            "execute_request",
-            {
-                "code": code,
-                "silent": False,
-                "store_history": False,
-                "user_expressions": {},
-                "allow_stdin": False,
-                "stop_on_error": True,
-            },
-            session,
-            "shell",
-        )
+        msg = _execute_request(code)
         msg_id = msg["header"]["msg_id"]
         await conn.write_message(json.dumps(msg))
         deadline = time.monotonic() + timeout
@@ -150,20 +149,7 @@ async def _start_and_watch(
     conn = await asyncio.wait_for(websocket_connect(request), timeout)
     try:
         if code is not None:
-            msg = _message(
-                "execute_request",
-                {
-                    "code": code,
-                    "silent": False,
-                    "store_history": False,
-                    "user_expressions": {},
-                    "allow_stdin": False,
-                    "stop_on_error": True,
-                },
-                uuid.uuid4().hex,
-                "shell",
-            )
-            await conn.write_message(json.dumps(msg))
+            await conn.write_message(json.dumps(_execute_request(code)))
         deadline = time.monotonic() + timeout
         seen: list[str] = []
         while not until("".join(seen)):

@@ -62,6 +62,21 @@ class ServerProcess:
         kwargs.setdefault("timeout", self.request_timeout)
         return self.session.request(method, self.url + path, **kwargs)
 
+    def start_session(self, path: str, kernel_name: str) -> dict[str, Any]:
+        """POST /api/sessions for a notebook at ``path`` (as JupyterLab opens one): the
+        session model, whose kernel has started."""
+        answer = self.request(
+            "POST",
+            "/api/sessions",
+            json={"path": path, "type": "notebook", "kernel": {"name": kernel_name}},
+        )
+        if answer.status_code != 201:
+            raise ServerStartError(
+                f"{self.name}: session {path}: {answer.status_code} {answer.text}"
+            )
+        model: dict[str, Any] = answer.json()
+        return model
+
     def stop(self, timeout: float = 60.0) -> int | None:
         """SIGTERM (the server shuts its kernels down), SIGKILL after ``timeout``."""
         self.session.close()

@@ -25,6 +25,8 @@ import docker
 import pytest
 import yaml
 
+from jupyter_tfenv.docker_runtime import list_containers
+
 from .conftest import KERNEL_GID, KERNEL_UID, PY_IMAGE
 from .server_process import ServerProcess, ServerStartError, start_tfenv_server
 
@@ -99,7 +101,7 @@ def setup(images: docker.DockerClient, tmp_path: Path) -> Iterator[Setup]:
 
 
 def containers(client: docker.DockerClient) -> list[Any]:
-    return client.containers.list(all=True, filters={"label": f"org.jupyter.tfenv.owner={OWNER}"})
+    return list_containers(client, [f"org.jupyter.tfenv.owner={OWNER}"])
 
 
 def start_kernel(server: ServerProcess, name: str = "tfenv-py") -> str:
@@ -253,13 +255,7 @@ def test_a_kernel_taken_from_the_pool_is_adopted_under_its_notebook_id(
     deadline = time.monotonic() + 120
     while "of 'pooled' ready (1/1)" not in first.log() and time.monotonic() < deadline:
         time.sleep(0.25)
-    answer = first.request(
-        "POST",
-        "/api/sessions",
-        json={"path": "nb.ipynb", "type": "notebook", "kernel": {"name": "tfenv-pooled"}},
-    )
-    assert answer.status_code == 201, answer.text
-    kernel_id = answer.json()["kernel"]["id"]
+    kernel_id = first.start_session("nb.ipynb", "tfenv-pooled")["kernel"]["id"]
     assert "takes pool kernel" in first.log()
     result = execute(ws(first, kernel_id), TOKEN, "x = 42")
     assert result.ok, result

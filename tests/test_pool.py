@@ -19,6 +19,8 @@ import docker
 import pytest
 import yaml
 
+from jupyter_tfenv.docker_runtime import list_containers
+
 from .conftest import KERNEL_GID, KERNEL_UID, PY_IMAGE, TF220
 from .server_process import ServerProcess, ServerStartError, start_tfenv_server
 
@@ -33,9 +35,7 @@ POOL_LABEL = "org.jupyter.tfenv.pool"
 
 
 def containers(client: docker.DockerClient, *labels: str) -> list[Any]:
-    return client.containers.list(
-        all=True, filters={"label": [f"org.jupyter.tfenv.owner={OWNER}", *labels]}
-    )
+    return list_containers(client, [f"org.jupyter.tfenv.owner={OWNER}", *labels])
 
 
 def wait_for(what: str, check: Any, timeout: float = 240.0) -> Any:
@@ -103,13 +103,8 @@ def test_a_kernel_start_takes_a_pooled_container(
     assert pooled
     before = {c.id for c in containers(images, POOL_LABEL)}
 
-    answer = server.request(
-        "POST",
-        "/api/sessions",
-        json={"path": "sub/train.ipynb", "type": "notebook", "kernel": {"name": "tfenv-py"}},
-    )
-    assert answer.status_code == 201, answer.text
-    kernel_id = answer.json()["kernel"]["id"]
+    session = server.start_session("sub/train.ipynb", "tfenv-py")
+    kernel_id = session["kernel"]["id"]
     status = server.request("GET", f"/tfenv/kernels/{kernel_id}").json()
     # The kernel runs in a container that existed before the request: a pool kernel.
     assert status["container_id"] in before
@@ -122,9 +117,9 @@ def test_a_kernel_start_takes_a_pooled_container(
         "print(os.environ.get('JPY_SESSION_NAME'))\nprint(os.getuid())",
     )
     assert result.ok, result
-    cwd, session, uid = result.stdout.split()
+    cwd, session_name, uid = result.stdout.split()
     assert cwd == str(notebooks / "sub")
-    assert session.endswith("sub/train.ipynb")
+    assert session_name.endswith("sub/train.ipynb")
     assert uid == str(KERNEL_UID)
     # A file it writes lands in the notebook's folder, as the kernel's user.
     result = execute(ws(server, kernel_id), TOKEN, "open('out.txt', 'w').write('hi')")
@@ -139,7 +134,7 @@ def test_a_kernel_start_takes_a_pooled_container(
     assert "takes pool kernel" in server.log()
 
     # Shutdown removes the notebook's kernel and leaves the pool.
-    answer = server.request("DELETE", f"/api/sessions/{answer.json()['id']}")
+    answer = server.request("DELETE", f"/api/sessions/{session['id']}")
     assert answer.status_code == 204
     answer = server.request("DELETE", f"/api/kernels/{kernel_id}")
     assert answer.status_code in (204, 404)
@@ -164,13 +159,7 @@ def test_a_preimported_pool_kernel_has_tensorflow_loaded(
 ) -> None:
     server, _ = pool_server
     wait_for("the pool kernel", lambda: "of 'tf' ready (1/1)" in server.log())
-    answer = server.request(
-        "POST",
-        "/api/sessions",
-        json={"path": "nb.ipynb", "type": "notebook", "kernel": {"name": "tfenv-tf"}},
-    )
-    assert answer.status_code == 201, answer.text
-    kernel_id = answer.json()["kernel"]["id"]
+    kernel_id = server.start_session("nb.ipynb", "tfenv-tf")["kernel"]["id"]
     assert "takes pool kernel" in server.log()
     result = execute(
         ws(server, kernel_id),
@@ -206,13 +195,7 @@ def test_an_idle_pool_is_emptied_and_fills_again_at_the_next_start(
     # Said in the log before its kernels are shut down.
     assert "pool of 'py' emptied" in server.log()
     # The next start is a cold one (a new container), and the pool fills again.
-    answer = server.request(
-        "POST",
-        "/api/sessions",
-        json={"path": "nb.ipynb", "type": "notebook", "kernel": {"name": "tfenv-py"}},
-    )
-    assert answer.status_code == 201, answer.text
-    kernel_id = answer.json()["kernel"]["id"]
+    kernel_id = server.start_session("nb.ipynb", "tfenv-py")["kernel"]["id"]
     status = server.request("GET", f"/tfenv/kernels/{kernel_id}").json()
     (taken,) = [c for c in containers(images) if c.id == status["container_id"]]
     assert POOL_LABEL not in taken.labels

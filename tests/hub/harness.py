@@ -43,6 +43,8 @@ from typing import Any
 
 import requests
 
+from jupyter_tfenv.docker_runtime import list_containers
+
 from ..dist import DistError, build_wheel
 from ..server_process import free_port
 
@@ -762,9 +764,7 @@ def tfenv_containers(users: Iterable[str]) -> list[Any]:
     try:
         owners = set(users)
         return [
-            c
-            for c in client.containers.list(all=True, filters={"label": OWNER_LABEL})
-            if c.labels.get(OWNER_LABEL) in owners
+            c for c in list_containers(client, [OWNER_LABEL]) if c.labels.get(OWNER_LABEL) in owners
         ]
     finally:
         client.close()
