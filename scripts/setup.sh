@@ -198,7 +198,7 @@ if [ -f "$stamp" ] && installed_here; then
   say "jupyter_tfenv is installed (editable) in $VENV"
 else
   t=$SECONDS
-  say "pip install -e .[test,lint] into $VENV (cold: ~2 min) ..."
+  say "pip install -e .[test,lint] into $VENV (~15 s; more on a cold pip cache) ..."
   # A reinstall would remove the previous install's labextension files through the
   # symlink `jupyter builder develop` made, that is from this checkout: drop the link.
   if [ -L "$labext_dir" ]; then rm -f "$labext_dir"; fi
@@ -255,7 +255,7 @@ else
   fi
   image_args=()
   [ "$TAG_DEMO" = 1 ] && image_args+=(--tag-demo)
-  say "test images (scripts/build_test_images.py${image_args[*]:+ ${image_args[*]}}; cold: ~5-10 min) ..."
+  say "test images (scripts/build_test_images.py${image_args[*]:+ ${image_args[*]}}; cold: ~2 min) ..."
   TFENV_DEV_CACHE=$CACHE "$PYTHON" scripts/build_test_images.py "${image_args[@]}" ||
     die "building the test images failed (logs: $CACHE/logs)"
 fi
