@@ -59,6 +59,20 @@ CATALOG: list[dict[str, Any]] = [
 ]
 
 
+def run_tfenv_cli(
+    *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``jupyter tfenv ARGS`` with this venv's Python (``env`` adds variables)."""
+    return subprocess.run(
+        [sys.executable, "-m", "jupyter_tfenv.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=300,
+        check=False,
+    )
+
+
 def _ping() -> bool:
     try:
         docker.from_env(timeout=5).ping()

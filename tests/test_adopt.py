@@ -27,7 +27,7 @@ import yaml
 
 from jupyter_tfenv.docker_runtime import list_containers
 
-from .conftest import KERNEL_GID, KERNEL_UID, PY_IMAGE
+from .conftest import KERNEL_GID, KERNEL_UID, PY_IMAGE, run_tfenv_cli
 from .server_process import ServerProcess, ServerStartError, start_tfenv_server
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
@@ -175,13 +175,11 @@ def test_a_killed_server_loses_no_kernel(setup: Setup, images: docker.DockerClie
     check_adopted(second, kernel_id, last_tick)
     assert "adopted kernel " + kernel_id in second.log()
     # The adopting server holds it now: `jupyter tfenv gc` leaves it alone.
-    gc = subprocess.run(
-        [sys.executable, "-m", "jupyter_tfenv.cli", "gc", "--dry-run", "--json"],
-        capture_output=True,
-        text=True,
-        check=False,
+    gc = run_tfenv_cli(
+        "gc",
+        "--dry-run",
+        "--json",
         env={
-            **os.environ,
             "JUPYTER_TFENV_CATALOG": str(setup.catalog),
             "JUPYTER_TFENV_KERNEL_UID": str(KERNEL_UID),
         },

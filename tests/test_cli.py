@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import docker
@@ -26,18 +24,9 @@ from jupyter_tfenv.docker_runtime import (
     SERVER_START,
 )
 
-from .conftest import OWNER, PY_IMAGE, TF220
+from .conftest import OWNER, PY_IMAGE, TF220, run_tfenv_cli
 
-
-def tfenv(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "jupyter_tfenv.cli", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        timeout=300,
-        check=False,
-    )
+tfenv = run_tfenv_cli
 
 
 @pytest.fixture

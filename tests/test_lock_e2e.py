@@ -7,8 +7,6 @@ real CLI (`jupyter tfenv lock`, `check`), against a real registry on 127.0.0.1.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +14,7 @@ import pytest
 import yaml
 from traitlets.config import Config
 
-from .conftest import PY_IMAGE, PY_NO_KERNEL_IMAGE, start_error, start_kernel
+from .conftest import PY_IMAGE, PY_NO_KERNEL_IMAGE, run_tfenv_cli, start_error, start_kernel
 from .registry import Registry, RegistryCleanup, registry, registry_cleanup  # noqa: F401
 
 pytestmark = pytest.mark.docker
@@ -36,14 +34,7 @@ def jp_server_config(jp_server_config: Config, tmp_path: Path, reg_ref: str) -> 
     return jp_server_config
 
 
-def tfenv_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "jupyter_tfenv.cli", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
+tfenv_cli = run_tfenv_cli
 
 
 def sse_events(body: bytes) -> list[tuple[str, dict[str, Any]]]:

@@ -8,8 +8,6 @@ registry on 127.0.0.1 for the locked environment that does start.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,7 +20,7 @@ from jupyter_tfenv.catalog import environment_from_dict
 from jupyter_tfenv.kernelspecs import kernelspec_dict
 from jupyter_tfenv.lock import LockFile, LockMissingError, require_lock
 
-from .conftest import PY_IMAGE, start_error, start_kernel
+from .conftest import PY_IMAGE, run_tfenv_cli, start_error, start_kernel
 from .registry import Registry, RegistryCleanup, registry, registry_cleanup  # noqa: F401
 
 pytestmark = pytest.mark.docker
@@ -30,14 +28,7 @@ pytestmark = pytest.mark.docker
 DIGEST = "sha256:" + "1" * 64
 
 
-def tfenv_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "jupyter_tfenv.cli", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
+tfenv_cli = run_tfenv_cli
 
 
 # -- pure logic --------------------------------------------------------------------------
