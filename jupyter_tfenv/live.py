@@ -65,12 +65,16 @@ class _CpuSamples:
 
 
 _CPU_SAMPLES = _CpuSamples()
+#: The last CPU percent computed per container: the answer while Docker's stats collector
+#: has no newer tick (two polls within its ~1 s period see the same sample).
+_CPU_LAST: dict[str, float] = {}
 
 
 def forget_container(container_id: str) -> None:
     """Drop what is kept for a container (call when its kernel is shut down)."""
     SAMPLER.forget(container_id)
     _CPU_SAMPLES.forget(container_id)
+    _CPU_LAST.pop(container_id, None)
 
 
 def supports_one_shot(docker_client: Any) -> bool:
@@ -326,9 +330,10 @@ def _live_status(
             # First look at this container: the next sample comes at the collector's next
             # tick (one_shot), about a second later.
             first = current
-            for _ in range(4):
+            for _ in range(8):
                 # A one-shot request made right after another stats read (the streaming
-                # reader's, say) can answer with the same tick: wait for a newer one.
+                # reader's, say) can answer with the same tick: wait for a newer one (its
+                # ~1 s period stretches on a loaded machine).
                 stats = _stats(container, one_shot)
                 current = _cpu_sample(stats)
                 if current is None or first is None or current[1] != first[1]:
@@ -338,8 +343,13 @@ def _live_status(
             if current is not None:
                 _CPU_SAMPLES.swap(container.id, current)
     online = _online_cpus(stats)
+    percent = cpu_percent(current, previous, online)
+    if percent is not None:
+        _CPU_LAST[container.id] = percent
+    elif current is not None and previous is not None and current[1] == previous[1]:
+        percent = _CPU_LAST.get(container.id)  # the same collector tick as last time
     status.update(
-        cpu_percent=cpu_percent(current, previous, online),
+        cpu_percent=percent,
         online_cpus=online,
         read_at=stats.get("read"),
         stats_seconds=round(time.monotonic() - started, 4),

@@ -136,6 +136,22 @@ def _running_pid(container: Any) -> int:
     return pid if state.get("Running") and pid > 0 else 0
 
 
+def _process_gone(pid: int) -> bool:
+    """Whether process ``pid`` has exited (no /proc entry, or a zombie): its mounts are
+    gone with it. A kernel that exits at once (a wrong ``python``) gets here while Docker
+    still reports the container as running."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as handle:
+            state = handle.read().rsplit(")", 1)[-1].split()
+    except OSError:
+        return True
+    return not state or state[0] in ("Z", "X")
+
+
+def _exited(container: Any, pid: int) -> bool:
+    return _process_gone(pid) or not _running_pid(container)
+
+
 def _is_container_process(pid: int, container_id: str) -> bool | None:
     """Whether ``/proc/<pid>`` here is the container's process (its cgroup names the id).
 
@@ -182,6 +198,8 @@ def verify_mounts(
     if not pid:
         return
     own = _is_container_process(pid, str(getattr(container, "id", "") or ""))
+    if own is None and _exited(container, pid):
+        return  # exited already: the caller reports that, with the logs
     if not own:
         if not strict:
             logger.debug("tfenv: cannot see the processes of container %s", container.id)
@@ -196,7 +214,7 @@ def verify_mounts(
         try:
             info = os.stat(f"/proc/{pid}/root{folder.target}")
         except OSError as err:
-            if not _running_pid(container):
+            if _exited(container, pid):
                 return
             if not strict and err.errno in (errno.EACCES, errno.EPERM):
                 logger.debug("tfenv: cannot see the mounts of container %s: %s", container.id, err)
