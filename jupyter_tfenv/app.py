@@ -337,8 +337,17 @@ class TFEnvApp(ExtensionApp):
         if self.settings["tfenv"].broker is not None:
             self._allowed_task = asyncio.ensure_future(self._hide_not_allowed_loop())
 
+    #: Seconds a stopping server waits for the start-up adoption and orphan removal.
+    STARTUP_TASK_WAIT = 30.0
+
     async def stop_extension(self) -> None:
         self._stopping = True
+        # A server stopped right after it started lets its start-up adoption and orphan
+        # removal finish: cut off half-way, they would leave a dead server's containers.
+        task = getattr(self, "_reap_task", None)
+        if task is not None and not task.done():
+            with contextlib.suppress(Exception, asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), self.STARTUP_TASK_WAIT)
         # Before the server's cleanup_kernels: kept kernels leave the kernel manager, so
         # that no shutdown request reaches them.
         if self.keep_kernels_on_stop != "off" and self.serverapp is not None:

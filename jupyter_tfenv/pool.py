@@ -138,20 +138,22 @@ class KernelPool:
         )
         root = self.root
         await km.start_kernel(kernel_id=kernel_id, cwd=root, **{POOL_KWARG: True})
-        prov = km.provisioner
-        if not isinstance(prov, DockerKernelProvisioner) or not prov.runtime_dir:
-            await km.shutdown_kernel(now=True)
-            raise TFEnvError(f"'{env.id}' is not a tfenv container environment")
-        kernel = PoolKernel(
-            kernel_id, env.id, km, str(prov.container_id), str(prov.runtime_dir), root
-        )
-        await asyncio.to_thread(adoption.mark_pool, kernel.runtime_dir)
-        if env.preimport:
-            try:
+        # From here on the kernel runs: a failure, or the pool closing (a cancel), must
+        # shut it down, or its container would outlive the server.
+        try:
+            prov = km.provisioner
+            if not isinstance(prov, DockerKernelProvisioner) or not prov.runtime_dir:
+                raise TFEnvError(f"'{env.id}' is not a tfenv container environment")
+            kernel = PoolKernel(
+                kernel_id, env.id, km, str(prov.container_id), str(prov.runtime_dir), root
+            )
+            await asyncio.to_thread(adoption.mark_pool, kernel.runtime_dir)
+            if env.preimport:
                 await self._preimport(km)
-            except BaseException:
-                await self._shut_down(kernel)
-                raise
+        except BaseException:
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(km.shutdown_kernel(now=True))
+            raise
         return kernel
 
     async def _preimport(self, km: Any) -> None:
