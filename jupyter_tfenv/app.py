@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from .culling import cull_idle_kernels, idle_timeout_of
 from .docker_runtime import connect, reap_orphans
 from .errors import TFEnvError
 from .handlers import checkpoints, environments, kernels, pulls
-from .keep import KEEP_MODES, adopt_kernels, detach_kernels, keeps
+from .keep import KEEP_MODES, adopt_kernels, detach_kernels, keeps, known_kernel_ids
 from .kernelspecs import TFEnvKernelSpecManager
 from .pool import KernelPool, start_pool, stop_pool
 from .probe import probe_cache_dir
@@ -65,7 +66,8 @@ class TFEnvApp(ExtensionApp):
     start_pools = Bool(
         True,
         help="""Start the warm pools of the environments whose catalog entry sets
-        pool_size (local mode only; see jupyter_tfenv.pool).""",
+        pool_size (in broker mode through the broker, within the user's quotas; see
+        jupyter_tfenv.pool).""",
     ).tag(config=True)
 
     install_kernel_spec_manager = Bool(
@@ -198,17 +200,8 @@ class TFEnvApp(ExtensionApp):
         manager = self.serverapp.kernel_manager if self.serverapp else None
         # Kernels this server knows, also those still starting (the Lab may restore a
         # notebook's kernel while this check runs).
-        known = set(manager.list_kernel_ids()) if manager is not None else set()
-        known |= set(getattr(manager, "_pending_kernels", None) or ())
-        # The broker knows a kernel taken from the pool by its pool id; pool kernels are
-        # this server's too.
-        for kernel_id in list(known):
-            prov = None
-            with contextlib.suppress(Exception):
-                prov = manager.get_kernel(kernel_id).provisioner  # type: ignore[union-attr]
-            if isinstance(prov, DockerKernelProvisioner):
-                known.add(prov.container_kernel_id)
-        if self._pool is not None:
+        known = known_kernel_ids(manager) if manager is not None else set()
+        if self._pool is not None:  # pool kernels are this server's too
             known |= self._pool.kernel_ids()
         for kernel in kernels:
             kernel_id = str(kernel.get("kernel_id") or "")
@@ -298,7 +291,7 @@ class TFEnvApp(ExtensionApp):
     _sigint_handler: Any = None
     _pool: KernelPool | None = None
 
-    def _kept(self) -> Any:
+    def _kept(self) -> Callable[[str], bool]:
         return keeps(self.keep_kernels_on_stop, self.settings["tfenv"].catalog)
 
     async def _adopt_then_reap(self) -> None:

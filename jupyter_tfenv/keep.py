@@ -25,6 +25,7 @@ from jupyter_client.asynchronous import AsyncKernelClient
 
 from . import adoption
 from .catalog import TFEnvCatalog
+from .checkpoints import is_inside
 from .docker_runtime import connect
 from .errors import TFEnvError
 from .provisioner import ADOPT_KWARG, DockerKernelProvisioner
@@ -48,13 +49,40 @@ def keeps(mode: str, catalog: TFEnvCatalog) -> Callable[[str], bool]:
     return kept
 
 
-def _provisioner(manager: Any, kernel_id: str) -> DockerKernelProvisioner | None:
+def tfenv_provisioner(manager: Any, kernel_id: str) -> DockerKernelProvisioner | None:
+    """The tfenv provisioner of a kernel of ``manager`` (None: unknown, or not tfenv's)."""
     try:
         km = manager.get_kernel(kernel_id)
     except KeyError:
         return None
     prov = getattr(km, "provisioner", None)
     return prov if isinstance(prov, DockerKernelProvisioner) else None
+
+
+def known_kernel_ids(manager: Any) -> set[str]:
+    """The kernels ``manager`` knows (also those still starting), and the ids their
+    containers carry (a kernel taken from the pool: its pool id, as the broker knows it)."""
+    known = set(manager.list_kernel_ids()) | set(getattr(manager, "_pending_kernels", None) or ())
+    for kernel_id in list(known):
+        prov = tfenv_provisioner(manager, kernel_id)
+        if prov is not None:
+            known.add(prov.container_kernel_id)
+    return known
+
+
+def release(km: Any) -> None:
+    """A kernel manager lets go of its kernel without stopping it (a kernel kept for the
+    next server, or a pool kernel taken for a notebook)."""
+    # A KernelManager that is garbage collected removes the connection file it wrote:
+    # the file stays, for the kernel's next holder.
+    km._connection_file_written = False
+    with contextlib.suppress(Exception):
+        km.stop_restarter()
+    with contextlib.suppress(Exception):
+        km._close_control_socket()
+    prov = getattr(km, "provisioner", None)
+    if isinstance(prov, DockerKernelProvisioner):
+        prov.detach()
 
 
 async def detach_kernels(
@@ -64,25 +92,19 @@ async def detach_kernels(
     MappingKernelManager) without shutting them down; their ids."""
     detached = []
     for kernel_id in list(manager.list_kernel_ids()):
-        prov = _provisioner(manager, kernel_id)
+        prov = tfenv_provisioner(manager, kernel_id)
         if prov is None or not prov.has_process:
             continue
         env_id = str(prov.environment.get("id", ""))
         if not kept(env_id):
             continue
         try:
-            await asyncio.to_thread(prov.detach)
+            if prov.runtime_dir:
+                await asyncio.to_thread(adoption.mark_kept, prov.runtime_dir)
         except OSError as err:
             log.warning("tfenv: kernel %s cannot be kept (%s): shutting it down", kernel_id, err)
             continue
-        km = manager.get_kernel(kernel_id)
-        # The connection file stays for the next server: a KernelManager that is garbage
-        # collected removes the file it wrote.
-        km._connection_file_written = False
-        with contextlib.suppress(Exception):
-            km.stop_restarter()
-        with contextlib.suppress(Exception):
-            km._close_control_socket()
+        release(manager.get_kernel(kernel_id))
         with contextlib.suppress(Exception):
             manager.stop_watching_activity(kernel_id)
         manager.remove_kernel(kernel_id)
@@ -105,7 +127,7 @@ def _notebook_path(workdir: str, root_dir: str) -> str:
     if not workdir or not root_dir:
         return ""
     root = os.path.realpath(root_dir)
-    if workdir != root and os.path.commonpath([workdir, root]) != root:
+    if not is_inside(workdir, root):
         return ""
     return os.path.relpath(workdir, root) if workdir != root else ""
 
@@ -187,7 +209,7 @@ async def adopt_kernels(
     log: logging.Logger | logging.LoggerAdapter[Any],
 ) -> list[str]:
     """Adopt this user's kernels that a previous server left running; their ids."""
-    known = set(manager.list_kernel_ids()) | set(getattr(manager, "_pending_kernels", None) or ())
+    known = known_kernel_ids(manager)
     if defaults.broker is not None:
         adopted = await _adopt_through_broker(
             manager,

@@ -29,7 +29,9 @@ from typing import Any
 
 from . import adoption
 from .catalog import Environment, TFEnvCatalog
+from .checkpoints import is_inside
 from .errors import TFEnvError
+from .keep import release
 from .provisioner import POOL_KWARG, DockerKernelProvisioner
 
 #: Seconds between two tries to start a pool kernel after a failure.
@@ -210,17 +212,16 @@ class KernelPool:
             self._dormant.discard(env_id)
             self.refill(env_id)  # this start is a cold one; the next finds the pool
         kernels = self.ready.get(env_id) or []
-        for kernel in list(kernels):
-            if cwd != kernel.root and os.path.commonpath([cwd, kernel.root]) != kernel.root:
-                return None  # the pool kernel does not see that folder
+        while kernels:
+            kernel = kernels[0]
+            if not is_inside(cwd, kernel.root):
+                return None  # pool kernels do not see that folder
             kernels.remove(kernel)
-            km = kernel.manager
-            alive = await km.is_alive()
-            self._release(km)
             self.refill(env_id)
-            if not alive:
-                await self._remove_container(kernel)
+            if not await kernel.manager.is_alive():
+                await self._shut_down(kernel)
                 continue
+            release(kernel.manager)
             self.log.info(
                 "tfenv: kernel start of '%s' takes pool kernel %s", env_id, kernel.kernel_id
             )
@@ -232,25 +233,6 @@ class KernelPool:
                 "move_in": True,
             }
         return None
-
-    @staticmethod
-    def _release(km: Any) -> None:
-        """The pool's kernel manager lets go of a taken kernel without stopping it."""
-        km._connection_file_written = False  # the connection file is the notebook's now
-        with contextlib.suppress(Exception):
-            km.stop_restarter()
-        with contextlib.suppress(Exception):
-            km._close_control_socket()
-        prov = km.provisioner
-        if isinstance(prov, DockerKernelProvisioner):
-            prov._detached = True  # nothing of the pool's touches the container any more
-
-    async def _remove_container(self, kernel: PoolKernel) -> None:
-        prov = kernel.manager.provisioner
-        if isinstance(prov, DockerKernelProvisioner):
-            prov._detached = False
-            with contextlib.suppress(Exception):
-                await prov.cleanup(restart=False)
 
     async def _shut_down(self, kernel: PoolKernel) -> None:
         with contextlib.suppress(Exception):

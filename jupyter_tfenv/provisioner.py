@@ -815,11 +815,8 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
             )
 
     def detach(self) -> None:
-        """Leave the container running when the server stops (keep_kernels_on_stop):
-        after this, nothing of this provisioner touches the container any more. BLOCKING
-        (writes the kept marker)."""
-        if self.runtime_dir:
-            adoption.mark_kept(self.runtime_dir)
+        """Leave the container running: after this, nothing of this provisioner touches
+        it any more (a kernel kept at server stop, or a pool kernel that was taken)."""
         self._detached = True
 
     async def _launch_via_broker(self, broker: BrokerClient, **kwargs: Any) -> KernelConnectionInfo:
