@@ -522,32 +522,22 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
         label_id = str((self._adopting or {}).get("container_kernel_id") or "")
         if label_id and label_id != self.kernel_id:
             self._container_kid = label_id
+        # The folder the kernel's last holder used (the broker reported it, in broker
+        # mode: asking it for the folder again, POST .../runtime, would remove the running
+        # kernel's sockets); launch_kernel then checks the container itself.
+        rundir = str((self._adopting or {}).get("runtime_dir") or "")
         if broker is None:
-            rundir = str(self._adopting.get("runtime_dir") or "") if self._adopting else ""
             root = await self._call(prepare_runtime_root, self.runtime_root)
-            problem = await self._call(adoption.runtime_dir_problem, rundir, root, self.uid)
-            if problem:
-                raise KernelStartError(f"Kernel {self.kernel_id} cannot be adopted: {problem}.")
-            self.runtime_dir = rundir
         else:
-            # Where the broker keeps the running kernel's folder. Not POST .../runtime:
-            # that prepares a folder for a new start and removes the running kernel's
-            # sockets.
-            try:
-                info = await broker.kernel(self.container_kernel_id)
-            except BrokerError as err:
-                raise _start_error(err) from err
-            rundir = str(info.get("runtime_dir") or "")
-            problem = (
-                await self._call(
-                    adoption.runtime_dir_problem, rundir, os.path.dirname(rundir), self.uid
-                )
-                if rundir
-                else "the broker does not say where its runtime folder is"
-            )
-            if problem:
-                raise KernelStartError(f"Kernel {self.kernel_id} cannot be adopted: {problem}.")
-            self.runtime_dir = rundir
+            root = os.path.dirname(rundir)  # the broker's folder of this uid
+        problem = (
+            await self._call(adoption.runtime_dir_problem, rundir, root, self.uid)
+            if rundir
+            else "no runtime folder is known for it"
+        )
+        if problem:
+            raise KernelStartError(f"Kernel {self.kernel_id} cannot be adopted: {problem}.")
+        self.runtime_dir = rundir
         if km is not None:
             connection_file = os.path.join(self.runtime_dir, adoption.CONNECTION_FILE)
             km.connection_file = connection_file
