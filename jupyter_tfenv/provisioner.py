@@ -31,6 +31,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import zmq
 from docker.errors import APIError, NotFound
 from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.connect import KernelConnectionInfo
@@ -342,6 +343,8 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
         self._pooled = False
         #: The pool kernel's id, when this kernel was taken from the pool.
         self._container_kid: str | None = None
+        #: Kubernetes mode (the broker's backend): the kernel pod's ports, then its ip.
+        self._pod: dict[str, Any] | None = None
 
     # -- helpers --------------------------------------------------------------------
 
@@ -472,18 +475,39 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
         # On restart the kernel keeps its runtime folder, so clients reconnect to the same
         # socket paths.
         restart = bool(self.runtime_dir)
+        self._pod = None
         if broker is None:
             self.runtime_dir = await self._call(self._prepare_runtime_dir, restart)
         else:
-            # The broker makes the folder (owned by this user, in a root-owned parent) and
-            # later mounts exactly that folder; the connection file is written into it here.
+            # Docker mode: the broker makes the folder (owned by this user, in a root-owned
+            # parent) and later mounts exactly that folder; the connection file is written
+            # into it here. Kubernetes mode: the kernel is a pod reached over TCP; the
+            # connection file stays in a folder of this server's (its key goes to the pod's
+            # Secret with the start request).
             try:
-                self.runtime_dir = await broker.runtime_dir(
-                    self.container_kernel_id, restart=restart
-                )
+                answer = await broker.prepare_runtime(self.container_kernel_id, restart=restart)
             except BrokerError as err:
                 raise _start_error(err) from err
-        if km is not None:
+            if answer.get("backend") == "kubernetes":
+                if self._pooled:
+                    raise KernelStartError(
+                        "Warm pools (catalog pool_size) do not work with the broker's "
+                        "Kubernetes backend yet: set pool_size to 0 for this catalog.",
+                        status_code=400,
+                    )
+                self._pod = {"ports": dict(answer.get("ports") or {})}
+                self.runtime_dir = await self._call(self._prepare_runtime_dir, restart)
+            else:
+                self.runtime_dir = str(answer["runtime_dir"])
+        if km is not None and self._pod is not None:
+            km.transport = "tcp"
+            km.ip = localhost()  # the pod's IP once it runs (_launch_via_broker)
+            km.cache_ports = False
+            for channel, port in self._pod["ports"].items():
+                setattr(km, f"{channel}_port", int(port))
+            if not km._connection_file_written:
+                km.connection_file = os.path.join(self.runtime_dir, "kernel.json")
+        elif km is not None:
             if self.transport == "ipc":
                 km.transport = "ipc"
                 km.ip = os.path.join(self.runtime_dir, "k")
@@ -813,7 +837,7 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
         """Start the kernel's container through the broker, then wait for its sockets."""
         env = self._environment()
         cwd = await self._call(os.path.realpath, str(kwargs.get("cwd") or os.getcwd()))
-        body = {
+        body: dict[str, Any] = {
             # A restarted pool kernel keeps its pool id at the broker (and its folder).
             "kernel_id": self.container_kernel_id,
             "environment": env.id,
@@ -824,6 +848,10 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
             # killed predecessor left (TFEnvApp._reap).
             "server": os.environ.get("JUPYTERHUB_SERVER_NAME", ""),
         }
+        km = self.parent
+        if self._pod is not None and km is not None:
+            # Kubernetes mode: the key goes to the pod's Secret (never a variable).
+            body["key"] = km.session.key.decode("ascii")
         started = time.monotonic()
         # Shielded as in local mode: a cancelled start must learn whether the broker made
         # a container, and then remove it (launch_kernel DELETEs it).
@@ -839,6 +867,13 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
         except BrokerError as err:
             raise _start_error(err) from err
         self.container_id = str(answer.get("container_id") or answer.get("name") or "")
+        if self._pod is not None and km is not None:
+            ip = str(answer.get("ip") or "")
+            if not ip:
+                await self._discard_broker_kernel()
+                raise KernelStartError("The broker started a kernel pod but sent no pod IP.")
+            self._pod["ip"] = km.ip = ip
+            self.connection_info = km.get_connection_info()
         checkpoints = answer.get("checkpoints")
         if isinstance(checkpoints, dict):
             self.checkpoint_info = checkpoints
@@ -873,7 +908,7 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
         """Whether the kernel bound its sockets (IPC: five stat calls; TCP: one connect)."""
         info: dict[str, Any] = dict(self.connection_info)
         ports = [info[f"{ch}_port"] for ch in ("shell", "iopub", "stdin", "control", "hb")]
-        if self.transport == "ipc":
+        if info.get("transport", self.transport) == "ipc":
             return all(os.path.exists(f"{info['ip']}-{port}") for port in ports)
         with socket.socket() as sock:
             sock.settimeout(0.2)
@@ -1048,6 +1083,11 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
         if signum == 0:
             await self.poll()
             return
+        if signum == signal.SIGINT and self._pod is not None:
+            # A kernel pod gets no signals through the API: ipykernel's own
+            # interrupt_request on the control channel interrupts it the same way.
+            await self._call(self._send_interrupt_request)
+            return
         try:
             await broker.signal(self.container_kernel_id, int(signum))
         except BrokerNotFoundError:
@@ -1061,6 +1101,21 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
                 return
             # An HTTP error, so that an interrupt answers with the broker's message.
             raise HTTPError(err.http_status, err.message, reason="tfenv broker") from err
+
+    def _send_interrupt_request(self) -> None:
+        km = self.parent
+        if km is None:
+            return
+        info: dict[str, Any] = dict(self.connection_info)
+        context = zmq.Context()
+        sock = context.socket(zmq.DEALER)
+        try:
+            sock.linger = 1000
+            sock.connect(f"tcp://{info['ip']}:{int(info['control_port'])}")
+            km.session.send(sock, "interrupt_request", {})
+        finally:
+            sock.close(linger=1000)
+            context.term()
 
     async def kill(self, restart: bool = False) -> None:
         await self.send_signal(signal.SIGKILL)
@@ -1086,7 +1141,7 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
         if self.ports_cached and not restart:
             await super().cleanup(restart=restart)
         if not restart and self.runtime_dir:
-            if self.broker is None:
+            if self.broker is None or self._pod is not None:  # the folder is this server's
                 await self._call(shutil.rmtree, self.runtime_dir, True)
             self.runtime_dir = None
 

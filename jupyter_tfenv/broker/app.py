@@ -31,7 +31,7 @@ from requests.exceptions import ConnectionError as RequestsConnectionError
 from requests.exceptions import RequestException
 from tornado import web
 from tornado.httpserver import HTTPServer
-from traitlets import Dict, Float, Integer, List, Unicode, default
+from traitlets import Dict, Enum, Float, Integer, List, Unicode, default
 from traitlets.config import Application
 
 from .. import __version__, live, mountcheck
@@ -66,6 +66,7 @@ from ..lock import LockFile, LockMismatchError, LockMissingError, check_lock, re
 from ..probe import ProbeError, cached_probe, probe_image
 from ..settings import CheckpointStorageSettings, KernelContainerSettings
 from . import policy
+from .k8s_mode import KubernetesKernels
 from .policy import BrokerError, Caller
 
 #: GPUs a broker kernel holds (counted against max_gpus_per_user).
@@ -74,6 +75,10 @@ LABEL_GPUS = f"{LABEL_PREFIX}.gpus"
 LABEL_HUB_SERVER = f"{LABEL_PREFIX}.hub-server"
 DEFAULT_PORT = 10101
 _RUNNING_STATES = ("created", "running", "restarting", "paused")
+
+
+#: Where a pod's ServiceAccount namespace is mounted (in-cluster).
+SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
 def _service_url() -> Any:
@@ -231,6 +236,90 @@ class TFEnvBroker(KernelContainerSettings, CheckpointStorageSettings, Applicatio
 
     probe_timeout = Float(180.0, help="Seconds one environment probe may take.").tag(config=True)
 
+    # -- the Kubernetes backend (docs/kubernetes.md) --------------------------------------
+
+    backend = Enum(
+        ["docker", "kubernetes"],
+        default_value="docker",
+        help="""Where kernels run: 'docker' (containers on this host's engine) or
+        'kubernetes' (pods in kubernetes_namespace, through the Kubernetes API; the
+        broker then needs the [kubernetes] extra and a ServiceAccount, docs/kubernetes.md).""",
+    ).tag(config=True)
+
+    kubernetes_namespace = Unicode(
+        "tfenv-kernels",
+        help="""Namespace of the kernel pods, their Secrets, checkpoint claims and
+        NetworkPolicies. Label it pod-security.kubernetes.io/enforce=restricted; the
+        broker's Role is in this namespace only.""",
+    ).tag(config=True)
+
+    kubernetes_server_namespace = Unicode(
+        help="""Namespace of the users' servers, which the kernels' NetworkPolicy lets in.
+        Default: the broker's own (its ServiceAccount's namespace), else the kernels'.""",
+    ).tag(config=True)
+
+    @default("kubernetes_server_namespace")
+    def _default_kubernetes_server_namespace(self) -> str:
+        try:
+            return Path(SERVICE_ACCOUNT_NAMESPACE).read_text().strip()
+        except OSError:
+            return ""
+
+    kubernetes_config = Unicode(
+        "",
+        help="""A kubeconfig file. Default '': in-cluster credentials when the broker runs
+        in a pod, else $KUBECONFIG or ~/.kube/config.""",
+    ).tag(config=True)
+
+    kubernetes_context = Unicode("", help="The kubeconfig context ('' : its current one).").tag(
+        config=True
+    )
+
+    kubernetes_storage_class = Unicode(
+        "",
+        help="""Storage class of the checkpoint claims ('' : the cluster's default). One
+        claim per user and environment; it outlives the pods.""",
+    ).tag(config=True)
+
+    kubernetes_storage_size = Unicode("10Gi", help="Size of each checkpoint claim.").tag(
+        config=True
+    )
+
+    kubernetes_storage_access_modes = List(
+        Unicode(),
+        default_value=["ReadWriteOnce"],
+        help="""Access modes of the checkpoint claims. ReadWriteOnce binds a claim to one
+        node at a time: two kernels of one user and environment on two nodes need
+        ReadWriteMany (NFS, CephFS, ...).""",
+    ).tag(config=True)
+
+    kubernetes_uid = Integer(
+        1000,
+        help="""uid the kernel pods run as (users are kept apart by their own claims,
+        Secrets and policies, not by uids). Not 0: the restricted standard forbids it.""",
+    ).tag(config=True)
+
+    kubernetes_gid = Integer(100, help="gid (and fsGroup) of the kernel pods.").tag(config=True)
+
+    kubernetes_start_timeout = Float(
+        120.0,
+        help="""Seconds a kernel pod may take to run, image pulls not counted (they have
+        kubernetes_pull_timeout).""",
+    ).tag(config=True)
+
+    kubernetes_pull_timeout = Float(
+        1800.0,
+        help="""Seconds a node may spend pulling a kernel image during one start
+        (pre-pull big images with a DaemonSet: docs/kubernetes.md).""",
+    ).tag(config=True)
+
+    kubernetes_schedule_timeout = Float(
+        10.0,
+        help="""Seconds a kernel pod may stay unschedulable (no node with a free GPU, ...)
+        before the start fails with the scheduler's reason. Raise it where a cluster
+        autoscaler adds nodes.""",
+    ).tag(config=True)
+
     # -- checkpoint storage (the same names as DockerKernelProvisioner's) -----------------
 
     @default("checkpoint_root")
@@ -254,6 +343,16 @@ class TFEnvBroker(KernelContainerSettings, CheckpointStorageSettings, Applicatio
         self._probing: dict[str, dict[object, int]] = {}
         self._host_gpus: tuple[float, int | None] | None = None
         self._gpus: tuple[float, dict[str, Any]] | None = None
+        self._k8s: KubernetesKernels | None = None
+
+    @property
+    def k8s(self) -> KubernetesKernels | None:
+        """The Kubernetes-mode endpoints (backend = 'kubernetes'), else None."""
+        if self.backend != "kubernetes":
+            return None
+        if self._k8s is None:
+            self._k8s = KubernetesKernels(self)
+        return self._k8s
 
     @default("log_level")
     def _default_log_level(self) -> int:
@@ -359,8 +458,13 @@ class TFEnvBroker(KernelContainerSettings, CheckpointStorageSettings, Applicatio
                     reason="hub unavailable",
                 ) from err
         scope_ok = bool(model) and bool(self.hub_auth.check_scopes(set(self.access_scopes), model))
+        account = (self.kubernetes_uid, self.kubernetes_gid) if self.k8s else None
         return await asyncio.to_thread(
-            policy.caller_from_model, model, scope_ok=scope_ok, min_uid=self.min_uid
+            policy.caller_from_model,
+            model,
+            scope_ok=scope_ok,
+            min_uid=self.min_uid,
+            account=account,
         )
 
     def environment_for(self, caller: Caller, env_id: str, *, status: int = 400) -> Environment:
@@ -444,7 +548,7 @@ class TFEnvBroker(KernelContainerSettings, CheckpointStorageSettings, Applicatio
     # -- endpoints -------------------------------------------------------------------------
 
     async def me(self, caller: Caller) -> dict[str, Any]:
-        usage = await self.usage(caller)
+        usage = await (self.k8s.usage(caller) if self.k8s else self.usage(caller))
         return {
             **caller.to_dict(),
             "limits": {
@@ -457,7 +561,7 @@ class TFEnvBroker(KernelContainerSettings, CheckpointStorageSettings, Applicatio
     async def environments(self, caller: Caller) -> dict[str, Any]:
         catalog = self.get_catalog()
         envs = catalog.all()
-        images = await self._image_index()
+        images = await self._image_index() if self.k8s is None else _IMAGES_ON_NODES
         result = []
         for env in envs:
             allowed, reason = policy.environment_allowed(
@@ -505,6 +609,13 @@ class TFEnvBroker(KernelContainerSettings, CheckpointStorageSettings, Applicatio
 
     async def probe(self, caller: Caller, env_id: str, *, refresh: bool) -> dict[str, Any]:
         env = self.environment_for(caller, env_id, status=404)
+        if self.k8s is not None:
+            raise BrokerError(
+                f"Probing '{env.id}' is not done in Kubernetes mode yet: the panel shows what "
+                "the running kernel reports instead.",
+                status=501,
+                reason="no probe in kubernetes mode",
+            )
         running = self._probes.get(env.id)
         if running is None or running.done():
             client = await self.docker()
@@ -582,6 +693,14 @@ class TFEnvBroker(KernelContainerSettings, CheckpointStorageSettings, Applicatio
     # -- start ---------------------------------------------------------------------------
 
     async def start_kernel(self, caller: Caller, body: dict[str, Any]) -> dict[str, Any]:
+        if self.k8s is not None:
+            return await self.k8s.start(caller, body)
+        if "key" in body:
+            raise BrokerError(
+                "field 'key' is not accepted: in Docker mode the connection file in the "
+                "kernel's runtime folder holds the key.",
+                reason="field not accepted",
+            )
         req = policy.validate_start_body(body, self.env_allowlist)
         env = self.environment_for(caller, req.environment)
         roots = policy.render_roots(self.allowed_mount_roots, caller)
@@ -856,6 +975,8 @@ class TFEnvBroker(KernelContainerSettings, CheckpointStorageSettings, Applicatio
     # -- the other kernel endpoints ---------------------------------------------------------
 
     async def list_kernels(self, caller: Caller) -> dict[str, Any]:
+        if self.k8s is not None:
+            return await self.k8s.list_kernels(caller)
         rows = await self.kernel_rows(caller)
         kernels = []
         for row in rows:
@@ -875,6 +996,8 @@ class TFEnvBroker(KernelContainerSettings, CheckpointStorageSettings, Applicatio
         return {"kernels": kernels}
 
     async def kernel(self, caller: Caller, kernel_id: str) -> dict[str, Any]:
+        if self.k8s is not None:
+            return await self.k8s.kernel(caller, kernel_id)
         container = await self.find_kernel(caller, kernel_id)
         attrs = container.attrs or {}
         state = attrs.get("State") or {}
@@ -900,6 +1023,8 @@ class TFEnvBroker(KernelContainerSettings, CheckpointStorageSettings, Applicatio
         }
 
     async def signal(self, caller: Caller, kernel_id: str, signum: int) -> None:
+        if self.k8s is not None:
+            return await self.k8s.signal(caller, kernel_id, signum)
         container = await self.find_kernel(caller, kernel_id)
         try:
             await asyncio.to_thread(container.kill, signal=signum)
@@ -912,10 +1037,14 @@ class TFEnvBroker(KernelContainerSettings, CheckpointStorageSettings, Applicatio
                 raise
 
     async def logs(self, caller: Caller, kernel_id: str, tail: int) -> dict[str, Any]:
+        if self.k8s is not None:
+            return await self.k8s.logs(caller, kernel_id, tail)
         container = await self.find_kernel(caller, kernel_id)
         return {"logs": await asyncio.to_thread(tail_logs, container, tail)}
 
     async def live(self, caller: Caller, kernel_id: str) -> dict[str, Any]:
+        if self.k8s is not None:
+            return await self.k8s.live(caller, kernel_id)
         container = await self.find_kernel(caller, kernel_id)
         client = await self.docker()
         gpus = await self.gpu_overview(client)
@@ -927,6 +1056,8 @@ class TFEnvBroker(KernelContainerSettings, CheckpointStorageSettings, Applicatio
             raise BrokerError(err.message, status=404, reason="no such kernel") from err
 
     async def delete_kernel(self, caller: Caller, kernel_id: str, *, keep_runtime: bool) -> None:
+        if self.k8s is not None:
+            return await self.k8s.delete(caller, kernel_id)
         policy.check_kernel_id(kernel_id)
         rows = await self.kernel_rows(caller, kernel_id)
         client = await self.docker()
@@ -1005,6 +1136,10 @@ class TFEnvBroker(KernelContainerSettings, CheckpointStorageSettings, Applicatio
 
     def start(self) -> None:
         asyncio.run(self.serve())
+
+
+#: The image status of every environment in Kubernetes mode: the nodes pull, not the broker.
+_IMAGES_ON_NODES = "kubernetes mode: the cluster's nodes pull images (pre-pull: docs/kubernetes.md)"
 
 
 def _image_missing(env: Environment) -> BrokerError:

@@ -156,11 +156,13 @@ class BrokerClient:
         path = f"api/environments/{quote(env_id, safe='')}/probe"
         return dict(await self.request("GET", path + ("?refresh=1" if refresh else "")))
 
-    async def runtime_dir(self, kernel_id: str, *, restart: bool) -> str:
+    async def prepare_runtime(self, kernel_id: str, *, restart: bool) -> dict[str, Any]:
+        """Docker mode: ``{"runtime_dir": ...}``, the kernel's folder, made by the broker.
+        Kubernetes mode: ``{"backend": "kubernetes", "transport": "tcp", "ports": ...}``."""
         answer = await self.request(
             "POST", f"api/kernels/{_kid(kernel_id)}/runtime", {"restart": restart}
         )
-        return str(answer["runtime_dir"])
+        return dict(answer or {})
 
     async def start_kernel(self, body: dict[str, Any], *, timeout: float) -> dict[str, Any]:
         return dict(await self.request("POST", "api/kernels", body, timeout=timeout))

@@ -17,7 +17,7 @@ from requests.exceptions import ConnectionError as RequestsConnectionError
 from tornado import web
 
 from ..errors import TFEnvError
-from .policy import BrokerError, Caller, check_signal, parse_json_body
+from .policy import BrokerError, Caller, check_kernel_id, check_signal, parse_json_body
 
 if TYPE_CHECKING:
     from .app import TFEnvBroker
@@ -154,6 +154,11 @@ class RuntimeHandler(BrokerHandler):
         restart = body.get("restart", False)
         if not isinstance(restart, bool):
             raise BrokerError("'restart' must be true or false.")
+        k8s = self.broker.k8s
+        if k8s is not None:
+            check_kernel_id(kernel_id)
+            self.write_json(k8s.runtime(), status=200)
+            return
         rundir = await self.broker.prepare_runtime(self.me, kernel_id, restart)
         self.write_json({"runtime_dir": rundir}, status=200)
 

@@ -108,7 +108,11 @@ DEFAULT_MIN_UID = 1000
 
 
 def caller_from_model(
-    model: Mapping[str, Any] | None, *, scope_ok: bool, min_uid: int = DEFAULT_MIN_UID
+    model: Mapping[str, Any] | None,
+    *,
+    scope_ok: bool,
+    min_uid: int = DEFAULT_MIN_UID,
+    account: tuple[int, int] | None = None,
 ) -> Caller:
     """The hub's model of a token → the :class:`Caller`, or a 403 saying why not.
 
@@ -141,8 +145,13 @@ def caller_from_model(
             status=403,
             reason="missing scope",
         )
+    if account is not None:  # Kubernetes mode: one uid/gid for every user's pods
+        uid, gid = account
+        check_account_uid(name, uid, gid, min_uid)
+        groups = {str(g) for g in model.get("groups") or [] if isinstance(g, str)}
+        return Caller(name=name, uid=uid, gid=gid, home="/tmp", groups=frozenset(groups))  # noqa: S108
     try:
-        account = pwd.getpwnam(name)
+        unix = pwd.getpwnam(name)
     except KeyError:
         raise BrokerError(
             f"The hub user '{name}' has no Unix account on the broker's host, so there is "
@@ -150,16 +159,16 @@ def caller_from_model(
             status=403,
             reason="no unix account",
         ) from None
-    check_account_uid(account.pw_name, account.pw_uid, account.pw_gid, min_uid)
-    groups = unix_groups(account.pw_name, account.pw_gid)
+    check_account_uid(unix.pw_name, unix.pw_uid, unix.pw_gid, min_uid)
+    groups = unix_groups(unix.pw_name, unix.pw_gid)
     hub_groups = model.get("groups")
     if isinstance(hub_groups, list):
         groups |= {str(g) for g in hub_groups}
     return Caller(
-        name=account.pw_name,
-        uid=account.pw_uid,
-        gid=account.pw_gid,
-        home=account.pw_dir,
+        name=unix.pw_name,
+        uid=unix.pw_uid,
+        gid=unix.pw_gid,
+        home=unix.pw_dir,
         groups=frozenset(groups),
     )
 

@@ -59,9 +59,12 @@ class PodStartError(TFEnvError):
 
     http_status = 500
 
-    def __init__(self, message: str, *, events: str = "", status: int = 500) -> None:
+    def __init__(
+        self, message: str, *, events: str = "", status: int = 500, logs: str = ""
+    ) -> None:
         super().__init__(message)
         self.events = events
+        self.logs = logs
         self.http_status = status
 
 
@@ -99,6 +102,8 @@ class PodState:
     annotations: dict[str, str] = field(default_factory=dict)
     created: str | None = None
     image: str = ""
+    #: The kernel container's GPU limit (the environment's count).
+    gpus: int = 0
 
 
 def load_api_client(kubeconfig: str = "", context: str = "") -> Any:
@@ -291,13 +296,17 @@ class KubernetesBackend:
             failure = _start_failure(env_id, pod, events)
             if failure is not None:
                 message, code = failure
-                raise PodStartError(message, events=_events_text(events), status=code)
+                printed = (
+                    await self.logs(name, 30) if kernel.get("state", {}).get("terminated") else ""
+                )
+                raise PodStartError(message, events=_events_text(events), status=code, logs=printed)
             unschedulable = _unschedulable(pod)
             if unschedulable:
                 unschedulable_since = unschedulable_since or now
                 if now - unschedulable_since >= self.schedule_timeout:
                     raise PodStartError(
-                        f"No node can run the kernel of '{env_id}' now: {unschedulable}. "
+                        f"No node can run the kernel of '{env_id}' now: "
+                        f"{unschedulable.rstrip('.')}. "
                         "Free what holds those resources (your other kernels) or ask an admin "
                         "for capacity; the pod was removed.",
                         events=_events_text(events),
@@ -433,7 +442,19 @@ def pod_state(pod: Mapping[str, Any]) -> PodState:
         annotations=dict(meta.get("annotations") or {}),
         created=meta.get("creationTimestamp"),
         image=str(kernel.get("imageID") or kernel.get("image") or ""),
+        gpus=_gpu_limit(pod),
     )
+
+
+def _gpu_limit(pod: Mapping[str, Any]) -> int:
+    for c in (pod.get("spec") or {}).get("containers") or []:
+        if c.get("name") == manifests.KERNEL_CONTAINER:
+            limits = (c.get("resources") or {}).get("limits") or {}
+            try:
+                return int(limits.get(manifests.GPU_RESOURCE, 0))
+            except (TypeError, ValueError):
+                return 0
+    return 0
 
 
 def _event_time(ev: Mapping[str, Any]) -> str:

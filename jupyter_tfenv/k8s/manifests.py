@@ -224,12 +224,20 @@ def kernel_selector(start: KernelStart) -> dict[str, str]:
     }
 
 
+def kernel_pod_name(kernel_id: str) -> str:
+    return dns_label("tfenv-kernel", kernel_id)
+
+
+def kernel_secret_name(kernel_id: str) -> str:
+    return dns_label("tfenv-connection", kernel_id)
+
+
 def pod_name(start: KernelStart) -> str:
-    return dns_label("tfenv-kernel", start.kernel_id)
+    return kernel_pod_name(start.kernel_id)
 
 
 def secret_name(start: KernelStart) -> str:
-    return dns_label("tfenv-connection", start.kernel_id)
+    return kernel_secret_name(start.kernel_id)
 
 
 def network_policy_name(start: KernelStart) -> str:

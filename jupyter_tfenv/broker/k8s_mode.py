@@ -1,0 +1,323 @@
+"""The broker's Kubernetes mode (``c.TFEnvBroker.backend = "kubernetes"``).
+
+The same REST API as the Docker mode (docs/broker.md), answered with kernel pods in one
+namespace (docs/kubernetes.md). What differs for the caller:
+
+- ``POST /api/kernels/<id>/runtime`` answers ``{"backend": "kubernetes", "transport":
+  "tcp", "ports": {...}}`` and makes no folder: the user's server keeps the connection
+  file itself and sends its key with the start (``"key"``), which goes into the pod's
+  immutable Secret and nowhere else;
+- ``POST /api/kernels`` answers the pod's IP (``"ip"``): the server connects over TCP to
+  the fixed ports, which the kernel's NetworkPolicy opens to that server only;
+- ``signal``: SIGTERM and SIGKILL delete the pod; an interrupt is the kernel's
+  ``interrupt_request`` message, which the server sends itself (no signal crosses the
+  API); other signals are refused;
+- ``live`` answers that live usage is not read in this mode (no Docker stats).
+
+Users are not Unix accounts here: every kernel pod runs as ``kubernetes_uid`` /
+``kubernetes_gid``; users are kept apart by their own claims, Secrets, policies and the
+owner label, not by uids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+from typing import TYPE_CHECKING, Any
+
+from ..catalog import Environment
+from ..errors import TFEnvError
+from ..k8s import manifests
+from ..lock import LockFile, LockMissingError, require_lock
+from . import policy
+from .policy import BrokerError, Caller
+
+if TYPE_CHECKING:
+    from ..k8s.backend import KubernetesBackend, PodState
+    from .app import TFEnvBroker
+
+#: What a start's ``key`` may be: jupyter_client makes a uuid4 (hex and dashes).
+KEY_RE = re.compile(r"^[A-Za-z0-9._-]{16,256}$")
+
+_NOT_YOURS = "No kernel {kernel_id} of yours."
+
+
+def check_key(key: Any) -> str:
+    if not isinstance(key, str) or not KEY_RE.match(key):
+        raise BrokerError(
+            "'key' (the kernel's HMAC key from its connection file: 16 to 256 letters, digits, "
+            "'.', '_' or '-') is required in Kubernetes mode.",
+            reason="no key",
+        )
+    return key
+
+
+class KubernetesKernels:
+    """The Kubernetes-mode answers of the broker's kernel endpoints."""
+
+    def __init__(self, broker: TFEnvBroker) -> None:
+        self.broker = broker
+        self._backend: KubernetesBackend | None = None
+
+    @property
+    def log(self) -> Any:
+        return self.broker.log
+
+    def backend(self) -> KubernetesBackend:
+        if self._backend is None:
+            from ..k8s import backend as k8s  # noqa: PLC0415 - needs the [kubernetes] extra
+
+            b = self.broker
+            self._backend = k8s.KubernetesBackend(
+                k8s.load_api_client(b.kubernetes_config, b.kubernetes_context),
+                b.kubernetes_namespace,
+                server_namespace=b.kubernetes_server_namespace or None,
+                pull_timeout=b.kubernetes_pull_timeout,
+                schedule_timeout=b.kubernetes_schedule_timeout,
+            )
+        return self._backend
+
+    async def _call(self, coro: Any) -> Any:
+        """Await a backend call; its errors as the broker's (status and message kept)."""
+        from ..k8s.backend import KubernetesUnavailableError  # noqa: PLC0415
+
+        try:
+            return await coro
+        except KubernetesUnavailableError as err:
+            raise BrokerError(err.message, status=503, reason="kubernetes unavailable") from err
+
+    # -- which pods are the caller's -----------------------------------------------------
+
+    @staticmethod
+    def _selector(caller: Caller) -> dict[str, str]:
+        return {manifests.LABEL_OWNER: manifests.label_value(caller.name)}
+
+    async def pods(self, caller: Caller) -> list[PodState]:
+        """The caller's kernel pods (the exact owner name, not only its label value)."""
+        found = await self._call(self.backend().pods(self._selector(caller)))
+        return [p for p in found if p.annotations.get(manifests.LABEL_OWNER) == caller.name]
+
+    async def find(self, caller: Caller, kernel_id: str) -> PodState:
+        policy.check_kernel_id(kernel_id)
+        state = await self._call(self.backend().state(manifests.kernel_pod_name(kernel_id)))
+        if state is None or state.annotations.get(manifests.LABEL_OWNER) != caller.name:
+            raise BrokerError(
+                _NOT_YOURS.format(kernel_id=kernel_id), status=404, reason="no such kernel"
+            )
+        return state
+
+    async def usage(self, caller: Caller, *, exclude: str | None = None) -> policy.Usage:
+        pods = await self.pods(caller)
+        return policy.usage_of(
+            p.gpus
+            for p in pods
+            if p.running and p.annotations.get(manifests.LABEL_KERNEL_ID) != exclude
+        )
+
+    # -- endpoints -----------------------------------------------------------------------
+
+    def runtime(self) -> dict[str, Any]:
+        return {
+            "backend": "kubernetes",
+            "transport": "tcp",
+            "ports": manifests.KernelPorts().by_name(),
+        }
+
+    def _digest(self, env: Environment) -> str | None:
+        """The lock file's digest of the environment's tag; strict: required."""
+        catalog = self.broker.get_catalog()
+        if catalog.lock_policy == "off":
+            return None
+        path = catalog.lock_path()
+        lock = LockFile.load(path) if path is not None else None
+        if catalog.lock_policy == "strict":
+            try:
+                require_lock(env, lock)
+            except LockMissingError as err:
+                raise BrokerError(err.message, status=409, reason="not locked") from err
+        return lock.get(env.image) if lock is not None else None
+
+    def kernel_start(self, caller: Caller, req: policy.StartRequest, env: Environment) -> Any:
+        b = self.broker
+        try:
+            return manifests.KernelStart(
+                env=env,
+                username=caller.name,
+                uid=caller.uid,
+                gid=caller.gid,
+                kernel_id=req.kernel_id,
+                namespace=b.kubernetes_namespace,
+                server_name=req.server,
+                digest=self._digest(env),
+                require_digest=b.get_catalog().lock_policy == "strict",
+                storage=manifests.StorageOptions(
+                    storage_class=b.kubernetes_storage_class or None,
+                    size=b.kubernetes_storage_size,
+                    access_modes=tuple(b.kubernetes_storage_access_modes),
+                ),
+                default_memory=b.default_memory or None,
+                environment=req.env,
+            )
+        except TFEnvError as err:
+            raise BrokerError(err.message, status=400, reason="not a pod") from err
+
+    async def start(self, caller: Caller, body: dict[str, Any]) -> dict[str, Any]:
+        from ..k8s.backend import PodStartError  # noqa: PLC0415
+
+        body = dict(body)
+        key = check_key(body.pop("key", None))
+        req = policy.validate_start_body(body, self.broker.env_allowlist)
+        env = self.broker.environment_for(caller, req.environment)
+        start = await asyncio.to_thread(self.kernel_start, caller, req, env)
+        try:
+            new_gpus = manifests.gpu_count(env)
+        except TFEnvError as err:
+            raise BrokerError(err.message, status=400, reason="not a pod") from err
+        async with self.broker.user_lock(caller.name):
+            usage = await self.usage(caller, exclude=req.kernel_id)
+            policy.check_quota(
+                caller,
+                usage,
+                new_gpus,
+                max_kernels=self.broker.max_kernels_per_user,
+                max_gpus=self.broker.max_gpus_per_user,
+            )
+            try:
+                pod = await self._call(
+                    self.backend().start(
+                        start, key, start_timeout=self.broker.kubernetes_start_timeout
+                    )
+                )
+            except PodStartError as err:
+                raise BrokerError(
+                    err.message,
+                    status=err.http_status,
+                    reason="pod did not start",
+                    logs=_failure_logs(err),
+                ) from err
+        self.log.info(
+            "tfenv-broker: started kernel %s for %s: %s in pod %s/%s (%s) on node %s%s",
+            req.kernel_id,
+            caller.name,
+            env.id,
+            start.namespace,
+            pod.name,
+            pod.ip,
+            pod.node or "?",
+            f", image pulled in {pod.pull_seconds:.1f} s" if pod.pull_seconds else "",
+        )
+        return {
+            "kernel_id": req.kernel_id,
+            "container_id": pod.name,
+            "name": pod.name,
+            "image_id": pod.image,
+            "environment": env.id,
+            "backend": "kubernetes",
+            "transport": "tcp",
+            "ip": pod.ip,
+            "ports": pod.ports,
+            "checkpoints": {
+                "storage": "kubernetes",
+                "claim": manifests.pvc_name(start),
+                "namespace": start.namespace,
+                "container_path": manifests.CONTAINER_CHECKPOINT_DIR,
+            },
+        }
+
+    async def list_kernels(self, caller: Caller) -> dict[str, Any]:
+        kernels = [
+            {
+                "kernel_id": p.annotations.get(manifests.LABEL_KERNEL_ID),
+                "container_id": p.name,
+                "name": p.name,
+                "environment": p.annotations.get(manifests.LABEL_ENVIRONMENT),
+                "status": _status(p),
+                "started_at": p.created,
+                "gpus": p.gpus,
+                "server": p.annotations.get(manifests.LABEL_HUB_SERVER, ""),
+            }
+            for p in await self.pods(caller)
+        ]
+        return {"kernels": kernels}
+
+    async def kernel(self, caller: Caller, kernel_id: str) -> dict[str, Any]:
+        p = await self.find(caller, kernel_id)
+        return {
+            "kernel_id": kernel_id,
+            "container_id": p.name,
+            "name": p.name,
+            "status": _status(p),
+            "running": p.running,
+            "exit_code": p.exit_code,
+            "oom_killed": p.oom_killed,
+            "reason": p.reason,
+            "started_at": p.created,
+            "environment": p.annotations.get(manifests.LABEL_ENVIRONMENT),
+            "image_id": p.image,
+            "backend": "kubernetes",
+            "ip": p.ip,
+            "workdir": "",
+            "runtime_dir": "",
+        }
+
+    async def signal(self, caller: Caller, kernel_id: str, signum: int) -> None:
+        p = await self.find(caller, kernel_id)
+        if signum in (signal.SIGTERM, signal.SIGKILL):
+            grace = 0 if signum == signal.SIGKILL else 5
+            await self._call(self.backend().delete(p.name, grace=grace))
+            return
+        raise BrokerError(
+            f"Kubernetes mode delivers no signal {signum} to a kernel pod: interrupt with the "
+            "kernel's interrupt_request message (tfenv's servers do), stop it with SIGTERM.",
+            status=400,
+            reason="signal not delivered",
+        )
+
+    async def logs(self, caller: Caller, kernel_id: str, tail: int) -> dict[str, Any]:
+        p = await self.find(caller, kernel_id)
+        return {"logs": await self._call(self.backend().logs(p.name, tail))}
+
+    async def live(self, caller: Caller, kernel_id: str) -> dict[str, Any]:
+        p = await self.find(caller, kernel_id)
+        return {
+            "state": "unavailable",
+            "reason": "Live CPU, memory and GPU readings are not read in Kubernetes mode yet "
+            "(the broker has no access to the node's runtime); see the cluster's metrics.",
+            "container": p.name,
+        }
+
+    async def delete(self, caller: Caller, kernel_id: str) -> None:
+        policy.check_kernel_id(kernel_id)
+        name = manifests.kernel_pod_name(kernel_id)
+        state = await self._call(self.backend().state(name))
+        if state is None or state.annotations.get(manifests.LABEL_OWNER) != caller.name:
+            raise BrokerError(
+                _NOT_YOURS.format(kernel_id=kernel_id), status=404, reason="no such kernel"
+            )
+        await self._call(
+            self.backend().delete(name, secret=manifests.kernel_secret_name(kernel_id))
+        )
+        self.log.info(
+            "tfenv-broker: stopped kernel %s of %s: %s, pod %s",
+            kernel_id,
+            caller.name,
+            state.annotations.get(manifests.LABEL_ENVIRONMENT, "?"),
+            name,
+        )
+
+
+def _status(p: PodState) -> str:
+    """Docker's words for the pod's state, which the servers already understand."""
+    if p.running:
+        return "running" if p.phase == "Running" else "created"
+    return "exited"
+
+
+def _failure_logs(err: Any) -> str:
+    """What the error dialog shows under the message: the kernel's last lines (when it
+    got that far) and the pod's events."""
+    parts = [err.logs.rstrip()] if err.logs.strip() else []
+    if err.events.strip():
+        parts.append(f"Events of the kernel pod:\n{err.events}")
+    return "\n\n".join(parts)
