@@ -325,10 +325,33 @@ class PodmanSession:
     network_created: bool = False
     #: pod name -> the YAML file it was played from (what ``kube down`` takes)
     played: dict[str, Path] = field(default_factory=dict)
+    #: the process that created the session (a dead one's are swept: sweep_stale)
+    pid: int = field(default_factory=os.getpid)
+
+    @property
+    def record_path(self) -> Path:
+        """This session's record: ``<pid>-<network>.json`` (one per session)."""
+        return _RECORDS / f"{self.pid}-{self.network}.json"
+
+    def _record(self) -> None:
+        """Write what is (about to be) created to this process's record, so that a run
+        killed before its finalizer is cleaned up by the next one (:func:`sweep_stale`)."""
+        _RECORDS.mkdir(parents=True, exist_ok=True)
+        record = {
+            "pods": self.pods,
+            "secrets": self.secrets,
+            "volumes": self.volumes,
+            "network": self.network,
+            "network_created": self.network_created,
+        }
+        tmp = self.record_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record))
+        tmp.replace(self.record_path)
 
     def create_network(self) -> None:
-        podman("network", "create", self.network)
         self.network_created = True
+        self._record()
+        podman("network", "create", self.network)
 
     def kube_play(self, docs: list[dict[str, Any]]) -> list[str]:
         """``podman kube play --network`` of ``docs``; returns the pod names played."""
@@ -339,6 +362,7 @@ class PodmanSession:
         ]
         path = _write_yaml(docs, self.workdir)
         self.played.update(dict.fromkeys(names, path))
+        self._record()
         podman("kube", "play", "--network", self.network, str(path))
         return names
 
@@ -386,6 +410,7 @@ class PodmanSession:
                 raise PodmanError(f"preparing claim {claim} failed: {codes}")
         name = secret["metadata"]["name"]
         self.secrets.append(name)
+        self._record()
         podman("secret", "create", name, "-", stdin=secret_for_podman(secret))
         secret_volumes_not_optional(pod)
         drop_container_ports(pod)
@@ -425,15 +450,61 @@ class PodmanSession:
                 rm = podman("volume", "rm", "--force", volume, check=False)
                 if rm.returncode != 0:
                     problems.append(f"volume {volume}: {rm.stderr.strip()}")
-        if self.network_created:
+        if (
+            self.network_created
+            and podman("network", "exists", self.network, check=False).returncode == 0
+        ):
             rm = podman("network", "rm", "--force", self.network, check=False)
             if rm.returncode != 0:
                 problems.append(f"network {self.network}: {rm.stderr.strip()}")
+        if not problems:
+            self.record_path.unlink(missing_ok=True)
         return problems
+
+
+_RECORDS = _CONF_DIR / "sessions"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_stale() -> list[str]:
+    """Remove what sessions of dead processes (killed before their finalizer) left; returns
+    what was swept. Only names those sessions recorded are touched."""
+    swept: list[str] = []
+    for path in sorted(_RECORDS.glob("*.json")) if _RECORDS.is_dir() else []:
+        try:
+            pid = int(path.stem.split("-", 1)[0])
+            record = json.loads(path.read_text())
+            network = str(record["network"])
+        except (ValueError, OSError, KeyError):
+            continue
+        if pid == os.getpid() or _alive(pid):
+            continue
+        stale = PodmanSession(
+            workdir=_RECORDS,
+            network=network,
+            pods=list(record.get("pods", [])),
+            secrets=list(record.get("secrets", [])),
+            volumes=list(record.get("volumes", [])),
+            network_created=bool(record.get("network_created")),
+            pid=pid,
+        )
+        stale.close()  # removes the record when everything went
+        swept.append(f"{path.name}: {record}")
+    return swept
 
 
 @contextlib.contextmanager
 def podman_session(workdir: Path) -> Iterator[PodmanSession]:
+    sweep_stale()
     session = PodmanSession(workdir=workdir)
     try:
         session.create_network()
