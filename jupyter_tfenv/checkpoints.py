@@ -48,7 +48,7 @@ import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Protocol
 
 import requests
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
@@ -358,12 +358,16 @@ class Location:
     volume: str | None = None
     driver: str | None = None
     options: dict[str, str] = field(default_factory=dict)
+    #: Kubernetes mode: the user's claim for the environment, "namespace/name"
+    claim: str | None = None
 
     @property
     def is_volume(self) -> bool:
         return self.volume is not None
 
     def describe(self) -> str:
+        if self.claim is not None:
+            return f"claim {self.claim}, {self.kind}/"
         return f"volume {self.volume}" if self.is_volume else str(self.host_path)
 
     def mount(self) -> Mount:
@@ -1433,6 +1437,19 @@ def discover_bind(config: StorageConfig, username: str) -> list[str]:
 # -- the browser the REST API uses ----------------------------------------------------------
 
 
+class RemoteCheckpoints(Protocol):
+    """Checkpoints kept where this server cannot read them (the broker's Kubernetes
+    claims): listed and deleted by the broker."""
+
+    async def inventories(self, envs: list[str]) -> dict[str, tuple[str, dict[str, Any]]]:
+        """``{env: ("namespace/claim", inventory)}``, as :func:`_inventory` makes them."""
+        ...
+
+    async def delete(self, env: str, paths: list[str]) -> dict[str, Any]:
+        """``{"removed": [...], "failed": [[path, why], ...]}`` as :func:`_delete`."""
+        ...
+
+
 class CheckpointBrowser:
     """List and delete one user's checkpoints; the user is fixed when it is built.
 
@@ -1451,8 +1468,10 @@ class CheckpointBrowser:
         catalog_ids: Callable[[], list[str]],
         helper_images: Callable[[], Awaitable[dict[str, tuple[str, str]]]],
         docker: Callable[[], Awaitable[Any]],
+        remote: Callable[[], Awaitable[RemoteCheckpoints | None]] | None = None,
     ) -> None:
         self.config = config
+        self._remote = remote
         self.owner = owner
         self.uid = uid
         self.gid = gid
@@ -1472,6 +1491,8 @@ class CheckpointBrowser:
 
     async def environment_names(self) -> list[str]:
         names = set(self._catalog_ids())
+        if await self.remote() is not None:
+            return sorted(names)  # the broker's claims: one per catalog environment
         if self.config.mode == "bind":
             names.update(await asyncio.to_thread(discover_bind, self.config, self.owner))
         elif self.config.mode == "volume":
@@ -1494,7 +1515,21 @@ class CheckpointBrowser:
 
     # -- reading -----------------------------------------------------------------------
 
+    async def remote(self) -> RemoteCheckpoints | None:
+        return await self._remote() if self._remote is not None else None
+
     async def _scan(self, envs: list[str]) -> dict[str, tuple[Location, dict[str, Any]]]:
+        remote = await self.remote()
+        if remote is not None:
+            got = await remote.inventories(envs)
+            empty: dict[str, Any] = {"exists": False, "entries": [], "state": {}, "checks": {}}
+            return {
+                env: (
+                    self._claim_location(env, got[env][0] if env in got else "", "checkpoints"),
+                    got[env][1] if env in got else empty,
+                )
+                for env in envs
+            }
         locs = {env: locate(self.config, "checkpoints", self.owner, env) for env in envs}
         if self.config.mode == "bind":
             results = await asyncio.gather(
@@ -1564,18 +1599,26 @@ class CheckpointBrowser:
             "environment's image, or set c.DockerKernelProvisioner.checkpoint_helper_image."
         )
 
+    def _claim_location(self, env: str, claim: str, kind: str) -> Location:
+        path = CONTAINER_CHECKPOINT_DIR if kind == "checkpoints" else CONTAINER_LOG_DIR
+        return Location(kind, self.owner, env, path, claim=claim)
+
     def _environment_view(
         self, env: str, loc: Location, inv: dict[str, Any], in_catalog: bool
     ) -> dict[str, Any]:
         host_root = loc.host_path
         items = classify(inv, host_root=host_root) if inv.get("exists") else []
+        if loc.claim is not None:
+            logs = self._claim_location(env, loc.claim, "logs").describe()
+        else:
+            logs = locate(self.config, "logs", self.owner, env).describe()
         return {
             "environment": env,
             "in_catalog": in_catalog,
             "exists": bool(inv.get("exists")),
             "location": loc.describe(),
             "container_path": loc.container_path,
-            "log_location": locate(self.config, "logs", self.owner, env).describe(),
+            "log_location": logs,
             "log_container_path": CONTAINER_LOG_DIR,
             "truncated": bool(inv.get("truncated")),
             "checkpoints": items,
@@ -1594,7 +1637,15 @@ class CheckpointBrowser:
             view = self._environment_view(env, loc, inv, env in catalog)
             view["checkpoints"] = [public_item(i) for i in view["checkpoints"]]
             views.append(view)
-        return {"storage": self.summary(), "environments": views}
+        storage = self.summary()
+        if await self.remote() is not None:
+            storage = {
+                "user": self.owner,
+                "mode": "kubernetes",
+                "container_paths": storage["container_paths"],
+                "variables": storage["variables"],
+            }
+        return {"storage": storage, "environments": views}
 
     async def _environment(self, env: str) -> dict[str, Any]:
         if not self.enabled:
@@ -1649,7 +1700,10 @@ class CheckpointBrowser:
             )
         loc = locate(self.config, "checkpoints", self.owner, env)
         remove = list(item["_remove"])
-        if loc.is_volume:
+        remote = await self.remote()
+        if remote is not None:
+            result = await remote.delete(env, remove)
+        elif loc.is_volume:
             client = await self._docker()
             image, python = await self._helper_for([env])
             result = await asyncio.to_thread(

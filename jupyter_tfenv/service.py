@@ -65,6 +65,7 @@ class TFEnvService:
         self.broker: BrokerClient | None = provisioner_defaults.broker
         self._broker_envs: tuple[float, asyncio.Future[list[dict[str, Any]]]] | None = None
         self._broker_probes: dict[tuple[str, str], dict[str, Any]] = {}
+        self._broker_backend: str | None = None
 
     # -- docker ---------------------------------------------------------------------
 
@@ -355,8 +356,21 @@ class TFEnvService:
                 catalog_ids=catalog_ids,
                 helper_images=helper_images,
                 docker=self.docker,
+                remote=self._remote_checkpoints,
             )
         return self._checkpoints
+
+    async def _remote_checkpoints(self) -> BrokerCheckpoints | None:
+        """The broker's checkpoints when its kernels are Kubernetes pods (their claims are
+        not this server's to read), else None (this server reads its own folder)."""
+        if self.broker is None:
+            return None
+        if self._broker_backend is None:
+            me = await self.broker.me()
+            self._broker_backend = str(me.get("backend") or "docker")
+        if self._broker_backend != "kubernetes":
+            return None
+        return BrokerCheckpoints(self.broker)
 
     # -- kernels and GPUs -------------------------------------------------------------
 
@@ -445,3 +459,22 @@ class TFEnvService:
         metrics.observe_gpus(overview)
         self._gpus = (time.monotonic(), overview)
         return overview
+
+
+class BrokerCheckpoints:
+    """Checkpoints on the broker's Kubernetes claims: read and deleted by the broker."""
+
+    def __init__(self, broker: BrokerClient) -> None:
+        self.broker = broker
+
+    async def inventories(self, envs: list[str]) -> dict[str, tuple[str, dict[str, Any]]]:
+        if not envs:
+            return {}
+        got = await self.broker.checkpoints(envs)
+        return {
+            env: (f"{item.get('namespace')}/{item.get('claim')}", dict(item.get("inventory") or {}))
+            for env, item in got.items()
+        }
+
+    async def delete(self, env: str, paths: list[str]) -> dict[str, Any]:
+        return await self.broker.delete_checkpoint_files(env, paths)

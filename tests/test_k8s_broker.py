@@ -211,6 +211,55 @@ async def test_kernel_pod_lifecycle_through_the_broker(jp_fetch, jp_serverapp, c
     assert saved.read_text() == "saved"
 
 
+async def test_the_checkpoint_panel_lists_and_deletes_on_the_claim(jp_fetch, jp_serverapp, cluster):
+    """scripted API: the server cannot read the claim; the broker lists it with a short
+    helper pod (read-only) and deletes with another; the panel's API shows the result."""
+    kernel_id = await start_kernel(jp_fetch, "tfenv-tf220", "nb.ipynb")
+    try:
+        await _checkpoints_on_the_claim(jp_fetch, jp_serverapp, cluster, kernel_id)
+    finally:
+        await jp_fetch("api", "kernels", kernel_id, method="DELETE")
+
+
+async def _checkpoints_on_the_claim(jp_fetch, jp_serverapp, cluster, kernel_id):
+    await run_code(
+        jp_serverapp,
+        kernel_id,
+        "import tensorflow as tf\n"
+        "ckpt = tf.train.Checkpoint(step=tf.Variable(7))\n"
+        "manager = tf.train.CheckpointManager(ckpt, '/tfenv/checkpoints/run', max_to_keep=2)\n"
+        "manager.save(); manager.save()\n",
+    )
+    overview = json.loads((await jp_fetch("tfenv", "checkpoints")).body)
+    assert overview["storage"]["mode"] == "kubernetes"
+    views = {v["environment"]: v for v in overview["environments"]}
+    assert views["tf220"]["exists"] is True and views["gpu1"]["exists"] is False
+    claim = m.claim_name(USER, "tf220")
+    assert views["tf220"]["location"] == f"claim {NS}/{claim}, checkpoints/"
+    [item] = views["tf220"]["checkpoints"]
+    assert item["kind"] == "tf_checkpoint_set" and item["name"] == "run/checkpoint"
+    # Helper pods went when done; the kernel pod is the only one.
+    assert [p["metadata"]["name"] for p in cluster.pods()] == [m.kernel_pod_name(kernel_id)]
+    helpers = [p for meth, p in cluster.api.requests if meth == "POST" and p.endswith("/pods")]
+    assert len(helpers) == 2  # the kernel and one reader
+
+    response = await jp_fetch(
+        "tfenv",
+        "checkpoints",
+        "tf220",
+        "run/checkpoint",
+        method="DELETE",
+        headers={"If-Match": f'"{item["etag"]}"'},
+    )
+    result = json.loads(response.body)
+    assert "run/checkpoint" in result["removed"]
+    assert any(p.startswith("run/ckpt-2") for p in result["removed"])
+    folder = cluster.node.claim_dir(claim) / "checkpoints"
+    assert folder.is_dir() and not list(folder.rglob("ckpt-*"))
+    again = json.loads((await jp_fetch("tfenv", "checkpoints", "tf220")).body)
+    assert again["checkpoints"] == []
+
+
 async def test_no_free_gpu_reaches_the_kernel_error_dialog(jp_fetch, cluster):
     """scripted API: FailedScheduling's reason and the pod's events in the dialog."""
     reason = "0/4 nodes are available: 4 Insufficient nvidia.com/gpu."

@@ -551,6 +551,7 @@ class TFEnvBroker(KernelContainerSettings, CheckpointStorageSettings, Applicatio
         usage = await (self.k8s.usage(caller) if self.k8s else self.usage(caller))
         return {
             **caller.to_dict(),
+            "backend": self.backend,
             "limits": {
                 "max_kernels": policy.limit_value(self.max_kernels_per_user),
                 "max_gpus": policy.limit_value(self.max_gpus_per_user),

@@ -167,6 +167,16 @@ class BrokerClient:
     async def start_kernel(self, body: dict[str, Any], *, timeout: float) -> dict[str, Any]:
         return dict(await self.request("POST", "api/kernels", body, timeout=timeout))
 
+    async def checkpoints(self, envs: list[str]) -> dict[str, Any]:
+        """Kubernetes mode: ``{env: {"claim", "namespace", "inventory"}}``."""
+        query = "&".join(f"environment={quote(e, safe='')}" for e in envs)
+        answer = await self.request("GET", f"api/checkpoints?{query}")
+        return dict((answer or {}).get("environments") or {})
+
+    async def delete_checkpoint_files(self, env: str, paths: list[str]) -> dict[str, Any]:
+        path = f"api/checkpoints/{quote(env, safe='')}/delete"
+        return dict(await self.request("POST", path, {"paths": paths}))
+
     async def kernels(self) -> list[dict[str, Any]]:
         answer = await self.request("GET", "api/kernels")
         return list((answer or {}).get("kernels") or [])

@@ -196,6 +196,44 @@ class LiveHandler(BrokerHandler):
         self.write_json(await self.broker.live(self.me, kernel_id))
 
 
+def _kubernetes_only(handler: BrokerHandler) -> Any:
+    k8s = handler.broker.k8s
+    if k8s is None:
+        raise BrokerError(
+            "Checkpoints are read by the broker in Kubernetes mode only: in Docker mode a "
+            "user's server reads its own checkpoint folder.",
+            status=404,
+            reason="not in docker mode",
+        )
+    return k8s
+
+
+class CheckpointsHandler(BrokerHandler):
+    async def get(self) -> None:
+        envs = self.get_query_arguments("environment")
+        if not envs or len(envs) > 64:
+            raise BrokerError("Name 1 to 64 environments: ?environment=<id>&environment=<id>")
+        self.write_json(await _kubernetes_only(self).checkpoints(self.me, envs))
+
+
+class CheckpointDeleteHandler(BrokerHandler):
+    async def post(self, env_id: str) -> None:
+        body = self.body_json()
+        paths = body.get("paths")
+        if set(body) != {"paths"} or not isinstance(paths, list) or not paths:
+            raise BrokerError("Send {'paths': [relative paths under the checkpoint folder]}.")
+        for path in paths:
+            if (
+                not isinstance(path, str)
+                or not path
+                or path.startswith("/")
+                or ".." in path.split("/")
+                or "\0" in path
+            ):
+                raise BrokerError(f"Not a relative path below the checkpoint folder: {path!r}.")
+        self.write_json(await _kubernetes_only(self).delete_checkpoint(self.me, env_id, paths))
+
+
 class NotFoundHandler(BrokerHandler):
     """Anything else: 404 (after authentication, so that the API is not probed freely)."""
 
@@ -219,4 +257,6 @@ routes: list[tuple[str, type[BrokerHandler]]] = [
     (rf"/api/kernels/{KERNEL}/logs", LogsHandler),
     (rf"/api/kernels/{KERNEL}/live", LiveHandler),
     (rf"/api/kernels/{KERNEL}", KernelHandler),
+    (r"/api/checkpoints", CheckpointsHandler),
+    (rf"/api/checkpoints/{ENV}/delete", CheckpointDeleteHandler),
 ]

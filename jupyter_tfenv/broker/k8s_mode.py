@@ -22,7 +22,9 @@ owner label, not by uids.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
+import secrets
 import signal
 from typing import TYPE_CHECKING, Any
 
@@ -224,6 +226,86 @@ class KubernetesKernels:
                 "container_path": manifests.CONTAINER_CHECKPOINT_DIR,
             },
         }
+
+    # -- checkpoints: read and deleted by short pods on the user's claims ---------------
+
+    async def _helper(
+        self, caller: Caller, env: Environment, call: str, args: dict[str, Any], *, read_only: bool
+    ) -> Any:
+        from ..checkpoints import _HELPER_SCRIPT  # noqa: PLC0415
+        from ..k8s.backend import PodStartError  # noqa: PLC0415
+
+        claim = manifests.claim_name(caller.name, env.id)
+        # A ReadWriteOnce claim is usable on one node at a time: go where a kernel of this
+        # user and environment holds it.
+        node = next(
+            (
+                p.node
+                for p in await self.pods(caller)
+                if p.running and p.node and p.annotations.get(manifests.LABEL_ENVIRONMENT) == env.id
+            ),
+            None,
+        )
+        pod = manifests.helper_pod(
+            name=manifests.dns_label("tfenv-ckpt", caller.name, env.id, secrets.token_hex(4)),
+            namespace=self.broker.kubernetes_namespace,
+            image=manifests.pod_image(self.kernel_start_for(caller, env)),
+            command=[env.python, "-c", _HELPER_SCRIPT, json.dumps({"call": call, **args})],
+            claims=[claim],
+            uid=caller.uid,
+            gid=caller.gid,
+            username=caller.name,
+            read_only=read_only,
+            node=node,
+        )
+        try:
+            return await self._call(self.backend().run_helper(pod))
+        except PodStartError as err:
+            raise BrokerError(
+                err.message, status=err.http_status, reason="checkpoint helper", logs=err.events
+            ) from err
+
+    def kernel_start_for(self, caller: Caller, env: Environment) -> manifests.KernelStart:
+        """A start of ``env`` for ``caller`` (only to name its image, as a kernel's)."""
+        req = policy.StartRequest("0" * 8, env.id, "/", "/", {})
+        return self.kernel_start(caller, req, env)
+
+    async def checkpoints(self, caller: Caller, env_ids: list[str]) -> dict[str, Any]:
+        """``{env: {"claim", "namespace", "inventory"}}`` of the caller's claims."""
+        out: dict[str, Any] = {}
+        for env_id in env_ids:
+            try:
+                env = self.broker.environment_for(caller, env_id, status=404)
+            except BrokerError:
+                if len(env_ids) == 1:
+                    raise
+                continue  # not this user's to use (or gone from the catalog): not listed
+            claim = manifests.claim_name(caller.name, env.id)
+            if not await self._call(self.backend().claim_exists(claim)):
+                inventory: Any = {"exists": False, "entries": [], "state": {}, "checks": {}}
+            else:
+                [inventory] = await self._helper(
+                    caller, env, "_inventory", {"roots": ["/v/0"]}, read_only=True
+                )
+            out[env.id] = {
+                "claim": claim,
+                "namespace": self.broker.kubernetes_namespace,
+                "inventory": inventory,
+            }
+        return {"environments": out}
+
+    async def delete_checkpoint(
+        self, caller: Caller, env_id: str, paths: list[str]
+    ) -> dict[str, Any]:
+        env = self.broker.environment_for(caller, env_id, status=404)
+        if not await self._call(
+            self.backend().claim_exists(manifests.claim_name(caller.name, env.id))
+        ):
+            raise BrokerError(f"No checkpoints of '{env.id}' of yours.", status=404)
+        result = await self._helper(
+            caller, env, "_delete", {"root": "/v/0", "paths": paths}, read_only=False
+        )
+        return dict(result)
 
     async def list_kernels(self, caller: Caller) -> dict[str, Any]:
         kernels = [

@@ -104,6 +104,7 @@ class PodState:
     image: str = ""
     #: The kernel container's GPU limit (the environment's count).
     gpus: int = 0
+    node: str = ""
 
 
 def load_api_client(kubeconfig: str = "", context: str = "") -> Any:
@@ -381,6 +382,62 @@ class KubernetesBackend:
         )
         return str(text or "")
 
+    # -- short helper pods (checkpoint listing and deletion) ---------------------------
+
+    async def run_helper(self, pod: dict[str, Any], *, timeout: float = 120.0) -> Any:
+        """Run a helper pod (manifests.helper_pod) to its end; the JSON its last
+        ``TFENV-HELPER`` line printed. The pod is always deleted."""
+        name = pod["metadata"]["name"]
+        violations = pss.check_pod(pod)
+        if violations:  # pragma: no cover - helper_pod is built restricted
+            raise PodStartError("; ".join(str(v) for v in violations), status=500)
+        try:
+            await self._call(self.core.create_namespaced_pod, self.namespace, pod)
+        except ApiException as err:
+            raise PodStartError(
+                f"Kubernetes refused the checkpoint helper pod: {_api_error_message(err)}",
+                status=502,
+            ) from err
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                got = await self._call(
+                    self.core.read_namespaced_pod, name, self.namespace, missing_ok=True
+                )
+                phase = ((got or {}).get("status") or {}).get("phase")
+                if phase in ("Succeeded", "Failed"):
+                    break
+                events = await self.events(name)
+                failure = _start_failure("checkpoint helper", got or {}, events)
+                if failure is not None and "exited" not in failure[0]:
+                    raise PodStartError(failure[0], events=_events_text(events), status=502)
+                if got is None or time.monotonic() > deadline:
+                    raise PodStartError(
+                        f"The checkpoint helper pod did not finish within {timeout:.0f} s.",
+                        events=_events_text(events),
+                        status=504,
+                    )
+                await asyncio.sleep(self.poll_interval)
+            out = await self.logs(name, 200)
+            for line in reversed(out.splitlines()):
+                if line.startswith("TFENV-HELPER "):
+                    return json.loads(line[len("TFENV-HELPER ") :])
+            raise PodStartError(
+                f"The checkpoint helper pod ended ({phase}) without a result: {out.strip()[-500:]}",
+                status=502,
+            )
+        finally:
+            await asyncio.shield(self._quiet_delete(name, ""))
+
+    async def claim_exists(self, name: str) -> bool:
+        found = await self._call(
+            self.core.read_namespaced_persistent_volume_claim,
+            name,
+            self.namespace,
+            missing_ok=True,
+        )
+        return found is not None
+
     # -- removal ------------------------------------------------------------------------
 
     async def delete(
@@ -443,6 +500,7 @@ def pod_state(pod: Mapping[str, Any]) -> PodState:
         created=meta.get("creationTimestamp"),
         image=str(kernel.get("imageID") or kernel.get("image") or ""),
         gpus=_gpu_limit(pod),
+        node=str((pod.get("spec") or {}).get("nodeName") or ""),
     )
 
 

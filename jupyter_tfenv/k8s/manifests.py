@@ -244,9 +244,13 @@ def network_policy_name(start: KernelStart) -> str:
     return dns_label("tfenv-kernel", start.kernel_id)
 
 
-def pvc_name(start: KernelStart) -> str:
+def claim_name(username: str, env_id: str) -> str:
     """One name per (user, environment), always with a hash: names never collide."""
-    return dns_label("tfenv-storage", start.username, start.env.id, always_hash=True)
+    return dns_label("tfenv-storage", username, env_id, always_hash=True)
+
+
+def pvc_name(start: KernelStart) -> str:
+    return claim_name(start.username, start.env.id)
 
 
 def _check_namespace(namespace: str) -> str:
@@ -561,6 +565,93 @@ def kernel_pod(start: KernelStart) -> dict[str, Any]:
         "metadata": {
             **_metadata(start, pod_name(start), kernel_labels(start)),
             "annotations": kernel_annotations(start),
+        },
+        "spec": spec,
+    }
+
+
+def helper_pod(
+    *,
+    name: str,
+    namespace: str,
+    image: str,
+    command: list[str],
+    claims: list[str],
+    uid: int,
+    gid: int,
+    username: str,
+    read_only: bool,
+    node: str | None = None,
+) -> dict[str, Any]:
+    """A short pod that runs ``command`` with each claim's checkpoint folder at /v/<i>
+    (the checkpoint listing and deletion of Kubernetes mode): restricted like a kernel,
+    no network use, small limits, never restarted. ``node`` pins it where a running
+    kernel holds a ReadWriteOnce claim."""
+    if uid == 0:
+        raise KubernetesManifestError("Refusing a helper pod that runs as root (uid 0).")
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "activeDeadlineSeconds": 300,
+        "terminationGracePeriodSeconds": 0,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": uid,
+            "runAsGroup": gid,
+            "fsGroup": gid,
+            "fsGroupChangePolicy": "OnRootMismatch",
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [
+            {
+                "name": KERNEL_CONTAINER,
+                "image": image,
+                "imagePullPolicy": "IfNotPresent",
+                "command": command,
+                "env": [
+                    {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
+                    {"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"},
+                ],
+                "securityContext": {**_security_context(), "readOnlyRootFilesystem": True},
+                "resources": {
+                    "limits": {"cpu": "250m", "memory": "256Mi"},
+                    "requests": {"cpu": "250m", "memory": "256Mi"},
+                },
+                "volumeMounts": [
+                    {
+                        "name": f"claim-{i}",
+                        "mountPath": f"/v/{i}",
+                        "subPath": CHECKPOINT_SUBPATH,
+                        "readOnly": read_only,
+                    }
+                    for i in range(len(claims))
+                ],
+            }
+        ],
+        "volumes": [
+            {
+                "name": f"claim-{i}",
+                "persistentVolumeClaim": {"claimName": claim, "readOnly": read_only},
+            }
+            for i, claim in enumerate(claims)
+        ],
+    }
+    if node:
+        spec["nodeName"] = node
+    labels = {
+        **MANAGED_BY,
+        COMPONENT_LABEL: "checkpoint-helper",
+        LABEL_OWNER: label_value(username),
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": _check_namespace(namespace),
+            "labels": labels,
+            "annotations": {LABEL_OWNER: username},
         },
         "spec": spec,
     }
