@@ -157,6 +157,9 @@ async def test_kernel_pod_lifecycle_through_the_broker(jp_fetch, jp_serverapp, c
     # The broker's view, as the panel's endpoint shows it.
     info = json.loads((await jp_fetch("tfenv", "kernels", kernel_id)).body)
     assert info["container_id"] == pod["metadata"]["name"]
+    assert info["live"]["running"] is True and info["live"]["status"] == "running"
+    limit = pod["spec"]["containers"][0]["resources"]["limits"]["memory"]
+    assert info["live"]["memory_limit"] == int(limit) > 0
 
     # A checkpoint written now is on the user's claim after the pod is gone.
     await run_code(
@@ -258,6 +261,26 @@ async def _checkpoints_on_the_claim(jp_fetch, jp_serverapp, cluster, kernel_id):
     assert folder.is_dir() and not list(folder.rglob("ckpt-*"))
     again = json.loads((await jp_fetch("tfenv", "checkpoints", "tf220")).body)
     assert again["checkpoints"] == []
+
+
+async def test_the_environment_probe_runs_as_a_pod(jp_fetch, cluster):
+    """scripted API: the panel's probe (POST /tfenv/environments/<id>/probe) is a short
+    pod of the environment's image; its TensorFlow and build facts come back, cached."""
+    before = json.loads((await jp_fetch("tfenv", "environments", "tf220", "probe")).body)
+    assert before["state"] == "not_probed"
+    response = await jp_fetch("tfenv", "environments", "tf220", "probe", method="POST", body="")
+    probe = json.loads(response.body)
+    assert probe["state"] == "ok"
+    assert probe["tensorflow"] == "2.20.0"
+    assert probe["build"]["is_cuda_build"] is False  # the test image is tensorflow-cpu
+    assert probe["gpu_state"]["state"] == "not_requested"
+    assert probe["image_id"] == TF220
+    # The probe pod is gone; the GET now answers from the cache without a pod.
+    assert cluster.pods() == []
+    posts = len([p for meth, p in cluster.api.requests if meth == "POST"])
+    cached = json.loads((await jp_fetch("tfenv", "environments", "tf220", "probe")).body)
+    assert cached["state"] == "ok" and cached["tensorflow"] == "2.20.0"
+    assert len([p for meth, p in cluster.api.requests if meth == "POST"]) == posts
 
 
 async def test_no_free_gpu_reaches_the_kernel_error_dialog(jp_fetch, cluster):

@@ -562,7 +562,7 @@ class TFEnvBroker(KernelContainerSettings, CheckpointStorageSettings, Applicatio
     async def environments(self, caller: Caller) -> dict[str, Any]:
         catalog = self.get_catalog()
         envs = catalog.all()
-        images = await self._image_index() if self.k8s is None else _IMAGES_ON_NODES
+        images = await self._image_index() if self.k8s is None else {}
         result = []
         for env in envs:
             allowed, reason = policy.environment_allowed(
@@ -572,7 +572,11 @@ class TFEnvBroker(KernelContainerSettings, CheckpointStorageSettings, Applicatio
                 **env.summary(),
                 "image_ref": env.image,
                 "allowed": allowed,
-                "image": self._image_status(env, images),
+                "image": (
+                    self._image_status(env, images)
+                    if self.k8s is None
+                    else self.k8s.image_status(caller, env)
+                ),
             }
             if reason:
                 item["reason"] = reason
@@ -611,12 +615,7 @@ class TFEnvBroker(KernelContainerSettings, CheckpointStorageSettings, Applicatio
     async def probe(self, caller: Caller, env_id: str, *, refresh: bool) -> dict[str, Any]:
         env = self.environment_for(caller, env_id, status=404)
         if self.k8s is not None:
-            raise BrokerError(
-                f"Probing '{env.id}' is not done in Kubernetes mode yet: the panel shows what "
-                "the running kernel reports instead.",
-                status=501,
-                reason="no probe in kubernetes mode",
-            )
+            return await self.k8s.probe(caller, env, refresh=refresh)
         running = self._probes.get(env.id)
         if running is None or running.done():
             client = await self.docker()
@@ -1137,10 +1136,6 @@ class TFEnvBroker(KernelContainerSettings, CheckpointStorageSettings, Applicatio
 
     def start(self) -> None:
         asyncio.run(self.serve())
-
-
-#: The image status of every environment in Kubernetes mode: the nodes pull, not the broker.
-_IMAGES_ON_NODES = "kubernetes mode: the cluster's nodes pull images (pre-pull: docs/kubernetes.md)"
 
 
 def _image_missing(env: Environment) -> BrokerError:

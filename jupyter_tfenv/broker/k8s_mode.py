@@ -26,12 +26,15 @@ import json
 import re
 import secrets
 import signal
+import time
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from ..catalog import Environment
 from ..errors import TFEnvError
 from ..k8s import manifests
 from ..lock import LockFile, LockMissingError, require_lock
+from ..probe import PROBE_SCRIPT_PATH, PROBE_VERSION
 from . import policy
 from .policy import BrokerError, Caller
 
@@ -61,6 +64,8 @@ class KubernetesKernels:
     def __init__(self, broker: TFEnvBroker) -> None:
         self.broker = broker
         self._backend: KubernetesBackend | None = None
+        #: Probes by (environment, image reference as the pods run it).
+        self._probes: dict[tuple[str, str], dict[str, Any]] = {}
 
     @property
     def log(self) -> Any:
@@ -265,6 +270,83 @@ class KubernetesKernels:
                 err.message, status=err.http_status, reason="checkpoint helper", logs=err.events
             ) from err
 
+    async def probe(self, caller: Caller, env: Environment, *, refresh: bool) -> dict[str, Any]:
+        """What the environment's image holds (python, TensorFlow, its CUDA/cuDNN build),
+        from a short probe pod; kept per image reference. The pod gets no GPU (it would
+        hold one and wait for a free one): the kernel's own view shows the GPUs."""
+        from ..k8s.backend import PodStartError  # noqa: PLC0415
+
+        image = manifests.pod_image(self.kernel_start_for(caller, env))
+        cached = self._probes.get((env.id, image))
+        if cached is not None and not refresh:
+            return {"state": "ok", **cached, "cached": True}
+        started = time.monotonic()
+        pod = manifests.helper_pod(
+            name=manifests.dns_label("tfenv-probe", env.id, secrets.token_hex(4)),
+            namespace=self.broker.kubernetes_namespace,
+            image=image,
+            command=[env.python, "-c", _PROBE_LAUNCH, PROBE_SCRIPT_PATH.read_text()],
+            claims=[],
+            uid=caller.uid,
+            gid=caller.gid,
+            username=caller.name,
+            read_only=True,
+            scratch=_PROBE_DIR,
+            component="probe",
+        )
+        try:
+            out = await self._call(
+                self.backend().run_helper(pod, timeout=self.broker.probe_timeout, raw=True)
+            )
+        except PodStartError as err:
+            raise BrokerError(
+                f"The probe of '{env.id}' failed: {err.message}",
+                status=err.http_status,
+                reason="probe failed",
+                logs=_failure_logs(err),
+            ) from err
+        facts = _probe_facts(env, out)
+        gpu_state = (
+            {
+                "state": "unknown",
+                "message": "Kubernetes mode probes without a GPU; the panel's kernel view "
+                "shows the GPUs a running kernel sees.",
+            }
+            if env.wants_gpu
+            else {
+                "state": "not_requested",
+                "message": f"'{env.id}' is a CPU environment: its kernels see no GPU.",
+            }
+        )
+        result = {
+            **facts,
+            "gpu_state": gpu_state,
+            "image_id": image,
+            "image": env.image,
+            "environment": env.id,
+            "probed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "duration_s": round(time.monotonic() - started, 3),
+            "probe_version": PROBE_VERSION,
+            "cached": False,
+        }
+        self._probes[(env.id, image)] = result
+        return {"state": "ok", **result}
+
+    def image_status(self, caller: Caller, env: Environment) -> dict[str, Any]:
+        """The environments listing's image entry: the reference the pods run (the
+        nodes pull it; the broker cannot see node caches)."""
+        try:
+            image = manifests.pod_image(self.kernel_start_for(caller, env))
+        except BrokerError as err:
+            return {"present": None, "image_id": None, "error": err.message}
+        return {
+            "present": None,
+            "image_id": image,
+            "repo_digests": [image] if "@sha256:" in image else [],
+            "size": None,
+            "note": "Kubernetes mode: each node pulls the image (pre-pull: docs/kubernetes.md).",
+        }
+
     def kernel_start_for(self, caller: Caller, env: Environment) -> manifests.KernelStart:
         """A start of ``env`` for ``caller`` (only to name its image, as a kernel's)."""
         req = policy.StartRequest("0" * 8, env.id, "/", "/", {})
@@ -362,11 +444,20 @@ class KubernetesKernels:
 
     async def live(self, caller: Caller, kernel_id: str) -> dict[str, Any]:
         p = await self.find(caller, kernel_id)
+        # The pod's state and limits; no readings (the broker has no access to the node's
+        # runtime: the cluster's metrics show usage).
         return {
-            "state": "unavailable",
-            "reason": "Live CPU, memory and GPU readings are not read in Kubernetes mode yet "
-            "(the broker has no access to the node's runtime); see the cluster's metrics.",
+            "status": _status(p),
+            "running": p.running,
+            "exit_code": p.exit_code,
+            "oom_killed": p.oom_killed,
             "container": p.name,
+            "node": p.node,
+            "cpu_percent": None,
+            "memory_used": None,
+            "memory_limit": p.memory_limit,
+            "cpu_limit": p.cpu_limit,
+            "readings": "unavailable in Kubernetes mode",
         }
 
     async def delete(self, caller: Caller, kernel_id: str) -> None:
@@ -403,3 +494,35 @@ def _failure_logs(err: Any) -> str:
     if err.events.strip():
         parts.append(f"Events of the kernel pod:\n{err.events}")
     return "\n\n".join(parts)
+
+
+#: The probe script wants a file of its own (it re-runs itself in a child process): the
+#: pod's root is read-only, so it is written into a small emptyDir first.
+_PROBE_DIR = "/tfenv/probe"
+_PROBE_LAUNCH = (
+    "import os, sys\n"
+    f"p = '{_PROBE_DIR}/probe.py'\n"
+    "open(p, 'w').write(sys.argv[1])\n"
+    "os.execv(sys.executable, [sys.executable, p])\n"
+)
+
+
+def _probe_facts(env: Environment, out: str) -> dict[str, Any]:
+    for line in reversed(out.splitlines()):
+        text = line.strip()
+        if text.startswith("{"):
+            try:
+                facts = json.loads(text)
+            except ValueError:
+                break
+            if isinstance(facts, dict):
+                facts.setdefault("errors", {})
+                facts.setdefault("seconds", {})
+                return facts
+            break
+    raise BrokerError(
+        f"The probe of '{env.id}' printed no result (is '{env.python}' a Python 3 interpreter?).",
+        status=500,
+        reason="probe failed",
+        logs=out[-2000:],
+    )

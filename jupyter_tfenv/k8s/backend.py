@@ -105,6 +105,9 @@ class PodState:
     #: The kernel container's GPU limit (the environment's count).
     gpus: int = 0
     node: str = ""
+    #: The kernel container's limits: bytes, CPUs (None: none set).
+    memory_limit: int | None = None
+    cpu_limit: float | None = None
 
 
 def load_api_client(kubeconfig: str = "", context: str = "") -> Any:
@@ -384,9 +387,12 @@ class KubernetesBackend:
 
     # -- short helper pods (checkpoint listing and deletion) ---------------------------
 
-    async def run_helper(self, pod: dict[str, Any], *, timeout: float = 120.0) -> Any:
+    async def run_helper(
+        self, pod: dict[str, Any], *, timeout: float = 120.0, raw: bool = False
+    ) -> Any:
         """Run a helper pod (manifests.helper_pod) to its end; the JSON its last
-        ``TFENV-HELPER`` line printed. The pod is always deleted."""
+        ``TFENV-HELPER`` line printed (``raw``: its whole output, when it succeeded). The
+        pod is always deleted."""
         name = pod["metadata"]["name"]
         violations = pss.check_pod(pod)
         if violations:  # pragma: no cover - helper_pod is built restricted
@@ -419,6 +425,8 @@ class KubernetesBackend:
                     )
                 await asyncio.sleep(self.poll_interval)
             out = await self.logs(name, 200)
+            if raw and phase == "Succeeded":
+                return out
             for line in reversed(out.splitlines()):
                 if line.startswith("TFENV-HELPER "):
                     return json.loads(line[len("TFENV-HELPER ") :])
@@ -501,7 +509,23 @@ def pod_state(pod: Mapping[str, Any]) -> PodState:
         image=str(kernel.get("imageID") or kernel.get("image") or ""),
         gpus=_gpu_limit(pod),
         node=str((pod.get("spec") or {}).get("nodeName") or ""),
+        memory_limit=_limit(pod, "memory"),
+        cpu_limit=_limit(pod, "cpu"),
     )
+
+
+def _limit(pod: Mapping[str, Any], resource: str) -> Any:
+    for c in (pod.get("spec") or {}).get("containers") or []:
+        if c.get("name") == manifests.KERNEL_CONTAINER:
+            value = ((c.get("resources") or {}).get("limits") or {}).get(resource)
+            if value is None:
+                return None
+            try:
+                number = pss.parse_quantity(str(value))
+            except (TypeError, ValueError, ArithmeticError):
+                return None
+            return int(number) if resource == "memory" else float(number)
+    return None
 
 
 def _gpu_limit(pod: Mapping[str, Any]) -> int:

@@ -582,6 +582,8 @@ def helper_pod(
     username: str,
     read_only: bool,
     node: str | None = None,
+    scratch: str | None = None,
+    component: str = "checkpoint-helper",
 ) -> dict[str, Any]:
     """A short pod that runs ``command`` with each claim's checkpoint folder at /v/<i>
     (the checkpoint listing and deletion of Kubernetes mode): restricted like a kernel,
@@ -637,11 +639,14 @@ def helper_pod(
             for i, claim in enumerate(claims)
         ],
     }
+    if scratch:  # a small writable folder (the root filesystem is read-only)
+        spec["containers"][0]["volumeMounts"].append({"name": "scratch", "mountPath": scratch})
+        spec["volumes"].append({"name": "scratch", "emptyDir": {"sizeLimit": "64Mi"}})
     if node:
         spec["nodeName"] = node
     labels = {
         **MANAGED_BY,
-        COMPONENT_LABEL: "checkpoint-helper",
+        COMPONENT_LABEL: component,
         LABEL_OWNER: label_value(username),
     }
     return {
