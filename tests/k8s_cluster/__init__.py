@@ -1,0 +1,1 @@
+"""Kubernetes kernels (issue 11) against a real cluster: skipped unless $KUBECONFIG is set."""
