@@ -808,3 +808,37 @@ def test_the_docker_backend_ignores_the_kubernetes_field():
     )
     placed.pop("name"), plain.pop("name")  # a fresh random suffix per launch
     assert placed == plain
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("alice", "alice"),
+        ("Alice.B_2", "Alice.B_2"),  # a valid label value stays as it is
+        ("1user", "1user"),
+        ("", ""),
+    ],
+)
+def test_server_selector_uses_kubespawners_label_values(name, expected):
+    assert m.kubespawner_label(name) == expected
+
+
+def test_server_selector_hashes_names_kubespawner_would_hash():
+    """KubeSpawner 7's 'safe' scheme: slug of at most 21, '---', 8 hex digits of SHA-256."""
+    import hashlib
+
+    def tag(n):
+        return hashlib.sha256(n.encode()).hexdigest()[:8]
+
+    email = "Bob.Smith@example.org"
+    assert m.kubespawner_label(email) == f"bob-smith-example-org---{tag(email)}"
+    assert m.kubespawner_label("a--b") == f"a-b---{tag('a--b')}"  # '--' is always hashed
+    assert m.kubespawner_label("_9lives!") == f"x-9lives---{tag('_9lives!')}"
+    long = "x" * 70
+    assert m.kubespawner_label(long) == f"{'x' * 21}---{tag(long)}"
+    for value in (email, "a--b", "_9lives!", long, "名前"):
+        out = m.kubespawner_label(value)
+        assert len(out) <= 63 and LABEL_VALUE_RE.match(out)
+    selector = m.default_server_selector(email, "gpu run")
+    assert selector["hub.jupyter.org/username"] == m.kubespawner_label(email)
+    assert selector["hub.jupyter.org/servername"] == f"gpu-run---{tag('gpu run')}"

@@ -662,18 +662,46 @@ def helper_pod(
     }
 
 
+_KS_LABEL_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
+_KS_HASH_LEN = 8
+_KS_MAX = 32
+
+
+def kubespawner_label(name: str) -> str:
+    """The label value KubeSpawner 7 (z2jh 4) gives a user or server name.
+
+    Its documented "safe" scheme: a name that already is a valid label value (and has no
+    ``--``) stays as it is; any other becomes a lower-case slug of at most 21 characters
+    (runs of anything but ``[a-z0-9]`` become ``-``, it starts with a letter, else ``x-``
+    is put in front), then ``---`` and the first 8 hex digits of the name's SHA-256: 32
+    characters at most. The server's NetworkPolicy must select exactly this value.
+    """
+    if not name:
+        return ""
+    if "--" not in name and len(name) <= _MAX_LABEL and _KS_LABEL_RE.match(name):
+        return name
+    room = _KS_MAX - _KS_HASH_LEN - 3
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).lstrip("-")[:room].rstrip("-")
+    if slug and not slug[0].isalpha():
+        slug = "x-" + slug[: room - 2]
+    tag = hashlib.sha256(name.encode("utf-8")).hexdigest()[:_KS_HASH_LEN]
+    return f"{slug or 'x'}---{tag}"
+
+
 def default_server_selector(username: str, server_name: str = "") -> dict[str, str]:
-    """matchLabels of a user's server pod as KubeSpawner labels it (z2jh's defaults).
+    """matchLabels of a user's server pod as KubeSpawner 7 labels it (z2jh 4's defaults):
+    ``component: singleuser-server`` and the user (and server) names as
+    :func:`kubespawner_label` makes them.
 
     A deployment that labels server pods differently passes its own selector to
     :func:`kernel_network_policy`.
     """
     labels = {
         "component": "singleuser-server",
-        "hub.jupyter.org/username": label_value(username),
+        "hub.jupyter.org/username": kubespawner_label(username),
     }
     if server_name:
-        labels["hub.jupyter.org/servername"] = label_value(server_name)
+        labels["hub.jupyter.org/servername"] = kubespawner_label(server_name)
     return labels
 
 
