@@ -335,23 +335,32 @@ def _run(
         remove_quietly(container)
 
 
-def _parse(env: Environment, stdout: str, container: Any) -> dict[str, Any]:
+def probe_facts(stdout: str) -> dict[str, Any] | None:
+    """The facts the probe script printed (its last JSON line), or None."""
     for line in reversed(stdout.splitlines()):
         text = line.strip()
         if text.startswith("{"):
             try:
                 facts = json.loads(text)
             except ValueError:
-                break
+                return None
             if isinstance(facts, dict):
                 facts.setdefault("errors", {})
                 facts.setdefault("seconds", {})
                 return facts
-            break
-    raise ProbeError(
-        f"The probe of '{env.id}' printed no result (is '{env.python}' a Python 3 interpreter?).",
-        logs=tail_logs(container) or stdout[-2000:],
-    )
+            return None
+    return None
+
+
+def no_result_message(env: Environment) -> str:
+    return f"The probe of '{env.id}' printed no result (is '{env.python}' a Python 3 interpreter?)."
+
+
+def _parse(env: Environment, stdout: str, container: Any) -> dict[str, Any]:
+    facts = probe_facts(stdout)
+    if facts is None:
+        raise ProbeError(no_result_message(env), logs=tail_logs(container) or stdout[-2000:])
+    return facts
 
 
 def _gpu_state(env: Environment, facts: dict[str, Any]) -> dict[str, str]:

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -286,5 +287,25 @@ async def run_code(jp_serverapp: Any, kernel_id: str, code: str, timeout: float 
         reply = await client.execute_interactive(code, output_hook=hook, timeout=timeout)
         assert reply["content"]["status"] == "ok", "".join(out)
         return "".join(out)
+    finally:
+        client.stop_channels()
+
+
+async def interrupt_a_sleep(jp_fetch: Any, km: Any, kernel_id: str) -> None:
+    """Interrupt a running ``time.sleep(60)`` through the REST API: the reply must be
+    the KeyboardInterrupt error."""
+    client = km.client()
+    client.start_channels()
+    try:
+        await client.wait_for_ready(timeout=60)
+        msg_id = client.execute("import time; time.sleep(60)")
+        await asyncio.sleep(1.0)
+        await jp_fetch("api", "kernels", kernel_id, "interrupt", method="POST", body="")
+        while True:
+            reply = await client.get_shell_msg(timeout=30)
+            if reply["parent_header"].get("msg_id") == msg_id:
+                break
+        assert reply["content"]["status"] == "error"
+        assert reply["content"]["ename"] == "KeyboardInterrupt"
     finally:
         client.stop_channels()

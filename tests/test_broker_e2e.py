@@ -7,7 +7,6 @@ container through it. The whole JupyterHub deployment is tested in tests/hub/.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import pwd
@@ -23,7 +22,7 @@ from tornado.httpserver import HTTPServer
 from tornado.testing import bind_unused_port
 from traitlets.config import Config
 
-from .conftest import KERNEL_UID, run_code, start_kernel
+from .conftest import KERNEL_UID, interrupt_a_sleep, run_code, start_kernel
 
 pytestmark = [
     pytest.mark.docker,
@@ -158,21 +157,7 @@ async def test_kernel_lifecycle_through_the_broker(jp_fetch, jp_serverapp, jp_ro
 
     # Interrupt reaches the kernel through the broker's signal call.
     km = jp_serverapp.kernel_manager.get_kernel(kernel_id)
-    client = km.client()
-    client.start_channels()
-    try:
-        await client.wait_for_ready(timeout=60)
-        msg_id = client.execute("import time; time.sleep(60)")
-        await asyncio.sleep(1.0)
-        await jp_fetch("api", "kernels", kernel_id, "interrupt", method="POST", body="")
-        while True:
-            reply = await client.get_shell_msg(timeout=30)
-            if reply["parent_header"].get("msg_id") == msg_id:
-                break
-        assert reply["content"]["status"] == "error"
-        assert reply["content"]["ename"] == "KeyboardInterrupt"
-    finally:
-        client.stop_channels()
+    await interrupt_a_sleep(jp_fetch, km, kernel_id)
 
     # Shutdown: container and runtime folder gone.
     rundir = Path(km.provisioner.runtime_dir)

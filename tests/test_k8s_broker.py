@@ -12,7 +12,6 @@ token check is a stand-in, as in tests/test_broker_e2e.py.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 from collections.abc import Iterator
@@ -28,7 +27,7 @@ from traitlets.config import Config
 
 from jupyter_tfenv.k8s import manifests as m
 
-from .conftest import TF220, run_code, start_kernel
+from .conftest import TF220, interrupt_a_sleep, run_code, start_kernel
 from .k8s_api import DockerKubelet, ScriptedAPI, ScriptedKubelet, make_root, remove_root
 from .test_broker_e2e import StandInHubAuth
 
@@ -183,21 +182,7 @@ async def test_kernel_pod_lifecycle_through_the_broker(jp_fetch, jp_serverapp, c
     assert out.strip() == "False ['ckpt-1.index']"
 
     # Interrupt: the kernel's interrupt_request message (no signal crosses the API).
-    client = km.client()
-    client.start_channels()
-    try:
-        await client.wait_for_ready(timeout=60)
-        msg_id = client.execute("import time; time.sleep(60)")
-        await asyncio.sleep(1.0)
-        await jp_fetch("api", "kernels", kernel_id, "interrupt", method="POST", body="")
-        while True:
-            reply = await client.get_shell_msg(timeout=30)
-            if reply["parent_header"].get("msg_id") == msg_id:
-                break
-        assert reply["content"]["status"] == "error"
-        assert reply["content"]["ename"] == "KeyboardInterrupt"
-    finally:
-        client.stop_channels()
+    await interrupt_a_sleep(jp_fetch, km, kernel_id)
 
     # Shutdown: pod, Secret and policy gone, the server's connection folder too; the
     # claim stays.

@@ -18,7 +18,6 @@ chart's code). What a real cluster does with these objects is not tested here
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -33,8 +32,8 @@ from jupyter_tfenv.catalog import Environment, TFEnvCatalog
 from jupyter_tfenv.k8s import manifests as m
 from jupyter_tfenv.k8s.pss import check_pod
 
-#: The Kubernetes versions validated against (as tests/test_k8s_manifests.py).
-K8S_VERSIONS = ("1.30", "1.33")
+from .test_k8s_manifests import K8S_VERSIONS, block_network
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "kubernetes"
 FILES = (
     "namespace.yaml",
@@ -76,14 +75,7 @@ SERVER_POD_LABELS = {"component": "singleuser-server", "hub.jupyter.org/username
 @pytest.fixture(autouse=True)
 def no_network(monkeypatch):
     """Everything here works offline: any connection or name lookup fails the test."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError(f"network use during an offline test: {args!r}")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
+    block_network(monkeypatch)
 
 
 # --- loading ---------------------------------------------------------------------------

@@ -120,11 +120,8 @@ STARTS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def no_network(request, monkeypatch):
-    """Validation must work offline: any connection or name lookup fails the test."""
-    if request.node.name.startswith("test_local_"):
-        return  # a local kernel process over loopback TCP
+def block_network(monkeypatch):
+    """Any connection or name lookup from now on fails the test (offline tests)."""
 
     def refuse(*args, **kwargs):
         raise AssertionError(f"network use during an offline test: {args!r}")
@@ -133,6 +130,14 @@ def no_network(request, monkeypatch):
     monkeypatch.setattr(socket.socket, "connect_ex", refuse)
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+@pytest.fixture(autouse=True)
+def no_network(request, monkeypatch):
+    """Validation must work offline: any connection or name lookup fails the test."""
+    if request.node.name.startswith("test_local_"):
+        return  # a local kernel process over loopback TCP
+    block_network(monkeypatch)
 
 
 def validate(obj, version):

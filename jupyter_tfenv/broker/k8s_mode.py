@@ -34,7 +34,7 @@ from ..catalog import Environment
 from ..errors import TFEnvError
 from ..k8s import manifests
 from ..lock import LockFile, LockMissingError, require_lock
-from ..probe import PROBE_SCRIPT_PATH, PROBE_VERSION
+from ..probe import PROBE_SCRIPT_PATH, PROBE_VERSION, no_result_message, probe_facts
 from . import policy
 from .policy import BrokerError, Caller
 
@@ -508,21 +508,9 @@ _PROBE_LAUNCH = (
 
 
 def _probe_facts(env: Environment, out: str) -> dict[str, Any]:
-    for line in reversed(out.splitlines()):
-        text = line.strip()
-        if text.startswith("{"):
-            try:
-                facts = json.loads(text)
-            except ValueError:
-                break
-            if isinstance(facts, dict):
-                facts.setdefault("errors", {})
-                facts.setdefault("seconds", {})
-                return facts
-            break
-    raise BrokerError(
-        f"The probe of '{env.id}' printed no result (is '{env.python}' a Python 3 interpreter?).",
-        status=500,
-        reason="probe failed",
-        logs=out[-2000:],
-    )
+    facts = probe_facts(out)
+    if facts is None:
+        raise BrokerError(
+            no_result_message(env), status=500, reason="probe failed", logs=out[-2000:]
+        )
+    return facts
