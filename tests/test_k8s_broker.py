@@ -128,7 +128,7 @@ FACTS = (
     "    writable = False\n"
     "print(json.dumps({'uid': os.getuid(), 'gid': os.getgid(), 'tf': tf.__version__,\n"
     "  'key_in_env': any(key in v for v in os.environ.values()), 'writable': writable,\n"
-    "  'ckpt': os.environ['TFENV_CHECKPOINT_DIR'],\n"
+    "  'ckpt': os.environ['TFENV_CHECKPOINT_DIR'], 'cwd': os.getcwd(),\n"
     "  'env': sorted(k for k in os.environ if 'TOKEN' in k or k.startswith('JUPYTERHUB'))}))\n"
 )
 
@@ -151,6 +151,7 @@ async def test_kernel_pod_lifecycle_through_the_broker(jp_fetch, jp_serverapp, c
     assert facts["tf"] == "2.20.0"
     assert facts["key_in_env"] is False and facts["writable"] is False
     assert facts["ckpt"] == "/tfenv/checkpoints"
+    assert facts["cwd"] == "/tmp"
     assert facts["env"] == []
 
     # The broker's view, as the panel's endpoint shows it.

@@ -504,6 +504,8 @@ def kernel_pod(start: KernelStart) -> dict[str, Any]:
         "image": image,
         "imagePullPolicy": "IfNotPresent",
         "command": kernel_command(start),
+        # Writable for any uid, like HOME: the notebook's folder is not in the pod.
+        "workingDir": "/tmp",  # noqa: S108
         "env": kernel_env(start),
         "ports": [
             {"name": name, "containerPort": port, "protocol": "TCP"}
