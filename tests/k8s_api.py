@@ -13,7 +13,7 @@ networkpolicies), in the API's own JSON, to the real ``kubernetes`` Python clien
 - what happens to a pod after it is created is the *kubelet's* part, a script: each
   test says what the node does (schedule it or not, pull slowly, fail the pull, OOM-kill
   it), or uses :class:`DockerKubelet`, which runs the pod's kernel container for real
-  from its image (as the pod's uid, on its own loopback address 127.0.0.N standing in
+  from its image (as the pod's uid, on its own loopback address 127.B.C.D standing in
   for the pod IP, with the Secret's file mounted read-only and the claim a folder).
 
 Tests that use it say so ("scripted API") in their docstrings.
@@ -28,6 +28,7 @@ import functools
 import itertools
 import json
 import os
+import random
 import shutil
 import tempfile
 import threading
@@ -132,11 +133,14 @@ class DockerKubelet(Kubelet):
     (the init container's subfolders made as the pod's uid) mounted at its subPaths.
 
     The stand-ins, each the least a pod needs off a cluster: the pod IP is a loopback
-    address of its own, 127.0.0.N (the container shares the host's network namespace, so
-    the kernel's --ip=0.0.0.0 becomes --ip=127.0.0.N: nothing listens beyond loopback).
+    address of its own, 127.B.C.D (the container shares the host's network namespace, so
+    the kernel's --ip=0.0.0.0 becomes --ip=127.B.C.D: nothing listens beyond loopback).
     """
 
     LABEL = "org.jupyter.tfenv.test"
+    #: Pod IPs: 127.B.C.D from a random B per process, so that two test runs on one
+    #: machine never hand out the same address (the kernels' ports are fixed).
+    _base = random.randint(1, 250)
     _ips = itertools.count(2)
 
     def __init__(self, root: Path, docker_client: Any) -> None:
@@ -210,7 +214,8 @@ class DockerKubelet(Kubelet):
             source = os.path.join(sources[mount["name"]], mount.get("subPath", ""))
             mode = "ro" if mount.get("readOnly") else "rw"
             binds.append(f"{source.rstrip('/')}:{mount['mountPath']}:{mode}")
-        ip = f"127.0.0.{next(self._ips)}"
+        n = next(self._ips)
+        ip = f"127.{self._base}.{n // 250}.{n % 250 + 2}"
         self.ip_of[name] = ip
         cmd = [f"--ip={ip}" if a.startswith("--ip=") else a for a in kernel["command"]]
         env = {e["name"]: e.get("value", "") for e in kernel.get("env") or []}

@@ -269,6 +269,36 @@ async def test_the_environment_probe_runs_as_a_pod(jp_fetch, cluster):
     assert len([p for meth, p in cluster.api.requests if meth == "POST"]) == posts
 
 
+async def test_a_restarted_server_removes_the_pods_its_predecessor_left(
+    jp_serverapp, cluster, monkeypatch
+):
+    """scripted API: kernel pods started for this hub server name by a server that died
+    are removed when the next one starts (the labels and annotations find them); a pod of
+    the user's other named server stays."""
+    from jupyter_tfenv.broker.client import BrokerClient
+
+    client = BrokerClient(cluster.url, TOKEN)
+    ids = {
+        "": "0d1e2f3a-0000-4000-8000-0000000000a1",
+        "big": "0d1e2f3a-0000-4000-8000-0000000000b2",
+    }
+    for server, kid in ids.items():
+        await client.prepare_runtime(kid, restart=False)
+        body = {"kernel_id": kid, "environment": "tf220", "cwd": "/tmp", "server": server}
+        await client.start_kernel({**body, "key": "k" * 32}, timeout=120)
+    try:
+        assert len(cluster.pods()) == 2
+        monkeypatch.setenv("JUPYTERHUB_SERVER_NAME", "")
+        await jp_serverapp.extension_manager.start_all_extensions()
+        (tfenv_app,) = jp_serverapp.extension_manager.extension_apps["jupyter_tfenv"]
+        await tfenv_app._reap()
+        left = [p["metadata"]["name"] for p in cluster.pods()]
+        assert left == [m.kernel_pod_name(ids["big"])]
+    finally:
+        for kid in ids.values():
+            await client.delete_kernel(kid)
+
+
 async def test_no_free_gpu_reaches_the_kernel_error_dialog(jp_fetch, cluster):
     """scripted API: FailedScheduling's reason and the pod's events in the dialog."""
     reason = "0/4 nodes are available: 4 Insufficient nvidia.com/gpu."
