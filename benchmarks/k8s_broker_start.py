@@ -196,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     if reason is not None:
         print(f"cannot run: podman cannot run pods here: {reason}", file=sys.stderr)
         return 2
+    load_before = os.getloadavg()[0]
     say: Callable[[str], None] = lambda message: print(f"[bench] {message}", flush=True)  # noqa: E731
     pm.ensure_image(TF220)
     ws = make_workspace(KERNEL_UID, KERNEL_UID)
@@ -241,7 +242,10 @@ def main(argv: list[str] | None = None) -> int:
         os.chdir(cwd)
         ws.cleanup()
         shutil.rmtree(workdir, ignore_errors=True)
-    print(f"\nmachine: nproc {os.cpu_count()}, load {os.getloadavg()[0]:.2f} (after the run)")
+    print(
+        f"\nmachine: nproc {os.cpu_count()}, load {load_before:.2f} before the run, "
+        f"{os.getloadavg()[0]:.2f} after"
+    )
     print(f"docker {run_cmd(['docker', '--version'])}; {run_cmd(['podman', '--version'])}")
     stats: dict[str, Any] = {}
     if all(targets.get(p) and targets[p].starts for p in PATHS):
