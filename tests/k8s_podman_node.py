@@ -47,7 +47,7 @@ class PodmanKubelet(Kubelet):
         self.session = pm.PodmanSession(workdir=workdir)
         self.session.create_network()
         self.pods: dict[str, pm.PodInfo] = {}
-        #: pod names deleted in the API while (or before) they were being played
+        #: uids of the pods deleted in the API (a restart makes a new pod of the same name)
         self._gone: set[str] = set()
         #: the harness's session is not thread-safe: one podman operation at a time
         self._lock = threading.Lock()
@@ -103,7 +103,7 @@ class PodmanKubelet(Kubelet):
         ns, name = meta["namespace"], meta["name"]
         objects = self._objects(api, pod)
         with self._lock:
-            if name in self._gone:
+            if meta["uid"] in self._gone:  # deleted before it could be played
                 return
             info = self.session.play_kernel(objects)
             self.pods[name] = info
@@ -127,16 +127,18 @@ class PodmanKubelet(Kubelet):
                 ],
             )
         )
-        threading.Thread(target=self._reap, args=(api, ns, name, info), daemon=True).start()
+        threading.Thread(
+            target=self._reap, args=(api, ns, name, meta["uid"], info), daemon=True
+        ).start()
 
-    def _reap(self, api: ScriptedAPI, ns: str, name: str, info: pm.PodInfo) -> None:
+    def _reap(self, api: ScriptedAPI, ns: str, name: str, uid: str, info: pm.PodInfo) -> None:
         """Wait for the kernel container's exit; report it unless the pod was deleted."""
         try:
             result = pm.podman("wait", info.container(), check=False, timeout=24 * 3600)
             code = int(result.stdout.strip().splitlines()[-1])
         except Exception:
             return
-        if self.pods.get(name) is info and name not in self._gone:
+        if self.pods.get(name) is info and uid not in self._gone:
             state = {"terminated": {"exitCode": code, "reason": "Error" if code else "Completed"}}
             api.call_soon(
                 lambda: api.update_pod(
@@ -150,7 +152,7 @@ class PodmanKubelet(Kubelet):
     def deleted(self, api: ScriptedAPI, pod: dict[str, Any]) -> None:
         """``podman kube down`` of the pod, then its secret (the API's went with the pod)."""
         name = pod["metadata"]["name"]
-        self._gone.add(name)
+        self._gone.add(pod["metadata"]["uid"])
         with self._lock:
             info = self.pods.pop(name, None)
             if info is None:

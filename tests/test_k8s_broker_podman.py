@@ -81,7 +81,7 @@ def podman_pods_on(network: str) -> list[str]:
 
 
 async def test_a_tf_kernel_runs_in_a_real_pod_through_the_broker(jp_fetch, jp_serverapp, cluster):
-    """scripted API + podman: start, code at the pod's real IP, DELETE takes the pod down."""
+    """scripted API + podman: start, code at the pod's real IP, restart, DELETE: pod gone."""
     node: PodmanKubelet = cluster.node  # type: ignore[assignment]
     assert node.network in pm.podman("network", "ls", "--format", "{{.Name}}").stdout.split()
     kernel_id = await start_kernel(jp_fetch, "tfenv-tf220", "nb.ipynb")
@@ -103,6 +103,17 @@ async def test_a_tf_kernel_runs_in_a_real_pod_through_the_broker(jp_fetch, jp_se
     )
     assert json.loads(out.strip().splitlines()[-1]) == ["2.20.0", POD_UID, POD_GID]
     assert cluster.app.kubernetes_uid == POD_UID
+
+    await run_code(jp_serverapp, kernel_id, "x = 41")
+    # Restart: a new pod of the same name (new uid), played again; the server follows it.
+    response = await jp_fetch("api", "kernels", kernel_id, "restart", method="POST", body="")
+    assert response.code == 200
+    [again] = cluster.pods()
+    assert again["metadata"]["name"] == name and again["metadata"]["uid"] != pod["metadata"]["uid"]
+    assert km.ip == node.pods[name].ip == again["status"]["podIP"]
+    assert podman_pods_on(node.network) == [name]
+    out = await run_code(jp_serverapp, kernel_id, "print('x' in globals())")
+    assert out.strip() == "False"
 
     response = await jp_fetch("api", "kernels", kernel_id, method="DELETE")
     assert response.code == 204
