@@ -141,7 +141,7 @@ class Brokers:
         if self.docker is not None:
             self.left += [f"docker broker container {c}" for c in self.docker.close()]
         if self.k8s_docker is not None:
-            # Only this node's containers (DockerKubelet.stop removes every test's).
+            # Only this node's containers, and report them: none should be left.
             node = self.k8s_docker.node
             self.left += [f"k8s+docker container {name}" for name in node.containers]
             for box in node.containers.values():

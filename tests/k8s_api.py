@@ -148,6 +148,9 @@ class DockerKubelet(Kubelet):
         self.docker = docker_client
         self.containers: dict[str, Any] = {}
         self.ip_of: dict[str, str] = {}
+        #: This node's own label value: stop() removes its containers, never another
+        #: test run's (two runs on one machine share the engine).
+        self.node_id = f"k8s-kubelet-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
     def claim_dir(self, claim: str) -> Path:
         return self.root / "claims" / claim
@@ -224,7 +227,7 @@ class DockerKubelet(Kubelet):
             cmd,
             detach=True,
             name=f"tfenv-test-pod-{name[-40:]}-{meta['uid'][:8]}",
-            labels={self.LABEL: "k8s-kubelet"},
+            labels={self.LABEL: self.node_id},
             network_mode="host",
             user=f"{uid}:{gid}",
             cap_drop=["ALL"],
@@ -279,7 +282,8 @@ class DockerKubelet(Kubelet):
         return box.logs().decode("utf-8", "replace") if box is not None else ""
 
     def stop(self) -> None:
-        for box in self.docker.containers.list(all=True, filters={"label": self.LABEL}):
+        mine = {"label": f"{self.LABEL}={self.node_id}"}
+        for box in self.docker.containers.list(all=True, filters=mine):
             box.remove(force=True)
         self.containers.clear()
 
