@@ -335,6 +335,27 @@ def _run(
         remove_quietly(container)
 
 
+def probe_result(
+    env: Environment,
+    facts: dict[str, Any],
+    gpu_state: dict[str, str],
+    image_id: str,
+    started: float,
+) -> dict[str, Any]:
+    """The probe's answer: its facts, the GPU state, which image, when, how long."""
+    return {
+        **facts,
+        "gpu_state": gpu_state,
+        "image_id": image_id,
+        "image": env.image,
+        "environment": env.id,
+        "probed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "duration_s": round(time.monotonic() - started, 3),
+        "probe_version": PROBE_VERSION,
+        "cached": False,
+    }
+
+
 def probe_facts(stdout: str) -> dict[str, Any] | None:
     """The facts the probe script printed (its last JSON line), or None."""
     for line in reversed(stdout.splitlines()):
@@ -459,16 +480,6 @@ def probe_image(
         gpu_state = {"state": GPU_NO_RUNTIME, "message": no_runtime}
     else:
         gpu_state = _gpu_state(env, facts)
-    result: dict[str, Any] = {
-        **facts,
-        "gpu_state": gpu_state,
-        "image_id": image_id,
-        "image": env.image,
-        "environment": env.id,
-        "probed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "duration_s": round(time.monotonic() - started, 3),
-        "probe_version": PROBE_VERSION,
-        "cached": False,
-    }
+    result = probe_result(env, facts, gpu_state, image_id, started)
     _write_cache(probe_cache_path(cache_dir, image_id, env), result)
     return result

@@ -79,6 +79,34 @@ class Kubelet:
     def created(self, api: ScriptedAPI, pod: dict[str, Any]) -> None:
         """Called (on the server's thread) right after a pod was stored."""
 
+
+class RunningKubelet(Kubelet):
+    """A node that really runs each pod (``_run``, in a thread of its own); a failure
+    there is the pod's: Failed, with a Warning event that says why."""
+
+    WHO = "kubelet"
+
+    def created(self, api: ScriptedAPI, pod: dict[str, Any]) -> None:
+        threading.Thread(target=self._run_or_fail, args=(api, pod), daemon=True).start()
+
+    def _run(self, api: ScriptedAPI, pod: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def _run_or_fail(self, api: ScriptedAPI, pod: dict[str, Any]) -> None:
+        meta = pod["metadata"]
+        try:
+            self._run(api, pod)
+        except Exception as err:  # reported as the pod's state
+            why = f"{self.WHO}: {err}"
+            api.call_soon(
+                lambda: api.update_pod(
+                    meta["namespace"],
+                    meta["name"],
+                    {"phase": "Failed", "message": why},
+                    [("Failed", why, "Warning")],
+                )
+            )
+
     def deleted(self, api: ScriptedAPI, pod: dict[str, Any]) -> None:
         """Called when a pod is deleted."""
 
@@ -125,7 +153,7 @@ def container(state: dict[str, Any], image: str = "", ready: bool = False) -> di
     }
 
 
-class DockerKubelet(Kubelet):
+class DockerKubelet(RunningKubelet):
     """Runs each pod's kernel container for real, as a Docker container of the pod's image
     (see the module docstring), with the pod's command, uid/gid, variables, no
     capabilities, no new privileges, and its volumes: the Secret's file written read-only
@@ -154,24 +182,6 @@ class DockerKubelet(Kubelet):
 
     def claim_dir(self, claim: str) -> Path:
         return self.root / "claims" / claim
-
-    def created(self, api: ScriptedAPI, pod: dict[str, Any]) -> None:
-        threading.Thread(target=self._run_or_fail, args=(api, pod), daemon=True).start()
-
-    def _run_or_fail(self, api: ScriptedAPI, pod: dict[str, Any]) -> None:
-        meta = pod["metadata"]
-        try:
-            self._run(api, pod)
-        except Exception as err:  # reported as the pod's state
-            why = f"kubelet: {err}"
-            api.call_soon(
-                lambda: api.update_pod(
-                    meta["namespace"],
-                    meta["name"],
-                    {"phase": "Failed", "message": why},
-                    [("Failed", why, "Warning")],
-                )
-            )
 
     def _run(self, api: ScriptedAPI, pod: dict[str, Any]) -> None:
         meta, spec = pod["metadata"], pod["spec"]

@@ -23,7 +23,7 @@ from typing import Any
 from jupyter_tfenv.k8s import manifests as m
 
 from . import podman as pm
-from .k8s_api import Kubelet, ScriptedAPI, container, now_iso, scheduled
+from .k8s_api import RunningKubelet, ScriptedAPI, container, now_iso, scheduled
 
 #: What of a stored object's metadata goes to podman (not the API's uid, version, owners).
 _META_KEPT = ("name", "namespace", "labels", "annotations")
@@ -36,11 +36,13 @@ def as_submitted(obj: dict[str, Any]) -> dict[str, Any]:
     return clean
 
 
-class PodmanKubelet(Kubelet):
+class PodmanKubelet(RunningKubelet):
     """Plays each created pod under podman (see the module docstring), in a worker thread.
 
     ``pods``: pod name -> the played pod (:class:`tests.podman.PodInfo`), while it exists.
     """
+
+    WHO = "kubelet (podman)"
 
     def __init__(self, workdir: Path) -> None:
         pm.sweep_stale()
@@ -55,24 +57,6 @@ class PodmanKubelet(Kubelet):
     @property
     def network(self) -> str:
         return self.session.network
-
-    def created(self, api: ScriptedAPI, pod: dict[str, Any]) -> None:
-        threading.Thread(target=self._run_or_fail, args=(api, pod), daemon=True).start()
-
-    def _run_or_fail(self, api: ScriptedAPI, pod: dict[str, Any]) -> None:
-        meta = pod["metadata"]
-        try:
-            self._run(api, pod)
-        except Exception as err:  # reported as the pod's state
-            why = f"kubelet (podman): {err}"
-            api.call_soon(
-                lambda: api.update_pod(
-                    meta["namespace"],
-                    meta["name"],
-                    {"phase": "Failed", "message": why},
-                    [("Failed", why, "Warning")],
-                )
-            )
 
     def _objects(self, api: ScriptedAPI, pod: dict[str, Any]) -> m.KernelObjects:
         ns = pod["metadata"]["namespace"]

@@ -27,14 +27,13 @@ import re
 import secrets
 import signal
 import time
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from ..catalog import Environment
 from ..errors import TFEnvError
 from ..k8s import manifests
 from ..lock import LockFile, LockMissingError, require_lock
-from ..probe import PROBE_SCRIPT_PATH, PROBE_VERSION, no_result_message, probe_facts
+from ..probe import PROBE_SCRIPT_PATH, no_result_message, probe_facts, probe_result
 from . import policy
 from .policy import BrokerError, Caller
 
@@ -318,17 +317,7 @@ class KubernetesKernels:
                 "message": f"'{env.id}' is a CPU environment: its kernels see no GPU.",
             }
         )
-        result = {
-            **facts,
-            "gpu_state": gpu_state,
-            "image_id": image,
-            "image": env.image,
-            "environment": env.id,
-            "probed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "duration_s": round(time.monotonic() - started, 3),
-            "probe_version": PROBE_VERSION,
-            "cached": False,
-        }
+        result = probe_result(env, facts, gpu_state, image, started)
         self._probes[(env.id, image)] = result
         return {"state": "ok", **result}
 
