@@ -79,6 +79,12 @@ class Kubelet:
     def created(self, api: ScriptedAPI, pod: dict[str, Any]) -> None:
         """Called (on the server's thread) right after a pod was stored."""
 
+    def deleted(self, api: ScriptedAPI, pod: dict[str, Any]) -> None:
+        """Called when a pod is deleted."""
+
+    def log(self, api: ScriptedAPI, pod: dict[str, Any]) -> str:
+        return ""
+
 
 class RunningKubelet(Kubelet):
     """A node that really runs each pod (``_run``, in a thread of its own); a failure
@@ -106,12 +112,6 @@ class RunningKubelet(Kubelet):
                     [("Failed", why, "Warning")],
                 )
             )
-
-    def deleted(self, api: ScriptedAPI, pod: dict[str, Any]) -> None:
-        """Called when a pod is deleted."""
-
-    def log(self, api: ScriptedAPI, pod: dict[str, Any]) -> str:
-        return ""
 
 
 class ScriptedKubelet(Kubelet):
@@ -162,7 +162,9 @@ class DockerKubelet(RunningKubelet):
 
     The stand-ins, each the least a pod needs off a cluster: the pod IP is a loopback
     address of its own, 127.B.C.D (the container shares the host's network namespace, so
-    the kernel's --ip=0.0.0.0 becomes --ip=127.B.C.D: nothing listens beyond loopback).
+    the kernel's address, 0.0.0.0 in the Secret's connection file and in its --ip
+    argument, becomes 127.B.C.D in both: nothing listens beyond loopback, and two pods
+    never share a port).
     """
 
     LABEL = "org.jupyter.tfenv.test"
@@ -188,6 +190,9 @@ class DockerKubelet(RunningKubelet):
         ns, name = meta["namespace"], meta["name"]
         sec = spec.get("securityContext") or {}
         uid, gid = int(sec["runAsUser"]), int(sec.get("runAsGroup", sec["runAsUser"]))
+        n = next(self._ips)
+        ip = f"127.{self._base}.{n // 250}.{n % 250 + 2}"
+        self.ip_of[name] = ip
         poddir = self.root / "pods" / f"{name}-{meta['uid'][:8]}"
         poddir.mkdir(parents=True)
         sources: dict[str, str] = {}
@@ -200,7 +205,10 @@ class DockerKubelet(RunningKubelet):
                 folder.mkdir()
                 for fname, data in (secret.get("data") or {}).items():
                     f = folder / fname
-                    f.write_bytes(base64.b64decode(data))
+                    raw = base64.b64decode(data)
+                    if fname == m.CONNECTION_FILE:  # the kernel binds what the file says
+                        raw = json.dumps({**json.loads(raw), "ip": ip}).encode()
+                    f.write_bytes(raw)
                     os.chown(f, 0, gid)
                     f.chmod(0o440)
                 os.chown(folder, 0, gid)
@@ -227,9 +235,6 @@ class DockerKubelet(RunningKubelet):
             source = os.path.join(sources[mount["name"]], mount.get("subPath", ""))
             mode = "ro" if mount.get("readOnly") else "rw"
             binds.append(f"{source.rstrip('/')}:{mount['mountPath']}:{mode}")
-        n = next(self._ips)
-        ip = f"127.{self._base}.{n // 250}.{n % 250 + 2}"
-        self.ip_of[name] = ip
         cmd = [f"--ip={ip}" if a.startswith("--ip=") else a for a in kernel["command"]]
         env = {e["name"]: e.get("value", "") for e in kernel.get("env") or []}
         box = self.docker.containers.run(

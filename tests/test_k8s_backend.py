@@ -154,6 +154,11 @@ async def test_a_kernel_pod_starts_and_its_kernel_answers_at_the_pod_ip(api, loc
     assert (got_uid, got_gid) == (UID, UID)
     assert not key_in_env
     assert ckpt.endswith("/checkpoints")
+    # The kernel listens at its pod IP only (the scripted node's pods share the host's
+    # network namespace): not on another loopback address.
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        assert sock.connect_ex(("127.0.0.1", start.ports.shell)) != 0
 
     # A client without the key gets no answer.
     wrong = AsyncKernelClient()
