@@ -98,6 +98,33 @@ class RunningKubelet(Kubelet):
     def _run(self, api: ScriptedAPI, pod: dict[str, Any]) -> None:
         raise NotImplementedError
 
+    @staticmethod
+    def report_running(api: ScriptedAPI, pod: dict[str, Any], ip: str, node: str) -> None:
+        """The pod runs on ``node`` with IP ``ip``: its status and events in the API."""
+        ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+        image = next(
+            c["image"] for c in pod["spec"]["containers"] if c["name"] == m.KERNEL_CONTAINER
+        )
+        status = {
+            "phase": "Running",
+            "podIP": ip,
+            "podIPs": [{"ip": ip}],
+            **scheduled(),
+            **container({"running": {"startedAt": now_iso()}}, image, True),
+        }
+        events = [
+            ("Scheduled", f"Successfully assigned {ns}/{name} to {node}", "Normal"),
+            ("Started", "Started container kernel", "Normal"),
+        ]
+        api.call_soon(lambda: api.update_pod(ns, name, status, events))
+
+    @staticmethod
+    def report_exit(api: ScriptedAPI, ns: str, name: str, code: int) -> None:
+        """The kernel container exited with ``code``: the pod ended."""
+        state = {"terminated": {"exitCode": code, "reason": "Error" if code else "Completed"}}
+        status = {"phase": "Succeeded" if code == 0 else "Failed", **container(state)}
+        api.call_soon(lambda: api.update_pod(ns, name, status, []))
+
     def _run_or_fail(self, api: ScriptedAPI, pod: dict[str, Any]) -> None:
         meta = pod["metadata"]
         try:
@@ -252,23 +279,7 @@ class DockerKubelet(RunningKubelet):
             working_dir=kernel.get("workingDir") or "/tmp",
         )
         self.containers[name] = box
-        api.call_soon(
-            lambda: api.update_pod(
-                ns,
-                name,
-                {
-                    "phase": "Running",
-                    "podIP": ip,
-                    "podIPs": [{"ip": ip}],
-                    **scheduled(),
-                    **container({"running": {"startedAt": now_iso()}}, kernel["image"], True),
-                },
-                [
-                    ("Scheduled", f"Successfully assigned {ns}/{name} to node-1", "Normal"),
-                    ("Started", "Started container kernel", "Normal"),
-                ],
-            )
-        )
+        self.report_running(api, pod, ip, "node-1")
         threading.Thread(target=self._reap, args=(api, ns, name, box), daemon=True).start()
 
     def _reap(self, api: ScriptedAPI, ns: str, name: str, box: Any) -> None:
@@ -277,15 +288,7 @@ class DockerKubelet(RunningKubelet):
         except Exception:
             return
         if self.containers.get(name) is box:
-            state = {"terminated": {"exitCode": code, "reason": "Error" if code else "Completed"}}
-            api.call_soon(
-                lambda: api.update_pod(
-                    ns,
-                    name,
-                    {"phase": "Succeeded" if code == 0 else "Failed", **container(state)},
-                    [],
-                )
-            )
+            self.report_exit(api, ns, name, code)
 
     def deleted(self, api: ScriptedAPI, pod: dict[str, Any]) -> None:
         box = self.containers.pop(pod["metadata"]["name"], None)

@@ -23,7 +23,7 @@ from typing import Any
 from jupyter_tfenv.k8s import manifests as m
 
 from . import podman as pm
-from .k8s_api import RunningKubelet, ScriptedAPI, container, now_iso, scheduled
+from .k8s_api import RunningKubelet, ScriptedAPI
 
 #: What of a stored object's metadata goes to podman (not the API's uid, version, owners).
 _META_KEPT = ("name", "namespace", "labels", "annotations")
@@ -91,26 +91,7 @@ class PodmanKubelet(RunningKubelet):
                 return
             info = self.session.play_kernel(objects)
             self.pods[name] = info
-        image = next(
-            c["image"] for c in pod["spec"]["containers"] if c["name"] == m.KERNEL_CONTAINER
-        )
-        api.call_soon(
-            lambda: api.update_pod(
-                ns,
-                name,
-                {
-                    "phase": "Running",
-                    "podIP": info.ip,
-                    "podIPs": [{"ip": info.ip}],
-                    **scheduled(),
-                    **container({"running": {"startedAt": now_iso()}}, image, True),
-                },
-                [
-                    ("Scheduled", f"Successfully assigned {ns}/{name} to podman", "Normal"),
-                    ("Started", "Started container kernel", "Normal"),
-                ],
-            )
-        )
+        self.report_running(api, pod, info.ip, "podman")
         threading.Thread(
             target=self._reap, args=(api, ns, name, meta["uid"], info), daemon=True
         ).start()
@@ -123,15 +104,7 @@ class PodmanKubelet(RunningKubelet):
         except Exception:
             return
         if self.pods.get(name) is info and uid not in self._gone:
-            state = {"terminated": {"exitCode": code, "reason": "Error" if code else "Completed"}}
-            api.call_soon(
-                lambda: api.update_pod(
-                    ns,
-                    name,
-                    {"phase": "Succeeded" if code == 0 else "Failed", **container(state)},
-                    [],
-                )
-            )
+            self.report_exit(api, ns, name, code)
 
     def deleted(self, api: ScriptedAPI, pod: dict[str, Any]) -> None:
         """``podman kube down`` of the pod, then its secret (the API's went with the pod)."""
