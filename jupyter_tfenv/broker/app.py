@@ -575,7 +575,7 @@ class TFEnvBroker(KernelContainerSettings, CheckpointStorageSettings, Applicatio
                 "image": (
                     self._image_status(env, images)
                     if self.k8s is None
-                    else self.k8s.image_status(caller, env)
+                    else self.k8s.image_status(env)
                 ),
             }
             if reason:

@@ -253,7 +253,7 @@ class KubernetesKernels:
         pod = manifests.helper_pod(
             name=manifests.dns_label("tfenv-ckpt", caller.name, env.id, secrets.token_hex(4)),
             namespace=self.broker.kubernetes_namespace,
-            image=manifests.pod_image(self.kernel_start_for(caller, env)),
+            image=self.image_of(env),
             command=[env.python, "-c", _HELPER_SCRIPT, json.dumps({"call": call, **args})],
             claims=[claim],
             uid=caller.uid,
@@ -275,7 +275,7 @@ class KubernetesKernels:
         hold one and wait for a free one): the kernel's own view shows the GPUs."""
         from ..k8s.backend import PodStartError  # noqa: PLC0415
 
-        image = manifests.pod_image(self.kernel_start_for(caller, env))
+        image = self.image_of(env)
         cached = self._probes.get((env.id, image))
         if cached is not None and not refresh:
             return {"state": "ok", **cached, "cached": True}
@@ -321,11 +321,11 @@ class KubernetesKernels:
         self._probes[(env.id, image)] = result
         return {"state": "ok", **result}
 
-    def image_status(self, caller: Caller, env: Environment) -> dict[str, Any]:
+    def image_status(self, env: Environment) -> dict[str, Any]:
         """The environments listing's image entry: the reference the pods run (the
         nodes pull it; the broker cannot see node caches)."""
         try:
-            image = manifests.pod_image(self.kernel_start_for(caller, env))
+            image = self.image_of(env)
         except BrokerError as err:
             return {"present": None, "image_id": None, "error": err.message}
         return {
@@ -336,10 +336,17 @@ class KubernetesKernels:
             "note": "Kubernetes mode: each node pulls the image (pre-pull: docs/kubernetes.md).",
         }
 
-    def kernel_start_for(self, caller: Caller, env: Environment) -> manifests.KernelStart:
-        """A start of ``env`` for ``caller`` (only to name its image, as a kernel's)."""
-        req = policy.StartRequest("0" * 8, env.id, "/", "/", {})
-        return self.kernel_start(caller, req, env)
+    def image_of(self, env: Environment) -> str:
+        """The image reference ``env``'s pods run (``image@digest`` when locked), or a
+        BrokerError saying why it cannot run (unlocked under the strict policy, …)."""
+        try:
+            return manifests.image_reference(
+                env,
+                self._digest(env),
+                require_digest=self.broker.get_catalog().lock_policy == "strict",
+            )
+        except TFEnvError as err:
+            raise BrokerError(err.message, status=409, reason="not locked") from err
 
     async def checkpoints(self, caller: Caller, env_ids: list[str]) -> dict[str, Any]:
         """``{env: {"claim", "namespace", "inventory"}}`` of the caller's claims."""

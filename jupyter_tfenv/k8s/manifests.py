@@ -271,23 +271,27 @@ def _metadata(start: KernelStart, name: str, labels: dict[str, str]) -> dict[str
 
 def pod_image(start: KernelStart) -> str:
     """The image the pod runs: ``repository@sha256:…`` whenever a digest is known."""
-    env = start.env
+    return image_reference(start.env, start.digest, require_digest=start.require_digest)
+
+
+def image_reference(env: Environment, digest: str | None, *, require_digest: bool) -> str:
+    """``env``'s image as pods run it, given the lock file's ``digest`` of its tag."""
     ref = env.image_ref
-    if start.digest is not None and not _DIGEST_RE.match(start.digest):
+    if digest is not None and not _DIGEST_RE.match(digest):
         raise KubernetesManifestError(
-            f"locked digest '{start.digest}' for '{env.id}' is malformed: expected "
+            f"locked digest '{digest}' for '{env.id}' is malformed: expected "
             "'sha256:' and 64 lower-case hex digits."
         )
     if ref.digest:
-        if start.digest and start.digest != ref.digest:
+        if digest and digest != ref.digest:
             raise KubernetesManifestError(
                 f"Environment '{env.id}' pins {ref.digest} in the catalog, but the lock "
-                f"says {start.digest}; fix one of them (`jupyter tfenv lock {env.id}`)."
+                f"says {digest}; fix one of them (`jupyter tfenv lock {env.id}`)."
             )
         return f"{ref.repository}@{ref.digest}"
-    if start.digest:
-        return f"{ref.repository}@{start.digest}"
-    if start.require_digest:
+    if digest:
+        return f"{ref.repository}@{digest}"
+    if require_digest:
         raise KubernetesManifestError(
             f"Environment '{env.id}' runs '{env.image}' by tag and has no locked digest: "
             f"run `jupyter tfenv lock {env.id}` (nodes must run the locked bits)."
