@@ -25,6 +25,7 @@ import contextlib
 import errno
 import logging
 import os
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -152,6 +153,19 @@ def _exited(container: Any, pid: int) -> bool:
     return _process_gone(pid) or not _running_pid(container)
 
 
+def _exits_now(container: Any, pid: int, wait: float = 1.0) -> bool:
+    """Whether the process exits within ``wait`` seconds. A kernel that fails at once
+    can be caught half-way out: its mount namespace already released, so its root no
+    longer shows the mounts, though it is not yet a zombie."""
+    deadline = time.monotonic() + wait
+    while True:
+        if _exited(container, pid):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+
+
 def _is_container_process(pid: int, container_id: str) -> bool | None:
     """Whether ``/proc/<pid>`` here is the container's process (its cgroup names the id).
 
@@ -214,7 +228,7 @@ def verify_mounts(
         try:
             info = os.stat(f"/proc/{pid}/root{folder.target}")
         except OSError as err:
-            if _exited(container, pid):
+            if _exits_now(container, pid):
                 return
             if not strict and err.errno in (errno.EACCES, errno.EPERM):
                 logger.debug("tfenv: cannot see the mounts of container %s: %s", container.id, err)
@@ -224,5 +238,7 @@ def verify_mounts(
                 folder, f"its mount at {folder.target} cannot be read: {err.strerror or err}"
             ) from err
         if (info.st_dev, info.st_ino) != (folder.dev, folder.ino):
+            if _exits_now(container, pid):
+                return  # the caller reports the exit, with the logs
             _remove(container)
             raise _changed(folder, f"the container has another folder at {folder.target}")
