@@ -76,7 +76,26 @@ if [ $# -eq 0 ]; then
   # The frontend's unit tests (jest: the model and pure logic of the Lab extension).
   step "jest" npm test --silent -- --ci
 fi
+# Tests must never rewrite tracked files or leave new ones (screenshots go to a temporary
+# folder; scripts/screenshots.sh refreshes docs/screenshots/ on purpose): `git status`
+# before and after the run must agree.
+tree_state() { git status --porcelain=v1 2>/dev/null; }
+tree_before=$(tree_state)
 step "pytest" pytest_run "$@"
+
+# shellcheck disable=SC2317  # called through step
+tree_unchanged() {
+  local after
+  after=$(tree_state)
+  if [ "$after" != "$tree_before" ]; then
+    say "the test run changed tracked files (tests must write elsewhere):"
+    diff <(echo "$tree_before") <(echo "$after") | sed -n 's/^> /  /p'
+    return 1
+  fi
+}
+if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+  step "work tree unchanged" tree_unchanged
+fi
 
 echo
 summary="$((${#passed[@]} + ${#failed[@]})) steps in $((SECONDS - T0)) s"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,10 @@ import pytest
 from .lab import CHROMIUM_ARGS, UI_CATALOG, LabServer, chromium_executable, start_lab
 
 REPO = Path(__file__).resolve().parents[2]
-SCREENSHOTS = REPO / "docs" / "screenshots"
+#: Where the browser tests' screenshots go unless ``$TFENV_SCREENSHOTS`` says otherwise:
+#: outside the work tree, so that a test run never rewrites tracked files (CI keeps the
+#: folder as an artefact). ``bash scripts/screenshots.sh`` refreshes ``docs/screenshots/``.
+SCREENSHOTS = Path(tempfile.gettempdir()) / "tfenv-screenshots"
 
 #: Playwright's default wait for one action or assertion, in ms: generous for a loaded CI.
 DEFAULT_TIMEOUT_MS = 60_000
@@ -121,7 +125,8 @@ def open_lab(tab: Any, lab: LabServer, workspace: str) -> None:
 
 
 def screenshot_dir() -> Path:
-    path = Path(os.environ.get("TFENV_SCREENSHOTS", SCREENSHOTS))
+    """The folder for screenshots: ``$TFENV_SCREENSHOTS``, else a temporary one."""
+    path = Path(os.environ.get("TFENV_SCREENSHOTS") or SCREENSHOTS)
     path.mkdir(parents=True, exist_ok=True)
     return path
 

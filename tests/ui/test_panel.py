@@ -2,7 +2,8 @@
 
 Real JupyterLab with the built labextension, Debian's Chromium, TF kernels in containers,
 and a real registry on 127.0.0.1 for the pull. The panel's DOM contract is ``src/README.md``.
-Screenshots of the panel go to ``docs/screenshots/`` (``$TFENV_SCREENSHOTS`` overrides).
+Screenshots of the panel go to ``conftest.screenshot_dir()`` (a temporary folder;
+``bash scripts/screenshots.sh`` writes them to ``docs/screenshots/``).
 """
 
 from __future__ import annotations
@@ -163,7 +164,7 @@ def widen_right_sidebar(page: Any, pixels: int = 130) -> None:
 
 
 def capture_panel(page: Any, name: str) -> None:
-    """Screenshot the whole panel to docs/screenshots/NAME (a window tall enough for it)."""
+    """Screenshot the whole panel to screenshot_dir()/NAME (a window tall enough for it)."""
     width = page.evaluate("() => document.querySelector('#jp-right-stack').offsetWidth")
     if width < 360:
         widen_right_sidebar(page, 380 - width)
