@@ -31,7 +31,7 @@ from requests.exceptions import ConnectionError as RequestsConnectionError
 from requests.exceptions import RequestException
 from tornado import web
 from tornado.httpserver import HTTPServer
-from traitlets import Dict, Enum, Float, Integer, List, Unicode, default
+from traitlets import Bool, Dict, Enum, Float, Integer, List, Unicode, Union, default
 from traitlets.config import Application
 
 from .. import __version__, live, mountcheck
@@ -318,6 +318,52 @@ class TFEnvBroker(KernelContainerSettings, CheckpointStorageSettings, Applicatio
         help="""Seconds a kernel pod may stay unschedulable (no node with a free GPU, ...)
         before the start fails with the scheduler's reason. Raise it where a cluster
         autoscaler adds nodes.""",
+    ).tag(config=True)
+
+    kubernetes_egress_allow = List(
+        Union([Unicode(), Dict()]),
+        default_value=[],
+        help="""Egress a networked kernel pod (catalog network other than 'none') gets
+        beyond public addresses and the cluster DNS: 'CIDR' (every port), 'CIDR:PORT'
+        (TCP), 'CIDR:PORT/UDP', or a NetworkPolicy egress rule dict ({'to': [...],
+        'ports': [...]}). Private, link-local (the cloud metadata server) and in-cluster
+        addresses are closed unless listed here (docs/kubernetes.md).""",
+    ).tag(config=True)
+
+    kubernetes_server_selector = Dict(
+        key_trait=Unicode(),
+        value_trait=Unicode(),
+        default_value={
+            "component": "singleuser-server",
+            "hub.jupyter.org/username": "{username}",
+            "hub.jupyter.org/servername": "{servername}",
+        },
+        help="""The labels of a user's server pods, which a kernel's NetworkPolicy admits:
+        {username} and {servername} become the names' label values under
+        kubernetes_server_label_scheme; a label that renders empty (the default server's
+        name) is left out. One value must hold {username}.""",
+    ).tag(config=True)
+
+    kubernetes_server_label_scheme = Enum(
+        ["safe", "escape"],
+        default_value="safe",
+        help="""How the server pods' labels spell names: 'safe' (KubeSpawner 7, z2jh 4)
+        or 'escape' (KubeSpawner before 7, or slug_scheme='escape'). Names whose label
+        value another name could share are refused (docs/kubernetes.md).""",
+    ).tag(config=True)
+
+    kubernetes_accept_hashed_server_labels = Bool(
+        False,
+        help="""Under the 'safe' scheme, accept user and server names that KubeSpawner
+        labels with a 32-bit hash (e-mail addresses, ...): another name could be chosen to
+        share the label and reach the user's kernel ports. Set it only where users cannot
+        choose their hub names.""",
+    ).tag(config=True)
+
+    kubernetes_helper_pods_per_user = Integer(
+        1,
+        help="""Checkpoint helper pods (listing, deletion) one user may run at a time; a
+        request beyond waits for a slot. Each holds 250m CPU and 256Mi.""",
     ).tag(config=True)
 
     # -- checkpoint storage (the same names as DockerKernelProvisioner's) -----------------
