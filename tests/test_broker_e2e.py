@@ -49,7 +49,9 @@ class StandInHubAuth:
     def __init__(self, models: dict[str, dict[str, Any]]) -> None:
         self.models = models
 
-    async def user_for_token(self, token: str, sync: bool = True) -> dict[str, Any] | None:
+    async def user_for_token(
+        self, token: str, use_cache: bool = True, sync: bool = True
+    ) -> dict[str, Any] | None:
         return self.models.get(token)
 
     def check_scopes(self, required: set[str], model: dict[str, Any]) -> set[str]:

@@ -592,7 +592,9 @@ class FakeHubAuth:
         self.api_token = "broker-token"
         self.seen: list[str] = []
 
-    async def user_for_token(self, token: str, sync: bool = True) -> dict[str, object] | None:
+    async def user_for_token(
+        self, token: str, use_cache: bool = True, sync: bool = True
+    ) -> dict[str, object] | None:
         self.seen.append(token)
         return self.models.get(token)
 

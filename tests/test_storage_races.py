@@ -232,11 +232,12 @@ def test_prepare_kernel_storage_reports_what_it_prepared(tmp_path):
         assert (folder.dev, folder.ino) == (info.st_dev, info.st_ino)
 
 
-def test_check_folder_refuses_an_ancestor_swapped_after_realpath(tmp_path, monkeypatch):
+def test_check_folder_refuses_an_ancestor_swapped_after_the_roots_check(tmp_path, monkeypatch):
     """The broker's folder check reads the folder through O_NOFOLLOW descriptors.
 
-    A parent swapped for a symlink after ``realpath`` (to a folder of the same user,
-    outside the allowed roots) is refused, and nothing is recorded for the mount check.
+    A parent swapped for a symlink after the (textual) allowed-roots check, right before
+    the descriptor walk (to a folder of the same user, outside the allowed roots), is
+    refused, and nothing is recorded for the mount check.
     """
     home = tmp_path / "home" / "alice"
     (home / "proj" / "nb").mkdir(parents=True)
@@ -247,22 +248,23 @@ def test_check_folder_refuses_an_ancestor_swapped_after_realpath(tmp_path, monke
     caller = policy.Caller("alice", UID, GID, str(home), frozenset())
     roots = policy.render_roots(["{home}"], caller)
     path = str(home / "proj" / "nb")
-    real = os.path.realpath
+    real = policy.inside
 
-    def realpath_then_swap(p: Any, *args: Any, **kwargs: Any) -> Any:
-        result = real(p, *args, **kwargs)
+    def inside_then_swap(p: str, root: str) -> bool:
+        result = real(p, root)
         if p == path and not os.path.islink(home / "proj"):
             Swap(outside)(str(home / "proj"))
         return result
 
-    monkeypatch.setattr(os.path, "realpath", realpath_then_swap)
+    monkeypatch.setattr(policy, "inside", inside_then_swap)
     seen: dict[str, Any] = {}
     with pytest.raises(policy.BrokerError, match="symlink") as info:
         policy.check_folder(path, caller, roots, "mount", seen)
     assert info.value.http_status == 403 and info.value.reason == "symlink"
+    assert str(outside) not in info.value.message  # where the symlink leads is not said
     assert seen == {}
     # Unswapped, the folder passes and its identity is what was checked.
-    monkeypatch.setattr(os.path, "realpath", real)
+    monkeypatch.setattr(policy, "inside", real)
     os.unlink(home / "proj")
     os.rename(str(home / "proj") + ".moved", home / "proj")
     assert policy.check_folder(path, caller, roots, "mount", seen) == path

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import pwd
 import signal
 import time
 from datetime import datetime, timezone
@@ -31,7 +32,8 @@ from requests.exceptions import ConnectionError as RequestsConnectionError
 from requests.exceptions import RequestException
 from tornado import web
 from tornado.httpserver import HTTPServer
-from traitlets import Bool, Dict, Enum, Float, Integer, List, Unicode, Union, default
+from tornado.ioloop import PeriodicCallback
+from traitlets import Bool, Dict, Enum, Float, Integer, List, Unicode, Union, default, validate
 from traitlets.config import Application
 
 from .. import __version__, live, mountcheck
@@ -66,6 +68,7 @@ from ..lock import LockFile, LockMismatchError, LockMissingError, check_lock, re
 from ..probe import ProbeError, cached_probe, probe_image
 from ..settings import CheckpointStorageSettings, KernelContainerSettings
 from . import policy
+from .auth import TokenLookups
 from .k8s_mode import KubernetesKernels
 from .policy import BrokerError, Caller
 
@@ -173,6 +176,31 @@ class TFEnvBroker(KernelContainerSettings, CheckpointStorageSettings, Applicatio
     def _default_hub_api_url(self) -> str:
         return os.environ.get("JUPYTERHUB_API_URL", "")
 
+    token_cache_seconds = Float(
+        5.0,
+        min=0.0,
+        help="""Seconds the broker keeps the hub's answer about a token (whose it is, its
+        scopes and the user's hub groups), for successful and failed lookups alike. A token
+        revoked at the hub, or a user removed from a group, keeps access at most this long;
+        0 asks the hub on every request. Replaces c.HubAuth.cache_max_age for the broker
+        (which is set to the same value).""",
+    ).tag(config=True)
+
+    token_cache_size = Integer(
+        4096,
+        min=1,
+        help="""How many tokens' answers the broker remembers at most (least recently used
+        dropped first): random tokens cannot grow its memory.""",
+    ).tag(config=True)
+
+    max_body_size = Integer(
+        64 * 1024,
+        min=1024,
+        help="""Largest request body in bytes (the API's bodies are a few hundred bytes);
+        a larger one is refused with 413 before it is read. Requests without a token are
+        refused when their headers arrive, before any body is read.""",
+    ).tag(config=True)
+
     # -- policy ------------------------------------------------------------------------
 
     min_uid = Integer(
@@ -190,6 +218,27 @@ class TFEnvBroker(KernelContainerSettings, CheckpointStorageSettings, Applicatio
         help="""Folder of the kernels' runtime folders: {runtime_root}/{uid}/{kernel id}
         (root-owned 0711 above the kernel's own 0700 folder). Keep it short: Unix socket
         paths are limited to 107 bytes, and a kernel's folder name has up to 36.""",
+    ).tag(config=True)
+
+    max_runtime_dirs_per_user = Integer(
+        None,
+        allow_none=True,
+        help="""Runtime folders a user may have at once (each POST .../runtime makes one);
+        the one beyond is refused (429). Default: twice max_kernels_per_user (at least 4),
+        or 32 when kernels are unlimited. Negative: unlimited.""",
+    ).tag(config=True)
+
+    @validate("max_runtime_dirs_per_user")
+    def _valid_max_runtime_dirs(self, proposal: Any) -> int | None:
+        value = proposal["value"]
+        return None if value is None or value < 0 else int(value)
+
+    runtime_dir_stale_seconds = Float(
+        300.0,
+        min=1.0,
+        help="""A runtime folder that no container of its user names and that has not
+        changed for this long (a kernel that never started) is removed, at the user's next
+        runtime request and by a sweep every this many seconds.""",
     ).tag(config=True)
 
     allowed_mount_roots = List(
@@ -390,6 +439,7 @@ class TFEnvBroker(KernelContainerSettings, CheckpointStorageSettings, Applicatio
         self._host_gpus: tuple[float, int | None] | None = None
         self._gpus: tuple[float, dict[str, Any]] | None = None
         self._k8s: KubernetesKernels | None = None
+        self._tokens: TokenLookups | None = None
 
     @property
     def k8s(self) -> KubernetesKernels | None:
@@ -434,10 +484,10 @@ class TFEnvBroker(KernelContainerSettings, CheckpointStorageSettings, Applicatio
         kwargs: dict[str, Any] = {"parent": self}
         if self.hub_api_url:
             kwargs["api_url"] = self.hub_api_url
-        if "cache_max_age" not in self.config.get("HubAuth", {}):
-            # HubAuth's 5 minutes would make a user added to a hub group wait that long
-            # for a restricted environment; one hub request per token and minute is cheap.
-            kwargs["cache_max_age"] = 60
+        # HubAuth's 5 minutes would let a revoked token, or a user removed from a group,
+        # keep access that long. The broker's own cache (TokenLookups) answers instead;
+        # HubAuth's is kept to the same window (0 there means forever: 1 s).
+        kwargs["cache_max_age"] = max(1, round(self.token_cache_seconds))
         self.hub_auth = HubAuth(**kwargs)
 
     # -- helpers -------------------------------------------------------------------------
@@ -495,8 +545,12 @@ class TFEnvBroker(KernelContainerSettings, CheckpointStorageSettings, Applicatio
         """The caller of a request, from its token only; a 403 ``BrokerError`` otherwise."""
         model = None
         if token:
+            if self._tokens is None:
+                self._tokens = TokenLookups(
+                    max_age=self.token_cache_seconds, max_entries=self.token_cache_size
+                )
             try:
-                model = await self.hub_auth.user_for_token(token, sync=False)
+                model = await self._tokens.model(self.hub_auth, token)
             except web.HTTPError as err:
                 raise BrokerError(
                     f"Cannot ask JupyterHub who the token belongs to: {err.log_message}",
@@ -730,11 +784,71 @@ class TFEnvBroker(KernelContainerSettings, CheckpointStorageSettings, Applicatio
         self._probes[env.id] = running
         return running
 
+    def runtime_dirs_limit(self) -> int | None:
+        """``max_runtime_dirs_per_user``, or its default from the kernel quota."""
+        if self.max_runtime_dirs_per_user is not None:
+            return self.max_runtime_dirs_per_user
+        kernels = policy.limit_value(self.max_kernels_per_user)
+        return 32 if kernels is None else max(2 * kernels, 4)
+
     async def prepare_runtime(self, caller: Caller, kernel_id: str, restart: bool) -> str:
         policy.check_kernel_id(kernel_id)
-        return await asyncio.to_thread(
-            policy.prepare_runtime_dir, self.runtime_root, caller, kernel_id, restart=restart
+        async with self.user_lock(caller.name):
+            await self.sweep_runtime_dirs(caller, keep=policy.runtime_name(kernel_id))
+            return await asyncio.to_thread(
+                policy.prepare_runtime_dir,
+                self.runtime_root,
+                caller,
+                kernel_id,
+                restart=restart,
+                max_dirs=self.runtime_dirs_limit(),
+            )
+
+    async def sweep_runtime_dirs(self, caller: Caller, *, keep: str = "") -> list[str]:
+        """Remove the caller's runtime folders of kernels that never started (no container
+        names them, unchanged for runtime_dir_stale_seconds); the removed folders."""
+        stale = await asyncio.to_thread(
+            policy.stale_runtime_dirs,
+            self.runtime_root,
+            caller,
+            older_than=self.runtime_dir_stale_seconds,
+            keep=[keep] if keep else [],
         )
+        if not stale:
+            return []
+        try:
+            rows = await self.kernel_rows(caller)
+        except BrokerError as err:  # Docker is away: nothing is known to be unused
+            self.log.warning("tfenv-broker: runtime folders not swept: %s", err)
+            return []
+        in_use = [(r.get("Labels") or {}).get(LABEL_RUNTIME_DIR, "") for r in rows]
+        removed = await asyncio.to_thread(
+            policy.remove_stale_runtime_dirs, self.runtime_root, caller, stale, in_use
+        )
+        if removed:
+            self.log.info(
+                "tfenv-broker: removed %d runtime folder(s) of %s (uid %d) whose kernels never "
+                "started: %s",
+                len(removed),
+                caller.name,
+                caller.uid,
+                ", ".join(os.path.basename(p) for p in removed),
+            )
+        return removed
+
+    async def sweep_all_runtime_dirs(self) -> None:
+        """:meth:`sweep_runtime_dirs` for every uid with a folder under runtime_root."""
+        for uid in await asyncio.to_thread(policy.runtime_uids, self.runtime_root):
+            try:
+                name = pwd.getpwuid(uid).pw_name
+            except KeyError:
+                name = str(uid)
+            caller = Caller(name=name, uid=uid, gid=uid, home="/")
+            async with self.user_lock(caller.name):
+                try:
+                    await self.sweep_runtime_dirs(caller)
+                except Exception as err:  # a sweep never stops the broker
+                    self.log.warning("tfenv-broker: runtime sweep of uid %d failed: %s", uid, err)
 
     # -- start ---------------------------------------------------------------------------
 
@@ -1158,8 +1272,16 @@ class TFEnvBroker(KernelContainerSettings, CheckpointStorageSettings, Applicatio
                 "service declared in c.JupyterHub.services."
             )
         app = self.make_web_app()
-        server = HTTPServer(app, xheaders=False)
+        # The handlers refuse a body over max_body_size with 413 (JSON) before reading it;
+        # tornado's own limit (which just closes the connection) is the backstop.
+        server = HTTPServer(app, xheaders=False, max_body_size=2 * self.max_body_size)
         server.listen(self.port, address=self.ip)
+        sweep: PeriodicCallback | None = None
+        if self.k8s is None:
+            sweep = PeriodicCallback(
+                self.sweep_all_runtime_dirs, 1000 * self.runtime_dir_stale_seconds
+            )
+            sweep.start()
         envs = self.get_catalog().all()
         self.log.info(
             "tfenv-broker %s (service %s) listening on http://%s:%d%s; %d environment(s): %s",
@@ -1176,6 +1298,8 @@ class TFEnvBroker(KernelContainerSettings, CheckpointStorageSettings, Applicatio
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
         await stop.wait()
+        if sweep is not None:
+            sweep.stop()
         self.log.info("tfenv-broker: stopping (kernel containers keep running)")
         server.stop()
         await server.close_all_connections()

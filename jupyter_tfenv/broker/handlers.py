@@ -1,8 +1,12 @@
 """The broker's HTTP API (docs/broker.md): thin tornado handlers over :class:`TFEnvBroker`.
 
 Every request is authenticated in ``prepare`` (the hub token in ``Authorization``; the
-user name comes from the token only). Errors are JSON ``{"message", "reason"}`` (plus
-``logs`` for a kernel that failed to start).
+user name comes from the token only), which runs when the headers have arrived and before
+any of the body is read (``stream_request_body``): a request without a token, or with a
+``Content-Length`` over ``c.TFEnvBroker.max_body_size``, is answered (403, 413) and its
+connection closed without reading the body; a body that grows beyond the limit while it
+arrives gets 413 too. Errors are JSON ``{"message", "reason"}`` (plus ``logs`` for a
+kernel that failed to start).
 """
 
 from __future__ import annotations
@@ -27,10 +31,12 @@ KERNEL = r"(?P<kernel_id>[^/]+)"
 ENV = r"(?P<env_id>[^/]+)"
 
 
+@web.stream_request_body
 class BrokerHandler(web.RequestHandler):
     """Authenticates the caller and answers errors as JSON."""
 
     caller: Caller | None = None
+    _body: bytearray | None = None
 
     @property
     def broker(self) -> TFEnvBroker:
@@ -47,14 +53,35 @@ class BrokerHandler(web.RequestHandler):
     async def prepare(self) -> None:
         header = self.request.headers.get("Authorization", "")
         match = _TOKEN_RE.match(header)
-        self.caller = await self.broker.authenticate(match.group(1) if match else None)
+        token = match.group(1) if match else None
+        if not token:
+            # Answered now, without a hub request and before the body is read.
+            await self.broker.authenticate(None)
+        self._body = bytearray()
+        limit = self.broker.max_body_size
+        length = self.request.headers.get("Content-Length", "")
+        if length.strip().isdigit() and int(length) > limit:
+            raise _too_large(limit)
+        self.caller = await self.broker.authenticate(token)
+
+    def data_received(self, chunk: bytes) -> None:
+        """Collect the body, up to ``max_body_size`` (then 413, and the rest is not read)."""
+        if self._finished or self._body is None:
+            return
+        limit = self.broker.max_body_size
+        if len(self._body) + len(chunk) > limit:
+            self._body = None
+            err = _too_large(limit)
+            self.send_error(err.http_status, exc_info=(type(err), err, None))
+            return
+        self._body.extend(chunk)
 
     def write_json(self, data: Any, status: int = 200) -> None:
         self.set_status(status)
         self.finish(json.dumps(data, default=str))
 
     def body_json(self) -> dict[str, Any]:
-        return parse_json_body(self.request.body)
+        return parse_json_body(bytes(self._body or b""))
 
     @property
     def me(self) -> Caller:
@@ -112,6 +139,15 @@ class BrokerHandler(web.RequestHandler):
             self.send_error(503, exc_info=(type(e), e, e.__traceback__))
             return
         super()._handle_request_exception(e)
+
+
+def _too_large(limit: int) -> BrokerError:
+    return BrokerError(
+        f"The request body is larger than the broker accepts ({limit} bytes, "
+        "c.TFEnvBroker.max_body_size); its requests are small JSON objects.",
+        status=413,
+        reason="body too large",
+    )
 
 
 class MeHandler(BrokerHandler):

@@ -21,12 +21,13 @@ import pwd
 import re
 import shutil
 import stat
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import TFEnvError
-from ..mountcheck import CheckedFolder, first_symlink, stat_nofollow
+from ..mountcheck import CheckedFolder
 
 #: The only fields ``POST /api/kernels`` accepts; everything else the broker decides.
 START_FIELDS = ("kernel_id", "environment", "cwd", "mount", "env", "server")
@@ -308,11 +309,20 @@ def check_env(env: Any, allowlist: Iterable[str]) -> dict[str, str]:
 
 def render_roots(templates: Iterable[str], caller: Caller) -> list[str]:
     """``allowed_mount_roots`` for one caller: '{home}' and '{username}' filled in,
-    resolved (a root that is itself behind a symlink is compared by its real path)."""
+    resolved (a root that is itself behind a symlink is compared by its real path).
+
+    Resolving as root is safe here: the templates are the admin's, and a user name or
+    home can add no '..' (a rendered root that is not normalized is left out, so a name
+    such as '..' never widens a root).
+    """
     roots = []
     for template in templates:
         text = template.replace("{home}", caller.home).replace("{username}", caller.name)
-        if not os.path.isabs(text):
+        if not os.path.isabs(text) or "\0" in text:
+            continue
+        if "{username}" in template and (caller.name in ("", ".", "..") or "/" in caller.name):
+            continue
+        if _normalized(text) != text.rstrip("/") and text != "/":
             continue
         real = os.path.realpath(text)
         if real != "/" and real not in roots:
@@ -327,6 +337,36 @@ def inside(path: str, root: str) -> bool:
         return False
 
 
+#: How every component of a folder to check is opened: never through a symlink.
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _normalized(path: str) -> str:
+    """``path`` with '.', '..', repeated and trailing slashes resolved *textually*
+    (``os.path.normpath`` keeps a leading '//', which POSIX leaves open)."""
+    text = os.path.normpath(path)
+    if text.startswith("//"):
+        text = "/" + text.lstrip("/")
+    return text
+
+
+def _can_search(info: os.stat_result, uid: int, gids: set[int]) -> bool:
+    """Whether uid (with groups gids) may pass through the folder ``info`` (its x bit)."""
+    mode = info.st_mode
+    if info.st_uid == uid:
+        return bool(mode & stat.S_IXUSR)
+    if info.st_gid in gids:
+        return bool(mode & stat.S_IXGRP)
+    return bool(mode & stat.S_IXOTH)
+
+
+def _caller_gids(caller: Caller) -> set[int]:
+    try:
+        return set(os.getgrouplist(caller.name, caller.gid))
+    except OSError:
+        return {caller.gid}
+
+
 def check_folder(
     path: str,
     caller: Caller,
@@ -336,28 +376,40 @@ def check_folder(
 ) -> str:
     """A folder the caller may mount or work in, or a :class:`BrokerError`.
 
-    Absolute, already normalized with no symlink in it (its real path is itself), not
-    '/', under one of ``roots``, an existing directory, owned by the caller: read from
-    a descriptor reached from ``/`` without following any symlink
-    (:func:`~jupyter_tfenv.mountcheck.stat_nofollow`). ``seen`` gets the folder's
-    identity as checked, for :func:`~jupyter_tfenv.mountcheck.verify_mounts` once the
-    container runs (Docker resolves the path again when it mounts it).
+    The broker runs as root, so nothing outside the caller's roots is ever looked at:
+
+    1. textually: absolute, normalized ('..', '.', '//' refused rather than resolved),
+       not '/', inside one of ``roots``; refused without touching the filesystem (a
+       path such as ``/proc/<pid>/cwd``, or one on a dead NFS mount, is never resolved);
+    2. then one descriptor per component, from the root down, each opened with
+       ``O_NOFOLLOW|O_DIRECTORY`` relative to its parent: a symlink anywhere is refused,
+       never followed; below the root each folder must be searchable by the caller (its
+       uid and groups, as the kernel would need), so the broker answers nothing about
+       folders the caller could not reach themselves;
+    3. the folder itself: a directory owned by the caller.
+
+    Messages name only the path as sent (and its own components), never what a
+    symlink points to. ``seen`` gets the folder's identity as checked, for
+    :func:`~jupyter_tfenv.mountcheck.verify_mounts` once the container runs (Docker
+    resolves the path again when it mounts it).
     """
-    if not os.path.isabs(path) or "\0" in path:
-        raise BrokerError(f"'{what}' must be an absolute path, not {path[:200]!r}.")
+    if not isinstance(path, str) or not os.path.isabs(path) or "\0" in path:
+        shown = path[:200] if isinstance(path, str) else path
+        raise BrokerError(f"'{what}' must be an absolute path, not {shown!r}.")
+    sent = path
     if path != "/" and path.endswith("/"):
-        path = path.rstrip("/")
+        path = path.rstrip("/") or "/"
     if path == "/":
         raise BrokerError(f"'{what}' is '/': the host's root is never mounted.", status=403)
-    real = os.path.realpath(path)
-    if real != path:
+    if _normalized(path) != path:
         raise BrokerError(
-            f"'{what}' {path} is not its own real path ({real}): the broker mounts only paths "
-            "without symlinks or '..'. Send the real path.",
+            f"'{what}' {sent} is not its own real path: the broker mounts only paths without "
+            "'..', '.', '//' or symlinks. Send the real path.",
             status=403,
             reason="symlink",
         )
-    if not any(inside(path, root) for root in roots):
+    root = next((r for r in roots if inside(path, r)), None)
+    if root is None:
         raise BrokerError(
             f"'{what}' {path} is outside the folders you may mount ("
             + (", ".join(roots) or "none are configured")
@@ -365,22 +417,7 @@ def check_folder(
             status=403,
             reason="outside allowed roots",
         )
-    try:
-        info = stat_nofollow(path)
-    except FileNotFoundError:
-        raise BrokerError(f"'{what}' {path} does not exist.") from None
-    except OSError as err:
-        link = first_symlink(path)
-        if err.errno == errno.ELOOP or link:
-            raise BrokerError(
-                f"'{what}' {path} is or went through a symlink ({link or path}): the broker "
-                "mounts only paths without symlinks. Send the real path.",
-                status=403,
-                reason="symlink",
-            ) from err
-        if err.errno == errno.ENOTDIR:
-            raise BrokerError(f"'{what}' {path} is not a folder.") from err
-        raise BrokerError(f"'{what}' {path} cannot be read: {err.strerror}.") from err
+    info = _walk(path, root, caller, what)
     if not stat.S_ISDIR(info.st_mode):
         raise BrokerError(f"'{what}' {path} is not a folder.")
     if info.st_uid != caller.uid:
@@ -393,6 +430,71 @@ def check_folder(
     if seen is not None:
         seen[path] = CheckedFolder.of(path, info)
     return path
+
+
+def _walk(path: str, root: str, caller: Caller, what: str) -> os.stat_result:
+    """``fstat`` of the folder ``path`` (normalized, inside ``root``), reached one
+    ``O_NOFOLLOW`` descriptor at a time; below ``root`` only through folders the caller
+    may search. Every failure is a 400/403 that names ``path`` or one of its prefixes."""
+    gids = _caller_gids(caller)
+    parts = [p for p in path.split("/") if p]
+    depth_of_root = len([p for p in root.split("/") if p])
+    current = "/"
+    try:
+        fd = os.open("/", _DIR_FLAGS)
+    except OSError as err:  # pragma: no cover - '/' is always there
+        raise BrokerError(f"'{what}' {path} cannot be checked: {err.strerror}.") from err
+    try:
+        for depth, part in enumerate(parts):
+            if depth >= depth_of_root and not _can_search(os.fstat(fd), caller.uid, gids):
+                raise BrokerError(
+                    f"'{what}' {path}: you (uid {caller.uid}) may not enter {current}, so "
+                    "the broker does not look into it either. Pick a folder you can open.",
+                    status=403,
+                    reason="permission denied",
+                )
+            current = os.path.join(current, part)
+            try:
+                child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            except OSError as err:
+                raise _walk_error(err, fd, part, current=current, path=path, what=what) from None
+            os.close(fd)
+            fd = child
+        return os.fstat(fd)
+    finally:
+        os.close(fd)
+
+
+def _walk_error(
+    err: OSError, parent_fd: int, part: str, *, current: str, path: str, what: str
+) -> BrokerError:
+    """The refusal for a component that could not be opened (never a 500)."""
+    if err.errno == errno.ENOENT:
+        return BrokerError(f"'{what}' {path} does not exist.")
+    if err.errno in (errno.ELOOP, errno.ENOTDIR):
+        # O_NOFOLLOW|O_DIRECTORY answers ENOTDIR for a symlink, as for a file: which is it?
+        try:
+            is_link = stat.S_ISLNK(os.stat(part, dir_fd=parent_fd, follow_symlinks=False).st_mode)
+        except OSError:
+            is_link = err.errno == errno.ELOOP
+        if is_link:
+            return BrokerError(
+                f"'{what}' {path} is not its own real path: {current} is a symlink, and the "
+                "broker mounts only paths without symlinks. Send the real path.",
+                status=403,
+                reason="symlink",
+            )
+        return BrokerError(f"'{what}' {path} is not a folder ({current} is not one).")
+    if err.errno in (errno.EACCES, errno.EPERM):
+        return BrokerError(
+            f"'{what}' {path} cannot be opened by the broker ({current}: permission denied).",
+            status=403,
+            reason="permission denied",
+        )
+    return BrokerError(
+        f"'{what}' {path} cannot be checked ({current}: {err.strerror}).",
+        reason="unreadable folder",
+    )
 
 
 def check_folders(
@@ -462,7 +564,12 @@ def _root_folder(path: str, what: str) -> None:
 
 
 def prepare_runtime_dir(
-    runtime_root: str, caller: Caller, kernel_id: str, *, restart: bool = False
+    runtime_root: str,
+    caller: Caller,
+    kernel_id: str,
+    *,
+    restart: bool = False,
+    max_dirs: int | None = None,
 ) -> str:
     """Create the kernel's runtime folder, owned by the caller, 0700; blocking.
 
@@ -470,6 +577,10 @@ def prepare_runtime_dir(
     user cannot rename or replace the kernel's folder. ``restart`` keeps an existing
     folder (and its connection file) but removes its socket files, which would look like
     a ready kernel; otherwise a leftover folder is replaced by a fresh one.
+
+    ``max_dirs``: how many runtime folders the caller may have at once (``None``: no
+    limit); a new folder beyond it is refused with 429 (folders of kernels that never
+    started are removed before, by :func:`remove_stale_runtime_dirs`).
     """
     root = os.path.abspath(runtime_root)
     longest = len(runtime_dir_for(root, caller.uid, kernel_id).encode()) + SOCKET_TAIL
@@ -490,6 +601,17 @@ def prepare_runtime_dir(
         info: os.stat_result | None = os.lstat(rundir)
     except FileNotFoundError:
         info = None
+    if info is None and max_dirs is not None:
+        have = len(os.listdir(user_root))
+        if have >= max_dirs:
+            raise BrokerError(
+                f"{caller.name} already has {have} kernel runtime folders; the limit per user "
+                f"is {max_dirs} (c.TFEnvBroker.max_runtime_dirs_per_user). Shut a kernel down "
+                "(folders of kernels that never started are removed after "
+                "c.TFEnvBroker.runtime_dir_stale_seconds), then start this one again.",
+                status=429,
+                reason="runtime folder quota",
+            )
     if info is not None and restart and _is_users_runtime(info, caller):
         with os.scandir(rundir) as entries:
             for entry in entries:
@@ -505,6 +627,66 @@ def prepare_runtime_dir(
     os.chown(rundir, caller.uid, caller.gid)
     os.chmod(rundir, 0o700)
     return rundir
+
+
+def stale_runtime_dirs(
+    runtime_root: str, caller: Caller, *, older_than: float, keep: Iterable[str] = ()
+) -> list[str]:
+    """The caller's runtime folders last changed more than ``older_than`` seconds ago
+    (their own mtime: writing the connection file or binding a socket renews it), except
+    those named in ``keep`` (folder names, :func:`runtime_name`). Whether a kernel still
+    uses one is for the caller of this function to say (its container's label): see
+    :func:`remove_stale_runtime_dirs`."""
+    user_root = os.path.join(os.path.abspath(runtime_root), str(caller.uid))
+    cutoff = time.time() - older_than
+    kept = set(keep)
+    stale = []
+    try:
+        entries = list(os.scandir(user_root))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    for entry in entries:
+        try:
+            info = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        if entry.name not in kept and info.st_mtime < cutoff:
+            stale.append(entry.path)
+    return sorted(stale)
+
+
+def runtime_uids(runtime_root: str) -> list[int]:
+    """The uids with a per-uid folder under ``runtime_root``."""
+    try:
+        names = os.listdir(os.path.abspath(runtime_root))
+    except OSError:
+        return []
+    return sorted(int(name) for name in names if name.isdigit())
+
+
+def remove_stale_runtime_dirs(
+    runtime_root: str, caller: Caller, paths: Iterable[str], in_use: Iterable[str]
+) -> list[str]:
+    """Remove those of ``paths`` (from :func:`stale_runtime_dirs`) that no container
+    uses (``in_use``: the runtime folders named by the caller's containers); the removed.
+    Only entries directly below the caller's own per-uid folder are touched."""
+    user_root = os.path.join(os.path.abspath(runtime_root), str(caller.uid))
+    used = set(in_use)
+    removed = []
+    for path in paths:
+        if path in used or os.path.dirname(path) != user_root:
+            continue
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISDIR(info.st_mode):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        removed.append(path)
+    return removed
 
 
 def _is_users_runtime(info: os.stat_result, caller: Caller) -> bool:
