@@ -25,6 +25,7 @@ import asyncio
 import base64
 import copy
 import functools
+import ipaddress
 import itertools
 import json
 import os
@@ -625,6 +626,105 @@ class LogHandler(_Base):
             text = "".join(text.splitlines(keepends=True)[-int(tail) :])
         self.set_header("Content-Type", "text/plain")
         self.finish(text)
+
+
+def _selects(selector: dict[str, Any] | None, labels: dict[str, str]) -> bool:
+    """Whether a LabelSelector (matchLabels, matchExpressions In/NotIn/Exists) selects."""
+    selector = selector or {}
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr["key"], expr["operator"], expr.get("values") or []
+        if op == "In" and labels.get(key) not in values:
+            return False
+        if op == "NotIn" and labels.get(key) in values:
+            return False
+        if op == "Exists" and key not in labels:
+            return False
+        if op == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
+def egress_allowed(
+    policies: list[dict[str, Any]],
+    pod: dict[str, Any],
+    *,
+    port: int,
+    protocol: str = "TCP",
+    ip: str | None = None,
+    namespace: str | None = None,
+    namespace_labels: dict[str, str] | None = None,
+    pod_labels: dict[str, str] | None = None,
+) -> bool:
+    """Whether NetworkPolicy semantics let ``pod`` open a connection to a destination: an
+    address (``ip``), or a pod (``pod_labels``) in ``namespace`` (``namespace_labels``).
+
+    What a CNI that enforces policies decides (networking.k8s.io/v1): the policies of the
+    pod's namespace that select it and list Egress; none: everything is allowed; else a
+    connection is allowed when some rule's ports and some peer of its ``to`` match.
+    ``ipBlock`` peers match addresses (``except`` carved out), selector peers match pods.
+    This is the test's CNI: the scripted API stores policies but nothing enforces them.
+    """
+    meta = pod["metadata"]
+    mine = [
+        p
+        for p in policies
+        if p["metadata"]["namespace"] == meta["namespace"]
+        and _selects(p["spec"].get("podSelector"), meta.get("labels") or {})
+        and "Egress" in (p["spec"].get("policyTypes") or [])
+    ]
+    if not mine:
+        return True
+    ns_labels = dict(namespace_labels or {})
+    if namespace is not None:
+        ns_labels.setdefault("kubernetes.io/metadata.name", namespace)
+
+    def port_matches(rule: dict[str, Any]) -> bool:
+        ports = rule.get("ports")
+        if not ports:
+            return True
+        for p in ports:
+            if p.get("protocol", "TCP") != protocol:
+                continue
+            if "port" not in p:
+                return True
+            first = int(p["port"])
+            last = int(p.get("endPort", first))
+            if first <= port <= last:
+                return True
+        return False
+
+    def peer_matches(peer: dict[str, Any]) -> bool:
+        if "ipBlock" in peer:
+            if ip is None:
+                return False
+            addr = ipaddress.ip_address(ip)
+            block = peer["ipBlock"]
+            net = ipaddress.ip_network(block["cidr"])
+            if addr.version != net.version or addr not in net:
+                return False
+            return not any(
+                addr in ipaddress.ip_network(x)
+                for x in block.get("except") or []
+                if ipaddress.ip_network(x).version == addr.version
+            )
+        if pod_labels is None:
+            return False
+        if "namespaceSelector" in peer:
+            if not _selects(peer["namespaceSelector"], ns_labels):
+                return False
+        elif namespace != meta["namespace"]:
+            return False
+        return _selects(peer.get("podSelector"), pod_labels)
+
+    for policy in mine:
+        for rule in policy["spec"].get("egress") or []:
+            if port_matches(rule) and (
+                not rule.get("to") or any(peer_matches(p) for p in rule["to"])
+            ):
+                return True
+    return False
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "it") -> Any:

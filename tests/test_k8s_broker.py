@@ -142,7 +142,7 @@ async def test_kernel_pod_lifecycle_through_the_broker(jp_fetch, jp_serverapp, c
     # The server reaches the kernel at the pod's IP, on the fixed ports, with its key.
     assert km.ip == ip and km.transport == "tcp"
     assert km.shell_port == m.KernelPorts().shell
-    secret = cluster.api.get("secrets", NS, m.kernel_secret_name(kernel_id))
+    secret = cluster.api.get("secrets", NS, m.kernel_secret_name(USER, kernel_id))
     assert secret is not None and secret["immutable"] is True
     assert pod["metadata"]["annotations"][m.LABEL_OWNER] == USER
 
@@ -192,7 +192,7 @@ async def test_kernel_pod_lifecycle_through_the_broker(jp_fetch, jp_serverapp, c
     response = await jp_fetch("api", "kernels", kernel_id, method="DELETE")
     assert response.code == 204
     assert cluster.pods() == []
-    assert cluster.api.get("secrets", NS, m.kernel_secret_name(kernel_id)) is None
+    assert cluster.api.get("secrets", NS, m.kernel_secret_name(USER, kernel_id)) is None
     assert cluster.api.all("networkpolicies") == []
     assert not rundir.exists()
     [claim] = cluster.api.all("persistentvolumeclaims")
@@ -228,7 +228,7 @@ async def _checkpoints_on_the_claim(jp_fetch, jp_serverapp, cluster, kernel_id):
     [item] = views["tf220"]["checkpoints"]
     assert item["kind"] == "tf_checkpoint_set" and item["name"] == "run/checkpoint"
     # Helper pods went when done; the kernel pod is the only one.
-    assert [p["metadata"]["name"] for p in cluster.pods()] == [m.kernel_pod_name(kernel_id)]
+    assert [p["metadata"]["name"] for p in cluster.pods()] == [m.kernel_pod_name(USER, kernel_id)]
     helpers = [p for meth, p in cluster.api.requests if meth == "POST" and p.endswith("/pods")]
     assert len(helpers) == 2  # the kernel and one reader
 
@@ -293,7 +293,7 @@ async def test_a_restarted_server_removes_the_pods_its_predecessor_left(
         (tfenv_app,) = jp_serverapp.extension_manager.extension_apps["jupyter_tfenv"]
         await tfenv_app._reap()
         left = [p["metadata"]["name"] for p in cluster.pods()]
-        assert left == [m.kernel_pod_name(ids["big"])]
+        assert left == [m.kernel_pod_name(USER, ids["big"])]
     finally:
         for kid in ids.values():
             await client.delete_kernel(kid)

@@ -515,7 +515,7 @@ def test_labels_are_the_docker_backends_and_valid():
 def test_label_values_are_sanitized(value):
     label = m.label_value(value)
     assert LABEL_VALUE_RE.match(label) and len(label) <= 63
-    if LABEL_VALUE_RE.match(value) and len(value) <= 63:
+    if LABEL_VALUE_RE.match(value) and len(value) <= 63 and "--" not in value:
         assert label == value  # valid values are kept as they are
 
 
@@ -748,7 +748,9 @@ def test_network_policy_options():
         "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "jhub"}},
     }
     assert [p["port"] for p in policy["spec"]["ingress"][0]["ports"]] == list(range(6000, 6005))
-    assert policy["spec"]["policyTypes"] == ["Ingress"]  # network: bridge → egress open
+    # network: bridge → public addresses and DNS only (issue 17), never private ranges.
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert policy["spec"]["egress"] == m.public_egress_rules()
     with pytest.raises(m.KubernetesManifestError, match="empty"):
         m.kernel_network_policy(start, {})  # an empty selector is every pod
     deny = m.default_deny_policy("tfenv-kernels")
@@ -847,3 +849,51 @@ def test_server_selector_hashes_names_kubespawner_would_hash():
     selector = m.default_server_selector(email, "gpu run")
     assert selector["hub.jupyter.org/username"] == m.kubespawner_label(email)
     assert selector["hub.jupyter.org/servername"] == f"gpu-run---{tag('gpu run')}"
+
+
+# --- egress (issue 17, item 5) -----------------------------------------------------------------
+
+EGRESS_ALLOW = [
+    "10.20.0.5/32:5432",
+    "169.254.20.10/32:53/UDP",
+    "fd00:10::/64",
+    {"to": [{"namespaceSelector": {"matchLabels": {"team": "data"}}}], "ports": [{"port": 9000}]},
+]
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_egress_policies_are_valid_strictly(version):
+    """Every kernel's policy states its egress: none, or public addresses, DNS and what
+    kubernetes_egress_allow lists; each form validates against the official schema."""
+    for env in (env_of(), environment_from_dict(GPU_ENV)):
+        policy = m.kernel_network_policy(start_of(env), egress_allow=EGRESS_ALLOW)
+        assert "Egress" in policy["spec"]["policyTypes"]
+        assert validate(policy, version) == version
+    networked = m.kernel_network_policy(
+        start_of(environment_from_dict(GPU_ENV)), egress_allow=EGRESS_ALLOW
+    )
+    extra = networked["spec"]["egress"][len(m.public_egress_rules()) :]
+    assert extra[0] == {
+        "to": [{"ipBlock": {"cidr": "10.20.0.5/32"}}],
+        "ports": [{"protocol": "TCP", "port": 5432}],
+    }
+    assert extra[1]["ports"] == [{"protocol": "UDP", "port": 53}]
+    assert extra[2] == {"to": [{"ipBlock": {"cidr": "fd00:10::/64"}}]}
+    assert extra[3] == EGRESS_ALLOW[3]
+    # network: none stays closed whatever the admin opened for networked environments.
+    assert m.kernel_network_policy(start_of(), egress_allow=EGRESS_ALLOW)["spec"]["egress"] == []
+
+
+@pytest.mark.parametrize(
+    ("entry", "words"),
+    [
+        ("10.20.0.5", "expected 'CIDR'"),
+        ("10.20.0.5/33", "10.20.0.5/33"),
+        ("10.20.0.1/8", "has host bits set"),
+        ("10.0.0.0/8:99999", "bad port"),
+        ({"to": [], "from": []}, "only 'to' and 'ports'"),
+    ],
+)
+def test_bad_egress_allow_entries_are_refused(entry, words):
+    with pytest.raises(m.KubernetesManifestError, match=re.escape(words)):
+        m.egress_allow_rule(entry)

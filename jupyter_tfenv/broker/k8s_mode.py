@@ -16,7 +16,17 @@ namespace (docs/kubernetes.md). What differs for the caller:
 
 Users are not Unix accounts here: every kernel pod runs as ``kubernetes_uid`` /
 ``kubernetes_gid``; users are kept apart by their own claims, Secrets, policies and the
-owner label, not by uids.
+owner label, not by uids. Object names derive from the owner and the kernel id (or the
+environment), so one user's start never names another user's objects; every endpoint
+that names a kernel answers 404 for a kernel that is not the caller's.
+
+Pods beside kernels: an environment probe is one pod per (environment, image) in flight,
+shared by every request that asks meanwhile, and counts as a kernel of the user who
+started it against ``max_kernels_per_user`` (429 beyond, as in Docker mode). Checkpoint
+helper pods (listing, deletion) run at most ``kubernetes_helper_pods_per_user`` at a time
+per user; a request beyond waits for a slot. They are not refused at the kernel limit: the
+checkpoint panel must work for a user who runs all their kernels (reading checkpoints in
+Docker mode takes no container at all).
 """
 
 from __future__ import annotations
@@ -65,6 +75,12 @@ class KubernetesKernels:
         self._backend: KubernetesBackend | None = None
         #: Probes by (environment, image reference as the pods run it).
         self._probes: dict[tuple[str, str], dict[str, Any]] = {}
+        #: The probe pod in flight per (environment, image): later requests join it.
+        self._probing: dict[tuple[str, str], asyncio.Future[dict[str, Any]]] = {}
+        #: Probe pods running per user ({user: {token: 0}}): they count as kernels.
+        self._probes_of: dict[str, dict[object, int]] = {}
+        #: Checkpoint helper pods: a slot per user (kubernetes_helper_pods_per_user).
+        self._helper_slots: dict[str, asyncio.Semaphore] = {}
 
     @property
     def log(self) -> Any:
@@ -79,10 +95,25 @@ class KubernetesKernels:
                 k8s.load_api_client(b.kubernetes_config, b.kubernetes_context),
                 b.kubernetes_namespace,
                 server_namespace=b.kubernetes_server_namespace or None,
+                server_selector=self.server_selector(),
+                egress_allow=list(b.kubernetes_egress_allow),
                 pull_timeout=b.kubernetes_pull_timeout,
                 schedule_timeout=b.kubernetes_schedule_timeout,
             )
         return self._backend
+
+    def server_selector(self) -> Any:
+        """The kernels' NetworkPolicy peer: the owner's server pods, as the broker's
+        kubernetes_server_selector / _label_scheme say they are labelled."""
+        b = self.broker
+        try:
+            return manifests.server_selector_from(
+                dict(b.kubernetes_server_selector),
+                b.kubernetes_server_label_scheme,
+                accept_hashed=b.kubernetes_accept_hashed_server_labels,
+            )
+        except TFEnvError as err:
+            raise BrokerError(err.message, status=500, reason="bad configuration") from err
 
     async def _call(self, coro: Any) -> Any:
         """Await a backend call; its errors as the broker's (status and message kept)."""
@@ -95,19 +126,21 @@ class KubernetesKernels:
 
     # -- which pods are the caller's -----------------------------------------------------
 
-    @staticmethod
-    def _selector(caller: Caller) -> dict[str, str]:
-        return {manifests.LABEL_OWNER: manifests.label_value(caller.name)}
-
     async def pods(self, caller: Caller) -> list[PodState]:
-        """The caller's kernel pods (the exact owner name, not only its label value)."""
-        found = await self._call(self.backend().pods(self._selector(caller)))
-        return [p for p in found if p.annotations.get(manifests.LABEL_OWNER) == caller.name]
+        """The caller's kernel pods (the exact owner name, not only its label value; pods
+        labelled before issue 17 too)."""
+        values = {manifests.label_value(caller.name), manifests.legacy_label_value(caller.name)}
+        found: dict[str, PodState] = {}
+        for value in sorted(values):
+            for p in await self._call(self.backend().pods({manifests.LABEL_OWNER: value})):
+                if p.annotations.get(manifests.LABEL_OWNER) == caller.name:
+                    found[p.name] = p
+        return list(found.values())
 
     async def find(self, caller: Caller, kernel_id: str) -> PodState:
         policy.check_kernel_id(kernel_id)
-        state = await self._call(self.backend().state(manifests.kernel_pod_name(kernel_id)))
-        if state is None or state.annotations.get(manifests.LABEL_OWNER) != caller.name:
+        state = await self._call(self.backend().find_kernel(caller.name, kernel_id))
+        if state is None:
             raise BrokerError(
                 _NOT_YOURS.format(kernel_id=kernel_id), status=404, reason="no such kernel"
             )
@@ -116,9 +149,12 @@ class KubernetesKernels:
     async def usage(self, caller: Caller, *, exclude: str | None = None) -> policy.Usage:
         pods = await self.pods(caller)
         return policy.usage_of(
-            p.gpus
-            for p in pods
-            if p.running and p.annotations.get(manifests.LABEL_KERNEL_ID) != exclude
+            (
+                p.gpus
+                for p in pods
+                if p.running and p.annotations.get(manifests.LABEL_KERNEL_ID) != exclude
+            ),
+            list(self._probes_of.get(caller.name, {}).values()),
         )
 
     # -- endpoints -----------------------------------------------------------------------
@@ -177,6 +213,11 @@ class KubernetesKernels:
         env = self.broker.environment_for(caller, req.environment)
         start = await asyncio.to_thread(self.kernel_start, caller, req, env)
         try:
+            # An ambiguous server label is refused before anything is made.
+            self.server_selector()(caller.name, req.server)
+        except TFEnvError as err:
+            raise BrokerError(err.message, status=400, reason="ambiguous name") from err
+        try:
             new_gpus = manifests.gpu_count(env)
         except TFEnvError as err:
             raise BrokerError(err.message, status=400, reason="not a pod") from err
@@ -225,7 +266,7 @@ class KubernetesKernels:
             "ports": pod.ports,
             "checkpoints": {
                 "storage": "kubernetes",
-                "claim": manifests.pvc_name(start),
+                "claim": pod.claim or manifests.pvc_name(start),
                 "namespace": start.namespace,
                 "container_path": manifests.CONTAINER_CHECKPOINT_DIR,
             },
@@ -239,7 +280,7 @@ class KubernetesKernels:
         from ..checkpoints import _HELPER_SCRIPT  # noqa: PLC0415
         from ..k8s.backend import PodStartError  # noqa: PLC0415
 
-        claim = manifests.claim_name(caller.name, env.id)
+        claim, _ = await self._claim(caller, env)
         # A ReadWriteOnce claim is usable on one node at a time: go where a kernel of this
         # user and environment holds it.
         node = next(
@@ -262,23 +303,71 @@ class KubernetesKernels:
             read_only=read_only,
             node=node,
         )
+        slot = self._helper_slots.get(caller.name)
+        if slot is None:
+            slot = self._helper_slots[caller.name] = asyncio.Semaphore(
+                max(1, self.broker.kubernetes_helper_pods_per_user)
+            )
+        async with slot:  # at most N of this user's helper pods at a time; others wait
+            try:
+                return await self._call(self.backend().run_helper(pod))
+            except PodStartError as err:
+                raise BrokerError(
+                    err.message, status=err.http_status, reason="checkpoint helper", logs=err.events
+                ) from err
+
+    async def _claim(self, caller: Caller, env: Environment) -> tuple[str, bool]:
+        """The caller's claim for ``env`` (its name, whether it exists); 409 when the claim
+        under their name is someone else's."""
+        from ..k8s.backend import PodStartError  # noqa: PLC0415
+
         try:
-            return await self._call(self.backend().run_helper(pod))
+            name, exists = await self._call(self.backend().resolve_claim(caller.name, env.id))
         except PodStartError as err:
-            raise BrokerError(
-                err.message, status=err.http_status, reason="checkpoint helper", logs=err.events
-            ) from err
+            raise BrokerError(err.message, status=err.http_status, reason="not your claim") from err
+        return str(name), bool(exists)
 
     async def probe(self, caller: Caller, env: Environment, *, refresh: bool) -> dict[str, Any]:
         """What the environment's image holds (python, TensorFlow, its CUDA/cuDNN build),
         from a short probe pod; kept per image reference. The pod gets no GPU (it would
         hold one and wait for a free one): the kernel's own view shows the GPUs."""
-        from ..k8s.backend import PodStartError  # noqa: PLC0415
-
         image = self.image_of(env)
         cached = self._probes.get((env.id, image))
         if cached is not None and not refresh:
             return {"state": "ok", **cached, "cached": True}
+        running = self._probing.get((env.id, image))
+        if running is None or running.done():
+            # A probe pod is a kernel while it runs: counted, under the user's lock,
+            # against the same quota; one per (environment, image) at a time, shared.
+            async with self.broker.user_lock(caller.name):
+                running = self._probing.get((env.id, image))
+                if running is None or running.done():
+                    policy.check_quota(
+                        caller,
+                        await self.usage(caller),
+                        0,
+                        max_kernels=self.broker.max_kernels_per_user,
+                        max_gpus=self.broker.max_gpus_per_user,
+                        probe=True,
+                    )
+                    token = object()
+                    self._probes_of.setdefault(caller.name, {})[token] = 0
+
+                    def release(_: Any, name: str = caller.name, token: object = token) -> None:
+                        mine = self._probes_of.get(name, {})
+                        mine.pop(token, None)
+                        if not mine:
+                            self._probes_of.pop(name, None)
+
+                    running = asyncio.ensure_future(self._run_probe(caller, env, image))
+                    running.add_done_callback(release)
+                    self._probing[(env.id, image)] = running
+        result = await asyncio.shield(running)
+        return {"state": "ok", **result}
+
+    async def _run_probe(self, caller: Caller, env: Environment, image: str) -> dict[str, Any]:
+        from ..k8s.backend import PodStartError  # noqa: PLC0415
+
         started = time.monotonic()
         pod = manifests.helper_pod(
             name=manifests.dns_label("tfenv-probe", env.id, secrets.token_hex(4)),
@@ -319,7 +408,7 @@ class KubernetesKernels:
         )
         result = probe_result(env, facts, gpu_state, image, started)
         self._probes[(env.id, image)] = result
-        return {"state": "ok", **result}
+        return result
 
     def image_status(self, env: Environment) -> dict[str, Any]:
         """The environments listing's image entry: the reference the pods run (the
@@ -358,8 +447,8 @@ class KubernetesKernels:
                 if len(env_ids) == 1:
                     raise
                 continue  # not this user's to use (or gone from the catalog): not listed
-            claim = manifests.claim_name(caller.name, env.id)
-            if not await self._call(self.backend().claim_exists(claim)):
+            claim, exists = await self._claim(caller, env)
+            if not exists:
                 inventory: Any = {"exists": False, "entries": [], "state": {}, "checks": {}}
             else:
                 [inventory] = await self._helper(
@@ -376,9 +465,8 @@ class KubernetesKernels:
         self, caller: Caller, env_id: str, paths: list[str]
     ) -> dict[str, Any]:
         env = self.broker.environment_for(caller, env_id, status=404)
-        if not await self._call(
-            self.backend().claim_exists(manifests.claim_name(caller.name, env.id))
-        ):
+        _, exists = await self._claim(caller, env)
+        if not exists:
             raise BrokerError(f"No checkpoints of '{env.id}' of yours.", status=404)
         result = await self._helper(
             caller, env, "_delete", {"root": "/v/0", "paths": paths}, read_only=False
@@ -457,15 +545,13 @@ class KubernetesKernels:
         }
 
     async def delete(self, caller: Caller, kernel_id: str) -> None:
-        policy.check_kernel_id(kernel_id)
-        name = manifests.kernel_pod_name(kernel_id)
-        state = await self._call(self.backend().state(name))
-        if state is None or state.annotations.get(manifests.LABEL_OWNER) != caller.name:
-            raise BrokerError(
-                _NOT_YOURS.format(kernel_id=kernel_id), status=404, reason="no such kernel"
-            )
+        state = await self.find(caller, kernel_id)
+        name = state.name
         await self._call(
-            self.backend().delete(name, secret=manifests.kernel_secret_name(kernel_id))
+            self.backend().delete(
+                name,
+                secret=state.secret or manifests.kernel_secret_name(caller.name, kernel_id),
+            )
         )
         self.log.info(
             "tfenv-broker: stopped kernel %s of %s: %s, pod %s",

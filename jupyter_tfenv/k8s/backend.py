@@ -6,12 +6,15 @@ reached, or says why not. Every client call is blocking, so each runs in a worke
 (``asyncio.to_thread``): nothing here blocks the broker's event loop.
 
 One start, in order: the restricted Pod Security check (:func:`pss.check_pod`), the
-user's checkpoint claim (kept when it exists), the connection Secret, the pod, the
-Secret's owner patched to the pod (it goes with it), the NetworkPolicy (owned by the pod
-too). Then the pod is watched: Running with an IP is a start; a refusal by the scheduler,
-a failed image pull, a container that exits or is OOM-killed is an error that carries
-the pod's events. Time spent pulling the image is not charged to the start timeout
-(``pull_timeout`` caps it instead).
+user's checkpoint claim (kept when it exists and its annotations say it is this user's
+for this environment; refused when they name someone else), the previous pod of this
+user's kernel id (a restart) removed, the connection Secret, the pod, the Secret's owner
+patched to the pod (it goes with it), the NetworkPolicy (owned by the pod too). A pod
+under the kernel's name that another user owns is never touched: the start is refused
+as if there were no such kernel (404). Then the pod is watched: Running with an IP is a
+start; a refusal by the scheduler, a failed image pull, a container that exits or is
+OOM-killed is an error that carries the pod's events. Time spent pulling the image is
+not charged to the start timeout (``pull_timeout`` caps it instead).
 
 Responses are read as plain JSON (``_preload_content=False``): the same camelCase dicts
 the manifests are written in, not the client's model classes.
@@ -24,8 +27,8 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kubernetes import client, config
@@ -85,6 +88,8 @@ class StartedPod:
     node: str = ""
     #: Seconds the node spent pulling the image during this start (not charged).
     pull_seconds: float = 0.0
+    #: The checkpoint claim the pod mounts.
+    claim: str = ""
 
 
 @dataclass
@@ -108,6 +113,8 @@ class PodState:
     #: The kernel container's limits: bytes, CPUs (None: none set).
     memory_limit: int | None = None
     cpu_limit: float | None = None
+    #: The connection Secret the pod mounts ('' when none).
+    secret: str = ""
 
 
 def load_api_client(kubeconfig: str = "", context: str = "") -> Any:
@@ -155,6 +162,7 @@ class KubernetesBackend:
         *,
         server_namespace: str | None = None,
         server_selector: Callable[[str, str], Mapping[str, str]] | None = None,
+        egress_allow: Sequence[str | Mapping[str, Any]] = (),
         pull_timeout: float = 1800.0,
         schedule_timeout: float = 10.0,
         poll_interval: float = 0.5,
@@ -165,6 +173,7 @@ class KubernetesBackend:
         self.net = client.NetworkingV1Api(api_client)
         self.server_namespace = server_namespace
         self.server_selector = server_selector or manifests.default_server_selector
+        self.egress_allow = list(egress_allow)
         self.pull_timeout = pull_timeout
         self.schedule_timeout = schedule_timeout
         self.poll_interval = poll_interval
@@ -209,11 +218,16 @@ class KubernetesBackend:
 
     async def start(self, start: KernelStart, key: str, *, start_timeout: float) -> StartedPod:
         """Submit the kernel's objects and wait until its pod runs with an IP address."""
+        selector = self.server_selector(start.username, start.server_name)
+        if start.claim is None:
+            claim, _ = await self.resolve_claim(start.username, start.env.id)
+            start = replace(start, claim=claim)
         objs = manifests.kernel_objects(
             start,
             key,
-            server_selector=self.server_selector(start.username, start.server_name),
+            server_selector=selector,
             server_namespace=self.server_namespace,
+            egress_allow=self.egress_allow,
         )
         violations = pss.check_pod(objs.pod)
         if violations:
@@ -223,14 +237,27 @@ class KubernetesBackend:
                 status=400,
             )
         name = objs.pod["metadata"]["name"]
-        # A restart reuses the kernel id: what its previous pod left goes first.
-        await self.delete(name, secret=objs.secret["metadata"]["name"], wait=True)
+        there = await self.state(name)
+        if there is not None and not _is_kernel_of(there, start.username, start.kernel_id):
+            # Never another user's: refused as if it did not exist (kernel ids are seen in
+            # URLs, logs and shared sessions).
+            raise PodStartError(f"No kernel {start.kernel_id} of yours.", status=404)
+        # A restart reuses the kernel id: what its previous pod left goes first (also a
+        # pod named before issue 17, by the kernel id only).
+        previous = await self.find_kernel(start.username, start.kernel_id)
+        if previous is not None:
+            await self.delete(
+                previous.name, secret=previous.secret or objs.secret["metadata"]["name"], wait=True
+            )
         await self._call(
             self.core.create_namespaced_persistent_volume_claim,
             self.namespace,
             objs.pvc,
             exists_ok=True,
         )
+        # Made by a start of the same user and environment meanwhile, or by someone else:
+        # mounted only when its annotations say it is this user's.
+        await self.resolve_claim(start.username, start.env.id, name=manifests.pvc_name(start))
         try:
             await self._call(self.core.create_namespaced_secret, self.namespace, objs.secret)
             try:
@@ -295,6 +322,7 @@ class KubernetesBackend:
                     image=str(kernel.get("imageID") or kernel.get("image") or ""),
                     node=str((pod.get("spec") or {}).get("nodeName") or ""),
                     pull_seconds=round(pulled, 3),
+                    claim=manifests.pvc_name(start),
                 )
             events = await self.events(name)
             failure = _start_failure(env_id, pod, events)
@@ -437,6 +465,57 @@ class KubernetesBackend:
         finally:
             await asyncio.shield(self._quiet_delete(name, ""))
 
+    async def find_kernel(self, username: str, kernel_id: str) -> PodState | None:
+        """``username``'s pod of ``kernel_id`` (by its name, or the name pods had before
+        issue 17), only when its annotations say it is theirs; else None."""
+        for name in (
+            manifests.kernel_pod_name(username, kernel_id),
+            manifests.legacy_kernel_pod_name(kernel_id),
+        ):
+            state = await self.state(name)
+            if state is not None and _is_kernel_of(state, username, kernel_id):
+                return state
+        return None
+
+    async def resolve_claim(
+        self, username: str, env_id: str, *, name: str | None = None
+    ) -> tuple[str, bool]:
+        """The name of ``username``'s checkpoint claim for ``env_id`` and whether it exists.
+
+        The claim is :func:`manifests.claim_name`'s, or one made before issue 17 under its
+        40-bit name whose annotations name this user and environment (kept in use, so
+        checkpoints survive the upgrade). A claim under this user's name whose annotations
+        name someone else is refused (409): it is never mounted."""
+        candidates = (
+            [name]
+            if name
+            else [
+                manifests.claim_name(username, env_id),
+                manifests.legacy_claim_name(username, env_id),
+            ]
+        )
+        for i, candidate in enumerate(candidates):
+            found = await self._call(
+                self.core.read_namespaced_persistent_volume_claim,
+                candidate,
+                self.namespace,
+                missing_ok=True,
+            )
+            if found is None:
+                continue
+            if manifests.claim_owned_by(found, username, env_id):
+                return candidate, True
+            if i == 0:
+                raise PodStartError(
+                    f"The checkpoint claim {self.namespace}/{candidate} for your '{env_id}' "
+                    "exists but its annotations name another user or environment: it is not "
+                    "mounted. Ask an admin to look at it (kubectl -n "
+                    f"{self.namespace} get pvc {candidate} -o yaml).",
+                    status=409,
+                )
+            # An old-name claim of someone else: not this user's; the new name is used.
+        return candidates[0], False
+
     async def claim_exists(self, name: str) -> bool:
         found = await self._call(
             self.core.read_namespaced_persistent_volume_claim,
@@ -476,6 +555,13 @@ class KubernetesBackend:
 # --- reading pods and events -----------------------------------------------------------
 
 
+def _is_kernel_of(state: PodState, username: str, kernel_id: str) -> bool:
+    return (
+        state.annotations.get(manifests.LABEL_OWNER) == username
+        and state.annotations.get(manifests.LABEL_KERNEL_ID) == kernel_id
+    )
+
+
 def _kernel_status(pod: Mapping[str, Any]) -> dict[str, Any]:
     for cs in (pod.get("status") or {}).get("containerStatuses") or []:
         if cs.get("name") == manifests.KERNEL_CONTAINER:
@@ -511,6 +597,14 @@ def pod_state(pod: Mapping[str, Any]) -> PodState:
         node=str((pod.get("spec") or {}).get("nodeName") or ""),
         memory_limit=_limit(pod, "memory"),
         cpu_limit=_limit(pod, "cpu"),
+        secret=next(
+            (
+                str(v["secret"].get("secretName") or "")
+                for v in (pod.get("spec") or {}).get("volumes") or []
+                if isinstance(v, Mapping) and isinstance(v.get("secret"), Mapping)
+            ),
+            "",
+        ),
     )
 
 

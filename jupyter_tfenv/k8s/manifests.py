@@ -14,12 +14,19 @@ For one kernel (:class:`KernelStart`) a backend creates, in the kernels' namespa
   Security Standard; the kernel listens on fixed TCP ports on all the pod's addresses,
   with the connection file mounted read-only from the Secret;
 * the **NetworkPolicy** (:func:`kernel_network_policy`): only the owning user's server
-  pod may reach the kernel pod, and only on its five ZMQ ports. An environment whose
-  catalog ``network`` is ``none`` (the default) gets no egress at all, as on Docker.
+  pod may reach the kernel pod, and only on its five ZMQ ports. Egress is always
+  restricted: an environment whose catalog ``network`` is ``none`` (the default) gets
+  none at all, as on Docker; any other gets public addresses and the cluster's DNS, never
+  private, link-local (cloud metadata) or in-cluster addresses, unless the broker's
+  ``kubernetes_egress_allow`` opens more (:func:`egress_rules`).
 
 Labels are the Docker backend's (``org.jupyter.tfenv.owner``, ``.kernel-id``,
 ``.environment``, ``.hub-server``) with values made valid label values
 (:func:`label_value`); the exact values are also kept in annotations of the same names.
+
+Object names of a user's things derive from the owner and what they name (the kernel id,
+the environment) with a 128-bit hash: two users' objects never share a name, whatever
+names they choose (``tests/test_k8s_names.py`` checks it over arbitrary names).
 """
 
 from __future__ import annotations
@@ -27,9 +34,10 @@ from __future__ import annotations
 import base64
 import copy
 import hashlib
+import ipaddress
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,7 +83,11 @@ _DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _MAX_LABEL = 63
 #: The kernel binds every address of its pod: the pod IP is what the server connects to.
 ALL_ADDRESSES = "0.0.0.0"  # noqa: S104
-_HASH_LEN = 10
+#: Hex digits of the hash in names and label values: 128 bits (no chosen-name collisions).
+_HASH_LEN = 32
+#: Before issue 17, names and label values carried 40 bits (10 hex digits): what objects
+#: made then are found by (:func:`legacy_claim_name`, :func:`legacy_kernel_pod_name`).
+_LEGACY_HASH_LEN = 10
 
 
 class KubernetesManifestError(TFEnvError):
@@ -152,43 +164,83 @@ class KernelStart:
     gpu_resource: str = GPU_RESOURCE
     #: Extra variables for the kernel (the server's allow-list: USER, LANG, …).
     environment: Mapping[str, str] = field(default_factory=dict)
+    #: The checkpoint claim's name when it is not :func:`claim_name`'s (a claim made
+    #: before issue 17, found and checked by the backend).
+    claim: str | None = None
 
 
 # --- names and labels ------------------------------------------------------------------
 
 
 def _digest_of(*parts: str) -> str:
-    return hashlib.sha256("\0".join(parts).encode("utf-8")).hexdigest()[:_HASH_LEN]
+    """128 bits of SHA-256 over the parts as a JSON list (unambiguous for any strings)."""
+    return hashlib.sha256(json.dumps(list(parts)).encode("utf-8")).hexdigest()[:_HASH_LEN]
+
+
+def _legacy_digest_of(*parts: str) -> str:
+    return hashlib.sha256("\0".join(parts).encode("utf-8")).hexdigest()[:_LEGACY_HASH_LEN]
 
 
 def label_value(value: str) -> str:
     """``value`` as a valid label value (at most 63 of ``[A-Za-z0-9._-]``, alphanumeric ends).
 
-    Values that already are valid stay as they are; any other gets a hash of the original
-    appended, so that two different names never share a label value ("a@b" and "a-b").
+    Values that already are valid (and hold no ``--``) stay as they are; any other becomes
+    a readable slug, ``---`` and 128 bits of a hash of the original. A kept value never
+    holds ``--`` and an escaped one always holds ``---``, so no name's label value equals
+    another's, even a name chosen to look like an escaped one.
     """
+    if "--" not in value and len(value) <= _MAX_LABEL and _LABEL_VALUE_RE.match(value):
+        return value
+    body = re.sub(r"[^A-Za-z0-9._]+", "-", value)
+    body = body[: _MAX_LABEL - _HASH_LEN - 3]
+    body = re.sub(r"^[^A-Za-z0-9]+|[^A-Za-z0-9]+$", "", body)
+    return f"{body or 'x'}---{_digest_of(value)}"
+
+
+def legacy_label_value(value: str) -> str:
+    """The label value objects made before issue 17 carry (a 40-bit hash): what finds them."""
     if len(value) <= _MAX_LABEL and _LABEL_VALUE_RE.match(value):
         return value
     body = re.sub(r"[^A-Za-z0-9._-]+", "-", value)
-    body = body[: _MAX_LABEL - _HASH_LEN - 1]
+    body = body[: _MAX_LABEL - _LEGACY_HASH_LEN - 1]
     body = re.sub(r"^[^A-Za-z0-9]+|[^A-Za-z0-9]+$", "", body)
-    tag = _digest_of(value)
+    tag = _legacy_digest_of(value)
     return f"{body}-{tag}" if body else tag
 
 
 def dns_label(prefix: str, *parts: str, always_hash: bool = False) -> str:
     """A DNS label (object name, at most 63 characters) from a fixed prefix and free parts.
 
-    Parts are lower-cased and stripped of anything but ``[a-z0-9-]``; when that changed
-    them (or ``always_hash``), a hash of the original parts is appended, so different
-    parts never give one name.
+    Parts are lower-cased and stripped of anything but ``[a-z0-9-]`` for readability; a
+    128-bit hash of the original parts is appended (after ``--``) whenever there is more
+    than one part, cleaning changed them, or ``always_hash``: different parts never give
+    one name. A name without a hash never holds ``--`` (prefixes hold none), one with a
+    hash always does, so the two kinds never meet.
     """
+    cleaned = [re.sub(r"[^a-z0-9-]+", "-", p.lower()).strip("-") for p in parts]
+    name = "-".join([prefix, *[c for c in cleaned if c]])
+    if (
+        not always_hash
+        and len(parts) == 1
+        and cleaned == list(parts)
+        and all(parts)
+        and "--" not in parts[0]
+        and len(name) <= _MAX_LABEL - _HASH_LEN - 3
+    ):
+        return name
+    tag = _digest_of(*parts)
+    head = re.sub(r"-+", "-", name[: _MAX_LABEL - _HASH_LEN - 3]).rstrip("-")
+    return f"{head}--{tag}"
+
+
+def _legacy_dns_label(prefix: str, *parts: str, always_hash: bool = False) -> str:
+    """:func:`dns_label` as it was before issue 17 (40-bit hash): names of old objects."""
     cleaned = [re.sub(r"[^a-z0-9-]+", "-", p.lower()).strip("-") for p in parts]
     name = "-".join([prefix, *[c for c in cleaned if c]])
     if not always_hash and cleaned == list(parts) and all(parts) and len(name) <= _MAX_LABEL:
         return name
-    tag = _digest_of(*parts)
-    head = name[: _MAX_LABEL - _HASH_LEN - 1].rstrip("-")
+    tag = _legacy_digest_of(*parts)
+    head = name[: _MAX_LABEL - _LEGACY_HASH_LEN - 1].rstrip("-")
     return f"{head}-{tag}"
 
 
@@ -217,40 +269,63 @@ def kernel_annotations(start: KernelStart) -> dict[str, str]:
 
 
 def kernel_selector(start: KernelStart) -> dict[str, str]:
-    """matchLabels that select this kernel's pod and no other."""
+    """matchLabels that select this kernel's pod and no other (label values are injective,
+    and a user's kernel ids are theirs)."""
     return {
         LABEL_KERNEL_ID: label_value(start.kernel_id),
         LABEL_OWNER: label_value(start.username),
     }
 
 
-def kernel_pod_name(kernel_id: str) -> str:
-    return dns_label("tfenv-kernel", kernel_id)
+def kernel_pod_name(username: str, kernel_id: str) -> str:
+    """The pod (and NetworkPolicy) of ``username``'s kernel ``kernel_id``: another user's
+    kernel of the same id has another name, so a start can never replace theirs."""
+    return dns_label("tfenv-kernel", username, kernel_id)
 
 
-def kernel_secret_name(kernel_id: str) -> str:
-    return dns_label("tfenv-connection", kernel_id)
+def kernel_secret_name(username: str, kernel_id: str) -> str:
+    return dns_label("tfenv-connection", username, kernel_id)
+
+
+def legacy_kernel_pod_name(kernel_id: str) -> str:
+    """The name pods had before issue 17 (the kernel id only)."""
+    return _legacy_dns_label("tfenv-kernel", kernel_id)
 
 
 def pod_name(start: KernelStart) -> str:
-    return kernel_pod_name(start.kernel_id)
+    return kernel_pod_name(start.username, start.kernel_id)
 
 
 def secret_name(start: KernelStart) -> str:
-    return kernel_secret_name(start.kernel_id)
+    return kernel_secret_name(start.username, start.kernel_id)
 
 
 def network_policy_name(start: KernelStart) -> str:
-    return dns_label("tfenv-kernel", start.kernel_id)
+    return kernel_pod_name(start.username, start.kernel_id)
 
 
 def claim_name(username: str, env_id: str) -> str:
-    """One name per (user, environment), always with a hash: names never collide."""
+    """One name per (user, environment), with a 128-bit hash: names never collide, even
+    for names chosen to collide (the claim is mounted read-write)."""
     return dns_label("tfenv-storage", username, env_id, always_hash=True)
 
 
+def legacy_claim_name(username: str, env_id: str) -> str:
+    """The claim name before issue 17 (a 40-bit hash): still used when such a claim exists
+    and its annotations name this user and environment (the backend checks them)."""
+    return _legacy_dns_label("tfenv-storage", username, env_id, always_hash=True)
+
+
 def pvc_name(start: KernelStart) -> str:
-    return claim_name(start.username, start.env.id)
+    return start.claim or claim_name(start.username, start.env.id)
+
+
+def claim_owned_by(claim: Mapping[str, Any], username: str, env_id: str) -> bool:
+    """Whether a claim's annotations name this user and environment exactly."""
+    annotations = (claim.get("metadata") or {}).get("annotations") or {}
+    return annotations.get(LABEL_OWNER) == username and (
+        annotations.get(LABEL_ENVIRONMENT) == env_id
+    )
 
 
 def _check_namespace(namespace: str) -> str:
@@ -711,11 +786,201 @@ def default_server_selector(username: str, server_name: str = "") -> dict[str, s
     return labels
 
 
+_ESCAPE_SAFE = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
+#: How server pods' labels spell names (c.TFEnvBroker.kubernetes_server_label_scheme).
+SERVER_LABEL_SCHEMES = ("safe", "escape")
+
+
+def escape_label(name: str) -> str:
+    """The label value KubeSpawner before 7 (and 7 with ``slug_scheme = "escape"``) gives a
+    name: escapism with ``-`` as the escape character (each byte of anything but
+    ``[a-z0-9]`` as ``-XX``), lower-cased. ``-`` itself is escaped, so the mapping is
+    injective ("bob.x" is "bob-2ex", "bob-2ex" is "bob-2d2ex"); names longer than a label
+    value allows are refused by :func:`server_label_problem`."""
+    out: list[str] = []
+    for ch in name:
+        if ch in _ESCAPE_SAFE:
+            out.append(ch)
+        else:
+            out.extend(f"-{b:02X}" for b in ch.encode("utf-8"))
+    return "".join(out).lower()
+
+
+def server_label(name: str, scheme: str = "safe") -> str:
+    """``name`` (a user's or server's) as the server pod's label value under ``scheme``."""
+    if scheme == "safe":
+        return kubespawner_label(name)
+    if scheme == "escape":
+        return escape_label(name)
+    raise KubernetesManifestError(
+        f"kubernetes_server_label_scheme '{scheme}' is not one of "
+        f"{', '.join(SERVER_LABEL_SCHEMES)}."
+    )
+
+
+def server_label_problem(name: str, scheme: str = "safe", *, accept_hashed: bool = False) -> str:
+    """Why ``name`` cannot be told apart from another name by its server label value under
+    ``scheme`` ('' when it can). The kernel's NetworkPolicy admits the server pods whose
+    label equals this value: a value two names share would admit the other's server."""
+    if not name:
+        return ""
+    label = server_label(name, scheme)
+    if len(label) > _MAX_LABEL or not _LABEL_VALUE_RE.match(label):
+        return (
+            f"'{name}' is too long for a label value under the '{scheme}' scheme ('{label}' "
+            "has more than 63 characters): server pods could not be told apart by it."
+        )
+    if scheme == "safe" and label != name and not accept_hashed:
+        return (
+            f"'{name}' is not a valid label value as it is, so KubeSpawner labels its server "
+            f"'{label}', which carries a 32-bit hash: another name chosen to match it would be "
+            "admitted to this user's kernels. Ask an admin for a name of letters, digits, "
+            "'.', '_' and single '-', or (where users cannot choose their names) to set "
+            "c.TFEnvBroker.kubernetes_accept_hashed_server_labels = True."
+        )
+    return ""
+
+
+def server_selector_from(
+    template: Mapping[str, str], scheme: str = "safe", *, accept_hashed: bool = False
+) -> Callable[[str, str], dict[str, str]]:
+    """A server selector (user, server name) -> matchLabels from a template such as
+    ``{"component": "singleuser-server", "hub.jupyter.org/username": "{username}",
+    "hub.jupyter.org/servername": "{servername}"}``: ``{username}`` and ``{servername}``
+    become the names' label values under ``scheme``; a label whose value renders empty
+    (the default server's name) is left out. A name whose label value is ambiguous
+    (:func:`server_label_problem`) is refused with the reason."""
+    if scheme not in SERVER_LABEL_SCHEMES:
+        raise KubernetesManifestError(
+            f"kubernetes_server_label_scheme '{scheme}' is not one of "
+            f"{', '.join(SERVER_LABEL_SCHEMES)}."
+        )
+    if not any("{username}" in str(v) for v in template.values()):
+        raise KubernetesManifestError(
+            "c.TFEnvBroker.kubernetes_server_selector must select the user: one of its "
+            "values must hold '{username}' (else every user's server reaches every kernel)."
+        )
+
+    def selector(username: str, server_name: str = "") -> dict[str, str]:
+        for what, name in (("user name", username), ("server name", server_name)):
+            problem = server_label_problem(name, scheme, accept_hashed=accept_hashed)
+            if problem:
+                raise KubernetesManifestError(f"The {what} {problem}")
+        labels: dict[str, str] = {}
+        for key, value in template.items():
+            try:
+                rendered = str(value).format(
+                    username=server_label(username, scheme),
+                    servername=server_label(server_name, scheme) if server_name else "",
+                )
+            except (KeyError, IndexError, ValueError) as err:
+                raise KubernetesManifestError(
+                    f"c.TFEnvBroker.kubernetes_server_selector['{key}'] = {value!r}: only "
+                    f"{{username}} and {{servername}} may appear ({err})."
+                ) from err
+            if rendered:
+                labels[key] = rendered
+        return labels
+
+    return selector
+
+
+#: Addresses a networked kernel never reaches (unless kubernetes_egress_allow opens them):
+#: private ranges (in-cluster services, the nodes), carrier-grade NAT, link-local (the
+#: cloud metadata server 169.254.169.254), loopback, multicast, reserved. As z2jh's
+#: egressAllowRules.nonPrivateIPs, with more ranges.
+NON_PUBLIC_V4 = (
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.0.0.0/24",
+    "192.168.0.0/16",
+    "198.18.0.0/15",
+    "224.0.0.0/4",
+    "240.0.0.0/4",
+)
+NON_PUBLIC_V6 = ("::1/128", "::ffff:0:0/96", "64:ff9b::/96", "fc00::/7", "fe80::/10", "ff00::/8")
+#: Where a networked kernel resolves names: the cluster DNS in kube-system.
+DNS_NAMESPACE = "kube-system"
+
+_ALLOW_RE = re.compile(
+    r"^(?P<net>[0-9A-Fa-f:.]+/\d{1,3})(?::(?P<port>\d{1,5})(?:/(?P<proto>TCP|UDP|SCTP))?)?$"
+)
+
+
+def public_egress_rules() -> list[dict[str, Any]]:
+    """The egress every networked kernel gets: public addresses, and DNS (53, UDP and TCP)
+    to the cluster's DNS pods in kube-system."""
+    return [
+        {
+            "to": [
+                {"ipBlock": {"cidr": "0.0.0.0/0", "except": list(NON_PUBLIC_V4)}},
+                {"ipBlock": {"cidr": "::/0", "except": list(NON_PUBLIC_V6)}},
+            ]
+        },
+        {
+            "to": [
+                {
+                    "namespaceSelector": {
+                        "matchLabels": {"kubernetes.io/metadata.name": DNS_NAMESPACE}
+                    }
+                }
+            ],
+            "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+        },
+    ]
+
+
+def egress_allow_rule(item: str | Mapping[str, Any]) -> dict[str, Any]:
+    """One entry of c.TFEnvBroker.kubernetes_egress_allow as a NetworkPolicy egress rule:
+    ``"10.20.0.0/16"`` (every port), ``"10.20.0.5/32:5432"`` (TCP), ``"10.0.0.10/32:53/UDP"``,
+    or a NetworkPolicyEgressRule dict (``to``, ``ports``) taken as it is."""
+    if isinstance(item, Mapping):
+        extra = sorted(set(item) - {"to", "ports"})
+        if extra or not item:
+            raise KubernetesManifestError(
+                f"kubernetes_egress_allow entry {dict(item)!r}: a NetworkPolicy egress rule "
+                f"has only 'to' and 'ports'{f', not {extra}' if extra else ''}."
+            )
+        return copy.deepcopy(dict(item))
+    match = _ALLOW_RE.match(str(item).strip())
+    if match is None:
+        raise KubernetesManifestError(
+            f"kubernetes_egress_allow entry {item!r}: expected 'CIDR', 'CIDR:PORT' or "
+            "'CIDR:PORT/UDP' (e.g. '10.20.0.5/32:5432'), or an egress rule dict."
+        )
+    try:
+        net = ipaddress.ip_network(match["net"], strict=True)
+    except ValueError as err:
+        raise KubernetesManifestError(f"kubernetes_egress_allow entry {item!r}: {err}.") from err
+    rule: dict[str, Any] = {"to": [{"ipBlock": {"cidr": str(net)}}]}
+    if match["port"]:
+        port = int(match["port"])
+        if not 1 <= port <= 65535:
+            raise KubernetesManifestError(f"kubernetes_egress_allow entry {item!r}: bad port.")
+        rule["ports"] = [{"protocol": match["proto"] or "TCP", "port": port}]
+    return rule
+
+
+def egress_rules(
+    network: str, allow: Sequence[str | Mapping[str, Any]] = ()
+) -> list[dict[str, Any]]:
+    """A kernel's egress rules: none for ``network: none``; else public addresses, DNS and
+    what the admin opened on purpose (``allow``)."""
+    if network == "none":
+        return []
+    return [*public_egress_rules(), *(egress_allow_rule(a) for a in allow)]
+
+
 def kernel_network_policy(
     start: KernelStart,
     server_selector: Mapping[str, str] | None = None,
     *,
     server_namespace: str | None = None,
+    egress_allow: Sequence[str | Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """Only the owning user's server pod reaches the kernel pod, on its five ports.
 
@@ -736,7 +1001,7 @@ def kernel_network_policy(
         }
     spec: dict[str, Any] = {
         "podSelector": {"matchLabels": kernel_selector(start)},
-        "policyTypes": ["Ingress"],
+        "policyTypes": ["Ingress", "Egress"],
         "ingress": [
             {
                 "from": [peer],
@@ -745,12 +1010,12 @@ def kernel_network_policy(
                 ],
             }
         ],
+        # Always stated: ``network: none`` (the Docker backend's default) lets nothing new
+        # out (replies on the ingress connections still flow: policies are stateful); any
+        # other network reaches public addresses and DNS only, never the cluster's
+        # services or the cloud metadata server (as z2jh's servers).
+        "egress": egress_rules(start.env.network, egress_allow),
     }
-    if start.env.network == "none":
-        # The Docker backend's default: no network. Replies on the ingress connections
-        # still flow (policies are stateful); nothing new goes out.
-        spec["policyTypes"].append("Egress")
-        spec["egress"] = []
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -820,12 +1085,13 @@ def kernel_objects(
     *,
     server_selector: Mapping[str, str] | None = None,
     server_namespace: str | None = None,
+    egress_allow: Sequence[str | Mapping[str, Any]] = (),
 ) -> KernelObjects:
     return KernelObjects(
         secret=connection_secret(start, key),
         pvc=checkpoint_pvc(start),
         pod=kernel_pod(start),
         network_policy=kernel_network_policy(
-            start, server_selector, server_namespace=server_namespace
+            start, server_selector, server_namespace=server_namespace, egress_allow=egress_allow
         ),
     )
