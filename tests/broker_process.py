@@ -26,11 +26,13 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from .conftest import CATALOG
@@ -284,3 +286,18 @@ def kill_processes_of(uid: int) -> None:
         if uid_line.split()[1:2] == [str(uid)]:
             with contextlib.suppress(OSError):
                 os.kill(int(entry.name), signal.SIGKILL)
+
+
+#: The Unix account of the policy tests' hub user (made by :func:`unix_account`).
+ACCOUNT = "tfenv-pol"
+
+
+@pytest.fixture(scope="module")
+def unix_account() -> Iterator[UnixUser]:
+    """A real, ordinary Unix account (:data:`ACCOUNT`) for the module's tests, made when
+    missing and removed afterwards, so that no test depends on what the host has."""
+    made = UnixUsers()
+    try:
+        yield made.make(ACCOUNT)
+    finally:
+        made.remove()

@@ -35,10 +35,12 @@ from jupyter_tfenv.provisioner import (
     prepare_runtime_root,
 )
 
+from .broker_process import ACCOUNT, UnixUser, unix_account
 from .conftest import KERNEL_GID, KERNEL_UID, PY_IMAGE
 from .test_broker_e2e import SCOPE, SERVICE, TOKEN, Broker, StandInHubAuth, broker
 
-__all__ = ["broker"]  # the real broker fixture, shared with tests/test_broker_e2e.py
+# The real broker fixture, shared with tests/test_broker_e2e.py; a real Unix account.
+__all__ = ["broker", "unix_account"]
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (other uids, chown)")
 
@@ -82,7 +84,7 @@ def test_system_accounts_are_refused(name: str) -> None:
         assert "below the broker's minimum uid 1000" in err.message
 
 
-def test_min_uid_is_configurable_but_root_and_nobody_never_pass() -> None:
+def test_min_uid_is_configurable_but_root_and_nobody_never_pass(unix_account: UnixUser) -> None:
     daemon = pwd.getpwnam("daemon")
     caller = policy.caller_from_model(model("daemon"), scope_ok=True, min_uid=1)
     assert caller.uid == daemon.pw_uid
@@ -90,13 +92,9 @@ def test_min_uid_is_configurable_but_root_and_nobody_never_pass() -> None:
         with pytest.raises(BrokerError, match=r"whatever c\.TFEnvBroker\.min_uid says"):
             policy.caller_from_model(model(name), scope_ok=True, min_uid=0)
     # The test suite's users (useradd: uids from 1000) pass the default.
-    try:
-        pwd.getpwnam("tfenv")
-    except KeyError:
-        return
-    assert policy.caller_from_model(model("tfenv"), scope_ok=True).uid >= 1000
+    assert policy.caller_from_model(model(ACCOUNT), scope_ok=True).uid >= 1000
     with pytest.raises(BrokerError, match="below the broker's minimum uid 5000"):
-        policy.caller_from_model(model("tfenv"), scope_ok=True, min_uid=5000)
+        policy.caller_from_model(model(ACCOUNT), scope_ok=True, min_uid=5000)
 
 
 def test_min_uid_trait() -> None:

@@ -18,6 +18,10 @@ import pytest
 from jupyter_tfenv.broker import policy
 from jupyter_tfenv.broker.policy import BrokerError, Caller, Usage
 
+from .broker_process import ACCOUNT, UnixUser, unix_account
+
+__all__ = ["unix_account"]  # a fixture: a real Unix account, made and removed
+
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (chown to other uids)")
 
 UID, GID = 1001, 1001
@@ -526,15 +530,12 @@ def test_users_without_a_unix_account_are_refused() -> None:
     assert info.value.http_status == 403
 
 
-def test_unix_account_and_groups() -> None:
+def test_unix_account_and_groups(unix_account: UnixUser) -> None:
     import pwd
 
-    try:
-        account = pwd.getpwnam("tfenv")
-    except KeyError:
-        pytest.skip("no Unix user 'tfenv' here")
+    account = pwd.getpwnam(ACCOUNT)
     caller = policy.caller_from_model(
-        {"kind": "user", "name": "tfenv", "groups": ["hub-team"]}, scope_ok=True
+        {"kind": "user", "name": ACCOUNT, "groups": ["hub-team"]}, scope_ok=True
     )
     assert (caller.uid, caller.gid, caller.home) == (
         account.pw_uid,
@@ -542,7 +543,7 @@ def test_unix_account_and_groups() -> None:
         account.pw_dir,
     )
     assert "hub-team" in caller.groups
-    assert caller.groups & policy.unix_groups("tfenv", account.pw_gid)
+    assert caller.groups & policy.unix_groups(ACCOUNT, account.pw_gid)
     assert caller.to_dict()["groups"] == sorted(caller.groups)
 
 
@@ -623,8 +624,8 @@ def run_http(tmp_path: Path, requests: list[tuple[str, str, str | None, object]]
     )
     broker.hub_auth = FakeHubAuth(
         {
-            "user-token": {"kind": "user", "name": "tfenv", "scopes": [scope]},
-            "noscope-token": {"kind": "user", "name": "tfenv", "scopes": ["read:users"]},
+            "user-token": {"kind": "user", "name": ACCOUNT, "scopes": [scope]},
+            "noscope-token": {"kind": "user", "name": ACCOUNT, "scopes": ["read:users"]},
             "service-token": {"kind": "service", "name": "cull", "scopes": [scope]},
             "nounix-token": {"kind": "user", "name": "no-such-user-x9", "scopes": [scope]},
         }
@@ -682,13 +683,9 @@ def test_http_authentication_refusals(tmp_path: Path) -> None:
     assert all(set(answer) == {"message", "reason"} for _, answer in results)
 
 
-def test_http_start_refusals_and_runtime_folder(tmp_path: Path) -> None:
+def test_http_start_refusals_and_runtime_folder(tmp_path: Path, unix_account: UnixUser) -> None:
     import pwd
 
-    try:
-        pwd.getpwnam("tfenv")
-    except KeyError:
-        pytest.skip("no Unix user 'tfenv' here")
     tok = "user-token"
     results = run_http(
         tmp_path,
@@ -707,5 +704,5 @@ def test_http_start_refusals_and_runtime_folder(tmp_path: Path) -> None:
     assert "field 'image' is not accepted: the broker decides" in results[0][1]["message"]
     assert "JUPYTERHUB_API_TOKEN" in results[1][1]["message"]
     rundir = Path(results[4][1]["runtime_dir"])
-    assert rundir.parent == tmp_path.resolve() / "rt" / str(pwd.getpwnam("tfenv").pw_uid)
-    assert os.lstat(rundir).st_uid == pwd.getpwnam("tfenv").pw_uid
+    assert rundir.parent == tmp_path.resolve() / "rt" / str(pwd.getpwnam(ACCOUNT).pw_uid)
+    assert os.lstat(rundir).st_uid == pwd.getpwnam(ACCOUNT).pw_uid
