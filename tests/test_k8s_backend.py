@@ -394,3 +394,55 @@ async def test_credentials_the_api_server_refuses_say_so(api):
     backend = KubernetesBackend(client.ApiClient(conf), NS)
     with pytest.raises(KubernetesUnavailableError, match="refused the broker's credentials"):
         await backend.pods({})
+
+
+# --- other users' objects (issue 17) ---------------------------------------------------
+
+
+def _planted(kind: str, name: str, owner: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": kind,
+        "metadata": {
+            "name": name,
+            "namespace": NS,
+            "uid": "5eed0000-0000-4000-8000-000000000001",
+            "annotations": {
+                m.LABEL_OWNER: owner,
+                m.LABEL_KERNEL_ID: "4f1c2d3e-0000-4000-8000-000000000001",
+                m.LABEL_ENVIRONMENT: "tf220",
+            },
+        },
+        **extra,
+    }
+
+
+async def test_a_pod_under_the_kernels_name_that_is_someone_elses_is_never_touched(api):
+    """scripted API: when the name a start would use holds another user's pod (whatever
+    made it so), the start is refused as if there were no such kernel (404): the pod is
+    not deleted, nothing of the starter's is made."""
+    start = start_of(username="bob")
+    planted = _planted("Pod", m.pod_name(start), "alice", spec={"containers": []})
+    api.store("pods", planted)
+    with pytest.raises(PodStartError) as err:
+        await backend_of(api).start(start, KEY, start_timeout=5)
+    assert err.value.http_status == 404
+    assert err.value.message == f"No kernel {start.kernel_id} of yours."
+    still = api.get("pods", NS, m.pod_name(start))
+    assert still is not None and still["metadata"]["uid"] == planted["metadata"]["uid"]
+    assert api.all("secrets") == [] and api.all("networkpolicies") == []
+    assert not [r for r in api.requests if r[0] == "DELETE"]
+
+
+async def test_a_claim_under_the_users_name_that_is_someone_elses_is_refused(api):
+    """scripted API: the backend mounts a claim only when its annotations name the user
+    and environment; otherwise the start is refused (409) before any pod exists."""
+    start = start_of(username="bob")
+    api.store(
+        "persistentvolumeclaims", _planted("PersistentVolumeClaim", m.pvc_name(start), "alice")
+    )
+    with pytest.raises(PodStartError) as err:
+        await backend_of(api).start(start, KEY, start_timeout=5)
+    assert err.value.http_status == 409
+    assert "exists but its annotations name another user or environment" in err.value.message
+    assert api.all("pods") == [] and api.all("secrets") == []

@@ -223,9 +223,9 @@ async def test_a_start_with_another_users_kernel_id_leaves_their_kernel_alone(ma
     secrets = [s["metadata"]["name"] for s in cluster.api.all("secrets")]
 
     theirs = await start(cluster, "bob", ALICE_KID)
-    assert theirs["name"] != mine["name"]
     alices = cluster.api.get("pods", NS, mine["name"])
     assert alices is not None and alices["metadata"]["uid"] == uid
+    assert theirs["name"] != mine["name"]
     assert alices["metadata"]["annotations"][m.LABEL_OWNER] == "alice"
     assert alices["status"]["phase"] == "Running"
     names = {p["metadata"]["name"] for p in cluster.api.all("networkpolicies")}
