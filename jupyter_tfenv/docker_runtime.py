@@ -52,6 +52,28 @@ CONTAINER_TFENV_DIR = "/opt/tfenv"
 CONTAINER_LAUNCHER = f"{CONTAINER_TFENV_DIR}/launch.py"
 CONTAINER_RUNTIMES = f"{CONTAINER_TFENV_DIR}/runtimes"
 LAUNCHER_PATH = Path(__file__).parent / "container" / "launch.py"
+
+
+def launcher_command(python: str, connection_file: str) -> list[str]:
+    """The kernel container's command: the launcher, run by the image's ``python -I``.
+
+    Isolated (``-I``): no user site-packages, no ``usercustomize``, no ``PYTHON*``
+    variables, no script folder on ``sys.path``, so no code of the user's runs before
+    the launcher's own (launch.py gives the kernel the user's site and ``PYTHONPATH``
+    back after its own setup).
+    """
+    return [python, "-I", CONTAINER_LAUNCHER, "-f", connection_file]
+
+
+def isolated_launcher(cmd: list[str]) -> list[str]:
+    """``cmd`` with ``-I`` before the launcher when it is missing (kernelspecs written by
+    an older version run ``python /opt/tfenv/launch.py …``)."""
+    if CONTAINER_LAUNCHER in cmd[1:] and "-I" not in cmd[1 : cmd.index(CONTAINER_LAUNCHER, 1)]:
+        at = cmd.index(CONTAINER_LAUNCHER, 1)
+        return [*cmd[:at], "-I", *cmd[at:]]
+    return list(cmd)
+
+
 #: Printed by the launcher when the image's python has no ipykernel and no runtime fits.
 NO_IPYKERNEL_MARK = "TFENV-NO-IPYKERNEL"
 
@@ -161,6 +183,9 @@ class KernelRequest:
     extra_env: dict[str, str] = field(default_factory=dict)
     #: Labels added to the container's own (the broker's owner uid and broker name).
     extra_labels: dict[str, str] = field(default_factory=dict)
+    #: Where the notebook folder is mounted from, when not from ``notebook_mount`` itself:
+    #: the broker's staging mount of the folder it checked (mountcheck.StagedMounts).
+    notebook_source: str | None = None
 
 
 def gpu_device_requests(env: Environment) -> list[DeviceRequest]:
@@ -238,7 +263,8 @@ def container_spec(env: Environment, req: KernelRequest) -> dict[str, Any]:
     if req.runtimes_dir and os.path.isdir(req.runtimes_dir):
         mounts.append(Mount(CONTAINER_RUNTIMES, req.runtimes_dir, type="bind", read_only=True))
     if req.notebook_mount:
-        mounts.append(Mount(req.notebook_mount, req.notebook_mount, type="bind", read_only=False))
+        source = req.notebook_source or req.notebook_mount
+        mounts.append(Mount(req.notebook_mount, source, type="bind", read_only=False))
     mounts.extend(req.extra_mounts)
     for extra in env.mounts:
         mounts.append(Mount(extra.target, extra.source, type=extra.type, read_only=extra.read_only))

@@ -17,7 +17,7 @@ from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKerne
 from traitlets import Instance, default
 
 from .catalog import KERNEL_PREFIX, Environment, TFEnvCatalog
-from .docker_runtime import CONTAINER_LAUNCHER
+from .docker_runtime import launcher_command
 from .errors import TFEnvError
 from .lock import LockFile
 
@@ -47,7 +47,7 @@ def kernelspec_dict(
         if lock_file:
             config["lock_file"] = lock_file
     return {
-        "argv": [env.python, CONTAINER_LAUNCHER, "-f", "{connection_file}"],
+        "argv": launcher_command(env.python, "{connection_file}"),
         "display_name": env.display_name,
         "language": "python",
         # docker kill --signal SIGINT reaches the kernel through the container's init.

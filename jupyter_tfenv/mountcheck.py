@@ -3,39 +3,68 @@
 A bind mount's source is a path string, and Docker resolves it (following symlinks) when
 the container starts. Between the check of a folder (the broker's notebook folder, the
 checkpoint and log folders) and that start, a user who can write the folder's parent can
-swap it for a symlink, and the container would mount wherever it leads.
+swap it for a symlink (a ``rename`` or ``renameat2(RENAME_EXCHANGE)`` in a tight loop),
+and the container would mount wherever it leads: another user's folder, or a Docker
+volume's ``_data`` (a mount bypasses the permissions of the folders above it).
 
-So every checked folder's identity (``st_dev``, ``st_ino``) is recorded when it is
-checked, from a descriptor opened without following symlinks (:func:`stat_nofollow`,
-:func:`~jupyter_tfenv.checkpoints.prepare_bind`), and right after the container starts
-:func:`verify_mounts` compares it with what is mounted at the folder's target, seen
-through ``/proc/<container pid>/root<target>``. Any difference, or a mount that cannot be
-seen, removes the container (force) and fails the start with
-:class:`MountChangedError`, which names the folder.
+The broker (root) closes this at the cause with **staging mounts**
+(:class:`StagedMounts`): each checked folder is opened again by a descriptor walk that
+follows no symlink, its identity (``st_dev``, ``st_ino``) must be the one recorded at
+check time (:func:`open_checked`), and that *descriptor* is bind-mounted with
+``mount(2)`` (source ``/proc/self/fd/<fd>``) onto a per-kernel folder under
+:data:`STAGING_ROOT`: root-owned, 0700, a private mount (nothing propagates to other
+mount namespaces). Docker is given the staging path as the bind source, which no user
+can rename or replace; once the container has started (its mount namespace has its own
+copy) and on every failure path the staging mounts are detached (``MNT_DETACH``) and
+their folders removed. A broker that cannot call ``mount(2)`` (no ``CAP_SYS_ADMIN``, or
+another mount namespace than the engine's) refuses to start kernels with bind mounts,
+saying what to do: it never falls back to mounting by path.
 
-What this does not close: the container runs for the moment between its start and the
-check (the broker's launcher only, no user code is sent to it yet, but a kernel that
-binds its sockets within those milliseconds could be reached), and runc creates a
-missing working folder inside whatever is mounted. See docs/jupyterhub.md.
+The identity check after the start stays, as a second line: right after the container
+starts :func:`verify_mounts` compares the recorded identity with what is mounted at the
+folder's target, seen through ``/proc/<container pid>/root<target>``. In strict mode (the
+broker) a difference, or a mount that cannot be seen, kills the container at once
+(SIGKILL, no grace: user code must not run with a wrong mount) and fails the start with
+:class:`MountChangedError`, which names the folder; a container that turns out to have
+exited on its own is left to the caller, which reports that exit with its logs.
+
+The local server (not strict) runs as the user who owns the Docker socket, on the user's
+own folders: it still mounts by path (a swap there only fools the user themselves) and
+keeps the check after the start, with a short grace for a kernel caught half-way out of
+an exit. See docs/jupyterhub.md.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import logging
 import os
+import secrets
+import stat
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from docker.errors import APIError, NotFound
+from docker.types import Mount
 
 from .errors import TFEnvError
 
 #: How every component of a checked folder is opened: never through a symlink.
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+#: Where the broker stages the folders it bind-mounts: root's, 0700, a private mount.
+STAGING_ROOT = "/run/tfenv-broker/mounts"
+
+# mount(2) flags (linux/mount.h)
+MS_BIND = 4096
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+MNT_DETACH = 2
 
 _log = logging.getLogger(__name__)
 
@@ -64,14 +93,14 @@ class MountChangedError(TFEnvError):
         self.folder = folder
 
 
-def stat_nofollow(path: str) -> os.stat_result:
-    """``fstat`` of the folder ``path`` names, reached without following any symlink.
+def open_nofollow(path: str) -> int:
+    """A descriptor of the folder ``path`` names, reached without following any symlink.
 
     Walks from ``/`` one component at a time, each opened with
     ``O_NOFOLLOW|O_DIRECTORY`` relative to its parent's descriptor, so the result is the
     folder that this exact path led to with no symlink in it (a symlink anywhere raises
     ``ELOOP``, a file ``ENOTDIR``, a missing component ``ENOENT``: the ``OSError`` of
-    :func:`os.open`). ``path`` must be absolute and normalized.
+    :func:`os.open`). ``path`` must be absolute and normalized. The caller closes it.
     """
     if not os.path.isabs(path) or os.path.normpath(path) != path:
         raise OSError(errno.EINVAL, "not an absolute, normalized path", path)
@@ -83,9 +112,39 @@ def stat_nofollow(path: str) -> os.stat_result:
             child = os.open(part, DIR_FLAGS, dir_fd=fd)
             os.close(fd)
             fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def stat_nofollow(path: str) -> os.stat_result:
+    """``fstat`` of :func:`open_nofollow`'s descriptor (see there)."""
+    fd = open_nofollow(path)
+    try:
         return os.fstat(fd)
     finally:
         os.close(fd)
+
+
+def open_checked(folder: CheckedFolder) -> int:
+    """A descriptor of ``folder`` as it was checked, or :class:`MountChangedError`.
+
+    Reached by :func:`open_nofollow`; its ``st_dev``/``st_ino`` must be the recorded ones
+    (a folder swapped since the check, even for another real folder, is refused). Once
+    it is open the descriptor *is* that folder, whatever happens to the path.
+    """
+    try:
+        fd = open_nofollow(folder.host_path)
+    except OSError as err:
+        link = first_symlink(folder.host_path)
+        why = f"{link} is a symlink now" if link else (err.strerror or str(err))
+        raise _changed(folder, why, started=False) from err
+    info = os.fstat(fd)
+    if (info.st_dev, info.st_ino) != (folder.dev, folder.ino) or not stat.S_ISDIR(info.st_mode):
+        os.close(fd)
+        raise _changed(folder, "it is another folder now", started=False)
+    return fd
 
 
 def first_symlink(path: str) -> str | None:
@@ -106,10 +165,11 @@ def first_symlink(path: str) -> str | None:
     return None
 
 
-def _changed(folder: CheckedFolder, why: str) -> MountChangedError:
+def _changed(folder: CheckedFolder, why: str, *, started: bool = True) -> MountChangedError:
+    done = "it was removed" if started else "it was not created"
     return MountChangedError(
         f"{folder.host_path} changed between the check and the mount ({why}): the kernel "
-        "container would not have had the folder that was checked, so it was removed and "
+        f"container would not have had the folder that was checked, so {done} and "
         f"the kernel was not started. Make sure {folder.host_path} is a real folder (not a "
         "symlink) and that nothing replaces it while a kernel starts, then start the kernel "
         "again.",
@@ -196,7 +256,10 @@ def verify_mounts(
     nothing mounted any more.
 
     ``strict`` is the broker's mode (it runs as root, for users who must not choose its
-    mounts): a mount it cannot see is a failure. Not ``strict`` is the local server's:
+    mounts): a mount it cannot see is a failure, and a differing or unreadable mount
+    kills the container at once (:func:`_kill_now`), with no grace; only a container
+    whose exit code shows it had exited on its own is left to the caller. Not
+    ``strict`` is the local server's:
     it runs as the user who owns the Docker socket, and the folders are that user's own,
     so a swap there only ever fools the user themselves. When the server cannot look
     into the container (``/proc/<pid>/root`` not readable, e.g. kernels run as another
@@ -228,17 +291,211 @@ def verify_mounts(
         try:
             info = os.stat(f"/proc/{pid}/root{folder.target}")
         except OSError as err:
-            if _exits_now(container, pid):
-                return
-            if not strict and err.errno in (errno.EACCES, errno.EPERM):
-                logger.debug("tfenv: cannot see the mounts of container %s: %s", container.id, err)
-                return
+            if strict:
+                if not _kill_now(container):
+                    return  # it had exited on its own: the caller reports that
+            else:
+                if _exits_now(container, pid):
+                    return
+                if err.errno in (errno.EACCES, errno.EPERM):
+                    logger.debug(
+                        "tfenv: cannot see the mounts of container %s: %s", container.id, err
+                    )
+                    return
             _remove(container)
             raise _changed(
                 folder, f"its mount at {folder.target} cannot be read: {err.strerror or err}"
             ) from err
         if (info.st_dev, info.st_ino) != (folder.dev, folder.ino):
-            if _exits_now(container, pid):
+            if strict:
+                if not _kill_now(container):
+                    return  # the caller reports the exit, with the logs
+            elif _exits_now(container, pid):
                 return  # the caller reports the exit, with the logs
             _remove(container)
             raise _changed(folder, f"the container has another folder at {folder.target}")
+
+
+def _kill_now(container: Any) -> bool:
+    """SIGKILL ``container`` at once (strict mode: no user code may run on with a wrong
+    mount); whether it was still running, i.e. the kill is what stopped it.
+
+    False when Docker says it was not running, or when its exit code is not SIGKILL's
+    137: a kernel caught half-way out of an exit (its mount namespace already released,
+    so its root shows no mounts) keeps its own exit code, and the caller reports that
+    exit with its logs.
+    """
+    try:
+        container.kill(signal="SIGKILL")
+    except NotFound:
+        return False
+    except APIError as err:
+        if err.status_code == 409:  # "is not running"
+            return False
+        raise
+    try:
+        code = (container.wait(timeout=30) or {}).get("StatusCode")
+    except NotFound:
+        return True
+    except Exception:  # it was killed: removing it is what is left to do
+        _log.debug("tfenv: no exit code of the killed container %s", container.id)
+        return True
+    return code == 137
+
+
+# -- staging mounts (the broker: root, CAP_SYS_ADMIN, the engine's mount namespace) ------
+
+
+class StagingError(TFEnvError):
+    """The broker cannot bind-mount a checked folder by descriptor (see StagedMounts)."""
+
+    http_status = 500
+
+
+_LIBC: list[Any] = []
+_STAGING_LOCK = threading.Lock()
+
+
+def _libc() -> Any:
+    if not _LIBC:
+        _LIBC.append(ctypes.CDLL(None, use_errno=True))
+    return _LIBC[0]
+
+
+def _mount(source: str | None, target: str, flags: int) -> None:
+    src = source.encode() if source is not None else None
+    if _libc().mount(src, target.encode(), None, ctypes.c_ulong(flags), None) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code), target)
+
+
+def _umount(target: str) -> None:
+    if _libc().umount2(target.encode(), MNT_DETACH) != 0:
+        code = ctypes.get_errno()
+        if code not in (errno.EINVAL, errno.ENOENT):  # not (or no longer) a mount point
+            raise OSError(code, os.strerror(code), target)
+
+
+def _mount_fields(path: str) -> list[str] | None:
+    """The optional fields (``shared:N``…) of the top mount at ``path``; None if none."""
+    found = None
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                fields = line.split()
+                if len(fields) > 6 and fields[4] == path:
+                    found = fields[6 : fields.index("-")]
+    except (OSError, ValueError):
+        return None
+    return found
+
+
+def _root_folder(path: str, mode: int) -> None:
+    """``path``: a real folder of root that nobody else can write (created ``mode``)."""
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, mode)
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != 0 or info.st_mode & 0o022:
+        raise StagingError(
+            f"The broker's staging folder {path} must be a folder of root that nobody else "
+            "can write; remove it (the broker creates it again)."
+        )
+    if stat.S_IMODE(info.st_mode) != mode:
+        os.chmod(path, mode)
+
+
+def _private_root(root: str) -> None:
+    """Make ``root`` root's 0700 folder and a private mount: mounts below it propagate
+    to no other mount namespace."""
+    with _STAGING_LOCK:
+        _root_folder(os.path.dirname(root), 0o755)
+        _root_folder(root, 0o700)
+        fields = _mount_fields(root)
+        if fields is None:
+            _mount(root, root, MS_BIND)
+            fields = ["shared"]
+        if any(f.startswith(("shared", "master")) for f in fields):
+            _mount(None, root, MS_PRIVATE)
+
+
+def staging_problem(err: OSError, path: str) -> StagingError:
+    return StagingError(
+        f"The broker could not bind-mount {path} for the kernel by its descriptor "
+        f"(mount(2): {err.strerror or err}). The broker must run as root with "
+        "CAP_SYS_ADMIN in the Docker engine's mount namespace (on the host, not in a "
+        "container; no PrivateMounts=, ProtectSystem= or similar sandboxing in its systemd "
+        "unit), so that the folder it checked is the one the kernel gets. Fix the broker's "
+        "service, then start the kernel again."
+    )
+
+
+class StagedMounts:
+    """The checked folders of one kernel start, bind-mounted by descriptor for Docker.
+
+    :meth:`stage` opens a :class:`CheckedFolder` again (:func:`open_checked`: no symlink,
+    the same ``st_dev``/``st_ino``) and bind-mounts that descriptor onto
+    ``<root>/<random>/<n>``, a private mount; Docker gets that path as the bind source.
+    :meth:`release` detaches and removes them all: call it once the container has
+    started (its mount namespace keeps its own copy) and on every failure path. Blocking.
+    """
+
+    def __init__(self, root: str | None = None) -> None:
+        self.root = root or STAGING_ROOT
+        self.folder: str | None = None
+        self.paths: list[str] = []
+
+    def stage(self, folder: CheckedFolder) -> str:
+        """The staging path whose mount is ``folder`` as it was checked."""
+        if self.folder is None:
+            try:
+                _private_root(self.root)
+                path = os.path.join(self.root, secrets.token_hex(8))
+                os.mkdir(path, 0o700)
+            except OSError as err:
+                raise staging_problem(err, folder.host_path) from err
+            self.folder = path
+        fd = open_checked(folder)
+        try:
+            target = os.path.join(self.folder, str(len(self.paths)))
+            os.mkdir(target, 0o700)
+            self.paths.append(target)
+            _mount(f"/proc/self/fd/{fd}", target, MS_BIND | MS_REC)
+            _mount(None, target, MS_PRIVATE | MS_REC)
+        except OSError as err:
+            raise staging_problem(err, folder.host_path) from err
+        finally:
+            os.close(fd)
+        return target
+
+    def release(self) -> None:
+        """Detach every staging mount and remove the folders (idempotent)."""
+        problems = []
+        for target in reversed(self.paths):
+            try:
+                _umount(target)
+                os.rmdir(target)
+            except FileNotFoundError:
+                pass
+            except OSError as err:
+                problems.append(f"{target}: {err.strerror or err}")
+        self.paths.clear()
+        if problems:
+            _log.error("tfenv: staging mounts left behind: %s", "; ".join(problems))
+        elif self.folder is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.rmdir(self.folder)
+            self.folder = None
+
+
+def from_staging(mounts: Iterable[Any], sources: dict[str, str]) -> list[Any]:
+    """``mounts`` (docker ``Mount``\\ s) with the bind source of each target in ``sources``
+    (target → staging path) replaced by its staging path."""
+    out = []
+    for mount in mounts:
+        target = mount.get("Target")
+        if mount.get("Type") == "bind" and target in sources:
+            read_only = bool(mount.get("ReadOnly"))
+            out.append(Mount(target, sources[target], type="bind", read_only=read_only))
+        else:
+            out.append(mount)
+    return out

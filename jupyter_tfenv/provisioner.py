@@ -68,6 +68,7 @@ from .docker_runtime import (
     explain_api_error,
     explain_start_exit,
     forget_shared_client,
+    isolated_launcher,
     remove_quietly,
     resolve_image,
     shared_client,
@@ -686,6 +687,7 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
         # container it must be the image's.
         if cmd and cmd[0] != env.python:
             cmd = [env.python, *cmd[1:]]
+        cmd = isolated_launcher(cmd)
         req = self._request(cmd, cwd, image.id)
         spec = container_spec(env, req)
         started = time.monotonic()

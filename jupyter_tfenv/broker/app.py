@@ -45,7 +45,6 @@ from ..checkpoints import (
     prepare_kernel_storage,
 )
 from ..docker_runtime import (
-    CONTAINER_LAUNCHER,
     LABEL_BROKER,
     LABEL_ENVIRONMENT,
     LABEL_IMAGE_ID,
@@ -59,6 +58,7 @@ from ..docker_runtime import (
     explain_api_error,
     explain_start_exit,
     forget_shared_client,
+    launcher_command,
     remove_quietly,
     shared_client,
     tail_logs,
@@ -918,33 +918,42 @@ class TFEnvBroker(KernelContainerSettings, CheckpointStorageSettings, Applicatio
             mounts, storage_env, checkpoints, prepared = await asyncio.to_thread(
                 self._prepare_storage, client, caller, env, str(image.id)
             )
-            kreq = KernelRequest(
-                kernel_id=req.kernel_id,
-                cmd=[env.python, CONTAINER_LAUNCHER, "-f", f"{rundir}/{policy.CONNECTION_FILE}"],
-                uid=caller.uid,
-                gid=caller.gid,
-                owner=caller.name,
-                workdir=cwd,
-                notebook_mount=mount,
-                runtime_dir=rundir,
-                runtimes_dir=self.runtimes_dir or None,
-                image_id=str(image.id),
-                environment=self._kernel_env(caller, req.env, mount),
-                transport="ipc",
-                memory=self.default_memory or None,
-                pids=self.default_pids or None,
-                shm_size=self.default_shm_size or None,
-                extra_mounts=tuple(mounts),
-                extra_env=storage_env,
-                extra_labels={
-                    LABEL_BROKER: self.broker_id,
-                    LABEL_UID: str(caller.uid),
-                    LABEL_GPUS: str(new_gpus),
-                    LABEL_HUB_SERVER: req.server,
-                },
-            )
-            spec = await asyncio.to_thread(container_spec, env, kreq)
-            container = await self._run(client, env, spec)
+            # Docker mounts by path, and a user can swap a folder they own for a symlink
+            # at any moment: it gets the checked folders, bind-mounted by descriptor.
+            staged = mountcheck.StagedMounts()
+            try:
+                sources = await asyncio.to_thread(self._stage, staged, [*checked, *prepared])
+                kreq = KernelRequest(
+                    kernel_id=req.kernel_id,
+                    cmd=launcher_command(env.python, f"{rundir}/{policy.CONNECTION_FILE}"),
+                    uid=caller.uid,
+                    gid=caller.gid,
+                    owner=caller.name,
+                    workdir=cwd,
+                    notebook_mount=mount,
+                    notebook_source=sources[mount],
+                    runtime_dir=rundir,
+                    runtimes_dir=self.runtimes_dir or None,
+                    image_id=str(image.id),
+                    environment=self._kernel_env(caller, req.env, mount),
+                    transport="ipc",
+                    memory=self.default_memory or None,
+                    pids=self.default_pids or None,
+                    shm_size=self.default_shm_size or None,
+                    extra_mounts=tuple(mountcheck.from_staging(mounts, sources)),
+                    extra_env=storage_env,
+                    extra_labels={
+                        LABEL_BROKER: self.broker_id,
+                        LABEL_UID: str(caller.uid),
+                        LABEL_GPUS: str(new_gpus),
+                        LABEL_HUB_SERVER: req.server,
+                    },
+                )
+                spec = await asyncio.to_thread(container_spec, env, kreq)
+                container = await self._run(client, env, spec)
+            finally:
+                # The container (if any) has its own copy of the mounts by now.
+                await asyncio.to_thread(staged.release)
         try:
             await self._verify_mounts(container, [*checked, *prepared])
             await self._wait_until_bound(env, container, conn)
@@ -1044,6 +1053,18 @@ class TFEnvBroker(KernelContainerSettings, CheckpointStorageSettings, Applicatio
                 reason="checkpoint storage",
             ) from err
         return storage.mounts, storage.environment, storage.info, storage.checked
+
+    @staticmethod
+    def _stage(
+        staged: mountcheck.StagedMounts, folders: list[mountcheck.CheckedFolder]
+    ) -> dict[str, str]:
+        """Each checked folder's staging path, by target; blocking (see StagedMounts)."""
+        try:
+            return {folder.target: staged.stage(folder) for folder in folders}
+        except mountcheck.MountChangedError as err:
+            raise BrokerError(err.message, status=403, reason="mount changed") from err
+        except mountcheck.StagingError as err:
+            raise BrokerError(err.message, status=500, reason="staging mount") from err
 
     async def _verify_mounts(self, container: Any, checked: list[mountcheck.CheckedFolder]) -> None:
         """The container mounted the folders that were checked, or it is removed (403).
