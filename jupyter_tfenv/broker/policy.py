@@ -411,7 +411,7 @@ def check_folder(
     root = next((r for r in roots if inside(path, r)), None)
     if root is None:
         raise BrokerError(
-            f"'{what}' {path} is outside the folders you may mount ("
+            f"'{what}' {sent} is outside the folders you may mount ("
             + (", ".join(roots) or "none are configured")
             + "; c.TFEnvBroker.allowed_mount_roots).",
             status=403,
