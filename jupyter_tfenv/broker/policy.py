@@ -311,18 +311,18 @@ def render_roots(templates: Iterable[str], caller: Caller) -> list[str]:
     """``allowed_mount_roots`` for one caller: '{home}' and '{username}' filled in,
     resolved (a root that is itself behind a symlink is compared by its real path).
 
-    Resolving as root is safe here: the templates are the admin's, and a user name or
-    home can add no '..' (a rendered root that is not normalized is left out, so a name
-    such as '..' never widens a root).
+    Resolving as root is safe here: the templates and homes are the admin's, and a user
+    name is put in only as one whole path component (a template with '{username}' is left
+    out for a name that is empty, '.', '..' or has a '/' or NUL in it, so no name widens
+    or moves a root).
     """
     roots = []
     for template in templates:
         text = template.replace("{home}", caller.home).replace("{username}", caller.name)
         if not os.path.isabs(text) or "\0" in text:
             continue
-        if "{username}" in template and (caller.name in ("", ".", "..") or "/" in caller.name):
-            continue
-        if _normalized(text) != text.rstrip("/") and text != "/":
+        bad_name = caller.name in ("", ".", "..") or "/" in caller.name or "\0" in caller.name
+        if "{username}" in template and bad_name:
             continue
         real = os.path.realpath(text)
         if real != "/" and real not in roots:
