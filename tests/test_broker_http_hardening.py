@@ -383,3 +383,27 @@ def test_folders_of_kernels_that_never_started_are_removed(
         assert "whose kernels never started" in broker.log()
     finally:
         container.remove(force=True)
+
+
+@pytest.mark.docker
+def test_the_broker_sweeps_never_started_folders_by_itself(
+    users: tuple[UnixUser, UnixUser],
+    make_broker: Callable[..., BrokerProcess],
+    images: docker.DockerClient,
+) -> None:
+    """Without any further request of their user, stale folders go (a sweep every
+    runtime_dir_stale_seconds); a fresh one stays."""
+    a, _ = users
+    broker = make_broker(runtime_dir_stale_seconds=1.0)
+    for n in range(2):
+        assert broker.request("POST", f"/api/kernels/{kid(n)}/runtime", TOKEN_A, {})[0] == 200
+    user_root = Path(broker.runtime_root, str(a.uid))
+    hour_ago = time.time() - 3600
+    os.utime(user_root / kid(0), (hour_ago, hour_ago))
+    # Folder 1 stays fresh: its user keeps writing into it (a connection file).
+    deadline = time.monotonic() + 60
+    while (user_root / kid(0)).exists() and time.monotonic() < deadline:
+        os.utime(user_root / kid(1))
+        time.sleep(0.1)
+    assert not (user_root / kid(0)).exists()
+    assert (user_root / kid(1)).is_dir()
