@@ -19,7 +19,7 @@ from .adoption import held_by_live_server
 from .catalog import TFEnvCatalog
 from .culling import cull_idle_kernels, idle_timeout_of
 from .docker_runtime import connect, reap_orphans
-from .errors import TFEnvError
+from .errors import OneLineRefusals, TFEnvError
 from .handlers import checkpoints, environments, kernels, pulls
 from .keep import KEEP_MODES, adopt_kernels, detach_kernels, keeps, known_kernel_ids
 from .kernelspecs import TFEnvKernelSpecManager
@@ -116,6 +116,7 @@ class TFEnvApp(ExtensionApp):
 
     def initialize_settings(self) -> None:
         assert self.serverapp is not None
+        self.serverapp.log.addFilter(OneLineRefusals())
         ksm = self.serverapp.kernel_spec_manager
         if isinstance(ksm, TFEnvKernelSpecManager):
             catalog = ksm.catalog

@@ -8,6 +8,8 @@ Starting Kernel" dialog) instead of "Unhandled error" and a traceback.
 
 from __future__ import annotations
 
+import logging
+
 from tornado.web import HTTPError
 
 
@@ -69,3 +71,34 @@ class KernelStartError(HTTPError):
 
     def __str__(self) -> str:
         return self.message
+
+
+class OneLineRefusals(logging.Filter):
+    """Log a refused kernel start (a ``KernelStartError``) as one warning, not a traceback.
+
+    jupyter_client's ``in_pending_state`` wrapper logs every exception of a kernel start
+    with ``log.exception``, once per wrapped layer (twice in jupyter_server): for a
+    refusal the server expects and explains (a GPU environment on an engine without the
+    NVIDIA runtime, an image not pulled) that is two tracebacks of the same message.
+    Installed on the server's logger; other records pass unchanged.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last: tuple[int, str] | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        err = record.exc_info[1] if record.exc_info else None
+        if not isinstance(err, KernelStartError):
+            return True
+        key = (id(err), err.message)
+        if key == self._last:
+            return False  # the same refusal, logged again by an outer layer
+        self._last = key
+        record.exc_info = None
+        record.exc_text = None
+        record.levelno = logging.WARNING
+        record.levelname = logging.getLevelName(logging.WARNING)
+        record.msg = "tfenv: kernel not started: %s"
+        record.args = (err.message,)
+        return True

@@ -200,9 +200,14 @@ SAMPLER = StatsSampler()
 
 
 def _stats(container: Any, one_shot: bool) -> dict[str, Any]:
-    if one_shot:
-        return dict(container.stats(stream=False, one_shot=True))
-    return dict(container.stats(stream=False))
+    try:
+        if one_shot:
+            return dict(container.stats(stream=False, one_shot=True))
+        return dict(container.stats(stream=False))
+    except ValueError:
+        # A container that stops while Docker reads its stats answers with an empty
+        # body (the kernel shut down during a poll): no figures, not a server error.
+        return {}
 
 
 def _gpu_section(

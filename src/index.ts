@@ -1,6 +1,7 @@
 import type { JupyterFrontEndPlugin } from '@jupyterlab/application';
 
 import { commandsPlugin } from './plugins/commands';
+import { kernelPickerPlugin } from './plugins/kernelpicker';
 import { launcherPlugin } from './plugins/launcher';
 import { modelPlugin } from './plugins/model';
 import { panelPlugin } from './plugins/panel';
@@ -8,6 +9,7 @@ import { provenancePlugin } from './plugins/provenance';
 import { statusPlugin } from './plugins/status';
 
 export * from './format';
+export * from './kernelpicker';
 export { TfEnvModel } from './model';
 export * from './provenance';
 export * from './pullprogress';
@@ -17,7 +19,7 @@ export * from './tokens';
 
 /**
  * The extension's plugins: `jupyter-tfenv:model`, `:panel`, `:status`,
- * `:commands`, `:provenance` and `:launcher`.
+ * `:commands`, `:provenance`, `:launcher` and `:kernel-picker`.
  */
 const plugins: JupyterFrontEndPlugin<any>[] = [
   modelPlugin,
@@ -25,7 +27,8 @@ const plugins: JupyterFrontEndPlugin<any>[] = [
   statusPlugin,
   commandsPlugin,
   provenancePlugin,
-  launcherPlugin
+  launcherPlugin,
+  kernelPickerPlugin
 ];
 
 export default plugins;

@@ -107,6 +107,26 @@ export class TfEnvModel implements ITfEnvModel {
     return this._gpus;
   }
 
+  /**
+   * The GPU check's answer, asked once when it is unknown and an environment
+   * wants a GPU: the Launcher and the kernel pickers mark the GPU environments
+   * that cannot run here without waiting for the panel to be opened.
+   */
+  async ensureGpus(): Promise<IGpuOverview | null> {
+    await this.ready;
+    if (
+      this._gpus === null &&
+      this._gpusError === null &&
+      (this._environments ?? []).some(env => wantsGpu(env))
+    ) {
+      if (!this._gpusRequest) {
+        this._gpusRequest = this._fetchGpus().then(() => this._emit());
+      }
+      await this._gpusRequest;
+    }
+    return this._gpus;
+  }
+
   get gpusError(): string | null {
     return this._gpusError;
   }
@@ -756,6 +776,7 @@ export class TfEnvModel implements ITfEnvModel {
   private _extensionMissing = false;
   private _gpus: IGpuOverview | null = null;
   private _gpusError: string | null = null;
+  private _gpusRequest: Promise<void> | null = null;
   private _context: ISessionContext | null = null;
   private _watched = new WeakSet<ISessionContext>();
   private _starting = new WeakMap<ISessionContext, string | null>();

@@ -32,11 +32,13 @@ import type { IProvenanceVerdict } from './provenance';
 import { IPullProgress, isPullFinished } from './pullprogress';
 import {
   adminPullText,
+  environmentAvailability,
   gpuRows,
   gpuViewState,
   IPanelState,
   lockInfo,
   sortEnvironments,
+  unavailableText,
   wantsGpu
 } from './state';
 import type {
@@ -856,7 +858,7 @@ function GpuSection(
  */
 function EnvironmentList(props: IViewProps): JSX.Element {
   const { model, trans } = props;
-  const envs = sortEnvironments(model.environments ?? []);
+  const envs = sortEnvironments(model.environments ?? [], model.gpus);
   return (
     <section className="jp-tfenv-section jp-tfenv-envs">
       <h3 className="jp-tfenv-section-title">{trans.__('Environments')}</h3>
@@ -909,20 +911,31 @@ function EnvironmentRow(
   const progress = model.pulls.get(env.id) ?? null;
   const pulling = progress !== null && !isPullFinished(progress);
   const hasSession = model.sessionContext !== null;
+  const availability = environmentAvailability(env, model.gpus);
+  const unavailable = availability.reason
+    ? unavailableText(availability.reason, trans)
+    : null;
   const switchTitle = !hasSession
     ? trans.__('Open a notebook or console first')
     : current
       ? trans.__('The active kernel runs in this environment')
       : present === false
         ? trans.__('Pull the image first')
-        : trans.__(
-            'Change the kernel of the active notebook or console to %1',
-            env.display_name
-          );
+        : unavailable
+          ? trans.__(
+              'Cannot run on this server: %1',
+              availability.message ?? unavailable
+            )
+          : trans.__(
+              'Change the kernel of the active notebook or console to %1',
+              env.display_name
+            );
   return (
     <li
       className="jp-tfenv-env-row"
       data-tfenv-env={env.id}
+      data-tfenv-available={String(availability.available)}
+      data-tfenv-unavailable-reason={availability.reason ?? ''}
       data-tfenv-present={present === null ? 'unknown' : String(present)}
       data-tfenv-current={current ? 'true' : 'false'}
       aria-current={current ? 'true' : undefined}
@@ -963,6 +976,14 @@ function EnvironmentRow(
               ? trans.__('not pulled')
               : trans.__('unknown')}
         </span>
+        {unavailable && availability.reason !== 'not-pulled' && (
+          <span
+            className="jp-tfenv-badge jp-tfenv-unavailable"
+            title={availability.message ?? unavailable}
+          >
+            {trans.__('unavailable: %1', unavailable)}
+          </span>
+        )}
       </div>
       <div className="jp-tfenv-env-image jp-tfenv-mono" title={env.image}>
         {env.image}
@@ -972,7 +993,12 @@ function EnvironmentRow(
         <button
           className="jp-mod-styled jp-tfenv-switch"
           data-tfenv-env={env.id}
-          disabled={!hasSession || current || present === false}
+          disabled={
+            !hasSession ||
+            current ||
+            present === false ||
+            !availability.available
+          }
           title={switchTitle}
           onClick={() => actions.switchTo(env.id)}
         >

@@ -9,6 +9,7 @@ import { bareDigest, compareVersions, cudaLabel, ratio } from './format';
 import type {
   IEnvironmentSummary,
   IGpuOverview,
+  IImagePresence,
   IImageStatus,
   IKernelStatus,
   IProbe,
@@ -467,13 +468,102 @@ export function statusLabel(parts: IStatusParts, trans: ITrans): string {
 }
 
 /**
- * Environments newest TensorFlow first (those without a known version
- * last), then by name.
+ * Why an environment cannot run on this server now.
  */
-export function sortEnvironments<T extends IEnvironmentSummary>(
-  envs: readonly T[]
+export type UnavailableReason =
+  'not-pulled' | 'no-driver' | 'no-gpu' | 'no-runtime' | 'gpu-error';
+
+/**
+ * Whether an environment can run here: its image is on the engine and, for a
+ * GPU environment, the host has a GPU, its driver and the NVIDIA runtime.
+ * Unknown facts (engine or GPUs not asked yet) count as usable.
+ */
+export interface IAvailability {
+  available: boolean;
+  reason: UnavailableReason | null;
+  /**
+   * The server's words (the GPU check's message), when there are any.
+   */
+  message: string | null;
+}
+
+/**
+ * An environment as `GET /tfenv/environments` lists it (image presence).
+ */
+export type IListedEnvironment = IEnvironmentSummary & {
+  image_status?: IImagePresence | null;
+};
+
+/**
+ * Whether `env` can run on this server, and why not.
+ */
+export function environmentAvailability(
+  env: IListedEnvironment,
+  gpus: IGpuOverview | null
+): IAvailability {
+  if (env.image_status?.present === false) {
+    return { available: false, reason: 'not-pulled', message: null };
+  }
+  if (wantsGpu(env) && gpus) {
+    if (gpus.state !== 'ok') {
+      const reason: UnavailableReason =
+        gpus.state === 'no_gpu'
+          ? 'no-gpu'
+          : gpus.state === 'error'
+            ? 'gpu-error'
+            : 'no-driver';
+      return { available: false, reason, message: gpus.message || null };
+    }
+    if (gpus.runtime && gpus.runtime.nvidia === false) {
+      return {
+        available: false,
+        reason: 'no-runtime',
+        message: gpus.runtime.message || null
+      };
+    }
+  }
+  return { available: true, reason: null, message: null };
+}
+
+/**
+ * A few words for an unavailable environment ("image not pulled"), for
+ * labels; the server's message goes in the tooltip beside them.
+ */
+export function unavailableText(
+  reason: UnavailableReason,
+  trans: ITrans
+): string {
+  switch (reason) {
+    case 'not-pulled':
+      return trans.__('image not pulled');
+    case 'no-gpu':
+      return trans.__('no GPU on this host');
+    case 'no-runtime':
+      return trans.__('no NVIDIA container runtime');
+    case 'gpu-error':
+      return trans.__('GPU check failed');
+    default:
+      return trans.__('no NVIDIA driver');
+  }
+}
+
+/**
+ * Environments in the one order every list shows them (panel, Launcher,
+ * pickers): those that can run here first (with `gpus`, the GPU check's
+ * answer; image presence is in the environment), then newest TensorFlow
+ * first (those without a known version last), then by name.
+ */
+export function sortEnvironments<T extends IListedEnvironment>(
+  envs: readonly T[],
+  gpus: IGpuOverview | null = null
 ): T[] {
+  const usable = new Map(
+    envs.map(env => [env, environmentAvailability(env, gpus).available])
+  );
   return [...envs].sort((a, b) => {
+    if (usable.get(a) !== usable.get(b)) {
+      return usable.get(a) ? -1 : 1;
+    }
     if (!a.tensorflow !== !b.tensorflow) {
       return a.tensorflow ? -1 : 1;
     }

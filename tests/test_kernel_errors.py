@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -92,6 +93,31 @@ async def test_gpu_requested_on_an_engine_without_nvidia_runtime(
     assert "asks for GPUs (all GPUs)" in message
     assert "no NVIDIA runtime" in message
     assert "NVIDIA Container Toolkit" in message and "pick a CPU environment" in message
+    await assert_nothing_left(docker_engine, jp_serverapp, runtime_root)
+
+
+async def test_a_refused_start_is_logged_in_one_line(
+    jp_fetch, jp_serverapp, docker_engine, runtime_root
+):
+    """A refusal the server explains is one warning in its log, not two tracebacks."""
+    if "nvidia" in docker_engine.info().get("Runtimes", {}):
+        pytest.skip("this engine has the NVIDIA runtime; the no-GPU path cannot be shown here")
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = records.append  # type: ignore[method-assign]
+    jp_serverapp.log.addHandler(handler)
+    try:
+        _, message = await start_error(jp_fetch, "tfenv-gpu")
+    finally:
+        jp_serverapp.log.removeHandler(handler)
+    assert "no NVIDIA runtime" in message
+    logged = [r for r in records if message in r.getMessage()]
+    print("\n".join(f"{r.levelname}: {r.getMessage()}" for r in logged))
+    refusals = [r for r in logged if r.getMessage().startswith("tfenv: kernel not started: ")]
+    assert len(refusals) == 1, logged
+    assert refusals[0].levelno == logging.WARNING
+    assert all(r.exc_info is None for r in records), [r.getMessage() for r in records]
+    assert all(r.levelno < logging.ERROR for r in logged), logged
     await assert_nothing_left(docker_engine, jp_serverapp, runtime_root)
 
 

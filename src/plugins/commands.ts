@@ -16,7 +16,12 @@ import {
 } from '@jupyterlab/translation';
 
 import type { ReadonlyPartialJSONObject } from '@lumino/coreutils';
-import { adminPullText, sortEnvironments } from '../state';
+import {
+  adminPullText,
+  environmentAvailability,
+  sortEnvironments,
+  unavailableText
+} from '../state';
 import { tfenvIcon } from '../icons';
 import type { TfEnvModel } from '../model';
 import { CommandIDs, IEnvironment, ITfEnvModel, ITfEnvPanel } from '../tokens';
@@ -246,7 +251,8 @@ async function chooseEnvironment(
     return model.environment(String(args['environment']));
   }
   const current = model.activeEnvironment?.id ?? null;
-  const envs = sortEnvironments(model.environments ?? []);
+  const gpus = await model.ensureGpus();
+  const envs = sortEnvironments(model.environments ?? [], gpus);
   if (envs.length === 0) {
     await showErrorMessage(
       title,
@@ -257,11 +263,18 @@ async function chooseEnvironment(
   }
   const labels = envs.map(env => {
     const parts = [env.display_name, env.image];
-    if (env.image_status?.present === false) {
-      parts.push(trans.__('not pulled'));
+    const availability = environmentAvailability(env, gpus);
+    if (!availability.available) {
+      parts.push(
+        trans.__(
+          'unavailable: %1',
+          unavailableText(availability.reason!, trans)
+        )
+      );
     }
     return parts.join(' — ');
   });
+  // The active kernel's environment, else the first one that can run here.
   const index = Math.max(
     0,
     envs.findIndex(env => env.id === current)

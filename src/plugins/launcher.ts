@@ -7,7 +7,11 @@ import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { ITranslator, nullTranslator } from '@jupyterlab/translation';
 import { DisposableSet } from '@lumino/disposable';
 
-import { sortEnvironments } from '../state';
+import {
+  environmentAvailability,
+  sortEnvironments,
+  unavailableText
+} from '../state';
 import { tfenvLogoIcon } from '../icons';
 import type { TfEnvModel } from '../model';
 import { CommandIDs, ITfEnvModel } from '../tokens';
@@ -23,7 +27,7 @@ export const LAUNCHER_PLUGIN_ID = 'jupyter-tfenv:launcher';
 export const launcherPlugin: JupyterFrontEndPlugin<void> = {
   id: LAUNCHER_PLUGIN_ID,
   description:
-    'A "TensorFlow environments" section in the Launcher (after "Notebook"): one card per environment, newest TensorFlow first, that opens a notebook on it.',
+    'A "TensorFlow environments" section in the Launcher (after "Notebook"): one card per environment, in the panel\'s order (those that can run here first; the others say why not), that opens a notebook on it. The "Notebook" section then lists only the other kernels.',
   autoStart: true,
   requires: [ITfEnvModel],
   optional: [ILauncher, ISettingRegistry, ITranslator],
@@ -57,13 +61,32 @@ export const launcherPlugin: JupyterFrontEndPlugin<void> = {
       },
       label: args => {
         const env = model.environment(String(args['environment'] ?? ''));
-        return env?.display_name ?? trans.__('New Notebook in an Environment');
+        if (!env) {
+          return trans.__('New Notebook in an Environment');
+        }
+        const availability = environmentAvailability(env, model.gpus);
+        return availability.available
+          ? env.display_name
+          : trans.__(
+              '%1 — unavailable: %2',
+              env.display_name,
+              unavailableText(availability.reason!, trans)
+            );
       },
       caption: args => {
         const env = model.environment(String(args['environment'] ?? ''));
-        return env
-          ? trans.__('New notebook in %1 (%2)', env.display_name, env.image)
-          : '';
+        if (!env) {
+          return '';
+        }
+        const availability = environmentAvailability(env, model.gpus);
+        const caption = trans.__(
+          'New notebook in %1 (%2)',
+          env.display_name,
+          env.image
+        );
+        return availability.available
+          ? caption
+          : `${caption}\n${availability.message ?? unavailableText(availability.reason!, trans)}`;
       },
       icon: tfenvLogoIcon,
       execute: args => {
@@ -84,10 +107,21 @@ export const launcherPlugin: JupyterFrontEndPlugin<void> = {
     let enabled = true;
     let items = new DisposableSet();
     let shown = '';
+    hideEnvironmentsFromNotebookSection(launcher, kernelName =>
+      Boolean(
+        enabled &&
+        model.environments?.some(env => env.kernel_name === kernelName)
+      )
+    );
     const update = (): void => {
-      const envs = enabled ? sortEnvironments(model.environments ?? []) : [];
+      const envs = enabled
+        ? sortEnvironments(model.environments ?? [], model.gpus)
+        : [];
       const key = envs
-        .map(env => `${env.id}\u0000${env.display_name}`)
+        .map(
+          env =>
+            `${env.id}\u0000${env.display_name}\u0000${environmentAvailability(env, model.gpus).reason}`
+        )
         .join('\n');
       if (key === shown) {
         return;
@@ -129,5 +163,37 @@ export const launcherPlugin: JupyterFrontEndPlugin<void> = {
         });
     }
     void model.ready.then(update);
+    void model.ensureGpus().then(update);
   }
 };
+
+/**
+ * Leave the environments out of JupyterLab's "Notebook" section (one card per
+ * kernelspec, the server's default first, then by name), so that the Launcher
+ * lists each environment once, in the "TensorFlow environments" section's
+ * order. JupyterLab has no way to remove another plugin's launcher item: the
+ * launcher model's `items()`, which the Launcher renders, is filtered instead.
+ */
+function hideEnvironmentsFromNotebookSection(
+  launcher: ILauncher,
+  isEnvironment: (kernelName: string) => boolean
+): void {
+  const model = launcher as Partial<ILauncher.IModel>;
+  if (typeof model.items !== 'function') {
+    return;
+  }
+  const items = model.items.bind(launcher);
+  model.items = function* () {
+    for (const item of items()) {
+      const kernelName = item.args?.['kernelName'];
+      if (
+        item.command === 'notebook:create-new' &&
+        typeof kernelName === 'string' &&
+        isEnvironment(kernelName)
+      ) {
+        continue;
+      }
+      yield item;
+    }
+  };
+}

@@ -38,8 +38,19 @@ def new_notebook_dialog(page: Any) -> Any:
 
 
 def pick_kernel(dialog: Any, display_name: str) -> None:
-    """Pick a kernel by its display name in a "Select Kernel" dialog and accept."""
-    dialog.locator("select").select_option(label=display_name)
+    """Pick a kernel by its display name in a "Select Kernel" dialog and accept.
+
+    An environment that cannot run here is listed as "NAME — unavailable: REASON".
+    """
+    select = dialog.locator("select")
+    # The picker is filled in once the catalog is known.
+    select.locator("option[data-tfenv-env]").first.wait_for(state="attached")
+    texts = select.locator("option").all_inner_texts()
+    label = next(
+        (t for t in texts if t == display_name or t.startswith(f"{display_name} — ")),
+        display_name,
+    )
+    select.select_option(label=label)
     dialog.locator("button.jp-mod-accept").click()
 
 
