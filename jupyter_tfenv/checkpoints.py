@@ -40,7 +40,6 @@ import inspect
 import json
 import os
 import re
-import shutil
 import stat
 import string
 import time
@@ -735,15 +734,54 @@ def _prepare_root(root, uid, gid):
         os.close(fd)
 
 
-def _zip_complete(path):
-    """A zip (.keras) is complete when its end-of-central-directory record is there."""
+def _open_dir(name, dir_fd=None):
+    """A folder opened without following a symlink: ``name`` below ``dir_fd``, or, with
+    no ``dir_fd``, an absolute path walked from ``/`` one component at a time (a symlink
+    anywhere in it is refused: ELOOP or ENOTDIR). The caller closes it."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    if dir_fd is not None:
+        return os.open(name, flags, dir_fd=dir_fd)
+    fd = os.open("/", flags)
+    try:
+        for part in name.split("/"):
+            if part in ("", "."):
+                continue
+            if part == "..":
+                raise OSError(errno.EINVAL, "'..' in a checkpoint root", name)
+            child = os.open(part, flags, dir_fd=fd)
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
-    size = os.path.getsize(path)
+
+def _open_file(name, dir_fd):
+    """A regular file below ``dir_fd`` for reading, never through a symlink (and never
+    blocking on a FIFO put in its place); None when it is not a regular file."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(name, flags, dir_fd=dir_fd)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    return os.fdopen(fd, "rb")
+
+
+def _zip_complete(source):
+    """A zip (.keras) is complete when its end-of-central-directory record is there.
+
+    ``source``: a path, or a file opened for binary reading (read, not closed).
+    """
+
+    if isinstance(source, str):
+        with open(source, "rb") as handle:
+            return _zip_complete(handle)
+    size = os.fstat(source.fileno()).st_size
     if size < 22:
         return False
-    with open(path, "rb") as handle:
-        handle.seek(max(0, size - 65557))
-        tail = handle.read()
+    source.seek(max(0, size - 65557))
+    tail = source.read()
     pos = tail.rfind(b"PK\x05\x06")
     if pos < 0 or pos + 22 > len(tail):
         return False
@@ -755,15 +793,19 @@ def _zip_complete(path):
     return cd_offset + cd_size <= size - len(tail) + pos
 
 
-def _h5_complete(path):
+def _h5_complete(source):
     """An HDF5 file is complete when it is at least as long as its superblock says.
 
-    None when the superblock is of a kind this does not read.
+    None when the superblock is of a kind this does not read. ``source``: a path, or a
+    file opened for binary reading (read, not closed).
     """
 
-    size = os.path.getsize(path)
-    with open(path, "rb") as handle:
-        head = handle.read(128)
+    if isinstance(source, str):
+        with open(source, "rb") as handle:
+            return _h5_complete(handle)
+    size = os.fstat(source.fileno()).st_size
+    source.seek(0)
+    head = source.read(128)
     if head[:8] != b"\x89HDF\r\n\x1a\n":
         return False
     version = head[8]
@@ -791,6 +833,11 @@ def _inventory(root, max_entries=100000, max_depth=32):
     ``entries``: [relative path, "f" | "d" | "l" | "o", size, mtime_ns]. ``state``: the
     text of each file named ``checkpoint`` (TF's state file, up to 64 KiB). ``checks``:
     whether each .keras / .h5 / .hdf5 file looks complete (None: cannot tell).
+
+    Read by descriptor all the way down: ``root`` is walked from ``/`` without following
+    a symlink, and every folder and file below is opened relative to its parent's
+    descriptor with O_NOFOLLOW, so a folder swapped for a symlink while the walk runs
+    leads nowhere else (at most one descriptor per level is open).
     """
     result = {
         "exists": False,
@@ -800,27 +847,23 @@ def _inventory(root, max_entries=100000, max_depth=32):
         "truncated": False,
     }  # type: dict[str, Any]
     try:
-        info = os.lstat(root)
+        root_fd = _open_dir(root)
     except OSError:
         return result
-    if not stat.S_ISDIR(info.st_mode):
-        return result
     result["exists"] = True
-    stack = [("", 0)]
-    while stack:
-        rel, depth = stack.pop()
+
+    def walk(fd, rel, depth):
         try:
-            with os.scandir(os.path.join(root, rel) if rel else root) as entries:
-                listed = list(entries)
+            names = sorted(os.listdir(fd))
         except OSError:
-            continue
-        for entry in listed:
+            return True
+        for name in names:
             if len(result["entries"]) >= max_entries:
                 result["truncated"] = True
-                return result
-            path = rel + "/" + entry.name if rel else entry.name
+                return False
+            path = rel + "/" + name if rel else name
             try:
-                st = entry.stat(follow_symlinks=False)
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
             except OSError:
                 continue
             if stat.S_ISLNK(st.st_mode):
@@ -833,36 +876,81 @@ def _inventory(root, max_entries=100000, max_depth=32):
                 kind = "o"
             result["entries"].append([path, kind, st.st_size, st.st_mtime_ns])
             if kind == "d":
-                if depth + 1 < max_depth:
-                    stack.append((path, depth + 1))
-                else:
+                if depth + 1 >= max_depth:
                     result["truncated"] = True
-            elif kind == "f":
-                full = os.path.join(root, path)
-                lower = entry.name.lower()
+                    continue
                 try:
-                    if entry.name == "checkpoint" and st.st_size <= 65536:
-                        with open(full, "rb") as handle:
-                            result["state"][path] = handle.read().decode("utf-8", "replace")
-                    elif lower.endswith(".keras"):
-                        result["checks"][path] = _zip_complete(full)
-                    elif lower.endswith((".h5", ".hdf5")):
-                        result["checks"][path] = _h5_complete(full)
+                    child = _open_dir(name, fd)
                 except OSError:
-                    result["checks"][path] = None
+                    continue
+                try:
+                    if not walk(child, path, depth + 1):
+                        return False
+                finally:
+                    os.close(child)
+            elif kind == "f":
+                lower = name.lower()
+                wanted = name == "checkpoint" and st.st_size <= 65536
+                if not (wanted or lower.endswith((".keras", ".h5", ".hdf5"))):
+                    continue
+                try:
+                    handle = _open_file(name, fd)
+                    if handle is None:
+                        continue
+                    with handle:
+                        if wanted:
+                            text = handle.read(65537).decode("utf-8", "replace")
+                            result["state"][path] = text
+                        elif lower.endswith(".keras"):
+                            result["checks"][path] = _zip_complete(handle)
+                        else:
+                            result["checks"][path] = _h5_complete(handle)
+                except OSError:
+                    if not wanted:
+                        result["checks"][path] = None
+        return True
+
+    try:
+        walk(root_fd, "", 0)
+    finally:
+        os.close(root_fd)
     return result
+
+
+def _remove_tree(parent_fd, name, depth=0):
+    """Remove the folder ``name`` below ``parent_fd`` and everything in it, by descriptor.
+
+    Each folder is opened with O_NOFOLLOW relative to its parent and emptied through
+    that descriptor (``unlink``/``rmdir`` with ``dir_fd``), so a folder swapped for a
+    symlink meanwhile is either refused (the open fails) or left as it is: nothing
+    outside the tree is ever removed. (``shutil.rmtree`` has no ``dir_fd`` before 3.11.)
+    """
+    if depth > 256:
+        raise OSError(errno.ELOOP, "folders nested too deep", name)
+    fd = _open_dir(name, parent_fd)
+    try:
+        for entry in os.listdir(fd):
+            st = os.stat(entry, dir_fd=fd, follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode):
+                _remove_tree(fd, entry, depth + 1)
+            else:
+                os.unlink(entry, dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.rmdir(name, dir_fd=parent_fd)  # a symlink put in its place: ENOTDIR, left alone
 
 
 def _delete(root, paths):
     """Remove ``paths`` (relative, files or folders) under ``root``; never through a link.
 
-    Each parent is opened component by component with O_NOFOLLOW from ``root``, so a
-    symlink swapped in after the listing cannot redirect the removal; folders go through
-    shutil.rmtree, which does not follow symlinks either.
+    By descriptor all the way down: ``root`` is walked from ``/`` without following a
+    symlink, each parent is opened component by component with O_NOFOLLOW from it, and
+    files and folders are removed relative to their parent's descriptor
+    (:func:`_remove_tree`), so a folder swapped for a symlink after the listing, or
+    while the removal runs, cannot redirect it.
     """
     removed, failed = [], []  # type: list[str], list[list[str]]
-    flags = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_NOFOLLOW", 0)
-    root_fd = os.open(root, flags)
+    root_fd = _open_dir(root)
     try:
         for rel in sorted(paths, key=lambda p: -p.count("/")):
             parts = rel.split("/")
@@ -872,22 +960,15 @@ def _delete(root, paths):
             fds = [root_fd]
             try:
                 for part in parts[:-1]:
-                    fds.append(os.open(part, flags, dir_fd=fds[-1]))
+                    fds.append(_open_dir(part, fds[-1]))
                 parent = fds[-1]
                 try:
-                    info = os.lstat(parts[-1], dir_fd=parent)
+                    info = os.stat(parts[-1], dir_fd=parent, follow_symlinks=False)
                 except FileNotFoundError:
                     removed.append(rel)  # already gone: nothing left to remove
                     continue
                 if stat.S_ISDIR(info.st_mode):
-                    path = os.path.join(root, rel)
-                    # The parents were just opened without following links, and rmtree
-                    # refuses a symlink as its top and never follows one below.
-                    real = os.path.realpath(path)
-                    if real != os.path.normpath(path):
-                        failed.append([rel, "refused"])
-                        continue
-                    shutil.rmtree(path)
+                    _remove_tree(parent, parts[-1])
                 else:
                     os.unlink(parts[-1], dir_fd=parent)
                 removed.append(rel)
@@ -903,17 +984,32 @@ def _delete(root, paths):
             key=lambda p: -p.count("/"),
         )
         for rel in parents:
-            path = os.path.join(root, rel)
-            if os.path.realpath(path) != os.path.normpath(path):
-                continue
-            with contextlib.suppress(OSError):
-                os.rmdir(path)
+            parts = rel.split("/")
+            fds = [root_fd]
+            try:
+                for part in parts[:-1]:
+                    fds.append(_open_dir(part, fds[-1]))
+                os.rmdir(parts[-1], dir_fd=fds[-1])
+            except OSError:
+                pass
+            finally:
+                for fd in fds[1:]:
+                    os.close(fd)
     finally:
         os.close(root_fd)
     return {"removed": removed, "failed": failed}
 
 
-_SHIPPED = (_prepare_root, _zip_complete, _h5_complete, _inventory, _delete)
+_SHIPPED = (
+    _open_dir,
+    _open_file,
+    _prepare_root,
+    _zip_complete,
+    _h5_complete,
+    _inventory,
+    _remove_tree,
+    _delete,
+)
 
 
 def _helper_script() -> str:
