@@ -555,14 +555,33 @@ def _open_component(parent_fd: int | None, name: str, path: str) -> int:
         ) from err
 
 
+def _take_back(fd: int, info: os.stat_result, path: str, uid: int, gid: int) -> None:
+    """The user's folder above an environment's: root's, group ``gid``, 0750 (by
+    descriptor). The user's own (an older version made it) is taken back; another
+    user's is refused."""
+    if info.st_uid not in (0, uid):
+        raise _owner_problem(path, info.st_uid, uid)
+    if (info.st_uid, info.st_gid) != (0, gid):
+        os.fchown(fd, 0, gid)
+    if stat.S_IMODE(info.st_mode) != 0o750:
+        os.fchmod(fd, 0o750)
+
+
 def prepare_bind(loc: Location, uid: int, gid: int) -> os.stat_result:
     """Create the location's folder, owned by ``uid:gid`` (0700 for what is created).
 
     The root and the template's shared folders above the user's are the server's
-    (created 0755). From the user's folder down every folder must belong to the kernel's
-    uid: a missing one is created and handed over, a root-owned one is handed over when
-    the server may (it runs as root), another user's is refused with what to do, and a
-    symlink is refused (it could lead anywhere).
+    (created 0755). When the server runs as the kernel's own user (local mode) every
+    folder from the user's folder down belongs to that user, as before. When it runs as
+    root for another uid (the broker; a root server with ``uid`` set), only the
+    environment's folder is the user's: the user's folders above it (``<root>/<user>``)
+    are root's, group ``gid``, 0750 (the user's own server can still list their
+    environments), so the user can neither rename nor replace the folder that is
+    mounted (defence in depth beside mountcheck.StagedMounts); such a folder that the
+    user owns (made by an older version) is taken back, by descriptor. A missing
+    environment folder is created and handed over, a root-owned one is handed over,
+    another user's is refused with what to do, and a symlink anywhere is refused (it
+    could lead anywhere).
 
     No step goes through a path string below the root: each folder is opened with
     ``O_NOFOLLOW|O_DIRECTORY`` relative to its parent's descriptor, created with
@@ -582,13 +601,17 @@ def prepare_bind(loc: Location, uid: int, gid: int) -> os.stat_result:
             f"Cannot create the checkpoint root {base}: {err.strerror or err}."
         ) from err
     fd = _open_component(None, base, base)
+    # Root for another uid: the folders above the environment's stay root's.
+    keep = os.geteuid() == 0 and uid != 0
     try:
         current = base
         info = os.fstat(fd)
-        for index, part in enumerate(os.path.relpath(loc.host_path, base).split(os.sep)):
+        parts = os.path.relpath(loc.host_path, base).split(os.sep)
+        for index, part in enumerate(parts):
             current = os.path.join(current, part)
             users = index >= loc.shared_depth
-            mode = 0o700 if users else 0o755
+            above = users and keep and index < len(parts) - 1
+            mode = 0o750 if above else 0o700 if users else 0o755
             created = False
             try:
                 os.mkdir(part, mode, dir_fd=fd)
@@ -605,6 +628,10 @@ def prepare_bind(loc: Location, uid: int, gid: int) -> os.stat_result:
             info = os.fstat(fd)
             if created and stat.S_IMODE(info.st_mode) != mode:
                 os.fchmod(fd, mode)  # the umask may have taken bits away
+            if above:
+                _take_back(fd, info, current, uid, gid)
+                info = os.fstat(fd)
+                continue
             if not users or info.st_uid == uid:
                 continue
             if not created and info.st_uid != 0:

@@ -236,10 +236,12 @@ def test_prepare_bind_creates_the_users_folders_for_the_kernel_uid(tmp_path):
     user = shared / "alice"
     env = user / "tf220"
     assert shared.stat().st_uid == 0 and shared.stat().st_mode & 0o777 == 0o755
-    for folder in (user, env):
-        info = folder.stat()
-        assert (info.st_uid, info.st_gid) == (1000, 1000)
-        assert info.st_mode & 0o777 == 0o700
+    # Root for another uid: the user's folder above the environment's stays root's.
+    info = user.stat()
+    assert (info.st_uid, info.st_gid, info.st_mode & 0o777) == (0, 1000, 0o750)
+    info = env.stat()
+    assert (info.st_uid, info.st_gid) == (1000, 1000)
+    assert info.st_mode & 0o777 == 0o700
     prepare_bind(loc, 1000, 1000)  # again: nothing to do
 
     # A root-owned folder (made by hand, or by an old version) is handed over …

@@ -249,9 +249,16 @@ async def test_kernel_folders_belong_to_the_notebook_user(
             assert mounts["/tfenv/checkpoints"]["Source"] == str(ckpt_dir)
             assert mounts["/tfenv/logs"]["Source"] == str(log_dir)
             assert info["checkpoints"]["host_path"] == str(ckpt_dir)
-            # The user's folders are 0700: other users of the host cannot read them.
-            assert ckpt_dir.parent.stat().st_mode & 0o777 == 0o700
-            assert ckpt_dir.parent.stat().st_uid == KERNEL_UID
+            # The environment's folder is the kernel user's, 0700; the user's folder
+            # above it (a root server for another uid) root's, group, 0750: no other
+            # user can read them, and the user cannot replace the mounted folder.
+            assert ckpt_dir.stat().st_mode & 0o777 == 0o700
+            assert ckpt_dir.stat().st_uid == KERNEL_UID
+            parent = ckpt_dir.parent.stat()
+            if os.geteuid() == 0:
+                assert (parent.st_uid, parent.st_mode & 0o777) == (0, 0o750)
+            else:
+                assert (parent.st_uid, parent.st_mode & 0o777) == (KERNEL_UID, 0o700)
         else:
             ckpt_volume = f"tfenv-t{volume_token}-ckpt-tfenv_2dpytest-py"
             assert mounts["/tfenv/checkpoints"]["Type"] == "volume"
@@ -338,7 +345,7 @@ async def test_a_root_owned_user_folder_is_handed_to_the_kernel_user(
     try:
         facts = last_json(await run_code(jp_serverapp, kernel_id, STORAGE_PROBE))
         assert facts["TFENV_CHECKPOINT_DIR"]["uid"] == KERNEL_UID
-        assert folder.stat().st_uid == KERNEL_UID and folder.parent.stat().st_uid == KERNEL_UID
+        assert folder.stat().st_uid == KERNEL_UID and folder.parent.stat().st_uid == 0
     finally:
         await shutdown(jp_fetch, kernel_id)
     # A folder of another (non-root) user is refused, with what to do.

@@ -116,12 +116,34 @@ def test_happy_path_creates_the_folders_for_the_kernel_uid(tmp_path):
     env = user / "tf220"
     assert root.stat().st_uid == 0
     assert owner_and_mode(shared) == (0, 0, 0o755)
-    for folder in (user, env):
-        assert owner_and_mode(folder) == (UID, GID, 0o700)
+    # Root for another uid: only the environment's folder is the user's, so the user
+    # can neither rename nor replace it (their own server can still list it: group).
+    assert owner_and_mode(user) == (0, GID, 0o750)
+    assert owner_and_mode(env) == (UID, GID, 0o700)
     assert (info.st_dev, info.st_ino) == (env.stat().st_dev, env.stat().st_ino)
     # Again: nothing to do, same folder.
     assert prepare_bind(loc, UID, GID).st_ino == env.stat().st_ino
     assert owner_and_mode(env) == (UID, GID, 0o700)
+
+
+def test_a_users_own_folder_above_the_environment_is_taken_back(tmp_path):
+    """Made by an older version (the user's, 0700): root's again, by descriptor; the
+    environment's folders in it stay the user's."""
+    loc = locate(bind_config(tmp_path), "checkpoints", "alice", "tf220")
+    user = Path(str(loc.user_dir))
+    (user / "tf219").mkdir(parents=True, mode=0o700)
+    for folder in (user, user / "tf219"):
+        os.chown(folder, UID, GID)
+    os.chmod(user, 0o700)
+    prepare_bind(loc, UID, GID)
+    assert owner_and_mode(user) == (0, GID, 0o750)
+    assert owner_and_mode(user / "tf219") == (UID, GID, 0o700)
+    assert owner_and_mode(user / "tf220") == (UID, GID, 0o700)
+    # Another user's folder there is refused, and left as it is.
+    os.chown(user, UID + 1, GID)
+    with pytest.raises(CheckpointStorageError, match=f"belongs to uid {UID + 1}"):
+        prepare_bind(loc, UID, GID)
+    assert os.lstat(user).st_uid == UID + 1
 
 
 def test_a_symlink_swapped_in_after_mkdir_is_refused(tmp_path, monkeypatch, victim):
