@@ -57,8 +57,9 @@ from .errors import TFEnvError
 #: How every component of a checked folder is opened: never through a symlink.
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
-#: Where the broker stages the folders it bind-mounts: root's, 0700, a private mount.
-STAGING_ROOT = "/run/tfenv-broker/mounts"
+#: Where the broker stages the folders it bind-mounts: root's, 0700, a private mount
+#: (beside the runtime root, not in it: nothing that cleans runtime folders goes there).
+STAGING_ROOT = "/run/tfenv-broker-mounts"
 
 # mount(2) flags (linux/mount.h)
 MS_BIND = 4096
@@ -390,17 +391,18 @@ def _mount_fields(path: str) -> list[str] | None:
     return found
 
 
-def _root_folder(path: str, mode: int) -> None:
-    """``path``: a real folder of root that nobody else can write (created ``mode``)."""
+def _root_folder(path: str, mode: int | None) -> None:
+    """``path``: a real folder of root that nobody else can write (created ``mode``, or
+    0755; given ``mode`` when that is not None)."""
     with contextlib.suppress(FileExistsError):
-        os.mkdir(path, mode)
+        os.mkdir(path, mode or 0o755)
     info = os.lstat(path)
     if not stat.S_ISDIR(info.st_mode) or info.st_uid != 0 or info.st_mode & 0o022:
         raise StagingError(
             f"The broker's staging folder {path} must be a folder of root that nobody else "
             "can write; remove it (the broker creates it again)."
         )
-    if stat.S_IMODE(info.st_mode) != mode:
+    if mode is not None and stat.S_IMODE(info.st_mode) != mode:
         os.chmod(path, mode)
 
 
@@ -408,7 +410,7 @@ def _private_root(root: str) -> None:
     """Make ``root`` root's 0700 folder and a private mount: mounts below it propagate
     to no other mount namespace."""
     with _STAGING_LOCK:
-        _root_folder(os.path.dirname(root), 0o755)
+        _root_folder(os.path.dirname(root), None)
         _root_folder(root, 0o700)
         fields = _mount_fields(root)
         if fields is None:

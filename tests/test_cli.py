@@ -112,7 +112,8 @@ def test_kernelspecs_written_to_disk_match_the_server_ones(team_catalog, tmp_pat
     spec = json.loads((folder / "kernel.json").read_text())
     assert spec["metadata"]["kernel_provisioner"]["provisioner_name"] == "tfenv-docker"
     assert spec["metadata"]["kernel_provisioner"]["config"]["environment"]["image"] == TF220
-    assert spec["argv"] == ["python3", "/opt/tfenv/launch.py", "-f", "{connection_file}"]
+    # Isolated (-I): no code of the user's runs before the launcher's (issue 17).
+    assert spec["argv"] == ["python3", "-I", "/opt/tfenv/launch.py", "-f", "{connection_file}"]
     assert (folder / "logo-64x64.png").is_file()
     assert not (folder.parent / "tfenv-latest").exists()
 

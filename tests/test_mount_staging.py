@@ -387,3 +387,13 @@ async def test_a_user_swapping_the_notebook_folder_in_a_loop_never_gets_the_secr
         os.close(fd)
     assert len(outcomes) == 12, outcomes
     assert not broker.containers()
+
+
+def test_kernelspecs_of_older_versions_start_the_launcher_isolated_too():
+    from jupyter_tfenv.docker_runtime import isolated_launcher, launcher_command
+
+    old = ["python3", "/opt/tfenv/launch.py", "-f", "/r/kernel.json"]
+    assert isolated_launcher(old) == launcher_command("python3", "/r/kernel.json")
+    assert isolated_launcher(isolated_launcher(old)) == isolated_launcher(old)
+    other = ["python3", "-m", "ipykernel_launcher", "-f", "/r/kernel.json"]
+    assert isolated_launcher(other) == other
