@@ -31,7 +31,12 @@ exited on its own is left to the caller, which reports that exit with its logs.
 The local server (not strict) runs as the user who owns the Docker socket, on the user's
 own folders: it still mounts by path (a swap there only fools the user themselves) and
 keeps the check after the start, with a short grace for a kernel caught half-way out of
-an exit. See docs/jupyterhub.md.
+an exit.
+
+What is not closed here: catalog binds (the admin's, checked when the catalog is read)
+and the runtime folder (below root's 0711 folders, so the user cannot replace it) are
+still mounted by path; the local server's mounts are by path (the user's own folders);
+the check after the start needs the host's PID namespace. See docs/jupyterhub.md.
 """
 
 from __future__ import annotations
