@@ -24,6 +24,7 @@ import {
 } from '../state';
 import { tfenvIcon } from '../icons';
 import type { TfEnvModel } from '../model';
+import { confirmSwitch } from '../switching';
 import { CommandIDs, IEnvironment, ITfEnvModel, ITfEnvPanel } from '../tokens';
 
 /**
@@ -132,6 +133,10 @@ export const commandsPlugin: JupyterFrontEndPlugin<void> = {
               environment: env.id
             });
           }
+          return;
+        }
+        const context = model.sessionContext;
+        if (context && !(await confirmSwitch(model, context, env, trans))) {
           return;
         }
         try {

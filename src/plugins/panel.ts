@@ -9,6 +9,7 @@ import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { ITranslator, nullTranslator } from '@jupyterlab/translation';
 
 import type { TfEnvModel } from '../model';
+import { confirmSwitch } from '../switching';
 import { IPanelActions, TfEnvPanel } from '../panel';
 import { ITfEnvModel, ITfEnvPanel } from '../tokens';
 
@@ -50,8 +51,19 @@ export const panelPlugin: JupyterFrontEndPlugin<ITfEnvPanel> = {
 
     const actions: IPanelActions = {
       switchTo: envId => {
-        // A failed start is shown by JupyterLab's dialog and by the panel.
-        model.switchTo(envId).catch(reason => console.warn(reason));
+        const context = model.sessionContext;
+        const env = model.environment(envId);
+        void (async () => {
+          if (
+            context &&
+            env &&
+            !(await confirmSwitch(model, context, env, trans))
+          ) {
+            return;
+          }
+          // A failed start is shown by JupyterLab's dialog and by the panel.
+          await model.switchTo(envId);
+        })().catch(reason => console.warn(reason));
       },
       pull: envId => {
         model.pull(envId).catch(reason => {

@@ -250,6 +250,9 @@ def test_panel_status_bar_and_switching_environments(page: Any, lab: LabServer) 
     # Switch the notebook to 2.19.0 from the panel's list: same notebook, other kernel.
     notebook_id = nb.get_attribute("id")
     env_row(page, "tf219").locator(".jp-tfenv-switch").click()
+    # The kernel ran a cell: the switch asks first (tests/ui/test_switching.py).
+    confirm = page.locator(".jp-Dialog").filter(has=page.locator(".jp-tfenv-switch-confirm"))
+    confirm.locator("button.jp-mod-warn").click()
     expect(kernel_name(nb)).to_have_text("TensorFlow 2.19.0 (CPU)", timeout=KERNEL_TIMEOUT_MS)
     wait_kernel_idle(page, nb)
     run_cell(page, nb)
