@@ -244,6 +244,22 @@ async def test_a_failed_mount_does_not_tell_whether_a_path_exists(
     assert not broker.containers()
 
 
+async def test_a_broker_that_cannot_mount_refuses_to_start_kernels(jp_fetch, broker, monkeypatch):
+    """No CAP_SYS_ADMIN (or another mount namespace): fail closed, saying what to do,
+    never fall back to letting Docker mount the user's path."""
+    broker.start()
+
+    def no_mount(source: Any, target: str, flags: int) -> None:
+        raise PermissionError(1, "Operation not permitted", target)
+
+    monkeypatch.setattr(mountcheck, "_mount", no_mount)
+    code, message = await start_error(jp_fetch, "tfenv-py")
+    assert code == 500
+    assert "could not bind-mount" in message and "CAP_SYS_ADMIN" in message
+    assert "mount namespace" in message
+    assert not broker.containers()
+
+
 async def test_the_launcher_imports_no_usercustomize_but_the_kernel_has_the_user_site(
     jp_fetch, jp_serverapp, jp_root_dir, broker, monkeypatch
 ):
