@@ -411,9 +411,15 @@ def _root_folder(path: str, mode: int | None) -> None:
         os.chmod(path, mode)
 
 
+#: Staging folders older than this are left over from a broker that died mid-start.
+STAGING_STALE_SECONDS = 600.0
+_SWEPT: set[str] = set()
+
+
 def _private_root(root: str) -> None:
     """Make ``root`` root's 0700 folder and a private mount: mounts below it propagate
-    to no other mount namespace."""
+    to no other mount namespace. Once per process, staging mounts that a broker which
+    died mid-start left behind are detached (never removed recursively)."""
     with _STAGING_LOCK:
         _root_folder(os.path.dirname(root), None)
         _root_folder(root, 0o700)
@@ -423,6 +429,24 @@ def _private_root(root: str) -> None:
             fields = ["shared"]
         if any(f.startswith(("shared", "master")) for f in fields):
             _mount(None, root, MS_PRIVATE)
+        if root not in _SWEPT:
+            _SWEPT.add(root)
+            _detach_stale(root)
+
+
+def _detach_stale(root: str) -> None:
+    now = time.time()
+    for name in os.listdir(root):
+        folder = os.path.join(root, name)
+        try:
+            if now - os.lstat(folder).st_mtime < STAGING_STALE_SECONDS:
+                continue
+            for child in os.listdir(folder):
+                _umount(os.path.join(folder, child))
+                os.rmdir(os.path.join(folder, child))  # empty once detached, else EBUSY
+            os.rmdir(folder)
+        except OSError as err:
+            _log.warning("tfenv: could not clear the stale staging folder %s: %s", folder, err)
 
 
 def staging_problem(err: OSError, path: str) -> StagingError:

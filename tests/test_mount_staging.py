@@ -182,6 +182,28 @@ def test_a_staged_folder_is_the_checked_one_whatever_happens_to_its_path(tmp_pat
     mountcheck._umount(staged.root)
 
 
+def test_staging_mounts_a_dead_broker_left_behind_are_detached_not_deleted(tmp_path, monkeypatch):
+    folder = tmp_path / "alice" / "proj"
+    folder.mkdir(parents=True)
+    (folder / "mine.txt").write_text("keep me\n")
+    root = str(tmp_path / "staging" / "mounts")
+    left = mountcheck.StagedMounts(root)
+    path = left.stage(mountcheck.CheckedFolder.of(str(folder), os.stat(folder)))
+    old = os.stat(left.folder).st_mtime - 2 * mountcheck.STAGING_STALE_SECONDS
+    os.utime(str(left.folder), (old, old))
+    try:
+        monkeypatch.setattr(mountcheck, "_SWEPT", set())  # a new broker process
+        fresh = mountcheck.StagedMounts(root)
+        fresh.stage(mountcheck.CheckedFolder.of(str(folder), os.stat(folder)))
+        assert mount_points_below(root) == fresh.paths and path not in fresh.paths
+        assert not os.path.exists(str(left.folder))
+        fresh.release()
+    finally:
+        left.release()
+        mountcheck._umount(root)
+    assert (folder / "mine.txt").read_text() == "keep me\n"
+
+
 async def test_a_checkpoint_folder_swapped_before_the_mount_keeps_the_checked_folder(
     jp_fetch, jp_serverapp, broker, secret, monkeypatch
 ):
