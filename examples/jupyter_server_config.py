@@ -39,7 +39,10 @@ c.TFEnvCatalog.catalog_files = [str(HERE / "demo-catalog.yaml")]
 
 # ------------------------------------------------------------------- kernel containers
 # Kernels run as the server's own uid:gid (uid 0 is refused). A server that runs as root
-# can hand kernels to another user ($JUPYTER_TFENV_KERNEL_UID / _GID do the same):
+# can hand kernels to another user ($JUPYTER_TFENV_KERNEL_UID / _GID do the same), but
+# then what JupyterLab makes (New Folder, uploads) is root's and the kernel cannot write
+# into it: the server warns at start; README, "PermissionError when a kernel writes a file".
+# Better: run the server as the kernels' user.
 # c.DockerKernelProvisioner.uid = 1000
 # c.DockerKernelProvisioner.gid = 1000
 

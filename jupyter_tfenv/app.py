@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import stat
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +28,33 @@ from .pool import KernelPool, start_pool, stop_pool
 from .probe import probe_cache_dir
 from .provisioner import DockerKernelProvisioner
 from .service import TFEnvService
+
+
+def shares_folders(root_dir: str, kernel_gid: int, umask: int) -> bool:
+    """Whether what the server makes in ``root_dir`` is writable for the kernel's group.
+
+    A folder of the kernel's group with the setgid bit hands that group to everything
+    made in it; a umask without the group's write bit makes it group-writable.
+    """
+    try:
+        info = os.stat(root_dir)
+    except OSError:
+        return False
+    return info.st_gid == kernel_gid and bool(info.st_mode & stat.S_ISGID) and not umask & 0o020
+
+
+def uid_mismatch(server_uid: int, kernel_uid: int, *, shared: bool = False) -> str | None:
+    """What goes wrong when the server and its kernels are different users, or None."""
+    if server_uid == kernel_uid or shared:
+        return None
+    return (
+        f"this server runs as uid {server_uid} but its kernels run as uid {kernel_uid} "
+        "(DockerKernelProvisioner.uid, $JUPYTER_TFENV_KERNEL_UID): folders and files made "
+        f"in JupyterLab (New Folder, uploads, new notebooks) belong to uid {server_uid}, "
+        "and a kernel cannot write into such a folder (PermissionError). Run the server "
+        f"as the kernels' user (uid {kernel_uid}), or share the notebook folder: the "
+        "kernels' group, the setgid bit (chmod 2775) and a server umask of 002."
+    )
 
 
 class TFEnvApp(ExtensionApp):
@@ -143,6 +171,16 @@ class TFEnvApp(ExtensionApp):
                 "server does not use Docker",
                 defaults.broker_url,
             )
+        if not defaults.broker_url:
+            umask = os.umask(0o022)
+            os.umask(umask)
+            mismatch = uid_mismatch(
+                os.getuid(),
+                defaults.uid,
+                shared=shares_folders(self.serverapp.root_dir, defaults.gid, umask),
+            )
+            if mismatch:
+                self.log.warning("tfenv: %s", mismatch)
         self.settings["tfenv"] = TFEnvService(
             catalog,
             probe_cache_dir=probes,

@@ -18,9 +18,13 @@
 #             the kernel websocket (scripts/demo_check.py), stop, and leave no kernel
 #             container, server or folder behind. Exit 0 when all of that worked.
 #
+# As root, JupyterLab and its kernels run as one non-root user (DEMO_USER), so that a
+# folder made in the file browser and a file written by a kernel have the same owner.
+#
 # Environment: DEMO_PORT (default 8888), DEMO_DIR (notebook folder; default
 # /tmp/tfenv-demo as root, ~/tfenv-demo otherwise), DEMO_USER (as root: the non-root
-# user kernels run as, created when missing; default tfenv), DEMO_TOKEN (default: random).
+# user JupyterLab and its kernels run as, created when missing and added to the Docker
+# socket's group; default tfenv), DEMO_TOKEN (default: random).
 set -euo pipefail
 
 # Everything runs with the project's .venv (made by scripts/setup.sh below).
@@ -36,7 +40,7 @@ for arg in "$@"; do
     --no-lab) START_LAB=0 ;;
     --check) CHECK=1 ;;
     -h | --help)
-      sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'
+      sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *)
@@ -80,10 +84,19 @@ fi
 # ------------------------------------------------------------------ 2. kernel runtime
 # tensorflow/tensorflow:2.20.0 has no ipykernel: jupyter_tfenv mounts a runtime built once
 # on the host. Offline first, from the ipykernel wheels build_test_images.py downloaded.
+# As root, it goes to a folder the demo user's server can read (root's home is private).
+RUNTIMES_DIR=
 runtime_args=(--python 3.11)
+if [ "$(id -u)" -eq 0 ]; then
+  RUNTIMES_DIR=${DEMO_RUNTIMES_DIR:-/var/lib/jupyter_tfenv-demo/runtimes}
+  mkdir -p "$RUNTIMES_DIR"
+  chmod 0755 "$(dirname "$RUNTIMES_DIR")" "$RUNTIMES_DIR"
+  runtime_args+=(--runtimes-dir "$RUNTIMES_DIR")
+fi
 wheels=$(find "$CACHE/wheels" -maxdepth 2 -path '*/ipykernel-*/.complete' -printf '%h\n' \
   2>/dev/null | head -1 || true)
-if "$PYTHON" -m jupyter tfenv runtime list 2>/dev/null | grep -qx "cp311-$(uname -m)"; then
+if "$PYTHON" -m jupyter tfenv runtime list ${RUNTIMES_DIR:+--runtimes-dir "$RUNTIMES_DIR"} \
+  2>/dev/null | grep -qx "cp311-$(uname -m)"; then
   say "kernel runtime for Python 3.11 is built"
 else
   say "building the kernel runtime for Python 3.11 (jupyter tfenv runtime build) ..."
@@ -97,19 +110,57 @@ fi
 
 # ------------------------------------------------------------------ 3. user and folder
 lab_args=()
+AS_USER=()
+SHARED=0
 if [ "$(id -u)" -eq 0 ]; then
-  # Kernels never run as root. As root, JupyterLab hands them to a non-root user.
+  # Kernels never run as root. As root, JupyterLab itself runs as a non-root user, the one
+  # its kernels run as: a server of another uid than its kernels makes folders (New
+  # Folder, uploads, notebooks) its kernels cannot write into.
   DEMO_USER=${DEMO_USER:-tfenv}
   if ! getent passwd "$DEMO_USER" >/dev/null; then
-    say "creating the user '$DEMO_USER' that kernels run as"
+    say "creating the user '$DEMO_USER' that JupyterLab and its kernels run as"
     useradd --create-home --user-group --shell /bin/bash "$DEMO_USER"
   fi
   KUID=$(id -u "$DEMO_USER")
   KGID=$(id -g "$DEMO_USER")
   [ "$KUID" -ne 0 ] || die "DEMO_USER=$DEMO_USER is uid 0; pick a non-root user"
-  export JUPYTER_TFENV_KERNEL_UID=$KUID JUPYTER_TFENV_KERNEL_GID=$KGID
+  DEMO_HOME=$(getent passwd "$DEMO_USER" | cut -d: -f6)
+  # The server starts containers: the user joins the Docker socket's group.
+  socket=${DOCKER_HOST:-unix:///var/run/docker.sock}
+  socket=${socket#unix://}
+  if [ -S "$socket" ]; then
+    group=$(stat -c %G "$socket")
+    [ "$group" != root ] ||
+      die "the Docker socket $socket is root's only: start dockerd with a socket group (-G docker)"
+    if ! id -nG "$DEMO_USER" | tr ' ' '\n' | grep -qx "$group"; then
+      say "adding '$DEMO_USER' to the group '$group' of the Docker socket $socket"
+      usermod -aG "$group" "$DEMO_USER"
+    fi
+  fi
+  # setpriv execs (no child process): the server's pid is the one the demo waits for,
+  # and the one its kernel containers are labelled with. HOME and the user's own Jupyter
+  # folders, not root's.
+  AS_USER=(setpriv --reuid="$KUID" --regid="$KGID" --init-groups
+    env -u XDG_RUNTIME_DIR -u XDG_DATA_HOME -u XDG_CONFIG_HOME -u XDG_CACHE_HOME
+    -u JUPYTER_CONFIG_DIR -u JUPYTER_DATA_DIR -u JUPYTER_RUNTIME_DIR
+    HOME="$DEMO_HOME" USER="$DEMO_USER" LOGNAME="$DEMO_USER")
+  SHARED=0
+  if ! "${AS_USER[@]}" "$PYTHON" -c 'import jupyter_tfenv' >/dev/null 2>&1; then
+    # This clone or its Python is in a folder only root can read (/root): JupyterLab
+    # stays root, its kernels run as DEMO_USER, and the notebook folder is shared with
+    # them: their group, setgid (what JupyterLab makes in it gets that group) and umask
+    # 002 (group-writable).
+    say "'$DEMO_USER' cannot run $PYTHON (a folder only root can read, such as /root):"
+    say "JupyterLab runs as root and shares the notebook folder with the kernels' group."
+    AS_USER=()
+    SHARED=1
+    export JUPYTER_TFENV_KERNEL_UID=$KUID JUPYTER_TFENV_KERNEL_GID=$KGID
+    lab_args+=(--allow-root)
+  elif ! "${AS_USER[@]}" "$PYTHON" -c 'import docker; docker.from_env().ping()' >/dev/null 2>&1; then
+    die "the user '$DEMO_USER' cannot reach the Docker engine ($socket)"
+  fi
   DEMO_DIR=${DEMO_DIR:-/tmp/tfenv-demo}
-  lab_args+=(--allow-root)
+  lab_args+=(--DockerKernelProvisioner.runtimes_dir="$RUNTIMES_DIR")
 else
   docker info >/dev/null 2>&1 || die "$(id -un) cannot reach the Docker engine (docker group?)"
   DEMO_DIR=${DEMO_DIR:-$HOME/tfenv-demo}
@@ -125,6 +176,11 @@ DEMO_DIR=$(cd "$DEMO_DIR" && pwd -P)
 if [ -n "${KUID:-}" ]; then
   chown "$KUID:$KGID" "$DEMO_DIR" "$DEMO_DIR/demo.ipynb"
   chmod 0775 "$DEMO_DIR"
+  if [ "$SHARED" = 1 ]; then
+    chmod 2775 "$DEMO_DIR"
+    chmod 0664 "$DEMO_DIR/demo.ipynb"
+    umask 002
+  fi
 fi
 
 # ------------------------------------------------------------------ 4. JupyterLab
@@ -175,7 +231,7 @@ if [ "$CHECK" = 1 ]; then
     exit "$rc"
   }
   trap finish EXIT
-  (cd "$DEMO_DIR" && exec "$PYTHON" -m jupyter lab "${lab_args[@]}" </dev/null >"$LOG" 2>&1) &
+  (cd "$DEMO_DIR" && exec "${AS_USER[@]}" "$PYTHON" -m jupyter lab "${lab_args[@]}" </dev/null >"$LOG" 2>&1) &
   LAB_PID=$!
   say "check: JupyterLab (pid $LAB_PID) on http://127.0.0.1:$PORT, notebooks in $DEMO_DIR"
   "$PYTHON" scripts/demo_check.py --url "http://127.0.0.1:$PORT" --pid "$LAB_PID" \
@@ -191,22 +247,58 @@ fi
 echo
 say "catalog:   $REPO/examples/demo-catalog.yaml (config: examples/jupyter_server_config.py)"
 say "notebooks: $DEMO_DIR"
-if [ -n "${KUID:-}" ]; then
-  say "kernels:   run as $DEMO_USER (uid $KUID, gid $KGID), as JupyterLab runs as root here."
+if [ -n "${KUID:-}" ] && [ "$SHARED" = 0 ]; then
+  say "user:      JupyterLab and its kernels run as $DEMO_USER (uid $KUID, gid $KGID), not root."
   say "           On your own machine, run JupyterLab as yourself: kernels then run as you."
+elif [ -n "${KUID:-}" ]; then
+  say "user:      kernels run as $DEMO_USER (uid $KUID); JupyterLab runs as root and makes"
+  say "           files group $DEMO_USER, group-writable, in $DEMO_DIR (setgid, umask 002)."
 fi
 if [ "$START_LAB" = 0 ]; then
   say "prepared. Start JupyterLab with:"
-  printf '[demo]   cd %q && ' "$DEMO_DIR"
-  [ -n "${KUID:-}" ] && printf 'JUPYTER_TFENV_KERNEL_UID=%s JUPYTER_TFENV_KERNEL_GID=%s ' "$KUID" "$KGID"
-  printf 'JUPYTER_TOKEN=%q %q -m jupyter lab' "$JUPYTER_TOKEN" "$PYTHON"
-  printf ' %q' "${lab_args[@]}"
+  printf '[demo]   cd %q && JUPYTER_TOKEN=%q' "$DEMO_DIR" "$JUPYTER_TOKEN"
+  printf ' %q' "${AS_USER[@]}" "$PYTHON" -m jupyter lab "${lab_args[@]}"
   echo
   say "then open $URL"
   exit 0
 fi
-say "open:      $URL"
-say "           (pick a 'TensorFlow ...' kernel; Ctrl-C stops JupyterLab)"
+say "starting JupyterLab on http://127.0.0.1:$PORT (Ctrl-C stops it) ..."
 echo
 cd "$DEMO_DIR"
-exec "$PYTHON" -m jupyter lab "${lab_args[@]}"
+"${AS_USER[@]}" "$PYTHON" -m jupyter lab "${lab_args[@]}" </dev/null &
+LAB_PID=$!
+# A background job ignores SIGINT: Ctrl-C reaches this script, which stops JupyterLab
+# with SIGTERM (it shuts its kernels and their containers down, then exits).
+trap 'kill -TERM "$LAB_PID" 2>/dev/null || true' INT TERM HUP
+# JupyterLab's own last line is its URL with the token masked: once it answers, the usable
+# URL comes last.
+if "$PYTHON" - "http://127.0.0.1:$PORT" "$LAB_PID" <<'PY'; then
+import os, sys, time, urllib.request
+base, pid = sys.argv[1], int(sys.argv[2])
+request = urllib.request.Request(
+    f"{base}/api/status", headers={"Authorization": f"token {os.environ['JUPYTER_TOKEN']}"}
+)
+deadline = time.monotonic() + 180
+while time.monotonic() < deadline:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        sys.exit(1)
+    try:
+        with urllib.request.urlopen(request, timeout=2):
+            sys.exit(0)
+    except OSError:
+        time.sleep(0.2)
+sys.exit(1)
+PY
+  echo
+  say "JupyterLab is up ($((SECONDS - T0)) s). Open (pick a 'TensorFlow ...' kernel; Ctrl-C stops):"
+  say "  $URL"
+  echo
+fi
+rc=0
+while kill -0 "$LAB_PID" 2>/dev/null; do
+  rc=0
+  wait "$LAB_PID" || rc=$?
+done
+exit "$rc"

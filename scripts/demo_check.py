@@ -10,7 +10,9 @@ Run by ``scripts/demo.sh --check`` against the JupyterLab it started:
    kernel is not root;
 4. ``GET /tfenv/kernels/<id>``: the kernel runs in a running container of the catalog's
    image;
-5. shuts the kernel down, then the server (``POST /api/shutdown``).
+5. makes a folder as the file browser's New Folder does (``POST /api/contents``, then a
+   rename) and has the kernel write a file into it;
+6. shuts the kernel down, then the server (``POST /api/shutdown``).
 
 Exit 0 when every step passed; otherwise 1 with what failed.
 """
@@ -24,6 +26,7 @@ import os
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -129,6 +132,25 @@ def check(args: argparse.Namespace) -> None:
         if live.get("image_ref") != tfenv.get("image"):
             ref, pinned = live.get("image_ref"), tfenv.get("image")
             raise CheckFailed(f"the kernel runs {ref!r}, not the catalog's {pinned!r}")
+
+        # New Folder in the file browser, then a file from the kernel into it.
+        made = request(base, token, "POST", "/api/contents", {"type": "directory"})
+        folder = f"data-{kid[:8]}"
+        path = urllib.parse.quote(made["path"])
+        request(base, token, "PATCH", f"/api/contents/{path}", {"path": folder})
+        result = execute(
+            ws,
+            token,
+            f"import os\nopen({folder + '/out.csv'!r}, 'w').write('x,y\\n')\n"
+            f"print(os.stat({folder!r}).st_uid, os.stat({folder + '/out.csv'!r}).st_uid)",
+            timeout=args.exec_timeout,
+        )
+        if not result.ok:
+            raise CheckFailed(
+                f"the kernel cannot write into a folder made in the file browser:\n{result}"
+            )
+        owners = result.stdout.split()
+        say(f"kernel wrote {folder}/out.csv into a new folder of the file browser (uids {owners})")
     finally:
         request(base, token, "DELETE", f"/api/kernels/{kid}")
         say(f"kernel {kid} shut down")

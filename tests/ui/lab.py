@@ -84,6 +84,24 @@ def chromium_executable() -> str | None:
     return shutil.which("chromium")
 
 
+def kernel_user_can_run(python: str = sys.executable) -> bool:
+    """Whether the kernels' uid can run ``python`` with JupyterLab (not when its
+    interpreter lives in a folder only root can read, such as pyenv's under /root)."""
+    try:
+        result = subprocess.run(
+            [python, "-c", "import jupyterlab, jupyter_tfenv"],
+            user=KERNEL_UID,
+            group=KERNEL_GID,
+            capture_output=True,
+            timeout=60,
+            check=False,
+            cwd="/",
+        )
+    except OSError:
+        return False
+    return result.returncode == 0
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -189,8 +207,16 @@ def start_lab(
     extra_env: dict[str, str] | None = None,
     settings: dict[str, dict[str, Any]] | None = None,
     timeout: float = 120,
+    as_kernel_user: bool = False,
+    shared_folder: bool = False,
 ) -> LabServer:
-    """Start JupyterLab (a subprocess of ``python``) and wait until its API answers."""
+    """Start JupyterLab (a subprocess of ``python``) and wait until its API answers.
+
+    ``as_kernel_user``: the server runs as the kernels' uid and gid (as ``scripts/demo.sh``
+    runs it), with the Docker socket's group; otherwise as this process's user (root).
+    ``shared_folder``: the notebook folder is the kernels' group's, setgid, and the server's
+    umask 002 (the demo's way when its user cannot run this Python).
+    """
     base.mkdir(parents=True, exist_ok=True)
     dirs = {name: base / name for name in ("config", "data", "runtime", "home", "ipython")}
     for path in dirs.values():
@@ -263,6 +289,23 @@ def start_lab(
         *(extra_args or []),
     ]
     log_path = base / "jupyterlab.log"
+    identity: dict[str, Any] = {}
+    if as_kernel_user:
+        socket_path = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+        socket_path = socket_path.removeprefix("unix://")
+        identity = {
+            "user": KERNEL_UID,
+            "group": KERNEL_GID,
+            "extra_groups": [os.stat(socket_path).st_gid],
+        }
+        # Everything of this server is its own: config, data, runtime, home, notebooks.
+        os.chown(runtime_root, KERNEL_UID, KERNEL_GID)
+        for folder, _, files in os.walk(base):
+            for path in (folder, *(os.path.join(folder, name) for name in files)):
+                os.chown(path, KERNEL_UID, KERNEL_GID)
+    if shared_folder:
+        os.chmod(root_dir, 0o2775)
+        identity["umask"] = 0o002
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             args,
@@ -271,6 +314,7 @@ def start_lab(
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
+            **identity,
         )
     server = LabServer(
         url=f"http://127.0.0.1:{port}/",
