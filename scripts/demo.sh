@@ -235,7 +235,7 @@ if [ "$CHECK" = 1 ]; then
   LAB_PID=$!
   say "check: JupyterLab (pid $LAB_PID) on http://127.0.0.1:$PORT, notebooks in $DEMO_DIR"
   "$PYTHON" scripts/demo_check.py --url "http://127.0.0.1:$PORT" --pid "$LAB_PID" \
-    --kernel tfenv-tf-2.20-cpu --expect 2.20.0
+    --kernel tfenv-tf-2.20-cpu --expect 2.20.0 --cold tfenv-tf-2.19-cpu
   # demo_check.py asked the server to shut down: it stops its kernels, then exits.
   for _ in $(seq 1 120); do kill -0 "$LAB_PID" 2>/dev/null || break; sleep 0.5; done
   if kill -0 "$LAB_PID" 2>/dev/null; then

@@ -12,7 +12,9 @@ Run by ``scripts/demo.sh --check`` against the JupyterLab it started:
    image;
 5. makes a folder as the file browser's New Folder does (``POST /api/contents``, then a
    rename) and has the kernel write a file into it;
-6. shuts the kernel down, then the server (``POST /api/shutdown``).
+6. with ``--cold KERNEL``: starts that kernel (no warm pool) and checks that its first
+   ``import tensorflow`` writes nothing to stderr (the catalog's TF_CPP_MIN_LOG_LEVEL);
+7. shuts the kernels down, then the server (``POST /api/shutdown``).
 
 Exit 0 when every step passed; otherwise 1 with what failed.
 """
@@ -154,8 +156,30 @@ def check(args: argparse.Namespace) -> None:
     finally:
         request(base, token, "DELETE", f"/api/kernels/{kid}")
         say(f"kernel {kid} shut down")
+    if args.cold:
+        cold_import(base, token, args)
     request(base, token, "POST", "/api/shutdown")
     say("JupyterLab asked to shut down")
+
+
+def cold_import(base: str, token: str, args: argparse.Namespace) -> None:
+    """The first ``import tensorflow`` of a cold kernel: its output, no stderr block."""
+    kid = request(base, token, "POST", "/api/kernels", {"name": args.cold})["id"]
+    try:
+        ws = f"{base.replace('http', 'ws', 1)}/api/kernels/{kid}/channels"
+        code = "import tensorflow as tf\nprint(tf.__version__)"
+        result = execute(ws, token, code, timeout=args.exec_timeout)
+        if not result.ok:
+            raise CheckFailed(f"import tensorflow failed in {args.cold}:\n{result}")
+        version = result.stdout.strip()
+        say(f"{args.cold} (cold): import tensorflow -> {version}, stderr {result.stderr!r}")
+        if result.stderr.strip():
+            raise CheckFailed(
+                f"the first import tensorflow in {args.cold} wrote to stderr (a pink block "
+                f"in the notebook): {result.stderr!r}"
+            )
+    finally:
+        request(base, token, "DELETE", f"/api/kernels/{kid}")
 
 
 def main() -> int:
@@ -164,6 +188,7 @@ def main() -> int:
     parser.add_argument("--pid", type=int, required=True, help="JupyterLab's process id")
     parser.add_argument("--kernel", required=True, help="kernelspec name, e.g. tfenv-tf-2.20-cpu")
     parser.add_argument("--expect", required=True, help="the pinned TensorFlow version")
+    parser.add_argument("--cold", help="a kernelspec without warm pool: first import, no stderr")
     parser.add_argument("--start-timeout", type=float, default=120)
     parser.add_argument("--exec-timeout", type=float, default=300)
     args = parser.parse_args()

@@ -44,6 +44,10 @@ def test_demo_check_runs_a_tensorflow_kernel_and_leaves_nothing(
     assert version.group(1) == "2.20.0"
     assert version.group(2) != "0"
     assert re.search(r"runs tensorflow/tensorflow:2\.20\.0-jupyter, image sha256:", output)
+    # A folder made as the file browser's New Folder does is one the kernel writes into.
+    assert re.search(r"kernel wrote data-\w+/out\.csv into a new folder", output), output
+    # The first import of a cold kernel shows no TensorFlow start-up block (stderr).
+    assert "tfenv-tf-2.19-cpu (cold): import tensorflow -> 2.19.0, stderr ''" in output
 
     started = re.search(r"check: JupyterLab \(pid (\d+)\) on (\S+), notebooks in (\S+)", output)
     assert started is not None, output
