@@ -48,8 +48,8 @@ pytestmark = [
 
 SLOW_PYTHON = (
     "#!/bin/sh\n"
-    "# A user's slow start-up: it would leave a trace after ~0.5 s.\n"
-    "sleep 0.5\n"
+    "# A user's slow start-up: it would leave a trace after ~0.8 s (the old grace was 1 s).\n"
+    "sleep 0.8\n"
     'echo "$$" > ./slow-start-marker\n'
     'exec python3 "$@"\n'
 )
@@ -338,7 +338,7 @@ async def test_a_differing_mount_kills_the_container_before_user_code_runs_on(
     assert "changed between the check and the mount" in message
     assert "another folder at" in message
     assert not broker.containers()
-    # The slow start-up would have written its marker ~0.5 s after the container started.
+    # The slow start-up would have written its marker ~0.8 s after the container started.
     assert not (jp_root_dir / "slow-start-marker").exists()
 
 
