@@ -153,3 +153,13 @@ export function imageTag(image: string): string {
   const colon = image.lastIndexOf(':');
   return colon > slash ? image.slice(colon + 1) : '';
 }
+
+/**
+ * `text` cut after each separator of image references, paths and code
+ * (`/`, `:`, `@`, `,`, `(`, `[`): a view puts a line-break opportunity (`<wbr>`)
+ * between the parts, so that a long value wraps at a separator rather than
+ * in the middle of a word (or is cut off). Joined, the parts are `text`.
+ */
+export function breakableParts(text: string): string[] {
+  return text.match(/[^/:@,([]*(?:[/:@,([]+|$)/g)?.filter(part => part) ?? [];
+}

@@ -492,7 +492,11 @@ export class TfEnvModel implements ITfEnvModel {
       return;
     }
     const id = this.activeKernelId;
-    if (this._kernelStatus && this._kernelStatus.kernel_id !== id) {
+    if (
+      this._kernelStatus &&
+      (this._kernelStatus.kernel_id !== id || this._isRestarting())
+    ) {
+      // Another kernel, or the same one in a new container: read it again.
       this._kernelStatus = null;
       this._kernelError = null;
     }
@@ -597,10 +601,12 @@ export class TfEnvModel implements ITfEnvModel {
       this._pullCapability = reply.pulls ?? { allowed: true, message: null };
       this._environmentsError = null;
       this._extensionMissing = false;
+      this._unreachable = null;
     } catch (error) {
       if (error instanceof TfEnvApiError && error.status === 404) {
         this._extensionMissing = true;
       }
+      this._noteUnreachable(error);
       this._environmentsError = (error as Error).message;
     }
     this._ready.resolve();
@@ -618,15 +624,32 @@ export class TfEnvModel implements ITfEnvModel {
   private async _fetchKernel(kernelId: string): Promise<void> {
     try {
       const status = await this._client.kernel(kernelId);
-      if (kernelId === this.activeKernelId) {
+      this._unreachable = null;
+      if (kernelId === this.activeKernelId && !this._isRestarting()) {
         this._kernelStatus = status;
         this._kernelError = null;
       }
     } catch (error) {
+      this._noteUnreachable(error);
       if (kernelId === this.activeKernelId) {
         this._kernelError = (error as Error).message;
       }
     }
+  }
+
+  /**
+   * A request that got no answer at all (`TfEnvApiError` without a status:
+   * the server stopped, or the network is down).
+   */
+  private _noteUnreachable(error: unknown): void {
+    if (error instanceof TfEnvApiError && error.status === null) {
+      this._unreachable = error.message || 'The server did not answer.';
+    }
+  }
+
+  private _isRestarting(): boolean {
+    const status = this._context?.kernelDisplayStatus;
+    return status === 'restarting' || status === 'autorestarting';
   }
 
   private async _cachedProbe(envId: string): Promise<void> {
@@ -745,6 +768,7 @@ export class TfEnvModel implements ITfEnvModel {
       startError: this.startError,
       kernelStatus: this.kernelStatus,
       kernelError: this._kernelError,
+      serverUnreachable: this._unreachable,
       probe: this.activeProbe,
       probing: this.probing,
       probeError: this.probeError,
@@ -784,6 +808,7 @@ export class TfEnvModel implements ITfEnvModel {
   private _provenance = new WeakMap<ISessionContext, IProvenanceVerdict>();
   private _kernelStatus: IKernelStatus | null = null;
   private _kernelError: string | null = null;
+  private _unreachable: string | null = null;
   private _probes = new Map<string, IProbe>();
   private _probing = new Set<string>();
   private _probeErrors = new Map<string, string>();

@@ -25,7 +25,13 @@ import {
   isIncomplete,
   sortCheckpoints
 } from './checkpoints';
-import { formatBytes, formatPercent, ratio, shortDigest } from './format';
+import {
+  breakableParts,
+  formatBytes,
+  formatPercent,
+  ratio,
+  shortDigest
+} from './format';
 import { tfenvIcon } from './icons';
 import type { TfEnvModel } from './model';
 import type { IProvenanceVerdict } from './provenance';
@@ -327,6 +333,19 @@ function StateBanner(props: IViewProps & { state: IPanelState }): JSX.Element {
       title = trans.__('Kernel status unavailable');
       text = trans.__('The server could not report on the kernel container:');
       break;
+    case 'server-unreachable':
+      title = trans.__('Server not reachable');
+      text = trans.__(
+        'The Jupyter server does not answer (it stopped, or the network is down): the state of the kernels and environments is unknown. The panel reads it again once the server answers.'
+      );
+      break;
+    case 'restarting':
+      title = trans.__('Restarting');
+      text = trans.__(
+        'Restarting the kernel of "%1" in a new container; its variables are gone…',
+        name
+      );
+      break;
     case 'probe-failed':
       title = trans.__('Running');
       text = trans.__(
@@ -615,7 +634,7 @@ function KernelSection(
         <dd className="jp-tfenv-build">{buildText}</dd>
         <dt>{trans.__('Image')}</dt>
         <dd className="jp-tfenv-image jp-tfenv-mono" title={env.image}>
-          {env.image}
+          <Breakable text={env.image} />
         </dd>
         <dt>{trans.__('Digest')}</dt>
         <dd className="jp-tfenv-digest-row">
@@ -986,7 +1005,7 @@ function EnvironmentRow(
         )}
       </div>
       <div className="jp-tfenv-env-image jp-tfenv-mono" title={env.image}>
-        {env.image}
+        <Breakable text={env.image} />
       </div>
       {progress && <PullProgress {...props} progress={progress} env={env} />}
       <div className="jp-tfenv-env-actions">
@@ -1184,6 +1203,24 @@ function IconButton(props: {
 /**
  * The one-line code hint of the empty checkpoint list (code: not translated).
  */
+/**
+ * A long value (image reference, path, code) that wraps at its separators in
+ * a narrow sidebar instead of being cut off or broken inside a word; its text
+ * is the value unchanged.
+ */
+function Breakable(props: { text: string }): JSX.Element {
+  return (
+    <>
+      {breakableParts(props.text).map((part, i) => (
+        <React.Fragment key={i}>
+          {i > 0 && <wbr />}
+          {part}
+        </React.Fragment>
+      ))}
+    </>
+  );
+}
+
 const CHECKPOINT_HINT =
   "tf.train.CheckpointManager(ckpt, os.environ['TFENV_CHECKPOINT_DIR'] + '/run1', max_to_keep=3)";
 
@@ -1358,7 +1395,9 @@ function CheckpointSection(
         <div>
           {trans.__('No checkpoints yet — save to %1', '$TFENV_CHECKPOINT_DIR')}
         </div>
-        <code className="jp-tfenv-checkpoints-hint">{CHECKPOINT_HINT}</code>
+        <code className="jp-tfenv-checkpoints-hint" title={CHECKPOINT_HINT}>
+          <Breakable text={CHECKPOINT_HINT} />
+        </code>
       </div>
     );
   } else {
@@ -1386,13 +1425,16 @@ function CheckpointSection(
         <dt>{trans.__('In the container')}</dt>
         <dd>
           <code className="jp-tfenv-checkpoints-container-path">
-            {containerPath}
+            <Breakable text={containerPath} />
           </code>
         </dd>
         <dt>{trans.__('On the host')}</dt>
         <dd>
-          <code className="jp-tfenv-checkpoints-location">
-            {listing?.location ?? '—'}
+          <code
+            className="jp-tfenv-checkpoints-location"
+            title={listing?.location ?? undefined}
+          >
+            <Breakable text={listing?.location ?? '—'} />
           </code>
         </dd>
       </dl>
@@ -1433,7 +1475,7 @@ function CheckpointRow(props: {
           {checkpointKindLabel(item.kind)}
         </span>
         <span className="jp-tfenv-checkpoint-name" title={item.name}>
-          {checkpointLabel(item)}
+          <Breakable text={checkpointLabel(item)} />
         </span>
         {incomplete && (
           <span className="jp-tfenv-badge jp-tfenv-checkpoint-incomplete">

@@ -46,6 +46,8 @@ export type PanelReason =
   | 'probe'
   | 'start-failed'
   | 'status-failed'
+  | 'server-unreachable'
+  | 'restarting'
   | 'probe-failed'
   | 'kernel-dead'
   | 'container-exited'
@@ -75,6 +77,11 @@ export interface IPanelState {
  */
 export interface IStateInput {
   extensionMissing: boolean;
+  /**
+   * The server's own words when its last answer was no answer at all (it
+   * stopped, or the network is down); null while it answers.
+   */
+  serverUnreachable?: string | null;
   /**
    * Whether the active widget has a session context (a notebook or console).
    */
@@ -174,6 +181,10 @@ export function deriveState(input: IStateInput): IPanelState {
   if (input.extensionMissing) {
     return state('no-extension', 'extension-missing');
   }
+  // Nothing the panel last read is known to hold any more.
+  if (input.serverUnreachable) {
+    return state('error', 'server-unreachable', input.serverUnreachable);
+  }
   if (!input.hasSession) {
     return state('no-kernel', 'no-session');
   }
@@ -206,6 +217,14 @@ export function deriveState(input: IStateInput): IPanelState {
     return state('not-pulled', 'not-pulled');
   }
   const live = input.kernelStatus?.live ?? null;
+  // A restart replaces the container: what was read before is the old one's.
+  if (
+    input.kernelId &&
+    (input.displayStatus === 'restarting' ||
+      input.displayStatus === 'autorestarting')
+  ) {
+    return state('loading', 'restarting');
+  }
   if (input.displayStatus === 'dead') {
     return state(
       'dead',

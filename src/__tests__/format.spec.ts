@@ -1,5 +1,6 @@
 import {
   bareDigest,
+  breakableParts,
   compareVersions,
   cudaLabel,
   formatBytes,
@@ -123,5 +124,33 @@ describe('imageTag', () => {
     );
     expect(imageTag('127.0.0.1:5000/ml/tf')).toBe('');
     expect(imageTag('ml/tf@sha256:abc')).toBe('sha256:abc');
+  });
+});
+
+describe('breakableParts', () => {
+  it('cuts image references, paths and code after their separators', () => {
+    expect(breakableParts('tensorflow/tensorflow:2.20.0-gpu-jupyter')).toEqual([
+      'tensorflow/',
+      'tensorflow:',
+      '2.20.0-gpu-jupyter'
+    ]);
+    expect(breakableParts('/home/ada/tfenv/checkpoints/ada/tf220')).toEqual([
+      '/',
+      'home/',
+      'ada/',
+      'tfenv/',
+      'checkpoints/',
+      'ada/',
+      'tf220'
+    ]);
+    expect(breakableParts('registry:5000/ml/tf@sha256:4f0c').join('')).toBe(
+      'registry:5000/ml/tf@sha256:4f0c'
+    );
+    expect(breakableParts('f(a, b)')).toEqual(['f(', 'a,', ' b)']);
+    expect(breakableParts("os.environ['A_B']")).toEqual([
+      'os.environ[',
+      "'A_B']"
+    ]);
+    expect(breakableParts('')).toEqual([]);
   });
 });

@@ -401,6 +401,64 @@ describe('TfEnvModel', () => {
     lease.dispose();
   });
 
+  it('shows a restart as it is, then the new container', async () => {
+    const made = makeModel();
+    model = made.model;
+    const lease = model.acquire('status');
+    const context = new FakeContext();
+    model.setSessionContext(context as any);
+    await settle();
+    expect(model.state.state).toBe('ok');
+    const old = model.kernelStatus?.container_id;
+    made.client.kernel.mockImplementation(async (id: string) => ({
+      ...KERNEL,
+      kernel_id: id,
+      container_id: 'new-container'
+    }));
+    context.kernelDisplayStatus = 'restarting';
+    context.statusChanged.emit('restarting');
+    // Not "Running" with the old container's id.
+    expect(model.state).toMatchObject({
+      state: 'loading',
+      reason: 'restarting'
+    });
+    expect(model.kernelStatus).toBeNull();
+    await settle();
+    expect(model.state.reason).toBe('restarting');
+    context.kernelDisplayStatus = 'idle';
+    context.statusChanged.emit('idle');
+    await settle();
+    expect(model.state.state).toBe('ok');
+    expect(model.kernelStatus?.container_id).toBe('new-container');
+    expect(old).not.toBe('new-container');
+    lease.dispose();
+  });
+
+  it('says the server does not answer once it stopped, and recovers', async () => {
+    const made = makeModel();
+    model = made.model;
+    const lease = model.acquire('status');
+    model.setSessionContext(new FakeContext() as any);
+    await settle();
+    expect(model.state.state).toBe('ok');
+    made.client.kernel.mockRejectedValue(
+      new TfEnvApiError('Failed to fetch', null)
+    );
+    await model.refresh();
+    expect(model.state).toMatchObject({
+      state: 'error',
+      reason: 'server-unreachable',
+      message: 'Failed to fetch'
+    });
+    made.client.kernel.mockImplementation(async (id: string) => ({
+      ...KERNEL,
+      kernel_id: id
+    }));
+    await model.refresh();
+    expect(model.state.state).toBe('ok');
+    lease.dispose();
+  });
+
   it('shows a dead kernel', async () => {
     model = makeModel().model;
     const lease = model.acquire('status');

@@ -144,6 +144,32 @@ describe('deriveState', () => {
     ).toMatchObject({ state: 'no-kernel', reason: 'not-started' });
   });
 
+  it('is restarting while a restart replaces the container, whatever was read before', () => {
+    // The last status read is the old container's, still "running".
+    for (const displayStatus of ['restarting', 'autorestarting']) {
+      expect(deriveState(running({ displayStatus }))).toMatchObject({
+        state: 'loading',
+        reason: 'restarting'
+      });
+    }
+  });
+
+  it('says the server does not answer rather than what it said before', () => {
+    expect(
+      deriveState(running({ serverUnreachable: 'Failed to fetch' }))
+    ).toMatchObject({
+      state: 'error',
+      reason: 'server-unreachable',
+      message: 'Failed to fetch'
+    });
+    expect(
+      deriveState(
+        running({ hasSession: false, serverUnreachable: 'Failed to fetch' })
+      ).reason
+    ).toBe('server-unreachable');
+    expect(deriveState(running({ serverUnreachable: null })).state).toBe('ok');
+  });
+
   it('is loading while starting, fetching or probing', () => {
     expect(
       deriveState(
