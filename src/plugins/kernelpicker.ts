@@ -37,14 +37,18 @@ export const kernelPickerPlugin: JupyterFrontEndPlugin<void> = {
   description:
     'The "Select Kernel" dialog with the TensorFlow environments in the panel\'s order, the server\'s default kernel preselected, and environments that cannot run here marked with the reason.',
   autoStart: true,
-  requires: [ITfEnvModel, ISessionContextDialogs],
-  optional: [ITranslator],
+  requires: [ITfEnvModel],
+  optional: [ISessionContextDialogs, ITranslator],
   activate: (
     app: JupyterFrontEnd,
     tfenv: ITfEnvModel,
-    dialogs: ISessionContextDialogs,
+    dialogs: ISessionContextDialogs | null,
     translator: ITranslator | null
   ): void => {
+    if (!dialogs) {
+      // An application without JupyterLab's session dialogs: nothing to arrange.
+      return;
+    }
     const model = tfenv as TfEnvModel;
     const tr = translator ?? nullTranslator;
     const original = dialogs.selectKernel.bind(dialogs);
