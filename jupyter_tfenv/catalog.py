@@ -123,6 +123,9 @@ class Environment:
     tensorflow: str | None = None
     python: str = "python3"
     gpus: str | int | tuple[str, ...] = "none"
+    #: ``exclusive`` or ``shared`` (jupyter_tfenv.gpu_alloc), and the shared limit.
+    gpu_sharing: str = "exclusive"
+    gpu_kernels_per_device: int | None = None
     memory: int | None = None
     cpus: float | None = None
     pids: int | None = None
@@ -175,6 +178,10 @@ class Environment:
         }
         if self.description:
             data["description"] = self.description
+        if self.gpu_sharing != "exclusive":
+            data["gpu_sharing"] = self.gpu_sharing
+        if self.gpu_kernels_per_device is not None:
+            data["gpu_kernels_per_device"] = self.gpu_kernels_per_device
         if self.tensorflow:
             data["tensorflow"] = self.tensorflow
         if self.idle_timeout is not None:
@@ -218,6 +225,8 @@ class Environment:
             "tensorflow": self.tensorflow,
             "gpus": list(self.gpus) if isinstance(self.gpus, tuple) else self.gpus,
             "gpu_label": self.gpu_label,
+            "gpu_sharing": self.gpu_sharing,
+            "gpu_kernels_per_device": self.gpu_kernels_per_device,
             "network": self.network,
             "idle_timeout": self.idle_timeout,
             "pool_size": self.pool_size,
@@ -470,6 +479,17 @@ def environment_from_dict(
     gpus = raw.get("gpus", "none")
     if isinstance(gpus, list):
         gpus = tuple(gpus)
+    sharing = raw.get("gpu_sharing", "exclusive")
+    per_device = raw.get("gpu_kernels_per_device")
+    if per_device is not None and sharing != "shared":
+        raise CatalogError(
+            "gpu_kernels_per_device: only means something with gpu_sharing: shared; set "
+            "that too, or remove it."
+        )
+    if "gpu_sharing" in raw and gpus in ("none", "all"):
+        raise CatalogError(
+            f"gpu_sharing: applies to GPUs given by count or by id, not to gpus: {gpus}."
+        )
     partial = Environment(
         id=raw["id"],
         image=raw["image"],
@@ -490,6 +510,8 @@ def environment_from_dict(
         tensorflow=tensorflow,
         python=raw.get("python", "python3"),
         gpus=gpus,
+        gpu_sharing=sharing,
+        gpu_kernels_per_device=per_device,
         memory=parse_size(resources.get("memory")),
         cpus=resources.get("cpus"),
         pids=resources.get("pids"),

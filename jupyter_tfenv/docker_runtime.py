@@ -7,6 +7,7 @@ are blocking and are always run in a thread by their async callers.
 
 from __future__ import annotations
 
+import asyncio
 import getpass
 import os
 import re
@@ -14,8 +15,9 @@ import secrets
 import shutil
 import socket
 import threading
+import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,8 +26,10 @@ import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import DeviceRequest, Mount
 
+from . import gpu_alloc
 from .catalog import Environment
 from .errors import DockerUnavailableError, KernelStartError
+from .gpu_alloc import Holding
 from .runtime import runtime_build_hint
 
 LABEL_PREFIX = "org.jupyter.tfenv"
@@ -186,12 +190,23 @@ class KernelRequest:
     #: Where the notebook folder is mounted from, when not from ``notebook_mount`` itself:
     #: the broker's staging mount of the folder it checked (mountcheck.StagedMounts).
     notebook_source: str | None = None
+    #: The device ids the GPU allocator picked (jupyter_tfenv.gpu_alloc); None: ``gpus``
+    #: of the catalog goes to Docker as written.
+    gpu_devices: tuple[str, ...] | None = None
 
 
-def gpu_device_requests(env: Environment) -> list[DeviceRequest]:
-    """``gpus`` of the catalog → Docker device requests (none for CPU environments)."""
+def gpu_device_requests(
+    env: Environment, devices: tuple[str, ...] | None = None
+) -> list[DeviceRequest]:
+    """``gpus`` of the catalog → Docker device requests (none for CPU environments).
+
+    ``devices``: the allocated ids, always passed as ids: Docker's NVIDIA driver turns a
+    count into "the first N devices", the same ones for every kernel.
+    """
     if env.gpus == "none":
         return []
+    if devices:
+        return [DeviceRequest(device_ids=list(devices), capabilities=[["gpu"]])]
     if env.gpus == "all":
         return [DeviceRequest(count=-1, capabilities=[["gpu"]])]
     if isinstance(env.gpus, int):
@@ -306,7 +321,7 @@ def container_spec(env: Environment, req: KernelRequest) -> dict[str, Any]:
     shm = env.shm_size or req.shm_size
     if shm:
         spec["shm_size"] = shm
-    requests = gpu_device_requests(env)
+    requests = gpu_device_requests(env, req.gpu_devices)
     if requests:
         spec["device_requests"] = requests
     return spec
@@ -459,6 +474,143 @@ def tfenv_containers(client: docker.DockerClient, owner: str | None = None) -> l
     if owner is not None:
         filters.append(f"{LABEL_OWNER}={owner}")
     return list_containers(client, filters)
+
+
+def gpu_holdings(client: docker.DockerClient) -> list[Holding]:
+    """What every live kernel container on the engine holds of the allocated GPUs, from
+    their labels (one API call, no inspect). BLOCKING."""
+    rows = client.api.containers(all=True, filters={"label": [gpu_alloc.LABEL_GPU_DEVICES]})
+    holdings = []
+    for row in rows:
+        if str(row.get("State", "")).lower() not in ("created", "running", "restarting"):
+            continue
+        holding = gpu_alloc.holding_from_labels(
+            str(row.get("Id", "")), row.get("Labels") or {}, created=int(row.get("Created") or 0)
+        )
+        if holding is not None:
+            holdings.append(holding)
+    return holdings
+
+
+_INVENTORY: dict[tuple[str, ...], tuple[float, list[gpu_alloc.Device]]] = {}
+_INVENTORY_SECONDS = 30.0
+
+
+def gpu_inventory(configured: Iterable[str]) -> list[gpu_alloc.Device]:
+    """The devices kernels may get: ``gpu_devices`` when set, else NVML's (read at most
+    every 30 s). BLOCKING."""
+    key = tuple(configured)
+    if key:
+        return gpu_alloc.inventory_from_config(key)
+    cached = _INVENTORY.get(key)
+    if cached is not None and time.monotonic() - cached[0] < _INVENTORY_SECONDS:
+        return cached[1]
+    from .gpu import gpu_overview  # noqa: PLC0415 - gpu imports this module
+
+    devices = gpu_alloc.inventory_from_nvml(gpu_overview(None))
+    _INVENTORY[key] = (time.monotonic(), devices)
+    return devices
+
+
+def allocate_gpus(
+    client: docker.DockerClient,
+    env: Environment,
+    configured: Iterable[str],
+    *,
+    viewer: str | None,
+    placement: str,
+    prefer: tuple[str, ...] = (),
+) -> tuple[tuple[str, ...] | None, dict[str, str]]:
+    """The device ids for a start of ``env`` and the labels that record them (call under
+    :func:`gpu_alloc.start_lock`). ``(None, {})``: Docker gets ``gpus`` as written.
+    Raises :class:`gpu_alloc.GpuUnavailableError`. BLOCKING."""
+    if not env.wants_gpu or env.gpus == "all":
+        return None, {}
+    devices = gpu_inventory(configured)
+    if not devices:
+        return None, {}
+    policy = gpu_alloc.Policy.of(env.gpu_sharing, env.gpu_kernels_per_device)
+    chosen = gpu_alloc.pick(
+        env.gpus,
+        policy,
+        devices,
+        gpu_holdings(client),
+        env_id=env.id,
+        viewer=viewer,
+        placement=placement,
+        prefer=prefer,
+    )
+    if chosen is None:
+        return None, {}
+    return chosen, gpu_alloc.labels_for(chosen, policy)
+
+
+def recheck_gpus(client: docker.DockerClient, container_id: str) -> list[Holding]:
+    """The earlier holdings that the new container ``container_id`` overcommits (another
+    process started on the same devices at the same time): the new one must go. BLOCKING."""
+    holdings = gpu_holdings(client)
+    mine = next((h for h in holdings if h.container_id == container_id), None)
+    return gpu_alloc.conflicts(mine, holdings) if mine is not None else []
+
+
+async def run_with_gpus(
+    client: docker.DockerClient,
+    env: Environment,
+    spec: dict[str, Any],
+    run: Callable[[dict[str, Any]], Awaitable[Any]],
+    *,
+    configured: Iterable[str],
+    viewer: str | None,
+    placement: str,
+    prefer: tuple[str, ...] = (),
+) -> tuple[Any, tuple[str, ...]]:
+    """Start the container of ``spec`` (through the caller's ``run``) on devices picked
+    for it: the local provisioner's and the broker's one way to start a GPU kernel.
+
+    Under the allocation lock: read the engine's holdings, pick, put the ids and their
+    labels into ``spec``, create the container; then re-check the engine, and remove the
+    container again when a start elsewhere got the same device first. Returns the container
+    and its device ids (empty when nothing was allocated). Raises
+    :class:`gpu_alloc.GpuUnavailableError`.
+    """
+    if not env.wants_gpu or env.gpus == "all":
+        return await run(spec), ()
+    async with gpu_alloc.start_lock():
+        chosen, labels = await asyncio.to_thread(
+            allocate_gpus,
+            client,
+            env,
+            list(configured),
+            viewer=viewer,
+            placement=placement,
+            prefer=prefer,
+        )
+        if chosen:
+            spec = {
+                **spec,
+                "labels": {**spec.get("labels", {}), **labels},
+                "device_requests": gpu_device_requests(env, chosen),
+            }
+        container = await run(spec)
+        if not chosen:
+            return container, ()
+        taken = await asyncio.to_thread(recheck_gpus, client, container.id)
+    if taken:
+        await asyncio.to_thread(remove_quietly, container)
+        devices = sorted({d for h in taken for d in h.devices if d in chosen})
+        raise gpu_alloc.GpuUnavailableError(
+            f"GPU {','.join(devices)} was given to another kernel at the same moment "
+            f"(kernel {taken[0].kernel_id[:8]}); start '{env.id}' again."
+        )
+    return container, chosen
+
+
+def gpu_allocation(
+    client: docker.DockerClient, configured: Iterable[str], *, viewer: str | None
+) -> list[dict[str, Any]]:
+    """Each device kernels may get, with the kernels that hold it (``GET /tfenv/gpus``).
+    BLOCKING."""
+    return gpu_alloc.table(gpu_inventory(configured), gpu_holdings(client), viewer=viewer)
 
 
 def list_containers(client: docker.DockerClient, labels: list[str]) -> list[Any]:

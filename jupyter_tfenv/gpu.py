@@ -279,7 +279,33 @@ def _gpu(nvml: Any, index: int, kernels: KernelContainers, proc_root: str) -> di
         "processes": [
             kernels.describe(pid, used, proc_root) for pid, used in _processes(nvml, handle)
         ],
+        "mig_devices": _mig_devices(nvml, handle),
     }
+
+
+def _mig_devices(nvml: Any, handle: Any) -> list[dict[str, Any]]:
+    """The MIG instances of a GPU in MIG mode (the GPU allocator hands out these)."""
+    mode = _safe(nvml, getattr(nvml, "nvmlDeviceGetMigMode", lambda h: None), handle)
+    if not mode or not mode[0]:
+        return []
+    count = _safe(nvml, nvml.nvmlDeviceGetMaxMigDeviceCount, handle) or 0
+    found = []
+    for position in range(int(count)):
+        mig = _safe(nvml, nvml.nvmlDeviceGetMigDeviceHandleByIndex, handle, position)
+        if mig is None:
+            continue
+        uuid = _safe(nvml, nvml.nvmlDeviceGetUUID, mig)
+        memory = _safe(nvml, nvml.nvmlDeviceGetMemoryInfo, mig)
+        name = _safe(nvml, nvml.nvmlDeviceGetName, mig)
+        if uuid is not None:
+            found.append(
+                {
+                    "uuid": _text(uuid),
+                    "name": _text(name) if name is not None else None,
+                    "memory_total": int(memory.total) if memory is not None else None,
+                }
+            )
+    return found
 
 
 def gpu_overview(docker_client: Any = None, *, proc_root: str = "/proc") -> dict[str, Any]:

@@ -71,10 +71,12 @@ from .docker_runtime import (
     isolated_launcher,
     remove_quietly,
     resolve_image,
+    run_with_gpus,
     shared_client,
     tail_logs,
 )
 from .errors import CatalogError, DockerUnavailableError, KernelStartError
+from .gpu_alloc import GpuUnavailableError
 from .lock import LockFile, LockMismatchError, check_lock, unlocked_message
 from .settings import CheckpointStorageSettings, KernelContainerSettings
 
@@ -346,6 +348,8 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
         self._container_kid: str | None = None
         #: Kubernetes mode (the broker's backend): the kernel pod's ports, then its ip.
         self._pod: dict[str, Any] | None = None
+        #: The GPU devices allocated to this kernel: a restart asks for them again.
+        self._gpu_devices: tuple[str, ...] = ()
 
     # -- helpers --------------------------------------------------------------------
 
@@ -693,14 +697,32 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
         started = time.monotonic()
         # Shielded: a start request cancelled while Docker creates the container must
         # still learn the container's id, or the container would be left behind.
-        creating = asyncio.ensure_future(self._call(client.containers.run, **spec))
+        creating: asyncio.Future[Any] | None = None
+
+        async def create(spec: dict[str, Any]) -> Any:
+            nonlocal creating
+            creating = asyncio.ensure_future(self._call(client.containers.run, **spec))
+            return await asyncio.shield(creating)
+
         try:
-            container = await asyncio.shield(creating)
+            container, self._gpu_devices = await run_with_gpus(
+                client,
+                env,
+                spec,
+                create,
+                configured=self.gpu_devices,
+                viewer=self.owner,
+                placement=self.gpu_placement,
+                prefer=self._gpu_devices,
+            )
         except asyncio.CancelledError:
-            with contextlib.suppress(Exception):
-                await creating
+            if creating is not None:
+                with contextlib.suppress(Exception):
+                    await creating
             await self._call(self._remove_by_name, client, spec["name"])
             raise
+        except GpuUnavailableError as err:
+            raise KernelStartError(err.message, status_code=err.status) from err
         except APIError as err:
             # Docker may have created the container before failing to start it.
             await self._call(self._remove_by_name, client, spec["name"])
@@ -850,6 +872,8 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
             # killed predecessor left (TFEnvApp._reap).
             "server": os.environ.get("JUPYTERHUB_SERVER_NAME", ""),
         }
+        if self._gpu_devices:  # a restart asks for the devices it held
+            body["gpu_devices"] = list(self._gpu_devices)
         km = self.parent
         if self._pod is not None and km is not None:
             # Kubernetes mode: the key goes to the pod's Secret (never a variable).
@@ -869,6 +893,7 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
         except BrokerError as err:
             raise _start_error(err) from err
         self.container_id = str(answer.get("container_id") or answer.get("name") or "")
+        self._gpu_devices = tuple(str(d) for d in answer.get("gpu_devices") or ())
         if self._pod is not None and km is not None:
             ip = str(answer.get("ip") or "")
             if not ip:

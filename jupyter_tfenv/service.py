@@ -16,14 +16,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from docker.errors import APIError, ImageNotFound
+from docker.errors import APIError, DockerException, ImageNotFound
 
 from . import gpu as gpu_mod
 from . import live, metrics
 from .broker.client import BrokerClient, BrokerError, BrokerNotFoundError
 from .catalog import Environment, TFEnvCatalog
 from .checkpoints import CheckpointBrowser, StorageConfig
-from .docker_runtime import connect
+from .docker_runtime import connect, gpu_allocation
 from .errors import DockerUnavailableError, NotFoundError, TFEnvError
 from .lock import LockFile, lock_status
 from .probe import cached_probe, probe_image
@@ -457,6 +457,14 @@ class TFEnvService:
                 client = None
         overview = await asyncio.to_thread(gpu_mod.gpu_overview, client)
         metrics.observe_gpus(overview)
+        if client is not None:
+            # Which kernel holds which device (the allocator's picture, from labels).
+            try:
+                overview["allocation"] = await asyncio.to_thread(
+                    gpu_allocation, client, list(self.defaults.gpu_devices), viewer=None
+                )
+            except (DockerException, OSError) as err:
+                overview["allocation_error"] = f"Could not list the GPU holders: {err}"
         self._gpus = (time.monotonic(), overview)
         return overview
 

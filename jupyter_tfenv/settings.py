@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from traitlets import Dict, Enum, Float, HasTraits, Integer, Unicode, default
+from traitlets import Dict, Enum, Float, HasTraits, Integer, List, Unicode, default
 
 from .checkpoints import (
     CHECKPOINT_DIR_VAR,
@@ -69,6 +69,20 @@ class KernelContainerSettings(HasTraits):
         60.0,
         help="""Seconds a container may take from start to the kernel's sockets being bound.
         Images are never pulled inside this time: `jupyter tfenv pull` does that first.""",
+    ).tag(config=True)
+
+    gpu_devices = List(
+        Unicode(),
+        help="""The GPUs kernels may get (indexes, UUIDs or MIG UUIDs, as Docker takes
+        them). Empty (default): every device NVML reports. Set it where NVML is absent
+        (the server runs without the driver's library) or only some GPUs are for kernels.""",
+    ).tag(config=True)
+
+    gpu_placement = Enum(
+        ["pack", "spread"],
+        "pack",
+        help="""Which free device a kernel gets: pack fills a shared device before taking
+        the next one; spread takes the least used one.""",
     ).tag(config=True)
 
 

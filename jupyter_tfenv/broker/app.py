@@ -36,7 +36,7 @@ from tornado.ioloop import PeriodicCallback
 from traitlets import Bool, Dict, Enum, Float, Integer, List, Unicode, Union, default, validate
 from traitlets.config import Application
 
-from .. import __version__, live, mountcheck
+from .. import __version__, gpu_alloc, live, mountcheck
 from .. import gpu as gpu_mod
 from ..catalog import Environment, TFEnvCatalog
 from ..checkpoints import (
@@ -60,6 +60,7 @@ from ..docker_runtime import (
     forget_shared_client,
     launcher_command,
     remove_quietly,
+    run_with_gpus,
     shared_client,
     tail_logs,
 )
@@ -524,6 +525,8 @@ class TFEnvBroker(KernelContainerSettings, CheckpointStorageSettings, Applicatio
 
     async def host_gpus(self) -> int | None:
         """The host's NVIDIA GPU count (NVML), cached for a minute; None when unknown."""
+        if self.gpu_devices:
+            return len(self.gpu_devices)
         cached = self._host_gpus
         if cached is not None and time.monotonic() - cached[0] < 60:
             return cached[1]
@@ -950,7 +953,9 @@ class TFEnvBroker(KernelContainerSettings, CheckpointStorageSettings, Applicatio
                     },
                 )
                 spec = await asyncio.to_thread(container_spec, env, kreq)
-                container = await self._run(client, env, spec)
+                container, gpu_devices = await self._run_with_gpus(
+                    client, caller, env, spec, [*same, *_hinted(req.gpu_devices)]
+                )
             finally:
                 # The container (if any) has its own copy of the mounts by now.
                 await asyncio.to_thread(staged.release)
@@ -978,6 +983,7 @@ class TFEnvBroker(KernelContainerSettings, CheckpointStorageSettings, Applicatio
             "environment": env.id,
             "runtime_dir": rundir,
             "checkpoints": checkpoints,
+            "gpu_devices": list(gpu_devices),
         }
 
     @staticmethod
@@ -1078,6 +1084,36 @@ class TFEnvBroker(KernelContainerSettings, CheckpointStorageSettings, Applicatio
             )
         except mountcheck.MountChangedError as err:
             raise BrokerError(err.message, status=403, reason="mount changed") from err
+
+    async def _run_with_gpus(
+        self,
+        client: Any,
+        caller: Caller,
+        env: Environment,
+        spec: dict[str, Any],
+        previous: list[dict[str, Any]],
+    ) -> tuple[Any, tuple[str, ...]]:
+        """:meth:`_run` on devices the allocator picks (a restart keeps the ``previous``
+        container's); the broker stays stateless: the engine's labels are the picture."""
+        prefer = tuple(
+            d
+            for row in previous
+            for d in ((row.get("Labels") or {}).get(gpu_alloc.LABEL_GPU_DEVICES) or "").split(",")
+            if d
+        )
+        try:
+            return await run_with_gpus(
+                client,
+                env,
+                spec,
+                lambda spec: self._run(client, env, spec),
+                configured=self.gpu_devices,
+                viewer=caller.name,
+                placement=self.gpu_placement,
+                prefer=prefer,
+            )
+        except gpu_alloc.GpuUnavailableError as err:
+            raise BrokerError(err.message, status=err.status, reason="no free gpu") from err
 
     async def _run(self, client: Any, env: Environment, spec: dict[str, Any]) -> Any:
         creating = asyncio.ensure_future(asyncio.to_thread(client.containers.run, **spec))
@@ -1327,6 +1363,11 @@ class TFEnvBroker(KernelContainerSettings, CheckpointStorageSettings, Applicatio
 
     def start(self) -> None:
         asyncio.run(self.serve())
+
+
+def _hinted(devices: tuple[str, ...]) -> list[dict[str, Any]]:
+    """A restart's device hint in the shape of a container row (see _run_with_gpus)."""
+    return [{"Labels": {gpu_alloc.LABEL_GPU_DEVICES: ",".join(devices)}}] if devices else []
 
 
 def _image_missing(env: Environment) -> BrokerError:

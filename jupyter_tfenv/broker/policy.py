@@ -30,7 +30,9 @@ from ..errors import TFEnvError
 from ..mountcheck import CheckedFolder
 
 #: The only fields ``POST /api/kernels`` accepts; everything else the broker decides.
-START_FIELDS = ("kernel_id", "environment", "cwd", "mount", "env", "server")
+START_FIELDS = ("kernel_id", "environment", "cwd", "mount", "env", "server", "gpu_devices")
+#: A GPU device id as Docker and NVML name it (index, GPU-…/MIG-… UUID).
+GPU_DEVICE_RE = re.compile(r"^[A-Za-z0-9:_/-]{1,128}$")
 #: Kernel ids: what jupyter_client makes (uuid4), no path characters.
 KERNEL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{7,63}$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -219,6 +221,9 @@ class StartRequest:
     #: user's servers owns the kernel, so that a restarted server can remove the kernels
     #: its killed predecessor left (``GET /api/kernels`` shows it as ``server``).
     server: str = ""
+    #: The devices the kernel held before a restart: kept when still free (the broker
+    #: checks them as any other; a hint, never a claim).
+    gpu_devices: tuple[str, ...] = ()
 
 
 def check_kernel_id(kernel_id: Any) -> str:
@@ -279,7 +284,17 @@ def validate_start_body(body: Mapping[str, Any], env_allowlist: Iterable[str]) -
             "'server' must be the JupyterHub server name ($JUPYTERHUB_SERVER_NAME: letters, "
             "digits, '.', '_', '~', '-'; empty for the default server)."
         )
-    return StartRequest(kernel_id, environment, cwd, mount, env, server)
+    gpus = body.get("gpu_devices") or []
+    if (
+        not isinstance(gpus, list)
+        or len(gpus) > 64
+        or not all(isinstance(g, str) and GPU_DEVICE_RE.match(g) for g in gpus)
+    ):
+        raise BrokerError(
+            "'gpu_devices' must be a list of GPU device ids (the devices a restarted kernel "
+            "held before)."
+        )
+    return StartRequest(kernel_id, environment, cwd, mount, env, server, tuple(gpus))
 
 
 def check_env(env: Any, allowlist: Iterable[str]) -> dict[str, str]:

@@ -1,0 +1,314 @@
+"""GPU allocation end to end, on a Docker engine whose NVIDIA device driver is real.
+
+The engine is the test's own (tests/gpu_engine.py: a stand-in nvidia-container-runtime-hook
+on its dockerd's PATH), with 4 stand-in devices given by ``gpu_devices``. What a kernel
+got is what Docker put into its init process's ``NVIDIA_VISIBLE_DEVICES`` (read from the
+host's /proc), the value the real hook acts on. Through the real broker (its HTTP API, two
+Unix users) and through a local server (the provisioner).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+import yaml
+from jupyter_client.connect import write_connection_file
+from tornado.httpclient import HTTPClientError
+from tornado.httpserver import HTTPServer
+from tornado.testing import bind_unused_port
+from traitlets.config import Config
+
+from jupyter_tfenv.broker.client import BrokerClient, BrokerError
+from jupyter_tfenv.gpu_alloc import LABEL_GPU_DEVICES
+
+from .broker_process import UnixUser, UnixUsers
+from .conftest import CATALOG, KERNEL_LABEL, PY_IMAGE, start_kernel
+from .gpu_engine import GpuEngine, visible_devices
+
+pytestmark = [
+    pytest.mark.docker,
+    pytest.mark.skipif(os.geteuid() != 0, reason="the broker and a second dockerd run as root"),
+    pytest.mark.skipif(shutil.which("dockerd") is None, reason="dockerd is not installed"),
+]
+
+SERVICE = "tfenv-broker-gpualloc"
+SCOPE = f"access:services!service={SERVICE}"
+DEVICES = ["0", "1", "2", "3"]
+GPU_ENVS = [
+    {"id": "gpu1", "image": PY_IMAGE, "gpus": 1},
+    {
+        "id": "gpu1-shared",
+        "image": PY_IMAGE,
+        "gpus": 1,
+        "gpu_sharing": "shared",
+        "gpu_kernels_per_device": 2,
+    },
+]
+
+
+@pytest.fixture(scope="module")
+def gpu_engine(images: docker.DockerClient) -> Iterator[GpuEngine]:
+    engine = GpuEngine()
+    try:
+        engine.start()
+        engine.load_image(images, PY_IMAGE)
+        yield engine
+    finally:
+        engine.stop()
+
+
+@pytest.fixture
+def catalog_path(tmp_path: Path) -> Path:
+    path = tmp_path / "catalog.yaml"
+    path.write_text(yaml.safe_dump({"version": 1, "environments": [*CATALOG, *GPU_ENVS]}))
+    return path
+
+
+class StandInHubAuth:
+    """The hub's token check (HubAuth.user_for_token), from a dict."""
+
+    api_token = "broker-token"
+
+    def __init__(self, models: dict[str, dict[str, Any]]) -> None:
+        self.models = models
+
+    async def user_for_token(
+        self, token: str, use_cache: bool = True, sync: bool = True
+    ) -> dict[str, Any] | None:
+        return self.models.get(token)
+
+    def check_scopes(self, required: set[str], model: dict[str, Any]) -> set[str]:
+        from jupyterhub.services.auth import check_scopes
+
+        return set(check_scopes(required, set(model.get("scopes") or [])))
+
+
+class GpuBroker:
+    """The real broker in the test's loop, on the GPU engine, for two Unix users."""
+
+    def __init__(self, catalog_path: Path, engine: GpuEngine, tmp_path: Path) -> None:
+        from jupyter_tfenv.broker.app import TFEnvBroker
+
+        self.users = UnixUsers()
+        self.ann = self.users.make("tfgpuann")
+        self.bob = self.users.make("tfgpubob")
+        self.runtime_root = tempfile.mkdtemp(prefix="tfg-", dir="/tmp")
+        self.app = TFEnvBroker(
+            service_name=SERVICE,
+            service_prefix=f"/services/{SERVICE}/",
+            runtime_root=self.runtime_root,
+            checkpoint_root=str(tmp_path / "broker-ck"),
+            log_root=str(tmp_path / "broker-logs"),
+            max_kernels_per_user=None,
+            gpu_devices=DEVICES,
+            config=Config({"TFEnvCatalog": {"catalog_files": [str(catalog_path)]}}),
+        )
+        self.app.init_catalog()
+        self.app._client = engine.client  # the GPU engine, not DOCKER_HOST's
+        self.app.hub_auth = StandInHubAuth(
+            {
+                f"token-{u.name}": {"kind": "user", "name": u.name, "scopes": [SCOPE], "groups": []}
+                for u in (self.ann, self.bob)
+            }
+        )
+        self.socket, self.port = bind_unused_port()
+        self.server = HTTPServer(self.app.make_web_app())
+        self.server.add_sockets([self.socket])
+        self.url = f"http://127.0.0.1:{self.port}/services/{SERVICE}/"
+
+    def client(self, user: UnixUser) -> BrokerClient:
+        return BrokerClient(self.url, f"token-{user.name}", timeout=120)
+
+    def close(self) -> None:
+        self.server.stop()
+        self.socket.close()
+        shutil.rmtree(self.runtime_root, ignore_errors=True)
+        self.users.remove()
+
+
+@pytest.fixture
+def broker(catalog_path: Path, gpu_engine: GpuEngine, tmp_path: Path) -> Iterator[GpuBroker]:
+    pytest.importorskip("jupyterhub")
+    running = GpuBroker(catalog_path, gpu_engine, tmp_path)
+    try:
+        yield running
+    finally:
+        for container in gpu_engine.containers():
+            container.remove(force=True)
+        running.close()
+
+
+async def start(
+    broker: GpuBroker, user: UnixUser, env: str, restart: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Start a kernel through the broker's API as the user's server does (runtime folder,
+    connection file of the user's, start request); a restart when ``kernel_id`` is given."""
+    client = broker.client(user)
+    kernel_id = restart["kernel_id"] if restart else str(uuid.uuid4())
+    body: dict[str, Any] = {
+        "kernel_id": kernel_id,
+        "environment": env,
+        "cwd": str(user.home),
+        "mount": str(user.home),
+        "env": {},
+        "server": "",
+    }
+    if restart:
+        # As the provisioner restarts: the container goes, the folder stays, and the start
+        # names the devices the kernel held.
+        body["gpu_devices"] = restart["gpu_devices"]
+        await client.delete_kernel(kernel_id, restart=True)
+    rundir = (await client.prepare_runtime(kernel_id, restart=bool(restart)))["runtime_dir"]
+    path = os.path.join(rundir, "kernel.json")
+    if not restart:
+        write_connection_file(path, transport="ipc", ip=os.path.join(rundir, "k"), key=b"x" * 32)
+        os.chown(path, user.uid, user.gid)
+    answer = await client.start_kernel(body, timeout=180)
+    return {**answer, "owner": user.name, "kernel_id": kernel_id}
+
+
+def devices_of(engine: GpuEngine, answers: list[dict[str, Any]]) -> dict[str, str]:
+    """kernel id → NVIDIA_VISIBLE_DEVICES of its container, from the host's /proc."""
+    assert engine.client is not None
+    return {a["kernel_id"]: visible_devices(engine.client, a["container_id"]) for a in answers}
+
+
+async def test_broker_gives_each_kernel_its_own_gpu_and_refuses_the_fifth(broker, gpu_engine):
+    ann, bob = broker.ann, broker.bob
+    who = [ann, bob, ann, bob, ann]
+    results = await asyncio.gather(
+        *(start(broker, user, "gpu1") for user in who), return_exceptions=True
+    )
+    started = [r for r in results if isinstance(r, dict)]
+    refused = [(who[n], r) for n, r in enumerate(results) if isinstance(r, BaseException)]
+    assert len(started) == 4 and len(refused) == 1, results
+    seen = devices_of(gpu_engine, started)
+    assert sorted(seen.values()) == DEVICES  # four distinct devices, by id, never a count
+    for answer in started:
+        assert answer["gpu_devices"] == [seen[answer["kernel_id"]]]
+
+    # The fifth: refused (409) with the holders; its user's own kernels by name, the
+    # other user's as a count.
+    user, err = refused[0]
+    assert isinstance(err, BrokerError) and err.http_status == 409, err
+    mine = [a for a in started if a["owner"] == user.name]
+    others = [a for a in started if a["owner"] != user.name]
+    message = str(err)
+    assert "No free GPU for 'gpu1'" in message and "4 of the 4 GPUs" in message, message
+    for answer in mine:
+        device = seen[answer["kernel_id"]]
+        assert f"kernel {answer['kernel_id'][:8]} (gpu1) on GPU {device}" in message, message
+    for answer in others:
+        assert answer["kernel_id"][:8] not in message
+    count = len(others)
+    assert f"Other users: {count} kernel{'s' if count != 1 else ''} of 1 user." in message
+    assert (ann.name if user is bob else bob.name) not in message
+
+    # Shutdown frees the device: the refused user gets exactly it now.
+    gone = others[0]
+    await broker.client(ann if gone["owner"] == ann.name else bob).delete_kernel(gone["kernel_id"])
+    again = await start(broker, user, "gpu1")
+    assert devices_of(gpu_engine, [again])[again["kernel_id"]] == seen[gone["kernel_id"]]
+
+    # A restart keeps its device (a new container, same NVIDIA_VISIBLE_DEVICES).
+    kept = next(a for a in started if a is not gone)
+    before = devices_of(gpu_engine, [kept])[kept["kernel_id"]]
+    owner = ann if kept["owner"] == ann.name else bob
+    restarted = await start(broker, owner, "gpu1", restart=kept)
+    assert restarted["container_id"] != kept["container_id"]
+    assert devices_of(gpu_engine, [restarted])[kept["kernel_id"]] == before
+
+    # A broker that restarts sees the same picture: it keeps no state, labels are it.
+    assert gpu_engine.client is not None
+    held = sorted(
+        c.labels[LABEL_GPU_DEVICES]
+        for c in gpu_engine.client.containers.list(filters={"label": LABEL_GPU_DEVICES})
+    )
+    assert held == DEVICES
+
+
+async def test_shared_gpus_take_two_kernels_each(broker, gpu_engine):
+    who = [broker.ann, broker.bob] * 4
+    started = await asyncio.gather(*(start(broker, user, "gpu1-shared") for user in who))
+    seen = devices_of(gpu_engine, list(started))
+    assert Counter(seen.values()) == dict.fromkeys(DEVICES, 2)
+    with pytest.raises(BrokerError) as info:
+        await start(broker, broker.ann, "gpu1-shared")
+    assert info.value.http_status == 409
+    assert "shared, 2 kernels per GPU" in str(info.value)
+    # An exclusive kernel never joins shared ones.
+    with pytest.raises(BrokerError) as info:
+        await start(broker, broker.bob, "gpu1")
+    assert info.value.http_status == 409
+
+
+# -- the local server (DockerKernelProvisioner) on the same engine -------------------------
+
+
+@pytest.fixture
+def jp_server_config(
+    jp_server_config: Config, gpu_engine: GpuEngine, monkeypatch: pytest.MonkeyPatch
+) -> Config:
+    """A local server whose Docker engine is the GPU engine, with two of its devices."""
+    monkeypatch.setenv("DOCKER_HOST", gpu_engine.url)
+    jp_server_config.DockerKernelProvisioner.gpu_devices = ["2", "3"]
+    return jp_server_config
+
+
+def local_kernels(engine: GpuEngine) -> dict[str, Any]:
+    assert engine.client is not None
+    return {
+        c.labels[KERNEL_LABEL]: c
+        for c in engine.client.containers.list(filters={"label": KERNEL_LABEL})
+    }
+
+
+async def test_local_server_allocates_and_keeps_devices(jp_fetch, jp_serverapp, gpu_engine):
+    try:
+        first = await start_kernel(jp_fetch, "tfenv-gpu1", "nb.ipynb")
+        second = await start_kernel(jp_fetch, "tfenv-gpu1", "nb2.ipynb")
+        containers = local_kernels(gpu_engine)
+        assert gpu_engine.client is not None
+        got = {k: visible_devices(gpu_engine.client, c.id) for k, c in containers.items()}
+        assert sorted(got.values()) == ["2", "3"] and set(got) == {first, second}
+
+        # The third is refused, naming the holders (all this server's user's).
+        with pytest.raises(HTTPClientError) as info:
+            await jp_fetch("api", "kernels", method="POST", body=json.dumps({"name": "tfenv-gpu1"}))
+        assert info.value.code == 409
+        message = json.loads(info.value.response.body)["message"]
+        assert "No free GPU for 'gpu1'" in message and "2 of the 2 GPUs" in message, message
+        assert f"kernel {first[:8]} (gpu1) on GPU {got[first]}" in message
+
+        # GET /tfenv/gpus: which kernel holds which device.
+        overview = json.loads((await jp_fetch("tfenv", "gpus")).body)
+        holders = {
+            row["id"]: [h["kernel_id"] for h in row["holders"]] for row in overview["allocation"]
+        }
+        assert holders == {got[first]: [first], got[second]: [second]}
+
+        # Restart keeps the device; shutdown frees it for the next kernel.
+        response = await jp_fetch("api", "kernels", first, "restart", method="POST", body="")
+        assert response.code == 200
+        after = local_kernels(gpu_engine)[first]
+        assert after.id != containers[first].id
+        assert visible_devices(gpu_engine.client, after.id) == got[first]
+        await jp_fetch("api", "kernels", second, method="DELETE")
+        third = await start_kernel(jp_fetch, "tfenv-gpu1", "nb3.ipynb")
+        assert (
+            visible_devices(gpu_engine.client, local_kernels(gpu_engine)[third].id) == got[second]
+        )
+    finally:
+        for container in gpu_engine.containers():
+            container.remove(force=True)
