@@ -1,5 +1,6 @@
 import type { JupyterFrontEndPlugin } from '@jupyterlab/application';
 
+import { cellExecutorPlugin } from './plugins/cellexecutor';
 import { commandsPlugin } from './plugins/commands';
 import { kernelPickerPlugin } from './plugins/kernelpicker';
 import { launcherPlugin } from './plugins/launcher';
@@ -8,6 +9,7 @@ import { panelPlugin } from './plugins/panel';
 import { provenancePlugin } from './plugins/provenance';
 import { statusPlugin } from './plugins/status';
 
+export * from './cellexecutor';
 export * from './format';
 export * from './kernelpicker';
 export { TfEnvModel } from './model';
@@ -19,7 +21,8 @@ export * from './tokens';
 
 /**
  * The extension's plugins: `jupyter-tfenv:model`, `:panel`, `:status`,
- * `:commands`, `:provenance`, `:launcher` and `:kernel-picker`.
+ * `:commands`, `:provenance`, `:launcher`, `:kernel-picker` and
+ * `:cell-executor`.
  */
 const plugins: JupyterFrontEndPlugin<any>[] = [
   modelPlugin,
@@ -28,7 +31,8 @@ const plugins: JupyterFrontEndPlugin<any>[] = [
   commandsPlugin,
   provenancePlugin,
   launcherPlugin,
-  kernelPickerPlugin
+  kernelPickerPlugin,
+  cellExecutorPlugin
 ];
 
 export default plugins;
