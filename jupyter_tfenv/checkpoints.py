@@ -61,7 +61,7 @@ from .docker_runtime import (
     tail_logs,
 )
 from .errors import NotFoundError, TFEnvError
-from .mountcheck import CheckedFolder
+from .mountcheck import CheckedFolder, stat_nofollow
 
 #: Where a kernel finds its checkpoint folder, and the variable that says so.
 CONTAINER_CHECKPOINT_DIR = "/tfenv/checkpoints"
@@ -69,6 +69,10 @@ CHECKPOINT_DIR_VAR = "TFENV_CHECKPOINT_DIR"
 #: Where a kernel finds its TensorBoard log folder, and the variable that says so.
 CONTAINER_LOG_DIR = "/tfenv/logs"
 LOG_DIR_VAR = "TFENV_LOG_DIR"
+#: Where a kernel finds the checkpoint folders of the user's other environments, read-only
+#: (one folder per environment, by its escaped id), and the variable that says so.
+CONTAINER_OTHERS_DIR = "/tfenv/checkpoints-of"
+OTHERS_DIR_VAR = "TFENV_CHECKPOINTS_OF_DIR"
 
 KINDS = ("checkpoints", "logs")
 STORAGE_MODES = ("bind", "volume", "off")
@@ -495,7 +499,7 @@ def prepare_kernel_storage(
     Raises :class:`CheckpointStorageError`.
     """
     locations = kernel_locations(config, owner, env.id)
-    checked = []
+    checked: list[CheckedFolder] = []
     for loc in locations:
         if loc.is_volume:
             prepare_volume(
@@ -509,14 +513,91 @@ def prepare_kernel_storage(
         else:
             folder = prepare_bind(loc, uid, gid)
             checked.append(CheckedFolder.of(str(loc.host_path), folder, loc.container_path))
-    info = (
-        {"mode": config.mode, **{loc.kind: loc.to_dict() for loc in locations}}
-        if locations
-        else {"mode": "off"}
-    )
-    return KernelStorage(
-        [loc.mount() for loc in locations], kernel_environment(locations), info, checked
-    )
+    mounts = [loc.mount() for loc in locations]
+    variables = kernel_environment(locations)
+    info: dict[str, Any] = {"mode": "off"}
+    if locations:
+        others = other_environments(client, config, owner, env.id, uid=uid)
+        mounts += [other.mount for other in others]
+        checked += [other.checked for other in others if other.checked is not None]
+        variables[OTHERS_DIR_VAR] = CONTAINER_OTHERS_DIR
+        info = {
+            "mode": config.mode,
+            **{loc.kind: loc.to_dict() for loc in locations},
+            "others_dir": CONTAINER_OTHERS_DIR,
+            "others": [other.to_dict() for other in others],
+        }
+    return KernelStorage(mounts, variables, info, checked)
+
+
+@dataclass(frozen=True)
+class OtherCheckpoints:
+    """The checkpoint folder (or volume) of another environment of the same user, as a
+    kernel mounts it: read-only, at ``/tfenv/checkpoints-of/<environment>``."""
+
+    location: Location
+    mount: Mount
+    #: bind: the folder as it was checked (for mountcheck: staged and verified as the
+    #: kernel's own folders are); None for a volume
+    checked: CheckedFolder | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "environment": self.location.environment,
+            **self.location.to_dict(),
+            "container_path": self.mount["Target"],
+            "read_only": True,
+        }
+
+
+def other_environments(
+    client: Any, config: StorageConfig, owner: str, environment: str, *, uid: int
+) -> list[OtherCheckpoints]:
+    """The checkpoint storage of ``owner``'s environments other than ``environment`` that
+    exists, to be mounted read-only (so that a notebook switched from 2.19 to 2.20 can
+    restore what it saved in 2.19); blocking.
+
+    Nothing is created for them. bind: the environment folders found in the user's folder
+    (:func:`discover_bind`), each reached again from ``/`` without following a symlink
+    (:func:`~jupyter_tfenv.mountcheck.stat_nofollow`) and taken only when it is a real
+    folder of the kernel's ``uid``; its identity goes into ``checked``, so that the broker
+    stages it (mounts the checked folder by descriptor) and checks it after the start, as
+    it does the kernel's own folders. volume: the user's labelled checkpoint volumes
+    whose name is the template's (:func:`discover_volumes`).
+    """
+    found: list[OtherCheckpoints] = []
+    if config.mode == "bind":
+        for name in discover_bind(config, owner):
+            if name == environment:
+                continue
+            loc = locate(config, "checkpoints", owner, name)
+            assert loc.host_path is not None
+            try:
+                info = stat_nofollow(loc.host_path)
+            except OSError:
+                continue  # gone, a symlink somewhere, or not a folder: not mounted
+            if not stat.S_ISDIR(info.st_mode) or info.st_uid != uid:
+                continue
+            target = f"{CONTAINER_OTHERS_DIR}/{escape_path_component(name)}"
+            found.append(
+                OtherCheckpoints(
+                    loc,
+                    Mount(target, loc.host_path, type="bind", read_only=True),
+                    CheckedFolder.of(loc.host_path, info, target),
+                )
+            )
+    elif config.mode == "volume":
+        for name in discover_volumes(client, config, owner):
+            if name == environment:
+                continue
+            loc = locate(config, "checkpoints", owner, name)
+            target = f"{CONTAINER_OTHERS_DIR}/{escape_path_component(name)}"
+            found.append(
+                OtherCheckpoints(
+                    loc, Mount(target, loc.volume, type="volume", read_only=True), None
+                )
+            )
+    return found
 
 
 #: How every folder of a bind location is opened: never through a symlink, only folders.
@@ -1557,6 +1638,21 @@ def discover_bind(config: StorageConfig, username: str) -> list[str]:
     return sorted(found)
 
 
+def discover_volumes(client: Any, config: StorageConfig, username: str) -> list[str]:
+    """Environments with a checkpoint volume of this user: volumes labelled with the user
+    and kind whose name is what the template gives for their environment label."""
+    volumes = client.volumes.list(
+        filters={"label": [f"{LABEL_OWNER}={username}", f"{LABEL_STORAGE_KIND}=checkpoints"]},
+    )
+    names = []
+    for volume in volumes:
+        env = (volume.attrs.get("Labels") or {}).get(LABEL_STORAGE_ENV)
+        # Only a volume whose name is what the template gives for that label counts.
+        if env and locate(config, "checkpoints", username, env).volume == volume.name:
+            names.append(env)
+    return sorted(names)
+
+
 # -- the browser the REST API uses ----------------------------------------------------------
 
 
@@ -1624,17 +1720,7 @@ class CheckpointBrowser:
 
     async def _discover_volumes(self) -> list[str]:
         client = await self._docker()
-        volumes = await asyncio.to_thread(
-            client.volumes.list,
-            filters={"label": [f"{LABEL_OWNER}={self.owner}", f"{LABEL_STORAGE_KIND}=checkpoints"]},
-        )
-        names = []
-        for volume in volumes:
-            env = (volume.attrs.get("Labels") or {}).get(LABEL_STORAGE_ENV)
-            # Only a volume whose name is what the template gives for that label counts.
-            if env and locate(self.config, "checkpoints", self.owner, env).volume == volume.name:
-                names.append(env)
-        return names
+        return await asyncio.to_thread(discover_volumes, client, self.config, self.owner)
 
     # -- reading -----------------------------------------------------------------------
 

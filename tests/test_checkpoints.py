@@ -445,6 +445,131 @@ async def test_tensorflow_versions_keep_their_checkpoints_apart(
     assert envs["py"]["exists"] is False and envs["py"]["checkpoints"] == []
 
 
+#: "Train in 2.19, continue in 2.20": the 2.20 kernel restores the 2.19 kernel's latest
+#: checkpoint from the read-only folder of 2.19, and cannot write there.
+CONTINUE_FROM_OTHER = (
+    BUILD
+    + r"""
+import errno
+others = os.environ["TFENV_CHECKPOINTS_OF_DIR"]
+source = os.path.join(others, "tf219")
+model = build()
+ckpt = tf.train.Checkpoint(model=model)
+latest = tf.train.latest_checkpoint(os.path.join(source, "tf"))
+ckpt.restore(latest).assert_existing_objects_matched()
+h5 = build()
+h5.load_weights(os.path.join(source, "keras", "epoch-02.weights.h5"))
+try:
+    open(os.path.join(source, "written-by-2.20.txt"), "w").close()
+    write = "written"
+except OSError as err:
+    write = errno.errorcode.get(err.errno, str(err.errno))
+try:
+    tf.train.CheckpointManager(ckpt, os.path.join(source, "tf"), max_to_keep=3).save()
+    save = "saved"
+except Exception as err:
+    save = type(err).__name__
+# The kernel's own folder is where it goes on: writable, empty at first.
+manager = tf.train.CheckpointManager(ckpt, os.path.join(ckdir, "tf"), max_to_keep=3)
+own = manager.save()
+print(json.dumps({
+    "others": others,
+    "listed": sorted(os.listdir(others)),
+    "latest": latest,
+    "tf": weights(model),
+    "h5": weights(h5),
+    "write": write,
+    "save": save,
+    "own": own,
+    "version": tf.__version__,
+}))
+"""
+)
+
+
+def tree(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file below ``folder`` with its size and mtime (to see that nothing changed)."""
+    return {
+        str(path.relative_to(folder)): (path.lstat().st_size, path.lstat().st_mtime_ns)
+        for path in folder.rglob("*")
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("storage", [BIND, VOLUME])
+async def test_a_switched_notebook_restores_the_other_environments_checkpoint_read_only(
+    jp_fetch,
+    jp_serverapp,
+    checkpoint_root,
+    docker_engine,
+    storage,
+    volume_token,
+    test_volumes,
+    tmp_path,
+):
+    kernel_id = await start_kernel(jp_fetch, "tfenv-tf219")
+    try:
+        trained = last_json(await run_code(jp_serverapp, kernel_id, TRAIN))
+    finally:
+        await shutdown(jp_fetch, kernel_id)
+    assert trained["tf"] == "2.19.0"
+    user_dir = checkpoint_root.parent.joinpath(*CKPT)
+    if storage["mode"] == "bind":
+        source = user_dir / "tf219"
+        # Never mounted: a symlink to a folder (even the user's own), another uid's folder.
+        (user_dir / "linked").symlink_to(source)
+        foreign = user_dir / "foreign"
+        foreign.mkdir()
+        os.chown(foreign, KERNEL_UID + 4242, KERNEL_GID)
+        (foreign / "secret").write_text("not for this user")
+    else:
+        source = volume_dir(docker_engine, f"tfenv-t{volume_token}-ckpt-tfenv_2dpytest-tf219")
+    before = tree(source)
+    assert "tf/checkpoint" in before
+
+    kernel_id = await start_kernel(jp_fetch, "tfenv-tf220")
+    try:
+        got = last_json(await run_code(jp_serverapp, kernel_id, CONTINUE_FROM_OTHER))
+        kernel = await get_json(jp_fetch, "tfenv", "kernels", kernel_id)
+        (container,) = kernel_containers(docker_engine, kernel_id)
+        mounts = {m["Destination"]: m for m in container.attrs["Mounts"]}
+    finally:
+        await shutdown(jp_fetch, kernel_id)
+    assert got["version"] == "2.20.0"
+    assert got["others"] == "/tfenv/checkpoints-of"
+    # Only the environments with storage: not the symlink, not another uid's folder, and
+    # nothing for the catalog's other environments.
+    assert got["listed"] == ["tf219"]
+    assert got["latest"] == "/tfenv/checkpoints-of/tf219/tf/ckpt-2"
+    assert got["tf"] == trained["weights"] == got["h5"]
+    assert got["write"] == "EROFS"
+    assert got["save"] != "saved"
+    # Its own folder, numbered on from the restored save counter.
+    assert got["own"].startswith("/tfenv/checkpoints/tf/ckpt-"), got["own"]
+    assert tree(source) == before
+
+    mount = mounts["/tfenv/checkpoints-of/tf219"]
+    assert mount["RW"] is False
+    others = kernel["checkpoints"]["others"]
+    assert [(o["environment"], o["container_path"], o["read_only"]) for o in others] == [
+        ("tf219", "/tfenv/checkpoints-of/tf219", True)
+    ]
+    assert kernel["checkpoints"]["others_dir"] == "/tfenv/checkpoints-of"
+    if storage["mode"] == "bind":
+        assert mount["Source"] == str(source) == others[0]["host_path"]
+        # No folder was made for an environment that has none.
+        assert sorted(p.name for p in user_dir.iterdir()) == [
+            "foreign",
+            "linked",
+            "tf219",
+            "tf220",
+        ]
+    else:
+        assert mount["Name"] == others[0]["volume"]
+        names = {v.name for v in docker_engine.volumes.list() if volume_token in v.name}
+        assert not any(name.endswith(("-py", "-gpu")) for name in names), names
+
+
 @pytest.mark.slow
 async def test_a_container_killed_in_the_middle_of_a_save_leaves_the_previous_checkpoint(
     jp_fetch, jp_serverapp, checkpoint_root, docker_engine
