@@ -542,7 +542,7 @@ def allocate_gpus(
     )
     if chosen is None:
         return None, {}
-    return chosen, gpu_alloc.labels_for(chosen, policy)
+    return chosen, gpu_alloc.labels_for(chosen, policy, time.time_ns())
 
 
 def recheck_gpus(client: docker.DockerClient, container_id: str) -> list[Holding]:
@@ -563,6 +563,7 @@ async def run_with_gpus(
     viewer: str | None,
     placement: str,
     prefer: tuple[str, ...] = (),
+    wait: float = 0.0,
 ) -> tuple[Any, tuple[str, ...]]:
     """Start the container of ``spec`` (through the caller's ``run``) on devices picked
     for it: the local provisioner's and the broker's one way to start a GPU kernel.
@@ -570,17 +571,51 @@ async def run_with_gpus(
     Under the allocation lock: read the engine's holdings, pick, put the ids and their
     labels into ``spec``, create the container; then re-check the engine, and remove the
     container again when a start elsewhere got the same device first. Returns the container
-    and its device ids (empty when nothing was allocated). Raises
-    :class:`gpu_alloc.GpuUnavailableError`.
+    and its device ids (empty when nothing was allocated). When no device is free, tries
+    again every second for up to ``wait`` seconds (the lock is not held meanwhile), then
+    raises :class:`gpu_alloc.GpuUnavailableError`.
     """
     if not env.wants_gpu or env.gpus == "all":
         return await run(spec), ()
+    deadline = time.monotonic() + max(0.0, wait)
+    while True:
+        try:
+            return await _run_on_free_gpus(
+                client,
+                env,
+                spec,
+                run,
+                configured=list(configured),
+                viewer=viewer,
+                placement=placement,
+                prefer=prefer,
+            )
+        except gpu_alloc.GpuUnavailableError as err:
+            left = deadline - time.monotonic()
+            if err.status != 409 or left <= 0:
+                if wait > 0 and err.status == 409:
+                    err.message += f" (Waited {wait:g} s for one.)"
+                raise
+        await asyncio.sleep(min(1.0, left))
+
+
+async def _run_on_free_gpus(
+    client: docker.DockerClient,
+    env: Environment,
+    spec: dict[str, Any],
+    run: Callable[[dict[str, Any]], Awaitable[Any]],
+    *,
+    configured: list[str],
+    viewer: str | None,
+    placement: str,
+    prefer: tuple[str, ...],
+) -> tuple[Any, tuple[str, ...]]:
     async with gpu_alloc.start_lock():
         chosen, labels = await asyncio.to_thread(
             allocate_gpus,
             client,
             env,
-            list(configured),
+            configured,
             viewer=viewer,
             placement=placement,
             prefer=prefer,

@@ -28,6 +28,9 @@ _PREFIX = "org.jupyter.tfenv"
 LABEL_GPU_DEVICES = f"{_PREFIX}.gpu-devices"
 #: ``exclusive`` or ``shared:<kernels per device>``: how the container holds them.
 LABEL_GPU_SHARING = f"{_PREFIX}.gpu-sharing"
+#: When the devices were picked (ns since the epoch): who came first when two starts
+#: collided (Docker's own creation time has whole seconds in its container list).
+LABEL_GPU_CLAIMED = f"{_PREFIX}.gpu-claimed"
 
 EXCLUSIVE = "exclusive"
 SHARED = "shared"
@@ -113,16 +116,21 @@ class Holding:
     environment: str
     devices: tuple[str, ...]
     policy: Policy
-    #: Docker's creation time (seconds): who came first when two starts collided.
-    created: int = 0
+    #: When the devices were picked (ns): who came first when two starts collided.
+    claimed: int = 0
 
     def order(self) -> tuple[int, str]:
-        return (self.created, self.container_id)
+        return (self.claimed, self.container_id)
 
 
-def labels_for(devices: Sequence[str], policy: Policy) -> dict[str, str]:
-    """The labels that record a kernel's devices on its container."""
-    return {LABEL_GPU_DEVICES: ",".join(devices), LABEL_GPU_SHARING: policy.label()}
+def labels_for(devices: Sequence[str], policy: Policy, claimed: int) -> dict[str, str]:
+    """The labels that record a kernel's devices on its container (``claimed``: when they
+    were picked, ns since the epoch)."""
+    return {
+        LABEL_GPU_DEVICES: ",".join(devices),
+        LABEL_GPU_SHARING: policy.label(),
+        LABEL_GPU_CLAIMED: str(claimed),
+    }
 
 
 def holding_from_labels(
@@ -145,8 +153,16 @@ def holding_from_labels(
         environment=labels.get(environment_label, ""),
         devices=devices,
         policy=Policy.from_label(labels.get(LABEL_GPU_SHARING, EXCLUSIVE)),
-        created=created,
+        claimed=_claimed(labels.get(LABEL_GPU_CLAIMED), created),
     )
+
+
+def _claimed(label: str | None, created: int) -> int:
+    """The claim time of a label, else Docker's creation time (seconds) in ns."""
+    try:
+        return int(label or "")
+    except ValueError:
+        return created * 1_000_000_000
 
 
 # -- inventory -------------------------------------------------------------------------------

@@ -714,6 +714,7 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
                 viewer=self.owner,
                 placement=self.gpu_placement,
                 prefer=self._gpu_devices,
+                wait=self.gpu_wait_timeout,
             )
         except asyncio.CancelledError:
             if creating is not None:

@@ -85,6 +85,12 @@ class KernelContainerSettings(HasTraits):
         the next one; spread takes the least used one.""",
     ).tag(config=True)
 
+    gpu_wait_timeout = Float(
+        0.0,
+        help="""Seconds a GPU kernel's start waits for a device to become free before it
+        is refused (0: refused at once). The start timeout counts only after that.""",
+    ).tag(config=True)
+
 
 class CheckpointStorageSettings(HasTraits):
     """Where kernels keep checkpoints and TensorBoard logs (see checkpoints.py).

@@ -38,7 +38,7 @@ def held(
         environment="tf",
         devices=devices,
         policy=policy,
-        created=int(cid.strip("c") or 0),
+        claimed=int(cid.strip("c") or 0),
     )
 
 
@@ -112,7 +112,7 @@ def test_restart_prefers_its_devices() -> None:
 
 def test_labels_round_trip() -> None:
     labels = {
-        **labels_for(("1", "3"), SHARED2),
+        **labels_for(("1", "3"), SHARED2, 7),
         "org.jupyter.tfenv.kernel-id": "k1",
         "org.jupyter.tfenv.owner": "bob",
         "org.jupyter.tfenv.environment": "tf",
@@ -120,7 +120,9 @@ def test_labels_round_trip() -> None:
     holding = holding_from_labels("cid", labels, created=5)
     assert holding is not None
     assert holding.devices == ("1", "3") and holding.policy == SHARED2
-    assert (holding.owner, holding.kernel_id, holding.created) == ("bob", "k1", 5)
+    assert (holding.owner, holding.kernel_id, holding.claimed) == ("bob", "k1", 7)
+    del labels[gpu_alloc.LABEL_GPU_CLAIMED]
+    assert holding_from_labels("cid", labels, created=5).claimed == 5_000_000_000  # type: ignore[union-attr]
     assert holding_from_labels("cid", {"org.jupyter.tfenv.kernel-id": "k"}) is None
     assert Policy.from_label("shared:x") == EXCLUSIVE
 

@@ -23,6 +23,7 @@ from typing import Any
 import docker
 import pytest
 import yaml
+from docker.types import DeviceRequest
 from jupyter_client.connect import write_connection_file
 from tornado.httpclient import HTTPClientError
 from tornado.httpserver import HTTPServer
@@ -251,6 +252,62 @@ async def test_shared_gpus_take_two_kernels_each(broker, gpu_engine):
     with pytest.raises(BrokerError) as info:
         await start(broker, broker.bob, "gpu1")
     assert info.value.http_status == 409
+
+    # With gpu_wait_timeout, a start waits for a device instead: a kernel shut down
+    # meanwhile (by another user) lets it in, on the device that kernel left.
+    broker.app.gpu_wait_timeout = 120.0
+    waiting = asyncio.ensure_future(start(broker, broker.ann, "gpu1-shared"))
+    gone = next(a for a in started if a["owner"] == broker.bob.name)
+    await broker.client(broker.bob).delete_kernel(gone["kernel_id"])
+    late = await waiting
+    assert devices_of(gpu_engine, [late])[late["kernel_id"]] == seen[gone["kernel_id"]]
+
+
+async def test_the_later_of_two_colliding_starts_backs_out(gpu_engine):
+    """Another process (a second server or broker on the same engine) picked GPU 0 at the
+    same moment: the engine's labels show it after the start, and the later claim goes."""
+    from jupyter_tfenv import gpu_alloc
+    from jupyter_tfenv.catalog import environment_from_dict
+    from jupyter_tfenv.docker_runtime import run_with_gpus
+
+    client = gpu_engine.client
+    assert client is not None
+    env = environment_from_dict({"id": "gpu1", "image": PY_IMAGE, "gpus": 1})
+    base = {
+        "image": PY_IMAGE,
+        "command": ["sleep", "300"],
+        "detach": True,
+        "network_mode": "none",
+        "init": True,
+    }
+    rivals: list[Any] = []
+
+    async def run(spec: dict[str, Any]) -> Any:
+        if not rivals:  # the other process's container, with an earlier claim on GPU 0
+            labels = {
+                KERNEL_LABEL: "rival-kernel",
+                **gpu_alloc.labels_for(["0"], gpu_alloc.Policy(), 1),
+            }
+            request = DeviceRequest(device_ids=["0"], capabilities=[["gpu"]])
+            rivals.append(client.containers.run(**base, labels=labels, device_requests=[request]))
+        return client.containers.run(**spec)
+
+    spec = {**base, "labels": {KERNEL_LABEL: "my-kernel"}}
+    config = {"configured": DEVICES, "viewer": None, "placement": "pack"}
+    try:
+        with pytest.raises(gpu_alloc.GpuUnavailableError) as info:
+            await run_with_gpus(client, env, spec, run, **config)
+        assert "GPU 0 was given to another kernel at the same moment" in info.value.message
+        assert info.value.status == 409
+        left = client.containers.list(all=True, filters={"label": f"{KERNEL_LABEL}=my-kernel"})
+        assert left == []  # the later start removed its own container
+        # Started again (or waiting, gpu_wait_timeout): the next free device.
+        container, devices = await run_with_gpus(client, env, spec, run, wait=30, **config)
+        assert devices == ("1",) and visible_devices(client, container.id) == "1"
+        assert visible_devices(client, rivals[0].id) == "0"
+    finally:
+        for container in gpu_engine.containers():
+            container.remove(force=True)
 
 
 # -- the local server (DockerKernelProvisioner) on the same engine -------------------------

@@ -1111,6 +1111,7 @@ class TFEnvBroker(KernelContainerSettings, CheckpointStorageSettings, Applicatio
                 viewer=caller.name,
                 placement=self.gpu_placement,
                 prefer=prefer,
+                wait=self.gpu_wait_timeout,
             )
         except gpu_alloc.GpuUnavailableError as err:
             raise BrokerError(err.message, status=err.status, reason="no free gpu") from err
