@@ -230,6 +230,20 @@ async def test_broker_gives_each_kernel_its_own_gpu_and_refuses_the_fifth(broker
     assert restarted["container_id"] != kept["container_id"]
     assert devices_of(gpu_engine, [restarted])[kept["kernel_id"]] == before
 
+    # GET /api/gpus: each device with its holders; the caller's kernels by id, others not.
+    answer = await broker.client(ann).gpus()
+    rows = {row["id"]: row["holders"] for row in answer["allocation"]}
+    assert sorted(rows) == DEVICES and all(len(h) == 1 for h in rows.values())
+    holders = [h for hs in rows.values() for h in hs]
+    ann_kernels = {h["kernel_id"] for h in holders if h["owner"] == ann.name}
+    assert ann_kernels == {
+        k["kernel_id"] for k in await broker.client(ann).kernels() if k.get("status") == "running"
+    }
+    assert all(
+        h["kernel_id"] is None and h["owner"] is None for h in holders if h["owner"] != ann.name
+    )
+    assert bob.name not in json.dumps(answer)
+
     # A broker that restarts sees the same picture: it keeps no state, labels are it.
     assert gpu_engine.client is not None
     held = sorted(

@@ -58,6 +58,7 @@ from ..docker_runtime import (
     explain_api_error,
     explain_start_exit,
     forget_shared_client,
+    gpu_allocation,
     launcher_command,
     remove_quietly,
     run_with_gpus,
@@ -661,6 +662,23 @@ class TFEnvBroker(KernelContainerSettings, CheckpointStorageSettings, Applicatio
             },
             "usage": usage.to_dict(),
         }
+
+    async def gpus(self, caller: Caller) -> dict[str, Any]:
+        """Each device kernels may get and who holds it: the caller's kernels by id, other
+        users' without names (docs/gpus.md)."""
+        if self.k8s is not None:
+            return {
+                "allocation": [],
+                "message": "On Kubernetes the scheduler allocates GPUs (nvidia.com/gpu).",
+            }
+        client = await self.docker()
+        try:
+            rows = await asyncio.to_thread(
+                gpu_allocation, client, list(self.gpu_devices), viewer=caller.name
+            )
+        except RequestsConnectionError as err:
+            raise self._docker_lost(err) from err
+        return {"allocation": rows, "placement": self.gpu_placement}
 
     async def environments(self, caller: Caller) -> dict[str, Any]:
         catalog = self.get_catalog()

@@ -147,6 +147,10 @@ class BrokerClient:
     async def me(self) -> dict[str, Any]:
         return dict(await self.request("GET", "api/me"))
 
+    async def gpus(self) -> dict[str, Any]:
+        """``{"allocation": [device with its holders, …]}`` (docs/gpus.md)."""
+        return dict(await self.request("GET", "api/gpus") or {})
+
     async def environments(self) -> list[dict[str, Any]]:
         answer = await self.request("GET", "api/environments")
         return list((answer or {}).get("environments") or [])

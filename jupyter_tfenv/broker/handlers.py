@@ -155,6 +155,11 @@ class MeHandler(BrokerHandler):
         self.write_json(await self.broker.me(self.me))
 
 
+class GpusHandler(BrokerHandler):
+    async def get(self) -> None:
+        self.write_json(await self.broker.gpus(self.me))
+
+
 class EnvironmentsHandler(BrokerHandler):
     async def get(self) -> None:
         self.write_json(await self.broker.environments(self.me))
@@ -285,6 +290,7 @@ class NotFoundHandler(BrokerHandler):
 
 routes: list[tuple[str, type[BrokerHandler]]] = [
     (r"/api/me", MeHandler),
+    (r"/api/gpus", GpusHandler),
     (r"/api/environments", EnvironmentsHandler),
     (rf"/api/environments/{ENV}/probe", ProbeHandler),
     (r"/api/kernels", KernelsHandler),
