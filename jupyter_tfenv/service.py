@@ -465,6 +465,11 @@ class TFEnvService:
                 )
             except (DockerException, OSError) as err:
                 overview["allocation_error"] = f"Could not list the GPU holders: {err}"
+        elif self.broker is not None and self._broker_backend != "kubernetes":
+            try:
+                overview["allocation"] = list((await self.broker.gpus()).get("allocation") or [])
+            except BrokerError as err:  # an older broker has no GET /api/gpus
+                overview["allocation_error"] = f"The broker did not list the GPU holders: {err}"
         self._gpus = (time.monotonic(), overview)
         return overview
 

@@ -324,17 +324,38 @@ async def test_the_later_of_two_colliding_starts_backs_out(gpu_engine):
             container.remove(force=True)
 
 
-# -- the local server (DockerKernelProvisioner) on the same engine -------------------------
+# -- the local server (DockerKernelProvisioner) on the same engine, or in broker mode ---
 
 
 @pytest.fixture
 def jp_server_config(
-    jp_server_config: Config, gpu_engine: GpuEngine, monkeypatch: pytest.MonkeyPatch
+    jp_server_config: Config,
+    gpu_engine: GpuEngine,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
 ) -> Config:
-    """A local server whose Docker engine is the GPU engine, with two of its devices."""
+    """A local server whose Docker engine is the GPU engine, with two of its devices; with
+    the ``broker`` fixture, ann's server in broker mode."""
+    if "broker" in request.fixturenames:
+        running = request.getfixturevalue("broker")
+        jp_server_config.DockerKernelProvisioner.broker_url = running.url
+        jp_server_config.DockerKernelProvisioner.broker_token = f"token-{running.ann.name}"
+        return jp_server_config
     monkeypatch.setenv("DOCKER_HOST", gpu_engine.url)
     jp_server_config.DockerKernelProvisioner.gpu_devices = ["2", "3"]
     return jp_server_config
+
+
+async def test_a_broker_mode_server_shows_the_holders(jp_fetch, broker, gpu_engine):
+    mine = await start(broker, broker.ann, "gpu1")
+    await start(broker, broker.bob, "gpu1")
+    overview = json.loads((await jp_fetch("tfenv", "gpus")).body)
+    holders = {row["id"]: row["holders"] for row in overview["allocation"]}
+    assert sorted(holders) == DEVICES
+    [own_device] = mine["gpu_devices"]
+    assert [h["kernel_id"] for h in holders[own_device]] == [mine["kernel_id"]]
+    others = [h for d, hs in holders.items() if d != own_device for h in hs]
+    assert len(others) == 1 and others[0]["kernel_id"] is None
 
 
 def local_kernels(engine: GpuEngine) -> dict[str, Any]:
