@@ -67,9 +67,7 @@ def test_cells_run_while_the_container_starts_are_queued(page: Any, lab: LabServ
     assert [k["name"] for k in lab.api("GET", "api/kernels")] == ["tfenv-tf219"]
 
 
-def test_a_cell_run_during_a_switch_runs_in_the_new_environment(
-    page: Any, lab: LabServer
-) -> None:
+def test_a_cell_run_during_a_switch_runs_in_the_new_environment(page: Any, lab: LabServer) -> None:
     from playwright.sync_api import expect
 
     page.locator(
