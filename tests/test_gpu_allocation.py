@@ -112,6 +112,8 @@ class GpuBroker:
             checkpoint_root=str(tmp_path / "broker-ck"),
             log_root=str(tmp_path / "broker-logs"),
             max_kernels_per_user=None,
+            # Eight kernels start at once on a loaded 2-core machine: generous.
+            start_timeout=240.0,
             gpu_devices=DEVICES,
             config=Config({"TFEnvCatalog": {"catalog_files": [str(catalog_path)]}}),
         )
@@ -129,7 +131,7 @@ class GpuBroker:
         self.url = f"http://127.0.0.1:{self.port}/services/{SERVICE}/"
 
     def client(self, user: UnixUser) -> BrokerClient:
-        return BrokerClient(self.url, f"token-{user.name}", timeout=120)
+        return BrokerClient(self.url, f"token-{user.name}", timeout=300)
 
     def close(self) -> None:
         self.server.stop()
@@ -175,7 +177,7 @@ async def start(
     if not restart:
         write_connection_file(path, transport="ipc", ip=os.path.join(rundir, "k"), key=b"x" * 32)
         os.chown(path, user.uid, user.gid)
-    answer = await client.start_kernel(body, timeout=180)
+    answer = await client.start_kernel(body, timeout=300)
     return {**answer, "owner": user.name, "kernel_id": kernel_id}
 
 
