@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from jupyter_tfenv import mountcheck
+
 from .harness import ALICE, BOB, KERNEL_LABEL, HubHarness, UnixUser, tfenv_containers
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -120,8 +122,13 @@ def test_tf_kernel_runs_as_the_user(
     assert index.is_file(), f"{index} missing; {host_dir} holds {sorted(os.listdir(host_dir))}"
     assert index.stat().st_uid == user.uid
     assert host_dir.stat().st_uid == user.uid
-    assert user_folder.stat().st_uid == user.uid
-    assert user_folder.stat().st_mode & 0o077 == 0, "a user's checkpoint folder is not private"
+    # Only the environment's folder is the user's; the one above it is root's (the user
+    # can neither rename nor replace what is mounted), open to the user's group only.
+    env_folder = user_folder / "tf220"
+    assert env_folder.stat().st_uid == user.uid
+    assert env_folder.stat().st_mode & 0o077 == 0, "a user's checkpoint folder is not private"
+    assert (user_folder.stat().st_uid, user_folder.stat().st_gid) == (0, user.gid)
+    assert user_folder.stat().st_mode & 0o027 == 0, "a user's checkpoint folder is not private"
 
     # And the user's server lists it (read as the user, through tfenv's API).
     listing = hub.user_request("GET", owner, "tfenv/checkpoints/tf220", hub.token(owner))
@@ -152,7 +159,10 @@ def test_container_is_hardened_and_carries_no_token(
     env = config.get("Env") or []
     assert not [e for e in env if e.startswith("JUPYTERHUB_")], env
 
-    # Writable mounts are Alice's own folders only; nothing of Docker's is mounted.
+    # Writable mounts are Alice's own folders only; nothing of Docker's is mounted. The
+    # folders the broker checked reach Docker as staging mounts of their descriptors
+    # (detached once the container runs): what the container has there is compared with
+    # Alice's folders by identity, seen through the container's own root.
     assert hub.paths is not None
     own = [
         str(alice.home),
@@ -160,11 +170,24 @@ def test_container_is_hardened_and_carries_no_token(
         f"{hub.paths.checkpoint_root}/{ALICE}/",
         f"{hub.paths.log_root}/{ALICE}/",
     ]
+    own_folders = [alice.home] + [
+        folder
+        for root in (hub.paths.checkpoint_root, hub.paths.log_root)
+        for folder in (root / ALICE).iterdir()
+    ]
+    identities = {(f.stat().st_dev, f.stat().st_ino) for f in own_folders}
+    pid = attrs["State"]["Pid"]
     mounts = attrs.get("Mounts") or []
     assert "docker.sock" not in json.dumps(mounts)
     for mount in mounts:
-        if mount.get("RW"):
-            source = mount.get("Source", "")
+        if not mount.get("RW"):
+            continue
+        source = mount.get("Source", "")
+        if source.startswith(mountcheck.STAGING_ROOT + "/"):
+            assert not os.path.exists(source), f"staging mount left behind: {mount}"
+            seen = os.stat(f"/proc/{pid}/root{mount['Destination']}")
+            assert (seen.st_dev, seen.st_ino) in identities, mount
+        else:
             assert any(source == o.rstrip("/") or source.startswith(o) for o in own), mount
 
     secrets = {
