@@ -247,6 +247,34 @@ export interface IKernelStatus {
   transport?: string;
   live?: ILiveStatus | null;
   probe?: IProbe | null;
+  checkpoints?: IKernelCheckpoints | null;
+}
+
+/**
+ * Another environment's checkpoint storage, mounted read-only in a kernel.
+ */
+export interface IOtherCheckpoints {
+  environment: string;
+  container_path: string;
+  storage?: string;
+  host_path?: string;
+  volume?: string;
+  read_only?: boolean;
+}
+
+/**
+ * Where a kernel's checkpoints are (`GET /tfenv/kernels/{id}`: `checkpoints`).
+ */
+export interface IKernelCheckpoints {
+  mode: string;
+  /**
+   * `/tfenv/checkpoints-of` (`$TFENV_CHECKPOINTS_OF_DIR`).
+   */
+  others_dir?: string;
+  /**
+   * The user's other environments with checkpoint storage, read-only.
+   */
+  others?: IOtherCheckpoints[];
 }
 
 /**

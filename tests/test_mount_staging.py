@@ -222,6 +222,51 @@ async def test_a_checkpoint_folder_swapped_before_the_mount_keeps_the_checked_fo
     assert not broker.containers()
 
 
+@pytest.mark.slow
+async def test_another_environments_checkpoints_are_staged_read_only(
+    jp_fetch, jp_serverapp, broker, secret, monkeypatch, docker_engine
+):
+    """Train in 2.19, continue in 2.20, through the broker: the 2.19 folder is mounted
+    read-only at /tfenv/checkpoints-of/tf219, and like the kernel's own folders it is the
+    checked folder, bind-mounted by descriptor (a swap before Docker runs changes nothing)."""
+    from .test_checkpoints import CONTINUE_FROM_OTHER, TRAIN
+
+    broker.start()
+    kernel_id = await start_kernel(jp_fetch, "tfenv-tf219", "nb.ipynb")
+    try:
+        trained = json.loads(
+            (await run_code(jp_serverapp, kernel_id, TRAIN)).strip().splitlines()[-1]
+        )
+    finally:
+        await jp_fetch("api", "kernels", kernel_id, method="DELETE")
+    source = checkpoint_folder(broker, "tf219")
+    assert os.path.isfile(os.path.join(source, "tf", "checkpoint"))
+
+    swap = Swap()
+    swap_before_docker_runs(broker, monkeypatch, lambda: [source], secret, swap)
+    try:
+        kernel_id = await start_kernel(jp_fetch, "tfenv-tf220", "nb.ipynb")
+        assert swap.done, "the swap was not made"
+        try:
+            out = await run_code(jp_serverapp, kernel_id, CONTINUE_FROM_OTHER)
+            got = json.loads(out.strip().splitlines()[-1])
+            (container,) = broker.containers(kernel_id)
+            mounts = {m["Destination"]: m for m in container.attrs["Mounts"]}
+        finally:
+            await jp_fetch("api", "kernels", kernel_id, method="DELETE")
+    finally:
+        swap.undo()
+    assert got["version"] == "2.20.0" and got["listed"] == ["tf219"]
+    assert got["latest"] == "/tfenv/checkpoints-of/tf219/tf/ckpt-2"
+    assert got["tf"] == trained["weights"] == got["h5"]
+    assert got["write"] == "EROFS" and got["save"] != "saved"
+    mount = mounts["/tfenv/checkpoints-of/tf219"]
+    assert mount["RW"] is False
+    assert mount["Source"].startswith(mountcheck.STAGING_ROOT + "/"), mount
+    assert "mine.txt" in os.listdir(source)  # the checked folder got the swap's marker
+    assert not broker.containers()
+
+
 async def test_a_notebook_folder_swapped_before_the_mount_keeps_the_checked_folder(
     jp_fetch, jp_serverapp, jp_root_dir, broker, secret, monkeypatch
 ):

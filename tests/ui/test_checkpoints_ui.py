@@ -122,3 +122,64 @@ def test_checkpoint_listed_and_deleted_from_the_panel(page: Any, lab: LabServer)
     assert not index.exists()
     assert not run1.exists() or not list(run1.glob("ckpt-7*"))
     assert lab.api("GET", "tfenv/checkpoints/tf220")["checkpoints"] == []
+
+
+def test_after_a_switch_the_other_environments_checkpoints_are_shown_and_restore(
+    page: Any, lab: LabServer
+) -> None:
+    """Train in 2.19, continue in 2.20 (issue 19, item 5): after Switch, the panel shows
+    2.19's checkpoints under "Other environments (read-only)" with the line that finds
+    the latest, and that line restores the 2.19 variable in the 2.20 kernel."""
+    from playwright.sync_api import expect
+
+    nb = new_notebook(page, "TensorFlow 2.19.0 (CPU)")
+    wait_kernel_idle(page, nb)
+    run_cell(page, nb, SAVE)
+    expect_output(nb, "/tfenv/checkpoints/run1/ckpt-7")
+
+    open_panel(page)
+    page.locator(f'{PANEL} .jp-tfenv-env-row[data-tfenv-env="tf220"] .jp-tfenv-switch').click()
+    dialog = page.locator(".jp-Dialog").filter(has_text="Switch to TensorFlow 2.20.0 (CPU)?")
+    dialog.locator("button.jp-mod-warn, button.jp-mod-accept").last.click()
+    page.wait_for_function(
+        """() => [...window.jupyterapp.shell.widgets('main')].some(w =>
+            w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel
+            && w.sessionContext.session.kernel.name === 'tfenv-tf220')""",
+        timeout=180_000,
+    )
+    wait_kernel_idle(page, nb)
+
+    section = page.locator(SECTION)
+    expect(section).to_have_attribute("data-tfenv-env", "tf220", timeout=60_000)
+    group = section.locator('.jp-tfenv-checkpoints-other[data-tfenv-env="tf219"]')
+    expect(group).to_be_visible(timeout=60_000)
+    expect(section.locator(".jp-tfenv-checkpoints-others-title")).to_have_text(
+        "Other environments (read-only)"
+    )
+    expect(group.locator(".jp-tfenv-checkpoints-other-name")).to_have_text(
+        "TensorFlow 2.19.0 (CPU)"
+    )
+    expect(group.locator(".jp-tfenv-checkpoints-other-path")).to_have_text(
+        "/tfenv/checkpoints-of/tf219"
+    )
+    item = group.locator('.jp-tfenv-checkpoint[data-tfenv-checkpoint="run1/checkpoint"]')
+    expect(item.locator(".jp-tfenv-checkpoint-step")).to_have_text("step 7")
+    # Read-only here: no delete button.
+    expect(item.locator(".jp-tfenv-checkpoint-delete")).to_have_count(0)
+    hint = group.locator(".jp-tfenv-checkpoints-hint")
+    line = "tf.train.latest_checkpoint('/tfenv/checkpoints-of/tf219/run1')"
+    expect(hint).to_have_text(line)
+    section.screenshot(
+        path=str(screenshot_dir() / "panel-checkpoints-other.png"), animations="disabled"
+    )
+
+    # The panel's line restores the 2.19 checkpoint in the 2.20 kernel.
+    editor = nb.locator(".jp-Notebook .jp-Cell").nth(0).locator(".cm-content")
+    editor.click()
+    page.keyboard.press("Control+A")
+    editor.press_sequentially(
+        "import tensorflow as tf; v = tf.Variable([0.0, 0.0]); "
+        f"tf.train.Checkpoint(v=v).restore({line}); print(v.numpy().tolist(), tf.__version__)"
+    )
+    page.keyboard.press("Control+Enter")
+    expect_output(nb, "[1.0, 2.0] 2.20.0")
