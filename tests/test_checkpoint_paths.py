@@ -40,8 +40,10 @@ from jupyter_tfenv.checkpoints import (
     kernel_environment,
     kernel_locations,
     locate,
+    other_environments,
     parse_state,
     prepare_bind,
+    prepare_kernel_storage,
     public_item,
     scan_bind,
     unescape_path_component,
@@ -209,6 +211,60 @@ def test_locations_of_a_kernel(tmp_path):
             assert Path(loc.host_path).parent == Path(loc.user_dir)
             assert Path(loc.user_dir).parent == tmp_path / "ckpt"
     assert kernel_locations(StorageConfig(mode="off"), "u", "e") == []
+
+
+def test_other_environments_are_the_users_real_folders_read_only(tmp_path):
+    """Issue 19, item 5: what a kernel of tf220 gets of the user's other environments."""
+    config = bind_config(tmp_path)
+    uid, gid = os.getuid(), os.getgid()
+    tf219 = prepare_bind(locate(config, "checkpoints", "alice", "tf219"), uid, gid)
+    user_dir = tmp_path / "ckpt" / "alice"
+    (user_dir / "tf219" / "run1").mkdir()
+    (user_dir / "linked").symlink_to(user_dir / "tf219")  # a symlink: never mounted
+    (user_dir / "a-file").write_text("not a folder")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (user_dir / "away").symlink_to(outside)
+    env = environment_from_dict({"id": "tf220", "image": "tfenv-test/python:3.11-jupyter"})
+    storage = prepare_kernel_storage(None, config, "alice", env, uid=uid, gid=gid, image_id="x")
+    # Nothing is created for an environment that has no folder (py, gpu, ...).
+    assert sorted(p.name for p in user_dir.iterdir()) == [
+        "a-file",
+        "away",
+        "linked",
+        "tf219",
+        "tf220",
+    ]
+    others = [m for m in storage.mounts if m["Target"].startswith("/tfenv/checkpoints-of/")]
+    assert [(m["Target"], m["Source"], m["ReadOnly"]) for m in others] == [
+        ("/tfenv/checkpoints-of/tf219", str(user_dir / "tf219"), True)
+    ]
+    assert storage.environment["TFENV_CHECKPOINTS_OF_DIR"] == "/tfenv/checkpoints-of"
+    # Recorded as checked (the broker stages it by descriptor, both check it after the
+    # start), with the identity it had when it was looked at.
+    (checked,) = [c for c in storage.checked if c.target == "/tfenv/checkpoints-of/tf219"]
+    assert (checked.dev, checked.ino) == (tf219.st_dev, tf219.st_ino)
+    assert storage.info["others"] == [
+        {
+            "environment": "tf219",
+            "kind": "checkpoints",
+            "container_path": "/tfenv/checkpoints-of/tf219",
+            "storage": "bind",
+            "host_path": str(user_dir / "tf219"),
+            "read_only": True,
+        }
+    ]
+    # Another uid's folder is not the user's to read; a kernel sees no environment twice.
+    assert other_environments(None, config, "alice", "tf220", uid=uid + 1) == []
+    names = [
+        o.location.environment for o in other_environments(None, config, "alice", "tf219", uid=uid)
+    ]
+    assert names == ["tf220"]
+    # Storage off: nothing, and no variable.
+    off = prepare_kernel_storage(
+        None, StorageConfig(mode="off"), "alice", env, uid=uid, gid=gid, image_id="x"
+    )
+    assert off.mounts == [] and "TFENV_CHECKPOINTS_OF_DIR" not in off.environment
 
 
 def test_volume_locations_render_options(tmp_path):
