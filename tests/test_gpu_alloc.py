@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from jupyter_tfenv import gpu_alloc
@@ -209,3 +211,49 @@ def test_a_restart_may_name_the_devices_it_held() -> None:
     for bad in ("2", ["../x"], [2], ["a b"]):
         with pytest.raises(policy.BrokerError, match="'gpu_devices'"):
             policy.validate_start_body({**body, "gpu_devices": bad}, [])
+
+
+class _NvmlFacts:
+    """NVML-shaped facts of one GPU in MIG mode with two instances (and one slot empty),
+    through pynvml's function names; errors are pynvml's own."""
+
+    def __init__(self, mig: bool) -> None:
+        import pynvml
+
+        self.mig = mig
+        self.NVMLError = pynvml.NVMLError
+        self._not_found = pynvml.NVML_ERROR_NOT_FOUND
+
+    def nvmlDeviceGetMigMode(self, handle: str) -> list[int]:
+        return [1, 1] if self.mig else [0, 0]
+
+    def nvmlDeviceGetMaxMigDeviceCount(self, handle: str) -> int:
+        return 3
+
+    def nvmlDeviceGetMigDeviceHandleByIndex(self, handle: str, index: int) -> str:
+        if index == 1:
+            raise self.NVMLError(self._not_found)
+        return f"{handle}/mig{index}"
+
+    def nvmlDeviceGetUUID(self, handle: str) -> bytes:
+        return f"MIG-{handle}".encode()
+
+    def nvmlDeviceGetName(self, handle: str) -> str:
+        return "NVIDIA A100 1g.10gb"
+
+    def nvmlDeviceGetMemoryInfo(self, handle: str) -> Any:
+        return type("Memory", (), {"total": 10 * 1024**3})()
+
+
+def test_mig_instances_are_read_from_nvml() -> None:
+    pytest.importorskip("pynvml")
+    from jupyter_tfenv import gpu
+
+    found = gpu._mig_devices(_NvmlFacts(mig=True), "gpu0")
+    assert found == [
+        {"uuid": "MIG-gpu0/mig0", "name": "NVIDIA A100 1g.10gb", "memory_total": 10 * 1024**3},
+        {"uuid": "MIG-gpu0/mig2", "name": "NVIDIA A100 1g.10gb", "memory_total": 10 * 1024**3},
+    ]
+    assert gpu._mig_devices(_NvmlFacts(mig=False), "gpu0") == []
+    overview = {"state": "ok", "gpus": [{"index": 0, "uuid": "GPU-0", "mig_devices": found}]}
+    assert [d.id for d in inventory_from_nvml(overview)] == ["MIG-gpu0/mig0", "MIG-gpu0/mig2"]
