@@ -461,7 +461,10 @@ class TFEnvService:
             # Which kernel holds which device (the allocator's picture, from labels).
             try:
                 overview["allocation"] = await asyncio.to_thread(
-                    gpu_allocation, client, list(self.defaults.gpu_devices), viewer=None
+                    gpu_allocation,
+                    client,
+                    list(self.defaults.gpu_devices),
+                    viewer=self.defaults.owner,
                 )
             except (DockerException, OSError) as err:
                 overview["allocation_error"] = f"Could not list the GPU holders: {err}"
