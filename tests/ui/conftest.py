@@ -47,6 +47,9 @@ def browser(chromium: str) -> Iterator[Any]:
     sync_api = pytest.importorskip(
         "playwright.sync_api", reason="pip install -e .[test] (playwright)"
     )
+    # expect() has its own default wait (5 s), which the context's default does not
+    # change: a panel still probing its image on a loaded CI machine needs longer.
+    sync_api.expect.set_options(timeout=DEFAULT_TIMEOUT_MS)
     with sync_api.sync_playwright() as playwright:
         instance = playwright.chromium.launch(
             executable_path=chromium, args=CHROMIUM_ARGS, headless=True
