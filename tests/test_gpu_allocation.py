@@ -36,6 +36,7 @@ from jupyter_tfenv.gpu_alloc import LABEL_GPU_DEVICES
 from .broker_process import UnixUser, UnixUsers
 from .conftest import CATALOG, KERNEL_LABEL, PY_IMAGE, start_kernel
 from .gpu_engine import GpuEngine, visible_devices
+from .test_broker_e2e import StandInHubAuth
 
 pytestmark = [
     pytest.mark.docker,
@@ -74,25 +75,6 @@ def catalog_path(tmp_path: Path) -> Path:
     path = tmp_path / "catalog.yaml"
     path.write_text(yaml.safe_dump({"version": 1, "environments": [*CATALOG, *GPU_ENVS]}))
     return path
-
-
-class StandInHubAuth:
-    """The hub's token check (HubAuth.user_for_token), from a dict."""
-
-    api_token = "broker-token"
-
-    def __init__(self, models: dict[str, dict[str, Any]]) -> None:
-        self.models = models
-
-    async def user_for_token(
-        self, token: str, use_cache: bool = True, sync: bool = True
-    ) -> dict[str, Any] | None:
-        return self.models.get(token)
-
-    def check_scopes(self, required: set[str], model: dict[str, Any]) -> set[str]:
-        from jupyterhub.services.auth import check_scopes
-
-        return set(check_scopes(required, set(model.get("scopes") or [])))
 
 
 class GpuBroker:
