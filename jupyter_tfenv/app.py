@@ -20,7 +20,7 @@ from .adoption import held_by_live_server
 from .catalog import TFEnvCatalog
 from .culling import cull_idle_kernels, idle_timeout_of
 from .docker_runtime import connect, reap_orphans
-from .errors import OneLineRefusals, TFEnvError
+from .errors import OneLineRefusals, TFEnvError, as_tfenv_error, engine_unreachable
 from .handlers import checkpoints, environments, kernels, pulls
 from .keep import KEEP_MODES, adopt_kernels, detach_kernels, keeps, known_kernel_ids
 from .kernelspecs import TFEnvKernelSpecManager
@@ -208,8 +208,10 @@ class TFEnvApp(ExtensionApp):
                 runtime_roots=[provisioner.runtime_root],
                 is_held=held_by_live_server,
             )
-        except TFEnvError as err:
-            self.log.warning("tfenv: no orphan check at start-up: %s", err)
+        except Exception as err:
+            if not isinstance(err, TFEnvError) and not engine_unreachable(err):
+                raise
+            self.log.warning("tfenv: no orphan check at start-up: %s", as_tfenv_error(err))
             return
         for item in reaped:
             self.log.warning(

@@ -64,6 +64,8 @@ async def cull_idle_kernels(
         prov = getattr(kernel, "provisioner", None)
         if not isinstance(prov, DockerKernelProvisioner) or not prov.environment:
             continue
+        if prov.engine_away:
+            continue  # its container could not be removed now: cull it once the engine is back
         timeout = idle_timeout_of(prov.environment, gpu_idle_timeout)
         last = getattr(kernel, "last_activity", None)
         if timeout <= 0 or last is None:

@@ -23,12 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import docker
+import requests
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import DeviceRequest, Mount
 
 from . import gpu_alloc
 from .catalog import Environment
-from .errors import DockerUnavailableError, KernelStartError
+from .errors import DockerUnavailableError, KernelStartError, unreachable_error
 from .gpu_alloc import Holding
 from .runtime import runtime_build_hint
 
@@ -122,21 +123,18 @@ def connect(timeout: float = 60.0) -> docker.DockerClient:
     try:
         client = docker.from_env(timeout=int(timeout))
         client.ping()
-    except DockerException as err:
+    except (DockerException, requests.exceptions.RequestException) as err:
         reason = str(err)
-        hint = (
-            "Start the Docker engine (`sudo systemctl start docker`, or Docker Desktop), "
-            "or point DOCKER_HOST at a running one."
-        )
         if "Permission denied" in reason or "PermissionError" in reason:
             hint = (
                 "The server's user may not use the Docker socket. On a single-user machine "
                 "add it to the 'docker' group; on a shared server use the tfenv broker "
                 "instead of giving users the socket (it is root on the host)."
             )
-        raise DockerUnavailableError(
-            f"Cannot reach the Docker engine at {where}: {reason}. {hint}"
-        ) from err
+            raise DockerUnavailableError(
+                f"Cannot reach the Docker engine at {where}: {reason}. {hint}"
+            ) from err
+        raise unreachable_error(err, where) from err
     return client
 
 

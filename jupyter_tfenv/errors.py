@@ -9,7 +9,10 @@ Starting Kernel" dialog) instead of "Unhandled error" and a traceback.
 from __future__ import annotations
 
 import logging
+import os
 
+import requests
+from docker.errors import DockerException
 from tornado.web import HTTPError
 
 
@@ -49,6 +52,48 @@ class DockerUnavailableError(TFEnvError):
     """The Docker engine cannot be reached."""
 
     http_status = 503
+
+
+#: What to do when the engine does not answer (every such message ends with it).
+ENGINE_HINT = (
+    "Start the Docker engine (`sudo systemctl start docker`, or Docker Desktop), or point "
+    "DOCKER_HOST at a running one. Running kernels are not stopped by this server while "
+    "it is away; tfenv answers again as soon as it is back."
+)
+
+
+def engine_unreachable(err: BaseException | None) -> bool:
+    """Whether ``err`` (or what caused it) says the Docker engine could not be asked at
+    all: its socket is missing or refuses, the connection broke or timed out, the SDK
+    could not fetch the API version. A refusal the engine answered (``APIError``) is not.
+    """
+    seen = 0
+    while err is not None and seen < 8:
+        if isinstance(err, DockerUnavailableError):
+            return True
+        if isinstance(err, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
+            return True
+        if isinstance(err, DockerException) and "server API version" in str(err):
+            return True
+        err = err.__cause__ or err.__context__
+        seen += 1
+    return False
+
+
+def unreachable_error(err: BaseException, where: str | None = None) -> DockerUnavailableError:
+    """``err`` (an :func:`engine_unreachable` error) as the one message users get."""
+    if isinstance(err, DockerUnavailableError):
+        return err
+    host = where or os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    return DockerUnavailableError(f"Cannot reach the Docker engine at {host}: {err}. {ENGINE_HINT}")
+
+
+def as_tfenv_error(err: BaseException | None) -> BaseException | None:
+    """``err`` unchanged, or a ``DockerUnavailableError`` when the engine was unreachable:
+    the one place where a raw SDK or ``requests`` error becomes an answer (503)."""
+    if err is not None and not isinstance(err, TFEnvError | HTTPError) and engine_unreachable(err):
+        return unreachable_error(err)
+    return err
 
 
 class NotFoundError(TFEnvError):

@@ -25,7 +25,7 @@ from docker.errors import APIError, DockerException, NotFound
 from docker.utils import version_gte
 
 from .docker_runtime import LABEL_ENVIRONMENT, LABEL_IMAGE_REF, LABEL_KERNEL_ID
-from .errors import DockerUnavailableError, TFEnvError
+from .errors import TFEnvError, unreachable_error
 
 _STATS_STATES = ("running", "paused")
 
@@ -272,14 +272,14 @@ def kernel_live_status(
         forget_container(container_id)
         raise _gone(container_id) from None
     except requests.exceptions.ConnectionError as err:
-        raise DockerUnavailableError(f"Cannot reach the Docker engine: {err}") from err
+        raise unreachable_error(err) from err
     except APIError as err:
         raise TFEnvError(
             f"Docker could not report on kernel container {container_id[:12]}: "
             f"{err.explanation or err}"
         ) from err
     except DockerException as err:
-        raise DockerUnavailableError(f"Cannot reach the Docker engine: {err}") from err
+        raise unreachable_error(err) from err
 
 
 def _live_status(

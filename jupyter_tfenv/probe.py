@@ -49,7 +49,7 @@ from .docker_runtime import (
     server_labels,
     tail_logs,
 )
-from .errors import TFEnvError
+from .errors import ENGINE_HINT, TFEnvError
 
 #: Marks probe containers (never kernels: they have no kernel-id label).
 LABEL_PROBE = f"{LABEL_PREFIX}.probe"
@@ -170,8 +170,7 @@ def _resolve(client: docker.DockerClient, env: Environment) -> Any:
         raise ProbeError(f"Docker could not look up the image of '{env.id}': {err}") from err
     except (DockerException, requests.RequestException) as err:
         raise ProbeError(
-            f"Cannot reach the Docker engine to probe '{env.id}': {err}. Start the Docker "
-            "engine, or point DOCKER_HOST at a running one.",
+            f"Cannot reach the Docker engine to probe '{env.id}': {err}. {ENGINE_HINT}",
             http_status=503,
         ) from err
 
@@ -473,7 +472,7 @@ def probe_image(
         if isinstance(err, APIError):
             raise ProbeError(f"Docker failed while probing '{env.id}': {err}") from err
         raise ProbeError(
-            f"Lost the Docker engine while probing '{env.id}': {err}. Check that it runs.",
+            f"Lost the Docker engine while probing '{env.id}': {err}. {ENGINE_HINT}",
             http_status=503,
         ) from err
     if no_runtime is not None:

@@ -75,7 +75,13 @@ from .docker_runtime import (
     shared_client,
     tail_logs,
 )
-from .errors import CatalogError, DockerUnavailableError, KernelStartError
+from .errors import (
+    CatalogError,
+    DockerUnavailableError,
+    KernelStartError,
+    engine_unreachable,
+    unreachable_error,
+)
 from .gpu_alloc import GpuUnavailableError
 from .lock import LockFile, LockMismatchError, check_lock, unlocked_message
 from .settings import CheckpointStorageSettings, KernelContainerSettings
@@ -350,6 +356,8 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
         self._pod: dict[str, Any] | None = None
         #: The GPU devices allocated to this kernel: a restart asks for them again.
         self._gpu_devices: tuple[str, ...] = ()
+        #: The last poll could not ask the engine (logged once per outage).
+        self._engine_away = False
 
     # -- helpers --------------------------------------------------------------------
 
@@ -641,20 +649,43 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
                 info = await self._launch(cmd, **kwargs)
             metrics.kernel_started(env_id, self.kernel_id)
             return info
-        except BaseException:
+        except BaseException as err:
             # A kernel that never started leaves nothing behind: no container, no runtime
             # folder; also when the start was cancelled half-way.
             if self.broker is not None:
                 await self._discard_broker_kernel()
             else:
                 if self._container is not None:
-                    await self._call(remove_quietly, self._container)
-                    self._forget_container()
+                    await self._remove_failed_start()
                 if self.runtime_dir:
                     await self._call(shutil.rmtree, self.runtime_dir, True)
             self.runtime_dir = None
             self._forget_pending_start()
+            # The engine went away during the start: one clear 503, not a raw SDK error.
+            if not isinstance(err, HTTPError | asyncio.CancelledError) and engine_unreachable(err):
+                raise KernelStartError(
+                    f"The kernel of '{env_id}' did not start: {unreachable_error(err).message}",
+                    status_code=503,
+                ) from err
             raise
+
+    async def _remove_failed_start(self) -> None:
+        """Remove the container of a failed start; while the engine cannot be asked, say
+        what is left (labelled with this server: ``jupyter tfenv gc`` removes it once the
+        server is gone)."""
+        container = self._container
+        try:
+            await self._call(remove_quietly, container)
+        except Exception as err:
+            if not engine_unreachable(err):
+                raise
+            self.log.warning(
+                "tfenv: kernel %s: container %s of the failed start not removed, the "
+                "Docker engine cannot be asked",
+                self.kernel_id,
+                str(getattr(container, "name", "?")),
+            )
+        self._forget_container()
 
     def _forget_pending_start(self) -> None:
         """Drop a failed start from jupyter_client's pending kernels.
@@ -1047,19 +1078,64 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
     async def poll(self) -> int | None:
         if self.broker is not None:
             return await self._poll_broker(self.broker)
-        container = await self._get_container()
-        if container is None:
-            return 0 if self.container_id is None else 1
         try:
+            container = await self._get_container()
+            if container is None:
+                return 0 if self.container_id is None else 1
             await self._call(container.reload)
         except NotFound:
             self._forget_container()
             return 1
-        except DockerUnavailableError:
-            return None
+        except Exception as err:
+            if not engine_unreachable(err):
+                raise
+            return await self._poll_without_engine(err)
+        if self._engine_away:
+            self._engine_away = False
+            self.log.info("tfenv: kernel %s: the Docker engine answers again", self.kernel_id)
         if container.status in _RUNNING_STATES:
             return None
         return int(container.attrs.get("State", {}).get("ExitCode", 1))
+
+    @property
+    def engine_away(self) -> bool:
+        """Whether the last poll could not ask the Docker engine (an outage)."""
+        return self._engine_away
+
+    async def _poll_without_engine(self, err: BaseException) -> int | None:
+        """The engine cannot be asked: the kernel process does not need it (its sockets
+        are in the runtime folder, or on its ports), so it counts as alive unless nothing
+        listens on its heartbeat socket any more."""
+        listening = await self._call(self._heartbeat_listens)
+        if listening is not False and self._engine_away:
+            return None  # said once per outage, not at every poll of the restarter
+        self._engine_away = True
+        self.log.warning(
+            "tfenv: kernel %s: the Docker engine cannot be asked (%s); the kernel %s",
+            self.kernel_id,
+            str(err).split("\n", 1)[0][:200],
+            "still listens" if listening is not False else "no longer listens: it is gone",
+        )
+        return None if listening is not False else 1
+
+    def _heartbeat_listens(self) -> bool | None:
+        """Whether a process listens on the kernel's heartbeat socket (a connect, nothing
+        sent); None when that cannot be told (no connection info, an unexpected error)."""
+        info: dict[str, Any] = dict(self.connection_info or {})
+        if "hb_port" not in info or "ip" not in info:
+            return None
+        ipc = info.get("transport", self.transport) == "ipc"
+        family = socket.AF_UNIX if ipc else socket.AF_INET
+        address: Any = f"{info['ip']}-{info['hb_port']}" if ipc else (info["ip"], info["hb_port"])
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.settimeout(2.0)
+            try:
+                sock.connect(address)
+            except (ConnectionRefusedError, FileNotFoundError):
+                return False
+            except OSError:
+                return None
+        return True
 
     async def _poll_broker(self, broker: BrokerClient) -> int | None:
         if self.container_id is None:
@@ -1090,13 +1166,13 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
         if self.broker is not None:
             await self._signal_broker(self.broker, signum)
             return
-        container = await self._get_container()
-        if container is None:
-            return
         if signum == 0:
             await self.poll()
             return
         try:
+            container = await self._get_container()
+            if container is None:
+                return
             # docker-init (PID 1) forwards the signal to the kernel process.
             await self._call(container.kill, signal=int(signum))
         except NotFound:
@@ -1104,6 +1180,18 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
         except APIError as err:
             if err.status_code != 409:  # 409: not running, nothing to signal
                 raise
+        except Exception as err:
+            if not engine_unreachable(err):
+                raise
+            if signum in (signal.SIGKILL, signal.SIGTERM):
+                # Shutting down: cleanup() follows and says what is left.
+                self.log.warning(
+                    "tfenv: kernel %s not signalled: the Docker engine cannot be asked",
+                    self.kernel_id,
+                )
+                return
+            message = unreachable_error(err).message
+            raise HTTPError(503, message, reason="Docker engine unreachable") from err
 
     async def _signal_broker(self, broker: BrokerClient, signum: int) -> None:
         if self.container_id is None:
@@ -1159,10 +1247,22 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
             # restart (then the next pre_launch asks for the same folder again).
             await self._discard_broker_kernel(restart=restart)
         else:
-            container = await self._get_container()
-            if container is not None:
-                await self._call(remove_quietly, container)
-                live.forget_container(container.id)
+            try:
+                container = await self._get_container()
+                if container is not None:
+                    await self._call(remove_quietly, container)
+                    live.forget_container(container.id)
+            except Exception as err:
+                if not engine_unreachable(err):
+                    raise
+                # Labelled with this server: the reaper removes it once the engine is back.
+                self.log.warning(
+                    "tfenv: kernel %s: container %s not removed, the Docker engine cannot "
+                    "be asked: %s",
+                    self.kernel_id,
+                    str(self.container_id or "?")[:12],
+                    str(err).split("\n", 1)[0][:200],
+                )
             self._forget_container()
         if not restart:
             metrics.kernel_stopped(str(self.environment.get("id", "?")), self.kernel_id)

@@ -24,7 +24,13 @@ from .broker.client import BrokerClient, BrokerError, BrokerNotFoundError
 from .catalog import Environment, TFEnvCatalog
 from .checkpoints import CheckpointBrowser, StorageConfig
 from .docker_runtime import connect, gpu_allocation
-from .errors import DockerUnavailableError, NotFoundError, TFEnvError
+from .errors import (
+    DockerUnavailableError,
+    NotFoundError,
+    TFEnvError,
+    engine_unreachable,
+    unreachable_error,
+)
 from .lock import LockFile, lock_status
 from .probe import cached_probe, probe_image
 from .provisioner import DockerKernelProvisioner
@@ -35,6 +41,16 @@ PULL_BY_ADMIN = (
     "In this JupyterHub, images are pulled by an admin: ask them to run "
     "`jupyter tfenv pull {env}` on the host."
 )
+
+
+async def engine_call(func: Any, *args: Any) -> Any:
+    """``func(*args)`` in a thread; an unreachable engine raises ``DockerUnavailableError``."""
+    try:
+        return await asyncio.to_thread(func, *args)
+    except Exception as err:
+        if engine_unreachable(err):
+            raise unreachable_error(err) from err
+        raise
 
 
 class TFEnvService:
@@ -99,7 +115,7 @@ class TFEnvService:
             or (cached[1].done() and cached[1].exception() is not None)
         ):
             client = await self.docker()
-            future = asyncio.ensure_future(asyncio.to_thread(client.api.images))
+            future = asyncio.ensure_future(engine_call(client.api.images))
             self._images = cached = (now, future)
         return await asyncio.shield(cached[1])
 
@@ -312,6 +328,8 @@ class TFEnvService:
         if self.broker is not None:
             raise BrokerError(PULL_BY_ADMIN.format(env=env.id), status=403, reason="BrokerMode")
         manager = await self.pull_manager()
+        # Refused at once while the engine is away (503), not accepted to fail later.
+        await engine_call((await self.docker()).ping)
         return await manager.start(env, lock=self.lock())
 
     def pull_capability(self) -> dict[str, Any]:

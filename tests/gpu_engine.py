@@ -1,4 +1,10 @@
-"""A second Docker engine of a test's own whose NVIDIA device driver is real.
+"""A second Docker engine of a test's own; :class:`GpuEngine`: one whose NVIDIA device
+driver is real.
+
+:class:`TestEngine` runs a dockerd beside the main test engine (own data root, exec root,
+socket, pidfile and containerd namespace; no bridge, no iptables) that a test may stop
+(SIGTERM, as a daemon upgrade does) and start again on the same data root: an engine
+outage without touching the main engine. ``live_restore``: containers outlive the stop.
 
 Docker registers its built-in ``nvidia`` device driver when an executable named
 ``nvidia-container-runtime-hook`` is on dockerd's PATH at start (../shared/design/TESTING.md,
@@ -27,12 +33,19 @@ import docker
 HOOK = "#!/bin/sh\n# tfenv tests' stand-in for the NVIDIA hook\ncat >/dev/null\nexit 0\n"
 
 
-class GpuEngine:
-    """``start()`` a dockerd with the stand-in hook; ``stop()`` it and remove its folders."""
+class TestEngine:
+    """``start()`` a dockerd of the test's own; ``stop_daemon()`` it (the data root stays,
+    ``start()`` again resumes it); ``stop()`` it and remove its containers and folders."""
 
-    def __init__(self) -> None:
+    __test__ = False  # not a pytest test class
+    gpu_hook = False
+    namespace = "tfenv-test-engine"
+    prefix = "tfeng-"
+
+    def __init__(self, *, live_restore: bool = False) -> None:
+        self.live_restore = live_restore
         # Short: the socket path and the containerd sockets under exec-root.
-        self.root = Path(tempfile.mkdtemp(prefix="tfgpu-", dir="/tmp"))
+        self.root = Path(tempfile.mkdtemp(prefix=self.prefix, dir="/tmp"))
         self.socket = self.root / "d.sock"
         self.pidfile = self.root / "d.pid"
         self.log_path = self.root / "dockerd.log"
@@ -44,14 +57,17 @@ class GpuEngine:
         return f"unix://{self.socket}"
 
     def start(self, timeout: float = 120.0) -> docker.DockerClient:
-        bin_dir = self.root / "bin"
-        bin_dir.mkdir()
-        hook = bin_dir / "nvidia-container-runtime-hook"
-        hook.write_text(HOOK)
-        hook.chmod(0o755)
-        env = {**os.environ, "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}
+        env = dict(os.environ)
+        if self.gpu_hook:
+            bin_dir = self.root / "bin"
+            bin_dir.mkdir(exist_ok=True)
+            hook = bin_dir / "nvidia-container-runtime-hook"
+            hook.write_text(HOOK)
+            hook.chmod(0o755)
+            env["PATH"] = f"{bin_dir}:{os.environ.get('PATH', '')}"
         env.pop("DOCKER_HOST", None)
-        with open(self.log_path, "wb") as log:
+        extra = ["--live-restore"] if self.live_restore else []
+        with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [
                     shutil.which("dockerd") or "dockerd",
@@ -68,9 +84,10 @@ class GpuEngine:
                     "--ip6tables=false",
                     # Its own containerd: a second dockerd must not share the main one's.
                     "--containerd-namespace",
-                    "tfenv-gpu-test",
+                    self.namespace,
                     "--containerd-plugins-namespace",
-                    "tfenv-gpu-test-plugins",
+                    f"{self.namespace}-plugins",
+                    *extra,
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -86,7 +103,7 @@ class GpuEngine:
             except Exception:
                 if self.process.poll() is not None or time.monotonic() > deadline:
                     self.stop()
-                    message = f"the GPU test dockerd did not start: {self.log()}"
+                    message = f"the test dockerd did not start: {self.log()}"
                     raise RuntimeError(message) from None
                 time.sleep(0.5)
         self.client = client
@@ -108,14 +125,16 @@ class GpuEngine:
         assert self.client is not None
         return list(self.client.containers.list(all=True))
 
-    def stop(self) -> None:
+    def stop_daemon(self) -> None:
+        """SIGTERM the dockerd and wait for it to exit, as ``systemctl stop docker`` does;
+        its data root stays (with ``live_restore`` its containers keep running)."""
         if self.client is not None:
-            with contextlib.suppress(Exception):
-                for container in self.client.containers.list(all=True):
-                    container.remove(force=True)
             with contextlib.suppress(Exception):
                 self.client.close()
             self.client = None
+        self._terminate()
+
+    def _terminate(self) -> None:
         if self.process is not None:
             if self.process.poll() is None:
                 self.process.send_signal(signal.SIGTERM)
@@ -125,6 +144,20 @@ class GpuEngine:
                     self.process.kill()
                     self.process.wait(timeout=30)
             self.process = None
+
+    def stop(self) -> None:
+        if self.client is None and self.process is None and self.live_restore:
+            # Stopped with containers left running: start it once more to remove them.
+            with contextlib.suppress(Exception):
+                self.start()
+        if self.client is not None:
+            with contextlib.suppress(Exception):
+                for container in self.client.containers.list(all=True):
+                    container.remove(force=True)
+            with contextlib.suppress(Exception):
+                self.client.close()
+            self.client = None
+        self._terminate()
         # dockerd leaves its overlay and shm mounts only when killed; detach what is left.
         points: list[str] = []
         with contextlib.suppress(OSError), open("/proc/self/mountinfo", encoding="utf-8") as f:
@@ -133,6 +166,14 @@ class GpuEngine:
         for point in sorted(ours, reverse=True):
             subprocess.run(["umount", "-l", point], check=False, capture_output=True)
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+class GpuEngine(TestEngine):
+    """A :class:`TestEngine` with the stand-in NVIDIA hook on its PATH."""
+
+    gpu_hook = True
+    namespace = "tfenv-gpu-test"
+    prefix = "tfgpu-"
 
 
 def visible_devices(client: docker.DockerClient, container_id: str) -> str:

@@ -7,7 +7,7 @@ from typing import Any
 
 from jupyter_server.base.handlers import APIHandler
 
-from ..errors import TFEnvError
+from ..errors import DockerUnavailableError, TFEnvError, as_tfenv_error, engine_unreachable
 
 #: The authorization resource of every tfenv endpoint. Public API: with
 #: ``jupyter_tfenv.hub.TFEnvHubAuthorizer`` the JupyterHub scopes ``custom:tfenv:read``,
@@ -34,12 +34,17 @@ class TFEnvHandler(APIHandler):
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         # A refusal or a missing object (4xx) is an answer, not a server fault: the access
         # log line has its status; no "Uncaught exception" traceback for it.
+        value = as_tfenv_error(value)
         if isinstance(value, TFEnvError) and value.http_status < 500:
+            return
+        if isinstance(value, DockerUnavailableError) or engine_unreachable(value):
+            # An outage of the engine is a state, not a bug here: one line, no traceback.
+            self.log.warning("tfenv: %s %s: %s", self.request.method, self.request.path, value)
             return
         super().log_exception(typ, value, tb)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        exc = kwargs.get("exc_info", (None, None, None))[1]
+        exc = as_tfenv_error(kwargs.get("exc_info", (None, None, None))[1])
         if isinstance(exc, TFEnvError):
             self.set_status(exc.http_status)
             self.set_header("Content-Type", "application/json")
