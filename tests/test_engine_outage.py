@@ -12,9 +12,12 @@ endpoints recover by themselves.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
+import signal
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -170,3 +173,31 @@ async def test_a_start_while_the_engine_is_away_fails_cleanly(
         await jp_fetch("api", "kernels", kernel_id, method="DELETE")
     assert engine_kernels(outage_engine) == []
     assert os.listdir(runtime_root) == []
+
+
+async def test_a_kernel_that_dies_during_an_outage_is_dead(
+    jp_fetch: Any, jp_serverapp: Any, outage_engine: TestEngine
+) -> None:
+    """poll() says dead only when the kernel is really gone: its processes are killed
+    while the engine cannot be asked, and is_alive() says False (without raising)."""
+    kernel_id = await start_kernel(jp_fetch, "tfenv-py", "nb.ipynb")
+    try:
+        [container] = engine_kernels(outage_engine)
+        assert outage_engine.client is not None
+        pid = int(outage_engine.client.api.inspect_container(container.id)["State"]["Pid"])
+        km = jp_serverapp.kernel_manager.get_kernel(kernel_id)
+        km.autorestart = False  # what is asked here is poll(), not the restarter
+        outage_engine.stop_daemon()
+        assert await km.is_alive() is True
+        os.kill(pid, signal.SIGKILL)  # the container's init: the kernel goes with it
+        deadline = time.monotonic() + 120
+        alive = True
+        while alive and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)  # the kernel's processes are reaped by its shim
+            alive = await km.is_alive()
+        assert alive is False
+    finally:
+        if outage_engine.client is None:
+            outage_engine.start()
+        await jp_fetch("api", "kernels", kernel_id, method="DELETE", raise_error=False)
+    assert engine_kernels(outage_engine) == []
