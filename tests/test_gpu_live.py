@@ -350,20 +350,33 @@ def test_live_status_with_the_gpu_overview(
 
 @pytest.mark.docker
 def test_live_status_of_an_oom_killed_kernel(images: docker.DockerClient) -> None:
-    container = images.containers.run(
-        PY_IMAGE,
-        ["python3", "-c", "x = bytearray(512 * 1024 * 1024)"],
-        detach=True,
-        network_mode="none",
-        mem_limit="64m",
-        memswap_limit="64m",
-        labels={LABEL_KERNEL_ID: KERNEL_ID, LABEL_OWNER: OWNER},
-    )
-    try:
-        container.wait(timeout=60)
-        status = kernel_live_status(images, container.id)
-    finally:
-        container.remove(force=True)
+    # The engine learns of the exit and of the OOM kill from two events; on a loaded
+    # cgroup-v1 machine the second was seen to be lost now and then (the engine's own
+    # `docker inspect` says OOMKilled false): such a run is tried again, at most 3 times.
+    status: dict[str, Any] = {}
+    for _ in range(3):
+        container = images.containers.run(
+            PY_IMAGE,
+            ["python3", "-c", "x = bytearray(512 * 1024 * 1024)"],
+            detach=True,
+            network_mode="none",
+            mem_limit="64m",
+            memswap_limit="64m",
+            labels={LABEL_KERNEL_ID: KERNEL_ID, LABEL_OWNER: OWNER},
+        )
+        try:
+            container.wait(timeout=60)
+            deadline = time.monotonic() + 20
+            while not container.attrs["State"].get("OOMKilled"):
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+                container.reload()
+            status = kernel_live_status(images, container.id)
+        finally:
+            container.remove(force=True)
+        if status.get("oom_killed"):
+            break
     assert status["status"] == "exited"
     assert status["running"] is False
     assert status["oom_killed"] is True
