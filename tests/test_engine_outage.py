@@ -16,16 +16,27 @@ import asyncio
 import json
 import logging
 import os
+import shutil
 import signal
+import tempfile
 import time
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import docker
 import pytest
+import yaml
+from jupyter_client.connect import write_connection_file
+from tornado.httpserver import HTTPServer
+from tornado.testing import bind_unused_port
 from traitlets.config import Config
 
-from .conftest import KERNEL_LABEL, PY_IMAGE, run_code, start_error, start_kernel
+from jupyter_tfenv.broker.client import BrokerClient, BrokerError
+
+from .broker_process import UnixUser, UnixUsers
+from .conftest import KERNEL_LABEL, PY_IMAGE, REPO, run_code, start_error, start_kernel
 from .gpu_engine import TestEngine
 
 
@@ -99,6 +110,15 @@ async def test_an_engine_outage_answers_503_and_keeps_the_kernel(
             jp_fetch, "tfenv", "environments", "py", "probe", method="POST"
         )
         assert all(code != 500 for code, _ in answers.values()), answers
+        # Every status is one the OpenAPI document names for that operation.
+        spec = yaml.safe_load((REPO / "jupyter_tfenv" / "openapi.yaml").read_text())["paths"]
+        for what, (code, _) in answers.items():
+            method, _, path = what.rpartition(" ") if " " in what else ("GET", "", what)
+            if method == "POST":
+                path = f"tfenv/environments/py/{path}"
+            template = "/" + path.replace(kernel_id, "{kernel_id}").replace("/py", "/{env_id}")
+            documented = spec[template][method.lower()]["responses"]
+            assert str(code) in documented, (what, code, sorted(documented))
         for what in (f"tfenv/kernels/{kernel_id}", "tfenv/environments/py/image", "POST pull"):
             code, data = answers[what]
             assert code == 503, (what, code, data)
@@ -200,4 +220,113 @@ async def test_a_kernel_that_dies_during_an_outage_is_dead(
         if outage_engine.client is None:
             outage_engine.start()
         await jp_fetch("api", "kernels", kernel_id, method="DELETE", raise_error=False)
+    assert engine_kernels(outage_engine) == []
+
+
+# -- the broker on the same engine ------------------------------------------------------
+
+SERVICE = "tfenv-broker-outage"
+SCOPE = f"access:services!service={SERVICE}"
+
+
+@pytest.fixture
+def outage_broker(
+    catalog_path: Path,
+    outage_engine: TestEngine,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[tuple[str, UnixUser]]:
+    """The real broker in the test's loop, its engine the outage engine, for one user."""
+    pytest.importorskip("jupyterhub")
+    from jupyter_tfenv.broker.app import TFEnvBroker
+
+    from .test_broker_e2e import StandInHubAuth
+
+    # The broker reconnects through DOCKER_HOST after it lost its engine.
+    monkeypatch.setenv("DOCKER_HOST", outage_engine.url)
+    users = UnixUsers()
+    runtime_root = tempfile.mkdtemp(prefix="tfo-", dir="/tmp")
+    sock, port = bind_unused_port()
+    server: HTTPServer | None = None
+    try:
+        ann = users.make("tfoutann")
+        app = TFEnvBroker(
+            service_name=SERVICE,
+            service_prefix=f"/services/{SERVICE}/",
+            runtime_root=runtime_root,
+            checkpoint_root=str(tmp_path / "broker-ck"),
+            log_root=str(tmp_path / "broker-logs"),
+            max_kernels_per_user=None,
+            start_timeout=240.0,
+            config=Config({"TFEnvCatalog": {"catalog_files": [str(catalog_path)]}}),
+        )
+        app.init_catalog()
+        app.hub_auth = StandInHubAuth(
+            {f"token-{ann.name}": {"kind": "user", "name": ann.name, "scopes": [SCOPE]}}
+        )
+        server = HTTPServer(app.make_web_app())
+        server.add_sockets([sock])
+        yield f"http://127.0.0.1:{port}/services/{SERVICE}/", ann
+    finally:
+        if outage_engine.client is None:
+            outage_engine.start()
+        for container in outage_engine.containers():
+            container.remove(force=True)
+        if server is not None:
+            server.stop()
+        sock.close()
+        shutil.rmtree(runtime_root, ignore_errors=True)
+        users.remove()
+
+
+async def test_the_broker_answers_503_during_an_outage(
+    outage_broker: tuple[str, UnixUser],
+    outage_engine: TestEngine,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url, ann = outage_broker
+    client = BrokerClient(url, f"token-{ann.name}", timeout=300)
+    kernel_id = str(uuid.uuid4())
+    rundir = (await client.prepare_runtime(kernel_id, restart=False))["runtime_dir"]
+    path = os.path.join(rundir, "kernel.json")
+    write_connection_file(path, transport="ipc", ip=os.path.join(rundir, "k"), key=b"x" * 32)
+    os.chown(path, ann.uid, ann.gid)
+    body = {
+        "kernel_id": kernel_id,
+        "environment": "py",
+        "cwd": str(ann.home),
+        "mount": str(ann.home),
+        "env": {},
+        "server": "",
+    }
+    await client.start_kernel(body, timeout=300)
+    assert (await client.kernel(kernel_id))["running"] is True
+
+    outage_engine.stop_daemon()
+    caplog.clear()
+    calls = {
+        "kernels": client.kernels(),
+        "kernel": client.kernel(kernel_id),
+        "live": client.live(kernel_id),
+        "environments": client.environments(),
+        "gpus": client.gpus(),
+        "signal": client.signal(kernel_id, signal.SIGINT),
+    }
+    answers: dict[str, Any] = {}
+    for name, call in calls.items():
+        try:
+            answers[name] = ("ok", await call)
+        except BrokerError as err:
+            answers[name] = (err.http_status, err.message)
+    assert all(status != 500 for status, _ in answers.values()), answers
+    for name in ("kernels", "kernel", "live", "signal"):
+        status, message = answers[name]
+        assert status == 503 and "Docker engine" in message, (name, answers[name])
+    # One log line per refusal: no traceback of the SDK's connection error.
+    noisy = [r for r in caplog.records if r.exc_info or "Traceback" in r.getMessage()]
+    assert not noisy, [r.getMessage() for r in noisy]
+
+    outage_engine.start()
+    assert (await client.kernel(kernel_id))["running"] is True
+    await client.delete_kernel(kernel_id)
     assert engine_kernels(outage_engine) == []

@@ -17,10 +17,9 @@ import traceback
 from typing import TYPE_CHECKING, Any
 
 from docker.errors import APIError
-from requests.exceptions import ConnectionError as RequestsConnectionError
 from tornado import web
 
-from ..errors import TFEnvError
+from ..errors import TFEnvError, as_tfenv_error, engine_unreachable
 from .policy import BrokerError, Caller, check_kernel_id, check_signal, parse_json_body
 
 if TYPE_CHECKING:
@@ -89,6 +88,7 @@ class BrokerHandler(web.RequestHandler):
         return self.caller
 
     def _error_parts(self, err: BaseException | None, status: int) -> tuple[str, str, str]:
+        err = as_tfenv_error(err)
         if isinstance(err, BrokerError):
             return err.message, err.reason, err.logs
         if isinstance(err, web.HTTPError):
@@ -96,8 +96,6 @@ class BrokerHandler(web.RequestHandler):
             return message, err.reason or self._reason, str(getattr(err, "logs", "") or "")
         if isinstance(err, TFEnvError):
             return err.message, type(err).__name__, ""
-        if isinstance(err, RequestsConnectionError):
-            return f"The Docker engine does not answer: {err}.", "docker unavailable", ""
         if isinstance(err, APIError):
             return f"Docker failed: {err.explanation or err}", "docker error", ""
         if err is not None:
@@ -115,6 +113,7 @@ class BrokerHandler(web.RequestHandler):
         self.finish(json.dumps(body))
 
     def _handle_request_exception(self, e: BaseException) -> None:
+        e = as_tfenv_error(e) or e  # an unreachable engine: DockerUnavailableError (503)
         if isinstance(e, BrokerError | TFEnvError) and not isinstance(e, web.HTTPError):
             status = int(getattr(e, "http_status", 500))
             if status >= 500:
@@ -122,7 +121,11 @@ class BrokerHandler(web.RequestHandler):
                 # says it all; a traceback only where the cause is not a tfenv error.
                 cause = e.__cause__
                 detail = ""
-                if cause is not None and not isinstance(cause, TFEnvError | APIError):
+                if (
+                    cause is not None
+                    and not isinstance(cause, TFEnvError | APIError)
+                    and not engine_unreachable(cause)  # an outage: its message says it all
+                ):
                     detail = "\n" + "".join(traceback.format_exception(cause))
                 self.broker.log.error(
                     "tfenv-broker: %s %s failed: %s%s",
@@ -134,9 +137,6 @@ class BrokerHandler(web.RequestHandler):
             if self._finished:
                 return
             self.send_error(status, exc_info=(type(e), e, e.__traceback__))
-            return
-        if isinstance(e, RequestsConnectionError) and not self._finished:
-            self.send_error(503, exc_info=(type(e), e, e.__traceback__))
             return
         super()._handle_request_exception(e)
 
