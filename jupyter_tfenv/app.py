@@ -171,6 +171,8 @@ class TFEnvApp(ExtensionApp):
                 "server does not use Docker",
                 defaults.broker_url,
             )
+        # Shown by the panel too (GET /tfenv/environments: files), where a write failed.
+        files: dict[str, Any] | None = None
         if not defaults.broker_url:
             umask = os.umask(0o022)
             os.umask(umask)
@@ -181,12 +183,14 @@ class TFEnvApp(ExtensionApp):
             )
             if mismatch:
                 self.log.warning("tfenv: %s", mismatch)
+                files = {"server_uid": os.getuid(), "kernel_uid": defaults.uid, "message": mismatch}
         self.settings["tfenv"] = TFEnvService(
             catalog,
             probe_cache_dir=probes,
             lock_path=lock,
             provisioner_defaults=defaults,
             log=self.log,
+            files=files,
         )
 
     def initialize_handlers(self) -> None:

@@ -64,8 +64,12 @@ class TFEnvService:
         lock_path: Path | None,
         provisioner_defaults: DockerKernelProvisioner,
         log: Any,
+        files: dict[str, Any] | None = None,
     ) -> None:
         self.catalog = catalog
+        #: Why kernels cannot write into what JupyterLab makes (server and kernels are
+        #: different users: ``server_uid``, ``kernel_uid``, ``message``), else None.
+        self.files = files
         self.probe_cache_dir = probe_cache_dir
         self.lock_path = lock_path
         self.defaults = provisioner_defaults

@@ -15,6 +15,7 @@ import {
   ICatalogProblem,
   IPullCapability,
   IEnvironment,
+  IFilesWarning,
   IEnvironmentSummary,
   IGpuOverview,
   IImageStatus,
@@ -89,6 +90,10 @@ export class TfEnvModel implements ITfEnvModel {
 
   get pullCapability(): IPullCapability {
     return this._pullCapability;
+  }
+
+  get filesWarning(): IFilesWarning | null {
+    return this._filesWarning;
   }
 
   get problems(): ICatalogProblem[] {
@@ -599,6 +604,7 @@ export class TfEnvModel implements ITfEnvModel {
       this._environments = reply.environments;
       this._problems = reply.problems;
       this._pullCapability = reply.pulls ?? { allowed: true, message: null };
+      this._filesWarning = reply.files ?? null;
       this._environmentsError = null;
       this._extensionMissing = false;
       this._unreachable = null;
@@ -796,6 +802,7 @@ export class TfEnvModel implements ITfEnvModel {
   private _environments: IEnvironment[] | null = null;
   private _problems: ICatalogProblem[] = [];
   private _pullCapability: IPullCapability = { allowed: true, message: null };
+  private _filesWarning: IFilesWarning | null = null;
   private _environmentsError: string | null = null;
   private _extensionMissing = false;
   private _gpus: IGpuOverview | null = null;

@@ -52,6 +52,7 @@ import type {
   ICheckpointListing,
   IEnvironment,
   IEnvironmentSummary,
+  IFilesWarning,
   IOtherCheckpoints
 } from './tokens';
 import { TfEnvApiError } from './tokens';
@@ -676,6 +677,9 @@ function KernelSection(
           {lockText[lock.state]}
         </dd>
       </dl>
+      {model.filesWarning && (
+        <FilesWarning warning={model.filesWarning} trans={trans} />
+      )}
       {model.probeError && (
         <pre className="jp-tfenv-message jp-tfenv-probe-error">
           {model.probeError}
@@ -702,6 +706,40 @@ function KernelSection(
         </p>
       )}
     </section>
+  );
+}
+
+/**
+ * Why this kernel cannot write into folders and files made in JupyterLab: the
+ * server and its kernels are different users (the server warns at start too).
+ */
+function FilesWarning(props: {
+  warning: IFilesWarning;
+  trans: TranslationBundle;
+}): JSX.Element {
+  const { warning, trans } = props;
+  return (
+    <div
+      className="jp-tfenv-files-warning"
+      role="note"
+      data-tfenv-server-uid={warning.server_uid}
+      data-tfenv-kernel-uid={warning.kernel_uid}
+      title={warning.message}
+    >
+      <p>
+        {trans.__(
+          'Files made in JupyterLab (New Folder, uploads, new notebooks) belong to uid %1; this kernel runs as uid %2 and cannot write into them (PermissionError).',
+          warning.server_uid,
+          warning.kernel_uid
+        )}
+      </p>
+      <p>
+        {trans.__(
+          "Run JupyterLab as uid %1, or share the notebook folder with the kernels' group (chmod 2775, server umask 002).",
+          warning.kernel_uid
+        )}
+      </p>
+    </div>
   );
 }
 

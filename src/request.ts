@@ -112,6 +112,10 @@ export class TfEnvClient implements ITfEnvClient {
       pulls:
         typeof (reply as any)?.pulls?.allowed === 'boolean'
           ? (reply as any).pulls
+          : undefined,
+      files:
+        typeof (reply as any)?.files?.kernel_uid === 'number'
+          ? (reply as any).files
           : undefined
     }));
   }

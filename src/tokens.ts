@@ -110,6 +110,23 @@ export interface IEnvironmentsReply {
    * field (they do).
    */
   pulls?: IPullCapability;
+  /**
+   * Present only when the server and its kernels are different users:
+   * kernels cannot write into what JupyterLab makes.
+   */
+  files?: IFilesWarning;
+}
+
+/**
+ * `GET /tfenv/environments` → `files`: folders and files made in JupyterLab
+ * (New Folder, uploads, new notebooks) belong to `server_uid`, and a kernel
+ * running as `kernel_uid` cannot write into them (PermissionError).
+ * `message` is the server's start-up warning.
+ */
+export interface IFilesWarning {
+  server_uid: number;
+  kernel_uid: number;
+  message: string;
 }
 
 /**
@@ -494,6 +511,11 @@ export interface ITfEnvModel extends IDisposable {
    * does), and the server's message when it does not.
    */
   readonly pullCapability: IPullCapability;
+  /**
+   * Why kernels cannot write into files made in JupyterLab (the server and
+   * its kernels are different users), or null.
+   */
+  readonly filesWarning: IFilesWarning | null;
   /**
    * True once `GET /tfenv/environments` answered 404: the server extension
    * is not installed or not enabled.

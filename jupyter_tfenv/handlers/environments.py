@@ -16,15 +16,14 @@ class EnvironmentsHandler(TFEnvHandler):
         catalog = state.catalog
         envs = catalog.all()
         images = await state.image_presence(envs)
-        self.write_json(
-            {
-                "environments": [
-                    {**env.summary(), "image_status": images.get(env.id)} for env in envs
-                ],
-                "problems": [p.to_dict() for p in catalog.problems()],
-                "pulls": state.pull_capability(),
-            }
-        )
+        reply = {
+            "environments": [{**env.summary(), "image_status": images.get(env.id)} for env in envs],
+            "problems": [p.to_dict() for p in catalog.problems()],
+            "pulls": state.pull_capability(),
+        }
+        if state.files is not None:
+            reply["files"] = state.files
+        self.write_json(reply)
 
 
 class EnvironmentHandler(TFEnvHandler):

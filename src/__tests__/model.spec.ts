@@ -158,6 +158,29 @@ describe('TfEnvModel', () => {
     expect(model.pullCapability.message).toContain('pulled by an admin');
   });
 
+  it('knows when kernels cannot write into files made in JupyterLab', async () => {
+    const made = makeModel();
+    model = made.model;
+    await model.ready;
+    expect(model.filesWarning).toBeNull();
+    model.dispose();
+
+    const client = new FakeClient();
+    const files = {
+      server_uid: 0,
+      kernel_uid: 1001,
+      message: 'this server runs as uid 0 but its kernels run as uid 1001 …'
+    };
+    client.environments.mockResolvedValue({
+      ...JSON.parse(JSON.stringify(environmentsReply)),
+      files
+    });
+    model = makeModel(client).model;
+    await model.ready;
+    await settle();
+    expect(model.filesWarning).toEqual(files);
+  });
+
   it('says when the server extension is missing, and stops', async () => {
     const client = new FakeClient();
     client.environments.mockRejectedValue(new TfEnvApiError('Not Found', 404));

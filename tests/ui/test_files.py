@@ -5,7 +5,8 @@ from the kernel (PermissionError): JupyterLab ran as root, kernels as another ui
 server here runs as ``scripts/demo.sh`` runs it: as the kernels' user, or, where that user
 cannot run this Python (an interpreter under /root), as root with the notebook folder
 shared with the kernels' group (setgid, umask 002). A server of another uid than its
-kernels, without such a folder, warns at start.
+kernels, without such a folder, warns at start, answers why in ``GET /tfenv/environments``
+(``files``), and the panel's kernel section shows it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 import docker
 import pytest
 
+from .conftest import DEFAULT_TIMEOUT_MS, open_lab, screenshot_dir
 from .helpers import expect_output, run_cell, wait_kernel_idle
 from .lab import KERNEL_UID, UI_CATALOG, LabServer, kernel_user_can_run, start_lab
 
@@ -85,18 +87,74 @@ def test_the_kernel_writes_into_a_folder_made_in_the_file_browser(
     )
     assert os.stat(written).st_uid == KERNEL_UID
     assert WARNING not in lab.log_path.read_text(errors="replace")
+    # Nothing to explain: the API has no files warning, the panel shows none.
+    assert "files" not in lab.api("GET", "tfenv/environments")
+    page.locator('.lm-TabBar-tab[data-id="jp-tfenv-panel"]').click()
+    expect(page.locator('#jp-tfenv-panel .jp-tfenv-kernel[data-tfenv-env="tf220"]')).to_be_visible()
+    expect(page.locator("#jp-tfenv-panel .jp-tfenv-files-warning")).to_have_count(0)
 
 
 def test_a_server_of_another_user_than_its_kernels_warns_at_start(
-    images: docker.DockerClient, tmp_path: Path
+    images: docker.DockerClient, browser: Any, tmp_path: Path
 ) -> None:
+    """The server (root) warns in its log, its API says why, the panel shows it."""
+    from playwright.sync_api import expect
+
     server = start_lab(tmp_path / "lab", UI_CATALOG)
     try:
         log = server.log_path.read_text(errors="replace")
+        files = server.api("GET", "tfenv/environments").get("files")
+        # The user's path: a folder made in JupyterLab (root's), a notebook writes into it.
+        server.api("PUT", "api/contents/data", {"type": "directory"})
+        context = browser.new_context(viewport={"width": 1440, "height": 900})
+        context.set_default_timeout(DEFAULT_TIMEOUT_MS)
+        try:
+            page = context.new_page()
+            open_lab(page, server, "files-mismatch")
+            page.locator('.jp-LauncherCard[data-category="TensorFlow environments"]').filter(
+                has_text="TensorFlow 2.20.0 (CPU)"
+            ).click()
+            nb = page.locator(".jp-NotebookPanel").first
+            wait_kernel_idle(page, nb)
+            # One line: the editor would indent a typed block.
+            run_cell(
+                page,
+                nb,
+                "exec(\"try: open('data/out.csv', 'w')\\n"
+                'except PermissionError as e: print(type(e).__name__)")',
+            )
+            assert expect_output(nb, "PermissionError") == "PermissionError"
+
+            # The panel's kernel section says why, and what to do.
+            tab = page.locator('.lm-TabBar-tab[data-id="jp-tfenv-panel"]')
+            tab.wait_for()
+            tab.click()
+            warning = page.locator(
+                '#jp-tfenv-panel .jp-tfenv-kernel[data-tfenv-env="tf220"] .jp-tfenv-files-warning'
+            )
+            expect(warning).to_be_visible()
+            expect(warning).to_have_attribute("data-tfenv-server-uid", "0")
+            expect(warning).to_have_attribute("data-tfenv-kernel-uid", str(KERNEL_UID))
+            expect(warning).to_contain_text(
+                f"Files made in JupyterLab (New Folder, uploads, new notebooks) belong to uid 0; "
+                f"this kernel runs as uid {KERNEL_UID} and cannot write into them "
+                "(PermissionError)."
+            )
+            expect(warning).to_contain_text(f"Run JupyterLab as uid {KERNEL_UID}")
+            print(f"\n[ui] panel: {warning.inner_text()!r}")
+            page.screenshot(path=str(screenshot_dir() / "files-uid-warning.png"))
+        finally:
+            context.close()
+            server.shutdown_kernels()
     finally:
         left = server.stop(images)
     line = next((line for line in log.splitlines() if WARNING in line), None)
     print(f"\n[ui] {line}")
     assert line is not None, log[-3000:]
     assert "PermissionError" in line and "New Folder" in line
+    assert files == {
+        "server_uid": 0,
+        "kernel_uid": KERNEL_UID,
+        "message": line.split("tfenv: ", 1)[1],
+    }
     assert not left
