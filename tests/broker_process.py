@@ -36,6 +36,7 @@ import pytest
 import yaml
 
 from .conftest import CATALOG
+from .hub.harness import kill_processes_of
 
 SERVICE = "tfenv-broker-proc"
 SCOPE = f"access:services!service={SERVICE}"
@@ -271,21 +272,6 @@ class UnixUsers:
                 kill_processes_of(pwd.getpwnam(name).pw_uid)
             subprocess.run(["userdel", "--remove", name], check=False, capture_output=True)
         self.made.clear()
-
-
-def kill_processes_of(uid: int) -> None:
-    """SIGKILL every process whose real uid is ``uid`` (by pid), and reap our children."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            status = (entry / "status").read_text()
-        except OSError:
-            continue
-        uid_line = next((ln for ln in status.splitlines() if ln.startswith("Uid:")), "")
-        if uid_line.split()[1:2] == [str(uid)]:
-            with contextlib.suppress(OSError):
-                os.kill(int(entry.name), signal.SIGKILL)
 
 
 #: The Unix account of the policy tests' hub user (made by :func:`unix_account`).
