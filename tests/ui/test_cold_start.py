@@ -31,7 +31,9 @@ def type_and_run(page: Any, cell: Any, code: str) -> None:
     """Type ``code`` into ``cell`` and press Shift+Enter, as a person does."""
     editor = cell.locator(".cm-content")
     editor.click()
-    editor.press_sequentially(code)
+    # At once, not key by key: a warm engine starts the container within a slow typist's
+    # time, and the cells must be run before the kernel is there.
+    page.keyboard.insert_text(code)
     page.keyboard.press("Shift+Enter")
 
 
