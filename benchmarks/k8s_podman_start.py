@@ -4,7 +4,8 @@
 One sample is the time from the start request to the first ``execute_reply`` (of ``1+1``)
 of a TensorFlow 2.20 kernel (``tfenv-test/tensorflow:2.20.0-jupyter``), for:
 
-(a) ``podman``: the Secret, claim and Pod of ``jupyter_tfenv.k8s.manifests.kernel_objects``
+(a) ``podman``: the Secret, claim and Pod of
+    ``jupyter_tfenv.backends.kubernetes.manifests.kernel_objects``
     played by ``podman kube play`` on a bridge network, as tier 2 plays them
     (tests/podman.py: ``podman secret create``, ``kube play``, the pod IP lookup), the
     client connecting at the pod's IP;
@@ -50,8 +51,8 @@ from jupyter_client import BlockingKernelClient
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from jupyter_tfenv.backends.kubernetes import manifests as m  # noqa: E402
 from jupyter_tfenv.catalog import environment_from_dict  # noqa: E402
-from jupyter_tfenv.k8s import manifests as m  # noqa: E402
 from tests import podman as pm  # noqa: E402
 
 UID = GID = 1000

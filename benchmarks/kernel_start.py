@@ -63,14 +63,14 @@ from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.provisioning import LocalProvisioner
 from jupyter_client.session import Session
 
-from jupyter_tfenv import provisioner as tfenv_provisioner
-from jupyter_tfenv.docker_runtime import (
+from jupyter_tfenv.backends.docker.engine import (
     LABEL_KERNEL_ID,
     LABEL_RUNTIME_DIR,
     LABEL_SERVER_INSTANCE,
     SERVER_INSTANCE,
 )
-from jupyter_tfenv.kernelspecs import TFEnvKernelSpecManager
+from jupyter_tfenv.kernels import provisioner as tfenv_provisioner
+from jupyter_tfenv.kernels.kernelspecs import TFEnvKernelSpecManager
 
 PY_IMAGE = "tfenv-test/python:3.11-jupyter"
 TF_IMAGE = "tfenv-test/tensorflow:2.20.0-jupyter"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 try:
-    from ._version import __version__
+    from jupyter_tfenv._version import __version__
 except ImportError:  # a checkout that was never built
     __version__ = "0.0.0.dev0"
 
@@ -15,6 +15,6 @@ def _jupyter_labextension_paths() -> list[dict[str, str]]:
 
 
 def _jupyter_server_extension_points() -> list[dict[str, Any]]:
-    from .app import TFEnvApp  # noqa: PLC0415 - keep `import jupyter_tfenv` light
+    from jupyter_tfenv.server.app import TFEnvApp  # noqa: PLC0415 - keep `import jupyter_tfenv` light
 
     return [{"module": "jupyter_tfenv", "app": TFEnvApp}]

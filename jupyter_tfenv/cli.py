@@ -18,14 +18,12 @@ from jupyter_core.application import JupyterApp
 from jupyter_core.paths import jupyter_data_dir
 from traitlets.config import Application, Config
 
-from . import metrics
-from .adoption import held_by_live_server
-from .catalog import TFEnvCatalog
-from .docker_runtime import connect, reap_orphans, tfenv_containers
-from .errors import TFEnvError
-from .images import check_pinned
-from .kernelspecs import write_kernelspecs
-from .lock import (
+from jupyter_tfenv.backends.docker.engine import connect, reap_orphans, tfenv_containers
+from jupyter_tfenv.backends.docker.probe import probe_cache_dir, probe_image
+from jupyter_tfenv.backends.docker.pulls import pull_blocking
+from jupyter_tfenv.catalog import TFEnvCatalog
+from jupyter_tfenv.catalog.images import check_pinned
+from jupyter_tfenv.catalog.lock import (
     LockFile,
     LockMismatchError,
     LockMissingError,
@@ -33,10 +31,12 @@ from .lock import (
     lock_environments,
     require_lock,
 )
-from .probe import probe_cache_dir, probe_image
-from .provisioner import DockerKernelProvisioner
-from .pulls import pull_blocking
-from .runtime import build_runtime, default_runtimes_dir, list_runtimes
+from jupyter_tfenv.errors import TFEnvError
+from jupyter_tfenv.kernels.kernelspecs import write_kernelspecs
+from jupyter_tfenv.kernels.provisioner import DockerKernelProvisioner
+from jupyter_tfenv.kernels.runtimes import build_runtime, default_runtimes_dir, list_runtimes
+from jupyter_tfenv.lifecycle.adoption import held_by_live_server
+from jupyter_tfenv.server import metrics
 
 
 class _ConfigLoader(JupyterApp):
@@ -496,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
     if raw and raw[0] == "broker":
         # The broker is a traitlets application with its own options (--config, --ip,
         # --port, --TFEnvBroker.x=y): everything after 'broker' is its command line.
-        from .broker import main as broker_main  # noqa: PLC0415 - only this command
+        from jupyter_tfenv.broker import main as broker_main  # noqa: PLC0415 - only this command
 
         broker_main(raw[1:])
         return 0

@@ -158,7 +158,7 @@ def ipykernel_wheels() -> Path:
 @pytest.fixture(scope="session")
 def kernel_runtimes(ipykernel_wheels: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A runtimes folder with a cp311 ipykernel runtime, built offline from cached wheels."""
-    from jupyter_tfenv.runtime import build_runtime
+    from jupyter_tfenv.kernels.runtimes import build_runtime
 
     root = tmp_path_factory.mktemp("runtimes")
     build_runtime("3.11", runtimes_dir=root, find_links=[str(ipykernel_wheels)], no_index=True)

@@ -43,8 +43,8 @@ from typing import Any
 import kubernetes_validate
 from tornado import httpserver, ioloop, netutil, web
 
-from jupyter_tfenv.k8s import manifests as m
-from jupyter_tfenv.k8s.pss import check_pod
+from jupyter_tfenv.backends.kubernetes import manifests as m
+from jupyter_tfenv.backends.kubernetes.pss import check_pod
 
 TOKEN = "scripted-api-token"
 VERSION = "1.33"

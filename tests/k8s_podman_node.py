@@ -20,7 +20,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from jupyter_tfenv.k8s import manifests as m
+from jupyter_tfenv.backends.kubernetes import manifests as m
 
 from . import podman as pm
 from .k8s_api import RunningKubelet, ScriptedAPI

@@ -1,7 +1,7 @@
 """Kubernetes tier 2 harness: the generated kernel objects run as a real pod under podman.
 
 ``podman kube play`` (Debian's podman 4.3.1) plays the Secret, claim and Pod that
-:func:`jupyter_tfenv.k8s.manifests.kernel_objects` generates, on a podman bridge
+:func:`jupyter_tfenv.backends.kubernetes.manifests.kernel_objects` generates, on a podman bridge
 network, so that the kernel has an IP address of its own and is reached there over TCP.
 
 What podman 4.3.1 cannot take as generated is adapted in :meth:`PodmanSession.play_kernel`,
@@ -36,7 +36,7 @@ from typing import Any
 
 import yaml
 
-from jupyter_tfenv.k8s import manifests as m
+from jupyter_tfenv.backends.kubernetes import manifests as m
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))

@@ -29,7 +29,7 @@ import pytest
 from jupyter_tfenv.broker import policy
 from jupyter_tfenv.broker.policy import BrokerError, Caller, Usage
 from jupyter_tfenv.errors import KernelStartError
-from jupyter_tfenv.provisioner import (
+from jupyter_tfenv.kernels.provisioner import (
     DockerKernelProvisioner,
     default_runtime_root,
     prepare_runtime_root,

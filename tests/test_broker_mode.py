@@ -25,8 +25,8 @@ from tornado.httpserver import HTTPServer
 from tornado.testing import bind_unused_port
 from traitlets.config import Config
 
-from jupyter_tfenv.broker.client import BrokerClient, BrokerError, BrokerUnavailableError
-from jupyter_tfenv.service import PULL_BY_ADMIN
+from jupyter_tfenv.backends.broker import BrokerClient, BrokerError, BrokerUnavailableError
+from jupyter_tfenv.server.service import PULL_BY_ADMIN
 
 TOKEN = "broker-test-token"
 QUOTA = (

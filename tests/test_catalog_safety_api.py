@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from jupyter_tfenv.catalog import environment_from_dict
-from jupyter_tfenv.kernelspecs import RESOURCES_DIR, kernelspec_dict
+from jupyter_tfenv.kernels.kernelspecs import RESOURCES_DIR, kernelspec_dict
 
 from .conftest import CATALOG, PY_IMAGE, start_error
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from jupyter_tfenv.backends.docker.engine import KernelRequest, container_spec
 from jupyter_tfenv.catalog import environment_from_dict
 from jupyter_tfenv.checkpoints import (
     CONTAINER_CHECKPOINT_DIR,
@@ -48,7 +49,6 @@ from jupyter_tfenv.checkpoints import (
     scan_bind,
     unescape_path_component,
 )
-from jupyter_tfenv.docker_runtime import KernelRequest, container_spec
 
 NAMES = [
     "alice",
@@ -613,7 +613,7 @@ def test_container_spec_mounts_the_storage_and_announces_it(tmp_path):
 
 
 def test_default_roots_are_in_the_home_folder_unless_the_environment_says(monkeypatch, tmp_path):
-    from jupyter_tfenv.provisioner import DockerKernelProvisioner
+    from jupyter_tfenv.kernels.provisioner import DockerKernelProvisioner
 
     monkeypatch.delenv("JUPYTER_TFENV_CHECKPOINT_ROOT", raising=False)
     monkeypatch.delenv("JUPYTER_TFENV_LOG_ROOT", raising=False)

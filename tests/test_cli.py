@@ -11,7 +11,7 @@ import docker
 import pytest
 import yaml
 
-from jupyter_tfenv.docker_runtime import (
+from jupyter_tfenv.backends.docker.engine import (
     LABEL_ENVIRONMENT,
     LABEL_KERNEL_ID,
     LABEL_OWNER,

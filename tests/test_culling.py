@@ -12,7 +12,7 @@ import pytest
 import yaml
 from traitlets.config import Config
 
-from jupyter_tfenv.culling import idle_timeout_of
+from jupyter_tfenv.lifecycle.culling import idle_timeout_of
 
 from .conftest import CATALOG, PY_IMAGE, kernel_containers, run_code, start_kernel
 

@@ -58,7 +58,7 @@ def wheel_problems(wheel: Path) -> list[str]:
             "jupyter_tfenv/openapi.yaml",
             "jupyter_tfenv/_version.py",
             "jupyter_tfenv/_schema/catalog.schema.json",
-            "jupyter_tfenv/container/probe.py",
+            "jupyter_tfenv/kernels/in_container/probe.py",
             f"{data}/share/jupyter/labextensions/jupyter-tfenv/install.json",
             f"{data}/etc/jupyter/jupyter_server_config.d/jupyter_tfenv.json",
             *(f"{data}/share/jupyter/labextensions/jupyter-tfenv/{f}" for f in LABEXT_FILES),
@@ -77,7 +77,7 @@ def wheel_problems(wheel: Path) -> list[str]:
         if f"{data}/share/jupyter/labextensions/jupyter-tfenv/{bundle}" not in names:
             problems.append(f"the labextension's entry point {bundle!r} is not in the wheel")
         meta = zf.read(f"jupyter_tfenv-{version()}.dist-info/entry_points.txt").decode()
-        if "tfenv-docker = jupyter_tfenv.provisioner:DockerKernelProvisioner" not in meta:
+        if "tfenv-docker = jupyter_tfenv.kernels.provisioner:DockerKernelProvisioner" not in meta:
             problems.append(f"no tfenv-docker kernel provisioner entry point:\n{meta}")
     return problems
 

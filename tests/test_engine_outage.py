@@ -33,7 +33,7 @@ from tornado.httpserver import HTTPServer
 from tornado.testing import bind_unused_port
 from traitlets.config import Config
 
-from jupyter_tfenv.broker.client import BrokerClient, BrokerError
+from jupyter_tfenv.backends.broker import BrokerClient, BrokerError
 
 from .broker_process import UnixUser, UnixUsers
 from .conftest import KERNEL_LABEL, PY_IMAGE, REPO, run_code, start_error, start_kernel

@@ -1,4 +1,4 @@
-"""The GPU allocation policy (jupyter_tfenv.gpu_alloc): pure, no Docker, no NVML."""
+"""The GPU allocation policy (jupyter_tfenv.backends.docker.gpu_alloc): pure, no Docker, no NVML."""
 
 from __future__ import annotations
 
@@ -6,10 +6,8 @@ from typing import Any
 
 import pytest
 
-from jupyter_tfenv import gpu_alloc
-from jupyter_tfenv.catalog import environment_from_dict
-from jupyter_tfenv.errors import CatalogError
-from jupyter_tfenv.gpu_alloc import (
+from jupyter_tfenv.backends.docker import gpu_alloc
+from jupyter_tfenv.backends.docker.gpu_alloc import (
     Device,
     GpuUnavailableError,
     Holding,
@@ -24,6 +22,8 @@ from jupyter_tfenv.gpu_alloc import (
     refusal,
     table,
 )
+from jupyter_tfenv.catalog import environment_from_dict
+from jupyter_tfenv.errors import CatalogError
 
 FOUR = inventory_from_config(["0", "1", "2", "3"])
 EXCLUSIVE = Policy()
@@ -247,7 +247,7 @@ class _NvmlFacts:
 
 def test_mig_instances_are_read_from_nvml() -> None:
     pytest.importorskip("pynvml")
-    from jupyter_tfenv import gpu
+    from jupyter_tfenv.backends.docker import gpu
 
     found = gpu._mig_devices(_NvmlFacts(mig=True), "gpu0")
     assert found == [

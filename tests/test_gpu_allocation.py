@@ -30,8 +30,8 @@ from tornado.httpserver import HTTPServer
 from tornado.testing import bind_unused_port
 from traitlets.config import Config
 
-from jupyter_tfenv.broker.client import BrokerClient, BrokerError
-from jupyter_tfenv.gpu_alloc import LABEL_GPU_DEVICES
+from jupyter_tfenv.backends.broker import BrokerClient, BrokerError
+from jupyter_tfenv.backends.docker.gpu_alloc import LABEL_GPU_DEVICES
 
 from .broker_process import UnixUser, UnixUsers
 from .conftest import CATALOG, KERNEL_LABEL, PY_IMAGE, start_kernel
@@ -264,9 +264,9 @@ async def test_shared_gpus_take_two_kernels_each(broker, gpu_engine):
 async def test_the_later_of_two_colliding_starts_backs_out(gpu_engine):
     """Another process (a second server or broker on the same engine) picked GPU 0 at the
     same moment: the engine's labels show it after the start, and the later claim goes."""
-    from jupyter_tfenv import gpu_alloc
+    from jupyter_tfenv.backends.docker import gpu_alloc
+    from jupyter_tfenv.backends.docker.engine import run_with_gpus
     from jupyter_tfenv.catalog import environment_from_dict
-    from jupyter_tfenv.docker_runtime import run_with_gpus
 
     client = gpu_engine.client
     assert client is not None

@@ -20,16 +20,16 @@ import docker
 import pytest
 from prometheus_client import REGISTRY, generate_latest
 
-from jupyter_tfenv import metrics
-from jupyter_tfenv.docker_runtime import LABEL_KERNEL_ID, LABEL_OWNER, remove_quietly
-from jupyter_tfenv.gpu import (
+from jupyter_tfenv.backends.docker.engine import LABEL_KERNEL_ID, LABEL_OWNER, remove_quietly
+from jupyter_tfenv.backends.docker.gpu import (
     KernelContainers,
     container_id_of_pid,
     gpu_overview,
     nvidia_smi_in_container,
     parse_nvidia_smi,
 )
-from jupyter_tfenv.live import ContainerGone, kernel_live_status, supports_one_shot
+from jupyter_tfenv.backends.docker.live import ContainerGone, kernel_live_status, supports_one_shot
+from jupyter_tfenv.server import metrics
 
 from .conftest import OWNER, PY_IMAGE
 
@@ -100,7 +100,7 @@ def test_overview_without_nvidia_ml_py_says_install_it() -> None:
     # The same code with pynvml made unimportable, in a fresh interpreter.
     code = (
         "import json, sys; sys.modules['pynvml'] = None\n"
-        "from jupyter_tfenv.gpu import gpu_overview\n"
+        "from jupyter_tfenv.backends.docker.gpu import gpu_overview\n"
         "print(json.dumps(gpu_overview()))"
     )
     out = subprocess.run(

@@ -13,7 +13,7 @@ from jupyterhub.services.auth import HubAuth
 from jupyterhub.singleuser.extension import JupyterHubUser
 from traitlets import Instance
 
-from jupyter_tfenv.hub import TFEnvHubAuthorizer, group_grants, required_scopes
+from jupyter_tfenv.server.hub import TFEnvHubAuthorizer, group_grants, required_scopes
 
 ACCESS = {"access:servers!server=alice/", "access:servers!user=alice"}
 

@@ -21,13 +21,13 @@ from typing import Any
 import pytest
 from jupyter_client import AsyncKernelClient
 
-from jupyter_tfenv.catalog import environment_from_dict
-from jupyter_tfenv.k8s import manifests as m
-from jupyter_tfenv.k8s.backend import (
+from jupyter_tfenv.backends.kubernetes import manifests as m
+from jupyter_tfenv.backends.kubernetes.api import (
     KubernetesBackend,
     KubernetesUnavailableError,
     PodStartError,
 )
+from jupyter_tfenv.catalog import environment_from_dict
 
 from .k8s_api import (
     DockerKubelet,

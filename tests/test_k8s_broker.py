@@ -25,7 +25,7 @@ from tornado.httpserver import HTTPServer
 from tornado.testing import bind_unused_port
 from traitlets.config import Config
 
-from jupyter_tfenv.k8s import manifests as m
+from jupyter_tfenv.backends.kubernetes import manifests as m
 
 from .conftest import TF220, interrupt_a_sleep, run_code, start_kernel
 from .k8s_api import DockerKubelet, ScriptedAPI, ScriptedKubelet, make_root, remove_root
@@ -275,7 +275,7 @@ async def test_a_restarted_server_removes_the_pods_its_predecessor_left(
     """scripted API: kernel pods started for this hub server name by a server that died
     are removed when the next one starts (the labels and annotations find them); a pod of
     the user's other named server stays."""
-    from jupyter_tfenv.broker.client import BrokerClient
+    from jupyter_tfenv.backends.broker import BrokerClient
 
     client = BrokerClient(cluster.url, TOKEN)
     ids = {
@@ -333,7 +333,7 @@ async def test_no_free_gpu_reaches_the_kernel_error_dialog(jp_fetch, cluster):
 
 async def test_the_broker_refuses_a_start_without_key_in_kubernetes_mode(cluster):
     """scripted API: the key is required, and only the broker's fields are accepted."""
-    from jupyter_tfenv.broker.client import BrokerClient, BrokerError
+    from jupyter_tfenv.backends.broker import BrokerClient, BrokerError
 
     client = BrokerClient(cluster.url, TOKEN)
     kid = "0c9a1f3e-0000-4000-8000-00000000abcd"

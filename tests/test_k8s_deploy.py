@@ -4,7 +4,8 @@ No cluster is involved and the network is blocked. Every object of every
 ``examples/kubernetes/*.yaml`` is validated strictly (unknown fields are errors) against
 the official Kubernetes schemas bundled by ``kubernetes-validate``, for the versions
 tests/test_k8s_manifests.py uses; every pod template passes the restricted Pod Security
-Standard checker (jupyter_tfenv.k8s.pss); the RBAC is the broker's Role in the kernels'
+Standard checker (jupyter_tfenv.backends.kubernetes.pss); the RBAC is the broker's Role in
+the kernels'
 namespace only, with exactly the verbs it needs; the broker's config is Python that sets
 traits the broker has; the catalog loads with the product's loader and every entry can
 be built into a kernel pod; the pre-puller pulls exactly the catalog's images; and the
@@ -27,10 +28,10 @@ import pytest
 import yaml
 from traitlets.config import Config
 
+from jupyter_tfenv.backends.kubernetes import manifests as m
+from jupyter_tfenv.backends.kubernetes.pss import check_pod
 from jupyter_tfenv.broker.app import TFEnvBroker
 from jupyter_tfenv.catalog import Environment, TFEnvCatalog
-from jupyter_tfenv.k8s import manifests as m
-from jupyter_tfenv.k8s.pss import check_pod
 
 from .test_k8s_manifests import K8S_VERSIONS, block_network
 
@@ -565,7 +566,7 @@ def test_values_grant_users_and_their_servers_the_broker_scope():
         "custom:tfenv:execute",
     }
     assert (
-        "--ServerApp.authorizer_class=jupyter_tfenv.hub.TFEnvHubAuthorizer"
+        "--ServerApp.authorizer_class=jupyter_tfenv.server.hub.TFEnvHubAuthorizer"
         in config.KubeSpawner.args
     )
 

@@ -30,8 +30,8 @@ from tornado.httpserver import HTTPServer
 from tornado.testing import bind_unused_port
 from traitlets.config import Config
 
-from jupyter_tfenv.broker.client import BrokerClient, BrokerError
-from jupyter_tfenv.k8s import manifests as m
+from jupyter_tfenv.backends.broker import BrokerClient, BrokerError
+from jupyter_tfenv.backends.kubernetes import manifests as m
 
 from .k8s_api import (
     Kubelet,

@@ -1,10 +1,12 @@
 """Kubernetes kernels (issue 11), tier 1: generated objects, validated offline.
 
-No cluster is involved. Every object jupyter_tfenv.k8s.manifests generates is validated
+No cluster is involved. Every object jupyter_tfenv.backends.kubernetes.manifests generates
+is validated
 strictly (unknown fields are errors) against the official Kubernetes schemas that the
 ``kubernetes-validate`` package bundles, for two supported Kubernetes versions, with the
 network blocked; pods are checked against the restricted Pod Security Standard by
-jupyter_tfenv.k8s.pss, which must also catch each violation in a deliberately broken copy.
+jupyter_tfenv.backends.kubernetes.pss, which must also catch each violation in a deliberately
+broken copy.
 What a cluster or a real kernel would show (admission, scheduling, the kernel answering
 over TCP) is for tiers 2 and 3 (docs/kubernetes.md).
 """
@@ -26,17 +28,17 @@ import pytest
 from jupyter_client import BlockingKernelClient
 from kubernetes_validate.utils import all_versions
 
-from jupyter_tfenv.catalog import environment_from_dict
-from jupyter_tfenv.docker_runtime import (
+from jupyter_tfenv.backends.docker.engine import (
     LABEL_ENVIRONMENT,
     LABEL_KERNEL_ID,
     LABEL_OWNER,
     KernelRequest,
     container_spec,
 )
+from jupyter_tfenv.backends.kubernetes import manifests as m
+from jupyter_tfenv.backends.kubernetes.pss import check_pod, is_extended_resource, parse_quantity
+from jupyter_tfenv.catalog import environment_from_dict
 from jupyter_tfenv.errors import CatalogError
-from jupyter_tfenv.k8s import manifests as m
-from jupyter_tfenv.k8s.pss import check_pod, is_extended_resource, parse_quantity
 
 #: The Kubernetes versions validated against (the oldest and a recent one supported).
 K8S_VERSIONS = ("1.30", "1.33")

@@ -16,7 +16,7 @@ import re
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from jupyter_tfenv.k8s import manifests as m
+from jupyter_tfenv.backends.kubernetes import manifests as m
 
 DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 LABEL_VALUE_RE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")

@@ -1,6 +1,7 @@
 """Kubernetes kernels (issue 11), tier 2: a real pod under ``podman kube play``.
 
-The Secret, checkpoint claim and Pod that ``jupyter_tfenv.k8s.manifests.kernel_objects``
+The Secret, checkpoint claim and Pod that
+``jupyter_tfenv.backends.kubernetes.manifests.kernel_objects``
 generates are played by podman (tests/podman.py says what it adapts for podman 4.3.1 and
 why) on a podman bridge network. A real TensorFlow kernel then answers over TCP at the
 pod's own IP address, with the key from the mounted connection file, as the pod's uid,
@@ -20,8 +21,8 @@ from typing import Any, cast
 import pytest
 from jupyter_client import BlockingKernelClient
 
+from jupyter_tfenv.backends.kubernetes import manifests as m
 from jupyter_tfenv.catalog import environment_from_dict
-from jupyter_tfenv.k8s import manifests as m
 
 from . import podman as pm
 

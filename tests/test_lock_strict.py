@@ -17,8 +17,8 @@ from traitlets.config import Config
 from jupyter_tfenv.broker.app import TFEnvBroker
 from jupyter_tfenv.broker.policy import BrokerError
 from jupyter_tfenv.catalog import environment_from_dict
-from jupyter_tfenv.kernelspecs import kernelspec_dict
-from jupyter_tfenv.lock import LockFile, LockMissingError, require_lock
+from jupyter_tfenv.catalog.lock import LockFile, LockMissingError, require_lock
+from jupyter_tfenv.kernels.kernelspecs import kernelspec_dict
 
 from .conftest import PY_IMAGE, run_tfenv_cli, start_error, start_kernel
 from .registry import Registry, RegistryCleanup, registry, registry_cleanup  # noqa: F401

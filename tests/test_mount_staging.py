@@ -30,8 +30,8 @@ import pytest
 import yaml
 from tornado.httpclient import HTTPClientError
 
-from jupyter_tfenv import mountcheck
 from jupyter_tfenv.broker import policy
+from jupyter_tfenv.checkpoints import mountcheck
 
 from . import test_storage_races
 from .conftest import CATALOG, KERNEL_GID, KERNEL_UID, PY_IMAGE, run_code, start_kernel
@@ -472,7 +472,7 @@ async def test_a_user_swapping_the_notebook_folder_in_a_loop_never_gets_the_secr
 
 
 def test_kernelspecs_of_older_versions_start_the_launcher_isolated_too():
-    from jupyter_tfenv.docker_runtime import isolated_launcher, launcher_command
+    from jupyter_tfenv.backends.docker.engine import isolated_launcher, launcher_command
 
     old = ["python3", "/opt/tfenv/launch.py", "-f", "/r/kernel.json"]
     assert isolated_launcher(old) == launcher_command("python3", "/r/kernel.json")

@@ -217,8 +217,8 @@ _HTTP_METHODS = ("get", "post", "put", "patch", "delete")
 
 def _served_operations() -> set[str]:
     """``METHOD /path/{param}`` of every route the extension registers, from its handlers."""
-    from jupyter_tfenv.app import TFEnvApp
-    from jupyter_tfenv.handlers.base import TFEnvHandler
+    from jupyter_tfenv.server.app import TFEnvApp
+    from jupyter_tfenv.server.handlers.base import TFEnvHandler
 
     app = TFEnvApp()
     app.initialize_handlers()

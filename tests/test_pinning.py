@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from jupyter_tfenv.catalog.images import check_pinned, is_floating_tag, parse_image_ref
 from jupyter_tfenv.errors import PinningError
-from jupyter_tfenv.images import check_pinned, is_floating_tag, parse_image_ref
 
 DIGEST = "sha256:" + "ab" * 32
 

@@ -19,7 +19,7 @@ import docker
 import pytest
 import yaml
 
-from jupyter_tfenv.docker_runtime import list_containers
+from jupyter_tfenv.backends.docker.engine import list_containers
 
 from .conftest import KERNEL_GID, KERNEL_UID, PY_IMAGE, TF220
 from .server_process import ServerProcess, ServerStartError, start_tfenv_server

@@ -16,14 +16,13 @@ from typing import Any
 import docker
 import pytest
 
-from jupyter_tfenv.catalog import Environment, environment_from_dict
-from jupyter_tfenv.docker_runtime import (
+from jupyter_tfenv.backends.docker.engine import (
     LABEL_SERVER_HOST,
     LABEL_SERVER_PID,
     SERVER_HOST,
     SERVER_PID,
 )
-from jupyter_tfenv.probe import (
+from jupyter_tfenv.backends.docker.probe import (
     LABEL_PROBE,
     PROBE_SCRIPT_PATH,
     ProbeError,
@@ -32,6 +31,7 @@ from jupyter_tfenv.probe import (
     probe_cache_path,
     probe_image,
 )
+from jupyter_tfenv.catalog import Environment, environment_from_dict
 
 from .conftest import (
     KERNEL_GID,

@@ -17,9 +17,9 @@ import docker
 import pytest
 from docker.errors import ImageNotFound
 
+from jupyter_tfenv.backends.docker.pulls import Pull, PullManager, pull_blocking
 from jupyter_tfenv.catalog import Environment, environment_from_dict
-from jupyter_tfenv.errors import TFEnvError
-from jupyter_tfenv.lock import (
+from jupyter_tfenv.catalog.lock import (
     LockFile,
     LockMismatchError,
     check_lock,
@@ -28,7 +28,7 @@ from jupyter_tfenv.lock import (
     lock_status,
     resolve_digest,
 )
-from jupyter_tfenv.pulls import Pull, PullManager, pull_blocking
+from jupyter_tfenv.errors import TFEnvError
 
 from .conftest import PY_IMAGE, PY_NO_KERNEL_IMAGE
 from .registry import (  # noqa: F401

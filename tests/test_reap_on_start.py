@@ -12,7 +12,7 @@ import docker
 import pytest
 from traitlets.config import Config
 
-from jupyter_tfenv.docker_runtime import (
+from jupyter_tfenv.backends.docker.engine import (
     LABEL_KERNEL_ID,
     LABEL_OWNER,
     LABEL_SERVER_HOST,

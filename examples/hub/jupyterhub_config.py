@@ -95,7 +95,7 @@ c.Spawner.environment = {
 }
 c.Spawner.args = [
     # tfenv's REST API (/user/<name>/tfenv/...) checks the custom:tfenv:* scopes below.
-    "--ServerApp.authorizer_class=jupyter_tfenv.hub.TFEnvHubAuthorizer",
+    "--ServerApp.authorizer_class=jupyter_tfenv.server.hub.TFEnvHubAuthorizer",
     # Idle kernels (catalog field idle_timeout) are shut down; this is how often to look.
     f"--TFEnvApp.cull_interval={CULL_INTERVAL}",
     # GPU environments whose catalog entry sets no idle_timeout: shut down after 1 h idle.

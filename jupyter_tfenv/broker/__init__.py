@@ -12,14 +12,14 @@ from typing import Any
 
 def main(argv: list[str] | None = None) -> None:
     """Run the broker (``python -m jupyter_tfenv.broker``)."""
-    from .app import TFEnvBroker  # noqa: PLC0415 - keep `import jupyter_tfenv.broker` light
+    from jupyter_tfenv.broker.app import TFEnvBroker  # noqa: PLC0415 - keep `import jupyter_tfenv.broker` light
 
     TFEnvBroker.launch_instance(argv)
 
 
 def __getattr__(name: str) -> Any:
     if name == "TFEnvBroker":
-        from .app import TFEnvBroker  # noqa: PLC0415
+        from jupyter_tfenv.broker.app import TFEnvBroker  # noqa: PLC0415
 
         return TFEnvBroker
     raise AttributeError(name)

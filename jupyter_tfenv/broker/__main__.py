@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import main
+from jupyter_tfenv.broker import main
 
 if __name__ == "__main__":
     main()

@@ -36,15 +36,10 @@ from tornado.ioloop import PeriodicCallback
 from traitlets import Bool, Dict, Enum, Float, Integer, List, Unicode, Union, default, validate
 from traitlets.config import Application
 
-from .. import __version__, gpu_alloc, live, mountcheck
-from .. import gpu as gpu_mod
-from ..catalog import Environment, TFEnvCatalog
-from ..checkpoints import (
-    CheckpointStorageError,
-    StorageConfig,
-    prepare_kernel_storage,
-)
-from ..docker_runtime import (
+from jupyter_tfenv import __version__
+from jupyter_tfenv.backends.docker import gpu as gpu_mod
+from jupyter_tfenv.backends.docker import gpu_alloc, live
+from jupyter_tfenv.backends.docker.engine import (
     LABEL_BROKER,
     LABEL_ENVIRONMENT,
     LABEL_IMAGE_ID,
@@ -65,14 +60,27 @@ from ..docker_runtime import (
     shared_client,
     tail_logs,
 )
-from ..errors import DockerUnavailableError, TFEnvError, UnknownEnvironmentError
-from ..lock import LockFile, LockMismatchError, LockMissingError, check_lock, require_lock
-from ..probe import ProbeError, cached_probe, probe_image
-from ..settings import CheckpointStorageSettings, KernelContainerSettings
-from . import policy
-from .auth import TokenLookups
-from .k8s_mode import KubernetesKernels
-from .policy import BrokerError, Caller
+from jupyter_tfenv.backends.docker.probe import ProbeError, cached_probe, probe_image
+from jupyter_tfenv.backends.kubernetes.kernels import KubernetesKernels
+from jupyter_tfenv.backends.settings import CheckpointStorageSettings, KernelContainerSettings
+from jupyter_tfenv.broker import policy
+from jupyter_tfenv.broker.auth import TokenLookups
+from jupyter_tfenv.broker.policy import BrokerError, Caller
+from jupyter_tfenv.catalog import Environment, TFEnvCatalog
+from jupyter_tfenv.catalog.lock import (
+    LockFile,
+    LockMismatchError,
+    LockMissingError,
+    check_lock,
+    require_lock,
+)
+from jupyter_tfenv.checkpoints import (
+    CheckpointStorageError,
+    StorageConfig,
+    mountcheck,
+    prepare_kernel_storage,
+)
+from jupyter_tfenv.errors import DockerUnavailableError, TFEnvError, UnknownEnvironmentError
 
 #: GPUs a broker kernel holds (counted against max_gpus_per_user).
 LABEL_GPUS = f"{LABEL_PREFIX}.gpus"
@@ -1094,7 +1102,7 @@ class TFEnvBroker(KernelContainerSettings, CheckpointStorageSettings, Applicatio
         """The container mounted the folders that were checked, or it is removed (403).
 
         Docker resolves each bind source again when it mounts it; see
-        :func:`~jupyter_tfenv.mountcheck.verify_mounts` (strict: the broker is root).
+        :func:`~jupyter_tfenv.checkpoints.mountcheck.verify_mounts` (strict: the broker is root).
         """
         try:
             await asyncio.to_thread(
@@ -1322,7 +1330,7 @@ class TFEnvBroker(KernelContainerSettings, CheckpointStorageSettings, Applicatio
     # -- serving ---------------------------------------------------------------------------
 
     def make_web_app(self) -> web.Application:
-        from .handlers import NotFoundHandler, routes  # noqa: PLC0415 - they import this module
+        from jupyter_tfenv.broker.handlers import NotFoundHandler, routes  # noqa: PLC0415 - they import this module
 
         prefixes = ["/"]
         prefix = "/" + self.service_prefix.strip("/") + "/"

@@ -19,11 +19,17 @@ from typing import TYPE_CHECKING, Any
 from docker.errors import APIError
 from tornado import web
 
-from ..errors import TFEnvError, as_tfenv_error, engine_unreachable
-from .policy import BrokerError, Caller, check_kernel_id, check_signal, parse_json_body
+from jupyter_tfenv.broker.policy import (
+    BrokerError,
+    Caller,
+    check_kernel_id,
+    check_signal,
+    parse_json_body,
+)
+from jupyter_tfenv.errors import TFEnvError, as_tfenv_error, engine_unreachable
 
 if TYPE_CHECKING:
-    from .app import TFEnvBroker
+    from jupyter_tfenv.broker.app import TFEnvBroker
 
 _TOKEN_RE = re.compile(r"^(?:token|bearer)\s+(\S+)\s*$", re.IGNORECASE)
 KERNEL = r"(?P<kernel_id>[^/]+)"

@@ -26,8 +26,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import TFEnvError
-from ..mountcheck import CheckedFolder
+from jupyter_tfenv.checkpoints.mountcheck import CheckedFolder
+from jupyter_tfenv.errors import TFEnvError
 
 #: The only fields ``POST /api/kernels`` accepts; everything else the broker decides.
 START_FIELDS = ("kernel_id", "environment", "cwd", "mount", "env", "server", "gpu_devices")
@@ -405,7 +405,7 @@ def check_folder(
 
     Messages name only the path as sent (and its own components), never what a
     symlink points to. ``seen`` gets the folder's identity as checked, for
-    :func:`~jupyter_tfenv.mountcheck.verify_mounts` once the container runs (Docker
+    :func:`~jupyter_tfenv.checkpoints.mountcheck.verify_mounts` once the container runs (Docker
     resolves the path again when it mounts it).
     """
     if not isinstance(path, str) or not os.path.isabs(path) or "\0" in path:

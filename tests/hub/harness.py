@@ -43,7 +43,7 @@ from typing import Any
 
 import requests
 
-from jupyter_tfenv.docker_runtime import list_containers
+from jupyter_tfenv.backends.docker.engine import list_containers
 
 from ..dist import DistError, build_wheel
 from ..server_process import free_port

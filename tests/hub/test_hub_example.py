@@ -40,7 +40,7 @@ def test_example_hub_config_wires_the_broker(monkeypatch: pytest.MonkeyPatch) ->
     assert env["JUPYTER_TFENV_BROKER_URL"] == broker["url"]
     assert env["JUPYTER_TFENV_CATALOG"] == broker["environment"]["JUPYTER_TFENV_CATALOG"]
     assert f"access:services!service={BROKER_SERVICE}" in config.Spawner.server_token_scopes
-    assert "--ServerApp.authorizer_class=jupyter_tfenv.hub.TFEnvHubAuthorizer" in (
+    assert "--ServerApp.authorizer_class=jupyter_tfenv.server.hub.TFEnvHubAuthorizer" in (
         config.Spawner.args
     )
     declared = set(config.JupyterHub.custom_scopes)

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from jupyter_tfenv import mountcheck
+from jupyter_tfenv.checkpoints import mountcheck
 
 from .harness import ALICE, BOB, KERNEL_LABEL, HubHarness, UnixUser, tfenv_containers
 

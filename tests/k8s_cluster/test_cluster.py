@@ -52,8 +52,8 @@ from typing import Any
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from jupyter_tfenv.k8s import manifests as m
-from jupyter_tfenv.k8s.backend import PodStartError
+from jupyter_tfenv.backends.kubernetes import manifests as m
+from jupyter_tfenv.backends.kubernetes.api import PodStartError
 
 from .conftest import DEFAULT_IMAGE, UID, Kernels, Settings, gone, raw
 

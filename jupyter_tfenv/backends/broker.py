@@ -1,0 +1,212 @@
+"""The single-user server's side of the tfenv broker: an async client of its HTTP API.
+
+In a JupyterHub deployment the user's server never touches the Docker socket; the
+``tfenv-docker`` provisioner and the ``/tfenv`` REST API ask the broker instead (see
+docs/broker.md for the contract). Every request carries ``Authorization: token <token>``
+(the server's ``$JUPYTERHUB_API_TOKEN`` by default) and JSON.
+
+Error answers become :class:`BrokerError` (a ``TFEnvError``) whose ``http_status`` is the
+broker's status and whose message is the broker's ``message``, unchanged: a quota (429) or
+policy (403) refusal reaches JupyterLab's "Error Starting Kernel" dialog word for word.
+A broker that does not answer is a :class:`BrokerUnavailableError` (503).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import quote
+
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+
+from jupyter_tfenv.errors import TFEnvError
+
+#: Where the server finds the broker, and with which token (JupyterHub's spawner sets them).
+BROKER_URL_VAR = "JUPYTER_TFENV_BROKER_URL"
+BROKER_TOKEN_VAR = "JUPYTER_TFENV_BROKER_TOKEN"  # noqa: S105 - a variable name
+
+
+class BrokerError(TFEnvError):
+    """The broker refused or failed a request; ``http_status`` is its answer's status."""
+
+    def __init__(
+        self, message: str, *, status: int = 500, reason: str = "", logs: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.http_status = status
+        self.reason = reason
+        self.logs = logs
+
+
+class BrokerUnavailableError(BrokerError):
+    """The broker does not answer (connection refused, reset, timed out)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status=503, reason="BrokerUnavailable")
+
+
+class BrokerNotFoundError(BrokerError):
+    """404: no such kernel of this user (or no such environment)."""
+
+
+class BrokerClient:
+    """One broker (base URL and token); cheap to create, safe to share within a loop."""
+
+    def __init__(self, url: str, token: str, *, timeout: float = 60.0) -> None:
+        self.url = url.rstrip("/") + "/"
+        self._token = token
+        self.timeout = timeout
+
+    def __repr__(self) -> str:  # never the token
+        return f"BrokerClient({self.url!r})"
+
+    def _unavailable(self, err: BaseException | str) -> BrokerUnavailableError:
+        return BrokerUnavailableError(
+            f"The tfenv broker at {self.url} does not answer ({err}); ask your JupyterHub "
+            "admin to check that the tfenv broker service runs."
+        )
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> Any:
+        """``method`` ``path`` (relative to the base URL) → the decoded JSON answer (None
+        for an empty one); error answers raise :class:`BrokerError`."""
+        if not self._token:
+            raise BrokerError(
+                f"No token for the tfenv broker at {self.url}: the server has neither "
+                f"${BROKER_TOKEN_VAR} nor $JUPYTERHUB_API_TOKEN "
+                "(c.DockerKernelProvisioner.broker_token); ask your JupyterHub admin.",
+                status=403,
+                reason="NoBrokerToken",
+            )
+        headers = {"Authorization": f"token {self._token}", "Accept": "application/json"}
+        payload = None
+        if body is not None:
+            payload = json.dumps(body)
+            headers["Content-Type"] = "application/json"
+        elif method in ("POST", "PUT", "PATCH"):
+            payload = ""
+        request = HTTPRequest(
+            self.url + path.lstrip("/"),
+            method=method,
+            headers=headers,
+            body=payload,
+            request_timeout=timeout or self.timeout,
+            connect_timeout=10.0,
+            follow_redirects=False,
+        )
+        try:
+            response = await AsyncHTTPClient().fetch(request)
+        except HTTPClientError as err:
+            if err.code == 599 or err.response is None:  # timeout or a closed connection
+                raise self._unavailable(err.message or err) from err
+            raise self._error(err.code, err.response.body) from err
+        except OSError as err:  # refused, reset, no route, name not known
+            raise self._unavailable(err.strerror or err) from err
+        if not response.body:
+            return None
+        try:
+            return json.loads(response.body)
+        except ValueError as err:
+            raise BrokerError(
+                f"The tfenv broker at {self.url} answered {method} {path} with something "
+                "that is not JSON; is broker_url the broker's address?",
+                status=502,
+                reason="BadBrokerAnswer",
+            ) from err
+
+    def _error(self, status: int, raw: bytes | None) -> BrokerError:
+        data: Any = None
+        try:
+            data = json.loads(raw or b"")
+        except ValueError:
+            data = None
+        if not isinstance(data, dict):
+            data = {}
+        message = str(data.get("message") or "").strip()
+        if not message:
+            text = (raw or b"").decode("utf-8", "replace").strip()
+            message = f"The tfenv broker at {self.url} answered {status}" + (
+                f": {text[:300]}" if text and not text.startswith("<") else "."
+            )
+        cls = BrokerNotFoundError if status == 404 else BrokerError
+        return cls(
+            message,
+            status=status,
+            reason=str(data.get("reason") or ""),
+            logs=str(data.get("logs") or ""),
+        )
+
+    # -- the API (docs/broker.md) ------------------------------------------------------
+
+    async def me(self) -> dict[str, Any]:
+        return dict(await self.request("GET", "api/me"))
+
+    async def gpus(self) -> dict[str, Any]:
+        """``{"allocation": [device with its holders, …]}`` (docs/gpus.md)."""
+        return dict(await self.request("GET", "api/gpus") or {})
+
+    async def environments(self) -> list[dict[str, Any]]:
+        answer = await self.request("GET", "api/environments")
+        return list((answer or {}).get("environments") or [])
+
+    async def probe(self, env_id: str, *, refresh: bool = False) -> dict[str, Any]:
+        """``{"state": "ok", ...}``: the image's probe (the broker runs it when not cached)."""
+        path = f"api/environments/{quote(env_id, safe='')}/probe"
+        return dict(await self.request("GET", path + ("?refresh=1" if refresh else "")))
+
+    async def prepare_runtime(self, kernel_id: str, *, restart: bool) -> dict[str, Any]:
+        """Docker mode: ``{"runtime_dir": ...}``, the kernel's folder, made by the broker.
+        Kubernetes mode: ``{"backend": "kubernetes", "transport": "tcp", "ports": ...}``."""
+        answer = await self.request(
+            "POST", f"api/kernels/{_kid(kernel_id)}/runtime", {"restart": restart}
+        )
+        return dict(answer or {})
+
+    async def start_kernel(self, body: dict[str, Any], *, timeout: float) -> dict[str, Any]:
+        return dict(await self.request("POST", "api/kernels", body, timeout=timeout))
+
+    async def checkpoints(self, envs: list[str]) -> dict[str, Any]:
+        """Kubernetes mode: ``{env: {"claim", "namespace", "inventory"}}``."""
+        query = "&".join(f"environment={quote(e, safe='')}" for e in envs)
+        answer = await self.request("GET", f"api/checkpoints?{query}")
+        return dict((answer or {}).get("environments") or {})
+
+    async def delete_checkpoint_files(self, env: str, paths: list[str]) -> dict[str, Any]:
+        path = f"api/checkpoints/{quote(env, safe='')}/delete"
+        return dict(await self.request("POST", path, {"paths": paths}))
+
+    async def kernels(self) -> list[dict[str, Any]]:
+        answer = await self.request("GET", "api/kernels")
+        return list((answer or {}).get("kernels") or [])
+
+    async def kernel(self, kernel_id: str) -> dict[str, Any]:
+        return dict(await self.request("GET", f"api/kernels/{_kid(kernel_id)}"))
+
+    async def signal(self, kernel_id: str, signum: int) -> None:
+        await self.request("POST", f"api/kernels/{_kid(kernel_id)}/signal", {"signal": signum})
+
+    async def logs(self, kernel_id: str, tail: int = 30) -> str:
+        answer = await self.request("GET", f"api/kernels/{_kid(kernel_id)}/logs?tail={tail}")
+        return str((answer or {}).get("logs") or "")
+
+    async def live(self, kernel_id: str) -> dict[str, Any]:
+        return dict(await self.request("GET", f"api/kernels/{_kid(kernel_id)}/live"))
+
+    async def delete_kernel(self, kernel_id: str, *, restart: bool = False) -> None:
+        """Remove the kernel's container and runtime folder (``restart``: keep the folder);
+        no error when already gone."""
+        path = f"api/kernels/{_kid(kernel_id)}"
+        try:
+            await self.request("DELETE", path + ("?restart=1" if restart else ""))
+        except BrokerNotFoundError:
+            return
+
+
+def _kid(kernel_id: str) -> str:
+    return quote(kernel_id, safe="")

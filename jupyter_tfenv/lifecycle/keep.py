@@ -1,0 +1,363 @@
+"""The server side of kernels that outlive the server (``c.TFEnvApp.keep_kernels_on_stop``).
+
+- :func:`detach_kernels`, when the server stops: the kernels of the kept environments
+  leave the kernel manager without a shutdown request; their containers go on running
+  and their runtime folders get a *kept* marker (jupyter_tfenv.lifecycle.adoption).
+- :func:`adopt_kernels`, when the server starts: this user's running kernel containers
+  that no live server holds are started again under their kernel ids, through the kernel
+  manager (so that activity tracking, culling and the REST API treat them as any other
+  kernel); the provisioner attaches to the container instead of starting one. Those
+  kept longer than ``adopt_timeout``, or of environments no longer kept or no longer in
+  the catalog, are left to the orphan reaper, which removes them as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+from jupyter_client.asynchronous import AsyncKernelClient
+
+from jupyter_tfenv.backends.docker.engine import connect
+from jupyter_tfenv.catalog import TFEnvCatalog
+from jupyter_tfenv.checkpoints import is_inside
+from jupyter_tfenv.errors import TFEnvError
+from jupyter_tfenv.kernels.provisioner import ADOPT_KWARG, DockerKernelProvisioner
+from jupyter_tfenv.lifecycle import adoption
+
+KEEP_MODES = ("off", "gpu", "all")
+
+
+def keeps(mode: str, catalog: TFEnvCatalog) -> Callable[[str], bool]:
+    """Whether kernels of an environment id are kept under ``mode``."""
+
+    def kept(env_id: str) -> bool:
+        if mode == "all":
+            return True
+        if mode != "gpu":
+            return False
+        try:
+            return catalog.get(env_id).wants_gpu
+        except TFEnvError:
+            return False
+
+    return kept
+
+
+def tfenv_provisioner(manager: Any, kernel_id: str) -> DockerKernelProvisioner | None:
+    """The tfenv provisioner of a kernel of ``manager`` (None: unknown, or not tfenv's)."""
+    try:
+        km = manager.get_kernel(kernel_id)
+    except KeyError:
+        return None
+    prov = getattr(km, "provisioner", None)
+    return prov if isinstance(prov, DockerKernelProvisioner) else None
+
+
+def known_kernel_ids(manager: Any) -> set[str]:
+    """The kernels ``manager`` knows (also those still starting), and the ids their
+    containers carry (a kernel taken from the pool: its pool id, as the broker knows it)."""
+    known = set(manager.list_kernel_ids()) | set(getattr(manager, "_pending_kernels", None) or ())
+    for kernel_id in list(known):
+        prov = tfenv_provisioner(manager, kernel_id)
+        if prov is not None:
+            known.add(prov.container_kernel_id)
+    return known
+
+
+def release(km: Any) -> None:
+    """A kernel manager lets go of its kernel without stopping it (a kernel kept for the
+    next server, or a pool kernel taken for a notebook)."""
+    # A KernelManager that is garbage collected removes the connection file it wrote:
+    # the file stays, for the kernel's next holder.
+    km._connection_file_written = False
+    with contextlib.suppress(Exception):
+        km.stop_restarter()
+    with contextlib.suppress(Exception):
+        km._close_control_socket()
+    prov = getattr(km, "provisioner", None)
+    if isinstance(prov, DockerKernelProvisioner):
+        prov.detach()
+
+
+async def detach_kernels(
+    manager: Any, kept: Callable[[str], bool], log: logging.Logger | logging.LoggerAdapter[Any]
+) -> list[str]:
+    """Take the running kernels of kept environments out of ``manager`` (a
+    MappingKernelManager) without shutting them down; their ids."""
+    detached = []
+    for kernel_id in list(manager.list_kernel_ids()):
+        prov = tfenv_provisioner(manager, kernel_id)
+        if prov is None or not prov.has_process:
+            continue
+        env_id = str(prov.environment.get("id", ""))
+        if not kept(env_id):
+            continue
+        try:
+            if prov.runtime_dir:
+                await asyncio.to_thread(adoption.mark_kept, prov.runtime_dir)
+        except OSError as err:
+            log.warning("tfenv: kernel %s cannot be kept (%s): shutting it down", kernel_id, err)
+            continue
+        release(manager.get_kernel(kernel_id))
+        with contextlib.suppress(Exception):
+            manager.stop_watching_activity(kernel_id)
+        manager.remove_kernel(kernel_id)
+        for name in ("_kernel_connections", "_kernel_ports"):
+            with contextlib.suppress(Exception):
+                getattr(manager, name).pop(kernel_id, None)
+        detached.append(kernel_id)
+        log.info(
+            "tfenv: kernel %s (%s) keeps running in container %s for the next server "
+            "(c.TFEnvApp.keep_kernels_on_stop)",
+            kernel_id,
+            env_id,
+            str(prov.container_id)[:12],
+        )
+    return detached
+
+
+def _notebook_path(workdir: str, root_dir: str) -> str:
+    """The kernel's working directory relative to the server's root ('' outside it)."""
+    if not workdir or not root_dir:
+        return ""
+    root = os.path.realpath(root_dir)
+    if not is_inside(workdir, root):
+        return ""
+    return os.path.relpath(workdir, root) if workdir != root else ""
+
+
+async def _adopt_one(
+    manager: Any,
+    catalog: TFEnvCatalog,
+    *,
+    kernel_id: str,
+    env_id: str,
+    adopt: dict[str, Any],
+    log: logging.Logger | logging.LoggerAdapter[Any],
+) -> bool:
+    try:
+        kernel_name = catalog.get(env_id).kernel_name
+    except TFEnvError:
+        log.warning(
+            "tfenv: kernel %s is of environment %r, which the catalog no longer has: not adopted",
+            kernel_id,
+            env_id,
+        )
+        return False
+    path = _notebook_path(str(adopt.get("workdir") or ""), getattr(manager, "root_dir", ""))
+    try:
+        await manager.start_kernel(
+            kernel_id=kernel_id, kernel_name=kernel_name, path=path, **{ADOPT_KWARG: adopt}
+        )
+    except Exception as err:
+        log.warning("tfenv: kernel %s (%s) could not be adopted: %s", kernel_id, env_id, err)
+        return False
+    await _prime_kernel_info(manager, kernel_id, log)
+    log.info("tfenv: adopted kernel %s (%s), left running by a previous server", kernel_id, env_id)
+    return True
+
+
+async def _prime_kernel_info(
+    manager: Any, kernel_id: str, log: logging.Logger | logging.LoggerAdapter[Any]
+) -> None:
+    """Ask the adopted kernel for its kernel_info on the *control* channel.
+
+    jupyter_server asks each new websocket's kernel for kernel_info on the shell channel
+    and waits up to a minute for the answer; a kernel adopted while a cell runs (a
+    training loop) answers shell requests only after that cell. The control channel
+    answers at once, and jupyter_server keeps one kernel_info answer per kernel
+    (``_kernel_info_future``), so the first notebook that reconnects is not kept waiting.
+    """
+    km = manager.get_kernel(kernel_id)
+    client = AsyncKernelClient(session=km.session)
+    client.load_connection_info(km.get_connection_info())
+    client.start_channels(shell=False, iopub=False, stdin=False, hb=False, control=True)
+    try:
+        request = client.session.msg("kernel_info_request")
+        client.control_channel.send(request)
+        deadline = asyncio.get_running_loop().time() + 10
+        while True:
+            left = deadline - asyncio.get_running_loop().time()
+            reply = await client.control_channel.get_msg(timeout=max(left, 0.01))
+            if reply.get("parent_header", {}).get("msg_id") == request["header"]["msg_id"]:
+                break
+        info = reply.get("content") or {}
+    except Exception as err:  # no answer: the first websocket waits as usual
+        log.debug("tfenv: no kernel_info from adopted kernel %s: %s", kernel_id, err)
+        return
+    finally:
+        client.stop_channels()
+    if "protocol_version" in info and not hasattr(km, "_kernel_info_future"):
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        done.set_result(info)
+        km._kernel_info_future = done
+
+
+async def adopt_kernels(
+    manager: Any,
+    catalog: TFEnvCatalog,
+    *,
+    defaults: DockerKernelProvisioner,
+    kept: Callable[[str], bool],
+    adopt_timeout: float,
+    log: logging.Logger | logging.LoggerAdapter[Any],
+) -> list[str]:
+    """Adopt this user's kernels that a previous server left running; their ids."""
+    known = known_kernel_ids(manager)
+    if defaults.broker is not None:
+        adopted = await _adopt_through_broker(
+            manager,
+            catalog,
+            defaults.broker,
+            known=known,
+            kept=kept,
+            adopt_timeout=adopt_timeout,
+            log=log,
+        )
+    else:
+        adopted = await _adopt_local(
+            manager,
+            catalog,
+            defaults,
+            known=known,
+            kept=kept,
+            adopt_timeout=adopt_timeout,
+            log=log,
+        )
+    log.info("tfenv: looked for kernels of %s to adopt: %d adopted", defaults.owner, len(adopted))
+    return adopted
+
+
+async def _adopt_through_broker(
+    manager: Any,
+    catalog: TFEnvCatalog,
+    broker: Any,
+    *,
+    known: set[str],
+    kept: Callable[[str], bool],
+    adopt_timeout: float,
+    log: logging.Logger | logging.LoggerAdapter[Any],
+) -> list[str]:
+    """Broker mode: the broker lists only the caller's own kernels; those of this hub
+    server name that run are adopted (their runtime folder as the broker reports it:
+    asking for the folder again, ``POST .../runtime``, would remove the running kernel's
+    sockets)."""
+    server = os.environ.get("JUPYTERHUB_SERVER_NAME", "")
+    try:
+        kernels = await broker.kernels()
+    except TFEnvError as err:
+        log.warning("tfenv: no kernels to adopt: %s", err)
+        return []
+    adopted = []
+    for kernel in kernels:
+        kernel_id = str(kernel.get("kernel_id") or "")
+        env_id = str(kernel.get("environment") or "")
+        if (
+            not kernel_id
+            or kernel_id in known
+            or kernel.get("server", "") != server
+            or kernel.get("status") != "running"
+            or not kept(env_id)
+        ):
+            continue
+        try:
+            info = await broker.kernel(kernel_id)
+        except TFEnvError as err:
+            log.warning("tfenv: kernel %s cannot be adopted: %s", kernel_id, err)
+            continue
+        rundir = str(info.get("runtime_dir") or "")
+        if not rundir:
+            log.warning(
+                "tfenv: kernel %s cannot be adopted: the broker does not say where its "
+                "runtime folder is (a broker older than this server)",
+                kernel_id,
+            )
+            continue
+        assigned, pool = await asyncio.to_thread(adoption.folder_assignment, rundir)
+        if pool and not assigned:
+            continue  # a pool kernel no notebook took: the reaper removes it
+        kept_at = await asyncio.to_thread(adoption.kept_since, rundir)
+        if _too_old(kept_at, adopt_timeout, kernel_id, log):
+            continue
+        adopt = {
+            "runtime_dir": rundir,
+            "workdir": str(info.get("workdir") or ""),
+            "container_kernel_id": kernel_id,
+        }
+        # A kernel taken from the pool runs under the notebook's id, not its label's.
+        notebook_kernel = assigned or kernel_id
+        if await _adopt_one(
+            manager, catalog, kernel_id=notebook_kernel, env_id=env_id, adopt=adopt, log=log
+        ):
+            adopted.append(notebook_kernel)
+    return adopted
+
+
+async def _adopt_local(
+    manager: Any,
+    catalog: TFEnvCatalog,
+    defaults: DockerKernelProvisioner,
+    *,
+    known: set[str],
+    kept: Callable[[str], bool],
+    adopt_timeout: float,
+    log: logging.Logger | logging.LoggerAdapter[Any],
+) -> list[str]:
+    """Local mode: this owner's kernel containers that no live server holds."""
+    adopted = []
+    try:
+        client = await asyncio.to_thread(connect, defaults.docker_timeout)
+        candidates = await asyncio.to_thread(
+            adoption.find_candidates, client, defaults.owner, defaults.runtime_root, defaults.uid
+        )
+    except TFEnvError as err:
+        log.warning("tfenv: no kernels to adopt: %s", err)
+        return []
+    for cand in candidates:
+        if cand.kernel_id in known or not kept(cand.environment):
+            continue
+        if _too_old(cand.kept_at, adopt_timeout, cand.kernel_id, log):
+            continue
+        adopt = {
+            "container_id": cand.container_id,
+            "runtime_dir": cand.runtime_dir,
+            "workdir": cand.workdir,
+            "container_kernel_id": cand.container_kernel_id,
+        }
+        if await _adopt_one(
+            manager,
+            catalog,
+            kernel_id=cand.kernel_id,
+            env_id=cand.environment,
+            adopt=adopt,
+            log=log,
+        ):
+            adopted.append(cand.kernel_id)
+    return adopted
+
+
+def _too_old(
+    kept_at: float | None,
+    adopt_timeout: float,
+    kernel_id: str,
+    log: logging.Logger | logging.LoggerAdapter[Any],
+) -> bool:
+    if kept_at is None or adopt_timeout <= 0:
+        return False
+    age = time.time() - kept_at
+    if age <= adopt_timeout:
+        return False
+    log.warning(
+        "tfenv: kernel %s was kept %.0f s ago, longer than c.TFEnvApp.adopt_timeout "
+        "(%.0f s): not adopted, it is removed",
+        kernel_id,
+        age,
+        adopt_timeout,
+    )
+    return True

@@ -1,0 +1,273 @@
+"""A warm pool: kernels started ahead, per environment (catalog ``pool_size``).
+
+Each pool kernel is a container kernel like any other (the same provisioner, hardening,
+network, uid and storage), started for the server's root folder and labelled
+``org.jupyter.tfenv.pool``; with ``preimport`` it has run ``import tensorflow``. When a
+notebook starts a kernel of that environment, the provisioner takes one from the pool
+instead of starting a container: it adopts it (jupyter_tfenv.lifecycle.adoption) under the new
+kernel id and moves it into the notebook's folder and variables. The pool refills in the
+background. In broker mode the pool kernels are started through the broker like any
+other (so they count against the user's quotas), and a taken one keeps its pool id at
+the broker (``DockerKernelProvisioner.container_kernel_id``).
+
+A pool kernel can serve a notebook only where it sees the notebook's folder: with
+``mount_root = "root_dir"`` (the default) any folder below the server's root; otherwise
+the start falls back to a new container.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from jupyter_tfenv.catalog import Environment, TFEnvCatalog
+from jupyter_tfenv.checkpoints import is_inside
+from jupyter_tfenv.errors import TFEnvError
+from jupyter_tfenv.kernels.provisioner import POOL_KWARG, DockerKernelProvisioner
+from jupyter_tfenv.lifecycle import adoption
+from jupyter_tfenv.lifecycle.keep import release
+
+#: Seconds between two tries to start a pool kernel after a failure.
+RETRY_DELAY = 30.0
+
+
+@dataclass
+class PoolKernel:
+    kernel_id: str
+    environment: str
+    manager: Any  # the kernel manager that started it (not the server's mapping)
+    container_id: str
+    runtime_dir: str
+    root: str  # the folder it was started in (and that is mounted)
+
+
+class KernelPool:
+    """The pool kernels of one server, for the environments whose entry sets pool_size."""
+
+    def __init__(
+        self,
+        kernel_manager: Any,
+        catalog: TFEnvCatalog,
+        log: logging.Logger | Any,
+        idle_timeout: Callable[[Environment], float] = lambda env: 0.0,
+    ) -> None:
+        self.kernel_manager = kernel_manager
+        self.catalog = catalog
+        self.log = log
+        self.ready: dict[str, list[PoolKernel]] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._closed = False
+        #: Seconds without a kernel start of an environment after which its pool is
+        #: emptied (0: never); it fills again at the environment's next kernel start.
+        self.idle_timeout = idle_timeout
+        self._last_start: dict[str, float] = {}
+        self._dormant: set[str] = set()
+
+    @property
+    def root(self) -> str:
+        return os.path.realpath(str(getattr(self.kernel_manager, "root_dir", "") or os.getcwd()))
+
+    def kernel_ids(self) -> set[str]:
+        """The ids of the pool kernels (not yet taken)."""
+        return {k.kernel_id for ks in self.ready.values() for k in ks}
+
+    def environments(self) -> list[Environment]:
+        return [env for env in self.catalog.all() if env.pool_size > 0]
+
+    def start(self) -> None:
+        """Fill every pool in the background."""
+        now = time.monotonic()
+        for env in self.environments():
+            self._last_start[env.id] = now
+            self.refill(env.id)
+
+    def refill(self, env_id: str) -> None:
+        if self._closed or env_id in self._dormant:
+            return
+        task = self._tasks.get(env_id)
+        if task is None or task.done():
+            self._tasks[env_id] = asyncio.ensure_future(self._fill(env_id))
+
+    async def _fill(self, env_id: str) -> None:
+        while not self._closed:
+            try:
+                env = self.catalog.get(env_id)
+            except TFEnvError:
+                return
+            if len(self.ready.get(env_id, [])) >= env.pool_size:
+                return
+            try:
+                kernel = await self._start_one(env)
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:
+                self.log.warning(
+                    "tfenv: pool kernel of '%s' did not start (next try in %.0f s): %s",
+                    env_id,
+                    RETRY_DELAY,
+                    err,
+                )
+                await asyncio.sleep(RETRY_DELAY)
+                continue
+            if self._closed:
+                await self._shut_down(kernel)
+                return
+            self.ready.setdefault(env_id, []).append(kernel)
+            self.log.info(
+                "tfenv: pool kernel %s of '%s' ready (%d/%d)",
+                kernel.kernel_id,
+                env_id,
+                len(self.ready[env_id]),
+                env.pool_size,
+            )
+
+    async def _start_one(self, env: Environment) -> PoolKernel:
+        mkm = self.kernel_manager
+        kernel_id = str(uuid.uuid4())
+        km = mkm.kernel_manager_factory(
+            connection_file=os.path.join(mkm.connection_dir, f"kernel-{kernel_id}.json"),
+            parent=mkm,
+            log=self.log,
+            kernel_name=env.kernel_name,
+            kernel_spec_manager=mkm.kernel_spec_manager,
+        )
+        root = self.root
+        await km.start_kernel(kernel_id=kernel_id, cwd=root, **{POOL_KWARG: True})
+        # From here on the kernel runs: a failure, or the pool closing (a cancel), must
+        # shut it down, or its container would outlive the server.
+        try:
+            prov = km.provisioner
+            if not isinstance(prov, DockerKernelProvisioner) or not prov.runtime_dir:
+                raise TFEnvError(f"'{env.id}' is not a tfenv container environment")
+            kernel = PoolKernel(
+                kernel_id, env.id, km, str(prov.container_id), str(prov.runtime_dir), root
+            )
+            await asyncio.to_thread(adoption.mark_pool, kernel.runtime_dir)
+            if env.preimport:
+                await self._preimport(km)
+        except BaseException:
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(km.shutdown_kernel(now=True))
+            raise
+        return kernel
+
+    async def _preimport(self, km: Any) -> None:
+        client = km.client()
+        client.start_channels(iopub=False, stdin=False, hb=False, control=False)
+        try:
+            await client.wait_for_ready(timeout=60)
+            # No name is bound in the notebook's namespace: only sys.modules has it.
+            reply = await client.execute(
+                "__import__('tensorflow')",
+                silent=True,
+                store_history=False,
+                reply=True,
+                timeout=300,
+            )
+        finally:
+            client.stop_channels()
+        if reply["content"].get("status") != "ok":
+            raise TFEnvError(f"import tensorflow failed: {reply['content'].get('evalue')}")
+
+    async def cull_idle(self) -> list[str]:
+        """Empty the pools of environments that started no kernel for their idle timeout
+        (pool kernels hold memory and GPUs); the environments whose pool was emptied."""
+        now = time.monotonic()
+        culled = []
+        for env in self.environments():
+            timeout = self.idle_timeout(env)
+            idle = now - self._last_start.get(env.id, now)
+            if timeout <= 0 or idle < timeout or env.id in self._dormant:
+                continue
+            self._dormant.add(env.id)
+            task = self._tasks.pop(env.id, None)
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+            kernels = self.ready.pop(env.id, [])
+            culled.append(env.id)
+            self.log.info(
+                "tfenv: pool of '%s' emptied: no kernel start for %.0f s (idle timeout %.0f s); "
+                "it fills again at the next start",
+                env.id,
+                idle,
+                timeout,
+            )
+            await asyncio.gather(*(self._shut_down(k) for k in kernels))
+        return culled
+
+    async def take(self, env_id: str, cwd: str) -> dict[str, Any] | None:
+        """A ready pool kernel of ``env_id`` for a notebook in ``cwd``, as the
+        provisioner's adoption request; the pool then refills. None: none fits."""
+        self._last_start[env_id] = time.monotonic()
+        if env_id in self._dormant:
+            self._dormant.discard(env_id)
+            self.refill(env_id)  # this start is a cold one; the next finds the pool
+        kernels = self.ready.get(env_id) or []
+        while kernels:
+            kernel = kernels[0]
+            if not is_inside(cwd, kernel.root):
+                return None  # pool kernels do not see that folder
+            kernels.remove(kernel)
+            self.refill(env_id)
+            if not await kernel.manager.is_alive():
+                await self._shut_down(kernel)
+                continue
+            release(kernel.manager)
+            self.log.info(
+                "tfenv: kernel start of '%s' takes pool kernel %s", env_id, kernel.kernel_id
+            )
+            return {
+                "container_id": kernel.container_id,
+                "runtime_dir": kernel.runtime_dir,
+                "workdir": cwd,
+                "container_kernel_id": kernel.kernel_id,
+                "move_in": True,
+            }
+        return None
+
+    async def _shut_down(self, kernel: PoolKernel) -> None:
+        with contextlib.suppress(Exception):
+            await kernel.manager.shutdown_kernel(now=True)
+
+    async def close(self) -> None:
+        """Stop filling and shut every ready pool kernel down (server stop)."""
+        self._closed = True
+        for task in self._tasks.values():
+            task.cancel()
+        for task in self._tasks.values():
+            with contextlib.suppress(BaseException):
+                await task
+        kernels = [k for ks in self.ready.values() for k in ks]
+        self.ready.clear()
+        await asyncio.gather(*(self._shut_down(k) for k in kernels))
+
+
+def start_pool(
+    kernel_manager: Any,
+    catalog: TFEnvCatalog,
+    log: Any,
+    idle_timeout: Callable[[Environment], float] = lambda env: 0.0,
+) -> KernelPool | None:
+    """The server's pool (None when no environment asks for one)."""
+    pool = KernelPool(kernel_manager, catalog, log, idle_timeout)
+    if not pool.environments():
+        return None
+    adoption.set_pool(pool)
+    pool.start()
+    return pool
+
+
+async def stop_pool(pool: KernelPool | None) -> None:
+    if pool is None:
+        return
+    adoption.set_pool(None)
+    await pool.close()

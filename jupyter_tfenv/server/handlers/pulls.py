@@ -1,0 +1,60 @@
+"""``/tfenv/pulls``: image pulls in progress, as JSON and as server-sent events."""
+
+from __future__ import annotations
+
+import json
+
+from jupyter_server.auth.decorator import authorized
+from tornado import web
+from tornado.iostream import StreamClosedError
+
+from jupyter_tfenv.server.handlers.base import TFEnvHandler
+
+
+class PullsHandler(TFEnvHandler):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        self.write_json({"pulls": [p.to_dict() for p in self.tfenv.pulls()]})
+
+
+class PullHandler(TFEnvHandler):
+    @web.authenticated
+    @authorized
+    async def get(self, pull_id: str) -> None:
+        self.write_json(self.tfenv.get_pull(pull_id).to_dict())
+
+    @web.authenticated
+    @authorized(action="write")
+    async def delete(self, pull_id: str) -> None:
+        """Cancel the pull (the transfer stops; a partial image is not reported done)."""
+        pull = self.tfenv.get_pull(pull_id)
+        await pull.cancel()
+        self.write_json(pull.to_dict())
+
+
+class PullEventsHandler(TFEnvHandler):
+    """Server-sent events: a snapshot, then each progress event, then the final state."""
+
+    @web.authenticated
+    @authorized
+    async def get(self, pull_id: str) -> None:
+        pull = self.tfenv.get_pull(pull_id)
+        self.set_header("Content-Type", "text/event-stream")
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header("X-Accel-Buffering", "no")
+        try:
+            async for event in pull.events():
+                kind = event.get("type", "progress")
+                self.write(f"event: {kind}\ndata: {json.dumps(event, default=str)}\n\n")
+                await self.flush()
+        except StreamClosedError:
+            return  # the browser went away; the pull goes on
+        self.finish()
+
+
+routes = [
+    (r"/tfenv/pulls", PullsHandler),
+    (r"/tfenv/pulls/(?P<pull_id>[^/]+)", PullHandler),
+    (r"/tfenv/pulls/(?P<pull_id>[^/]+)/events", PullEventsHandler),
+]
