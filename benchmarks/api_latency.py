@@ -59,7 +59,7 @@ import yaml
 from benchstats import fmt, percentile, run_cmd, stats  # benchmarks/ is sys.path[0]
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.server_process import (
+from tests.support.server_process import (
     ServerProcess,
     start_tfenv_server,
 )

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """What GPU allocation adds to a kernel container's start (docs/gpus.md).
 
-On a Docker engine of its own whose NVIDIA device driver is real (tests/gpu_engine.py: a
+On a Docker engine of its own whose NVIDIA device driver is real (tests/support/gpu_engine.py: a
 stand-in ``nvidia-container-runtime-hook`` on dockerd's PATH), with a stand-in inventory
 of ``--devices`` devices, the same container is started two ways, interleaved round by
 round:
@@ -42,7 +42,7 @@ sys.path.insert(0, str(REPO))
 
 from jupyter_tfenv.backends.docker.engine import LABEL_KERNEL_ID, run_with_gpus  # noqa: E402
 from jupyter_tfenv.catalog import environment_from_dict  # noqa: E402
-from tests.gpu_engine import GpuEngine  # noqa: E402
+from tests.support.gpu_engine import GpuEngine  # noqa: E402
 
 IMAGE = "tfenv-test/python:3.11-jupyter"
 

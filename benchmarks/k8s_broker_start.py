@@ -7,12 +7,12 @@ One sample is what JupyterLab waits for: the single-user server's ``POST /api/ke
 (``tfenv-test/tensorflow:2.20.0-jupyter``), with three ``jupyter server`` processes in
 broker mode, each against its own tfenv broker in this process:
 
-(a) ``docker`` (the baseline): the broker's Docker backend, as tests/test_broker_e2e.py
+(a) ``docker`` (the baseline): the broker's Docker backend, as tests/broker/test_broker_e2e.py
     sets it up (its ``Broker``): kernels are containers of the local engine;
 (b) ``k8s+docker``: ``backend = "kubernetes"`` against the scripted API
-    (tests/k8s_api.py) whose node is ``DockerKubelet`` (the kernel container in Docker on
-    a loopback stand-in for the pod IP), as tests/test_k8s_broker.py's ``Cluster``;
-(c) ``k8s+podman``: the same, the node ``PodmanKubelet`` (tests/k8s_podman_node.py):
+    (tests/support/k8s_api.py) whose node is ``DockerKubelet`` (the kernel container in Docker on
+    a loopback stand-in for the pod IP), as tests/broker/test_k8s_broker.py's ``Cluster``;
+(c) ``k8s+podman``: the same, the node ``PodmanKubelet`` (tests/support/k8s_podman_node.py):
     the pod, Secret and claim played by ``podman kube play``, the kernel at the podman
     pod's real IP.
 
@@ -20,7 +20,7 @@ The hub's token check is a stand-in (no JupyterHub, no proxy: broker_start.py me
 those); everything else is the product's code. Runs are interleaved (the order rotates
 every round) after one uncounted warm-up each (which also makes (c)'s claim). Nothing is
 asserted on the figures; the exit status is non-zero when a kernel failed or something
-was left behind. Needs root, Docker, podman (tests/podman.py) and the test image.
+was left behind. Needs root, Docker, podman (tests/support/podman.py) and the test image.
 
 Usage::
 
@@ -56,16 +56,16 @@ sys.path.insert(0, str(REPO))
 
 import docker  # noqa: E402
 
-from tests import podman as pm  # noqa: E402
-from tests import test_broker_e2e  # noqa: E402
+from tests.broker import test_broker_e2e  # noqa: E402
+from tests.broker.test_broker_e2e import TOKEN as DOCKER_BROKER_TOKEN  # noqa: E402
+from tests.broker.test_broker_e2e import Broker  # noqa: E402
+from tests.broker.test_k8s_broker import K8S_CATALOG, Cluster  # noqa: E402
+from tests.broker.test_k8s_broker import TOKEN as K8S_BROKER_TOKEN  # noqa: E402
 from tests.conftest import KERNEL_UID, TF220  # noqa: E402
-from tests.k8s_api import Kubelet  # noqa: E402
-from tests.k8s_podman_node import PodmanKubelet  # noqa: E402
-from tests.server_process import ServerProcess, start_tfenv_server  # noqa: E402
-from tests.test_broker_e2e import TOKEN as DOCKER_BROKER_TOKEN  # noqa: E402
-from tests.test_broker_e2e import Broker  # noqa: E402
-from tests.test_k8s_broker import K8S_CATALOG, Cluster  # noqa: E402
-from tests.test_k8s_broker import TOKEN as K8S_BROKER_TOKEN  # noqa: E402
+from tests.support import podman as pm  # noqa: E402
+from tests.support.k8s_api import Kubelet  # noqa: E402
+from tests.support.k8s_podman_node import PodmanKubelet  # noqa: E402
+from tests.support.server_process import ServerProcess, start_tfenv_server  # noqa: E402
 
 KERNEL = "tfenv-tf220"
 #: The Docker broker's service name (its containers' label), its own so that cleaning up

@@ -7,7 +7,7 @@ of a TensorFlow 2.20 kernel (``tfenv-test/tensorflow:2.20.0-jupyter``), for:
 (a) ``podman``: the Secret, claim and Pod of
     ``jupyter_tfenv.backends.kubernetes.manifests.kernel_objects``
     played by ``podman kube play`` on a bridge network, as tier 2 plays them
-    (tests/podman.py: ``podman secret create``, ``kube play``, the pod IP lookup), the
+    (tests/support/podman.py: ``podman secret create``, ``kube play``, the pod IP lookup), the
     client connecting at the pod's IP;
 (b) ``docker``: ``docker run -d`` of the same image running the same kernel command
     (``manifests.kernel_command``) over TCP, with the same uid/gid, variables, read-only
@@ -53,7 +53,7 @@ sys.path.insert(0, str(REPO))
 
 from jupyter_tfenv.backends.kubernetes import manifests as m  # noqa: E402
 from jupyter_tfenv.catalog import environment_from_dict  # noqa: E402
-from tests import podman as pm  # noqa: E402
+from tests.support import podman as pm  # noqa: E402
 
 UID = GID = 1000
 CODE = "1+1"

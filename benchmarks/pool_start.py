@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Kernel start with the warm pool, as JupyterLab starts a notebook's kernel.
 
-One real ``jupyter_server`` (tests/server_process.py) with four kernels to start, in the
+One real ``jupyter_server`` (tests/support/server_process.py) with four kernels to start, in the
 same run, interleaved round by round:
 
 - ``local``: the server's own ``python3`` ipykernel (the baseline);
@@ -41,7 +41,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 from kernel_ws import execute  # noqa: E402
 
-from tests.server_process import start_tfenv_server  # noqa: E402
+from tests.support.server_process import start_tfenv_server  # noqa: E402
 
 TF_IMAGE = "tfenv-test/tensorflow:2.20.0-jupyter"
 OWNER = "tfenv-bench-pool"

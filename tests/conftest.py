@@ -135,8 +135,8 @@ def images(docker_engine: docker.DockerClient) -> docker.DockerClient:
 @pytest.fixture(scope="session")
 def dists(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """The sdist and wheel that ``python -m build`` makes of a fresh clone of this tree
-    (tests/dist.py): the wheel as users get it."""
-    from .dist import DistError, build_dists, fresh_tree
+    (tests/support/dist.py): the wheel as users get it."""
+    from tests.support.dist import DistError, build_dists, fresh_tree
 
     root = tmp_path_factory.mktemp("dists")
     try:

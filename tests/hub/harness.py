@@ -44,9 +44,8 @@ from typing import Any
 import requests
 
 from jupyter_tfenv.backends.docker.engine import list_containers
-
-from ..dist import DistError, build_wheel
-from ..server_process import free_port
+from tests.support.dist import DistError, build_wheel
+from tests.support.server_process import free_port
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 from kernel_ws import Execution, execute

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from ..conftest import PY_IMAGE
+from tests.conftest import PY_IMAGE
+
 from .conftest import HUB_CATALOG, MAX_KERNELS
 from .harness import ALICE, KERNEL_LABEL, HubHarness, tfenv_containers
 

@@ -1,4 +1,4 @@
-"""Kubernetes kernels (issue 11) against a real cluster: what tests/test_k8s_backend.py
+"""Kubernetes kernels (issue 11) against a real cluster: what tests/backends/test_k8s_backend.py
 shows against the scripted API, shown by a cluster's API server, scheduler and kubelets.
 
 Run it (Kubernetes 1.30+, the kernels' namespace made by

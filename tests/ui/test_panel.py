@@ -20,7 +20,8 @@ import docker
 import pytest
 from docker.errors import ImageNotFound
 
-from ..registry import Registry, RegistryCleanup, build_image, registry  # noqa: F401
+from tests.support.registry import Registry, RegistryCleanup, build_image, registry  # noqa: F401
+
 from .conftest import screenshot_dir
 from .helpers import (
     KERNEL_TIMEOUT_MS,

@@ -1,7 +1,7 @@
 """The wheel works without Node.js: a clean venv with only the wheel and JupyterLab.
 
 As the JupyterLab extension template's "isolated" check does: take the wheel users get
-(``python -m build`` of a fresh clone, tests/dist.py), install it and ``jupyterlab`` into
+(``python -m build`` of a fresh clone, tests/support/dist.py), install it and ``jupyterlab`` into
 a new venv, hide Node.js, then
 
 - ``jupyter labextension list`` / ``jupyter server extension list`` show both parts OK;
@@ -24,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from ..dist import Dists
+from tests.support.dist import Dists
+
 from .lab import chromium_executable
 
 REPO = Path(__file__).resolve().parents[2]
@@ -86,7 +87,7 @@ def test_wheel_works_without_nodejs(tmp_path: Path, dists: Dists) -> None:
     chromium = chromium_executable()
     if chromium is None:
         pytest.fail("Chromium is not installed: run scripts/setup.sh (Debian package chromium)")
-    # The wheel `python -m build` made from the sdist of a fresh clone (tests/dist.py).
+    # The wheel `python -m build` made from the sdist of a fresh clone (tests/support/dist.py).
     wheel = dists.wheel
     names = subprocess.run(
         [sys.executable, "-m", "zipfile", "-l", str(wheel)],

@@ -1,0 +1,330 @@
+"""The Docker engine goes away under a running kernel (issue 24, item 1).
+
+Real fault injection: a dockerd of this module's own (tests/support/gpu_engine.py's TestEngine,
+own data root and socket, ``--live-restore`` so that the kernel container outlives it),
+a real jupyter_server with the tfenv extension pointed at it through DOCKER_HOST, a
+running kernel of the small python image; then the engine is stopped with SIGTERM, as a
+daemon upgrade does. During the outage no /tfenv endpoint answers 500, the kernel ones
+answer 503 naming the engine, and ``is_alive()`` raises nothing and says alive (the
+kernel's IPC sockets never pass through dockerd: it still computes). Started again, the
+endpoints recover by themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import signal
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+import yaml
+from jupyter_client.connect import write_connection_file
+from tornado.httpserver import HTTPServer
+from tornado.testing import bind_unused_port
+from traitlets.config import Config
+
+from jupyter_tfenv.backends.broker import BrokerClient, BrokerError
+from tests.conftest import KERNEL_LABEL, PY_IMAGE, REPO, run_code, start_error, start_kernel
+from tests.support.broker_process import UnixUser, UnixUsers
+from tests.support.gpu_engine import TestEngine
+
+
+@pytest.fixture(scope="module")
+def outage_engine(images: docker.DockerClient) -> Iterator[TestEngine]:
+    engine = TestEngine(live_restore=True)
+    try:
+        engine.start()
+        engine.load_image(images, PY_IMAGE)
+        yield engine
+    finally:
+        engine.stop()
+
+
+@pytest.fixture
+def jp_server_config(
+    jp_server_config: Config, outage_engine: TestEngine, monkeypatch: pytest.MonkeyPatch
+) -> Config:
+    """The server's engine (server, provisioner, service: all read DOCKER_HOST) is the
+    outage engine."""
+    monkeypatch.setenv("DOCKER_HOST", outage_engine.url)
+    return jp_server_config
+
+
+async def answer(jp_fetch: Any, *path: str, method: str = "GET") -> tuple[int, dict[str, Any]]:
+    body = "" if method == "POST" else None
+    response = await jp_fetch(*path, method=method, body=body, raise_error=False)
+    try:
+        data = json.loads(response.body or b"{}")
+    except ValueError:
+        data = {"raw": response.body.decode(errors="replace")}
+    return response.code, data
+
+
+def engine_kernels(engine: TestEngine) -> list[Any]:
+    assert engine.client is not None
+    return list(engine.client.containers.list(all=True, filters={"label": KERNEL_LABEL}))
+
+
+async def test_an_engine_outage_answers_503_and_keeps_the_kernel(
+    jp_fetch: Any, jp_serverapp: Any, outage_engine: TestEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    kernel_id = await start_kernel(jp_fetch, "tfenv-py", "nb.ipynb")
+    try:
+        assert await run_code(jp_serverapp, kernel_id, "x = 42; print(x)") == "42\n"
+        [container] = engine_kernels(outage_engine)
+        code, before = await answer(jp_fetch, "tfenv", "kernels", kernel_id)
+        assert code == 200 and before["live"]["running"] is True, before
+
+        outage_engine.stop_daemon()
+        assert not outage_engine.socket.exists()
+        # The image list is kept for 2 s: ask the engine, not that cache.
+        jp_serverapp.web_app.settings["tfenv"].images_changed()
+        caplog.clear()
+
+        reads = [
+            ("tfenv", "environments"),
+            ("tfenv", "environments", "py"),
+            ("tfenv", "environments", "py", "image"),
+            ("tfenv", "environments", "py", "probe"),
+            ("tfenv", "kernels"),
+            ("tfenv", "kernels", kernel_id),
+            ("tfenv", "gpus"),
+            ("tfenv", "checkpoints"),
+        ]
+        answers = {"/".join(path): await answer(jp_fetch, *path) for path in reads}
+        answers["POST pull"] = await answer(
+            jp_fetch, "tfenv", "environments", "py", "pull", method="POST"
+        )
+        answers["POST probe"] = await answer(
+            jp_fetch, "tfenv", "environments", "py", "probe", method="POST"
+        )
+        assert all(code != 500 for code, _ in answers.values()), answers
+        # Every status is one the OpenAPI document names for that operation.
+        spec = yaml.safe_load((REPO / "jupyter_tfenv" / "openapi.yaml").read_text())["paths"]
+        for what, (code, _) in answers.items():
+            method, _, path = what.rpartition(" ") if " " in what else ("GET", "", what)
+            if method == "POST":
+                path = f"tfenv/environments/py/{path}"
+            template = "/" + path.replace(kernel_id, "{kernel_id}").replace("/py", "/{env_id}")
+            documented = spec[template][method.lower()]["responses"]
+            assert str(code) in documented, (what, code, sorted(documented))
+        for what in (f"tfenv/kernels/{kernel_id}", "tfenv/environments/py/image", "POST pull"):
+            code, data = answers[what]
+            assert code == 503, (what, code, data)
+            assert "Cannot reach the Docker engine" in data["message"], data
+            assert "systemctl start docker" in data["message"], data
+        code, listing = answers["tfenv/environments"]
+        assert code == 200 and listing["environments"], listing
+        py = next(e for e in listing["environments"] if e["id"] == "py")
+        assert py["image_status"]["present"] is None
+        assert "Cannot reach the Docker engine" in py["image_status"]["error"]
+        code, kernels = answers["tfenv/kernels"]
+        assert code == 200 and [k["kernel_id"] for k in kernels["kernels"]] == [kernel_id]
+        # One log line per refusal, no traceback.
+        assert not [r for r in caplog.records if r.exc_info], [
+            r.getMessage() for r in caplog.records if r.exc_info
+        ]
+
+        # The kernel does not depend on dockerd: alive, and it computes.
+        km = jp_serverapp.kernel_manager.get_kernel(kernel_id)
+        assert await km.is_alive() is True
+        assert await run_code(jp_serverapp, kernel_id, "print(x + 1)") == "43\n"
+        assert await km.is_alive() is True
+
+        # Back: the same container (live-restore), every endpoint answers again.
+        outage_engine.start()
+        assert [c.id for c in engine_kernels(outage_engine)] == [container.id]
+        code, after = await answer(jp_fetch, "tfenv", "kernels", kernel_id)
+        assert code == 200 and after["live"]["running"] is True, after
+        code, image = await answer(jp_fetch, "tfenv", "environments", "py", "image")
+        assert code == 200 and image["present"] is True, image
+        assert await run_code(jp_serverapp, kernel_id, "print(x)") == "42\n"
+    finally:
+        if outage_engine.client is None:
+            outage_engine.start()
+        await jp_fetch("api", "kernels", kernel_id, method="DELETE", raise_error=False)
+    assert engine_kernels(outage_engine) == []
+
+
+@pytest.fixture(autouse=True)
+def _server_logs_propagate() -> Iterator[None]:
+    """caplog sees the server's records (ServerApp's logger does not propagate)."""
+    logger = logging.getLogger("ServerApp")
+    before = logger.propagate
+    logger.propagate = True
+    yield
+    logger.propagate = before
+
+
+async def test_a_start_while_the_engine_is_away_fails_cleanly(
+    jp_fetch: Any, jp_serverapp: Any, outage_engine: TestEngine, runtime_root: str
+) -> None:
+    """Issue 24, item 4: a 503 that names the engine, no runtime folder, no container, no
+    kernel left in the server; once the engine is back the same start works."""
+    # The server has talked to the engine before (its Docker client is made and kept).
+    code, _ = await answer(jp_fetch, "tfenv", "environments", "py", "image")
+    assert code == 200
+    outage_engine.stop_daemon()
+    try:
+        code, message = await start_error(jp_fetch, "tfenv-py")
+        assert code == 503, message
+        assert "Cannot reach the Docker engine" in message
+        assert "systemctl start docker" in message
+        assert os.listdir(runtime_root) == []
+        assert jp_serverapp.kernel_manager.list_kernel_ids() == []
+    finally:
+        outage_engine.start()
+    assert engine_kernels(outage_engine) == []
+    kernel_id = await start_kernel(jp_fetch, "tfenv-py", "nb.ipynb")
+    try:
+        assert await run_code(jp_serverapp, kernel_id, "print(6 * 7)") == "42\n"
+    finally:
+        await jp_fetch("api", "kernels", kernel_id, method="DELETE")
+    assert engine_kernels(outage_engine) == []
+    assert os.listdir(runtime_root) == []
+
+
+async def test_a_kernel_that_dies_during_an_outage_is_dead(
+    jp_fetch: Any, jp_serverapp: Any, outage_engine: TestEngine
+) -> None:
+    """poll() says dead only when the kernel is really gone: its processes are killed
+    while the engine cannot be asked, and is_alive() says False (without raising)."""
+    kernel_id = await start_kernel(jp_fetch, "tfenv-py", "nb.ipynb")
+    try:
+        [container] = engine_kernels(outage_engine)
+        assert outage_engine.client is not None
+        pid = int(outage_engine.client.api.inspect_container(container.id)["State"]["Pid"])
+        km = jp_serverapp.kernel_manager.get_kernel(kernel_id)
+        km.autorestart = False  # what is asked here is poll(), not the restarter
+        outage_engine.stop_daemon()
+        assert await km.is_alive() is True
+        os.kill(pid, signal.SIGKILL)  # the container's init: the kernel goes with it
+        deadline = time.monotonic() + 120
+        alive = True
+        while alive and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)  # the kernel's processes are reaped by its shim
+            alive = await km.is_alive()
+        assert alive is False
+    finally:
+        if outage_engine.client is None:
+            outage_engine.start()
+        await jp_fetch("api", "kernels", kernel_id, method="DELETE", raise_error=False)
+    assert engine_kernels(outage_engine) == []
+
+
+# -- the broker on the same engine ------------------------------------------------------
+
+SERVICE = "tfenv-broker-outage"
+SCOPE = f"access:services!service={SERVICE}"
+
+
+@pytest.fixture
+def outage_broker(
+    catalog_path: Path,
+    outage_engine: TestEngine,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[tuple[str, UnixUser]]:
+    """The real broker in the test's loop, its engine the outage engine, for one user."""
+    pytest.importorskip("jupyterhub")
+    from jupyter_tfenv.broker.app import TFEnvBroker
+    from tests.broker.test_broker_e2e import StandInHubAuth
+
+    # The broker reconnects through DOCKER_HOST after it lost its engine.
+    monkeypatch.setenv("DOCKER_HOST", outage_engine.url)
+    users = UnixUsers()
+    runtime_root = tempfile.mkdtemp(prefix="tfo-", dir="/tmp")
+    sock, port = bind_unused_port()
+    server: HTTPServer | None = None
+    try:
+        ann = users.make("tfoutann")
+        app = TFEnvBroker(
+            service_name=SERVICE,
+            service_prefix=f"/services/{SERVICE}/",
+            runtime_root=runtime_root,
+            checkpoint_root=str(tmp_path / "broker-ck"),
+            log_root=str(tmp_path / "broker-logs"),
+            max_kernels_per_user=None,
+            start_timeout=240.0,
+            config=Config({"TFEnvCatalog": {"catalog_files": [str(catalog_path)]}}),
+        )
+        app.init_catalog()
+        app.hub_auth = StandInHubAuth(
+            {f"token-{ann.name}": {"kind": "user", "name": ann.name, "scopes": [SCOPE]}}
+        )
+        server = HTTPServer(app.make_web_app())
+        server.add_sockets([sock])
+        yield f"http://127.0.0.1:{port}/services/{SERVICE}/", ann
+    finally:
+        if outage_engine.client is None:
+            outage_engine.start()
+        for container in outage_engine.containers():
+            container.remove(force=True)
+        if server is not None:
+            server.stop()
+        sock.close()
+        shutil.rmtree(runtime_root, ignore_errors=True)
+        users.remove()
+
+
+async def test_the_broker_answers_503_during_an_outage(
+    outage_broker: tuple[str, UnixUser],
+    outage_engine: TestEngine,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url, ann = outage_broker
+    client = BrokerClient(url, f"token-{ann.name}", timeout=300)
+    kernel_id = str(uuid.uuid4())
+    rundir = (await client.prepare_runtime(kernel_id, restart=False))["runtime_dir"]
+    path = os.path.join(rundir, "kernel.json")
+    write_connection_file(path, transport="ipc", ip=os.path.join(rundir, "k"), key=b"x" * 32)
+    os.chown(path, ann.uid, ann.gid)
+    body = {
+        "kernel_id": kernel_id,
+        "environment": "py",
+        "cwd": str(ann.home),
+        "mount": str(ann.home),
+        "env": {},
+        "server": "",
+    }
+    await client.start_kernel(body, timeout=300)
+    assert (await client.kernel(kernel_id))["running"] is True
+
+    outage_engine.stop_daemon()
+    caplog.clear()
+    calls = {
+        "kernels": client.kernels(),
+        "kernel": client.kernel(kernel_id),
+        "live": client.live(kernel_id),
+        "environments": client.environments(),
+        "gpus": client.gpus(),
+        "signal": client.signal(kernel_id, signal.SIGINT),
+    }
+    answers: dict[str, Any] = {}
+    for name, call in calls.items():
+        try:
+            answers[name] = ("ok", await call)
+        except BrokerError as err:
+            answers[name] = (err.http_status, err.message)
+    assert all(status != 500 for status, _ in answers.values()), answers
+    for name in ("kernels", "kernel", "live", "signal"):
+        status, message = answers[name]
+        assert status == 503 and "Docker engine" in message, (name, answers[name])
+    # One log line per refusal: no traceback of the SDK's connection error.
+    noisy = [r for r in caplog.records if r.exc_info or "Traceback" in r.getMessage()]
+    assert not noisy, [r.getMessage() for r in noisy]
+
+    outage_engine.start()
+    assert (await client.kernel(kernel_id))["running"] is True
+    await client.delete_kernel(kernel_id)
+    assert engine_kernels(outage_engine) == []

@@ -1,0 +1,197 @@
+"""``jupyter tfenv``: the command line, run for real as a subprocess."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+from pathlib import Path
+
+import docker
+import pytest
+import yaml
+
+from jupyter_tfenv.backends.docker.engine import (
+    LABEL_ENVIRONMENT,
+    LABEL_KERNEL_ID,
+    LABEL_OWNER,
+    LABEL_RUNTIME_DIR,
+    LABEL_SERVER_HOST,
+    LABEL_SERVER_PID,
+    LABEL_SERVER_START,
+    SERVER_HOST,
+    SERVER_PID,
+    SERVER_START,
+)
+from tests.conftest import OWNER, PY_IMAGE, TF220, run_tfenv_cli
+
+tfenv = run_tfenv_cli
+
+
+@pytest.fixture
+def team_catalog(tmp_path: Path) -> Path:
+    path = tmp_path / "team.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "version": 1,
+                "environments": [
+                    {"id": "tf220", "image": TF220},
+                    {"id": "latest", "image": "tensorflow/tensorflow:latest"},
+                ],
+            }
+        )
+    )
+    return path
+
+
+def test_list_shows_environments_and_counts_problems(team_catalog):
+    result = tfenv("list", "--catalog", str(team_catalog))
+    assert result.returncode == 0
+    assert "tf220" in result.stdout and TF220 in result.stdout and "TF 2.20.0" in result.stdout
+    assert "1 entry left out" in result.stdout
+    data = json.loads(tfenv("list", "--json", "--catalog", str(team_catalog)).stdout)
+    assert [e["id"] for e in data["environments"]] == ["tf220"]
+    assert data["problems"][0]["field"] == "image"
+
+
+def test_check_fails_on_floating_tags_for_ci(team_catalog):
+    result = tfenv("check", "--offline", "--catalog", str(team_catalog))
+    assert result.returncode == 1
+    assert f"ERROR  {team_catalog}: environment 'latest': image: " in result.stdout
+    assert "floating tag 'latest'" in result.stdout
+
+
+@pytest.mark.docker
+def test_check_reports_missing_images(tmp_path, images):
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "environments": [
+                    {"id": "here", "image": PY_IMAGE},
+                    {"id": "gone", "image": "tfenv-test/gone:1.0"},
+                ]
+            }
+        )
+    )
+    result = tfenv("check", "--json", "--catalog", str(path))
+    assert result.returncode == 1
+    data = json.loads(result.stdout)
+    assert data["ok"] is False
+    (problem,) = data["problems"]
+    assert problem["entry"] == "'gone'" and "docker pull tfenv-test/gone:1.0" in problem["message"]
+    ok = tmp_path / "ok.yaml"
+    ok.write_text(yaml.safe_dump({"environments": [{"id": "here", "image": PY_IMAGE}]}))
+    assert tfenv("check", "--catalog", str(ok)).returncode == 0
+
+
+def test_check_says_when_docker_is_down(team_catalog, tmp_path):
+    good = tmp_path / "g.yaml"
+    good.write_text(yaml.safe_dump({"environments": [{"id": "a", "image": TF220}]}))
+    result = tfenv(
+        "check", "--catalog", str(good), env={"DOCKER_HOST": f"unix://{tmp_path}/none.sock"}
+    )
+    assert result.returncode == 1
+    assert "Cannot reach the Docker engine" in result.stdout
+
+
+def test_pin_command():
+    assert tfenv("pin", "localhost:5000/team/tf:2.20.0").returncode == 0
+    result = tfenv("pin", "localhost:5000/team/tf")
+    assert result.returncode == 2
+    assert "has no tag" in result.stderr
+
+
+def test_kernelspecs_written_to_disk_match_the_server_ones(team_catalog, tmp_path):
+    result = tfenv("kernelspecs", "--prefix", str(tmp_path / "env"), "--catalog", str(team_catalog))
+    # The catalog has a problem entry, so the exit code says so; the good one is written.
+    assert result.returncode == 1
+    folder = tmp_path / "env" / "share" / "jupyter" / "kernels" / "tfenv-tf220"
+    spec = json.loads((folder / "kernel.json").read_text())
+    assert spec["metadata"]["kernel_provisioner"]["provisioner_name"] == "tfenv-docker"
+    assert spec["metadata"]["kernel_provisioner"]["config"]["environment"]["image"] == TF220
+    # Isolated (-I): no code of the user's runs before the launcher's (issue 17).
+    assert spec["argv"] == ["python3", "-I", "/opt/tfenv/launch.py", "-f", "{connection_file}"]
+    assert (folder / "logo-64x64.png").is_file()
+    assert not (folder.parent / "tfenv-latest").exists()
+
+
+@pytest.mark.docker
+def test_gc_removes_containers_of_dead_servers_only(docker_engine, images, tmp_path):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    rundir = tmp_path / "rt" / "orphan"
+    rundir.mkdir(parents=True)
+    common = {LABEL_OWNER: OWNER, LABEL_SERVER_HOST: SERVER_HOST, LABEL_ENVIRONMENT: "py"}
+    orphan = docker_engine.containers.create(
+        PY_IMAGE,
+        ["sleep", "600"],
+        network_mode="none",
+        labels={
+            **common,
+            LABEL_KERNEL_ID: "orphan-kernel",
+            LABEL_SERVER_PID: str(dead.pid),
+            LABEL_SERVER_START: "1",
+            LABEL_RUNTIME_DIR: str(rundir),
+        },
+    )
+    alive = docker_engine.containers.create(
+        PY_IMAGE,
+        ["sleep", "600"],
+        network_mode="none",
+        labels={
+            **common,
+            LABEL_KERNEL_ID: "alive-kernel",
+            LABEL_SERVER_PID: str(SERVER_PID),
+            LABEL_SERVER_START: SERVER_START,
+        },
+    )
+    config = tmp_path / "cfg.json"
+    config.write_text(
+        json.dumps(
+            {"DockerKernelProvisioner": {"owner": OWNER, "runtime_root": str(tmp_path / "rt")}}
+        )
+    )
+    try:
+        dry = tfenv("gc", "--dry-run", "--config", str(config))
+        assert dry.returncode == 0, dry.stderr
+        assert "would remove" in dry.stdout and "orphan-kernel" in dry.stdout
+        assert "alive-kernel" not in dry.stdout
+        orphan.reload()  # still there after a dry run
+
+        result = tfenv("gc", "--config", str(config))
+        assert result.returncode == 0, result.stderr
+        assert "removed" in result.stdout and "orphan-kernel" in result.stdout
+        names = [c.id for c in docker_engine.containers.list(all=True)]
+        assert orphan.id not in names
+        assert alive.id in names
+        assert not rundir.exists()
+    finally:
+        for container in (orphan, alive):
+            with contextlib.suppress(docker.errors.NotFound):
+                container.remove(force=True)
+
+
+def test_runtime_list(tmp_path):
+    result = tfenv("runtime", "list", "--runtimes-dir", str(tmp_path))
+    assert result.returncode == 0
+    assert "No kernel runtimes" in result.stdout
+
+
+@pytest.mark.docker
+def test_pull_from_an_unreachable_registry_says_so(tmp_path, images):
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        yaml.safe_dump({"environments": [{"id": "far", "image": "127.0.0.1:5999/team/tf:2.20.0"}]})
+    )
+    result = tfenv("pull", "far", "--catalog", str(path))
+    assert result.returncode == 2
+    assert "Pulling 127.0.0.1:5999/team/tf:2.20.0 (environment 'far')" in result.stderr
+    assert "Cannot reach" in result.stderr or "reach the registry" in result.stderr
+
+
+def test_pull_of_an_unknown_environment(team_catalog):
+    result = tfenv("pull", "nope", "--catalog", str(team_catalog))
+    assert result.returncode == 2
+    assert "No environment 'nope'" in result.stderr
