@@ -63,12 +63,8 @@ from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.provisioning import LocalProvisioner
 from jupyter_client.session import Session
 
-from jupyter_tfenv.backends.docker.engine import (
-    LABEL_KERNEL_ID,
-    LABEL_RUNTIME_DIR,
-    LABEL_SERVER_INSTANCE,
-    SERVER_INSTANCE,
-)
+from jupyter_tfenv.backends.docker.engine import SERVER_INSTANCE
+from jupyter_tfenv.core.labels import LABEL_KERNEL_ID, LABEL_RUNTIME_DIR, LABEL_SERVER_INSTANCE
 from jupyter_tfenv.kernels import provisioner as tfenv_provisioner
 from jupyter_tfenv.kernels.kernelspecs import TFEnvKernelSpecManager
 

@@ -14,12 +14,12 @@ import os
 
 from traitlets import Dict, Enum, Float, HasTraits, Integer, List, Unicode, default
 
-from jupyter_tfenv.checkpoints import (
+from jupyter_tfenv.checkpoints import STORAGE_MODES
+from jupyter_tfenv.core.paths import (
     CHECKPOINT_DIR_VAR,
     CONTAINER_CHECKPOINT_DIR,
     CONTAINER_LOG_DIR,
     LOG_DIR_VAR,
-    STORAGE_MODES,
 )
 from jupyter_tfenv.kernels.runtimes import default_runtimes_dir
 

@@ -40,14 +40,6 @@ from jupyter_tfenv import __version__
 from jupyter_tfenv.backends.docker import gpu as gpu_mod
 from jupyter_tfenv.backends.docker import gpu_alloc, live
 from jupyter_tfenv.backends.docker.engine import (
-    LABEL_BROKER,
-    LABEL_ENVIRONMENT,
-    LABEL_IMAGE_ID,
-    LABEL_KERNEL_ID,
-    LABEL_OWNER,
-    LABEL_PREFIX,
-    LABEL_RUNTIME_DIR,
-    LABEL_UID,
     KernelRequest,
     container_spec,
     explain_api_error,
@@ -65,7 +57,7 @@ from jupyter_tfenv.backends.kubernetes.kernels import KubernetesKernels
 from jupyter_tfenv.backends.settings import CheckpointStorageSettings, KernelContainerSettings
 from jupyter_tfenv.broker import policy
 from jupyter_tfenv.broker.auth import TokenLookups
-from jupyter_tfenv.broker.policy import BrokerError, Caller
+from jupyter_tfenv.broker.policy import BrokerError
 from jupyter_tfenv.catalog import Environment, TFEnvCatalog
 from jupyter_tfenv.catalog.lock import (
     LockFile,
@@ -80,12 +72,20 @@ from jupyter_tfenv.checkpoints import (
     mountcheck,
     prepare_kernel_storage,
 )
+from jupyter_tfenv.core.caller import Caller
+from jupyter_tfenv.core.labels import (
+    LABEL_BROKER,
+    LABEL_ENVIRONMENT,
+    LABEL_GPUS,
+    LABEL_HUB_SERVER,
+    LABEL_IMAGE_ID,
+    LABEL_KERNEL_ID,
+    LABEL_OWNER,
+    LABEL_RUNTIME_DIR,
+    LABEL_UID,
+)
 from jupyter_tfenv.errors import DockerUnavailableError, TFEnvError, UnknownEnvironmentError
 
-#: GPUs a broker kernel holds (counted against max_gpus_per_user).
-LABEL_GPUS = f"{LABEL_PREFIX}.gpus"
-#: The owner's JupyterHub server name ("" for the default server).
-LABEL_HUB_SERVER = f"{LABEL_PREFIX}.hub-server"
 DEFAULT_PORT = 10101
 _RUNNING_STATES = ("created", "running", "restarting", "paused")
 

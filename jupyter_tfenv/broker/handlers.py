@@ -19,13 +19,8 @@ from typing import TYPE_CHECKING, Any
 from docker.errors import APIError
 from tornado import web
 
-from jupyter_tfenv.broker.policy import (
-    BrokerError,
-    Caller,
-    check_kernel_id,
-    check_signal,
-    parse_json_body,
-)
+from jupyter_tfenv.broker.policy import BrokerError, check_kernel_id, check_signal, parse_json_body
+from jupyter_tfenv.core.caller import Caller
 from jupyter_tfenv.errors import TFEnvError, as_tfenv_error, engine_unreachable
 
 if TYPE_CHECKING:

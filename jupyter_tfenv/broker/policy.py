@@ -23,10 +23,12 @@ import shutil
 import stat
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from jupyter_tfenv.checkpoints.mountcheck import CheckedFolder
+from jupyter_tfenv.core.caller import Caller
+from jupyter_tfenv.core.paths import SOCKET_PATH_MAX
 from jupyter_tfenv.errors import TFEnvError
 
 #: The only fields ``POST /api/kernels`` accepts; everything else the broker decides.
@@ -68,25 +70,6 @@ _REASONS = {
 
 
 # -- the caller ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Caller:
-    """A hub user with a Unix account: what every container of theirs runs as."""
-
-    name: str
-    uid: int
-    gid: int
-    home: str
-    groups: frozenset[str] = field(default_factory=frozenset)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "user": self.name,
-            "uid": self.uid,
-            "gid": self.gid,
-            "groups": sorted(self.groups),
-        }
 
 
 def unix_groups(name: str, gid: int) -> set[str]:
@@ -535,8 +518,6 @@ def check_folders(
 # -- runtime folders -------------------------------------------------------------------------
 
 
-#: Unix socket paths (sun_path) hold at most this many bytes.
-SOCKET_PATH_MAX = 107
 #: What the longest socket name adds to the kernel's runtime folder ("/k-65535").
 SOCKET_TAIL = len("/k-65535")
 #: Kernel ids up to this length name their runtime folder themselves (jupyter_client's

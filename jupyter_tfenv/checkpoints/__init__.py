@@ -53,36 +53,29 @@ import requests
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import Mount
 
-from jupyter_tfenv.backends.docker.engine import (
-    LABEL_OWNER,
-    LABEL_PREFIX,
-    remove_quietly,
-    server_labels,
-    tail_logs,
-)
+from jupyter_tfenv.backends.docker.engine import remove_quietly, server_labels, tail_logs
 from jupyter_tfenv.checkpoints.mountcheck import CheckedFolder, stat_nofollow
+from jupyter_tfenv.core.labels import (
+    LABEL_HELPER,
+    LABEL_OWNER,
+    LABEL_STORAGE_ENV,
+    LABEL_STORAGE_KIND,
+)
+from jupyter_tfenv.core.paths import (
+    CHECKPOINT_DIR_VAR,
+    CONTAINER_CHECKPOINT_DIR,
+    CONTAINER_LOG_DIR,
+    CONTAINER_OTHERS_DIR,
+    LOG_DIR_VAR,
+    OTHERS_DIR_VAR,
+)
 from jupyter_tfenv.errors import NotFoundError, TFEnvError
-
-#: Where a kernel finds its checkpoint folder, and the variable that says so.
-CONTAINER_CHECKPOINT_DIR = "/tfenv/checkpoints"
-CHECKPOINT_DIR_VAR = "TFENV_CHECKPOINT_DIR"
-#: Where a kernel finds its TensorBoard log folder, and the variable that says so.
-CONTAINER_LOG_DIR = "/tfenv/logs"
-LOG_DIR_VAR = "TFENV_LOG_DIR"
-#: Where a kernel finds the checkpoint folders of the user's other environments, read-only
-#: (one folder per environment, by its escaped id), and the variable that says so.
-CONTAINER_OTHERS_DIR = "/tfenv/checkpoints-of"
-OTHERS_DIR_VAR = "TFENV_CHECKPOINTS_OF_DIR"
 
 KINDS = ("checkpoints", "logs")
 STORAGE_MODES = ("bind", "volume", "off")
 USER_PLACEHOLDER = "{username}"
 ENV_PLACEHOLDER = "{environment}"
 
-#: Labels of the volumes tfenv creates, and of its helper containers.
-LABEL_STORAGE_KIND = f"{LABEL_PREFIX}.storage-kind"
-LABEL_STORAGE_ENV = f"{LABEL_PREFIX}.storage-environment"
-LABEL_HELPER = f"{LABEL_PREFIX}.checkpoint-helper"
 
 #: The one message of every refused or missing checkpoint path: it must not tell a
 #: folder that exists outside the user's storage from one that does not.

@@ -50,11 +50,6 @@ from jupyter_tfenv.backends.broker import (
 )
 from jupyter_tfenv.backends.docker import live
 from jupyter_tfenv.backends.docker.engine import (
-    LABEL_IMAGE_ID,
-    LABEL_KERNEL_ID,
-    LABEL_OWNER,
-    LABEL_POOL,
-    LABEL_RUNTIME_DIR,
     KernelRequest,
     container_spec,
     default_owner,
@@ -79,6 +74,14 @@ from jupyter_tfenv.checkpoints import (
     mountcheck,
     prepare_kernel_storage,
 )
+from jupyter_tfenv.core.labels import (
+    LABEL_IMAGE_ID,
+    LABEL_KERNEL_ID,
+    LABEL_OWNER,
+    LABEL_POOL,
+    LABEL_RUNTIME_DIR,
+)
+from jupyter_tfenv.core.paths import SOCKET_PATH_MAX
 from jupyter_tfenv.errors import (
     CatalogError,
     DockerUnavailableError,
@@ -105,8 +108,6 @@ def _env_int(name: str, fallback: int) -> int:
 
 # KernelProvisionerMeta derives from MetaHasTraits at run time (through
 # type(LoggingConfigurable)), which mypy cannot see.
-#: Unix socket paths (sun_path) hold at most this many bytes.
-SOCKET_PATH_MAX = 107
 #: What a kernel adds below its runtime root: its folder and the longest socket name.
 _SOCKET_TAIL = len("/0123456789ab/k-65535")
 

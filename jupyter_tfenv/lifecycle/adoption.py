@@ -26,15 +26,13 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from jupyter_tfenv.backends.docker.engine import (
+from jupyter_tfenv.backends.docker.engine import server_alive, server_labels, tfenv_containers
+from jupyter_tfenv.core.labels import (
     LABEL_BROKER,
     LABEL_ENVIRONMENT,
     LABEL_KERNEL_ID,
     LABEL_POOL,
     LABEL_RUNTIME_DIR,
-    server_alive,
-    server_labels,
-    tfenv_containers,
 )
 
 #: Written by a server that stops and keeps the kernel: {"kept_at": <unix time>}.

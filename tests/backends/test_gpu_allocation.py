@@ -31,7 +31,7 @@ from tornado.testing import bind_unused_port
 from traitlets.config import Config
 
 from jupyter_tfenv.backends.broker import BrokerClient, BrokerError
-from jupyter_tfenv.backends.docker.gpu_alloc import LABEL_GPU_DEVICES
+from jupyter_tfenv.core.labels import LABEL_GPU_DEVICES
 from tests.broker.test_broker_e2e import StandInHubAuth
 from tests.conftest import CATALOG, KERNEL_LABEL, PY_IMAGE, start_kernel
 from tests.support.broker_process import UnixUser, UnixUsers

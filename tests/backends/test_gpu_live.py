@@ -20,7 +20,7 @@ import docker
 import pytest
 from prometheus_client import REGISTRY, generate_latest
 
-from jupyter_tfenv.backends.docker.engine import LABEL_KERNEL_ID, LABEL_OWNER, remove_quietly
+from jupyter_tfenv.backends.docker.engine import remove_quietly
 from jupyter_tfenv.backends.docker.gpu import (
     KernelContainers,
     container_id_of_pid,
@@ -29,6 +29,7 @@ from jupyter_tfenv.backends.docker.gpu import (
     parse_nvidia_smi,
 )
 from jupyter_tfenv.backends.docker.live import ContainerGone, kernel_live_status, supports_one_shot
+from jupyter_tfenv.core.labels import LABEL_KERNEL_ID, LABEL_OWNER
 from jupyter_tfenv.server import metrics
 from tests.conftest import OWNER, PY_IMAGE
 

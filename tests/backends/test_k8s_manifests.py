@@ -28,16 +28,11 @@ import pytest
 from jupyter_client import BlockingKernelClient
 from kubernetes_validate.utils import all_versions
 
-from jupyter_tfenv.backends.docker.engine import (
-    LABEL_ENVIRONMENT,
-    LABEL_KERNEL_ID,
-    LABEL_OWNER,
-    KernelRequest,
-    container_spec,
-)
+from jupyter_tfenv.backends.docker.engine import KernelRequest, container_spec
 from jupyter_tfenv.backends.kubernetes import manifests as m
 from jupyter_tfenv.backends.kubernetes.pss import check_pod, is_extended_resource, parse_quantity
 from jupyter_tfenv.catalog import environment_from_dict
+from jupyter_tfenv.core.labels import LABEL_ENVIRONMENT, LABEL_KERNEL_ID, LABEL_OWNER
 from jupyter_tfenv.errors import CatalogError
 
 #: The Kubernetes versions validated against (the oldest and a recent one supported).
@@ -489,7 +484,7 @@ def test_what_a_restricted_pod_cannot_be_is_refused():
 
 
 def test_labels_are_the_docker_backends_and_valid():
-    from jupyter_tfenv.broker.app import LABEL_HUB_SERVER
+    from jupyter_tfenv.core.labels import LABEL_HUB_SERVER
 
     assert m.LABEL_HUB_SERVER == LABEL_HUB_SERVER
     start = start_of(server_name="gpu")

@@ -16,14 +16,8 @@ from typing import Any
 import docker
 import pytest
 
-from jupyter_tfenv.backends.docker.engine import (
-    LABEL_SERVER_HOST,
-    LABEL_SERVER_PID,
-    SERVER_HOST,
-    SERVER_PID,
-)
+from jupyter_tfenv.backends.docker.engine import SERVER_HOST, SERVER_PID
 from jupyter_tfenv.backends.docker.probe import (
-    LABEL_PROBE,
     PROBE_SCRIPT_PATH,
     ProbeError,
     _gpu_state,
@@ -32,6 +26,7 @@ from jupyter_tfenv.backends.docker.probe import (
     probe_image,
 )
 from jupyter_tfenv.catalog import Environment, environment_from_dict
+from jupyter_tfenv.core.labels import LABEL_PROBE, LABEL_SERVER_HOST, LABEL_SERVER_PID
 from tests.conftest import (
     KERNEL_GID,
     KERNEL_LABEL,

@@ -27,7 +27,8 @@ import docker
 import pytest
 
 from jupyter_tfenv.broker import policy
-from jupyter_tfenv.broker.policy import BrokerError, Caller, Usage
+from jupyter_tfenv.broker.policy import BrokerError, Usage
+from jupyter_tfenv.core.caller import Caller
 from jupyter_tfenv.errors import KernelStartError
 from jupyter_tfenv.kernels.provisioner import (
     DockerKernelProvisioner,

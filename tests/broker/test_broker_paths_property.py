@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from jupyter_tfenv.broker import policy
-from jupyter_tfenv.broker.policy import BrokerError, Caller
+from jupyter_tfenv.broker.policy import BrokerError
 from jupyter_tfenv.checkpoints import (
     CheckpointStorageError,
     StorageConfig,
@@ -27,6 +27,7 @@ from jupyter_tfenv.checkpoints import (
     locate,
     unescape_path_component,
 )
+from jupyter_tfenv.core.caller import Caller
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (chown to other uids)")
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from jupyter_tfenv.broker import policy
-from jupyter_tfenv.broker.policy import BrokerError, Caller, Usage
+from jupyter_tfenv.broker.policy import BrokerError, Usage
+from jupyter_tfenv.core.caller import Caller
 from tests.support.broker_process import ACCOUNT, UnixUser, unix_account
 
 __all__ = ["unix_account"]  # a fixture: a real Unix account, made and removed

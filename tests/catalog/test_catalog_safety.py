@@ -21,9 +21,10 @@ from jsonschema import Draft202012Validator
 from traitlets.config import Config
 
 from jupyter_tfenv.broker.app import TFEnvBroker
-from jupyter_tfenv.broker.policy import BrokerError, Caller
+from jupyter_tfenv.broker.policy import BrokerError
 from jupyter_tfenv.catalog import TFEnvCatalog, catalog_schema, environment_from_dict
 from jupyter_tfenv.checkpoints import StorageConfig, locate
+from jupyter_tfenv.core.caller import Caller
 from jupyter_tfenv.errors import CatalogError
 
 IMAGE = "tensorflow/tensorflow:2.20.0-jupyter"

@@ -20,7 +20,6 @@ import pytest
 from jupyter_tfenv.backends.docker.engine import KernelRequest, container_spec
 from jupyter_tfenv.catalog import environment_from_dict
 from jupyter_tfenv.checkpoints import (
-    CONTAINER_CHECKPOINT_DIR,
     CheckpointNotFound,
     CheckpointStorageError,
     StorageConfig,
@@ -49,6 +48,7 @@ from jupyter_tfenv.checkpoints import (
     scan_bind,
     unescape_path_component,
 )
+from jupyter_tfenv.core.paths import CONTAINER_CHECKPOINT_DIR
 
 NAMES = [
     "alice",

@@ -236,8 +236,10 @@ async def test_websocket_execute_like_jupyterlab(jp_fetch, jp_ws_fetch, docker_e
         )
         msg["channel"] = "shell"
         await ws.write_message(json.dumps(msg, default=str))
-        text, status = "", None
-        while status is None:
+        # The reply (shell) and the output (iopub) travel on different channels: the
+        # output is complete once iopub says idle, as JupyterLab reads it.
+        text, status, idle = "", None, False
+        while status is None or not idle:
             reply = json.loads(await asyncio.wait_for(ws.read_message(), 60))
             if reply["parent_header"].get("msg_id") != msg["header"]["msg_id"]:
                 continue
@@ -245,6 +247,8 @@ async def test_websocket_execute_like_jupyterlab(jp_fetch, jp_ws_fetch, docker_e
                 text += reply["content"]["text"]
             elif reply["msg_type"] == "execute_reply":
                 status = reply["content"]["status"]
+            elif reply["msg_type"] == "status":
+                idle = reply["content"]["execution_state"] == "idle"
         assert (status, text) == ("ok", "42\n")
     finally:
         ws.close()

@@ -12,13 +12,13 @@ import docker
 import pytest
 from traitlets.config import Config
 
-from jupyter_tfenv.backends.docker.engine import (
+from jupyter_tfenv.backends.docker.engine import SERVER_HOST
+from jupyter_tfenv.core.labels import (
     LABEL_KERNEL_ID,
     LABEL_OWNER,
     LABEL_SERVER_HOST,
     LABEL_SERVER_PID,
     LABEL_SERVER_START,
-    SERVER_HOST,
 )
 from tests.conftest import OWNER, PY_IMAGE
 

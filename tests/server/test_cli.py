@@ -11,7 +11,8 @@ import docker
 import pytest
 import yaml
 
-from jupyter_tfenv.backends.docker.engine import (
+from jupyter_tfenv.backends.docker.engine import SERVER_HOST, SERVER_PID, SERVER_START
+from jupyter_tfenv.core.labels import (
     LABEL_ENVIRONMENT,
     LABEL_KERNEL_ID,
     LABEL_OWNER,
@@ -19,9 +20,6 @@ from jupyter_tfenv.backends.docker.engine import (
     LABEL_SERVER_HOST,
     LABEL_SERVER_PID,
     LABEL_SERVER_START,
-    SERVER_HOST,
-    SERVER_PID,
-    SERVER_START,
 )
 from tests.conftest import OWNER, PY_IMAGE, TF220, run_tfenv_cli
 

@@ -30,32 +30,23 @@ from docker.types import DeviceRequest, Mount
 from jupyter_tfenv.backends.docker import gpu_alloc
 from jupyter_tfenv.backends.docker.gpu_alloc import Holding
 from jupyter_tfenv.catalog import Environment
+from jupyter_tfenv.core.labels import (
+    LABEL_BROKER,
+    LABEL_ENVIRONMENT,
+    LABEL_IMAGE_ID,
+    LABEL_IMAGE_REF,
+    LABEL_KERNEL_ID,
+    LABEL_OWNER,
+    LABEL_RUNTIME_DIR,
+    LABEL_SERVER_HOST,
+    LABEL_SERVER_INSTANCE,
+    LABEL_SERVER_PID,
+    LABEL_SERVER_START,
+)
+from jupyter_tfenv.core.paths import CONTAINER_LAUNCHER, CONTAINER_RUNTIMES
 from jupyter_tfenv.errors import DockerUnavailableError, KernelStartError, unreachable_error
 from jupyter_tfenv.kernels.runtimes import runtime_build_hint
 
-LABEL_PREFIX = "org.jupyter.tfenv"
-LABEL_OWNER = f"{LABEL_PREFIX}.owner"
-LABEL_KERNEL_ID = f"{LABEL_PREFIX}.kernel-id"
-LABEL_SERVER_INSTANCE = f"{LABEL_PREFIX}.server-instance"
-LABEL_SERVER_HOST = f"{LABEL_PREFIX}.server-host"
-LABEL_SERVER_PID = f"{LABEL_PREFIX}.server-pid"
-LABEL_SERVER_START = f"{LABEL_PREFIX}.server-start"
-LABEL_ENVIRONMENT = f"{LABEL_PREFIX}.environment"
-LABEL_IMAGE_ID = f"{LABEL_PREFIX}.image-id"
-LABEL_IMAGE_REF = f"{LABEL_PREFIX}.image-ref"
-LABEL_RUNTIME_DIR = f"{LABEL_PREFIX}.runtime-dir"
-#: Set (to the broker's service name) on kernel containers the tfenv broker started. Their
-#: server-pid labels name the broker, whose restart must not orphan them: never reaped.
-LABEL_BROKER = f"{LABEL_PREFIX}.broker"
-#: A pool kernel (jupyter_tfenv.lifecycle.pool): started ahead, for no notebook yet.
-LABEL_POOL = f"{LABEL_PREFIX}.pool"
-#: The uid a broker kernel runs as (its owner's Unix account).
-LABEL_UID = f"{LABEL_PREFIX}.uid"
-
-#: Where the product's own read-only files appear inside every kernel container.
-CONTAINER_TFENV_DIR = "/opt/tfenv"
-CONTAINER_LAUNCHER = f"{CONTAINER_TFENV_DIR}/launch.py"
-CONTAINER_RUNTIMES = f"{CONTAINER_TFENV_DIR}/runtimes"
 LAUNCHER_PATH = Path(__file__).parents[2] / "kernels" / "in_container" / "launch.py"
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from docker.errors import APIError, DockerException, NotFound
 
-from jupyter_tfenv.backends.docker.engine import LABEL_ENVIRONMENT, LABEL_KERNEL_ID, LABEL_OWNER
+from jupyter_tfenv.core.labels import LABEL_ENVIRONMENT, LABEL_KERNEL_ID, LABEL_OWNER
 
 #: ``state`` values of :func:`gpu_overview`.
 STATE_OK = "ok"

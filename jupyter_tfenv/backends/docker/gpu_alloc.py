@@ -21,16 +21,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from jupyter_tfenv.core.labels import (
+    LABEL_ENVIRONMENT,
+    LABEL_GPU_CLAIMED,
+    LABEL_GPU_DEVICES,
+    LABEL_GPU_SHARING,
+    LABEL_KERNEL_ID,
+    LABEL_OWNER,
+)
 from jupyter_tfenv.errors import TFEnvError
-
-_PREFIX = "org.jupyter.tfenv"
-#: The device ids a kernel container holds, comma separated (as passed to Docker).
-LABEL_GPU_DEVICES = f"{_PREFIX}.gpu-devices"
-#: ``exclusive`` or ``shared:<kernels per device>``: how the container holds them.
-LABEL_GPU_SHARING = f"{_PREFIX}.gpu-sharing"
-#: When the devices were picked (ns since the epoch): who came first when two starts
-#: collided (Docker's own creation time has whole seconds in its container list).
-LABEL_GPU_CLAIMED = f"{_PREFIX}.gpu-claimed"
 
 EXCLUSIVE = "exclusive"
 SHARED = "shared"
@@ -138,9 +137,9 @@ def holding_from_labels(
     labels: Mapping[str, str],
     *,
     created: int = 0,
-    kernel_label: str = f"{_PREFIX}.kernel-id",
-    owner_label: str = f"{_PREFIX}.owner",
-    environment_label: str = f"{_PREFIX}.environment",
+    kernel_label: str = LABEL_KERNEL_ID,
+    owner_label: str = LABEL_OWNER,
+    environment_label: str = LABEL_ENVIRONMENT,
 ) -> Holding | None:
     """A container's holding, or None when it holds no allocated device."""
     devices = tuple(d for d in (labels.get(LABEL_GPU_DEVICES) or "").split(",") if d)

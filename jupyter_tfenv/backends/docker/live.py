@@ -24,7 +24,7 @@ import requests
 from docker.errors import APIError, DockerException, NotFound
 from docker.utils import version_gte
 
-from jupyter_tfenv.backends.docker.engine import LABEL_ENVIRONMENT, LABEL_IMAGE_REF, LABEL_KERNEL_ID
+from jupyter_tfenv.core.labels import LABEL_ENVIRONMENT, LABEL_IMAGE_REF, LABEL_KERNEL_ID
 from jupyter_tfenv.errors import TFEnvError, unreachable_error
 
 _STATS_STATES = ("running", "paused")

@@ -34,11 +34,6 @@ from docker.types import Mount
 from jupyter_core.paths import jupyter_data_dir
 
 from jupyter_tfenv.backends.docker.engine import (
-    CONTAINER_TFENV_DIR,
-    LABEL_ENVIRONMENT,
-    LABEL_IMAGE_ID,
-    LABEL_IMAGE_REF,
-    LABEL_PREFIX,
     explain_api_error,
     explain_missing_python,
     gpu_device_requests,
@@ -49,12 +44,16 @@ from jupyter_tfenv.backends.docker.engine import (
     tail_logs,
 )
 from jupyter_tfenv.catalog import Environment
+from jupyter_tfenv.core.labels import (
+    LABEL_ENVIRONMENT,
+    LABEL_IMAGE_ID,
+    LABEL_IMAGE_REF,
+    LABEL_PROBE,
+)
+from jupyter_tfenv.core.paths import CONTAINER_PROBE
 from jupyter_tfenv.errors import ENGINE_HINT, TFEnvError
 
-#: Marks probe containers (never kernels: they have no kernel-id label).
-LABEL_PROBE = f"{LABEL_PREFIX}.probe"
 PROBE_SCRIPT_PATH = Path(__file__).parents[2] / "kernels" / "in_container" / "probe.py"
-CONTAINER_PROBE = f"{CONTAINER_TFENV_DIR}/probe.py"
 #: Bumped when the probe's output changes, so that older cache files are probed again.
 PROBE_VERSION = 1
 PROBE_MEMORY = 4 * 1024**3

@@ -41,16 +41,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from jupyter_tfenv.backends.docker.engine import (
+from jupyter_tfenv.catalog import Environment
+from jupyter_tfenv.core.labels import (
     LABEL_ENVIRONMENT,
+    LABEL_HUB_SERVER,
     LABEL_IMAGE_REF,
     LABEL_KERNEL_ID,
     LABEL_OWNER,
-    LABEL_PREFIX,
     LABEL_UID,
 )
-from jupyter_tfenv.catalog import Environment
-from jupyter_tfenv.checkpoints import (
+from jupyter_tfenv.core.paths import (
     CHECKPOINT_DIR_VAR,
     CONTAINER_CHECKPOINT_DIR,
     CONTAINER_LOG_DIR,
@@ -58,9 +58,6 @@ from jupyter_tfenv.checkpoints import (
 )
 from jupyter_tfenv.errors import TFEnvError
 
-#: The broker's label for the hub server a kernel belongs to (jupyter_tfenv.broker.app has
-#: the same name; importing it here would pull in the whole broker).
-LABEL_HUB_SERVER = f"{LABEL_PREFIX}.hub-server"
 #: The recommended labels every tfenv object carries: what finds them all.
 MANAGED_BY = {"app.kubernetes.io/managed-by": "jupyter-tfenv"}
 COMPONENT_LABEL = "app.kubernetes.io/component"
