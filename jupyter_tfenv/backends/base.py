@@ -23,7 +23,7 @@ as they are and :class:`BrokerBackend` reads them back.
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
@@ -38,7 +38,60 @@ FEATURES = (
     "live",  # live CPU, memory and GPU readings of a kernel
     "gpu_allocation",  # devices handed out by tfenv (else: by the scheduler, or none)
     "runtime_dirs",  # connection folders on a host path the server can read
+    "checkpoints",  # checkpoints read and deleted through the backend (else: by the server)
 )
+
+
+class BackendError(TFEnvError):
+    """A refused or failed request: ``status`` and ``reason`` go into the HTTP answer,
+    ``logs`` (a kernel's last lines) too. The broker's ``BrokerError`` is this class."""
+
+    def __init__(
+        self, message: str, *, status: int = 400, reason: str = "", logs: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.http_status = status
+        self.reason = reason or _REASONS.get(status, "error")
+        self.logs = logs
+
+
+_REASONS = {
+    400: "bad request",
+    403: "forbidden",
+    404: "not found",
+    409: "conflict",
+    429: "quota exceeded",
+    500: "internal error",
+    503: "docker unavailable",
+}
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What a caller holds now, for quotas: running kernels, their GPUs, and probes."""
+
+    kernels: int = 0
+    gpus: int = 0
+    #: Environment probes run for the caller now: each counts as a kernel (and holds its
+    #: GPUs) while it runs.
+    probes: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return {"kernels": self.kernels, "gpus": self.gpus, "probes": self.probes}
+
+
+def usage_of(gpu_counts: Iterable[int], probe_gpus: Iterable[int] = ()) -> Usage:
+    """Usage from the GPU counts of the caller's running kernels (one entry per kernel)
+    and of the probes running for them (one entry per probe)."""
+    counts = list(gpu_counts)
+    probes = list(probe_gpus)
+    return Usage(kernels=len(counts), gpus=sum(counts) + sum(probes), probes=len(probes))
+
+
+#: A quota check a backend calls under the caller's lock, just before it makes a kernel
+#: (or a probe): the caller's usage without this kernel, and the GPUs the new one takes.
+#: It raises (a 429 :class:`BackendError`) to refuse.
+Admit = Callable[[Usage, int], None]
 
 
 class UnsupportedByBackend(TFEnvError):
@@ -53,12 +106,12 @@ class UnsupportedByBackend(TFEnvError):
         self.feature = feature
 
 
-class KernelNotFound(NotFoundError):
+class KernelNotFound(BackendError, NotFoundError):
     """No kernel of that id belongs to the caller (the same answer whether it exists for
-    someone else or not at all)."""
+    someone else or not at all): 404, reason "no such kernel"."""
 
     def __init__(self, kernel_id: str) -> None:
-        super().__init__(f"No kernel {kernel_id} of yours.")
+        super().__init__(f"No kernel {kernel_id} of yours.", status=404, reason="no such kernel")
         self.kernel_id = kernel_id
 
 
@@ -79,6 +132,13 @@ class KernelStart:
     #: Devices the kernel held before a restart: kept when still free (a hint).
     gpu_devices: tuple[str, ...] = ()
     restart: bool = False
+    #: The connection folder the caller filled (backends with "runtime_dirs"), else "".
+    runtime_dir: str = ""
+    #: The connection key, where the backend hands it to the kernel itself (no folder).
+    key: str = ""
+    #: The folders the caller's policy checked (``mountcheck.CheckedFolder``, by mount
+    #: target): a backend that mounts them mounts exactly those (by descriptor).
+    checked: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -98,14 +158,20 @@ class KernelInfo:
     #: For adoption: the kernel's working directory and connection folder ("" if none).
     workdir: str = ""
     runtime_dir: str = ""
+    #: What only this backend knows (a pod's ip, its reason): served beside the rest.
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        extra = data.pop("extra")
+        data.update(extra)
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> KernelInfo:
         names = cls.__dataclass_fields__
-        return cls(**{k: v for k, v in data.items() if k in names})
+        known = {k: v for k, v in data.items() if k in names and k != "extra"}
+        return cls(**known, extra={k: v for k, v in data.items() if k not in names})
 
 
 @dataclass(frozen=True)
@@ -139,12 +205,17 @@ class ImageStatus:
     repo_digests: tuple[str, ...] = ()
     size: int | None = None
     error: str | None = None
+    #: Where the image comes from when the backend cannot see it (Kubernetes: the nodes).
+    note: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        if self.error is not None and self.image_id is None:
+            return {"present": self.present, "error": self.error}
         data = asdict(self)
         data["repo_digests"] = list(self.repo_digests)
-        if self.error is None:
-            del data["error"]
+        for key in ("error", "note"):
+            if data[key] is None:
+                del data[key]
         return data
 
     @classmethod
@@ -155,6 +226,7 @@ class ImageStatus:
             repo_digests=tuple(data.get("repo_digests") or ()),
             size=data.get("size"),
             error=data.get("error"),
+            note=data.get("note"),
         )
 
 
@@ -165,6 +237,9 @@ class KernelBackend(abc.ABC):
     name: ClassVar[str] = ""
     #: The :data:`FEATURES` this backend has.
     features: ClassVar[frozenset[str]] = frozenset()
+    #: The (uid, gid) every kernel runs as when the backend fixes it (Kubernetes pods),
+    #: else None: each caller's own.
+    account: tuple[int, int] | None = None
 
     def supports(self, feature: str) -> bool:
         if feature not in FEATURES:
@@ -176,10 +251,32 @@ class KernelBackend(abc.ABC):
 
     # -- kernels ---------------------------------------------------------------------------
 
+    async def prepare_connection(
+        self, caller: Caller, kernel_id: str, restart: bool
+    ) -> dict[str, Any]:
+        """Before a start: where the kernel's connection comes from (the broker's
+        ``POST /api/kernels/<id>/runtime`` answer): ``{"runtime_dir"}``, a folder made for
+        the caller to write the connection file into ("runtime_dirs"), or ``{"transport",
+        "ports", ...}`` for a kernel reached over TCP."""
+        raise self.unsupported("connection folders")
+
     @abc.abstractmethod
-    async def start(self, caller: Caller, request: KernelStart) -> dict[str, Any]:
-        """Start the kernel; its connection info and where it runs (the broker's
-        ``POST /api/kernels`` answer). Raises a :class:`TFEnvError` that says why not."""
+    async def start(
+        self,
+        caller: Caller,
+        request: KernelStart,
+        env: Environment,
+        *,
+        admit: Admit | None = None,
+    ) -> dict[str, Any]:
+        """Start the kernel of the (resolved, allowed) ``env``; its connection info and
+        where it runs (the broker's ``POST /api/kernels`` answer). ``admit`` is called
+        under the caller's lock before anything is made (quotas). Raises a
+        :class:`TFEnvError` that says why not."""
+
+    async def usage(self, caller: Caller, *, exclude: str | None = None) -> Usage:
+        """What the caller holds now (running kernels but ``exclude``, probes)."""
+        raise self.unsupported("usage counts")
 
     @abc.abstractmethod
     async def find(self, caller: Caller, kernel_id: str) -> KernelInfo | None:
@@ -224,13 +321,32 @@ class KernelBackend(abc.ABC):
 
     @abc.abstractmethod
     async def probe(
-        self, caller: Caller, env: Environment, *, refresh: bool = False
+        self,
+        caller: Caller,
+        env: Environment,
+        *,
+        refresh: bool = False,
+        admit: Admit | None = None,
     ) -> dict[str, Any]:
-        """What the image really has (Python, TensorFlow, CUDA, GPUs): the probe's JSON."""
+        """What the image really has (Python, TensorFlow, CUDA, GPUs): the probe's JSON.
+        A probe that runs a container counts as a kernel: ``admit`` as for :meth:`start`."""
 
     async def gpus(self, caller: Caller) -> dict[str, Any]:
         """Each device kernels may get and who holds it (others without names)."""
         raise self.unsupported("GPU allocation")
+
+    async def checkpoints(self, caller: Caller, env_ids: list[str]) -> dict[str, Any]:
+        """The caller's checkpoints per environment, read by the backend ("checkpoints")."""
+        raise self.unsupported("checkpoints")
+
+    async def delete_checkpoint(
+        self, caller: Caller, env: Environment, paths: list[str]
+    ) -> dict[str, Any]:
+        """Delete checkpoint entries of the caller's ``env`` ("checkpoints")."""
+        raise self.unsupported("checkpoints")
+
+    async def sweep(self) -> None:  # noqa: B027 - optional hook
+        """Periodic housekeeping (connection folders of kernels that never started)."""
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Let go of clients and tasks (server or broker shutdown)."""
