@@ -1,4 +1,4 @@
-import type { ICheckpointItem } from './tokens';
+import type { ICheckpointItem } from './api';
 
 /**
  * The checkpoint root inside every tfenv container (`TFENV_CHECKPOINT_DIR`).

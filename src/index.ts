@@ -9,13 +9,14 @@ import { panelPlugin } from './plugins/panel';
 import { provenancePlugin } from './plugins/provenance';
 import { statusPlugin } from './plugins/status';
 
+export * from './api';
 export * from './cellexecutor';
 export * from './format';
 export * from './kernelpicker';
 export { TfEnvModel } from './model';
 export * from './provenance';
 export * from './pullprogress';
-export { requestAPI, TfEnvClient, normalizeEnvironments } from './request';
+export { requestAPI, TfEnvClient, normalizeEnvironments } from './api/request';
 export * from './state';
 export * from './tokens';
 

@@ -11,7 +11,7 @@ import {
   sortEnvironments,
   unavailableText
 } from './state';
-import type { IGpuOverview } from './tokens';
+import type { IGpuOverview } from './api';
 
 /**
  * One `<option>` (the shape of JupyterLab's `SessionContextDialogs.kernelOptions`).

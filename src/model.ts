@@ -9,9 +9,8 @@ import {
   pullFromPayload,
   reducePullEvent
 } from './pullprogress';
-import { deriveState, IPanelState, wantsGpu } from './state';
+import { deriveState, IPanelState, IStartError, wantsGpu } from './state';
 import {
-  Consumer,
   ICatalogProblem,
   IPullCapability,
   IEnvironment,
@@ -21,11 +20,10 @@ import {
   IImageStatus,
   IKernelStatus,
   IProbe,
-  IStartError,
   ITfEnvClient,
-  ITfEnvModel,
   TfEnvApiError
-} from './tokens';
+} from './api';
+import { Consumer, ITfEnvModel } from './tokens';
 
 /**
  * How long an image status stays fresh, in ms (pulls and refreshes renew it).

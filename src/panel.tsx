@@ -54,8 +54,8 @@ import type {
   IEnvironmentSummary,
   IFilesWarning,
   IOtherCheckpoints
-} from './tokens';
-import { TfEnvApiError } from './tokens';
+} from './api';
+import { TfEnvApiError } from './api';
 
 /**
  * What the panel needs besides the model.

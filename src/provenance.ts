@@ -11,7 +11,7 @@ import type {
   IEnvironmentSummary,
   IImageStatus,
   IProbe
-} from './tokens';
+} from './api';
 
 /**
  * The notebook metadata key.

@@ -3,7 +3,7 @@
  * functions: no JupyterLab imports, so that jest tests them directly.
  */
 
-import type { IPull } from './tokens';
+import type { IPull } from './api';
 
 /**
  * What the views show of a pull.

@@ -5,7 +5,6 @@
  * server's own message beside them.
  */
 
-import { bareDigest, compareVersions, cudaLabel, ratio } from './format';
 import type {
   IEnvironmentSummary,
   IGpuOverview,
@@ -13,9 +12,21 @@ import type {
   IImageStatus,
   IKernelStatus,
   IProbe,
-  IPullCapability,
-  IStartError
-} from './tokens';
+  IPullCapability
+} from './api';
+import { bareDigest, compareVersions, cudaLabel, ratio } from './format';
+
+/**
+ * The error of the last failed kernel start of a session context.
+ */
+export interface IStartError {
+  /**
+   * The kernelspec name that failed to start.
+   */
+  kernelName: string | null;
+  message: string;
+  traceback?: string;
+}
 
 /**
  * The designed states of the panel (`data-tfenv-state`).

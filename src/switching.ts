@@ -4,7 +4,7 @@ import type { TranslationBundle } from '@jupyterlab/translation';
 import { Widget } from '@lumino/widgets';
 
 import type { TfEnvModel } from './model';
-import type { IEnvironmentSummary } from './tokens';
+import type { IEnvironmentSummary } from './api';
 
 /**
  * How long the kernel has to answer how many cells it ran; a kernel busy that

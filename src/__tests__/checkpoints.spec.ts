@@ -6,7 +6,7 @@ import {
   isIncomplete,
   sortCheckpoints
 } from '../checkpoints';
-import type { ICheckpointItem } from '../tokens';
+import type { ICheckpointItem } from '../api';
 
 function item(partial: Partial<ICheckpointItem>): ICheckpointItem {
   return { name: 'x', kind: 'keras', etag: 'e', ...partial };

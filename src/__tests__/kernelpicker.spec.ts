@@ -1,7 +1,7 @@
 /* eslint-disable jupyter/no-untranslated-string -- JupyterLab's own group labels, as its dialog passes them */
 import { arrangeKernelOptions, IKernelOptions } from '../kernelpicker';
 import { environmentAvailability, ITrans, sortEnvironments } from '../state';
-import type { IEnvironment, IGpuOverview } from '../tokens';
+import type { IEnvironment, IGpuOverview } from '../api';
 
 // Real payloads of a server with the demo catalog, on a host without GPU.
 import environmentsReply from './fixtures/environments.json';

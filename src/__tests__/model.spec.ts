@@ -9,7 +9,7 @@ import {
   IPullFollower,
   ITfEnvClient,
   TfEnvApiError
-} from '../tokens';
+} from '../api';
 
 import environmentsReply from './fixtures/environments.json';
 import gpusNoDriver from './fixtures/gpus-no-driver.json';

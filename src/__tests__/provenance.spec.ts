@@ -6,7 +6,7 @@ import {
   readProvenance,
   sameProvenance
 } from '../provenance';
-import type { IEnvironment, IImageStatus } from '../tokens';
+import type { IEnvironment, IImageStatus } from '../api';
 
 import environmentsReply from './fixtures/environments.json';
 import imageTf220 from './fixtures/image-tf220.json';

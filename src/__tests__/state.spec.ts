@@ -17,7 +17,7 @@ import type {
   IGpuOverview,
   IImageStatus,
   IKernelStatus
-} from '../tokens';
+} from '../api';
 
 // Real payloads of a server with the demo catalog, on a host without GPU.
 import environmentsReply from './fixtures/environments.json';

@@ -25,7 +25,8 @@ import {
 import { tfenvIcon } from '../icons';
 import type { TfEnvModel } from '../model';
 import { confirmSwitch } from '../switching';
-import { CommandIDs, IEnvironment, ITfEnvModel, ITfEnvPanel } from '../tokens';
+import { IEnvironment } from '../api';
+import { CommandIDs, ITfEnvModel, ITfEnvPanel } from '../tokens';
 
 /**
  * The command palette's commands.

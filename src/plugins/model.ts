@@ -10,8 +10,9 @@ import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import type { Widget } from '@lumino/widgets';
 
 import { TfEnvModel } from '../model';
-import { TfEnvClient } from '../request';
-import { IEnvironmentSummary, ITfEnvModel } from '../tokens';
+import { TfEnvClient } from '../api/request';
+import { IEnvironmentSummary } from '../api';
+import { ITfEnvModel } from '../tokens';
 
 /**
  * The plugin id; its settings schema is `schema/lab/model.json`.

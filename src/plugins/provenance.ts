@@ -23,7 +23,8 @@ import {
   readProvenance,
   sameProvenance
 } from '../provenance';
-import { IImageStatus, ITfEnvModel, ITfEnvPanel } from '../tokens';
+import { IImageStatus } from '../api';
+import { ITfEnvModel, ITfEnvPanel } from '../tokens';
 
 /**
  * The plugin id; its settings schema is `schema/lab/provenance.json`.

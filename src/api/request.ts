@@ -3,19 +3,18 @@ import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 import type { IDisposable } from '@lumino/disposable';
 
-import {
-  ICheckpointListing,
+import type { ICheckpointListing } from './checkpoints';
+import type { ITfEnvClient } from './client';
+import type {
   IEnvironment,
   IEnvironmentsReply,
-  IGpuOverview,
   IImageStatus,
-  IKernelStatus,
-  IProbe,
-  IPull,
-  IPullFollower,
-  ITfEnvClient,
-  TfEnvApiError
-} from './tokens';
+  IProbe
+} from './environments';
+import { TfEnvApiError } from './errors';
+import type { IGpuOverview } from './gpus';
+import type { IKernelStatus } from './kernels';
+import type { IPull, IPullFollower } from './pulls';
 
 /**
  * The URL namespace of the jupyter_tfenv server extension.

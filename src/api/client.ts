@@ -1,0 +1,43 @@
+import type { IDisposable } from '@lumino/disposable';
+
+import type { ICheckpointListing } from './checkpoints';
+import type { IEnvironmentsReply, IImageStatus, IProbe } from './environments';
+import type { IGpuOverview } from './gpus';
+import type { IKernelStatus } from './kernels';
+import type { IPull, IPullFollower } from './pulls';
+
+/**
+ * The REST client the model talks to (see `TfEnvClient` in `request.ts`).
+ */
+export interface ITfEnvClient {
+  environments(): Promise<IEnvironmentsReply>;
+  imageStatus(envId: string): Promise<IImageStatus>;
+  /**
+   * The cached probe (`run: false`, never starts a container) or a probe run
+   * now (`run: true`, a throwaway container; cached by image id).
+   */
+  probe(envId: string, run: boolean): Promise<IProbe>;
+  startPull(envId: string): Promise<IPull>;
+  getPull(pullId: string): Promise<IPull>;
+  listPulls(): Promise<IPull[]>;
+  cancelPull(pullId: string): Promise<IPull>;
+  kernel(kernelId: string): Promise<IKernelStatus>;
+  gpus(): Promise<IGpuOverview>;
+  /**
+   * Follow a pull's server-sent events (falling back to polling); dispose to
+   * stop following (the pull goes on).
+   */
+  followPull(pullId: string, follower: IPullFollower): IDisposable;
+  /**
+   * The user's checkpoints of an environment.
+   */
+  checkpoints?(envId: string): Promise<ICheckpointListing>;
+  /**
+   * Delete a checkpoint item; `etag` as listed (sent as `If-Match`).
+   */
+  deleteCheckpoint?(
+    envId: string,
+    name: string,
+    etag: string
+  ): Promise<unknown>;
+}

@@ -1,0 +1,167 @@
+// Shapes of the server's answers about the catalog: GET /tfenv/environments,
+// /environments/{id}/image and /environments/{id}/probe.
+
+/**
+ * The environment facts the server returns for every catalog entry; the same
+ * object is the `metadata.tfenv` block of a `tfenv-<id>` kernelspec.
+ */
+export interface IEnvironmentSummary {
+  id: string;
+  /**
+   * `tfenv-<id>`.
+   */
+  kernel_name: string;
+  display_name: string;
+  description?: string;
+  image: string;
+  /**
+   * The `sha256:` digest when the catalog pins the image by digest.
+   */
+  digest?: string | null;
+  tensorflow?: string | null;
+  gpus: string | number | string[] | null;
+  /**
+   * "CPU", "all GPUs", "1 GPU", ...
+   */
+  gpu_label: string;
+  network?: string;
+  source?: string;
+}
+
+/**
+ * Whether an environment's image is on the Docker engine.
+ */
+export interface IImagePresence {
+  /**
+   * null when the Docker engine could not be asked (see `error`).
+   */
+  present: boolean | null;
+  image_id?: string | null;
+  size?: number | null;
+  error?: string;
+}
+
+/**
+ * One entry of `GET /tfenv/environments`.
+ */
+export interface IEnvironment extends IEnvironmentSummary {
+  image_status?: IImagePresence | null;
+  probe?: IProbe | null;
+}
+
+/**
+ * A catalog entry that was left out, and why.
+ */
+export interface ICatalogProblem {
+  source: string;
+  entry: string;
+  field: string;
+  message: string;
+}
+
+/**
+ * Reply of `GET /tfenv/environments`.
+ */
+export interface IEnvironmentsReply {
+  environments: IEnvironment[];
+  problems: ICatalogProblem[];
+  /**
+   * Whether this server pulls images; absent from servers older than the
+   * field (they do).
+   */
+  pulls?: IPullCapability;
+  /**
+   * Present only when the server and its kernels are different users:
+   * kernels cannot write into what JupyterLab makes.
+   */
+  files?: IFilesWarning;
+}
+
+/**
+ * `GET /tfenv/environments` → `files`: folders and files made in JupyterLab
+ * (New Folder, uploads, new notebooks) belong to `server_uid`, and a kernel
+ * running as `kernel_uid` cannot write into them (PermissionError).
+ * `message` is the server's start-up warning.
+ */
+export interface IFilesWarning {
+  server_uid: number;
+  kernel_uid: number;
+  message: string;
+}
+
+/**
+ * `GET /tfenv/environments` → `pulls`: in a JupyterHub (broker mode) an admin
+ * pulls images on the host, and `message` says so.
+ */
+export interface IPullCapability {
+  allowed: boolean;
+  message: string | null;
+}
+
+/**
+ * Lock status of an image (`GET /tfenv/environments/{id}/image` → `lock`).
+ */
+export interface ILockStatus {
+  locked: string | null;
+  local: string[];
+  present?: boolean;
+  matches: boolean | null;
+  pinned_by_digest?: boolean;
+  /** `c.TFEnvCatalog.lock_policy`: enforce, strict, warn or off. */
+  policy?: 'enforce' | 'strict' | 'warn' | 'off';
+  lock_file?: string | null;
+  lock_file_exists?: boolean;
+  /** Whether the policy refuses a kernel start now (strict: also when not locked). */
+  refused?: boolean;
+}
+
+/**
+ * Reply of `GET /tfenv/environments/{id}/image`.
+ */
+export interface IImageStatus {
+  environment: string;
+  image: string;
+  present: boolean;
+  image_id: string | null;
+  repo_digests?: string[];
+  size?: number | null;
+  created?: string | null;
+  architecture?: string | null;
+  lock?: ILockStatus | null;
+}
+
+/**
+ * A GPU TensorFlow sees inside the image (probe).
+ */
+export interface IProbeGpu {
+  name?: string | null;
+  device: string;
+  compute_capability?: string | null;
+}
+
+/**
+ * What an image holds, found by a throwaway container (cached by image id).
+ */
+export interface IProbe {
+  state?: 'ok' | 'not_probed';
+  environment?: string;
+  image?: string;
+  image_id?: string;
+  cached?: boolean;
+  probed_at?: string;
+  python?: string | null;
+  tensorflow?: string | null;
+  keras?: string | null;
+  numpy?: string | null;
+  ipykernel?: string | null;
+  os?: string | null;
+  build?: {
+    cuda_version?: string | null;
+    cudnn_version?: string | null;
+    is_cuda_build?: boolean | null;
+    is_rocm_build?: boolean | null;
+  } | null;
+  gpus?: IProbeGpu[] | null;
+  gpu_state?: { state: string; message: string } | null;
+  errors?: { [key: string]: string };
+}

@@ -1,0 +1,90 @@
+// Shapes of GET /tfenv/kernels/{kernel_id}.
+import type { IEnvironmentSummary, IProbe } from './environments';
+
+/**
+ * A GPU the kernel's container holds memory on.
+ */
+export interface IKernelGpuDevice {
+  index: number;
+  uuid?: string | null;
+  name?: string | null;
+  used_memory?: number | null;
+  memory_used?: number | null;
+  memory_total?: number | null;
+  utilization_gpu?: number | null;
+  pids?: number[];
+}
+
+/**
+ * The live state of a kernel's container.
+ */
+export interface ILiveStatus {
+  container_id?: string;
+  name?: string;
+  /**
+   * Docker's container status ("running", "exited", ...), "starting" before
+   * the container exists, "gone" once it was removed.
+   */
+  status: string | null;
+  running: boolean;
+  started_at?: string | null;
+  finished_at?: string | null;
+  exit_code?: number | null;
+  oom_killed?: boolean;
+  error?: string | null;
+  message?: string;
+  cpu_percent?: number | null;
+  online_cpus?: number | null;
+  cpu_limit?: number | null;
+  memory_used?: number | null;
+  memory_limit?: number | null;
+  memory_limited?: boolean;
+  pids_current?: number | null;
+  pids_limit?: number | null;
+  gpu?: {
+    requested?: unknown[];
+    state: string | null;
+    message: string | null;
+    devices: IKernelGpuDevice[];
+  } | null;
+}
+
+/**
+ * Reply of `GET /tfenv/kernels/{kernel_id}`.
+ */
+export interface IKernelStatus {
+  kernel_id: string;
+  environment: IEnvironmentSummary;
+  container_id?: string | null;
+  transport?: string;
+  live?: ILiveStatus | null;
+  probe?: IProbe | null;
+  checkpoints?: IKernelCheckpoints | null;
+}
+
+/**
+ * Another environment's checkpoint storage, mounted read-only in a kernel.
+ */
+export interface IOtherCheckpoints {
+  environment: string;
+  container_path: string;
+  storage?: string;
+  host_path?: string;
+  volume?: string;
+  read_only?: boolean;
+}
+
+/**
+ * Where a kernel's checkpoints are (`GET /tfenv/kernels/{id}`: `checkpoints`).
+ */
+export interface IKernelCheckpoints {
+  mode: string;
+  /**
+   * `/tfenv/checkpoints-of` (`$TFENV_CHECKPOINTS_OF_DIR`).
+   */
+  others_dir?: string;
+  /**
+   * The user's other environments with checkpoint storage, read-only.
+   */
+  others?: IOtherCheckpoints[];
+}
