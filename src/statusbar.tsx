@@ -3,10 +3,8 @@ import type { TranslationBundle } from '@jupyterlab/translation';
 import type { IDisposable } from '@lumino/disposable';
 import * as React from 'react';
 
-import { tfenvIcon } from './icons';
+import { StatusView } from './components/StatusView';
 import type { TfEnvModel } from './model';
-import { useModel } from './panel';
-import { statusLabel, statusParts } from './state';
 
 /**
  * The status bar item: "TF 2.20.0 · CPU" for the active tfenv kernel; a
@@ -73,62 +71,4 @@ export namespace TfEnvStatus {
      */
     onOpen: (() => void) | null;
   }
-}
-
-// "no GPU" is in the label already; these get a badge.
-const PROBLEMS = ['error', 'dead', 'not-pulled'];
-
-function StatusView(props: {
-  model: TfEnvModel;
-  trans: TranslationBundle;
-  onOpen: (() => void) | null;
-}): JSX.Element | null {
-  const { model, trans, onOpen } = props;
-  useModel(model);
-  const env = model.activeEnvironment;
-  if (!env) {
-    return null;
-  }
-  const state = model.state;
-  const label = statusLabel(
-    statusParts(env, model.activeProbe, model.kernelStatus),
-    trans
-  );
-  const problem = PROBLEMS.includes(state.state);
-  const titleParts = [env.display_name, env.image];
-  if (state.message) {
-    titleParts.push(state.message);
-  }
-  if (onOpen) {
-    titleParts.push(trans.__('Click to open the environment panel'));
-  }
-  return (
-    <div
-      className="jp-tfenv-status-item"
-      data-tfenv-env={env.id}
-      data-tfenv-state={state.state}
-      title={titleParts.join('\n')}
-      role={onOpen ? 'button' : undefined}
-      tabIndex={onOpen ? 0 : undefined}
-      onClick={() => onOpen?.()}
-      onKeyDown={event => {
-        if (onOpen && (event.key === 'Enter' || event.key === ' ')) {
-          event.preventDefault();
-          onOpen();
-        }
-      }}
-    >
-      <tfenvIcon.react tag="span" className="jp-tfenv-status-icon" />
-      <span className="jp-tfenv-status-text">{label}</span>
-      {problem && (
-        <span className="jp-tfenv-status-problem" aria-label={state.state}>
-          {state.state === 'dead'
-            ? trans.__('dead')
-            : state.state === 'not-pulled'
-              ? trans.__('not pulled')
-              : trans.__('error')}
-        </span>
-      )}
-    </div>
-  );
 }

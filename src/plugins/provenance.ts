@@ -14,7 +14,10 @@ import { ITranslator, nullTranslator } from '@jupyterlab/translation';
 import { Widget } from '@lumino/widgets';
 
 import type { TfEnvModel } from '../model';
-import { provenanceShortText, provenanceText } from '../panel';
+import {
+  provenanceShortText,
+  provenanceText
+} from '../components/provenanceText';
 import {
   compareProvenance,
   IProvenanceVerdict,

@@ -1,0 +1,145 @@
+import * as React from 'react';
+
+import type { IEnvironment } from '../api';
+import { formatBytes } from '../format';
+import { isPullFinished } from '../pullprogress';
+import {
+  adminPullText,
+  environmentAvailability,
+  unavailableText,
+  wantsGpu
+} from '../state';
+
+import { Breakable } from './common';
+import { PullProgress } from './PullProgress';
+import type { IViewProps } from './types';
+
+export function EnvironmentRow(
+  props: IViewProps & { env: IEnvironment }
+): JSX.Element {
+  const { model, actions, trans, env } = props;
+  const present = env.image_status?.present ?? null;
+  const current = model.activeEnvironment?.id === env.id;
+  const progress = model.pulls.get(env.id) ?? null;
+  const pulling = progress !== null && !isPullFinished(progress);
+  const hasSession = model.sessionContext !== null;
+  const availability = environmentAvailability(env, model.gpus);
+  const unavailable = availability.reason
+    ? unavailableText(availability.reason, trans)
+    : null;
+  const switchTitle = !hasSession
+    ? trans.__('Open a notebook or console first')
+    : current
+      ? trans.__('The active kernel runs in this environment')
+      : present === false
+        ? trans.__('Pull the image first')
+        : unavailable
+          ? trans.__(
+              'Cannot run on this server: %1',
+              availability.message ?? unavailable
+            )
+          : trans.__(
+              'Change the kernel of the active notebook or console to %1',
+              env.display_name
+            );
+  return (
+    <li
+      className="jp-tfenv-env-row"
+      data-tfenv-env={env.id}
+      data-tfenv-available={String(availability.available)}
+      data-tfenv-unavailable-reason={availability.reason ?? ''}
+      data-tfenv-present={present === null ? 'unknown' : String(present)}
+      data-tfenv-current={current ? 'true' : 'false'}
+      aria-current={current ? 'true' : undefined}
+    >
+      <div className="jp-tfenv-env-head">
+        <span
+          className="jp-tfenv-env-name"
+          title={env.description ?? env.display_name}
+        >
+          {env.display_name}
+        </span>
+      </div>
+      <div className="jp-tfenv-env-meta">
+        {current && (
+          <span className="jp-tfenv-badge jp-tfenv-current">
+            {trans.__('active')}
+          </span>
+        )}
+        <span className="jp-tfenv-badge jp-tfenv-env-tf">
+          {env.tensorflow
+            ? trans.__('TF %1', env.tensorflow)
+            : trans.__('TF ?')}
+        </span>
+        <span
+          className="jp-tfenv-badge"
+          data-tfenv-kind={wantsGpu(env) ? 'gpu' : 'cpu'}
+        >
+          {env.gpu_label}
+        </span>
+        <span
+          className="jp-tfenv-badge jp-tfenv-presence"
+          data-tfenv-present={present === null ? 'unknown' : String(present)}
+          title={env.image_status?.error ?? env.image}
+        >
+          {present === true
+            ? formatBytes(env.image_status?.size ?? null)
+            : present === false
+              ? trans.__('not pulled')
+              : trans.__('unknown')}
+        </span>
+        {unavailable && availability.reason !== 'not-pulled' && (
+          <span
+            className="jp-tfenv-badge jp-tfenv-unavailable"
+            title={availability.message ?? unavailable}
+          >
+            {trans.__('unavailable: %1', unavailable)}
+          </span>
+        )}
+      </div>
+      <div className="jp-tfenv-env-image jp-tfenv-mono" title={env.image}>
+        <Breakable text={env.image} />
+      </div>
+      {progress && <PullProgress {...props} progress={progress} env={env} />}
+      <div className="jp-tfenv-env-actions">
+        <button
+          className="jp-mod-styled jp-tfenv-switch"
+          data-tfenv-env={env.id}
+          disabled={
+            !hasSession ||
+            current ||
+            present === false ||
+            !availability.available
+          }
+          title={switchTitle}
+          onClick={() => actions.switchTo(env.id)}
+        >
+          {trans.__('Switch')}
+        </button>
+        {model.pullCapability.allowed && (
+          <button
+            className={`jp-mod-styled jp-tfenv-pull${present === false ? ' jp-mod-accept' : ''}`}
+            data-tfenv-env={env.id}
+            disabled={pulling}
+            title={
+              present === false
+                ? trans.__('Pull %1', env.image)
+                : trans.__(
+                    'Pull %1 again (the locked digest when locked)',
+                    env.image
+                  )
+            }
+            onClick={() => actions.pull(env.id)}
+          >
+            {present === false ? trans.__('Pull') : trans.__('Re-pull')}
+          </button>
+        )}
+      </div>
+      {!model.pullCapability.allowed && present === false && (
+        <div className="jp-tfenv-env-hint jp-tfenv-pull-by-admin">
+          {adminPullText(model.pullCapability, env.id)}
+        </div>
+      )}
+    </li>
+  );
+}

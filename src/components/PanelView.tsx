@@ -1,0 +1,54 @@
+import { refreshIcon } from '@jupyterlab/ui-components';
+import * as React from 'react';
+
+import { CheckpointSection } from './CheckpointSection';
+import { IconButton } from './common';
+import { EnvironmentList } from './EnvironmentList';
+import { GpuSection } from './GpuSection';
+import { KernelSection } from './KernelSection';
+import { ProvenanceNotice } from './ProvenanceNotice';
+import { ResourcesSection } from './ResourcesSection';
+import { StateBanner } from './StateBanner';
+import type { IViewProps } from './types';
+import { useModel } from './useModel';
+
+export function PanelView(props: IViewProps): JSX.Element {
+  const { model, actions, trans } = props;
+  useModel(model);
+  const [refreshes, setRefreshes] = React.useState(0);
+  const state = model.state;
+  const env = model.activeEnvironment;
+  return (
+    <div
+      className="jp-tfenv-content"
+      data-tfenv-state={state.state}
+      data-tfenv-active-env={env?.id ?? ''}
+    >
+      <header className="jp-tfenv-header">
+        <h2 className="jp-tfenv-title">{trans.__('TensorFlow environment')}</h2>
+        <IconButton
+          className="jp-tfenv-refresh"
+          icon={refreshIcon}
+          title={trans.__('Refresh')}
+          onClick={() => {
+            setRefreshes(n => n + 1);
+            actions.refresh();
+          }}
+        />
+      </header>
+      <StateBanner {...props} state={state} />
+      {model.provenance && model.provenance.status !== 'match' && (
+        <ProvenanceNotice {...props} verdict={model.provenance} />
+      )}
+      {env && state.state !== 'no-extension' && (
+        <KernelSection {...props} env={env} />
+      )}
+      {state.state !== 'no-extension' && <ResourcesSection {...props} />}
+      {state.state !== 'no-extension' && <GpuSection {...props} env={env} />}
+      {env && state.state !== 'no-extension' && (
+        <CheckpointSection {...props} env={env} refreshes={refreshes} />
+      )}
+      {state.state !== 'no-extension' && <EnvironmentList {...props} />}
+    </div>
+  );
+}

@@ -1,0 +1,30 @@
+import type { TranslationBundle } from '@jupyterlab/translation';
+
+import type { TfEnvModel } from '../model';
+
+/**
+ * What the panel needs besides the model.
+ */
+export interface IPanelActions {
+  /**
+   * Switch the active session to an environment.
+   */
+  switchTo(envId: string): void;
+  pull(envId: string): void;
+  cancelPull(envId: string): void;
+  refresh(): void;
+  /**
+   * Restart the active kernel.
+   */
+  restart(): void;
+  /**
+   * Keep the current environment despite the provenance notice.
+   */
+  keepCurrent(): void;
+}
+
+export interface IViewProps {
+  model: TfEnvModel;
+  actions: IPanelActions;
+  trans: TranslationBundle;
+}
