@@ -37,7 +37,7 @@ FEATURES = (
     "pool",  # kernels started ahead for no notebook yet (catalog pool_size)
     "live",  # live CPU, memory and GPU readings of a kernel
     "gpu_allocation",  # devices handed out by tfenv (else: by the scheduler, or none)
-    "runtime_dirs",  # connection folders on a host path the server can read
+    "runtime_dirs",  # connection (and notebook) folders on host paths, checked by the caller
     "checkpoints",  # checkpoints read and deleted through the backend (else: by the server)
 )
 
@@ -88,6 +88,26 @@ def usage_of(gpu_counts: Iterable[int], probe_gpus: Iterable[int] = ()) -> Usage
     return Usage(kernels=len(counts), gpus=sum(counts) + sum(probes), probes=len(probes))
 
 
+def gpu_count(gpus: Any, host_gpus: int | None) -> int:
+    """How many GPUs a kernel of an environment with catalog ``gpus`` holds.
+
+    'all' counts as every GPU of the host (1 when the host's GPUs are unknown).
+    """
+    if gpus in (None, "none"):
+        return 0
+    if gpus == "all":
+        return host_gpus if host_gpus and host_gpus > 0 else 1
+    if isinstance(gpus, bool):
+        return int(gpus)
+    if isinstance(gpus, int):
+        return max(gpus, 0)
+    if isinstance(gpus, (list, tuple)):
+        return len(gpus)
+    if isinstance(gpus, str) and gpus.strip().isdigit():
+        return int(gpus)
+    return 1
+
+
 #: A quota check a backend calls under the caller's lock, just before it makes a kernel
 #: (or a probe): the caller's usage without this kernel, and the GPUs the new one takes.
 #: It raises (a 429 :class:`BackendError`) to refuse.
@@ -134,8 +154,9 @@ class KernelStart:
     restart: bool = False
     #: The connection folder the caller filled (backends with "runtime_dirs"), else "".
     runtime_dir: str = ""
-    #: The connection key, where the backend hands it to the kernel itself (no folder).
-    key: str = ""
+    #: The connection key, where the backend hands it to the kernel itself (no folder);
+    #: None when the request had none.
+    key: str | None = None
     #: The folders the caller's policy checked (``mountcheck.CheckedFolder``, by mount
     #: target): a backend that mounts them mounts exactly those (by descriptor).
     checked: tuple[Any, ...] = ()
