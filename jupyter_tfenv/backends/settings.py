@@ -14,7 +14,7 @@ import os
 
 from traitlets import Dict, Enum, Float, HasTraits, Integer, List, Unicode, default
 
-from jupyter_tfenv.checkpoints import STORAGE_MODES
+from jupyter_tfenv.checkpoints.layout import STORAGE_MODES
 from jupyter_tfenv.core.paths import (
     CHECKPOINT_DIR_VAR,
     CONTAINER_CHECKPOINT_DIR,

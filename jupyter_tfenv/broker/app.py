@@ -66,12 +66,9 @@ from jupyter_tfenv.catalog.lock import (
     check_lock,
     require_lock,
 )
-from jupyter_tfenv.checkpoints import (
-    CheckpointStorageError,
-    StorageConfig,
-    mountcheck,
-    prepare_kernel_storage,
-)
+from jupyter_tfenv.checkpoints import mountcheck
+from jupyter_tfenv.checkpoints.layout import CheckpointStorageError, StorageConfig
+from jupyter_tfenv.checkpoints.storage import prepare_kernel_storage
 from jupyter_tfenv.core.caller import Caller
 from jupyter_tfenv.core.labels import (
     LABEL_BROKER,

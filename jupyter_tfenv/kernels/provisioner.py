@@ -68,12 +68,9 @@ from jupyter_tfenv.backends.settings import CheckpointStorageSettings, KernelCon
 from jupyter_tfenv.broker.policy import runtime_name
 from jupyter_tfenv.catalog import Environment, environment_from_dict
 from jupyter_tfenv.catalog.lock import LockFile, LockMismatchError, check_lock, unlocked_message
-from jupyter_tfenv.checkpoints import (
-    CheckpointStorageError,
-    StorageConfig,
-    mountcheck,
-    prepare_kernel_storage,
-)
+from jupyter_tfenv.checkpoints import mountcheck
+from jupyter_tfenv.checkpoints.layout import CheckpointStorageError, StorageConfig
+from jupyter_tfenv.checkpoints.storage import prepare_kernel_storage
 from jupyter_tfenv.core.labels import (
     LABEL_IMAGE_ID,
     LABEL_KERNEL_ID,

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from jupyter_tfenv.catalog import Environment, TFEnvCatalog
-from jupyter_tfenv.checkpoints import is_inside
+from jupyter_tfenv.checkpoints.layout import is_inside
 from jupyter_tfenv.errors import TFEnvError
 from jupyter_tfenv.kernels.provisioner import POOL_KWARG, DockerKernelProvisioner
 from jupyter_tfenv.lifecycle import adoption

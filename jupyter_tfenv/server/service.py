@@ -26,7 +26,8 @@ from jupyter_tfenv.backends.docker.probe import cached_probe, probe_image
 from jupyter_tfenv.backends.docker.pulls import Pull, PullManager
 from jupyter_tfenv.catalog import Environment, TFEnvCatalog
 from jupyter_tfenv.catalog.lock import LockFile, lock_status
-from jupyter_tfenv.checkpoints import CheckpointBrowser, StorageConfig
+from jupyter_tfenv.checkpoints.browser import CheckpointBrowser
+from jupyter_tfenv.checkpoints.layout import StorageConfig
 from jupyter_tfenv.errors import (
     DockerUnavailableError,
     NotFoundError,

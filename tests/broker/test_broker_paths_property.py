@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from jupyter_tfenv.broker import policy
 from jupyter_tfenv.broker.policy import BrokerError
-from jupyter_tfenv.checkpoints import (
+from jupyter_tfenv.checkpoints.layout import (
     CheckpointStorageError,
     StorageConfig,
     escape_path_component,

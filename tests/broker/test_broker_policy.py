@@ -552,7 +552,7 @@ def test_unix_account_and_groups(unix_account: UnixUser) -> None:
 
 def test_broker_config_and_storage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from jupyter_tfenv.broker.app import TFEnvBroker
-    from jupyter_tfenv.checkpoints import StorageConfig
+    from jupyter_tfenv.checkpoints.layout import StorageConfig
 
     monkeypatch.delenv("JUPYTER_TFENV_CHECKPOINT_ROOT", raising=False)
     monkeypatch.delenv("JUPYTER_TFENV_LOG_ROOT", raising=False)

@@ -19,34 +19,34 @@ import pytest
 
 from jupyter_tfenv.backends.docker.engine import KernelRequest, container_spec
 from jupyter_tfenv.catalog import environment_from_dict
-from jupyter_tfenv.checkpoints import (
-    CheckpointNotFound,
-    CheckpointStorageError,
-    StorageConfig,
+from jupyter_tfenv.checkpoints.browser import bind_folder, discover_bind, scan_bind
+from jupyter_tfenv.checkpoints.classification import classify, parse_state, public_item
+from jupyter_tfenv.checkpoints.helper import (
     _delete,
     _h5_complete,
     _helper_script,
     _inventory,
     _zip_complete,
-    bind_folder,
+)
+from jupyter_tfenv.checkpoints.layout import (
+    CheckpointNotFound,
+    CheckpointStorageError,
+    StorageConfig,
     check_item_name,
     check_subpath_template,
     check_volume_template,
-    classify,
-    discover_bind,
     escape_path_component,
     escape_volume_part,
     is_inside,
     kernel_environment,
     kernel_locations,
     locate,
+    unescape_path_component,
+)
+from jupyter_tfenv.checkpoints.storage import (
     other_environments,
-    parse_state,
     prepare_bind,
     prepare_kernel_storage,
-    public_item,
-    scan_bind,
-    unescape_path_component,
 )
 from jupyter_tfenv.core.paths import CONTAINER_CHECKPOINT_DIR
 

@@ -3,7 +3,7 @@
 Kernel code writes the checkpoint folder, so it can swap any folder in it for a symlink
 at any moment. The swap is injected at the step each implementation is weakest at: right
 after a check by path (``realpath``, a listing by path), or right after the folder was
-opened. Reading and removing by descriptor all the way down (checkpoints._inventory,
+opened. Reading and removing by descriptor all the way down (helper._inventory,
 _delete, _remove_tree) must neither read nor remove anything outside.
 """
 
@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from jupyter_tfenv.checkpoints import _delete, _inventory, classify
+from jupyter_tfenv.checkpoints.classification import classify
+from jupyter_tfenv.checkpoints.helper import _delete, _inventory
 
 
 def swap_for_symlink(path: Path, target: Path) -> None:

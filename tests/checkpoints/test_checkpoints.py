@@ -27,7 +27,7 @@ from jupyter_server.auth.authorizer import Authorizer
 from tornado.httpclient import HTTPClientError
 from traitlets.config import Config
 
-from jupyter_tfenv.checkpoints import NOT_FOUND_MESSAGE
+from jupyter_tfenv.checkpoints.layout import NOT_FOUND_MESSAGE
 from tests.conftest import KERNEL_GID, KERNEL_UID, OWNER, kernel_containers, run_code, start_kernel
 
 pytestmark = pytest.mark.docker

@@ -19,15 +19,11 @@ from typing import Any
 import pytest
 from traitlets.config import Config
 
-from jupyter_tfenv import checkpoints
 from jupyter_tfenv.broker import policy
-from jupyter_tfenv.checkpoints import (
-    CheckpointStorageError,
-    StorageConfig,
-    _prepare_root,
-    locate,
-    prepare_bind,
-)
+from jupyter_tfenv.checkpoints import storage as checkpoint_storage
+from jupyter_tfenv.checkpoints.helper import _prepare_root
+from jupyter_tfenv.checkpoints.layout import CheckpointStorageError, StorageConfig, locate
+from jupyter_tfenv.checkpoints.storage import prepare_bind
 from tests.conftest import (
     KERNEL_GID,
     KERNEL_UID,
@@ -241,7 +237,7 @@ def test_prepare_kernel_storage_reports_what_it_prepared(tmp_path):
         id = "py"
         python = "python3"
 
-    storage = checkpoints.prepare_kernel_storage(
+    storage = checkpoint_storage.prepare_kernel_storage(
         None, bind_config(tmp_path), "alice", Env(), uid=UID, gid=GID, image_id="x"
     )
     assert [(c.target, c.host_path) for c in storage.checked] == [
@@ -412,7 +408,7 @@ async def test_broker_checkpoint_folder_swapped_after_it_was_prepared(
 ):
     broker.start()
     swap = Swap(elsewhere)
-    real = checkpoints.prepare_bind
+    real = checkpoint_storage.prepare_bind
 
     def prepare_then_swap(loc: Any, uid: int, gid: int) -> Any:
         info = real(loc, uid, gid)
@@ -420,7 +416,7 @@ async def test_broker_checkpoint_folder_swapped_after_it_was_prepared(
             swap(str(loc.host_path))
         return info
 
-    monkeypatch.setattr(checkpoints, "prepare_bind", prepare_then_swap)
+    monkeypatch.setattr(checkpoint_storage, "prepare_bind", prepare_then_swap)
     try:
         code, message = await start_error(jp_fetch, "tfenv-py")
         [swapped] = swap.done
@@ -437,7 +433,7 @@ async def test_local_log_folder_swapped_after_it_was_prepared(
     jp_fetch, jp_serverapp, docker_engine, elsewhere, monkeypatch
 ):
     swap = Swap(elsewhere)
-    real = checkpoints.prepare_bind
+    real = checkpoint_storage.prepare_bind
 
     def prepare_then_swap(loc: Any, uid: int, gid: int) -> Any:
         info = real(loc, uid, gid)
@@ -445,7 +441,7 @@ async def test_local_log_folder_swapped_after_it_was_prepared(
             swap(str(loc.host_path))
         return info
 
-    monkeypatch.setattr(checkpoints, "prepare_bind", prepare_then_swap)
+    monkeypatch.setattr(checkpoint_storage, "prepare_bind", prepare_then_swap)
     try:
         code, message = await start_error(jp_fetch, "tfenv-py")
         [swapped] = swap.done
@@ -456,7 +452,7 @@ async def test_local_log_folder_swapped_after_it_was_prepared(
     assert not kernel_containers(docker_engine)
 
     # Unswapped, a local start verifies its mounts and runs.
-    monkeypatch.setattr(checkpoints, "prepare_bind", real)
+    monkeypatch.setattr(checkpoint_storage, "prepare_bind", real)
     kernel_id = await start_kernel(jp_fetch, "tfenv-py", "nb.ipynb")
     await run_code(jp_serverapp, kernel_id, PROBE)
     assert (Path(swapped) / "probe.txt").read_text() == "ok"

@@ -284,7 +284,7 @@ class KubernetesKernels:
         self, caller: Caller, env: Environment, call: str, args: dict[str, Any], *, read_only: bool
     ) -> Any:
         from jupyter_tfenv.backends.kubernetes.api import PodStartError  # noqa: PLC0415
-        from jupyter_tfenv.checkpoints import _HELPER_SCRIPT  # noqa: PLC0415
+        from jupyter_tfenv.checkpoints.helper import _HELPER_SCRIPT  # noqa: PLC0415
 
         claim, _ = await self._claim(caller, env)
         # A ReadWriteOnce claim is usable on one node at a time: go where a kernel of this
