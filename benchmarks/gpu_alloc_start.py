@@ -41,7 +41,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from jupyter_tfenv.backends.docker.engine import run_with_gpus  # noqa: E402
-from jupyter_tfenv.catalog import environment_from_dict  # noqa: E402
+from jupyter_tfenv.catalog.validation import environment_from_dict  # noqa: E402
 from jupyter_tfenv.core.labels import LABEL_KERNEL_ID  # noqa: E402
 from tests.support.gpu_engine import GpuEngine  # noqa: E402
 

@@ -52,7 +52,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from jupyter_tfenv.backends.kubernetes import manifests as m  # noqa: E402
-from jupyter_tfenv.catalog import environment_from_dict  # noqa: E402
+from jupyter_tfenv.catalog.validation import environment_from_dict  # noqa: E402
 from tests.support import podman as pm  # noqa: E402
 
 UID = GID = 1000

@@ -21,8 +21,8 @@ from traitlets.config import Application, Config
 from jupyter_tfenv.backends.docker.engine import connect, reap_orphans, tfenv_containers
 from jupyter_tfenv.backends.docker.probe import probe_cache_dir, probe_image
 from jupyter_tfenv.backends.docker.pulls import pull_blocking
-from jupyter_tfenv.catalog import TFEnvCatalog
 from jupyter_tfenv.catalog.images import check_pinned
+from jupyter_tfenv.catalog.loading import TFEnvCatalog
 from jupyter_tfenv.catalog.lock import (
     LockFile,
     LockMismatchError,

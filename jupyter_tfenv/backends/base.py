@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
-from jupyter_tfenv.catalog import Environment
+from jupyter_tfenv.catalog.model import Environment
 from jupyter_tfenv.core.caller import Caller
 from jupyter_tfenv.errors import NotFoundError, TFEnvError
 

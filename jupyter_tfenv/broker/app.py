@@ -58,7 +58,7 @@ from jupyter_tfenv.backends.settings import CheckpointStorageSettings, KernelCon
 from jupyter_tfenv.broker import policy
 from jupyter_tfenv.broker.auth import TokenLookups
 from jupyter_tfenv.broker.policy import BrokerError
-from jupyter_tfenv.catalog import Environment, TFEnvCatalog
+from jupyter_tfenv.catalog.loading import TFEnvCatalog
 from jupyter_tfenv.catalog.lock import (
     LockFile,
     LockMismatchError,
@@ -66,6 +66,7 @@ from jupyter_tfenv.catalog.lock import (
     check_lock,
     require_lock,
 )
+from jupyter_tfenv.catalog.model import Environment
 from jupyter_tfenv.checkpoints import mountcheck
 from jupyter_tfenv.checkpoints.layout import CheckpointStorageError, StorageConfig
 from jupyter_tfenv.checkpoints.storage import prepare_kernel_storage

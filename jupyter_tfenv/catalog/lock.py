@@ -42,8 +42,8 @@ from typing import Any
 import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
-from jupyter_tfenv.catalog import Environment
 from jupyter_tfenv.catalog.images import parse_image_ref
+from jupyter_tfenv.catalog.model import Environment
 from jupyter_tfenv.errors import TFEnvError
 
 LOCK_VERSION = 1

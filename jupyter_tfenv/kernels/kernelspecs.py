@@ -17,8 +17,9 @@ from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKerne
 from traitlets import Instance, default
 
 from jupyter_tfenv.backends.docker.engine import launcher_command
-from jupyter_tfenv.catalog import KERNEL_PREFIX, Environment, TFEnvCatalog
+from jupyter_tfenv.catalog.loading import TFEnvCatalog
 from jupyter_tfenv.catalog.lock import LockFile
+from jupyter_tfenv.catalog.model import KERNEL_PREFIX, Environment
 from jupyter_tfenv.errors import TFEnvError
 
 PROVISIONER_NAME = "tfenv-docker"

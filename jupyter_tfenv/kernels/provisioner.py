@@ -66,8 +66,9 @@ from jupyter_tfenv.backends.docker.engine import (
 from jupyter_tfenv.backends.docker.gpu_alloc import GpuUnavailableError
 from jupyter_tfenv.backends.settings import CheckpointStorageSettings, KernelContainerSettings
 from jupyter_tfenv.broker.policy import runtime_name
-from jupyter_tfenv.catalog import Environment, environment_from_dict
 from jupyter_tfenv.catalog.lock import LockFile, LockMismatchError, check_lock, unlocked_message
+from jupyter_tfenv.catalog.model import Environment
+from jupyter_tfenv.catalog.validation import environment_from_dict
 from jupyter_tfenv.checkpoints import mountcheck
 from jupyter_tfenv.checkpoints.layout import CheckpointStorageError, StorageConfig
 from jupyter_tfenv.checkpoints.storage import prepare_kernel_storage

@@ -24,7 +24,7 @@ from typing import Any
 from jupyter_client.asynchronous import AsyncKernelClient
 
 from jupyter_tfenv.backends.docker.engine import connect
-from jupyter_tfenv.catalog import TFEnvCatalog
+from jupyter_tfenv.catalog.loading import TFEnvCatalog
 from jupyter_tfenv.checkpoints.layout import is_inside
 from jupyter_tfenv.errors import TFEnvError
 from jupyter_tfenv.kernels.provisioner import ADOPT_KWARG, DockerKernelProvisioner

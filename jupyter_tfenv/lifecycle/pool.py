@@ -27,7 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from jupyter_tfenv.catalog import Environment, TFEnvCatalog
+from jupyter_tfenv.catalog.loading import TFEnvCatalog
+from jupyter_tfenv.catalog.model import Environment
 from jupyter_tfenv.checkpoints.layout import is_inside
 from jupyter_tfenv.errors import TFEnvError
 from jupyter_tfenv.kernels.provisioner import POOL_KWARG, DockerKernelProvisioner

@@ -18,7 +18,7 @@ from traitlets import Bool, Enum, Float, Unicode
 from jupyter_tfenv import __version__
 from jupyter_tfenv.backends.docker.engine import connect, reap_orphans
 from jupyter_tfenv.backends.docker.probe import probe_cache_dir
-from jupyter_tfenv.catalog import TFEnvCatalog
+from jupyter_tfenv.catalog.loading import TFEnvCatalog
 from jupyter_tfenv.errors import OneLineRefusals, TFEnvError, as_tfenv_error, engine_unreachable
 from jupyter_tfenv.kernels.kernelspecs import TFEnvKernelSpecManager
 from jupyter_tfenv.kernels.provisioner import DockerKernelProvisioner

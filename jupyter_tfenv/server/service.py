@@ -24,8 +24,9 @@ from jupyter_tfenv.backends.docker import live
 from jupyter_tfenv.backends.docker.engine import connect, gpu_allocation
 from jupyter_tfenv.backends.docker.probe import cached_probe, probe_image
 from jupyter_tfenv.backends.docker.pulls import Pull, PullManager
-from jupyter_tfenv.catalog import Environment, TFEnvCatalog
+from jupyter_tfenv.catalog.loading import TFEnvCatalog
 from jupyter_tfenv.catalog.lock import LockFile, lock_status
+from jupyter_tfenv.catalog.model import Environment
 from jupyter_tfenv.checkpoints.browser import CheckpointBrowser
 from jupyter_tfenv.checkpoints.layout import StorageConfig
 from jupyter_tfenv.errors import (

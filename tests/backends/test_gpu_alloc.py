@@ -22,7 +22,7 @@ from jupyter_tfenv.backends.docker.gpu_alloc import (
     refusal,
     table,
 )
-from jupyter_tfenv.catalog import environment_from_dict
+from jupyter_tfenv.catalog.validation import environment_from_dict
 from jupyter_tfenv.errors import CatalogError
 
 FOUR = inventory_from_config(["0", "1", "2", "3"])

@@ -265,7 +265,7 @@ async def test_the_later_of_two_colliding_starts_backs_out(gpu_engine):
     same moment: the engine's labels show it after the start, and the later claim goes."""
     from jupyter_tfenv.backends.docker import gpu_alloc
     from jupyter_tfenv.backends.docker.engine import run_with_gpus
-    from jupyter_tfenv.catalog import environment_from_dict
+    from jupyter_tfenv.catalog.validation import environment_from_dict
 
     client = gpu_engine.client
     assert client is not None

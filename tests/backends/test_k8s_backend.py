@@ -27,7 +27,7 @@ from jupyter_tfenv.backends.kubernetes.api import (
     KubernetesUnavailableError,
     PodStartError,
 )
-from jupyter_tfenv.catalog import environment_from_dict
+from jupyter_tfenv.catalog.validation import environment_from_dict
 from tests.support.k8s_api import (
     DockerKubelet,
     ScriptedAPI,

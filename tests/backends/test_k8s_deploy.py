@@ -31,7 +31,8 @@ from traitlets.config import Config
 from jupyter_tfenv.backends.kubernetes import manifests as m
 from jupyter_tfenv.backends.kubernetes.pss import check_pod
 from jupyter_tfenv.broker.app import TFEnvBroker
-from jupyter_tfenv.catalog import Environment, TFEnvCatalog
+from jupyter_tfenv.catalog.loading import TFEnvCatalog
+from jupyter_tfenv.catalog.model import Environment
 from tests.backends.test_k8s_manifests import K8S_VERSIONS, block_network
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "kubernetes"

@@ -31,7 +31,7 @@ from kubernetes_validate.utils import all_versions
 from jupyter_tfenv.backends.docker.engine import KernelRequest, container_spec
 from jupyter_tfenv.backends.kubernetes import manifests as m
 from jupyter_tfenv.backends.kubernetes.pss import check_pod, is_extended_resource, parse_quantity
-from jupyter_tfenv.catalog import environment_from_dict
+from jupyter_tfenv.catalog.validation import environment_from_dict
 from jupyter_tfenv.core.labels import LABEL_ENVIRONMENT, LABEL_KERNEL_ID, LABEL_OWNER
 from jupyter_tfenv.errors import CatalogError
 

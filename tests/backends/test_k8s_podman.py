@@ -22,7 +22,7 @@ import pytest
 from jupyter_client import BlockingKernelClient
 
 from jupyter_tfenv.backends.kubernetes import manifests as m
-from jupyter_tfenv.catalog import environment_from_dict
+from jupyter_tfenv.catalog.validation import environment_from_dict
 from tests.support import podman as pm
 
 NAMESPACE = "tfenv-kernels"

@@ -25,7 +25,8 @@ from jupyter_tfenv.backends.docker.probe import (
     probe_cache_path,
     probe_image,
 )
-from jupyter_tfenv.catalog import Environment, environment_from_dict
+from jupyter_tfenv.catalog.model import Environment
+from jupyter_tfenv.catalog.validation import environment_from_dict
 from jupyter_tfenv.core.labels import LABEL_PROBE, LABEL_SERVER_HOST, LABEL_SERVER_PID
 from tests.conftest import (
     KERNEL_GID,

@@ -18,7 +18,6 @@ import pytest
 from docker.errors import ImageNotFound
 
 from jupyter_tfenv.backends.docker.pulls import Pull, PullManager, pull_blocking
-from jupyter_tfenv.catalog import Environment, environment_from_dict
 from jupyter_tfenv.catalog.lock import (
     LockFile,
     LockMismatchError,
@@ -28,6 +27,8 @@ from jupyter_tfenv.catalog.lock import (
     lock_status,
     resolve_digest,
 )
+from jupyter_tfenv.catalog.model import Environment
+from jupyter_tfenv.catalog.validation import environment_from_dict
 from jupyter_tfenv.errors import TFEnvError
 from tests.conftest import PY_IMAGE, PY_NO_KERNEL_IMAGE
 from tests.support.registry import (  # noqa: F401

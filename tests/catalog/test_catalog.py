@@ -9,7 +9,9 @@ import time
 import pytest
 import yaml
 
-from jupyter_tfenv.catalog import TFEnvCatalog, environment_from_dict, parse_size
+from jupyter_tfenv.catalog.loading import TFEnvCatalog
+from jupyter_tfenv.catalog.model import parse_size
+from jupyter_tfenv.catalog.validation import environment_from_dict
 from jupyter_tfenv.errors import CatalogError, UnknownEnvironmentError
 
 

@@ -22,7 +22,8 @@ from traitlets.config import Config
 
 from jupyter_tfenv.broker.app import TFEnvBroker
 from jupyter_tfenv.broker.policy import BrokerError
-from jupyter_tfenv.catalog import TFEnvCatalog, catalog_schema, environment_from_dict
+from jupyter_tfenv.catalog.loading import TFEnvCatalog
+from jupyter_tfenv.catalog.validation import catalog_schema, environment_from_dict
 from jupyter_tfenv.checkpoints.layout import StorageConfig, locate
 from jupyter_tfenv.core.caller import Caller
 from jupyter_tfenv.errors import CatalogError

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from jupyter_tfenv.backends.docker.engine import KernelRequest, container_spec
-from jupyter_tfenv.catalog import environment_from_dict
+from jupyter_tfenv.catalog.validation import environment_from_dict
 from jupyter_tfenv.checkpoints.browser import bind_folder, discover_bind, scan_bind
 from jupyter_tfenv.checkpoints.classification import classify, parse_state, public_item
 from jupyter_tfenv.checkpoints.helper import (

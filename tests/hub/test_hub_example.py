@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from traitlets.config.loader import PyFileConfigLoader
 
-from jupyter_tfenv.catalog import TFEnvCatalog
+from jupyter_tfenv.catalog.loading import TFEnvCatalog
 
 from .harness import BROKER_SERVICE, EXAMPLE_CONFIG
 

@@ -34,7 +34,7 @@ from kubernetes.client.exceptions import ApiException
 
 from jupyter_tfenv.backends.kubernetes import manifests as m
 from jupyter_tfenv.backends.kubernetes.api import KubernetesBackend, StartedPod, load_api_client
-from jupyter_tfenv.catalog import environment_from_dict
+from jupyter_tfenv.catalog.validation import environment_from_dict
 
 DEFAULT_NAMESPACE = "tfenv-kernels"
 DEFAULT_IMAGE = "tensorflow/tensorflow:2.20.0-jupyter"

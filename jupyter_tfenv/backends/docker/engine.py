@@ -29,7 +29,7 @@ from docker.types import DeviceRequest, Mount
 
 from jupyter_tfenv.backends.docker import gpu_alloc
 from jupyter_tfenv.backends.docker.gpu_alloc import Holding
-from jupyter_tfenv.catalog import Environment
+from jupyter_tfenv.catalog.model import Environment
 from jupyter_tfenv.core.labels import (
     LABEL_BROKER,
     LABEL_ENVIRONMENT,

@@ -43,7 +43,7 @@ from jupyter_tfenv.backends.docker.engine import (
     server_labels,
     tail_logs,
 )
-from jupyter_tfenv.catalog import Environment
+from jupyter_tfenv.catalog.model import Environment
 from jupyter_tfenv.core.labels import (
     LABEL_ENVIRONMENT,
     LABEL_IMAGE_ID,

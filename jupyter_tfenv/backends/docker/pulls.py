@@ -36,8 +36,8 @@ from docker import auth
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
 from jupyter_tfenv.backends.docker.engine import connect
-from jupyter_tfenv.catalog import Environment
 from jupyter_tfenv.catalog.lock import LockFile, local_digests
+from jupyter_tfenv.catalog.model import Environment
 from jupyter_tfenv.errors import TFEnvError
 
 #: Docker's per-layer statuses after which a layer needs nothing more.

@@ -48,8 +48,8 @@ from jupyter_tfenv.backends.docker.probe import (
 from jupyter_tfenv.backends.kubernetes import manifests
 from jupyter_tfenv.broker import policy
 from jupyter_tfenv.broker.policy import BrokerError
-from jupyter_tfenv.catalog import Environment
 from jupyter_tfenv.catalog.lock import LockFile, LockMissingError, require_lock
+from jupyter_tfenv.catalog.model import Environment
 from jupyter_tfenv.core.caller import Caller
 from jupyter_tfenv.errors import TFEnvError
 

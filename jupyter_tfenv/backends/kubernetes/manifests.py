@@ -41,7 +41,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from jupyter_tfenv.catalog import Environment
+from jupyter_tfenv.catalog.model import Environment
 from jupyter_tfenv.core.labels import (
     LABEL_ENVIRONMENT,
     LABEL_HUB_SERVER,

@@ -1,0 +1,233 @@
+"""The environment catalog: what a team declares once, validated, with problems reported.
+
+Environments come from two places, merged in this order:
+
+1. ``c.TFEnvCatalog.environments`` in a Jupyter config file (a list of dicts);
+2. team catalog files (YAML or JSON, the shape of ``schema/catalog.schema.json``) named in
+   ``c.TFEnvCatalog.catalog_files`` or in the ``JUPYTER_TFENV_CATALOG`` environment
+   variable (paths separated by ``os.pathsep``). Such a file can live in a repository.
+
+An invalid entry is reported with its file, entry and field, and left out; the other
+entries keep working. Files are re-read when they change, so a catalog edit shows up in
+the kernel picker without a server restart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from traitlets import Enum, List, Unicode, default
+from traitlets.config import LoggingConfigurable
+
+from jupyter_tfenv.catalog.images import PINNING_POLICIES
+from jupyter_tfenv.catalog.model import KERNEL_PREFIX, CatalogProblem, Environment
+from jupyter_tfenv.catalog.validation import _realpath, environment_from_dict
+from jupyter_tfenv.errors import CatalogError, UnknownEnvironmentError
+
+CATALOG_ENV_VAR = "JUPYTER_TFENV_CATALOG"
+LOCK_ENV_VAR = "JUPYTER_TFENV_LOCK"
+
+
+def read_catalog_file(path: str) -> list[Any]:
+    """Read a catalog file's ``environments`` list; raise ``CatalogError`` when unreadable."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as err:
+        raise CatalogError(f"cannot read the catalog file: {err.strerror or err}") from err
+    try:
+        data = json.loads(text) if path.endswith(".json") else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as err:
+        raise CatalogError(
+            f"not valid {'JSON' if path.endswith('.json') else 'YAML'}: {err}"
+        ) from err
+    if not isinstance(data, dict) or not isinstance(data.get("environments"), list):
+        raise CatalogError("expected a mapping with an 'environments' list at the top.")
+    extra = set(data) - {"version", "environments"}
+    if extra:
+        raise CatalogError(f"unknown top-level keys: {', '.join(sorted(extra))}.")
+    if data.get("version", 1) != 1:
+        raise CatalogError(f"catalog version {data['version']!r} is not supported; use 1.")
+    return data["environments"]
+
+
+def _bind_sources(sources: list[tuple[str, list[Any]]]) -> tuple[str, ...]:
+    """The absolute bind sources named by any entry (valid or not) of ``sources``."""
+    found: dict[str, None] = {}
+    for _, entries in sources:
+        for raw in entries:
+            mounts = raw.get("mounts") if isinstance(raw, dict) else None
+            for mount in mounts if isinstance(mounts, list) else []:
+                if not isinstance(mount, dict) or mount.get("type", "bind") != "bind":
+                    continue
+                src = mount.get("source")
+                if isinstance(src, str) and os.path.isabs(src):
+                    found.setdefault(src, None)
+    return tuple(found)
+
+
+class TFEnvCatalog(LoggingConfigurable):
+    """The team's environments, from config and catalog files, re-read when files change."""
+
+    environments: List[Any] = List(
+        help="""Environments declared in Jupyter config, each a dict shaped like an entry of
+        schema/catalog.schema.json, e.g.
+        {"id": "tf220", "image": "tensorflow/tensorflow:2.20.0-jupyter"}.""",
+    ).tag(config=True)
+
+    catalog_files = List(
+        Unicode(),
+        help=f"""Team catalog files (YAML or JSON). Paths in ${CATALOG_ENV_VAR}
+        (separated by '{os.pathsep}') are added to these.""",
+    ).tag(config=True)
+
+    pinning = Enum(
+        list(PINNING_POLICIES),
+        default_value="tags",
+        help="""How strictly images must be pinned: 'tags' refuses floating tags such as
+        ':latest' (default), 'digests' accepts only repo@sha256:… references, 'any' accepts
+        everything (not recommended: the same name can run different bits tomorrow).""",
+    ).tag(config=True)
+
+    lock_file = Unicode(
+        help=f"""The lock file recording the digest each tag resolved to
+        (`jupyter tfenv lock` writes it). Default: ${LOCK_ENV_VAR}, else tfenv-lock.json
+        beside the first catalog file.""",
+    ).tag(config=True)
+
+    lock_policy = Enum(
+        ["enforce", "strict", "warn", "off"],
+        default_value="enforce",
+        help="""What a kernel start does with the lock file. 'enforce' (default) refuses a
+        kernel whose local image no longer carries the locked digest of its tag (the tag
+        was re-pointed); it checks only tags that have an entry: an environment missing
+        from the lock file, or a missing lock file, still starts. 'strict' refuses those
+        too (run `jupyter tfenv lock <id>`); references pinned by digest need no entry.
+        'warn' logs a mismatch and starts, 'off' ignores the lock.""",
+    ).tag(config=True)
+
+    @default("lock_file")
+    def _default_lock_file(self) -> str:
+        return os.environ.get(LOCK_ENV_VAR, "")
+
+    def lock_path(self) -> Path | None:
+        """Where the lock file is (or would be written), None when there is no catalog file."""
+        if self.lock_file:
+            return Path(self.lock_file).expanduser().resolve()
+        files = self.files()
+        return Path(files[0]).parent / "tfenv-lock.json" if files else None
+
+    @default("catalog_files")
+    def _default_catalog_files(self) -> list[str]:
+        return []
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._stamp: tuple[Any, ...] | None = None
+        self._envs: dict[str, Environment] = {}
+        self._problems: list[CatalogProblem] = []
+        #: Bind sources of the last load: where they resolve to is part of the stamp, so
+        #: that a symlink re-pointed at a refused path takes its entry out at once.
+        self._bind_sources: tuple[str, ...] = ()
+
+    def files(self) -> list[str]:
+        extra = [p for p in os.environ.get(CATALOG_ENV_VAR, "").split(os.pathsep) if p]
+        seen: dict[str, None] = {}
+        for path in [*self.catalog_files, *extra]:
+            seen.setdefault(os.path.abspath(os.path.expanduser(path)), None)
+        return list(seen)
+
+    def _current_stamp(self) -> tuple[Any, ...]:
+        stamp: list[Any] = [
+            json.dumps(self.environments, sort_keys=True, default=str),
+            self.pinning,
+        ]
+        for path in self.files():
+            try:
+                st = os.stat(path)
+                stamp.append((path, st.st_mtime_ns, st.st_size))
+            except OSError:
+                stamp.append((path, None, None))
+        return tuple(stamp)
+
+    def _bind_stamp(self) -> tuple[tuple[str, str], ...]:
+        return tuple((src, _realpath(src) or "") for src in self._bind_sources)
+
+    def refresh(self, *, force: bool = False) -> None:
+        """Reload when config or any catalog file changed since the last load."""
+        base = self._current_stamp()
+        stamp = (base, self._bind_stamp())
+        if not force and stamp == self._stamp:
+            return
+        envs: dict[str, Environment] = {}
+        problems: list[CatalogProblem] = []
+        sources: list[tuple[str, list[Any]]] = [
+            ("Jupyter config (TFEnvCatalog.environments)", list(self.environments))
+        ]
+        for path in self.files():
+            try:
+                sources.append((path, read_catalog_file(path)))
+            except CatalogError as err:
+                problems.append(CatalogProblem(path, "", "", err.message))
+        self._bind_sources = _bind_sources(sources)
+        for source, entries in sources:
+            for index, raw in enumerate(entries):
+                label = f"#{index + 1}"
+                if isinstance(raw, dict) and isinstance(raw.get("id"), str):
+                    label = f"'{raw['id']}'"
+                if not isinstance(raw, dict):
+                    problems.append(
+                        CatalogProblem(source, label, "", "an entry must be a mapping.")
+                    )
+                    continue
+                try:
+                    env = environment_from_dict(raw, pinning=self.pinning, source=source)
+                except CatalogError as err:
+                    fld, _, msg = err.message.partition(": ")
+                    problems.append(CatalogProblem(source, label, fld, msg or fld))
+                    continue
+                if env.id in envs:
+                    problems.append(
+                        CatalogProblem(
+                            source,
+                            label,
+                            "id",
+                            f"duplicate id: already defined in {envs[env.id].source}; "
+                            "ids must be unique across all catalog sources.",
+                        )
+                    )
+                    continue
+                envs[env.id] = env
+        for problem in problems:
+            if problem not in self._problems:
+                self.log.warning("tfenv catalog: %s (entry left out)", problem)
+        self._envs, self._problems = envs, problems
+        self._stamp = (base, self._bind_stamp())
+
+    def all(self) -> list[Environment]:
+        self.refresh()
+        return list(self._envs.values())
+
+    def problems(self) -> list[CatalogProblem]:
+        self.refresh()
+        return list(self._problems)
+
+    def get(self, env_id: str) -> Environment:
+        self.refresh()
+        try:
+            return self._envs[env_id]
+        except KeyError:
+            known = ", ".join(sorted(self._envs)) or "none"
+            raise UnknownEnvironmentError(
+                f"No environment '{env_id}' in the tfenv catalog (known: {known}). "
+                "Check the id, or `jupyter tfenv check` for entries that were left out."
+            ) from None
+
+    def by_kernel_name(self, kernel_name: str) -> Environment | None:
+        if not kernel_name.startswith(KERNEL_PREFIX):
+            return None
+        self.refresh()
+        return self._envs.get(kernel_name[len(KERNEL_PREFIX) :])
