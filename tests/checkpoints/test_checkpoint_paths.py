@@ -6,6 +6,7 @@ Pure logic on real folders (``tmp_path``); nothing here needs Docker except wher
 from __future__ import annotations
 
 import ast
+import builtins
 import io
 import json
 import os
@@ -584,6 +585,24 @@ def test_helper_script_is_python36_and_runs(tmp_path):
     assert shipped["state"] == local["state"]
     assert sorted(map(tuple, shipped["entries"])) == sorted(map(tuple, local["entries"]))
     assert missing["exists"] is False
+
+
+def test_helper_script_names_only_what_it_defines_or_imports():
+    """The shipped functions are source text in another interpreter: a name they use must
+    be a builtin, a module the script imports, another shipped function or their own."""
+    tree = ast.parse(_helper_script())
+    known = set(dir(builtins))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            known.update(alias.asname or alias.name for alias in node.names)
+        elif isinstance(node, (ast.FunctionDef, ast.arg)):
+            known.add(node.name if isinstance(node, ast.FunctionDef) else node.arg)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            known.add(node.id)
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            known.add(node.name)
+    used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    assert used <= known, sorted(used - known)
 
 
 def test_container_spec_mounts_the_storage_and_announces_it(tmp_path):
