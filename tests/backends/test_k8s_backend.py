@@ -23,7 +23,7 @@ from jupyter_client import AsyncKernelClient
 
 from jupyter_tfenv.backends.kubernetes import manifests as m
 from jupyter_tfenv.backends.kubernetes.api import (
-    KubernetesBackend,
+    KubernetesAPI,
     KubernetesUnavailableError,
     PodStartError,
 )
@@ -89,10 +89,10 @@ def local_kubelet(api, images):
     remove_root(root)
 
 
-def backend_of(api: ScriptedAPI, **kw: Any) -> KubernetesBackend:
+def backend_of(api: ScriptedAPI, **kw: Any) -> KubernetesAPI:
     kw.setdefault("poll_interval", 0.05)
     kw.setdefault("schedule_timeout", 0.0)
-    return KubernetesBackend(api.api_client(), NS, **kw)
+    return KubernetesAPI(api.api_client(), NS, **kw)
 
 
 async def execute(info: Any, code: str, timeout: float = 60) -> dict[str, Any]:
@@ -378,7 +378,7 @@ async def test_an_api_server_that_does_not_answer_says_so():
     conf = client.Configuration()
     conf.host = f"http://127.0.0.1:{port}"
     conf.retries = 0
-    backend = KubernetesBackend(client.ApiClient(conf), NS)
+    backend = KubernetesAPI(client.ApiClient(conf), NS)
     with pytest.raises(KubernetesUnavailableError, match="does not answer"):
         await backend.pods({})
 
@@ -390,7 +390,7 @@ async def test_credentials_the_api_server_refuses_say_so(api):
     conf.host = api.url
     conf.api_key = {"authorization": "wrong"}
     conf.api_key_prefix = {"authorization": "Bearer"}
-    backend = KubernetesBackend(client.ApiClient(conf), NS)
+    backend = KubernetesAPI(client.ApiClient(conf), NS)
     with pytest.raises(KubernetesUnavailableError, match="refused the broker's credentials"):
         await backend.pods({})
 

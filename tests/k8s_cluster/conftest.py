@@ -7,7 +7,7 @@
   the command that makes it.
 - ``user`` (per test): a throwaway hub user name ``tfenv-cluster-test-<random>``; the
   checkpoint claims made for it are deleted after the test.
-- ``kernels`` (per test): starts kernel pods through :class:`KubernetesBackend`, reaches
+- ``kernels`` (per test): starts kernel pods through :class:`KubernetesAPI`, reaches
   their kernels (pod IP or ``kubectl port-forward``) and, after the test, removes every
   pod, Secret and NetworkPolicy the test made and stops its port-forwards.
 """
@@ -33,7 +33,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from jupyter_tfenv.backends.kubernetes import manifests as m
-from jupyter_tfenv.backends.kubernetes.api import KubernetesBackend, StartedPod, load_api_client
+from jupyter_tfenv.backends.kubernetes.api import KubernetesAPI, StartedPod, load_api_client
 from jupyter_tfenv.catalog.validation import environment_from_dict
 
 DEFAULT_NAMESPACE = "tfenv-kernels"
@@ -268,7 +268,7 @@ class Kernels:
         self.policies: list[str] = []
         self.forwards: list[PortForward] = []
 
-    def backend(self, *, schedule_timeout: float = SCHEDULE_TIMEOUT) -> KubernetesBackend:
+    def backend(self, *, schedule_timeout: float = SCHEDULE_TIMEOUT) -> KubernetesAPI:
         """The broker's backend. With TFENV_K8S_REACH=direct the kernels' NetworkPolicies
         admit the test runner's pod (TFENV_K8S_RUNNER_LABELS/_NAMESPACE), not a hub
         server's; port-forwards enter the pod's own network namespace, past policies."""
@@ -277,7 +277,7 @@ class Kernels:
             labels = dict(self.settings.runner_labels)
             kw["server_selector"] = lambda username, server_name: labels
             kw["server_namespace"] = self.settings.runner_namespace
-        return KubernetesBackend(
+        return KubernetesAPI(
             self.api_client,
             self.namespace,
             pull_timeout=PULL_TIMEOUT,
@@ -304,7 +304,7 @@ class Kernels:
         self.secrets.append(m.secret_name(start))
         self.policies.append(m.network_policy_name(start))
 
-    async def start(self, backend: KubernetesBackend, start: m.KernelStart) -> StartedPod:
+    async def start(self, backend: KubernetesAPI, start: m.KernelStart) -> StartedPod:
         self.track(start)
         return await backend.start(start, self.key, start_timeout=START_TIMEOUT)
 

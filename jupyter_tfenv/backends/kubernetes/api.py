@@ -1,4 +1,4 @@
-"""Kernels as Kubernetes pods: the broker's Kubernetes backend.
+"""The Kubernetes API client wrapper (:class:`KubernetesAPI`): kernel pods in one namespace.
 
 The objects come from :mod:`jupyter_tfenv.backends.kubernetes.manifests`; this module submits them
 through the official ``kubernetes`` client and follows the pod until its kernel can be
@@ -152,7 +152,7 @@ def _api_error_message(err: Any) -> str:
     return f"{getattr(err, 'status', '?')} {getattr(err, 'reason', '')}".strip()
 
 
-class KubernetesBackend:
+class KubernetesAPI:
     """Creates, follows and removes kernel pods in one namespace."""
 
     def __init__(
