@@ -12,6 +12,8 @@ import {
 import { deriveState, IPanelState, IStartError, wantsGpu } from './state';
 import {
   ICatalogProblem,
+  ICheckpointItem,
+  ICheckpointListing,
   IPullCapability,
   IEnvironment,
   IFilesWarning,
@@ -23,7 +25,7 @@ import {
   ITfEnvClient,
   TfEnvApiError
 } from './api';
-import { Consumer, ITfEnvModel } from './tokens';
+import { Consumer, ICheckpointsState, ITfEnvModel } from './tokens';
 
 /**
  * How long an image status stays fresh, in ms (pulls and refreshes renew it).
@@ -59,7 +61,7 @@ export class TfEnvModel implements ITfEnvModel {
   }
 
   /**
-   * The REST client (the checkpoint section fetches through it).
+   * The REST client.
    */
   get client(): ITfEnvClient {
     return this._client;
@@ -219,6 +221,47 @@ export class TfEnvModel implements ITfEnvModel {
     return this._pulls;
   }
 
+  get canListCheckpoints(): boolean {
+    return typeof this._client.checkpoints === 'function';
+  }
+
+  get checkpoints(): ICheckpointsState | null {
+    const env = this.activeEnvironment;
+    if (!env) {
+      return null;
+    }
+    const state = this._checkpoints;
+    if (state && state.environment === env.id) {
+      return state;
+    }
+    return { environment: env.id, listing: null, error: null, loading: true };
+  }
+
+  get otherCheckpoints(): ReadonlyMap<string, ICheckpointListing | string> {
+    return this._otherCheckpoints;
+  }
+
+  async refreshCheckpoints(): Promise<void> {
+    await Promise.all([
+      this._pollCheckpoints(true),
+      this._pollOtherCheckpoints(true)
+    ]);
+  }
+
+  async deleteCheckpoint(envId: string, item: ICheckpointItem): Promise<void> {
+    if (!this._client.deleteCheckpoint) {
+      return;
+    }
+    try {
+      await this._client.deleteCheckpoint(envId, item.name, item.etag);
+    } finally {
+      // Listed again either way: a 412 means the list is out of date.
+      if (envId === this.activeEnvironment?.id) {
+        void this._listCheckpoints(envId);
+      }
+    }
+  }
+
   get provenance(): IProvenanceVerdict | null {
     return this._context ? (this._provenance.get(this._context) ?? null) : null;
   }
@@ -350,6 +393,9 @@ export class TfEnvModel implements ITfEnvModel {
   async refresh(): Promise<void> {
     this._images.clear();
     this._probeErrors.clear();
+    if (this._panelHeld) {
+      void this._pollCheckpoints(true);
+    }
     await this._update(true);
     this._schedule(this._refreshInterval);
   }
@@ -521,6 +567,13 @@ export class TfEnvModel implements ITfEnvModel {
     return this._consumers.size > 0;
   }
 
+  /**
+   * Whether the panel is shown (it holds a lease only while visible).
+   */
+  private get _panelHeld(): boolean {
+    return (this._consumers.get('panel') ?? 0) > 0;
+  }
+
   private _schedule(delay: number): void {
     if (this._isDisposed || this._extensionMissing) {
       return;
@@ -563,7 +616,10 @@ export class TfEnvModel implements ITfEnvModel {
     if (this._isDisposed) {
       return;
     }
-    const panel = force || (this._consumers.get('panel') ?? 0) > 0;
+    const panel = force || this._panelHeld;
+    if (this._panelHeld) {
+      void this._pollCheckpoints(false);
+    }
     if (this._environments === null || panel) {
       await this._fetchEnvironments();
     }
@@ -593,6 +649,116 @@ export class TfEnvModel implements ITfEnvModel {
     }
     await Promise.all(more);
     this._maybeProbe();
+    if (this._panelHeld) {
+      // The active environment may be known only now (the catalog, the
+      // kernel status); the kernel status says which others it mounted.
+      void this._pollCheckpoints(false);
+      void this._pollOtherCheckpoints(force);
+    }
+    this._emit();
+  }
+
+  /**
+   * List the active environment's checkpoints when it changed, when `force`
+   * (unless a listing is under way), or when the last listing is a refresh
+   * interval old (never faster than the model polls, not at all while it
+   * does not poll).
+   */
+  private _pollCheckpoints(force: boolean): Promise<void> {
+    const env = this.activeEnvironment;
+    if (!env || this._isDisposed) {
+      return Promise.resolve();
+    }
+    if (this._checkpoints?.environment !== env.id) {
+      return this._listCheckpoints(env.id);
+    }
+    if (this._checkpointsInFlight) {
+      return Promise.resolve();
+    }
+    const interval = this._refreshInterval;
+    const due =
+      interval > 0 && Date.now() - this._checkpointsAt >= interval * 0.9;
+    return force || due ? this._listCheckpoints(env.id) : Promise.resolve();
+  }
+
+  /**
+   * `GET /tfenv/checkpoints/{env}`; only the latest request's answer counts.
+   */
+  private async _listCheckpoints(envId: string): Promise<void> {
+    if (this._checkpoints?.environment !== envId) {
+      this._checkpoints = {
+        environment: envId,
+        listing: null,
+        error: null,
+        loading: true
+      };
+      this._emit();
+    }
+    if (!this._client.checkpoints) {
+      this._checkpoints = { ...this._checkpoints!, loading: false };
+      return;
+    }
+    const seq = ++this._checkpointsSeq;
+    this._checkpointsAt = Date.now();
+    this._checkpointsInFlight = true;
+    let next: ICheckpointsState;
+    try {
+      const listing = await this._client.checkpoints(envId);
+      next = { environment: envId, listing, error: null, loading: false };
+    } catch (error) {
+      next = {
+        environment: envId,
+        listing: null,
+        error: error instanceof Error ? error.message : String(error),
+        loading: false
+      };
+    }
+    if (seq !== this._checkpointsSeq || this._isDisposed) {
+      return;
+    }
+    this._checkpointsInFlight = false;
+    if (this._checkpoints?.environment === envId) {
+      this._checkpoints = next;
+      this._emit();
+    }
+  }
+
+  /**
+   * List the checkpoints of the environments the active kernel mounted
+   * read-only, when the kernel or that set changed, or when `force`.
+   */
+  private async _pollOtherCheckpoints(force: boolean): Promise<void> {
+    const kernel = this.kernelStatus;
+    const others = kernel?.checkpoints?.others ?? [];
+    const key = `${kernel?.kernel_id ?? ''}:${others
+      .map(o => o.environment)
+      .join(',')}`;
+    if (key === this._otherCheckpointsKey && !force) {
+      return;
+    }
+    this._otherCheckpointsKey = key;
+    // An answer for another kernel or set is not this one's.
+    const seq = ++this._otherCheckpointsSeq;
+    const client = this._client;
+    if (!others.length || !client.checkpoints) {
+      return;
+    }
+    const envs = others.map(o => o.environment);
+    const results = await Promise.all(
+      envs.map(id =>
+        client.checkpoints!(id).then(
+          listing => listing as ICheckpointListing | string,
+          (error: unknown) =>
+            error instanceof Error ? error.message : String(error)
+        )
+      )
+    );
+    if (seq !== this._otherCheckpointsSeq || this._isDisposed) {
+      return;
+    }
+    const listings = new Map<string, ICheckpointListing | string>();
+    envs.forEach((id, i) => listings.set(id, results[i]));
+    this._otherCheckpoints = listings;
     this._emit();
   }
 
@@ -821,6 +987,13 @@ export class TfEnvModel implements ITfEnvModel {
   private _pulls = new Map<string, IPullProgress>();
   private _followers = new Map<string, IDisposable>();
   private _consumers = new Map<Consumer, number>();
+  private _checkpoints: ICheckpointsState | null = null;
+  private _checkpointsAt = 0;
+  private _checkpointsInFlight = false;
+  private _checkpointsSeq = 0;
+  private _otherCheckpoints = new Map<string, ICheckpointListing | string>();
+  private _otherCheckpointsKey: string | null = null;
+  private _otherCheckpointsSeq = 0;
   private _timer: ReturnType<typeof setTimeout> | null = null;
   private _ticking = false;
   private _again = false;

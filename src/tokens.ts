@@ -5,6 +5,8 @@ import type { ISignal } from '@lumino/signaling';
 
 import type {
   ICatalogProblem,
+  ICheckpointItem,
+  ICheckpointListing,
   IEnvironment,
   IEnvironmentSummary,
   IFilesWarning,
@@ -50,6 +52,29 @@ export namespace CommandIDs {
    * environments" cards). Args: `{environment: string, cwd?: string}`.
    */
   export const createNotebook = 'tfenv:create-notebook';
+}
+
+/**
+ * The checkpoint listing of the active environment, as the model has it.
+ */
+export interface ICheckpointsState {
+  /**
+   * The environment listed.
+   */
+  environment: string;
+  /**
+   * The last listing (kept while the next one is read); null before the
+   * first answer and after a failed one.
+   */
+  listing: ICheckpointListing | null;
+  /**
+   * Why the last listing failed, else null.
+   */
+  error: string | null;
+  /**
+   * Whether the first listing of this environment is being read.
+   */
+  loading: boolean;
 }
 
 /**
@@ -153,6 +178,34 @@ export interface ITfEnvModel extends IDisposable {
    */
   readonly state: IPanelState;
   readonly pulls: ReadonlyMap<string, IPullProgress>;
+  /**
+   * Whether the client lists checkpoints (`GET /tfenv/checkpoints/{env}`).
+   */
+  readonly canListCheckpoints: boolean;
+  /**
+   * The checkpoints of the active environment (null without one): listed
+   * when the environment changes, then once per refresh interval while the
+   * panel holds a lease, on `refresh()` and after a delete.
+   */
+  readonly checkpoints: ICheckpointsState | null;
+  /**
+   * The listings of the other environments' checkpoints the active kernel
+   * has mounted read-only (its status's `checkpoints.others`), by
+   * environment id: a listing, or why it failed. Listed when the kernel or
+   * that set of environments changes, and on `refresh()`.
+   */
+  readonly otherCheckpoints: ReadonlyMap<string, ICheckpointListing | string>;
+  /**
+   * List the active environment's checkpoints (and the other environments'
+   * the kernel has) now.
+   */
+  refreshCheckpoints(): Promise<void>;
+  /**
+   * Delete a checkpoint item as listed (its etag is sent as `If-Match`),
+   * then list again; rejects with the server's error (412: it changed since
+   * it was listed).
+   */
+  deleteCheckpoint(envId: string, item: ICheckpointItem): Promise<void>;
   environment(id: string): IEnvironment | null;
   /**
    * The image status of an environment (cached for a minute unless `fresh`).

@@ -3,6 +3,7 @@ import { Signal } from '@lumino/signaling';
 
 import { TfEnvModel } from '../model';
 import {
+  ICheckpointListing,
   IEnvironmentsReply,
   IKernelStatus,
   IPull,
@@ -17,6 +18,21 @@ import imageTf220 from './fixtures/image-tf220.json';
 import kernelTf220 from './fixtures/kernel-tf220.json';
 
 const KERNEL = kernelTf220 as unknown as IKernelStatus;
+
+/**
+ * A checkpoint listing of an environment: one TF checkpoint set.
+ */
+function listingOf(envId: string, etag = 'e1'): ICheckpointListing {
+  return {
+    environment: envId,
+    exists: true,
+    location: `/host/checkpoints/${envId}`,
+    container_path: '/tfenv/checkpoints',
+    checkpoints: [
+      { name: 'run1', kind: 'tf_checkpoint_set', path: 'run1', etag, step: 7 }
+    ]
+  };
+}
 
 /**
  * A REST client answering with recorded payloads.
@@ -50,6 +66,14 @@ class FakeClient implements ITfEnvClient {
     kernel_id: id
   }));
   gpus = jest.fn(async () => gpusNoDriver as any);
+  checkpoints? = jest.fn(async (envId: string): Promise<ICheckpointListing> =>
+    listingOf(envId)
+  );
+  deleteCheckpoint? = jest.fn(
+    async (envId: string, name: string, etag: string): Promise<unknown> => ({
+      deleted: name
+    })
+  );
   follower: IPullFollower | null = null;
   followPull = jest.fn(
     (pullId: string, follower: IPullFollower): IDisposable => {
@@ -492,5 +516,222 @@ describe('TfEnvModel', () => {
     context.statusChanged.emit('dead');
     expect(model.state.state).toBe('dead');
     lease.dispose();
+  });
+});
+
+describe('TfEnvModel checkpoints', () => {
+  let model: TfEnvModel;
+  afterEach(() => model?.dispose());
+
+  it('lists the active environment’s checkpoints while the panel is shown', async () => {
+    const made = makeModel();
+    model = made.model;
+    const checkpoints = made.client.checkpoints!;
+    const status = model.acquire('status');
+    model.setSessionContext(new FakeContext() as any);
+    await settle();
+    // The status bar needs no checkpoints.
+    expect(checkpoints).not.toHaveBeenCalled();
+    expect(model.checkpoints).toEqual({
+      environment: 'tf-2.20-cpu',
+      listing: null,
+      error: null,
+      loading: true
+    });
+    const panel = model.acquire('panel');
+    await settle();
+    expect(checkpoints).toHaveBeenCalledTimes(1);
+    expect(checkpoints).toHaveBeenCalledWith('tf-2.20-cpu');
+    expect(model.checkpoints).toEqual({
+      environment: 'tf-2.20-cpu',
+      listing: listingOf('tf-2.20-cpu'),
+      error: null,
+      loading: false
+    });
+    // No periodic refresh (interval 0): only the refresh button lists again.
+    await model.refresh();
+    await settle();
+    expect(checkpoints).toHaveBeenCalledTimes(2);
+    await model.refreshCheckpoints();
+    expect(checkpoints).toHaveBeenCalledTimes(3);
+    panel.dispose();
+    status.dispose();
+  });
+
+  it('has none without an active environment', async () => {
+    model = makeModel().model;
+    const panel = model.acquire('panel');
+    await settle();
+    expect(model.checkpoints).toBeNull();
+    panel.dispose();
+  });
+
+  it('polls the listing at the refresh interval, only while shown', async () => {
+    const made = makeModel();
+    model = made.model;
+    const checkpoints = made.client.checkpoints!;
+    model.refreshInterval = 500;
+    model.setSessionContext(new FakeContext() as any);
+    const status = model.acquire('status');
+    const panel = model.acquire('panel');
+    await tick(1200);
+    const calls = checkpoints.mock.calls.length;
+    expect(calls).toBeGreaterThanOrEqual(2);
+    // Never faster than the model polls.
+    expect(calls).toBeLessThanOrEqual(4);
+    panel.dispose();
+    await tick(1100);
+    expect(checkpoints.mock.calls.length).toBe(calls);
+    status.dispose();
+  });
+
+  it('lists another environment when the kernel changes, and drops a late answer', async () => {
+    const client = new FakeClient();
+    const answers = new Map<string, (listing: ICheckpointListing) => void>();
+    client.checkpoints!.mockImplementation(
+      (envId: string) =>
+        new Promise<ICheckpointListing>(resolve => answers.set(envId, resolve))
+    );
+    model = makeModel(client).model;
+    const panel = model.acquire('panel');
+    const context = new FakeContext();
+    model.setSessionContext(context as any);
+    await settle();
+    expect(answers.has('tf-2.20-cpu')).toBe(true);
+    context.session = { kernel: { id: 'k2', name: 'tfenv-tf-2.19-cpu' } };
+    context.kernelChanged.emit(null);
+    await settle();
+    expect(client.checkpoints).toHaveBeenLastCalledWith('tf-2.19-cpu');
+    expect(model.checkpoints).toMatchObject({
+      environment: 'tf-2.19-cpu',
+      listing: null,
+      loading: true
+    });
+    answers.get('tf-2.20-cpu')!(listingOf('tf-2.20-cpu'));
+    await settle();
+    expect(model.checkpoints?.listing).toBeNull();
+    answers.get('tf-2.19-cpu')!(listingOf('tf-2.19-cpu'));
+    await settle();
+    expect(model.checkpoints).toMatchObject({
+      environment: 'tf-2.19-cpu',
+      listing: { environment: 'tf-2.19-cpu' },
+      loading: false
+    });
+    panel.dispose();
+  });
+
+  it('keeps why a listing failed', async () => {
+    const client = new FakeClient();
+    client.checkpoints!.mockRejectedValue(
+      new TfEnvApiError('Permission denied: /host/checkpoints', 500)
+    );
+    model = makeModel(client).model;
+    const panel = model.acquire('panel');
+    model.setSessionContext(new FakeContext() as any);
+    await settle();
+    expect(model.checkpoints).toEqual({
+      environment: 'tf-2.20-cpu',
+      listing: null,
+      error: 'Permission denied: /host/checkpoints',
+      loading: false
+    });
+    panel.dispose();
+  });
+
+  it('lists the other environments the kernel mounted, once per kernel', async () => {
+    const client = new FakeClient();
+    client.kernel.mockImplementation(async (id: string) => ({
+      ...KERNEL,
+      kernel_id: id,
+      checkpoints: {
+        mode: 'bind',
+        others_dir: '/tfenv/checkpoints-of',
+        others: [
+          {
+            environment: 'tf-2.19-cpu',
+            container_path: '/tfenv/checkpoints-of/tf-2.19-cpu'
+          },
+          { environment: 'gone', container_path: '/tfenv/checkpoints-of/gone' }
+        ]
+      }
+    }));
+    client.checkpoints!.mockImplementation(async (envId: string) => {
+      if (envId === 'gone') {
+        throw new TfEnvApiError("No environment 'gone'", 404);
+      }
+      return listingOf(envId);
+    });
+    model = makeModel(client).model;
+    const panel = model.acquire('panel');
+    const context = new FakeContext();
+    model.setSessionContext(context as any);
+    await settle();
+    expect(model.otherCheckpoints.get('tf-2.19-cpu')).toEqual(
+      listingOf('tf-2.19-cpu')
+    );
+    expect(model.otherCheckpoints.get('gone')).toBe("No environment 'gone'");
+    const of219 = (): number =>
+      client.checkpoints!.mock.calls.filter(([id]) => id === 'tf-2.19-cpu')
+        .length;
+    expect(of219()).toBe(1);
+    // Another tick for the same kernel: not again.
+    context.statusChanged.emit('busy');
+    await settle();
+    expect(of219()).toBe(1);
+    // The refresh button: again.
+    await model.refresh();
+    await settle();
+    expect(of219()).toBe(2);
+    panel.dispose();
+  });
+
+  it('deletes with the listed etag and lists again, also when refused', async () => {
+    const made = makeModel();
+    model = made.model;
+    const client = made.client;
+    const panel = model.acquire('panel');
+    model.setSessionContext(new FakeContext() as any);
+    await settle();
+    const item = model.checkpoints!.listing!.checkpoints[0];
+    client.checkpoints!.mockResolvedValue({
+      ...listingOf('tf-2.20-cpu'),
+      checkpoints: []
+    });
+    await model.deleteCheckpoint('tf-2.20-cpu', item);
+    expect(client.deleteCheckpoint).toHaveBeenCalledWith(
+      'tf-2.20-cpu',
+      'run1',
+      'e1'
+    );
+    await settle();
+    expect(client.checkpoints).toHaveBeenCalledTimes(2);
+    expect(model.checkpoints?.listing?.checkpoints).toEqual([]);
+
+    client.deleteCheckpoint!.mockRejectedValue(
+      new TfEnvApiError('Precondition Failed', 412)
+    );
+    await expect(
+      model.deleteCheckpoint('tf-2.20-cpu', item)
+    ).rejects.toMatchObject({ status: 412 });
+    await settle();
+    expect(client.checkpoints).toHaveBeenCalledTimes(3);
+    panel.dispose();
+  });
+
+  it('says when the client cannot list checkpoints', async () => {
+    const client = new FakeClient();
+    delete client.checkpoints;
+    delete client.deleteCheckpoint;
+    model = makeModel(client).model;
+    const panel = model.acquire('panel');
+    model.setSessionContext(new FakeContext() as any);
+    await settle();
+    expect(model.canListCheckpoints).toBe(false);
+    expect(model.checkpoints).toMatchObject({
+      environment: 'tf-2.20-cpu',
+      listing: null,
+      loading: false
+    });
+    panel.dispose();
   });
 });

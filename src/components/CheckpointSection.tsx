@@ -3,7 +3,6 @@ import * as React from 'react';
 
 import {
   type ICheckpointItem,
-  type ICheckpointListing,
   type IEnvironmentSummary,
   TfEnvApiError
 } from '../api';
@@ -25,115 +24,21 @@ import { useModel } from './useModel';
 const CHECKPOINT_HINT =
   "tf.train.CheckpointManager(ckpt, os.environ['TFENV_CHECKPOINT_DIR'] + '/run1', max_to_keep=3)";
 
-interface ICheckpointFetch {
-  env: string;
-  listing: ICheckpointListing | null;
-  error: string | null;
-  loading: boolean;
-}
-
 /**
- * The active environment's checkpoints: fetched when the environment changes
- * and then at most once per model refresh interval (on the model's changes),
- * and after a delete.
+ * The active environment's checkpoints, as the model lists them (when the
+ * environment changes, then at most once per refresh interval while the
+ * panel is shown, on the refresh button and after a delete).
  */
 export function CheckpointSection(
-  props: IViewProps & { env: IEnvironmentSummary; refreshes: number }
+  props: IViewProps & { env: IEnvironmentSummary }
 ): JSX.Element {
-  const { model, trans, env, refreshes } = props;
-  const version = useModel(model);
-  const client = model.client;
-  const [data, setData] = React.useState<ICheckpointFetch>({
-    env: env.id,
-    listing: null,
-    error: null,
-    loading: true
-  });
+  const { model, trans, env } = props;
+  useModel(model);
   const [notice, setNotice] = React.useState<string | null>(null);
-  const last = React.useRef<{ env: string; at: number; inFlight: boolean }>({
-    env: '',
-    at: 0,
-    inFlight: false
-  });
-  const mounted = React.useRef(true);
-  const section = React.useRef<HTMLElement>(null);
+  // A notice is about the environment it was given for.
   React.useEffect(() => {
-    mounted.current = true;
-    return () => {
-      mounted.current = false;
-    };
-  }, []);
-
-  const fetchNow = React.useCallback(
-    (envId: string): void => {
-      if (!client.checkpoints) {
-        setData({
-          env: envId,
-          listing: null,
-          error: trans.__('This client cannot list checkpoints.'),
-          loading: false
-        });
-        return;
-      }
-      last.current = { env: envId, at: Date.now(), inFlight: true };
-      client.checkpoints(envId).then(
-        listing => {
-          if (last.current.env === envId) {
-            last.current.inFlight = false;
-          }
-          if (mounted.current && last.current.env === envId) {
-            setData({ env: envId, listing, error: null, loading: false });
-          }
-        },
-        (error: unknown) => {
-          if (last.current.env === envId) {
-            last.current.inFlight = false;
-          }
-          if (mounted.current && last.current.env === envId) {
-            setData({
-              env: envId,
-              listing: null,
-              error: error instanceof Error ? error.message : String(error),
-              loading: false
-            });
-          }
-        }
-      );
-    },
-    [client, trans]
-  );
-
-  React.useEffect(() => {
-    const now = Date.now();
-    const interval = model.refreshInterval;
-    const envChanged = last.current.env !== env.id;
-    if (envChanged) {
-      setData({ env: env.id, listing: null, error: null, loading: true });
-      setNotice(null);
-      fetchNow(env.id);
-      return;
-    }
-    // Never faster than the model polls (and not at all while it does not
-    // poll), and not while the panel is hidden (the status bar keeps polling).
-    const hidden =
-      section.current !== null && section.current.offsetParent === null;
-    const due =
-      !hidden && interval > 0 && now - last.current.at >= interval * 0.9;
-    if (due && !last.current.inFlight) {
-      fetchNow(env.id);
-    }
-  }, [version, env.id, fetchNow, model]);
-
-  // The refresh button: now.
-  const seenRefreshes = React.useRef(refreshes);
-  React.useEffect(() => {
-    if (refreshes !== seenRefreshes.current) {
-      seenRefreshes.current = refreshes;
-      if (!last.current.inFlight) {
-        fetchNow(env.id);
-      }
-    }
-  }, [refreshes, env.id, fetchNow]);
+    setNotice(null);
+  }, [env.id]);
 
   const remove = async (item: ICheckpointItem): Promise<void> => {
     const label = checkpointLabel(item);
@@ -149,11 +54,11 @@ export function CheckpointSection(
         Dialog.warnButton({ label: trans.__('Delete') })
       ]
     });
-    if (!result.button.accept || !client.deleteCheckpoint) {
+    if (!result.button.accept) {
       return;
     }
     try {
-      await client.deleteCheckpoint(env.id, item.name, item.etag);
+      await model.deleteCheckpoint(env.id, item);
       setNotice(null);
     } catch (error) {
       const status = error instanceof TfEnvApiError ? error.status : null;
@@ -170,18 +75,24 @@ export function CheckpointSection(
             )
       );
     }
-    fetchNow(env.id);
   };
 
-  const listing = data.env === env.id ? data.listing : null;
+  const data = model.checkpoints;
+  const current = data !== null && data.environment === env.id;
+  const listing = current ? data.listing : null;
+  const error = !model.canListCheckpoints
+    ? trans.__('This client cannot list checkpoints.')
+    : current
+      ? data.error
+      : null;
   const containerPath = listing?.container_path || CONTAINER_CHECKPOINT_DIR;
   const items = listing ? sortCheckpoints(listing.checkpoints ?? []) : [];
   let body: JSX.Element;
-  if (data.error && data.env === env.id) {
+  if (error) {
     body = (
       <div className="jp-tfenv-checkpoints-error" role="alert">
         <div>{trans.__('The checkpoints could not be listed:')}</div>
-        <pre className="jp-tfenv-server-message">{data.error}</pre>
+        <pre className="jp-tfenv-server-message">{error}</pre>
       </div>
     );
   } else if (!listing) {
@@ -217,7 +128,6 @@ export function CheckpointSection(
   }
   return (
     <section
-      ref={section}
       className="jp-tfenv-section jp-tfenv-checkpoints"
       data-tfenv-env={env.id}
     >

@@ -1,10 +1,6 @@
 import * as React from 'react';
 
-import type {
-  ICheckpointListing,
-  IEnvironmentSummary,
-  IOtherCheckpoints
-} from '../api';
+import type { IOtherCheckpoints } from '../api';
 import { sortCheckpoints } from '../checkpoints';
 
 import { CheckpointRow } from './CheckpointRow';
@@ -12,58 +8,19 @@ import { Breakable } from './common';
 import type { IViewProps } from './types';
 import { useModel } from './useModel';
 
-interface IOtherFetch {
-  key: string;
-  listings: Record<string, ICheckpointListing | string>;
-}
-
 /**
  * The user's other environments' checkpoints, as the active kernel has them:
  * read-only at `/tfenv/checkpoints-of/<environment>` (the kernel's
  * `checkpoints.others`), grouped by environment, with the line that restores
- * the latest of a TF set. Listed when the kernel or the set of environments
- * changes, and on the panel's refresh button.
+ * the latest of a TF set. The model lists them when the kernel or the set of
+ * environments changes, and on the panel's refresh button.
  */
-export function OtherCheckpointsGroup(
-  props: IViewProps & { env: IEnvironmentSummary; refreshes: number }
-): JSX.Element | null {
-  const { model, trans, refreshes } = props;
+export function OtherCheckpointsGroup(props: IViewProps): JSX.Element | null {
+  const { model, trans } = props;
   useModel(model);
-  const client = model.client;
-  const kernel = model.kernelStatus;
-  const others: IOtherCheckpoints[] = kernel?.checkpoints?.others ?? [];
-  const key = `${kernel?.kernel_id ?? ''}:${others
-    .map(o => o.environment)
-    .join(',')}:${refreshes}`;
-  const [data, setData] = React.useState<IOtherFetch>({
-    key: '',
-    listings: {}
-  });
-  React.useEffect(() => {
-    if (!others.length || !client.checkpoints) {
-      return;
-    }
-    let current = true;
-    const envs = others.map(o => o.environment);
-    void Promise.all(
-      envs.map(id =>
-        client.checkpoints!(id).then(
-          listing => listing as ICheckpointListing | string,
-          (error: unknown) =>
-            error instanceof Error ? error.message : String(error)
-        )
-      )
-    ).then(results => {
-      if (current) {
-        const listings: Record<string, ICheckpointListing | string> = {};
-        envs.forEach((id, i) => (listings[id] = results[i]));
-        setData({ key, listings });
-      }
-    });
-    return () => {
-      current = false;
-    };
-  }, [key, client]);
+  const others: IOtherCheckpoints[] =
+    model.kernelStatus?.checkpoints?.others ?? [];
+  const listings = model.otherCheckpoints;
   if (!others.length) {
     return null;
   }
@@ -75,7 +32,7 @@ export function OtherCheckpointsGroup(
         {trans.__('Other environments (read-only)')}
       </h4>
       {others.map(other => {
-        const got = data.listings[other.environment];
+        const got = listings.get(other.environment);
         const items =
           got && typeof got !== 'string'
             ? sortCheckpoints(got.checkpoints ?? [])

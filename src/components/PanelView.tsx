@@ -15,7 +15,6 @@ import { useModel } from './useModel';
 export function PanelView(props: IViewProps): JSX.Element {
   const { model, actions, trans } = props;
   useModel(model);
-  const [refreshes, setRefreshes] = React.useState(0);
   const state = model.state;
   const env = model.activeEnvironment;
   return (
@@ -30,10 +29,7 @@ export function PanelView(props: IViewProps): JSX.Element {
           className="jp-tfenv-refresh"
           icon={refreshIcon}
           title={trans.__('Refresh')}
-          onClick={() => {
-            setRefreshes(n => n + 1);
-            actions.refresh();
-          }}
+          onClick={() => actions.refresh()}
         />
       </header>
       <StateBanner {...props} state={state} />
@@ -46,7 +42,7 @@ export function PanelView(props: IViewProps): JSX.Element {
       {state.state !== 'no-extension' && <ResourcesSection {...props} />}
       {state.state !== 'no-extension' && <GpuSection {...props} env={env} />}
       {env && state.state !== 'no-extension' && (
-        <CheckpointSection {...props} env={env} refreshes={refreshes} />
+        <CheckpointSection {...props} env={env} />
       )}
       {state.state !== 'no-extension' && <EnvironmentList {...props} />}
     </div>
