@@ -65,6 +65,14 @@ module.exports = defineConfig([
     }
   },
   {
+    // Node scripts of the build and CI (scripts/ts-cycles.mjs)
+    files: ['**/*.mjs'],
+    languageOptions: {
+      globals: { ...globals.node },
+      sourceType: 'module'
+    }
+  },
+  {
     // The whole extension is one small chunk that the app needs at start-up
     // (sidebar, status bar, notebook tracking); splitting it into lazily
     // loaded pieces would only add requests.
