@@ -49,10 +49,8 @@ PROBE_LAUNCH = (
 
 def helper_script() -> str:
     """The checkpoint helper's script (checkpoints' own, run in the image's Python)."""
-    try:
-        from jupyter_tfenv.checkpoints.helper import _HELPER_SCRIPT  # noqa: PLC0415
-    except ImportError:  # before checkpoints/ was split (issue 18)
-        from jupyter_tfenv.checkpoints import _HELPER_SCRIPT  # type: ignore[attr-defined,no-redef]  # noqa: PLC0415
+    from jupyter_tfenv.checkpoints.helper import _HELPER_SCRIPT  # noqa: PLC0415
+
     return str(_HELPER_SCRIPT)
 
 
