@@ -33,7 +33,7 @@ from jupyter_tfenv.catalog.lock import (
 )
 from jupyter_tfenv.errors import TFEnvError
 from jupyter_tfenv.kernels.kernelspecs import write_kernelspecs
-from jupyter_tfenv.kernels.provisioner import DockerKernelProvisioner
+from jupyter_tfenv.kernels.provisioner import TFEnvKernelProvisioner
 from jupyter_tfenv.kernels.runtimes import build_runtime, default_runtimes_dir, list_runtimes
 from jupyter_tfenv.lifecycle.adoption import held_by_live_server
 from jupyter_tfenv.server import metrics
@@ -204,7 +204,7 @@ def cmd_kernelspecs(args: argparse.Namespace) -> int:
 
 def cmd_gc(args: argparse.Namespace) -> int:
     config, _ = _load(args)
-    prov = DockerKernelProvisioner(config=config, kernel_id="gc")
+    prov = TFEnvKernelProvisioner(config=config, kernel_id="gc")
     client = connect(prov.docker_timeout)
     owner = None if args.all_users else prov.owner
     reaped = reap_orphans(
@@ -377,7 +377,7 @@ def _probe_lines(result: dict[str, Any]) -> str:
 
 def cmd_probe(args: argparse.Namespace) -> int:
     config, catalog = _load(args)
-    prov = DockerKernelProvisioner(config=config, kernel_id="probe")
+    prov = TFEnvKernelProvisioner(config=config, kernel_id="probe")
     client = connect(prov.docker_timeout)
     envs = [catalog.get(env_id) for env_id in args.env] if args.env else catalog.all()
     results = []

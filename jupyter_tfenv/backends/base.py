@@ -256,8 +256,9 @@ class KernelBackend(abc.ABC):
 
     #: "docker", "kubernetes" or "broker": for messages and ``GET /me``.
     name: ClassVar[str] = ""
-    #: The :data:`FEATURES` this backend has.
-    features: ClassVar[frozenset[str]] = frozenset()
+    #: The :data:`FEATURES` this backend has (an instance may narrow them once it knows
+    #: more, e.g. the broker client once it asked which backend the broker has).
+    features: frozenset[str] = frozenset()
     #: The (uid, gid) every kernel runs as when the backend fixes it (Kubernetes pods),
     #: else None: each caller's own.
     account: tuple[int, int] | None = None

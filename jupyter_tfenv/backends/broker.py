@@ -19,6 +19,18 @@ from urllib.parse import quote
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
+from jupyter_tfenv.backends.base import (
+    Admit,
+    ImageStatus,
+    KernelBackend,
+    KernelInfo,
+    KernelNotFound,
+    KernelStart,
+    KernelSummary,
+    Usage,
+)
+from jupyter_tfenv.catalog.model import Environment
+from jupyter_tfenv.core.caller import Caller
 from jupyter_tfenv.errors import TFEnvError
 
 #: Where the server finds the broker, and with which token (JupyterHub's spawner sets them).
@@ -210,3 +222,142 @@ class BrokerClient:
 
 def _kid(kernel_id: str) -> str:
     return quote(kernel_id, safe="")
+
+
+class BrokerBackend(KernelBackend):
+    """The broker's REST API as a :class:`KernelBackend`, for a single-user server on a
+    hub: every call is one request, answered by the broker's own backend (Docker or
+    Kubernetes). The token says who the caller is, so the ``caller`` arguments are not
+    sent; the broker applies its policy (groups, quotas, folders) itself.
+
+    Which features there are depends on the broker's backend (``GET /api/me``'s
+    ``backend``): :meth:`learn_backend` reads it once; until then Docker's are assumed.
+    """
+
+    name = "broker"
+    features = frozenset({"adopt", "live", "gpu_allocation", "runtime_dirs"})
+
+    #: What the broker's backends support, seen from a server.
+    _FEATURES_OF = {
+        "docker": frozenset({"adopt", "live", "gpu_allocation", "runtime_dirs"}),
+        "kubernetes": frozenset({"live", "checkpoints"}),
+    }
+
+    def __init__(self, client: BrokerClient) -> None:
+        self.client = client
+        #: The broker's backend ("docker", "kubernetes"), once asked.
+        self.remote: str | None = None
+
+    @property
+    def url(self) -> str:
+        return self.client.url
+
+    async def learn_backend(self) -> str:
+        """The broker's backend, asked once (``GET /api/me``); sets :attr:`features`."""
+        if self.remote is None:
+            me = await self.client.me()
+            self.remote = str(me.get("backend") or "docker")
+            self.features = self._FEATURES_OF.get(self.remote, frozenset())
+        return self.remote
+
+    async def prepare_connection(
+        self, caller: Caller | None, kernel_id: str, restart: bool
+    ) -> dict[str, Any]:
+        return await self.client.prepare_runtime(kernel_id, restart=restart)
+
+    async def start(
+        self,
+        caller: Caller | None,
+        request: KernelStart,
+        env: Environment,
+        *,
+        admit: Admit | None = None,
+        timeout: float = 120.0,
+    ) -> dict[str, Any]:
+        """``POST /api/kernels`` (the broker checks quotas: ``admit`` is not called)."""
+        body: dict[str, Any] = {
+            "kernel_id": request.kernel_id,
+            "environment": env.id,
+            "cwd": request.cwd,
+            "mount": request.mount or None,
+            "env": dict(request.env),
+            "server": request.server,
+        }
+        if request.gpu_devices:
+            body["gpu_devices"] = list(request.gpu_devices)
+        if request.key is not None:
+            body["key"] = request.key
+        return await self.client.start_kernel(body, timeout=timeout)
+
+    async def usage(self, caller: Caller | None, *, exclude: str | None = None) -> Usage:
+        usage = (await self.client.me()).get("usage") or {}
+        return Usage(
+            kernels=int(usage.get("kernels", 0)),
+            gpus=int(usage.get("gpus", 0)),
+            probes=int(usage.get("probes", 0)),
+        )
+
+    async def find(self, caller: Caller | None, kernel_id: str) -> KernelInfo | None:
+        try:
+            return KernelInfo.from_dict(await self.client.kernel(kernel_id))
+        except BrokerNotFoundError:
+            return None
+
+    async def adopt(self, caller: Caller | None, kernel_id: str) -> KernelInfo:
+        info = await self.find(caller, kernel_id)
+        if info is None:
+            raise KernelNotFound(kernel_id)
+        return info
+
+    async def list_kernels(self, caller: Caller | None) -> list[KernelSummary]:
+        return [KernelSummary.from_dict(row) for row in await self.client.kernels()]
+
+    async def logs(self, caller: Caller | None, kernel_id: str, tail: int = 30) -> str:
+        return await self.client.logs(kernel_id, tail)
+
+    async def signal(self, caller: Caller | None, kernel_id: str, signum: int) -> None:
+        await self.client.signal(kernel_id, signum)
+
+    async def remove(
+        self, caller: Caller | None, kernel_id: str, *, keep_runtime: bool = False
+    ) -> None:
+        await self.client.delete_kernel(kernel_id, restart=keep_runtime)
+
+    async def live(self, caller: Caller | None, kernel_id: str) -> dict[str, Any]:
+        return await self.client.live(kernel_id)
+
+    async def gpus(self, caller: Caller | None) -> dict[str, Any]:
+        return await self.client.gpus()
+
+    async def image_status(self, envs: list[Environment]) -> dict[str, ImageStatus]:
+        """The broker's image status of each environment it knows (others: unknown)."""
+        known = {str(e.get("id")): e for e in await self.client.environments()}
+        out = {}
+        for env in envs:
+            entry = known.get(env.id)
+            out[env.id] = (
+                ImageStatus.from_dict(entry.get("image") or {})
+                if entry is not None
+                else ImageStatus(
+                    present=None, error=f"The tfenv broker has no environment '{env.id}'."
+                )
+            )
+        return out
+
+    async def probe(
+        self,
+        caller: Caller | None,
+        env: Environment,
+        *,
+        refresh: bool = False,
+        admit: Admit | None = None,
+    ) -> dict[str, Any]:
+        return await self.client.probe(env.id, refresh=refresh)
+
+    async def checkpoints(self, caller: Caller | None, env_ids: list[str]) -> dict[str, Any]:
+        return await self.client.checkpoints(env_ids)
+
+    async def delete_checkpoint(
+        self, caller: Caller | None, env: Environment, paths: list[str]
+    ) -> dict[str, Any]:
+        return await self.client.delete_checkpoint_files(env.id, paths)

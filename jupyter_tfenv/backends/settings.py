@@ -1,6 +1,6 @@
 """Settings that the local provisioner and the broker share: one declaration, two owners.
 
-``DockerKernelProvisioner`` (local mode) and ``TFEnvBroker`` (JupyterHub) both build
+``TFEnvKernelProvisioner`` (local mode) and ``TFEnvBroker`` (JupyterHub) both build
 kernel containers and prepare checkpoint storage, so they take the same settings, under
 their own config sections (``c.DockerKernelProvisioner.default_memory``,
 ``c.TFEnvBroker.default_memory``). Only the defaults of the storage roots differ: each

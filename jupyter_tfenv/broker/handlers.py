@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from docker.errors import APIError
 from tornado import web
 
-from jupyter_tfenv.broker.policy import BrokerError, check_kernel_id, check_signal, parse_json_body
+from jupyter_tfenv.broker.policy import BrokerError, check_signal, parse_json_body
 from jupyter_tfenv.core.caller import Caller
 from jupyter_tfenv.errors import TFEnvError, as_tfenv_error, engine_unreachable
 
@@ -196,13 +196,9 @@ class RuntimeHandler(BrokerHandler):
         restart = body.get("restart", False)
         if not isinstance(restart, bool):
             raise BrokerError("'restart' must be true or false.")
-        k8s = self.broker.k8s
-        if k8s is not None:
-            check_kernel_id(kernel_id)
-            self.write_json(k8s.runtime(), status=200)
-            return
-        rundir = await self.broker.prepare_runtime(self.me, kernel_id, restart)
-        self.write_json({"runtime_dir": rundir}, status=200)
+        self.write_json(
+            await self.broker.prepare_connection(self.me, kernel_id, restart), status=200
+        )
 
 
 class KernelHandler(BrokerHandler):
@@ -238,24 +234,12 @@ class LiveHandler(BrokerHandler):
         self.write_json(await self.broker.live(self.me, kernel_id))
 
 
-def _kubernetes_only(handler: BrokerHandler) -> Any:
-    k8s = handler.broker.k8s
-    if k8s is None:
-        raise BrokerError(
-            "Checkpoints are read by the broker in Kubernetes mode only: in Docker mode a "
-            "user's server reads its own checkpoint folder.",
-            status=404,
-            reason="not in docker mode",
-        )
-    return k8s
-
-
 class CheckpointsHandler(BrokerHandler):
     async def get(self) -> None:
         envs = self.get_query_arguments("environment")
         if not envs or len(envs) > 64:
             raise BrokerError("Name 1 to 64 environments: ?environment=<id>&environment=<id>")
-        self.write_json(await _kubernetes_only(self).checkpoints(self.me, envs))
+        self.write_json(await self.broker.checkpoints(self.me, envs))
 
 
 class CheckpointDeleteHandler(BrokerHandler):
@@ -273,7 +257,7 @@ class CheckpointDeleteHandler(BrokerHandler):
                 or "\0" in path
             ):
                 raise BrokerError(f"Not a relative path below the checkpoint folder: {path!r}.")
-        self.write_json(await _kubernetes_only(self).delete_checkpoint(self.me, env_id, paths))
+        self.write_json(await self.broker.delete_checkpoint(self.me, env_id, paths))
 
 
 class NotFoundHandler(BrokerHandler):

@@ -11,62 +11,81 @@ user cannot point the broker at a folder that is not theirs.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import grp
-import hashlib
 import json
 import os
 import pwd
 import re
-import shutil
 import stat
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from jupyter_tfenv.backends.base import BackendError, Usage, gpu_count, usage_of
 from jupyter_tfenv.checkpoints.mountcheck import CheckedFolder
 from jupyter_tfenv.core.caller import Caller
-from jupyter_tfenv.core.paths import SOCKET_PATH_MAX
-from jupyter_tfenv.errors import TFEnvError
+from jupyter_tfenv.kernels.connection import (
+    CHANNELS,
+    CONNECTION_FILE,
+    CONNECTION_FILE_LIMIT,
+    KERNEL_ID_RE,
+    RUNTIME_NAME_MAX,
+    SOCKET_TAIL,
+    check_connection_info,
+    check_kernel_id,
+    prepare_runtime_dir,
+    read_connection_file,
+    remove_runtime_dir,
+    remove_stale_runtime_dirs,
+    runtime_dir_for,
+    runtime_name,
+    runtime_uids,
+    socket_paths,
+    sockets_bound,
+    stale_runtime_dirs,
+    verify_runtime_dir,
+)
+
+#: Names that moved to backends/base.py and kernels/connection.py stay importable from
+#: here (this module's own names are public too).
+__all__ = [
+    "CHANNELS",
+    "CONNECTION_FILE",
+    "CONNECTION_FILE_LIMIT",
+    "KERNEL_ID_RE",
+    "RUNTIME_NAME_MAX",
+    "SOCKET_TAIL",
+    "Usage",
+    "check_connection_info",
+    "check_kernel_id",
+    "gpu_count",
+    "prepare_runtime_dir",
+    "read_connection_file",
+    "remove_runtime_dir",
+    "remove_stale_runtime_dirs",
+    "runtime_dir_for",
+    "runtime_name",
+    "runtime_uids",
+    "socket_paths",
+    "sockets_bound",
+    "stale_runtime_dirs",
+    "usage_of",
+    "verify_runtime_dir",
+]
 
 #: The only fields ``POST /api/kernels`` accepts; everything else the broker decides.
 START_FIELDS = ("kernel_id", "environment", "cwd", "mount", "env", "server", "gpu_devices")
 #: A GPU device id as Docker and NVML name it (index, GPU-…/MIG-… UUID).
 GPU_DEVICE_RE = re.compile(r"^[A-Za-z0-9:_/-]{1,128}$")
-#: Kernel ids: what jupyter_client makes (uuid4), no path characters.
-KERNEL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{7,63}$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 #: A JupyterHub server name ("" is the default server): a label value, no paths.
 SERVER_NAME_RE = re.compile(r"^[A-Za-z0-9._~-]{0,255}$")
-CONNECTION_FILE = "kernel.json"
-#: A connection file is a few hundred bytes; anything big is not one.
-CONNECTION_FILE_LIMIT = 64 * 1024
-CHANNELS = ("shell", "iopub", "stdin", "control", "hb")
 
 
-class BrokerError(TFEnvError):
-    """A refused or failed request: ``status`` and ``reason`` go into the HTTP answer."""
-
-    def __init__(
-        self, message: str, *, status: int = 400, reason: str = "", logs: str = ""
-    ) -> None:
-        super().__init__(message)
-        self.http_status = status
-        self.reason = reason or _REASONS.get(status, "error")
-        self.logs = logs
-
-
-_REASONS = {
-    400: "bad request",
-    403: "forbidden",
-    404: "not found",
-    409: "conflict",
-    429: "quota exceeded",
-    500: "internal error",
-    503: "docker unavailable",
-}
+#: A refused or failed request (``status``, ``reason``, ``logs`` go into the HTTP answer):
+#: the backends raise the same class, so the handlers map one error model.
+BrokerError = BackendError
 
 
 # -- the caller ----------------------------------------------------------------------------
@@ -207,15 +226,6 @@ class StartRequest:
     #: The devices the kernel held before a restart: kept when still free (the broker
     #: checks them as any other; a hint, never a claim).
     gpu_devices: tuple[str, ...] = ()
-
-
-def check_kernel_id(kernel_id: Any) -> str:
-    if not isinstance(kernel_id, str) or not KERNEL_ID_RE.match(kernel_id):
-        raise BrokerError(
-            f"'kernel_id' must be a kernel id (8 to 64 letters, digits, '-' or '_'), "
-            f"not {str(kernel_id)[:80]!r}.",
-        )
-    return kernel_id
 
 
 def parse_json_body(raw: bytes) -> dict[str, Any]:
@@ -515,308 +525,6 @@ def check_folders(
     return cwd, mount
 
 
-# -- runtime folders -------------------------------------------------------------------------
-
-
-#: What the longest socket name adds to the kernel's runtime folder ("/k-65535").
-SOCKET_TAIL = len("/k-65535")
-#: Kernel ids up to this length name their runtime folder themselves (jupyter_client's
-#: uuid4 ids have 36 characters); longer ones are hashed, to keep socket paths short.
-RUNTIME_NAME_MAX = 36
-
-
-def runtime_name(kernel_id: str) -> str:
-    """The kernel's folder name below ``{runtime_root}/{uid}``: one folder per kernel id.
-
-    The id itself when it has at most :data:`RUNTIME_NAME_MAX` characters (ids have no
-    path characters); else ``_`` and 32 hex digits of its SHA-256, which no id can be
-    (ids start with a letter or digit). Short either way: Unix socket paths are limited
-    to 107 bytes. Never a truncation: two ids with the same prefix get two folders.
-    """
-    kernel_id = check_kernel_id(kernel_id)
-    if len(kernel_id) <= RUNTIME_NAME_MAX:
-        return kernel_id
-    return "_" + hashlib.sha256(kernel_id.encode()).hexdigest()[:32]
-
-
-def runtime_dir_for(runtime_root: str, uid: int, kernel_id: str) -> str:
-    return os.path.join(runtime_root, str(uid), runtime_name(kernel_id))
-
-
-def _root_folder(path: str, what: str) -> None:
-    """Make ``path`` a real, root-owned 0711 folder (create it, fix its mode)."""
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(path, 0o711)
-    info = os.lstat(path)
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
-        raise BrokerError(
-            f"The broker's {what} {path} is not a folder of the broker's own user "
-            f"(uid {os.getuid()}); remove it or set c.TFEnvBroker.runtime_root elsewhere.",
-            status=500,
-            reason="runtime folder",
-        )
-    if stat.S_IMODE(info.st_mode) != 0o711:
-        os.chmod(path, 0o711)  # noqa: S103 - traversable, not listable: see the docstring
-
-
-def prepare_runtime_dir(
-    runtime_root: str,
-    caller: Caller,
-    kernel_id: str,
-    *,
-    restart: bool = False,
-    max_dirs: int | None = None,
-) -> str:
-    """Create the kernel's runtime folder, owned by the caller, 0700; blocking.
-
-    ``{runtime_root}`` and ``{runtime_root}/{uid}`` belong to the broker (0711), so the
-    user cannot rename or replace the kernel's folder. ``restart`` keeps an existing
-    folder (and its connection file) but removes its socket files, which would look like
-    a ready kernel; otherwise a leftover folder is replaced by a fresh one.
-
-    ``max_dirs``: how many runtime folders the caller may have at once (``None``: no
-    limit); a new folder beyond it is refused with 429 (folders of kernels that never
-    started are removed before, by :func:`remove_stale_runtime_dirs`).
-    """
-    root = os.path.abspath(runtime_root)
-    longest = len(runtime_dir_for(root, caller.uid, kernel_id).encode()) + SOCKET_TAIL
-    if longest > SOCKET_PATH_MAX:
-        raise BrokerError(
-            f"The kernel's socket paths below c.TFEnvBroker.runtime_root {root} would have "
-            f"{longest} bytes, more than Unix sockets allow ({SOCKET_PATH_MAX}). Ask an admin "
-            "to set a shorter runtime_root (the default is /run/tfenv-broker).",
-            status=500,
-            reason="runtime folder",
-        )
-    os.makedirs(os.path.dirname(root), mode=0o755, exist_ok=True)
-    _root_folder(root, "runtime_root")
-    user_root = os.path.join(root, str(caller.uid))
-    _root_folder(user_root, "per-user runtime folder")
-    rundir = os.path.join(user_root, runtime_name(kernel_id))
-    try:
-        info: os.stat_result | None = os.lstat(rundir)
-    except FileNotFoundError:
-        info = None
-    if info is None and max_dirs is not None:
-        have = len(os.listdir(user_root))
-        if have >= max_dirs:
-            raise BrokerError(
-                f"{caller.name} already has {have} kernel runtime folders; the limit per user "
-                f"is {max_dirs} (c.TFEnvBroker.max_runtime_dirs_per_user). Shut a kernel down "
-                "(folders of kernels that never started are removed after "
-                "c.TFEnvBroker.runtime_dir_stale_seconds), then start this one again.",
-                status=429,
-                reason="runtime folder quota",
-            )
-    if info is not None and restart and _is_users_runtime(info, caller):
-        with os.scandir(rundir) as entries:
-            for entry in entries:
-                if stat.S_ISSOCK(entry.stat(follow_symlinks=False).st_mode):
-                    os.unlink(entry.path)
-        return rundir
-    if info is not None:
-        if stat.S_ISDIR(info.st_mode):
-            shutil.rmtree(rundir)
-        else:
-            os.unlink(rundir)
-    os.mkdir(rundir, 0o700)
-    os.chown(rundir, caller.uid, caller.gid)
-    os.chmod(rundir, 0o700)
-    return rundir
-
-
-def stale_runtime_dirs(
-    runtime_root: str, caller: Caller, *, older_than: float, keep: Iterable[str] = ()
-) -> list[str]:
-    """The caller's runtime folders last changed more than ``older_than`` seconds ago
-    (their own mtime: writing the connection file or binding a socket renews it), except
-    those named in ``keep`` (folder names, :func:`runtime_name`). Whether a kernel still
-    uses one is for the caller of this function to say (its container's label): see
-    :func:`remove_stale_runtime_dirs`."""
-    user_root = os.path.join(os.path.abspath(runtime_root), str(caller.uid))
-    cutoff = time.time() - older_than
-    kept = set(keep)
-    stale = []
-    try:
-        entries = list(os.scandir(user_root))
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    for entry in entries:
-        try:
-            info = entry.stat(follow_symlinks=False)
-        except FileNotFoundError:
-            continue
-        if entry.name not in kept and info.st_mtime < cutoff:
-            stale.append(entry.path)
-    return sorted(stale)
-
-
-def runtime_uids(runtime_root: str) -> list[int]:
-    """The uids with a per-uid folder under ``runtime_root``."""
-    try:
-        names = os.listdir(os.path.abspath(runtime_root))
-    except OSError:
-        return []
-    return sorted(int(name) for name in names if name.isdigit())
-
-
-def remove_stale_runtime_dirs(
-    runtime_root: str, caller: Caller, paths: Iterable[str], in_use: Iterable[str]
-) -> list[str]:
-    """Remove those of ``paths`` (from :func:`stale_runtime_dirs`) that no container
-    uses (``in_use``: the runtime folders named by the caller's containers); the removed.
-    Only entries directly below the caller's own per-uid folder are touched."""
-    user_root = os.path.join(os.path.abspath(runtime_root), str(caller.uid))
-    used = set(in_use)
-    removed = []
-    for path in paths:
-        if path in used or os.path.dirname(path) != user_root:
-            continue
-        try:
-            info = os.lstat(path)
-        except FileNotFoundError:
-            continue
-        if stat.S_ISDIR(info.st_mode):
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-        removed.append(path)
-    return removed
-
-
-def _is_users_runtime(info: os.stat_result, caller: Caller) -> bool:
-    return (
-        stat.S_ISDIR(info.st_mode)
-        and info.st_uid == caller.uid
-        # The permission bits: jupyter_client's write_connection_file adds the sticky bit.
-        and stat.S_IMODE(info.st_mode) & 0o777 == 0o700
-    )
-
-
-def verify_runtime_dir(runtime_root: str, caller: Caller, kernel_id: str) -> str:
-    """The kernel's runtime folder as the broker made it, checked again (lstat) before it
-    is mounted: a real folder of the caller, 0700, with a regular ``kernel.json`` of theirs.
-    """
-    rundir = runtime_dir_for(os.path.abspath(runtime_root), caller.uid, kernel_id)
-    try:
-        info = os.lstat(rundir)
-    except FileNotFoundError:
-        raise BrokerError(
-            f"Kernel {kernel_id} has no runtime folder: POST /api/kernels/{kernel_id}/runtime "
-            "first and write the connection file (kernel.json) into the folder it names.",
-            reason="no runtime folder",
-        ) from None
-    if not _is_users_runtime(info, caller):
-        raise BrokerError(
-            f"The runtime folder {rundir} is not a 0700 folder of uid {caller.uid}; ask for a "
-            f"new one (POST /api/kernels/{kernel_id}/runtime).",
-            status=403,
-            reason="runtime folder",
-        )
-    path = os.path.join(rundir, CONNECTION_FILE)
-    try:
-        conn = os.lstat(path)
-    except FileNotFoundError:
-        raise BrokerError(
-            f"No connection file in {rundir}: write {CONNECTION_FILE} (0600) there before "
-            "starting the kernel.",
-            reason="no connection file",
-        ) from None
-    if not stat.S_ISREG(conn.st_mode) or conn.st_uid != caller.uid:
-        raise BrokerError(
-            f"{path} must be a regular file of uid {caller.uid} (no symlink).",
-            status=403,
-            reason="connection file",
-        )
-    return rundir
-
-
-def read_connection_file(rundir: str, caller: Caller) -> dict[str, Any]:
-    """The connection file's content (read without following symlinks), checked to be an
-    IPC connection whose sockets lie in the kernel's runtime folder."""
-    path = os.path.join(rundir, CONNECTION_FILE)
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError as err:
-        if err.errno == errno.ELOOP:
-            raise BrokerError(f"{path} is a symlink.", status=403) from err
-        raise BrokerError(f"Cannot read {path}: {err.strerror}.") from err
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_uid != caller.uid:
-            raise BrokerError(f"{path} must be a regular file of uid {caller.uid}.", status=403)
-        raw = os.read(fd, CONNECTION_FILE_LIMIT + 1)
-    finally:
-        os.close(fd)
-    if len(raw) > CONNECTION_FILE_LIMIT:
-        raise BrokerError(f"{path} is too large for a connection file.")
-    try:
-        info_json = json.loads(raw)
-    except ValueError as err:
-        raise BrokerError(f"{path} is not valid JSON: {err}.") from err
-    if not isinstance(info_json, dict):
-        raise BrokerError(f"{path} is not a connection file (a JSON object).")
-    check_connection_info(info_json, rundir)
-    return info_json
-
-
-def check_connection_info(info: Mapping[str, Any], rundir: str) -> None:
-    """Kernels of the broker talk over IPC sockets in their runtime folder, nothing else."""
-    if info.get("transport") != "ipc":
-        raise BrokerError(
-            "The connection file must use transport 'ipc' (ZeroMQ over Unix sockets in the "
-            f"runtime folder), not {info.get('transport')!r}: broker kernels are on no network.",
-        )
-    ip = info.get("ip")
-    if not isinstance(ip, str) or os.path.normpath(ip) != ip or os.path.dirname(ip) != rundir:
-        raise BrokerError(
-            f"The connection file's 'ip' must be a socket path prefix in {rundir} "
-            f"(e.g. {rundir}/k), not {str(ip)[:200]!r}.",
-        )
-    for channel in CHANNELS:
-        port = info.get(f"{channel}_port")
-        if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
-            raise BrokerError(f"The connection file has no valid '{channel}_port'.")
-
-
-def socket_paths(info: Mapping[str, Any]) -> list[str]:
-    return [f"{info['ip']}-{info[f'{ch}_port']}" for ch in CHANNELS]
-
-
-def sockets_bound(paths: Iterable[str], rundir: str) -> bool:
-    """Whether the kernel bound all its IPC sockets: each path a real socket (``lstat``,
-    no symlink followed) directly in the kernel's runtime folder ``rundir``.
-
-    The broker runs as root and the folder is the user's: a symlink there must not make
-    the broker look at (and so reveal the existence of) any path outside it.
-    """
-    for path in paths:
-        if os.path.normpath(path) != path or os.path.dirname(path) != rundir:
-            return False
-        try:
-            info = os.lstat(path)
-        except OSError:
-            return False
-        if not stat.S_ISSOCK(info.st_mode):
-            return False
-    return True
-
-
-def remove_runtime_dir(runtime_root: str, caller: Caller, kernel_id: str) -> bool:
-    """Remove the kernel's runtime folder (only below the caller's own runtime folder)."""
-    rundir = runtime_dir_for(os.path.abspath(runtime_root), caller.uid, kernel_id)
-    try:
-        info = os.lstat(rundir)
-    except FileNotFoundError:
-        return False
-    if stat.S_ISDIR(info.st_mode):
-        shutil.rmtree(rundir, ignore_errors=True)
-    else:
-        os.unlink(rundir)
-    return True
-
-
 # -- environments and groups -----------------------------------------------------------------
 
 
@@ -840,46 +548,6 @@ def environment_allowed(
 
 
 # -- quotas ----------------------------------------------------------------------------------
-
-
-def gpu_count(gpus: Any, host_gpus: int | None) -> int:
-    """How many GPUs a kernel of an environment with catalog ``gpus`` holds.
-
-    'all' counts as every GPU of the host (1 when the host's GPUs are unknown).
-    """
-    if gpus in (None, "none"):
-        return 0
-    if gpus == "all":
-        return host_gpus if host_gpus and host_gpus > 0 else 1
-    if isinstance(gpus, bool):
-        return int(gpus)
-    if isinstance(gpus, int):
-        return max(gpus, 0)
-    if isinstance(gpus, (list, tuple)):
-        return len(gpus)
-    if isinstance(gpus, str) and gpus.strip().isdigit():
-        return int(gpus)
-    return 1
-
-
-@dataclass(frozen=True)
-class Usage:
-    kernels: int = 0
-    gpus: int = 0
-    #: Environment probes the broker runs for the caller now: each counts as a kernel
-    #: (and holds its GPUs) while it runs.
-    probes: int = 0
-
-    def to_dict(self) -> dict[str, int]:
-        return {"kernels": self.kernels, "gpus": self.gpus, "probes": self.probes}
-
-
-def usage_of(gpu_counts: Iterable[int], probe_gpus: Iterable[int] = ()) -> Usage:
-    """Usage from the GPU counts of the caller's running kernels (one entry per kernel)
-    and of the probes running for them (one entry per probe)."""
-    counts = list(gpu_counts)
-    probes = list(probe_gpus)
-    return Usage(kernels=len(counts), gpus=sum(counts) + sum(probes), probes=len(probes))
 
 
 def limit_value(limit: int | None) -> int | None:

@@ -25,9 +25,7 @@ import os
 import shutil
 import signal
 import socket
-import stat
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -64,8 +62,13 @@ from jupyter_tfenv.backends.docker.engine import (
     tail_logs,
 )
 from jupyter_tfenv.backends.docker.gpu_alloc import GpuUnavailableError
+from jupyter_tfenv.backends.docker.steps import (
+    exit_state,
+    remove_by_name,
+    run_shielded,
+    wait_until_bound,
+)
 from jupyter_tfenv.backends.settings import CheckpointStorageSettings, KernelContainerSettings
-from jupyter_tfenv.broker.policy import runtime_name
 from jupyter_tfenv.catalog.lock import LockFile, LockMismatchError, check_lock, unlocked_message
 from jupyter_tfenv.catalog.model import Environment
 from jupyter_tfenv.catalog.validation import environment_from_dict
@@ -79,13 +82,17 @@ from jupyter_tfenv.core.labels import (
     LABEL_POOL,
     LABEL_RUNTIME_DIR,
 )
-from jupyter_tfenv.core.paths import SOCKET_PATH_MAX
 from jupyter_tfenv.errors import (
     CatalogError,
     DockerUnavailableError,
     KernelStartError,
     engine_unreachable,
     unreachable_error,
+)
+from jupyter_tfenv.kernels.connection import (
+    default_runtime_root,
+    prepare_runtime_root,
+    runtime_name,
 )
 from jupyter_tfenv.lifecycle import adoption
 from jupyter_tfenv.server import metrics
@@ -99,114 +106,31 @@ ADOPT_KWARG = "tfenv_adopt"
 POOL_KWARG = "tfenv_pool"
 
 
+#: The config section of the provisioner's old class name, read as its own.
+LEGACY_SECTION = "DockerKernelProvisioner"
+
+
 def _env_int(name: str, fallback: int) -> int:
     value = os.environ.get(name, "")
     return int(value) if value.strip().isdigit() else fallback
 
 
-# KernelProvisionerMeta derives from MetaHasTraits at run time (through
-# type(LoggingConfigurable)), which mypy cannot see.
-#: What a kernel adds below its runtime root: its folder and the longest socket name.
-_SOCKET_TAIL = len("/0123456789ab/k-65535")
-
-
-def _private_folder(path: str, uid: int) -> bool:
-    """Whether ``path`` is a real folder (not a symlink) of ``uid`` that only it may use."""
-    try:
-        info = os.lstat(path)
-    except OSError:
-        return False
-    private = stat.S_IMODE(info.st_mode) & 0o077 == 0
-    return stat.S_ISDIR(info.st_mode) and info.st_uid == uid and private
-
-
-def default_runtime_root(environ: Mapping[str, str] | None = None) -> str:
-    """``$XDG_RUNTIME_DIR/tfenv`` when ``$XDG_RUNTIME_DIR`` is a private folder of this
-    process's uid and short enough for socket paths, else ``/tmp/tfenv-<uid>`` (checked,
-    and refused when another user made it, by :func:`prepare_runtime_root`)."""
-    xdg = (os.environ if environ is None else environ).get("XDG_RUNTIME_DIR", "")
-    if xdg and os.path.isabs(xdg):
-        xdg = os.path.normpath(xdg)
-        candidate = os.path.join(xdg, "tfenv")
-        short = len(candidate.encode()) + _SOCKET_TAIL <= SOCKET_PATH_MAX
-        if short and _private_folder(xdg, os.getuid()):
-            return candidate
-    return f"/tmp/tfenv-{os.getuid()}"  # noqa: S108 - checked by prepare_runtime_root
-
-
-def _runtime_root_problem(root: str, info: os.stat_result, uid: int) -> str:
-    """What is wrong with the runtime root ``root`` (its ``lstat``), or ''."""
-    if stat.S_ISLNK(info.st_mode):
-        return f"is a symlink (to {os.readlink(root)})"
-    if not stat.S_ISDIR(info.st_mode):
-        return "is not a folder"
-    if info.st_uid != uid:
-        return f"belongs to uid {info.st_uid}, not to this server's uid {uid}"
-    mode = stat.S_IMODE(info.st_mode)
-    if mode & 0o022:
-        return f"is writable by other users (mode {mode:04o})"
-    parent = os.path.dirname(root)
-    above = os.stat(parent)
-    if above.st_mode & 0o002 and not above.st_mode & stat.S_ISVTX:
-        return (
-            f"is in {parent}, which every user may write to and which has no sticky bit, so "
-            "another user can replace it"
-        )
-    return ""
-
-
-def prepare_runtime_root(path: str) -> str:
-    """The kernels' runtime root ``path``, made (atomically, 0711) or checked; blocking.
-
-    Kernels' connection files and sockets live in it, so it must be this server's own:
-    a real folder (``lstat``: no symlink), owned by the server's uid, not writable by
-    group or others, in a parent where no other user can swap it (a sticky or private
-    parent). Anything else is refused with what to do: in a shared /tmp another user may
-    have made ``/tmp/tfenv-<uid>`` first, to read or replace what kernels put there.
-    Mode 0711: not listable by others (each kernel's own folder in it is 0700, of the
-    kernel's uid, which a root server may set to another user's: the uid trait).
-    """
-    root = os.path.abspath(path)
-    uid = os.getuid()
-    parent = os.path.dirname(root)
-    if not os.path.isdir(parent):
-        os.makedirs(parent, mode=0o755, exist_ok=True)
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(root, 0o711)  # atomic: ours, or whatever was there is checked below
-    info = os.lstat(root)
-    problem = _runtime_root_problem(root, info, uid)
-    if not problem:
-        # The mode is fixed through a descriptor of the folder just checked, never by path.
-        try:
-            fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-        except OSError as err:
-            problem = f"cannot be opened ({err.strerror})"
-        else:
-            try:
-                now = os.fstat(fd)
-                if (now.st_dev, now.st_ino) != (info.st_dev, info.st_ino):
-                    problem = "was replaced while it was checked"
-                elif stat.S_IMODE(now.st_mode) != 0o711:
-                    os.fchmod(fd, 0o711)
-            finally:
-                os.close(fd)
-    if problem:
-        raise KernelStartError(
-            f"The kernels' runtime folder {root} {problem}. It holds the kernels' connection "
-            "files and sockets, so tfenv uses only a folder of the server's own user that "
-            "nobody else can write to. Remove it if you do not know who made it (another "
-            f"user may have made it first: `ls -ld {root}`), or set "
-            "c.DockerKernelProvisioner.runtime_root to a short path of a folder of your own "
-            "(e.g. under $XDG_RUNTIME_DIR).",
-            status_code=500,
-        )
-    return root
-
-
-class DockerKernelProvisioner(  # type: ignore[metaclass]
+class TFEnvKernelProvisioner(  # type: ignore[metaclass]
     KernelContainerSettings, CheckpointStorageSettings, LocalProvisioner
 ):
-    """Runs a kernel inside a hardened container of a pinned image."""
+    """Runs a kernel of a tfenv environment (the ``tfenv-docker`` provisioner): a hardened
+    container of a pinned image on the local engine, or a kernel the tfenv broker starts.
+
+    Its config section is also ``DockerKernelProvisioner``, this class's name until issue
+    18 (docs and configs use it everywhere): ``c.DockerKernelProvisioner.x`` configures
+    it; ``c.TFEnvKernelProvisioner.x`` wins where both are set.
+    """
+
+    @classmethod
+    def section_names(cls) -> list[str]:
+        names = list(super().section_names())
+        at = names.index("TFEnvKernelProvisioner")
+        return [*names[:at], LEGACY_SECTION, *names[at:]]
 
     _broker: BrokerClient | None
 
@@ -728,21 +652,14 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
         req = self._request(cmd, cwd, image.id)
         spec = container_spec(env, req)
         started = time.monotonic()
-        # Shielded: a start request cancelled while Docker creates the container must
-        # still learn the container's id, or the container would be left behind.
-        creating: asyncio.Future[Any] | None = None
-
-        async def create(spec: dict[str, Any]) -> Any:
-            nonlocal creating
-            creating = asyncio.ensure_future(self._call(client.containers.run, **spec))
-            return await asyncio.shield(creating)
-
         try:
+            # Shielded (steps.run_shielded): a start request cancelled while Docker
+            # creates the container must not leave the container behind.
             container, self._gpu_devices = await run_with_gpus(
                 client,
                 env,
                 spec,
-                create,
+                lambda spec: run_shielded(client, spec),
                 configured=self.gpu_devices,
                 viewer=self.owner,
                 placement=self.gpu_placement,
@@ -750,16 +667,13 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
                 wait=self.gpu_wait_timeout,
             )
         except asyncio.CancelledError:
-            if creating is not None:
-                with contextlib.suppress(Exception):
-                    await creating
-            await self._call(self._remove_by_name, client, spec["name"])
+            await self._call(remove_by_name, client, spec["name"])
             raise
         except GpuUnavailableError as err:
             raise KernelStartError(err.message, status_code=err.status) from err
         except APIError as err:
             # Docker may have created the container before failing to start it.
-            await self._call(self._remove_by_name, client, spec["name"])
+            await self._call(remove_by_name, client, spec["name"])
             raise KernelStartError(explain_api_error(err, env)) from err
         except RequestsConnectionError as err:
             forget_shared_client(client)
@@ -960,11 +874,6 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
                 return
             raise KernelStartError(str(err), status_code=409) from err
 
-    @staticmethod
-    def _remove_by_name(client: Any, name: str) -> None:
-        with contextlib.suppress(NotFound):
-            remove_quietly(client.containers.get(name))
-
     def _bound(self) -> bool:
         """Whether the kernel bound its sockets (IPC: five stat calls; TCP: one connect)."""
         info: dict[str, Any] = dict(self.connection_info)
@@ -976,32 +885,28 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
             return sock.connect_ex((str(info["ip"]), int(info["hb_port"]))) == 0
 
     async def _wait_until_bound(self, env: Environment, started: float) -> None:
-        """Wait until the kernel bound its sockets, the container exits, or time runs out."""
-        delay, next_inspect = 0.005, 0.0
-        while True:
-            # Socket files are cheap to look at; the container is inspected less often
-            # (in broker mode: one request at most every 0.25 s).
-            if self._bound():
-                return
-            now = time.monotonic()
-            if now >= next_inspect:
-                exited = await self._exit_state()
-                if exited is not None:
-                    if self._bound():
-                        return
-                    await self._fail_exited(env, exited)
-                next_inspect = now + 0.25
-            if now - started > self.start_timeout:
-                logs = await self._start_logs()
-                await self._discard_container()
-                raise KernelStartError(
-                    f"The kernel of '{env.id}' did not start within {self.start_timeout:.0f} s "
-                    "(c.DockerKernelProvisioner.start_timeout). A busy machine or a slow "
-                    "image start can need more; the container was removed.",
-                    logs=logs,
-                )
-            await asyncio.sleep(delay)
-            delay = min(delay * 1.5, 0.05)
+        """Wait until the kernel bound its sockets, the container exits, or time runs out
+        (socket files are cheap to look at; the container, or the broker, is asked at
+        most every 0.25 s)."""
+
+        async def timed_out() -> None:
+            logs = await self._start_logs()
+            await self._discard_container()
+            raise KernelStartError(
+                f"The kernel of '{env.id}' did not start within {self.start_timeout:.0f} s "
+                "(c.DockerKernelProvisioner.start_timeout). A busy machine or a slow "
+                "image start can need more; the container was removed.",
+                logs=logs,
+            )
+
+        await wait_until_bound(
+            self._bound,
+            self._exit_state,
+            timeout=self.start_timeout,
+            started=started,
+            on_exit=lambda exited: self._fail_exited(env, exited),
+            on_timeout=timed_out,
+        )
 
     # -- the seam between local and broker mode while a kernel starts ---------------
 
@@ -1017,16 +922,7 @@ class DockerKernelProvisioner(  # type: ignore[metaclass]
             if info.get("running") or info.get("status") in _RUNNING_STATES:
                 return None
             return {"exit_code": info.get("exit_code"), "oom_killed": info.get("oom_killed")}
-        container = self._container
-        try:
-            await self._call(container.reload)
-        except NotFound:
-            container.attrs = {"State": {"ExitCode": None}}
-            container.status = "removed"
-        if container.status in _RUNNING_STATES:
-            return None
-        state = container.attrs.get("State", {})
-        return {"exit_code": state.get("ExitCode"), "oom_killed": state.get("OOMKilled")}
+        return await self._call(exit_state, self._container, _RUNNING_STATES)
 
     async def _start_logs(self) -> str:
         """The starting container's last log lines ('' when they cannot be had)."""
@@ -1299,3 +1195,8 @@ def _start_error(err: BrokerError) -> KernelStartError:
     if logs.strip() and logs.rstrip() in err.message:
         logs = ""  # the broker's message already ends with them
     return KernelStartError(err.message, logs=logs, status_code=err.http_status)
+
+
+#: Deprecated: the old name of :class:`TFEnvKernelProvisioner` (the same class; its config
+#: section ``c.DockerKernelProvisioner`` keeps working).
+DockerKernelProvisioner = TFEnvKernelProvisioner

@@ -5,7 +5,7 @@ A container kernel lives apart from the Jupyter server that started it. With
 running (it writes a *kept* marker, with the time, into each kernel's runtime folder),
 and the next server of the same user finds them by their labels and **adopts** them
 under their old kernel ids: the provisioner then loads the connection file that is still
-in the runtime folder instead of starting a container (``DockerKernelProvisioner``,
+in the runtime folder instead of starting a container (``TFEnvKernelProvisioner``,
 ``tfenv_adopt``). A notebook that reconnects finds its variables, and a cell that was
 running goes on.
 

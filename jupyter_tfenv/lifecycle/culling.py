@@ -17,7 +17,7 @@ import datetime
 from dataclasses import dataclass
 from typing import Any
 
-from jupyter_tfenv.kernels.provisioner import DockerKernelProvisioner
+from jupyter_tfenv.kernels.provisioner import TFEnvKernelProvisioner
 
 
 def idle_timeout_of(environment: dict[str, Any], gpu_idle_timeout: float) -> float:
@@ -62,7 +62,7 @@ async def cull_idle_kernels(
         except KeyError:
             continue  # shut down meanwhile
         prov = getattr(kernel, "provisioner", None)
-        if not isinstance(prov, DockerKernelProvisioner) or not prov.environment:
+        if not isinstance(prov, TFEnvKernelProvisioner) or not prov.environment:
             continue
         if prov.engine_away:
             continue  # its container could not be removed now: cull it once the engine is back

@@ -27,7 +27,7 @@ from jupyter_tfenv.backends.docker.engine import connect
 from jupyter_tfenv.catalog.loading import TFEnvCatalog
 from jupyter_tfenv.checkpoints.layout import is_inside
 from jupyter_tfenv.errors import TFEnvError
-from jupyter_tfenv.kernels.provisioner import ADOPT_KWARG, DockerKernelProvisioner
+from jupyter_tfenv.kernels.provisioner import ADOPT_KWARG, TFEnvKernelProvisioner
 from jupyter_tfenv.lifecycle import adoption
 
 KEEP_MODES = ("off", "gpu", "all")
@@ -49,14 +49,14 @@ def keeps(mode: str, catalog: TFEnvCatalog) -> Callable[[str], bool]:
     return kept
 
 
-def tfenv_provisioner(manager: Any, kernel_id: str) -> DockerKernelProvisioner | None:
+def tfenv_provisioner(manager: Any, kernel_id: str) -> TFEnvKernelProvisioner | None:
     """The tfenv provisioner of a kernel of ``manager`` (None: unknown, or not tfenv's)."""
     try:
         km = manager.get_kernel(kernel_id)
     except KeyError:
         return None
     prov = getattr(km, "provisioner", None)
-    return prov if isinstance(prov, DockerKernelProvisioner) else None
+    return prov if isinstance(prov, TFEnvKernelProvisioner) else None
 
 
 def known_kernel_ids(manager: Any) -> set[str]:
@@ -81,7 +81,7 @@ def release(km: Any) -> None:
     with contextlib.suppress(Exception):
         km._close_control_socket()
     prov = getattr(km, "provisioner", None)
-    if isinstance(prov, DockerKernelProvisioner):
+    if isinstance(prov, TFEnvKernelProvisioner):
         prov.detach()
 
 
@@ -203,7 +203,7 @@ async def adopt_kernels(
     manager: Any,
     catalog: TFEnvCatalog,
     *,
-    defaults: DockerKernelProvisioner,
+    defaults: TFEnvKernelProvisioner,
     kept: Callable[[str], bool],
     adopt_timeout: float,
     log: logging.Logger | logging.LoggerAdapter[Any],
@@ -302,7 +302,7 @@ async def _adopt_through_broker(
 async def _adopt_local(
     manager: Any,
     catalog: TFEnvCatalog,
-    defaults: DockerKernelProvisioner,
+    defaults: TFEnvKernelProvisioner,
     *,
     known: set[str],
     kept: Callable[[str], bool],

@@ -8,7 +8,7 @@ instead of starting a container: it adopts it (jupyter_tfenv.lifecycle.adoption)
 kernel id and moves it into the notebook's folder and variables. The pool refills in the
 background. In broker mode the pool kernels are started through the broker like any
 other (so they count against the user's quotas), and a taken one keeps its pool id at
-the broker (``DockerKernelProvisioner.container_kernel_id``).
+the broker (``TFEnvKernelProvisioner.container_kernel_id``).
 
 A pool kernel can serve a notebook only where it sees the notebook's folder: with
 ``mount_root = "root_dir"`` (the default) any folder below the server's root; otherwise
@@ -31,7 +31,7 @@ from jupyter_tfenv.catalog.loading import TFEnvCatalog
 from jupyter_tfenv.catalog.model import Environment
 from jupyter_tfenv.checkpoints.layout import is_inside
 from jupyter_tfenv.errors import TFEnvError
-from jupyter_tfenv.kernels.provisioner import POOL_KWARG, DockerKernelProvisioner
+from jupyter_tfenv.kernels.provisioner import POOL_KWARG, TFEnvKernelProvisioner
 from jupyter_tfenv.lifecycle import adoption
 from jupyter_tfenv.lifecycle.keep import release
 
@@ -145,7 +145,7 @@ class KernelPool:
         # shut it down, or its container would outlive the server.
         try:
             prov = km.provisioner
-            if not isinstance(prov, DockerKernelProvisioner) or not prov.runtime_dir:
+            if not isinstance(prov, TFEnvKernelProvisioner) or not prov.runtime_dir:
                 raise TFEnvError(f"'{env.id}' is not a tfenv container environment")
             kernel = PoolKernel(
                 kernel_id, env.id, km, str(prov.container_id), str(prov.runtime_dir), root

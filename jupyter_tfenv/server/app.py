@@ -21,7 +21,7 @@ from jupyter_tfenv.backends.docker.probe import probe_cache_dir
 from jupyter_tfenv.catalog.loading import TFEnvCatalog
 from jupyter_tfenv.errors import OneLineRefusals, TFEnvError, as_tfenv_error, engine_unreachable
 from jupyter_tfenv.kernels.kernelspecs import TFEnvKernelSpecManager
-from jupyter_tfenv.kernels.provisioner import DockerKernelProvisioner
+from jupyter_tfenv.kernels.provisioner import TFEnvKernelProvisioner
 from jupyter_tfenv.lifecycle.adoption import held_by_live_server
 from jupyter_tfenv.lifecycle.culling import cull_idle_kernels, idle_timeout_of
 from jupyter_tfenv.lifecycle.keep import (
@@ -55,7 +55,7 @@ def uid_mismatch(server_uid: int, kernel_uid: int, *, shared: bool = False) -> s
         return None
     return (
         f"this server runs as uid {server_uid} but its kernels run as uid {kernel_uid} "
-        "(DockerKernelProvisioner.uid, $JUPYTER_TFENV_KERNEL_UID): folders and files made "
+        "(TFEnvKernelProvisioner.uid, $JUPYTER_TFENV_KERNEL_UID): folders and files made "
         f"in JupyterLab (New Folder, uploads, new notebooks) belong to uid {server_uid}, "
         "and a kernel cannot write into such a folder (PermissionError). Run the server "
         f"as the kernels' user (uid {kernel_uid}), or share the notebook folder: the "
@@ -170,7 +170,7 @@ class TFEnvApp(ExtensionApp):
         )
         lock = catalog.lock_path()
         probes = Path(self.probe_cache_dir) if self.probe_cache_dir else probe_cache_dir()
-        defaults = DockerKernelProvisioner(parent=self.serverapp, kernel_id="api")
+        defaults = TFEnvKernelProvisioner(parent=self.serverapp, kernel_id="api")
         if defaults.broker_url:
             self.log.info(
                 "tfenv: broker mode: kernels start through the tfenv broker at %s; this "
@@ -204,7 +204,7 @@ class TFEnvApp(ExtensionApp):
             self.handlers.extend(module.routes)
 
     async def _reap(self) -> None:
-        provisioner = DockerKernelProvisioner(parent=self.serverapp, kernel_id="gc")
+        provisioner = TFEnvKernelProvisioner(parent=self.serverapp, kernel_id="gc")
         broker = provisioner.broker
         if broker is not None:
             await self._reap_through_broker(broker)

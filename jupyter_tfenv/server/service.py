@@ -36,7 +36,7 @@ from jupyter_tfenv.errors import (
     engine_unreachable,
     unreachable_error,
 )
-from jupyter_tfenv.kernels.provisioner import DockerKernelProvisioner
+from jupyter_tfenv.kernels.provisioner import TFEnvKernelProvisioner
 from jupyter_tfenv.server import metrics
 
 #: What a pull request gets in broker mode.
@@ -65,7 +65,7 @@ class TFEnvService:
         *,
         probe_cache_dir: Path,
         lock_path: Path | None,
-        provisioner_defaults: DockerKernelProvisioner,
+        provisioner_defaults: TFEnvKernelProvisioner,
         log: Any,
         files: dict[str, Any] | None = None,
     ) -> None:
@@ -404,11 +404,11 @@ class TFEnvService:
         for kernel_id in kernel_manager.list_kernel_ids():
             km = kernel_manager.get_kernel(kernel_id)
             prov = getattr(km, "provisioner", None)
-            if isinstance(prov, DockerKernelProvisioner) and prov.environment:
+            if isinstance(prov, TFEnvKernelProvisioner) and prov.environment:
                 kernels.append(self._kernel_summary(kernel_id, prov))
         return kernels
 
-    def _kernel_summary(self, kernel_id: str, prov: DockerKernelProvisioner) -> dict[str, Any]:
+    def _kernel_summary(self, kernel_id: str, prov: TFEnvKernelProvisioner) -> dict[str, Any]:
         env_id = str(prov.environment.get("id", ""))
         try:
             env = self.catalog.get(env_id).summary()
@@ -428,7 +428,7 @@ class TFEnvService:
         except KeyError:
             raise NotFoundError(f"No running kernel '{kernel_id}'.") from None
         prov = getattr(km, "provisioner", None)
-        if not isinstance(prov, DockerKernelProvisioner):
+        if not isinstance(prov, TFEnvKernelProvisioner):
             raise NotFoundError(f"Kernel '{kernel_id}' is not a tfenv kernel.")
         summary = self._kernel_summary(kernel_id, prov)
         if self.broker is not None:
@@ -458,7 +458,7 @@ class TFEnvService:
             env_obj = None
         return await self.cached_probe(env_obj) if env_obj is not None else None
 
-    async def _broker_live(self, kernel_id: str, prov: DockerKernelProvisioner) -> dict[str, Any]:
+    async def _broker_live(self, kernel_id: str, prov: TFEnvKernelProvisioner) -> dict[str, Any]:
         assert self.broker is not None
         if not prov.container_id:
             return {"status": "starting", "running": False}

@@ -99,7 +99,7 @@ class GpuBroker:
             config=Config({"TFEnvCatalog": {"catalog_files": [str(catalog_path)]}}),
         )
         self.app.init_catalog()
-        self.app._client = engine.client  # the GPU engine, not DOCKER_HOST's
+        self.app.kernel_backend._client = engine.client  # the GPU engine, not DOCKER_HOST's
         self.app.hub_auth = StandInHubAuth(
             {
                 f"token-{u.name}": {"kind": "user", "name": u.name, "scopes": [SCOPE], "groups": []}

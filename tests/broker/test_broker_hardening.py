@@ -30,11 +30,8 @@ from jupyter_tfenv.broker import policy
 from jupyter_tfenv.broker.policy import BrokerError, Usage
 from jupyter_tfenv.core.caller import Caller
 from jupyter_tfenv.errors import KernelStartError
-from jupyter_tfenv.kernels.provisioner import (
-    DockerKernelProvisioner,
-    default_runtime_root,
-    prepare_runtime_root,
-)
+from jupyter_tfenv.kernels.connection import default_runtime_root, prepare_runtime_root
+from jupyter_tfenv.kernels.provisioner import DockerKernelProvisioner
 from tests.broker.test_broker_e2e import SCOPE, SERVICE, TOKEN, Broker, StandInHubAuth, broker
 from tests.conftest import KERNEL_GID, KERNEL_UID, PY_IMAGE
 from tests.support.broker_process import ACCOUNT, UnixUser, unix_account
@@ -381,20 +378,20 @@ def write_connection_file(rundir: Path) -> None:
 async def test_a_running_probe_counts_against_the_quota(
     broker: Broker, jp_root_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import jupyter_tfenv.broker.app as broker_app
+    import jupyter_tfenv.backends.docker.backend as docker_backend
 
     broker.app.max_kernels_per_user = 1
     broker.app.probe_cache_dir = str(tmp_path / "probes")
     # An in-process step that holds the (real) probe until the test lets it go.
     release, entered = threading.Event(), threading.Event()
-    real_probe = broker_app.probe_image
+    real_probe = docker_backend.probe_image
 
     def held_probe(*args: Any, **kwargs: Any) -> Any:
         entered.set()
         release.wait(120)
         return real_probe(*args, **kwargs)
 
-    monkeypatch.setattr(broker_app, "probe_image", held_probe)
+    monkeypatch.setattr(docker_backend, "probe_image", held_probe)
     broker.start()
     probing = asyncio.ensure_future(
         fetch(broker, "GET", "api/environments/py/probe?refresh=1", TOKEN)
@@ -425,7 +422,7 @@ async def test_a_running_probe_counts_against_the_quota(
     assert status == 200 and result["state"] == "ok", result
     status, me = await fetch(broker, "GET", "api/me", TOKEN)
     assert me["usage"]["probes"] == 0
-    assert broker.app._probing == {}
+    assert broker.app.kernel_backend._probing == {}
     # A cached probe starts no container and is answered whatever the usage.
     entered.clear()
     status, result = await fetch(broker, "GET", "api/environments/py/probe", TOKEN)

@@ -131,7 +131,7 @@ def swap_before_docker_runs(
 ) -> None:
     """Right before the broker asks Docker for the container (after every check), swap
     each of ``paths()`` for a symlink to ``target``: the moment an attacker aims for."""
-    real = running.app._run
+    real = running.app.kernel_backend._run
 
     async def swap_then_run(client: Any, env: Any, spec: dict[str, Any]) -> Any:
         for path in paths():
@@ -139,7 +139,7 @@ def swap_before_docker_runs(
             swap(path, target)
         return await real(client, env, spec)
 
-    monkeypatch.setattr(running.app, "_run", swap_then_run)
+    monkeypatch.setattr(running.app.kernel_backend, "_run", swap_then_run)
 
 
 def checkpoint_folder(running: Any, env: str = "py") -> str:
@@ -292,10 +292,10 @@ async def test_a_failed_mount_does_not_tell_whether_a_path_exists(
     (hidden / "exists").mkdir(parents=True)
     hidden.chmod(0o700)
     seen = []
-    real = broker.app._run
+    real = broker.app.kernel_backend._run
     for target in (hidden / "exists", hidden / "missing"):
         swap = Swap()
-        monkeypatch.setattr(broker.app, "_run", real)
+        monkeypatch.setattr(broker.app.kernel_backend, "_run", real)
         swap_before_docker_runs(
             broker, monkeypatch, lambda: [checkpoint_folder(broker)], target, swap
         )

@@ -96,14 +96,14 @@ async def test_the_broker_refuses_unlocked_environments_under_strict(tmp_path, d
     broker = TFEnvBroker(config=Config({"TFEnvCatalog": settings}))
     env = broker.get_catalog().get("py")
     with pytest.raises(BrokerError) as info:
-        await broker._check_lock(docker_engine, env)
+        await broker.kernel_backend._check_lock(docker_engine, env)
     assert info.value.http_status == 409 and info.value.reason == "not locked"
     assert "does not exist" in info.value.message and "jupyter tfenv lock py" in info.value.message
 
     # enforce: the same environment passes (only locked tags are checked).
     settings["lock_policy"] = "enforce"
     broker = TFEnvBroker(config=Config({"TFEnvCatalog": settings}))
-    await broker._check_lock(docker_engine, broker.get_catalog().get("py"))
+    await broker.kernel_backend._check_lock(docker_engine, broker.get_catalog().get("py"))
 
 
 # -- real kernel starts ------------------------------------------------------------------

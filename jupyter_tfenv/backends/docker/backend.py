@@ -1,0 +1,720 @@
+"""The Docker peer of :class:`~jupyter_tfenv.backends.base.KernelBackend`: kernels in
+hardened containers on one Docker engine, found by their labels.
+
+The broker holds one for all hub users (``scope_labels`` = its broker id); it is built
+from the shared settings (:mod:`jupyter_tfenv.backends.settings`), never from the broker.
+Policy stays with the caller: who the caller is, which environments and folders they may
+use, their quotas (the ``admit`` hook) and their lock. This class only runs containers:
+
+- connection folders ``{runtime_root}/{uid}/{kernel}`` lent to the caller, who writes the
+  connection file; ready means "sockets bound" (:mod:`jupyter_tfenv.kernels.connection`);
+- the folders the caller's policy checked are mounted by descriptor (staged) and
+  verified after the container is made (``strict_mounts``: the broker runs as root);
+- GPUs are picked by :func:`~jupyter_tfenv.backends.docker.engine.run_with_gpus` from the
+  engine's own labels: the backend keeps no state of kernels, so a restarted process
+  controls the containers its predecessor started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import pwd
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from docker.errors import APIError, ImageNotFound, NotFound
+from requests.exceptions import ConnectionError as RequestsConnectionError
+from requests.exceptions import RequestException
+
+from jupyter_tfenv.backends.base import (
+    Admit,
+    BackendError,
+    ImageStatus,
+    KernelBackend,
+    KernelInfo,
+    KernelNotFound,
+    KernelStart,
+    KernelSummary,
+    gpu_count,
+    usage_of,
+)
+from jupyter_tfenv.backends.docker import gpu_alloc, live
+from jupyter_tfenv.backends.docker.containers import (
+    KernelContainers,
+    hinted,
+    image_missing,
+    image_status_of,
+    iso,
+    kernel_env,
+    stage,
+)
+from jupyter_tfenv.backends.docker.engine import (
+    KernelRequest,
+    container_spec,
+    explain_api_error,
+    explain_start_exit,
+    gpu_allocation,
+    launcher_command,
+    remove_quietly,
+    run_with_gpus,
+    tail_logs,
+)
+from jupyter_tfenv.backends.docker.probe import ProbeError, cached_probe, probe_image
+from jupyter_tfenv.backends.docker.steps import (
+    exit_state,
+    remove_by_name,
+    run_shielded,
+    wait_until_bound,
+)
+from jupyter_tfenv.catalog.loading import TFEnvCatalog
+from jupyter_tfenv.catalog.lock import (
+    LockFile,
+    LockMismatchError,
+    LockMissingError,
+    check_lock,
+    require_lock,
+)
+from jupyter_tfenv.catalog.model import Environment
+from jupyter_tfenv.checkpoints import mountcheck
+from jupyter_tfenv.checkpoints.layout import CheckpointStorageError, StorageConfig
+from jupyter_tfenv.checkpoints.storage import prepare_kernel_storage
+from jupyter_tfenv.core.caller import Caller
+from jupyter_tfenv.core.labels import (
+    LABEL_ENVIRONMENT,
+    LABEL_GPUS,
+    LABEL_HUB_SERVER,
+    LABEL_IMAGE_ID,
+    LABEL_KERNEL_ID,
+    LABEL_RUNTIME_DIR,
+    LABEL_UID,
+)
+from jupyter_tfenv.errors import DockerUnavailableError, TFEnvError
+from jupyter_tfenv.kernels import connection
+
+
+class DockerBackend(KernelContainers, KernelBackend):
+    """Kernel containers on the Docker engine, for callers that each have a uid.
+
+    ``settings`` has the traits of ``KernelContainerSettings`` and
+    ``CheckpointStorageSettings`` (the broker, a provisioner). What differs between uses
+    is an option here: ``scope_labels`` (every kernel carries them and every lookup
+    filters by them: the broker's id), ``user_lock`` (the caller's per-user lock),
+    ``strict_mounts`` and ``config_section`` (named in messages).
+    """
+
+    name = "docker"
+    features = frozenset({"adopt", "pool", "live", "gpu_allocation", "runtime_dirs"})
+
+    def __init__(
+        self,
+        settings: Any,
+        *,
+        catalog: Callable[[], TFEnvCatalog],
+        runtime_root: str,
+        scope_labels: Mapping[str, str] | None = None,
+        probe_cache_dir: str = "",
+        probe_timeout: float = 180.0,
+        runtime_dir_stale_seconds: float = 600.0,
+        max_runtime_dirs: Callable[[], int | None] | int | None = None,
+        user_lock: Callable[[str], asyncio.Lock] | None = None,
+        strict_mounts: bool = True,
+        config_section: str = "TFEnvBroker",
+        log_prefix: str = "tfenv-broker",
+        log: logging.Logger | Any = None,
+    ) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.runtime_root = runtime_root
+        self.scope_labels = dict(scope_labels or {})
+        self.probe_cache_dir = probe_cache_dir
+        self.probe_timeout = probe_timeout
+        self.runtime_dir_stale_seconds = runtime_dir_stale_seconds
+        self.max_runtime_dirs = max_runtime_dirs
+        self.strict_mounts = strict_mounts
+        self.config_section = config_section
+        self.log_prefix = log_prefix
+        self.log = log or logging.getLogger("jupyter_tfenv.backends.docker")
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._lock = user_lock or self._own_lock
+        self._client: Any = None
+        self._probes: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        #: Probe containers running per user: {user: {token: GPUs}} (they count as kernels).
+        self._probing: dict[str, dict[object, int]] = {}
+        self._host_gpus: tuple[float, int | None] | None = None
+        self._gpus: tuple[float, dict[str, Any]] | None = None
+
+    def _own_lock(self, name: str) -> asyncio.Lock:
+        lock = self._locks.get(name)
+        if lock is None:
+            lock = self._locks[name] = asyncio.Lock()
+        return lock
+
+    # -- kernels -----------------------------------------------------------------------------
+
+    async def find(self, caller: Caller, kernel_id: str) -> KernelInfo | None:
+        try:
+            return await self.state(caller, kernel_id)
+        except KernelNotFound:
+            return None
+
+    async def state(self, caller: Caller, kernel_id: str) -> KernelInfo:
+        container = await self.container(caller, kernel_id)
+        attrs = container.attrs or {}
+        state = attrs.get("State") or {}
+        config = attrs.get("Config") or {}
+        labels = config.get("Labels") or {}
+        root = await asyncio.to_thread(os.path.abspath, self.runtime_root)
+        rundir = connection.runtime_dir_for(root, caller.uid, kernel_id)
+        return KernelInfo(
+            kernel_id=kernel_id,
+            container_id=container.id,
+            name=container.name,
+            status=state.get("Status"),
+            running=bool(state.get("Running")),
+            exit_code=state.get("ExitCode"),
+            oom_killed=bool(state.get("OOMKilled")),
+            started_at=state.get("StartedAt"),
+            environment=labels.get(LABEL_ENVIRONMENT),
+            image_id=attrs.get("Image") or labels.get(LABEL_IMAGE_ID),
+            # For a server that adopts the running kernel (keep_kernels_on_stop): its
+            # working directory, and the runtime folder with its connection file.
+            workdir=config.get("WorkingDir") or "",
+            runtime_dir=rundir if labels.get(LABEL_RUNTIME_DIR) == rundir else "",
+        )
+
+    async def adopt(self, caller: Caller, kernel_id: str) -> KernelInfo:
+        return await self.state(caller, kernel_id)
+
+    async def list_kernels(self, caller: Caller) -> list[KernelSummary]:
+        rows = await self.kernel_rows(caller)
+        return [
+            KernelSummary(
+                kernel_id=(row.get("Labels") or {}).get(LABEL_KERNEL_ID),
+                container_id=row.get("Id"),
+                name=(row.get("Names") or ["/"])[0].lstrip("/"),
+                environment=(row.get("Labels") or {}).get(LABEL_ENVIRONMENT),
+                status=row.get("State"),
+                started_at=iso(row.get("Created")),
+                gpus=self._row_gpus(row),
+                server=(row.get("Labels") or {}).get(LABEL_HUB_SERVER, ""),
+            )
+            for row in rows
+        ]
+
+    async def signal(self, caller: Caller, kernel_id: str, signum: int) -> None:
+        container = await self.container(caller, kernel_id)
+        try:
+            await asyncio.to_thread(container.kill, signal=signum)
+        except NotFound:
+            raise KernelNotFound(kernel_id) from None
+        except APIError as err:
+            if err.status_code != 409:  # not running: nothing to signal
+                raise
+
+    async def logs(self, caller: Caller, kernel_id: str, tail: int = 30) -> str:
+        container = await self.container(caller, kernel_id)
+        return str(await asyncio.to_thread(tail_logs, container, tail))
+
+    async def live(self, caller: Caller, kernel_id: str) -> dict[str, Any]:
+        container = await self.container(caller, kernel_id)
+        client = await self.docker()
+        gpus = await self.gpu_overview(client)
+        try:
+            return dict(
+                await asyncio.to_thread(
+                    live.kernel_live_status, client, container.id, gpus, cpu_baseline=False
+                )
+            )
+        except live.ContainerGone as err:
+            raise BackendError(err.message, status=404, reason="no such kernel") from err
+
+    async def remove(self, caller: Caller, kernel_id: str, *, keep_runtime: bool = False) -> None:
+        connection.check_kernel_id(kernel_id)
+        rows = await self.kernel_rows(caller, kernel_id)
+        client = await self.docker()
+        for row in rows:
+            await asyncio.to_thread(remove_by_name, client, row["Id"])
+            live.forget_container(row["Id"])
+            names = ", ".join(n.lstrip("/") for n in row.get("Names") or [])
+            self.log.info(
+                "%s: stopped kernel %s of %s (uid %d): %s, container %s",
+                self.log_prefix,
+                kernel_id,
+                caller.name,
+                caller.uid,
+                (row.get("Labels") or {}).get(LABEL_ENVIRONMENT, "?"),
+                names,
+            )
+        removed = False
+        if not keep_runtime:
+            removed = await asyncio.to_thread(
+                connection.remove_runtime_dir, self.runtime_root, caller, kernel_id
+            )
+        if not rows and not removed:
+            raise KernelNotFound(kernel_id)
+
+    async def gpus(self, caller: Caller) -> dict[str, Any]:
+        """Each device kernels may get and who holds it: the caller's kernels by id, other
+        users' without names (docs/gpus.md)."""
+        client = await self.docker()
+        try:
+            rows = await asyncio.to_thread(
+                gpu_allocation, client, list(self.settings.gpu_devices), viewer=caller.name
+            )
+        except RequestsConnectionError as err:
+            raise self._docker_lost(err) from err
+        return {"allocation": rows, "placement": self.settings.gpu_placement}
+
+    # -- connection folders ------------------------------------------------------------------
+
+    async def prepare_connection(
+        self, caller: Caller, kernel_id: str, restart: bool
+    ) -> dict[str, Any]:
+        connection.check_kernel_id(kernel_id)
+        async with self._lock(caller.name):
+            await self.sweep_runtime_dirs(caller, keep=connection.runtime_name(kernel_id))
+            rundir = await asyncio.to_thread(
+                connection.prepare_runtime_dir,
+                self.runtime_root,
+                caller,
+                kernel_id,
+                restart=restart,
+                max_dirs=(
+                    self.max_runtime_dirs()
+                    if callable(self.max_runtime_dirs)
+                    else self.max_runtime_dirs
+                ),
+            )
+        return {"runtime_dir": rundir}
+
+    async def sweep_runtime_dirs(self, caller: Caller, *, keep: str = "") -> list[str]:
+        """Remove the caller's runtime folders of kernels that never started (no container
+        names them, unchanged for runtime_dir_stale_seconds); the removed folders."""
+        stale = await asyncio.to_thread(
+            connection.stale_runtime_dirs,
+            self.runtime_root,
+            caller,
+            older_than=self.runtime_dir_stale_seconds,
+            keep=[keep] if keep else [],
+        )
+        if not stale:
+            return []
+        try:
+            rows = await self.kernel_rows(caller)
+        except BackendError as err:  # Docker is away: nothing is known to be unused
+            self.log.warning("%s: runtime folders not swept: %s", self.log_prefix, err)
+            return []
+        in_use = [(r.get("Labels") or {}).get(LABEL_RUNTIME_DIR, "") for r in rows]
+        removed = await asyncio.to_thread(
+            connection.remove_stale_runtime_dirs, self.runtime_root, caller, stale, in_use
+        )
+        if removed:
+            self.log.info(
+                "%s: removed %d runtime folder(s) of %s (uid %d) whose kernels never started: %s",
+                self.log_prefix,
+                len(removed),
+                caller.name,
+                caller.uid,
+                ", ".join(os.path.basename(p) for p in removed),
+            )
+        return removed
+
+    async def sweep(self) -> None:
+        """:meth:`sweep_runtime_dirs` for every uid with a folder under runtime_root."""
+        for uid in await asyncio.to_thread(connection.runtime_uids, self.runtime_root):
+            try:
+                name = pwd.getpwuid(uid).pw_name
+            except KeyError:
+                name = str(uid)
+            caller = Caller(name=name, uid=uid, gid=uid, home="/")
+            async with self._lock(caller.name):
+                try:
+                    await self.sweep_runtime_dirs(caller)
+                except Exception as err:  # a sweep never stops the process
+                    self.log.warning(
+                        "%s: runtime sweep of uid %d failed: %s", self.log_prefix, uid, err
+                    )
+
+    # -- start -------------------------------------------------------------------------------
+
+    async def start(
+        self,
+        caller: Caller,
+        request: KernelStart,
+        env: Environment,
+        *,
+        admit: Admit | None = None,
+    ) -> dict[str, Any]:
+        if request.key is not None:
+            raise BackendError(
+                "field 'key' is not accepted: in Docker mode the connection file in the "
+                "kernel's runtime folder holds the key.",
+                reason="field not accepted",
+            )
+        try:
+            return await self._start(caller, request, env, admit)
+        except BaseException:
+            await asyncio.to_thread(
+                connection.remove_runtime_dir, self.runtime_root, caller, request.kernel_id
+            )
+            raise
+
+    async def _start(
+        self, caller: Caller, req: KernelStart, env: Environment, admit: Admit | None
+    ) -> dict[str, Any]:
+        rundir = req.runtime_dir
+        checked = list(req.checked)
+        conn = await asyncio.to_thread(connection.read_connection_file, rundir, caller)
+        client = await self.docker()
+        image = await asyncio.to_thread(self._resolve_image, client, env)
+        await self._check_lock(client, env)
+        new_gpus = gpu_count(
+            list(env.gpus) if isinstance(env.gpus, tuple) else env.gpus, await self.host_gpus()
+        )
+        s = self.settings
+        async with self._lock(caller.name):
+            rows = await self.kernel_rows(caller)
+            same = [
+                r for r in rows if (r.get("Labels") or {}).get(LABEL_KERNEL_ID) == req.kernel_id
+            ]
+            if admit is not None:
+                admit(
+                    usage_of(
+                        (self._row_gpus(r) for r in rows if self._running(r) and r not in same),
+                        self.probe_gpus(caller),
+                    ),
+                    new_gpus,
+                )
+            for row in same:  # a restart: the kernel's previous container goes
+                await asyncio.to_thread(remove_by_name, client, row["Id"])
+            mounts, storage_env, checkpoints, prepared = await asyncio.to_thread(
+                self._prepare_storage, client, caller, env, str(image.id)
+            )
+            # Docker mounts by path, and a user can swap a folder they own for a symlink
+            # at any moment: it gets the checked folders, bind-mounted by descriptor.
+            staged = mountcheck.StagedMounts()
+            try:
+                sources = await asyncio.to_thread(stage, staged, [*checked, *prepared])
+                kreq = KernelRequest(
+                    kernel_id=req.kernel_id,
+                    cmd=launcher_command(env.python, f"{rundir}/{connection.CONNECTION_FILE}"),
+                    uid=caller.uid,
+                    gid=caller.gid,
+                    owner=caller.name,
+                    workdir=req.cwd,
+                    notebook_mount=req.mount,
+                    notebook_source=sources[req.mount],
+                    runtime_dir=rundir,
+                    runtimes_dir=s.runtimes_dir or None,
+                    image_id=str(image.id),
+                    environment=kernel_env(caller, dict(req.env), req.mount),
+                    transport="ipc",
+                    memory=s.default_memory or None,
+                    pids=s.default_pids or None,
+                    shm_size=s.default_shm_size or None,
+                    extra_mounts=tuple(mountcheck.from_staging(mounts, sources)),
+                    extra_env=storage_env,
+                    extra_labels={
+                        **self.scope_labels,
+                        LABEL_UID: str(caller.uid),
+                        LABEL_GPUS: str(new_gpus),
+                        LABEL_HUB_SERVER: req.server,
+                    },
+                )
+                spec = await asyncio.to_thread(container_spec, env, kreq)
+                container, gpu_devices = await self._run_with_gpus(
+                    client, caller, env, spec, [*same, *hinted(req.gpu_devices)]
+                )
+            finally:
+                # The container (if any) has its own copy of the mounts by now.
+                await asyncio.to_thread(staged.release)
+        try:
+            await self._verify_mounts(container, [*checked, *prepared])
+            await self._wait_until_bound(env, container, conn)
+        except BackendError:
+            raise
+        except BaseException:
+            await asyncio.to_thread(remove_quietly, container)
+            raise
+        self.log.info(
+            "%s: started kernel %s for %s (uid %d): %s in container %s",
+            self.log_prefix,
+            req.kernel_id,
+            caller.name,
+            caller.uid,
+            env.id,
+            container.name,
+        )
+        return {
+            "kernel_id": req.kernel_id,
+            "container_id": container.id,
+            "name": container.name,
+            "image_id": str(image.id),
+            "environment": env.id,
+            "runtime_dir": rundir,
+            "checkpoints": checkpoints,
+            "gpu_devices": list(gpu_devices),
+        }
+
+    @staticmethod
+    def _resolve_image(client: Any, env: Environment) -> Any:
+        try:
+            return client.images.get(env.image)
+        except ImageNotFound:
+            raise image_missing(env) from None
+        except APIError as err:
+            raise BackendError(explain_api_error(err, env), status=500) from err
+        except RequestsConnectionError as err:
+            raise BackendError(f"The Docker engine stopped answering: {err}.", status=503) from err
+
+    async def _check_lock(self, client: Any, env: Environment) -> None:
+        catalog = self.catalog()
+        if catalog.lock_policy == "off":
+            return
+        path = catalog.lock_path()
+        strict = catalog.lock_policy == "strict"
+        try:
+            if path is None:
+                if strict:
+                    require_lock(env, None)
+                return
+            lock = await asyncio.to_thread(LockFile.load, path)
+            if strict:
+                await asyncio.to_thread(require_lock, env, lock)
+            await asyncio.to_thread(check_lock, client, env, lock)
+        except LockMissingError as err:
+            raise BackendError(
+                err.message + " (Ask an admin: these commands run on the broker's host.)",
+                status=409,
+                reason="not locked",
+            ) from err
+        except LockMismatchError as err:
+            if catalog.lock_policy == "warn":
+                self.log.warning("%s: starting anyway (lock_policy=warn): %s", self.log_prefix, err)
+                return
+            raise BackendError(
+                err.message + " (Ask an admin: these commands run on the broker's host.)",
+                status=409,
+                reason="lock mismatch",
+            ) from err
+        except TFEnvError as err:
+            raise BackendError(err.message, status=500, reason="lock file") from err
+
+    def _prepare_storage(
+        self, client: Any, caller: Caller, env: Environment, image_id: str
+    ) -> tuple[list[Any], dict[str, str], dict[str, Any], list[mountcheck.CheckedFolder]]:
+        """The caller's checkpoint and log folders (or volumes) for ``env``; blocking."""
+        try:
+            storage = prepare_kernel_storage(
+                client,
+                StorageConfig.from_provisioner(self.settings),
+                caller.name,
+                env,
+                uid=caller.uid,
+                gid=caller.gid,
+                image_id=image_id,
+                helper_image=self.settings.checkpoint_helper_image,
+            )
+        except CheckpointStorageError as err:
+            raise BackendError(
+                f"The checkpoint storage of '{env.id}' is not usable: {err}",
+                status=500,
+                reason="checkpoint storage",
+            ) from err
+        return storage.mounts, storage.environment, storage.info, storage.checked
+
+    async def _verify_mounts(self, container: Any, checked: list[mountcheck.CheckedFolder]) -> None:
+        """The container mounted the folders that were checked, or it is removed (403).
+
+        Docker resolves each bind source again when it mounts it; see
+        :func:`~jupyter_tfenv.checkpoints.mountcheck.verify_mounts`.
+        """
+        try:
+            await asyncio.to_thread(
+                mountcheck.verify_mounts,
+                container,
+                checked,
+                strict=self.strict_mounts,
+                log=self.log,
+            )
+        except mountcheck.MountChangedError as err:
+            raise BackendError(err.message, status=403, reason="mount changed") from err
+
+    async def _run_with_gpus(
+        self,
+        client: Any,
+        caller: Caller,
+        env: Environment,
+        spec: dict[str, Any],
+        previous: list[dict[str, Any]],
+    ) -> tuple[Any, tuple[str, ...]]:
+        """:meth:`_run` on devices the allocator picks (a restart keeps the ``previous``
+        container's); stateless: the engine's labels are the picture."""
+        prefer = tuple(
+            d
+            for row in previous
+            for d in ((row.get("Labels") or {}).get(gpu_alloc.LABEL_GPU_DEVICES) or "").split(",")
+            if d
+        )
+        s = self.settings
+        try:
+            return await run_with_gpus(
+                client,
+                env,
+                spec,
+                lambda spec: self._run(client, env, spec),
+                configured=s.gpu_devices,
+                viewer=caller.name,
+                placement=s.gpu_placement,
+                prefer=prefer,
+                wait=s.gpu_wait_timeout,
+            )
+        except gpu_alloc.GpuUnavailableError as err:
+            raise BackendError(err.message, status=err.status, reason="no free gpu") from err
+
+    async def _run(self, client: Any, env: Environment, spec: dict[str, Any]) -> Any:
+        try:
+            return await run_shielded(client, spec)
+        except APIError as err:
+            text = explain_api_error(err, env)
+            # The environment cannot run here as declared (no image, no python, no GPUs):
+            # the request's fault, not the backend's.
+            known = ("jupyter tfenv pull", "has no '", "has no NVIDIA runtime")
+            status = 400 if any(k in text for k in known) else 500
+            raise BackendError(text, status=status, reason="docker refused") from err
+        except RequestsConnectionError as err:
+            raise self._docker_lost(err) from err
+
+    async def _wait_until_bound(
+        self, env: Environment, container: Any, conn: dict[str, Any]
+    ) -> None:
+        paths = connection.socket_paths(conn)
+        rundir = os.path.dirname(str(conn["ip"]))
+        timeout = self.settings.start_timeout
+
+        async def exited() -> dict[str, Any] | None:
+            return await asyncio.to_thread(exit_state, container)
+
+        async def timed_out() -> None:
+            logs = await asyncio.to_thread(tail_logs, container)
+            await asyncio.to_thread(remove_quietly, container)
+            raise BackendError(
+                f"The kernel of '{env.id}' did not start within {timeout:.0f} s "
+                f"(c.{self.config_section}.start_timeout); the container was removed.",
+                status=500,
+                reason="start timeout",
+                logs=logs,
+            )
+
+        async def failed(state: dict[str, Any]) -> None:
+            logs = await asyncio.to_thread(tail_logs, container)
+            await asyncio.to_thread(remove_quietly, container)
+            why = explain_start_exit(
+                env, state.get("exit_code"), bool(state.get("oom_killed")), logs, admin=True
+            )
+            raise BackendError(why.message, status=why.status, reason=why.reason, logs=why.logs)
+
+        await wait_until_bound(
+            lambda: connection.sockets_bound(paths, rundir),
+            exited,
+            timeout=timeout,
+            on_exit=failed,
+            on_timeout=timed_out,
+        )
+
+    # -- environments ------------------------------------------------------------------------
+
+    async def image_status(self, envs: list[Environment]) -> dict[str, ImageStatus]:
+        index = await self._image_index()
+        return {env.id: image_status_of(env, index) for env in envs}
+
+    async def _image_index(self) -> dict[str, dict[str, Any]] | str:
+        """``{reference: image row}`` of the engine's images, or the error text."""
+        try:
+            client = await self.docker()
+            rows = await asyncio.to_thread(client.api.images)
+        except (DockerUnavailableError, APIError, RequestException) as err:
+            return str(err)
+        index: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            for ref in (row.get("RepoTags") or []) + (row.get("RepoDigests") or []):
+                index[ref] = row
+        return index
+
+    async def probe(
+        self,
+        caller: Caller,
+        env: Environment,
+        *,
+        refresh: bool = False,
+        admit: Admit | None = None,
+    ) -> dict[str, Any]:
+        running = self._probes.get(env.id)
+        if running is None or running.done():
+            client = await self.docker()
+            if not refresh:
+                cached = await asyncio.to_thread(
+                    cached_probe, client, env, cache_dir=Path(self.probe_cache_dir)
+                )
+                if cached is not None:
+                    return {"state": "ok", **cached}
+            # A probe container is a kernel while it runs: counted, under the user's lock,
+            # against the same quotas (one per environment at a time, shared by all users).
+            async with self._lock(caller.name):
+                running = self._probes.get(env.id)
+                if running is None or running.done():
+                    running = await self._start_probe(client, caller, env, refresh, admit)
+        try:
+            result = await asyncio.shield(running)
+        except ProbeError as err:
+            if err.http_status == 400 and "jupyter tfenv pull" in err.message:
+                raise image_missing(env) from err
+            raise BackendError(err.message, status=err.http_status, logs=err.logs) from err
+        return {"state": "ok", **result}
+
+    async def _start_probe(
+        self,
+        client: Any,
+        caller: Caller,
+        env: Environment,
+        refresh: bool,
+        admit: Admit | None,
+    ) -> asyncio.Future[dict[str, Any]]:
+        """Start probing ``env`` as ``caller`` once ``admit`` allows it (call under the
+        caller's lock); the probe counts until it ends."""
+        gpus = 0
+        if env.wants_gpu:
+            gpus = gpu_count(
+                list(env.gpus) if isinstance(env.gpus, tuple) else env.gpus,
+                await self.host_gpus(),
+            )
+        if admit is not None:
+            admit(await self.usage(caller), gpus)
+        token = object()
+        held = self._probing.setdefault(caller.name, {})
+        held[token] = gpus
+
+        def release(_: Any) -> None:
+            mine = self._probing.get(caller.name, {})
+            mine.pop(token, None)
+            if not mine:
+                self._probing.pop(caller.name, None)
+
+        running = asyncio.ensure_future(
+            asyncio.to_thread(
+                probe_image,
+                client,
+                env,
+                cache_dir=Path(self.probe_cache_dir),
+                uid=caller.uid,
+                gid=caller.gid,
+                timeout=self.probe_timeout,
+                refresh=refresh,
+            )
+        )
+        running.add_done_callback(release)
+        self._probes[env.id] = running
+        return running

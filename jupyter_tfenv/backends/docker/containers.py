@@ -1,0 +1,209 @@
+"""What :class:`~jupyter_tfenv.backends.docker.backend.DockerBackend` stands on: the engine
+client, a caller's kernel containers found by their labels (owner, uid and the backend's
+scope labels, e.g. the broker's id), usage for quotas, and the small pure helpers of a
+start. No state of kernels is kept: the labels are the picture.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+from docker.errors import NotFound
+from requests.exceptions import ConnectionError as RequestsConnectionError
+
+from jupyter_tfenv.backends.base import (
+    BackendError,
+    ImageStatus,
+    KernelNotFound,
+    Usage,
+    usage_of,
+)
+from jupyter_tfenv.backends.docker import gpu as gpu_mod
+from jupyter_tfenv.backends.docker import gpu_alloc
+from jupyter_tfenv.backends.docker.engine import forget_shared_client, shared_client
+from jupyter_tfenv.backends.docker.steps import RUNNING_STATES
+from jupyter_tfenv.catalog.model import Environment
+from jupyter_tfenv.checkpoints import mountcheck
+from jupyter_tfenv.core.caller import Caller
+from jupyter_tfenv.core.labels import LABEL_GPUS, LABEL_KERNEL_ID, LABEL_OWNER, LABEL_UID
+from jupyter_tfenv.kernels import connection
+
+
+class KernelContainers:
+    """A caller's kernel containers on one engine (the base of DockerBackend)."""
+
+    settings: Any
+    scope_labels: dict[str, str]
+    log: logging.Logger | Any
+    _client: Any
+    _probing: dict[str, dict[object, int]]
+    _host_gpus: tuple[float, int | None] | None
+    _gpus: tuple[float, dict[str, Any]] | None
+    _lock: Callable[[str], asyncio.Lock]
+
+    # -- the engine ------------------------------------------------------------------------
+
+    async def docker(self) -> Any:
+        if self._client is None:
+            self._client = await asyncio.to_thread(shared_client, self.settings.docker_timeout)
+        return self._client
+
+    def _docker_lost(self, err: Exception) -> BackendError:
+        if self._client is not None:
+            forget_shared_client(self._client)
+            self._client = None
+        return BackendError(
+            f"The Docker engine stopped answering: {err}. Ask an admin to check it "
+            "(`docker info` on the host).",
+            status=503,
+        )
+
+    async def host_gpus(self) -> int | None:
+        """The host's NVIDIA GPU count (NVML), cached for a minute; None when unknown."""
+        if self.settings.gpu_devices:
+            return len(self.settings.gpu_devices)
+        cached = self._host_gpus
+        if cached is not None and time.monotonic() - cached[0] < 60:
+            return cached[1]
+        overview = await asyncio.to_thread(gpu_mod.gpu_overview, None)
+        count = len(overview.get("gpus") or []) if overview.get("state") == "ok" else None
+        self._host_gpus = (time.monotonic(), count)
+        return count
+
+    async def gpu_overview(self, client: Any) -> dict[str, Any]:
+        """The host's GPUs and which kernels hold them (NVML), kept for 2 s."""
+        cached = self._gpus
+        if cached is not None and time.monotonic() - cached[0] < 2.0:
+            return cached[1]
+        overview = await asyncio.to_thread(gpu_mod.gpu_overview, client)
+        self._gpus = (time.monotonic(), overview)
+        return overview
+
+    # -- containers by label ---------------------------------------------------------------
+
+    def _filters(self, caller: Caller, kernel_id: str | None = None) -> dict[str, Any]:
+        labels = [f"{LABEL_OWNER}={caller.name}", f"{LABEL_UID}={caller.uid}"]
+        labels += [f"{k}={v}" for k, v in self.scope_labels.items()]
+        labels.append(f"{LABEL_KERNEL_ID}={kernel_id}" if kernel_id else LABEL_KERNEL_ID)
+        return {"label": labels}
+
+    async def kernel_rows(
+        self, caller: Caller, kernel_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The caller's kernel containers (the list API's rows; one Docker call)."""
+        client = await self.docker()
+        try:
+            rows = await asyncio.to_thread(
+                client.api.containers, all=True, filters=self._filters(caller, kernel_id)
+            )
+        except RequestsConnectionError as err:
+            raise self._docker_lost(err) from err
+        return list(rows)
+
+    @staticmethod
+    def _running(row: dict[str, Any]) -> bool:
+        return str(row.get("State", "")).lower() in RUNNING_STATES
+
+    @staticmethod
+    def _row_gpus(row: dict[str, Any]) -> int:
+        try:
+            return int((row.get("Labels") or {}).get(LABEL_GPUS, "0"))
+        except ValueError:
+            return 0
+
+    def probe_gpus(self, caller: Caller) -> list[int]:
+        """The GPUs of each probe container running for ``caller`` now."""
+        return list(self._probing.get(caller.name, {}).values())
+
+    async def usage(self, caller: Caller, *, exclude: str | None = None) -> Usage:
+        rows = await self.kernel_rows(caller)
+        return usage_of(
+            (
+                self._row_gpus(row)
+                for row in rows
+                if self._running(row) and (row.get("Labels") or {}).get(LABEL_KERNEL_ID) != exclude
+            ),
+            self.probe_gpus(caller),
+        )
+
+    async def container(self, caller: Caller, kernel_id: str) -> Any:
+        """The caller's container of ``kernel_id`` (a docker SDK container), or 404."""
+        connection.check_kernel_id(kernel_id)
+        rows = await self.kernel_rows(caller, kernel_id)
+        if not rows:
+            raise KernelNotFound(kernel_id)
+        rows.sort(key=lambda r: (self._running(r), r.get("Created", 0)), reverse=True)
+        client = await self.docker()
+        try:
+            return await asyncio.to_thread(client.containers.get, rows[0]["Id"])
+        except NotFound:
+            raise KernelNotFound(kernel_id) from None
+
+
+def kernel_env(caller: Caller, passed: dict[str, str], mount: str) -> dict[str, str]:
+    env = dict(passed)
+    home = caller.home if inside(caller.home, mount) else "/tmp"  # noqa: S108
+    env.update({"HOME": home, "USER": caller.name, "LOGNAME": caller.name})
+    return env
+
+
+def inside(path: str, root: str) -> bool:
+    try:
+        return os.path.commonpath([path, root]) == root
+    except ValueError:
+        return False
+
+
+def stage(
+    staged: mountcheck.StagedMounts, folders: list[mountcheck.CheckedFolder]
+) -> dict[str, str]:
+    """Each checked folder's staging path, by target; blocking (see StagedMounts)."""
+    try:
+        return {folder.target: staged.stage(folder) for folder in folders}
+    except mountcheck.MountChangedError as err:
+        raise BackendError(err.message, status=403, reason="mount changed") from err
+    except mountcheck.StagingError as err:
+        raise BackendError(err.message, status=500, reason="staging mount") from err
+
+
+def image_status_of(env: Environment, index: dict[str, dict[str, Any]] | str) -> ImageStatus:
+    if isinstance(index, str):
+        return ImageStatus(present=None, error=index)
+    last = env.image.rsplit("/", 1)[-1]
+    ref = env.image if (":" in last or "@" in env.image) else f"{env.image}:latest"
+    row = index.get(ref) or index.get(f"docker.io/{ref}")
+    if row is None:
+        return ImageStatus(present=False)
+    return ImageStatus(
+        present=True,
+        image_id=row.get("Id"),
+        repo_digests=tuple(row.get("RepoDigests") or ()),
+        size=row.get("Size"),
+    )
+
+
+def hinted(devices: tuple[str, ...]) -> list[dict[str, Any]]:
+    """A restart's device hint in the shape of a container row (see _run_with_gpus)."""
+    return [{"Labels": {gpu_alloc.LABEL_GPU_DEVICES: ",".join(devices)}}] if devices else []
+
+
+def image_missing(env: Environment) -> BackendError:
+    return BackendError(
+        f"The image {env.image} of environment '{env.id}' is not on this host's Docker "
+        "engine, and kernel starts never pull. Ask an admin to run "
+        f"`jupyter tfenv pull {env.id}` on the broker's host.",
+        reason="image missing",
+    )
+
+
+def iso(epoch: Any) -> str | None:
+    try:
+        return datetime.fromtimestamp(float(epoch), timezone.utc).isoformat()
+    except (TypeError, ValueError, OverflowError):
+        return None
