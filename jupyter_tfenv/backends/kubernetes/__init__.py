@@ -4,9 +4,12 @@
   given :class:`KubernetesSettings` (:mod:`.settings`) and plain callables, never the broker.
 - :mod:`.helpers`: the short pods beside kernels (environment probes, checkpoint helpers).
 - :mod:`.api`: :class:`~.api.KubernetesAPI`, the ``kubernetes`` client wrapper that submits,
-  follows and removes the objects (needs the ``[kubernetes]`` extra; imported on first use).
-- :mod:`.manifests`: pure builders of every object (pod, Secret, claim, NetworkPolicy,
-  helper pods), names and labels; :mod:`.pss`: the restricted Pod Security check.
+  follows and removes the objects (needs the ``[kubernetes]`` extra; imported on first use);
+  :mod:`.podstatus`: what its answers say (pod states, events, why a start failed).
+- :mod:`.manifests`: pure builders of every object, re-exported from :mod:`.start` (what a
+  start is made of), :mod:`.names` (names and labels), :mod:`.pods` (Secret, claim, kernel
+  and helper pods), :mod:`.servers` (server pod labels) and :mod:`.network`
+  (NetworkPolicies, owner references); :mod:`.pss`: the restricted Pod Security check.
 - :mod:`.kernels`: a transitional shim with the broker's old method names (to be deleted).
 
 ``KubernetesBackend`` and ``KubernetesSettings`` are importable from here.

@@ -28,7 +28,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 from kubernetes import client, config
@@ -37,24 +37,33 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 
 from jupyter_tfenv.backends.kubernetes import manifests, pss
 from jupyter_tfenv.backends.kubernetes.manifests import KernelStart
+from jupyter_tfenv.backends.kubernetes.podstatus import (
+    FATAL_WAITING,
+    PodState,
+    StartedPod,
+    _event_time,
+    _events_text,
+    _is_kernel_of,
+    _kernel_status,
+    _pulling,
+    _start_failure,
+    _unschedulable,
+    pod_state,
+)
 from jupyter_tfenv.errors import TFEnvError
 
+__all__ = [
+    "FATAL_WAITING",
+    "KubernetesAPI",
+    "KubernetesUnavailableError",
+    "PodStartError",
+    "PodState",
+    "StartedPod",
+    "load_api_client",
+    "pod_state",
+]
+
 log = logging.getLogger(__name__)
-
-#: Container waiting reasons that end a start at once (the kubelet would retry for ever).
-FATAL_WAITING = {
-    "ImagePullBackOff": "its image could not be pulled",
-    "ErrImagePull": "its image could not be pulled",
-    "InvalidImageName": "its image name is invalid",
-    "ErrImageNeverPull": "its image is not on the node and the pull policy forbids a pull",
-    "CreateContainerConfigError": "its container could not be configured",
-    "CreateContainerError": "its container could not be created",
-    "RunContainerError": "its container could not be run",
-}
-
-#: Event reasons that say the node is pulling the image (not charged to start_timeout).
-_PULLING = "Pulling"
-_PULL_DONE = {"Pulled", "Failed", "BackOff", "ErrImageNeverPull", "InspectFailed"}
 
 
 class PodStartError(TFEnvError):
@@ -75,46 +84,6 @@ class KubernetesUnavailableError(TFEnvError):
     """The Kubernetes API server cannot be reached, or refused the broker's credentials."""
 
     http_status = 503
-
-
-@dataclass
-class StartedPod:
-    """A kernel pod that runs: where its kernel listens."""
-
-    name: str
-    ip: str
-    ports: dict[str, int]
-    image: str
-    node: str = ""
-    #: Seconds the node spent pulling the image during this start (not charged).
-    pull_seconds: float = 0.0
-    #: The checkpoint claim the pod mounts.
-    claim: str = ""
-
-
-@dataclass
-class PodState:
-    """What the broker reports of a kernel pod (its ``GET /api/kernels/<id>`` answer)."""
-
-    name: str
-    phase: str
-    running: bool
-    exit_code: int | None = None
-    oom_killed: bool = False
-    reason: str = ""
-    ip: str = ""
-    labels: dict[str, str] = field(default_factory=dict)
-    annotations: dict[str, str] = field(default_factory=dict)
-    created: str | None = None
-    image: str = ""
-    #: The kernel container's GPU limit (the environment's count).
-    gpus: int = 0
-    node: str = ""
-    #: The kernel container's limits: bytes, CPUs (None: none set).
-    memory_limit: int | None = None
-    cpu_limit: float | None = None
-    #: The connection Secret the pod mounts ('' when none).
-    secret: str = ""
 
 
 def load_api_client(kubeconfig: str = "", context: str = "") -> Any:
@@ -553,173 +522,3 @@ class KubernetesAPI:
 
 
 # --- reading pods and events -----------------------------------------------------------
-
-
-def _is_kernel_of(state: PodState, username: str, kernel_id: str) -> bool:
-    return (
-        state.annotations.get(manifests.LABEL_OWNER) == username
-        and state.annotations.get(manifests.LABEL_KERNEL_ID) == kernel_id
-    )
-
-
-def _kernel_status(pod: Mapping[str, Any]) -> dict[str, Any]:
-    for cs in (pod.get("status") or {}).get("containerStatuses") or []:
-        if cs.get("name") == manifests.KERNEL_CONTAINER:
-            return dict(cs)
-    return {}
-
-
-def _init_statuses(pod: Mapping[str, Any]) -> list[dict[str, Any]]:
-    return list((pod.get("status") or {}).get("initContainerStatuses") or [])
-
-
-def pod_state(pod: Mapping[str, Any]) -> PodState:
-    meta = pod.get("metadata") or {}
-    status = pod.get("status") or {}
-    kernel = _kernel_status(pod)
-    state = kernel.get("state") or {}
-    terminated = state.get("terminated") or {}
-    phase = str(status.get("phase") or "Unknown")
-    running = phase in ("Pending", "Running") and not terminated
-    return PodState(
-        name=str(meta.get("name") or ""),
-        phase=phase,
-        running=running,
-        exit_code=terminated.get("exitCode") if terminated else None,
-        oom_killed=terminated.get("reason") == "OOMKilled",
-        reason=str(terminated.get("reason") or status.get("reason") or ""),
-        ip=str(status.get("podIP") or ""),
-        labels=dict(meta.get("labels") or {}),
-        annotations=dict(meta.get("annotations") or {}),
-        created=meta.get("creationTimestamp"),
-        image=str(kernel.get("imageID") or kernel.get("image") or ""),
-        gpus=_gpu_limit(pod),
-        node=str((pod.get("spec") or {}).get("nodeName") or ""),
-        memory_limit=_limit(pod, "memory"),
-        cpu_limit=_limit(pod, "cpu"),
-        secret=next(
-            (
-                str(v["secret"].get("secretName") or "")
-                for v in (pod.get("spec") or {}).get("volumes") or []
-                if isinstance(v, Mapping) and isinstance(v.get("secret"), Mapping)
-            ),
-            "",
-        ),
-    )
-
-
-def _limit(pod: Mapping[str, Any], resource: str) -> Any:
-    for c in (pod.get("spec") or {}).get("containers") or []:
-        if c.get("name") == manifests.KERNEL_CONTAINER:
-            value = ((c.get("resources") or {}).get("limits") or {}).get(resource)
-            if value is None:
-                return None
-            try:
-                number = pss.parse_quantity(str(value))
-            except (TypeError, ValueError, ArithmeticError):
-                return None
-            return int(number) if resource == "memory" else float(number)
-    return None
-
-
-def _gpu_limit(pod: Mapping[str, Any]) -> int:
-    for c in (pod.get("spec") or {}).get("containers") or []:
-        if c.get("name") == manifests.KERNEL_CONTAINER:
-            limits = (c.get("resources") or {}).get("limits") or {}
-            try:
-                return int(limits.get(manifests.GPU_RESOURCE, 0))
-            except (TypeError, ValueError):
-                return 0
-    return 0
-
-
-def _event_time(ev: Mapping[str, Any]) -> str:
-    return str(
-        ev.get("lastTimestamp")
-        or ev.get("eventTime")
-        or ev.get("firstTimestamp")
-        or (ev.get("metadata") or {}).get("creationTimestamp")
-        or ""
-    )
-
-
-def _events_text(events: list[dict[str, Any]]) -> str:
-    lines = []
-    for ev in events[-20:]:
-        count = ev.get("count") or 1
-        times = f" (x{count})" if count and int(count) > 1 else ""
-        lines.append(
-            f"{ev.get('type', 'Normal')} {ev.get('reason', '?')}{times}: {ev.get('message', '')}"
-        )
-    return "\n".join(lines)
-
-
-def _pulling(events: list[dict[str, Any]]) -> bool:
-    """Whether the newest pull event says the image is being pulled right now."""
-    for ev in reversed(events):
-        reason = ev.get("reason")
-        if reason == _PULLING:
-            return True
-        if reason in _PULL_DONE:
-            return False
-    return False
-
-
-def _unschedulable(pod: Mapping[str, Any]) -> str:
-    """The scheduler's reason ("0/3 nodes are available: 3 Insufficient nvidia.com/gpu.")."""
-    for cond in (pod.get("status") or {}).get("conditions") or []:
-        if (cond.get("type"), cond.get("status"), cond.get("reason")) == (
-            "PodScheduled",
-            "False",
-            "Unschedulable",
-        ):
-            return str(cond.get("message") or "the scheduler found no node")
-    return ""
-
-
-def _start_failure(
-    env_id: str, pod: Mapping[str, Any], events: list[dict[str, Any]]
-) -> tuple[str, int] | None:
-    """Why this pod will not start (message, HTTP status), or None while it may."""
-    status = pod.get("status") or {}
-    for cs in [*_init_statuses(pod), _kernel_status(pod)]:
-        state = cs.get("state") or {}
-        waiting = state.get("waiting") or {}
-        reason = waiting.get("reason") or ""
-        if reason in FATAL_WAITING:
-            detail = waiting.get("message") or ""
-            image = cs.get("image") or ""
-            return (
-                f"The kernel of '{env_id}' could not start: {FATAL_WAITING[reason]} "
-                f"({reason}{': ' + detail if detail else ''}). Image: {image}. Check that the "
-                "image exists in its registry and that the nodes may pull it "
-                "(imagePullSecrets), or pre-pull it (docs/kubernetes.md).",
-                502 if "Pull" in reason or "Image" in reason else 500,
-            )
-        terminated = state.get("terminated") or {}
-        if terminated and (
-            cs.get("name") == manifests.KERNEL_CONTAINER or terminated.get("exitCode")
-        ):
-            return _terminated_message(env_id, cs.get("name", "?"), terminated), 500
-    if status.get("phase") in ("Failed", "Succeeded"):
-        why = status.get("message") or status.get("reason") or status.get("phase")
-        return f"The kernel pod of '{env_id}' ended before its kernel ran: {why}.", 500
-    return None
-
-
-def _terminated_message(env_id: str, container: str, terminated: Mapping[str, Any]) -> str:
-    code = terminated.get("exitCode")
-    if terminated.get("reason") == "OOMKilled":
-        return (
-            f"The kernel of '{env_id}' was killed for using more memory than its limit "
-            "(OOMKilled). Give the environment more memory in the catalog (memory:), or "
-            "load less at start."
-        )
-    which = "kernel" if container == manifests.KERNEL_CONTAINER else f"'{container}' container"
-    detail = terminated.get("message") or terminated.get("reason") or ""
-    return (
-        f"The {which} of '{env_id}' exited at start with code {code}"
-        + (f" ({detail})" if detail else "")
-        + ". Its log below says why; check that the image has ipykernel and that its "
-        "python is the catalog's 'python'."
-    )
