@@ -10,7 +10,6 @@
   start is made of), :mod:`.names` (names and labels), :mod:`.pods` (Secret, claim, kernel
   and helper pods), :mod:`.servers` (server pod labels) and :mod:`.network`
   (NetworkPolicies, owner references); :mod:`.pss`: the restricted Pod Security check.
-- :mod:`.kernels`: a transitional shim with the broker's old method names (to be deleted).
 
 ``KubernetesBackend`` and ``KubernetesSettings`` are importable from here.
 """
