@@ -2,6 +2,7 @@ import type { ISessionContext } from '@jupyterlab/apputils';
 import { DisposableDelegate, IDisposable } from '@lumino/disposable';
 import { ISignal, Signal } from '@lumino/signaling';
 
+import { CheckpointListing } from './checkpointlisting';
 import type { IProvenanceVerdict } from './provenance';
 import {
   IPullProgress,
@@ -44,6 +45,11 @@ export class TfEnvModel implements ITfEnvModel {
     this._isHidden =
       options.isHidden ??
       (() => typeof document !== 'undefined' && document.hidden === true);
+    this._checkpoints = new CheckpointListing({
+      client: this._client,
+      interval: () => this._refreshInterval,
+      changed: () => this._emit()
+    });
     this._state = this._derive();
     this._schedule(0);
   }
@@ -222,44 +228,30 @@ export class TfEnvModel implements ITfEnvModel {
   }
 
   get canListCheckpoints(): boolean {
-    return typeof this._client.checkpoints === 'function';
+    return this._checkpoints.canList;
   }
 
   get checkpoints(): ICheckpointsState | null {
-    const env = this.activeEnvironment;
-    if (!env) {
-      return null;
-    }
-    const state = this._checkpoints;
-    if (state && state.environment === env.id) {
-      return state;
-    }
-    return { environment: env.id, listing: null, error: null, loading: true };
+    return this._checkpoints.stateOf(this.activeEnvironment?.id ?? null);
   }
 
   get otherCheckpoints(): ReadonlyMap<string, ICheckpointListing | string> {
-    return this._otherCheckpoints;
+    return this._checkpoints.others;
   }
 
   async refreshCheckpoints(): Promise<void> {
     await Promise.all([
-      this._pollCheckpoints(true),
-      this._pollOtherCheckpoints(true)
+      this._checkpoints.poll(this.activeEnvironment?.id ?? null, true),
+      this._checkpoints.pollOthers(this.kernelStatus, true)
     ]);
   }
 
-  async deleteCheckpoint(envId: string, item: ICheckpointItem): Promise<void> {
-    if (!this._client.deleteCheckpoint) {
-      return;
-    }
-    try {
-      await this._client.deleteCheckpoint(envId, item.name, item.etag);
-    } finally {
-      // Listed again either way: a 412 means the list is out of date.
-      if (envId === this.activeEnvironment?.id) {
-        void this._listCheckpoints(envId);
-      }
-    }
+  deleteCheckpoint(envId: string, item: ICheckpointItem): Promise<void> {
+    return this._checkpoints.remove(
+      envId,
+      item,
+      id => id === this.activeEnvironment?.id
+    );
   }
 
   get provenance(): IProvenanceVerdict | null {
@@ -394,7 +386,7 @@ export class TfEnvModel implements ITfEnvModel {
     this._images.clear();
     this._probeErrors.clear();
     if (this._panelHeld) {
-      void this._pollCheckpoints(true);
+      void this._checkpoints.poll(this.activeEnvironment?.id ?? null, true);
     }
     await this._update(true);
     this._schedule(this._refreshInterval);
@@ -520,6 +512,7 @@ export class TfEnvModel implements ITfEnvModel {
       follower.dispose();
     }
     this._followers.clear();
+    this._checkpoints.dispose();
     this.setSessionContext(null);
     Signal.clearData(this);
   }
@@ -618,7 +611,7 @@ export class TfEnvModel implements ITfEnvModel {
     }
     const panel = force || this._panelHeld;
     if (this._panelHeld) {
-      void this._pollCheckpoints(false);
+      void this._checkpoints.poll(this.activeEnvironment?.id ?? null, false);
     }
     if (this._environments === null || panel) {
       await this._fetchEnvironments();
@@ -652,113 +645,9 @@ export class TfEnvModel implements ITfEnvModel {
     if (this._panelHeld) {
       // The active environment may be known only now (the catalog, the
       // kernel status); the kernel status says which others it mounted.
-      void this._pollCheckpoints(false);
-      void this._pollOtherCheckpoints(force);
+      void this._checkpoints.poll(this.activeEnvironment?.id ?? null, false);
+      void this._checkpoints.pollOthers(this.kernelStatus, force);
     }
-    this._emit();
-  }
-
-  /**
-   * List the active environment's checkpoints when it changed, when `force`
-   * (unless a listing is under way), or when the last listing is a refresh
-   * interval old (never faster than the model polls, not at all while it
-   * does not poll).
-   */
-  private _pollCheckpoints(force: boolean): Promise<void> {
-    const env = this.activeEnvironment;
-    if (!env || this._isDisposed) {
-      return Promise.resolve();
-    }
-    if (this._checkpoints?.environment !== env.id) {
-      return this._listCheckpoints(env.id);
-    }
-    if (this._checkpointsInFlight) {
-      return Promise.resolve();
-    }
-    const interval = this._refreshInterval;
-    const due =
-      interval > 0 && Date.now() - this._checkpointsAt >= interval * 0.9;
-    return force || due ? this._listCheckpoints(env.id) : Promise.resolve();
-  }
-
-  /**
-   * `GET /tfenv/checkpoints/{env}`; only the latest request's answer counts.
-   */
-  private async _listCheckpoints(envId: string): Promise<void> {
-    if (this._checkpoints?.environment !== envId) {
-      this._checkpoints = {
-        environment: envId,
-        listing: null,
-        error: null,
-        loading: true
-      };
-      this._emit();
-    }
-    if (!this._client.checkpoints) {
-      this._checkpoints = { ...this._checkpoints!, loading: false };
-      return;
-    }
-    const seq = ++this._checkpointsSeq;
-    this._checkpointsAt = Date.now();
-    this._checkpointsInFlight = true;
-    let next: ICheckpointsState;
-    try {
-      const listing = await this._client.checkpoints(envId);
-      next = { environment: envId, listing, error: null, loading: false };
-    } catch (error) {
-      next = {
-        environment: envId,
-        listing: null,
-        error: error instanceof Error ? error.message : String(error),
-        loading: false
-      };
-    }
-    if (seq !== this._checkpointsSeq || this._isDisposed) {
-      return;
-    }
-    this._checkpointsInFlight = false;
-    if (this._checkpoints?.environment === envId) {
-      this._checkpoints = next;
-      this._emit();
-    }
-  }
-
-  /**
-   * List the checkpoints of the environments the active kernel mounted
-   * read-only, when the kernel or that set changed, or when `force`.
-   */
-  private async _pollOtherCheckpoints(force: boolean): Promise<void> {
-    const kernel = this.kernelStatus;
-    const others = kernel?.checkpoints?.others ?? [];
-    const key = `${kernel?.kernel_id ?? ''}:${others
-      .map(o => o.environment)
-      .join(',')}`;
-    if (key === this._otherCheckpointsKey && !force) {
-      return;
-    }
-    this._otherCheckpointsKey = key;
-    // An answer for another kernel or set is not this one's.
-    const seq = ++this._otherCheckpointsSeq;
-    const client = this._client;
-    if (!others.length || !client.checkpoints) {
-      return;
-    }
-    const envs = others.map(o => o.environment);
-    const results = await Promise.all(
-      envs.map(id =>
-        client.checkpoints!(id).then(
-          listing => listing as ICheckpointListing | string,
-          (error: unknown) =>
-            error instanceof Error ? error.message : String(error)
-        )
-      )
-    );
-    if (seq !== this._otherCheckpointsSeq || this._isDisposed) {
-      return;
-    }
-    const listings = new Map<string, ICheckpointListing | string>();
-    envs.forEach((id, i) => listings.set(id, results[i]));
-    this._otherCheckpoints = listings;
     this._emit();
   }
 
@@ -987,13 +876,7 @@ export class TfEnvModel implements ITfEnvModel {
   private _pulls = new Map<string, IPullProgress>();
   private _followers = new Map<string, IDisposable>();
   private _consumers = new Map<Consumer, number>();
-  private _checkpoints: ICheckpointsState | null = null;
-  private _checkpointsAt = 0;
-  private _checkpointsInFlight = false;
-  private _checkpointsSeq = 0;
-  private _otherCheckpoints = new Map<string, ICheckpointListing | string>();
-  private _otherCheckpointsKey: string | null = null;
-  private _otherCheckpointsSeq = 0;
+  private _checkpoints: CheckpointListing;
   private _timer: ReturnType<typeof setTimeout> | null = null;
   private _ticking = false;
   private _again = false;
