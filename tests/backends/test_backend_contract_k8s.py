@@ -19,7 +19,7 @@ import os
 import signal
 import uuid
 from collections.abc import Iterator
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -257,34 +257,3 @@ async def test_what_kubernetes_lacks_is_refused_or_explained(k8s: KubernetesHarn
     status = (await backend.image_status([k8s.catalog.get("py")]))["py"]
     assert status.present is None and status.image_id == k8s.catalog.get("py").image
     assert status.note and "each node pulls the image" in status.note
-
-
-# -- settings ------------------------------------------------------------------------------
-
-
-def test_settings_defaults_are_the_broker_traits_defaults() -> None:
-    """``KubernetesSettings()`` and ``from_config(TFEnvBroker())`` agree field by field
-    (but the memory default, which the broker computes from the host)."""
-    from jupyter_tfenv.broker.app import TFEnvBroker
-
-    broker = TFEnvBroker(kubernetes_server_namespace="")
-    built = KubernetesSettings.from_config(broker)
-    default = KubernetesSettings()
-    for f in fields(KubernetesSettings):
-        if f.name == "default_memory":
-            assert built.default_memory == (broker.default_memory or None)
-            continue
-        assert getattr(built, f.name) == getattr(default, f.name), f.name
-
-
-def test_settings_carry_every_kubernetes_trait() -> None:
-    """Each broker trait kubernetes_<x> (but uid/gid's account) has a settings field."""
-    from jupyter_tfenv.broker.app import TFEnvBroker
-
-    names = {f.name for f in fields(KubernetesSettings)}
-    traits = {
-        t.removeprefix("kubernetes_")
-        for t in TFEnvBroker.class_trait_names(config=True)
-        if t.startswith("kubernetes_")
-    }
-    assert traits - names == set()
