@@ -10,9 +10,12 @@ It is given its settings and a few plain callables, never the broker::
         log=self.log,
     )
 
-(``self``: the broker, or anything with its ``kubernetes_*`` traits). Which environments a
-caller may use and the quotas stay above it: the caller passes the resolved environment and
-an ``admit`` hook that refuses (429) a kernel or probe beyond the caller's limits.
+(``self``: the broker, or anything with its ``kubernetes_*`` traits, ``default_memory`` and
+``probe_timeout``). Which environments a caller may use and the quotas stay above it: the
+caller passes the resolved environment and an ``admit`` hook that refuses (429) a kernel or
+probe beyond the caller's limits; for :meth:`~KubernetesBackend.checkpoints`, which takes
+environment ids, ``environment_for=`` resolves them as the broker allows (the broker passes
+its ``environment_for(caller, env_id, status=404)``; default: any catalog environment).
 
 What differs from Docker for the caller:
 
