@@ -192,7 +192,11 @@ class KernelInfo:
     def from_dict(cls, data: Mapping[str, Any]) -> KernelInfo:
         names = cls.__dataclass_fields__
         known = {k: v for k, v in data.items() if k in names and k != "extra"}
-        return cls(**known, extra={k: v for k, v in data.items() if k not in names})
+        return cls(
+            **{"kernel_id": "", "container_id": "", "name": "", "status": None, "running": False}
+            | known,
+            extra={k: v for k, v in data.items() if k not in names},
+        )
 
 
 @dataclass(frozen=True)
@@ -213,8 +217,12 @@ class KernelSummary:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> KernelSummary:
+        """A row as a broker sends it (an older one may leave fields out: None)."""
         names = cls.__dataclass_fields__
-        return cls(**{k: v for k, v in data.items() if k in names})
+        required: dict[str, Any] = {"name": ""} | dict.fromkeys(
+            ("kernel_id", "container_id", "environment", "status", "started_at")
+        )
+        return cls(**(required | {k: v for k, v in data.items() if k in names}))
 
 
 @dataclass(frozen=True)

@@ -235,11 +235,11 @@ class BrokerBackend(KernelBackend):
     """
 
     name = "broker"
-    features = frozenset({"adopt", "live", "gpu_allocation", "runtime_dirs"})
+    features = frozenset({"adopt", "pool", "live", "gpu_allocation", "runtime_dirs"})
 
     #: What the broker's backends support, seen from a server.
     _FEATURES_OF = {
-        "docker": frozenset({"adopt", "live", "gpu_allocation", "runtime_dirs"}),
+        "docker": frozenset({"adopt", "pool", "live", "gpu_allocation", "runtime_dirs"}),
         "kubernetes": frozenset({"live", "checkpoints"}),
     }
 

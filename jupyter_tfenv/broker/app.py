@@ -1,5 +1,6 @@
-"""The tfenv broker: a JupyterHub service that alone holds the Docker socket and starts
-hardened kernel containers for hub users (see docs/broker.md).
+"""The tfenv broker: a JupyterHub service that starts kernels for hub users through one
+KernelBackend (hardened containers on the host's Docker engine, or Kubernetes pods; see
+docs/broker.md). Policy is here: who the caller is, environments, folders, quotas, locks.
 
 Run it hub-managed (``c.JupyterHub.services`` with a ``command``: the hub passes
 ``JUPYTERHUB_SERVICE_URL``, ``JUPYTERHUB_API_TOKEN``, ``JUPYTERHUB_SERVICE_NAME``,
@@ -8,14 +9,14 @@ Run it hub-managed (``c.JupyterHub.services`` with a ``command``: the hub passes
     python -m jupyter_tfenv.broker --config /etc/tfenv/broker_config.py
     jupyter tfenv broker --TFEnvBroker.max_kernels_per_user=2
 
-The broker keeps no state of its own: kernels are found by their containers' labels, so
-a restarted broker controls the kernels its predecessor started, and it never removes
-kernel containers when it starts.
+The broker keeps no state of its own: kernels are found by their labels, so a restarted
+broker controls the kernels its predecessor started, and never removes them when it starts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import signal
@@ -291,8 +292,6 @@ class TFEnvBroker(
     def _default_log_root(self) -> str:
         return os.environ.get("JUPYTER_TFENV_LOG_ROOT") or "/srv/tfenv/logs"
 
-    # -- state ---------------------------------------------------------------------------
-
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.catalog: TFEnvCatalog | None = None
@@ -349,8 +348,6 @@ class TFEnvBroker(
         kwargs["cache_max_age"] = max(1, round(self.token_cache_seconds))
         self.hub_auth = HubAuth(**kwargs)
 
-    # -- helpers -------------------------------------------------------------------------
-
     def storage_config(self) -> StorageConfig:
         return StorageConfig.from_provisioner(self)
 
@@ -404,19 +401,15 @@ class TFEnvBroker(
         return env
 
     def _admit(self, caller: Caller, *, probe: bool = False) -> Admit:
-        """The caller's quota check, for the backend to call under the caller's lock."""
-
-        def admit(usage: policy.Usage, new_gpus: int) -> None:
-            policy.check_quota(
-                caller,
-                usage,
-                new_gpus,
-                max_kernels=self.max_kernels_per_user,
-                max_gpus=self.max_gpus_per_user,
-                probe=probe,
-            )
-
-        return admit
+        """The caller's quota check (``admit(usage, new_gpus)``), for the backend to call
+        under the caller's lock."""
+        return functools.partial(
+            policy.check_quota,
+            caller,
+            max_kernels=self.max_kernels_per_user,
+            max_gpus=self.max_gpus_per_user,
+            probe=probe,
+        )
 
     def runtime_dirs_limit(self) -> int | None:
         """``max_runtime_dirs_per_user``, or its default from the kernel quota."""
@@ -558,23 +551,9 @@ class TFEnvBroker(
     # -- serving ---------------------------------------------------------------------------
 
     def make_web_app(self) -> web.Application:
-        from jupyter_tfenv.broker.handlers import NotFoundHandler, routes  # noqa: PLC0415 - they import this module
+        from jupyter_tfenv.broker.handlers import make_web_app  # noqa: PLC0415 - they import this module
 
-        prefixes = ["/"]
-        prefix = "/" + self.service_prefix.strip("/") + "/"
-        if prefix != "/":
-            prefixes.append(prefix)
-        handlers = [
-            (f"{p.rstrip('/')}{path}", handler) for p in prefixes for path, handler in routes
-        ]
-        return web.Application(
-            handlers,
-            broker=self,
-            log_function=_log_request,
-            xsrf_cookies=False,
-            compress_response=False,
-            default_handler_class=NotFoundHandler,
-        )
+        return make_web_app(self)
 
     async def serve(self) -> None:
         if not getattr(self.hub_auth, "api_token", ""):
@@ -615,32 +594,6 @@ class TFEnvBroker(
 
     def start(self) -> None:
         asyncio.run(self.serve())
-
-
-def _log_request(handler: web.RequestHandler) -> None:
-    """Access log without query strings or headers (tokens never reach the log)."""
-    status = handler.get_status()
-    log = handler.application.settings["broker"].log
-    method, path = handler.request.method, handler.request.path
-    if status < 400:
-        # Servers poll kernels while they start and panels poll live status: reads are
-        # debug, changes (start, signal, delete, runtime folders) info.
-        level = log.debug if method == "GET" else log.info
-    elif status >= 500:
-        level = log.error
-    elif "/api/" not in path:
-        level = log.debug  # the hub's "is it up?" request, scanners
-    else:
-        level = log.warning
-    user = getattr(handler, "caller", None)
-    level(
-        "%d %s %s (%s) %.1fms",
-        status,
-        method,
-        path,
-        user.name if user is not None else "-",
-        1000.0 * handler.request.request_time(),
-    )
 
 
 main = TFEnvBroker.launch_instance

@@ -287,3 +287,47 @@ routes: list[tuple[str, type[BrokerHandler]]] = [
     (r"/api/checkpoints", CheckpointsHandler),
     (rf"/api/checkpoints/{ENV}/delete", CheckpointDeleteHandler),
 ]
+
+
+def make_web_app(broker: TFEnvBroker) -> web.Application:
+    """The broker's tornado application: :data:`routes` at ``/`` and below the service
+    prefix, unknown paths answered by :class:`NotFoundHandler`."""
+    prefixes = ["/"]
+    prefix = "/" + broker.service_prefix.strip("/") + "/"
+    if prefix != "/":
+        prefixes.append(prefix)
+    handlers = [(f"{p.rstrip('/')}{path}", handler) for p in prefixes for path, handler in routes]
+    return web.Application(
+        handlers,
+        broker=broker,
+        log_function=_log_request,
+        xsrf_cookies=False,
+        compress_response=False,
+        default_handler_class=NotFoundHandler,
+    )
+
+
+def _log_request(handler: web.RequestHandler) -> None:
+    """Access log without query strings or headers (tokens never reach the log)."""
+    status = handler.get_status()
+    log = handler.application.settings["broker"].log
+    method, path = handler.request.method, handler.request.path
+    if status < 400:
+        # Servers poll kernels while they start and panels poll live status: reads are
+        # debug, changes (start, signal, delete, runtime folders) info.
+        level = log.debug if method == "GET" else log.info
+    elif status >= 500:
+        level = log.error
+    elif "/api/" not in path:
+        level = log.debug  # the hub's "is it up?" request, scanners
+    else:
+        level = log.warning
+    user = getattr(handler, "caller", None)
+    level(
+        "%d %s %s (%s) %.1fms",
+        status,
+        method,
+        path,
+        user.name if user is not None else "-",
+        1000.0 * handler.request.request_time(),
+    )

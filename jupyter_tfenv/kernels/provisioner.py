@@ -11,89 +11,60 @@ The HMAC key lives only in the connection file in that folder (0600): never in t
 container's environment, labels, command line or logs.
 
 Broker mode (``broker_url`` set, JupyterHub): the same lifecycle, but every step that
-touches Docker is a request to the tfenv broker (docs/broker.md): the runtime folder is
-the broker's, the start is ``POST /api/kernels``, the container checks while waiting for
-the sockets, poll, signals and removal go through the broker; the server never makes a
-Docker client. The methods between ``_wait_until_bound`` and ``_fail_exited`` are the seam.
+touches Docker is a request to the tfenv broker (docs/broker.md). The provisioner holds
+one runner, chosen once (:attr:`TFEnvKernelProvisioner.runner`): ``LocalKernel``
+(kernels/local.py: the local engine) or ``BrokeredKernel`` (kernels/brokered.py: the
+broker's REST API through ``BrokerBackend``); its methods never ask which.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import shutil
 import signal
 import socket
-import time
 from pathlib import Path
 from typing import Any
 
-import zmq
-from docker.errors import APIError, NotFound
 from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.connect import KernelConnectionInfo
 from jupyter_client.localinterfaces import localhost
 from jupyter_client.provisioning import LocalProvisioner
-from requests.exceptions import ConnectionError as RequestsConnectionError
 from tornado.web import HTTPError
-from traitlets import Bool, Dict, Enum, Integer, List, Unicode, default
+from traitlets import Dict, Unicode
 
 from jupyter_tfenv.backends.broker import (
-    BROKER_TOKEN_VAR,
-    BROKER_URL_VAR,
+    BrokerBackend,
     BrokerClient,
-    BrokerError,
-    BrokerNotFoundError,
 )
-from jupyter_tfenv.backends.docker import live
 from jupyter_tfenv.backends.docker.engine import (
     KernelRequest,
-    container_spec,
-    default_owner,
-    explain_api_error,
     explain_start_exit,
-    forget_shared_client,
-    isolated_launcher,
-    remove_quietly,
-    resolve_image,
-    run_with_gpus,
-    shared_client,
-    tail_logs,
 )
-from jupyter_tfenv.backends.docker.gpu_alloc import GpuUnavailableError
 from jupyter_tfenv.backends.docker.steps import (
-    exit_state,
-    remove_by_name,
-    run_shielded,
     wait_until_bound,
 )
 from jupyter_tfenv.backends.settings import CheckpointStorageSettings, KernelContainerSettings
-from jupyter_tfenv.catalog.lock import LockFile, LockMismatchError, check_lock, unlocked_message
 from jupyter_tfenv.catalog.model import Environment
 from jupyter_tfenv.catalog.validation import environment_from_dict
 from jupyter_tfenv.checkpoints import mountcheck
-from jupyter_tfenv.checkpoints.layout import CheckpointStorageError, StorageConfig
-from jupyter_tfenv.checkpoints.storage import prepare_kernel_storage
 from jupyter_tfenv.core.labels import (
-    LABEL_IMAGE_ID,
-    LABEL_KERNEL_ID,
-    LABEL_OWNER,
     LABEL_POOL,
-    LABEL_RUNTIME_DIR,
 )
 from jupyter_tfenv.errors import (
     CatalogError,
-    DockerUnavailableError,
     KernelStartError,
     engine_unreachable,
     unreachable_error,
 )
+from jupyter_tfenv.kernels.brokered import BrokeredKernel
 from jupyter_tfenv.kernels.connection import (
-    default_runtime_root,
     prepare_runtime_root,
     runtime_name,
 )
+from jupyter_tfenv.kernels.local import LocalKernel
+from jupyter_tfenv.kernels.settings import ProvisionerSettings
 from jupyter_tfenv.lifecycle import adoption
 from jupyter_tfenv.server import metrics
 
@@ -110,13 +81,8 @@ POOL_KWARG = "tfenv_pool"
 LEGACY_SECTION = "DockerKernelProvisioner"
 
 
-def _env_int(name: str, fallback: int) -> int:
-    value = os.environ.get(name, "")
-    return int(value) if value.strip().isdigit() else fallback
-
-
 class TFEnvKernelProvisioner(  # type: ignore[metaclass]
-    KernelContainerSettings, CheckpointStorageSettings, LocalProvisioner
+    ProvisionerSettings, KernelContainerSettings, CheckpointStorageSettings, LocalProvisioner
 ):
     """Runs a kernel of a tfenv environment (the ``tfenv-docker`` provisioner): a hardened
     container of a pinned image on the local engine, or a kernel the tfenv broker starts.
@@ -133,6 +99,7 @@ class TFEnvKernelProvisioner(  # type: ignore[metaclass]
         return [*names[:at], LEGACY_SECTION, *names[at:]]
 
     _broker: BrokerClient | None
+    _runner: LocalKernel | BrokeredKernel | None
 
     environment = Dict(help="The catalog entry, from the kernelspec (not configurable).")
     pinning = Unicode("tags", help="Pinning policy the kernelspec was written with.")
@@ -141,109 +108,6 @@ class TFEnvKernelProvisioner(  # type: ignore[metaclass]
     )
     lock_policy = Unicode("enforce", help="enforce | strict | warn | off (from the kernelspec).")
     lock_file = Unicode("", help="The lock file the kernelspec was made from (strict only).")
-
-    uid = Integer(
-        help="""uid the kernel runs as inside its container. Defaults to the server's own
-        uid ($JUPYTER_TFENV_KERNEL_UID overrides). uid 0 is refused unless allow_root.""",
-    ).tag(config=True)
-
-    gid = Integer(
-        help="gid of the kernel (default: the server's gid, or $JUPYTER_TFENV_KERNEL_GID).",
-    ).tag(config=True)
-
-    @default("uid")
-    def _default_uid(self) -> int:
-        return _env_int("JUPYTER_TFENV_KERNEL_UID", os.getuid())
-
-    @default("gid")
-    def _default_gid(self) -> int:
-        return _env_int("JUPYTER_TFENV_KERNEL_GID", os.getgid())
-
-    allow_root = Bool(
-        False, help="Allow kernels to run as uid 0 in their containers (not recommended)."
-    ).tag(config=True)
-
-    owner = Unicode(help="Owner label of kernel containers (default: the notebook user).").tag(
-        config=True
-    )
-
-    @default("owner")
-    def _default_owner(self) -> str:
-        return default_owner()
-
-    transport = Enum(
-        ["ipc", "tcp"],
-        default_value="ipc",
-        help="""'ipc' (default): ZeroMQ over Unix sockets in the kernel's runtime folder, on
-        no network. 'tcp': 127.0.0.1 in the host's network namespace, for engines where Unix
-        sockets cannot cross into the container (Docker Desktop).""",
-    ).tag(config=True)
-
-    runtime_root = Unicode(
-        help="""Folder for per-kernel runtime folders (IPC sockets, connection file). Keep
-        its path short: Unix socket paths are limited to 107 bytes. It must be a real
-        folder (no symlink) of the server's own uid that no other user can write to;
-        otherwise kernels are refused. Default: $XDG_RUNTIME_DIR/tfenv when
-        $XDG_RUNTIME_DIR is a private folder of the server's uid, else /tmp/tfenv-<uid>.""",
-    ).tag(config=True)
-
-    @default("runtime_root")
-    def _default_runtime_root(self) -> str:
-        return default_runtime_root()
-
-    env_allowlist = List(
-        Unicode(),
-        default_value=["LANG", "LC_ALL", "LC_CTYPE", "TZ"],
-        help="""Server environment variables passed to kernels. Nothing else from the
-        server's environment reaches a container (no tokens, no JUPYTERHUB_*).""",
-    ).tag(config=True)
-
-    home = Unicode("/tmp", help="HOME inside kernel containers.").tag(config=True)  # noqa: S108
-
-    mount_root = Enum(
-        ["root_dir", "cwd"],
-        default_value="root_dir",
-        help="""Which host folder is mounted (at the same path) read-write: the server's
-        root_dir (default, so '../data' in a notebook behaves as locally) or only the
-        notebook's own folder. The working directory is always the notebook's folder.""",
-    ).tag(config=True)
-
-    read_only_rootfs = Bool(
-        False, help="Mount the image's root filesystem read-only (pip installs then fail)."
-    ).tag(config=True)
-
-    # -- checkpoint and TensorBoard log storage (settings.CheckpointStorageSettings) ------
-
-    @default("checkpoint_root")
-    def _default_checkpoint_root(self) -> str:
-        return os.environ.get("JUPYTER_TFENV_CHECKPOINT_ROOT") or "~/tfenv/checkpoints"
-
-    @default("log_root")
-    def _default_log_root(self) -> str:
-        return os.environ.get("JUPYTER_TFENV_LOG_ROOT") or "~/tfenv/logs"
-
-    # -- broker mode (JupyterHub: see docs/broker.md) ----------------------------------
-
-    broker_url = Unicode(
-        help=f"""Base URL of the tfenv broker (a JupyterHub service). When set, kernels are
-        started through the broker and this server never talks to Docker: the broker
-        decides image, uid, mounts and limits, and keeps the quotas. Default:
-        ${BROKER_URL_VAR}, else '' (local mode: this server uses the Docker engine).""",
-    ).tag(config=True)
-
-    @default("broker_url")
-    def _default_broker_url(self) -> str:
-        return os.environ.get(BROKER_URL_VAR, "")
-
-    broker_token = Unicode(
-        help=f"""Token sent to the broker (Authorization: token …). Default:
-        ${BROKER_TOKEN_VAR}, else $JUPYTERHUB_API_TOKEN. Never logged, never passed to a
-        kernel.""",
-    ).tag(config=True)
-
-    @default("broker_token")
-    def _default_broker_token(self) -> str:
-        return os.environ.get(BROKER_TOKEN_VAR) or os.environ.get("JUPYTERHUB_API_TOKEN", "")
 
     @property
     def broker(self) -> BrokerClient | None:
@@ -255,6 +119,16 @@ class TFEnvKernelProvisioner(  # type: ignore[metaclass]
                 self.broker_url, self.broker_token, timeout=self.docker_timeout
             )
         return self._broker
+
+    @property
+    def runner(self) -> LocalKernel | BrokeredKernel:
+        """Where this kernel runs: through the broker (``broker_url`` set) or on the local
+        engine. Chosen here, once per broker client; no other method asks which."""
+        broker = self.broker
+        held = self._runner
+        if held is None or getattr(getattr(held, "backend", None), "client", None) is not broker:
+            self._runner = held = make_runner(self, broker)
+        return held
 
     container_id = Unicode(allow_none=True, default_value=None)
     runtime_dir = Unicode(allow_none=True, default_value=None)
@@ -270,6 +144,7 @@ class TFEnvKernelProvisioner(  # type: ignore[metaclass]
         self._storage_env: dict[str, str] = {}
         self._storage_checked: list[mountcheck.CheckedFolder] = []
         self._broker: BrokerClient | None = None
+        self._runner = None
         #: The kernel to adopt (container_id, runtime_dir, workdir) while adopting.
         self._adopting: dict[str, Any] | None = None
         #: Kept at server stop: signals and cleanup leave the container alone.
@@ -290,14 +165,6 @@ class TFEnvKernelProvisioner(  # type: ignore[metaclass]
     async def _call(self, func: Any, *args: Any, **kwargs: Any) -> Any:
         """Run a blocking docker SDK call off the event loop."""
         return await asyncio.to_thread(func, *args, **kwargs)
-
-    async def _docker(self) -> Any:
-        if self._client is None:
-            try:
-                self._client = await self._call(shared_client, self.docker_timeout)
-            except DockerUnavailableError as err:
-                raise KernelStartError(str(err), status_code=503) from err
-        return self._client
 
     def _environment(self) -> Environment:
         if self._env is None:
@@ -387,60 +254,23 @@ class TFEnvKernelProvisioner(  # type: ignore[metaclass]
         try:
             return await self._pre_launch(**kwargs)
         except BaseException:
-            if self.broker is not None and self.runtime_dir and not restart:
-                await self._discard_broker_kernel()
-                self.runtime_dir = None
+            await self.runner.undo_pre_launch(restart)
             self._forget_pending_start()
             raise
 
     async def _pre_launch(self, **kwargs: Any) -> dict[str, Any]:
         self._environment()  # validate before anything is created
-        broker = self.broker
-        if broker is not None and self.transport != "ipc":
-            raise KernelStartError(
-                "The tfenv broker runs kernels with IPC sockets only: unset "
-                "c.DockerKernelProvisioner.transport (it is 'tcp'), or unset broker_url to "
-                "use a local Docker engine.",
-                status_code=400,
-            )
-        if broker is None and self.uid == 0 and not self.allow_root:
-            raise KernelStartError(
-                "Refusing to run the kernel as root (uid 0) inside its container. Start "
-                "Jupyter as your own user, or set c.DockerKernelProvisioner.uid to a non-root "
-                "uid (allow_root=True exists, but gives the kernel root on its mounts).",
-                status_code=400,
-            )
+        self.runner.check()
         km = self.parent
         # On restart the kernel keeps its runtime folder, so clients reconnect to the same
         # socket paths.
         restart = bool(self.runtime_dir)
         self._pod = None
-        if broker is None:
-            self.runtime_dir = await self._call(self._prepare_runtime_dir, restart)
-        else:
-            # Docker mode: the broker makes the folder (owned by this user, in a root-owned
-            # parent) and later mounts exactly that folder; the connection file is written
-            # into it here. Kubernetes mode: the kernel is a pod reached over TCP; the
-            # connection file stays in a folder of this server's (its key goes to the pod's
-            # Secret with the start request).
-            try:
-                answer = await broker.prepare_runtime(self.container_kernel_id, restart=restart)
-            except BrokerError as err:
-                raise _start_error(err) from err
-            if answer.get("backend") == "kubernetes":
-                if self._pooled:
-                    raise KernelStartError(
-                        "Warm pools (catalog pool_size) do not work with the broker's "
-                        "Kubernetes backend yet: set pool_size to 0 for this catalog.",
-                        status_code=400,
-                    )
-                self._pod = {"ports": dict(answer.get("ports") or {})}
-                self.runtime_dir = await self._call(self._prepare_runtime_dir, restart)
-            else:
-                self.runtime_dir = str(answer["runtime_dir"])
+        await self.runner.prepare_runtime(restart)
+        assert self.runtime_dir is not None  # made (or kept) by prepare_runtime
         if km is not None and self._pod is not None:
             km.transport = "tcp"
-            km.ip = localhost()  # the pod's IP once it runs (_launch_via_broker)
+            km.ip = localhost()  # the pod's IP once it runs (BrokeredKernel.launch)
             km.cache_ports = False
             for channel, port in self._pod["ports"].items():
                 setattr(km, f"{channel}_port", int(port))
@@ -481,7 +311,6 @@ class TFEnvKernelProvisioner(  # type: ignore[metaclass]
         """
         self._environment()
         km = self.parent
-        broker = self.broker
         label_id = str((self._adopting or {}).get("container_kernel_id") or "")
         if label_id and label_id != self.kernel_id:
             self._container_kid = label_id
@@ -489,10 +318,7 @@ class TFEnvKernelProvisioner(  # type: ignore[metaclass]
         # mode: asking it for the folder again, POST .../runtime, would remove the running
         # kernel's sockets); launch_kernel then checks the container itself.
         rundir = str((self._adopting or {}).get("runtime_dir") or "")
-        if broker is None:
-            root = await self._call(prepare_runtime_root, self.runtime_root)
-        else:
-            root = os.path.dirname(rundir)  # the broker's folder of this uid
+        root = await self.runner.adopt_root(rundir)
         problem = (
             await self._call(adoption.runtime_dir_problem, rundir, root, self.uid)
             if rundir
@@ -543,31 +369,6 @@ class TFEnvKernelProvisioner(  # type: ignore[metaclass]
             extra_labels={LABEL_POOL: "true"} if self._pooled else {},
         )
 
-    def _prepare_storage(self, client: Any, env: Environment, image_id: str) -> None:
-        """Create this user's checkpoint and log folders (or volumes) for ``env``; blocking.
-
-        They belong to the kernel's uid:gid before the container starts.
-        """
-        try:
-            storage = prepare_kernel_storage(
-                client,
-                StorageConfig.from_provisioner(self),
-                self.owner,
-                env,
-                uid=self.uid,
-                gid=self.gid,
-                image_id=image_id,
-                helper_image=self.checkpoint_helper_image,
-            )
-        except CheckpointStorageError as err:
-            raise KernelStartError(
-                f"The checkpoint storage of '{env.id}' is not usable: {err}", status_code=500
-            ) from err
-        self._storage_mounts = storage.mounts
-        self._storage_env = storage.environment
-        self._storage_checked = storage.checked
-        self.checkpoint_info = storage.info
-
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
         env_id = str(self.environment.get("id", "?"))
         try:
@@ -578,13 +379,7 @@ class TFEnvKernelProvisioner(  # type: ignore[metaclass]
         except BaseException as err:
             # A kernel that never started leaves nothing behind: no container, no runtime
             # folder; also when the start was cancelled half-way.
-            if self.broker is not None:
-                await self._discard_broker_kernel()
-            else:
-                if self._container is not None:
-                    await self._remove_failed_start()
-                if self.runtime_dir:
-                    await self._call(shutil.rmtree, self.runtime_dir, True)
+            await self.runner.failed_launch()
             self.runtime_dir = None
             self._forget_pending_start()
             # The engine went away during the start: one clear 503, not a raw SDK error.
@@ -594,24 +389,6 @@ class TFEnvKernelProvisioner(  # type: ignore[metaclass]
                     status_code=503,
                 ) from err
             raise
-
-    async def _remove_failed_start(self) -> None:
-        """Remove the container of a failed start; while the engine cannot be asked, say
-        what is left (labelled with this server: ``jupyter tfenv gc`` removes it once the
-        server is gone)."""
-        container = self._container
-        try:
-            await self._call(remove_quietly, container)
-        except Exception as err:
-            if not engine_unreachable(err):
-                raise
-            self.log.warning(
-                "tfenv: kernel %s: container %s of the failed start not removed, the "
-                "Docker engine cannot be asked",
-                self.kernel_id,
-                str(getattr(container, "name", "?")),
-            )
-        self._forget_container()
 
     def _forget_pending_start(self) -> None:
         """Drop a failed start from jupyter_client's pending kernels.
@@ -632,127 +409,12 @@ class TFEnvKernelProvisioner(  # type: ignore[metaclass]
                 return await self._adopt(**kwargs)
             finally:
                 self._adopting = None
-        if self.broker is not None:
-            return await self._launch_via_broker(self.broker, **kwargs)
-        env = self._environment()
-        if self.lock_policy == "strict" and not self.locked_digest and not env.image_ref.digest:
-            message = await self._call(unlocked_message, env, self.lock_file or None)
-            raise KernelStartError(message, status_code=409)
-        client = await self._docker()
-        image = await self._call(resolve_image, client, env)
-        if self.locked_digest and self.lock_policy != "off":
-            await self._check_lock(client, env)
-        cwd = await self._call(os.path.realpath, str(kwargs.get("cwd") or os.getcwd()))
-        await self._call(self._prepare_storage, client, env, image.id)
-        # jupyter_client swaps a leading "python3" for the server's own interpreter; in the
-        # container it must be the image's.
-        if cmd and cmd[0] != env.python:
-            cmd = [env.python, *cmd[1:]]
-        cmd = isolated_launcher(cmd)
-        req = self._request(cmd, cwd, image.id)
-        spec = container_spec(env, req)
-        started = time.monotonic()
-        try:
-            # Shielded (steps.run_shielded): a start request cancelled while Docker
-            # creates the container must not leave the container behind.
-            container, self._gpu_devices = await run_with_gpus(
-                client,
-                env,
-                spec,
-                lambda spec: run_shielded(client, spec),
-                configured=self.gpu_devices,
-                viewer=self.owner,
-                placement=self.gpu_placement,
-                prefer=self._gpu_devices,
-                wait=self.gpu_wait_timeout,
-            )
-        except asyncio.CancelledError:
-            await self._call(remove_by_name, client, spec["name"])
-            raise
-        except GpuUnavailableError as err:
-            raise KernelStartError(err.message, status_code=err.status) from err
-        except APIError as err:
-            # Docker may have created the container before failing to start it.
-            await self._call(remove_by_name, client, spec["name"])
-            raise KernelStartError(explain_api_error(err, env)) from err
-        except RequestsConnectionError as err:
-            forget_shared_client(client)
-            self._client = None
-            raise KernelStartError(
-                f"The Docker engine stopped answering while starting the kernel: {err}. "
-                "Check that it runs (`docker info`) and start the kernel again.",
-                status_code=503,
-            ) from err
-        self._container = container
-        self.container_id = container.id
-        self.cwd = cwd
-        self.log.info(
-            "tfenv: kernel %s runs in container %s (%s, image %s)",
-            self.kernel_id,
-            container.name,
-            env.id,
-            image.id[:19],
-        )
-        try:  # not strict: see mountcheck.verify_mounts (the folders are the user's own)
-            await self._call(
-                mountcheck.verify_mounts,
-                container,
-                self._storage_checked,
-                strict=False,
-                log=self.log,
-            )
-        except mountcheck.MountChangedError as err:
-            raise KernelStartError(err.message, status_code=403) from err
-        await self._wait_until_bound(env, started)
-        return self.connection_info
+        return await self.runner.launch(cmd, **kwargs)
 
     async def _adopt(self, **kwargs: Any) -> KernelConnectionInfo:
         """Attach to the running container of this kernel id; nothing is started."""
         env = self._environment()
-        adopt = self._adopting or {}
-        broker = self.broker
-        if broker is not None:
-            try:
-                info = await broker.kernel(self.container_kernel_id)
-            except BrokerError as err:
-                raise _start_error(err) from err
-            if not (info.get("running") or info.get("status") in _RUNNING_STATES):
-                raise KernelStartError(
-                    f"Kernel {self.kernel_id} cannot be adopted: its container is "
-                    f"{info.get('status')}."
-                )
-            self.container_id = str(info.get("container_id") or info.get("name") or "")
-            checkpoints = info.get("checkpoints")
-            if isinstance(checkpoints, dict):
-                self.checkpoint_info = checkpoints
-            # The container's working directory, as the broker started it.
-            adopt = {**adopt, "workdir": info.get("workdir") or adopt.get("workdir") or ""}
-        else:
-            client = await self._docker()
-            try:
-                container = await self._call(client.containers.get, str(adopt["container_id"]))
-            except (NotFound, KeyError) as err:
-                raise KernelStartError(
-                    f"Kernel {self.kernel_id} cannot be adopted: its container is gone."
-                ) from err
-            labels = container.labels or {}
-            expected_id = self.container_kernel_id
-            if (
-                labels.get(LABEL_KERNEL_ID) != expected_id
-                or labels.get(LABEL_OWNER) != self.owner
-                or labels.get(LABEL_RUNTIME_DIR) != self.runtime_dir
-                or container.status not in _RUNNING_STATES
-            ):
-                raise KernelStartError(
-                    f"Kernel {self.kernel_id} cannot be adopted: container {container.name} "
-                    f"is {container.status} and labelled for kernel "
-                    f"{labels.get(LABEL_KERNEL_ID)!r} of {labels.get(LABEL_OWNER)!r}."
-                )
-            self._container = container
-            self.container_id = container.id
-            # Where its checkpoints are (the folders exist: this only finds them again).
-            image_id = str(labels.get(LABEL_IMAGE_ID) or container.image.id)
-            await self._call(self._prepare_storage, client, env, image_id)
+        adopt = await self.runner.attach(env, dict(self._adopting or {}))
         if not await self._call(self._bound):
             raise KernelStartError(
                 f"Kernel {self.kernel_id} cannot be adopted: its sockets in {self.runtime_dir} "
@@ -805,75 +467,6 @@ class TFEnvKernelProvisioner(  # type: ignore[metaclass]
         it any more (a kernel kept at server stop, or a pool kernel that was taken)."""
         self._detached = True
 
-    async def _launch_via_broker(self, broker: BrokerClient, **kwargs: Any) -> KernelConnectionInfo:
-        """Start the kernel's container through the broker, then wait for its sockets."""
-        env = self._environment()
-        cwd = await self._call(os.path.realpath, str(kwargs.get("cwd") or os.getcwd()))
-        body: dict[str, Any] = {
-            # A restarted pool kernel keeps its pool id at the broker (and its folder).
-            "kernel_id": self.container_kernel_id,
-            "environment": env.id,
-            "cwd": cwd,
-            "mount": self._notebook_mount(cwd),
-            "env": self._passed_env(),
-            # Which of the user's hub servers owns it: a restarted server removes what its
-            # killed predecessor left (TFEnvApp._reap).
-            "server": os.environ.get("JUPYTERHUB_SERVER_NAME", ""),
-        }
-        if self._gpu_devices:  # a restart asks for the devices it held
-            body["gpu_devices"] = list(self._gpu_devices)
-        km = self.parent
-        if self._pod is not None and km is not None:
-            # Kubernetes mode: the key goes to the pod's Secret (never a variable).
-            body["key"] = km.session.key.decode("ascii")
-        started = time.monotonic()
-        # Shielded as in local mode: a cancelled start must learn whether the broker made
-        # a container, and then remove it (launch_kernel DELETEs it).
-        starting = asyncio.ensure_future(
-            broker.start_kernel(body, timeout=self.start_timeout + self.docker_timeout)
-        )
-        try:
-            answer = await asyncio.shield(starting)
-        except asyncio.CancelledError:
-            with contextlib.suppress(Exception):
-                await starting
-            raise
-        except BrokerError as err:
-            raise _start_error(err) from err
-        self.container_id = str(answer.get("container_id") or answer.get("name") or "")
-        self._gpu_devices = tuple(str(d) for d in answer.get("gpu_devices") or ())
-        if self._pod is not None and km is not None:
-            ip = str(answer.get("ip") or "")
-            if not ip:
-                await self._discard_broker_kernel()
-                raise KernelStartError("The broker started a kernel pod but sent no pod IP.")
-            self._pod["ip"] = km.ip = ip
-            self.connection_info = km.get_connection_info()
-        checkpoints = answer.get("checkpoints")
-        if isinstance(checkpoints, dict):
-            self.checkpoint_info = checkpoints
-        self.cwd = cwd
-        self.log.info(
-            "tfenv: kernel %s runs in container %s (%s, image %s) started by the broker",
-            self.kernel_id,
-            answer.get("name") or self.container_id[:12],
-            env.id,
-            str(answer.get("image_id") or "?")[:19],
-        )
-        await self._wait_until_bound(env, started)
-        return self.connection_info
-
-    async def _check_lock(self, client: Any, env: Environment) -> None:
-        """Refuse (or warn about) a local image that is not the locked digest of its tag."""
-        lock = LockFile("the kernelspec", {env.image: {"digest": self.locked_digest}})
-        try:
-            await self._call(check_lock, client, env, lock)
-        except LockMismatchError as err:
-            if self.lock_policy == "warn":
-                self.log.warning("tfenv: starting anyway (lock_policy=warn): %s", err)
-                return
-            raise KernelStartError(str(err), status_code=409) from err
-
     def _bound(self) -> bool:
         """Whether the kernel bound its sockets (IPC: five stat calls; TCP: one connect)."""
         info: dict[str, Any] = dict(self.connection_info)
@@ -908,51 +501,19 @@ class TFEnvKernelProvisioner(  # type: ignore[metaclass]
             on_timeout=timed_out,
         )
 
-    # -- the seam between local and broker mode while a kernel starts ---------------
+    # -- where the kernel runs (kernels/local.py, kernels/brokered.py) ----------------
 
     async def _exit_state(self) -> dict[str, Any] | None:
-        """None while the starting container runs; else its ``exit_code``, ``oom_killed``."""
-        if self.broker is not None:
-            try:
-                info = await self.broker.kernel(self.container_kernel_id)
-            except BrokerNotFoundError:
-                return {"exit_code": None, "oom_killed": False}
-            except BrokerError as err:
-                raise _start_error(err) from err
-            if info.get("running") or info.get("status") in _RUNNING_STATES:
-                return None
-            return {"exit_code": info.get("exit_code"), "oom_killed": info.get("oom_killed")}
-        return await self._call(exit_state, self._container, _RUNNING_STATES)
+        """None while the starting kernel runs; else its ``exit_code``, ``oom_killed``."""
+        return await self.runner.exit_state()
 
     async def _start_logs(self) -> str:
-        """The starting container's last log lines ('' when they cannot be had)."""
-        if self.broker is not None:
-            try:
-                return await self.broker.logs(self.container_kernel_id, tail=30)
-            except BrokerError:
-                return ""
-        return str(await self._call(tail_logs, self._container))
+        """The starting kernel's last log lines ('' when they cannot be had)."""
+        return await self.runner.start_logs()
 
     async def _discard_container(self) -> None:
-        """Remove the container of a failed start."""
-        if self.broker is not None:
-            await self._discard_broker_kernel()
-            return
-        await self._call(remove_quietly, self._container)
-        self._forget_container()
-
-    async def _discard_broker_kernel(self, *, restart: bool = False) -> None:
-        """DELETE the kernel at the broker (container, and the runtime folder unless
-        ``restart``); never raises."""
-        broker = self.broker
-        if broker is not None:
-            try:
-                await broker.delete_kernel(self.container_kernel_id, restart=restart)
-            except BrokerError as err:
-                self.log.warning(
-                    "tfenv: the broker could not remove kernel %s: %s", self.kernel_id, err
-                )
-        self._forget_container()
+        """Remove the kernel of a failed start."""
+        await self.runner.discard()
 
     async def _fail_exited(self, env: Environment, exited: dict[str, Any]) -> None:
         logs = await self._start_logs()
@@ -964,172 +525,25 @@ class TFEnvKernelProvisioner(  # type: ignore[metaclass]
         self._container = None
         self.container_id = None
 
-    async def _get_container(self) -> Any:
-        if self._container is None and self.container_id:
-            client = await self._docker()
-            try:
-                self._container = await self._call(client.containers.get, self.container_id)
-            except NotFound:
-                self._forget_container()
-        return self._container
-
     async def poll(self) -> int | None:
-        if self.broker is not None:
-            return await self._poll_broker(self.broker)
-        try:
-            container = await self._get_container()
-            if container is None:
-                return 0 if self.container_id is None else 1
-            await self._call(container.reload)
-        except NotFound:
-            self._forget_container()
-            return 1
-        except Exception as err:
-            if not engine_unreachable(err):
-                raise
-            return await self._poll_without_engine(err)
-        if self._engine_away:
-            self._engine_away = False
-            self.log.info("tfenv: kernel %s: the Docker engine answers again", self.kernel_id)
-        if container.status in _RUNNING_STATES:
-            return None
-        return int(container.attrs.get("State", {}).get("ExitCode", 1))
+        return await self.runner.poll()
 
     @property
     def engine_away(self) -> bool:
         """Whether the last poll could not ask the Docker engine (an outage)."""
         return self._engine_away
 
-    async def _poll_without_engine(self, err: BaseException) -> int | None:
-        """The engine cannot be asked: the kernel process does not need it (its sockets
-        are in the runtime folder, or on its ports), so it counts as alive unless nothing
-        listens on its heartbeat socket any more."""
-        listening = await self._call(self._heartbeat_listens)
-        if listening is not False and self._engine_away:
-            return None  # said once per outage, not at every poll of the restarter
-        self._engine_away = True
-        self.log.warning(
-            "tfenv: kernel %s: the Docker engine cannot be asked (%s); the kernel %s",
-            self.kernel_id,
-            str(err).split("\n", 1)[0][:200],
-            "still listens" if listening is not False else "no longer listens: it is gone",
-        )
-        return None if listening is not False else 1
-
-    def _heartbeat_listens(self) -> bool | None:
-        """Whether a process listens on the kernel's heartbeat socket (a connect, nothing
-        sent); None when that cannot be told (no connection info, an unexpected error)."""
-        info: dict[str, Any] = dict(self.connection_info or {})
-        if "hb_port" not in info or "ip" not in info:
-            return None
-        ipc = info.get("transport", self.transport) == "ipc"
-        family = socket.AF_UNIX if ipc else socket.AF_INET
-        address: Any = f"{info['ip']}-{info['hb_port']}" if ipc else (info["ip"], info["hb_port"])
-        with socket.socket(family, socket.SOCK_STREAM) as sock:
-            sock.settimeout(2.0)
-            try:
-                sock.connect(address)
-            except (ConnectionRefusedError, FileNotFoundError):
-                return False
-            except OSError:
-                return None
-        return True
-
-    async def _poll_broker(self, broker: BrokerClient) -> int | None:
-        if self.container_id is None:
-            return 0
-        try:
-            info = await broker.kernel(self.container_kernel_id)
-        except BrokerNotFoundError:
-            self._forget_container()
-            return 1
-        except BrokerError:
-            return None  # the broker does not answer: nothing known, keep the kernel
-        if info.get("running") or info.get("status") in _RUNNING_STATES:
-            return None
-        code = info.get("exit_code")
-        return int(code) if code is not None else 1
-
     async def wait(self) -> int | None:
-        delay = 0.25 if self.broker is not None else 0.1
         status = await self.poll()
         while status is None:
-            await asyncio.sleep(delay)
+            await asyncio.sleep(self.runner.wait_delay)
             status = await self.poll()
         return status
 
     async def send_signal(self, signum: int) -> None:
         if self._detached:
             return
-        if self.broker is not None:
-            await self._signal_broker(self.broker, signum)
-            return
-        if signum == 0:
-            await self.poll()
-            return
-        try:
-            container = await self._get_container()
-            if container is None:
-                return
-            # docker-init (PID 1) forwards the signal to the kernel process.
-            await self._call(container.kill, signal=int(signum))
-        except NotFound:
-            self._forget_container()
-        except APIError as err:
-            if err.status_code != 409:  # 409: not running, nothing to signal
-                raise
-        except Exception as err:
-            if not engine_unreachable(err):
-                raise
-            if signum in (signal.SIGKILL, signal.SIGTERM):
-                # Shutting down: cleanup() follows and says what is left.
-                self.log.warning(
-                    "tfenv: kernel %s not signalled: the Docker engine cannot be asked",
-                    self.kernel_id,
-                )
-                return
-            message = unreachable_error(err).message
-            raise HTTPError(503, message, reason="Docker engine unreachable") from err
-
-    async def _signal_broker(self, broker: BrokerClient, signum: int) -> None:
-        if self.container_id is None:
-            return
-        if signum == 0:
-            await self.poll()
-            return
-        if signum == signal.SIGINT and self._pod is not None:
-            # A kernel pod gets no signals through the API: ipykernel's own
-            # interrupt_request on the control channel interrupts it the same way.
-            await self._call(self._send_interrupt_request)
-            return
-        try:
-            await broker.signal(self.container_kernel_id, int(signum))
-        except BrokerNotFoundError:
-            self._forget_container()
-        except BrokerError as err:
-            if err.http_status == 409:  # 409: not running, nothing to signal
-                return
-            if signum in (signal.SIGKILL, signal.SIGTERM):
-                # Shutting down: the DELETE of cleanup() follows and says what went wrong.
-                self.log.warning("tfenv: the broker could not signal %s: %s", self.kernel_id, err)
-                return
-            # An HTTP error, so that an interrupt answers with the broker's message.
-            raise HTTPError(err.http_status, err.message, reason="tfenv broker") from err
-
-    def _send_interrupt_request(self) -> None:
-        km = self.parent
-        if km is None:
-            return
-        info: dict[str, Any] = dict(self.connection_info)
-        context = zmq.Context()
-        sock = context.socket(zmq.DEALER)
-        try:
-            sock.linger = 1000
-            sock.connect(f"tcp://{info['ip']}:{int(info['control_port'])}")
-            km.session.send(sock, "interrupt_request", {})
-        finally:
-            sock.close(linger=1000)
-            context.term()
+        await self.runner.signal(signum)
 
     async def kill(self, restart: bool = False) -> None:
         await self.send_signal(signal.SIGKILL)
@@ -1140,34 +554,13 @@ class TFEnvKernelProvisioner(  # type: ignore[metaclass]
     async def cleanup(self, restart: bool = False) -> None:
         if self._detached:
             return  # kept for the next server (keep_kernels_on_stop)
-        if self.broker is not None:
-            # The broker removes the container, and the runtime folder unless this is a
-            # restart (then the next pre_launch asks for the same folder again).
-            await self._discard_broker_kernel(restart=restart)
-        else:
-            try:
-                container = await self._get_container()
-                if container is not None:
-                    await self._call(remove_quietly, container)
-                    live.forget_container(container.id)
-            except Exception as err:
-                if not engine_unreachable(err):
-                    raise
-                # Labelled with this server: the reaper removes it once the engine is back.
-                self.log.warning(
-                    "tfenv: kernel %s: container %s not removed, the Docker engine cannot "
-                    "be asked: %s",
-                    self.kernel_id,
-                    str(self.container_id or "?")[:12],
-                    str(err).split("\n", 1)[0][:200],
-                )
-            self._forget_container()
+        await self.runner.remove(restart)
         if not restart:
             metrics.kernel_stopped(str(self.environment.get("id", "?")), self.kernel_id)
         if self.ports_cached and not restart:
             await super().cleanup(restart=restart)
         if not restart and self.runtime_dir:
-            if self.broker is None or self._pod is not None:  # the folder is this server's
+            if self.runner.owns_runtime_dir:  # not the broker's
                 await self._call(shutil.rmtree, self.runtime_dir, True)
             self.runtime_dir = None
 
@@ -1189,14 +582,16 @@ class TFEnvKernelProvisioner(  # type: ignore[metaclass]
         return recommended
 
 
-def _start_error(err: BrokerError) -> KernelStartError:
-    """A broker's refusal as a kernel start error: its message and status, unchanged."""
-    logs = err.logs
-    if logs.strip() and logs.rstrip() in err.message:
-        logs = ""  # the broker's message already ends with them
-    return KernelStartError(err.message, logs=logs, status_code=err.http_status)
-
-
 #: Deprecated: the old name of :class:`TFEnvKernelProvisioner` (the same class; its config
 #: section ``c.DockerKernelProvisioner`` keeps working).
 DockerKernelProvisioner = TFEnvKernelProvisioner
+
+
+KernelRunner = LocalKernel | BrokeredKernel
+
+
+def make_runner(prov: TFEnvKernelProvisioner, broker: BrokerClient | None) -> KernelRunner:
+    """The runner of a provisioner: through the broker when it has one, else local."""
+    if broker is None:
+        return LocalKernel(prov)
+    return BrokeredKernel(prov, BrokerBackend(broker))

@@ -16,20 +16,17 @@ from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Enum, Float, Unicode
 
 from jupyter_tfenv import __version__
-from jupyter_tfenv.backends.docker.engine import connect, reap_orphans
 from jupyter_tfenv.backends.docker.probe import probe_cache_dir
 from jupyter_tfenv.catalog.loading import TFEnvCatalog
-from jupyter_tfenv.errors import OneLineRefusals, TFEnvError, as_tfenv_error, engine_unreachable
+from jupyter_tfenv.errors import OneLineRefusals, TFEnvError
 from jupyter_tfenv.kernels.kernelspecs import TFEnvKernelSpecManager
 from jupyter_tfenv.kernels.provisioner import TFEnvKernelProvisioner
-from jupyter_tfenv.lifecycle.adoption import held_by_live_server
 from jupyter_tfenv.lifecycle.culling import cull_idle_kernels, idle_timeout_of
 from jupyter_tfenv.lifecycle.keep import (
     KEEP_MODES,
     adopt_kernels,
     detach_kernels,
     keeps,
-    known_kernel_ids,
 )
 from jupyter_tfenv.lifecycle.pool import KernelPool, start_pool, stop_pool
 from jupyter_tfenv.server.handlers import checkpoints, environments, kernels, pulls
@@ -204,72 +201,9 @@ class TFEnvApp(ExtensionApp):
             self.handlers.extend(module.routes)
 
     async def _reap(self) -> None:
-        provisioner = TFEnvKernelProvisioner(parent=self.serverapp, kernel_id="gc")
-        broker = provisioner.broker
-        if broker is not None:
-            await self._reap_through_broker(broker)
-            return
-        try:
-            client = await asyncio.to_thread(connect, provisioner.docker_timeout)
-            reaped = await asyncio.to_thread(
-                reap_orphans,
-                client,
-                provisioner.owner,
-                runtime_roots=[provisioner.runtime_root],
-                is_held=held_by_live_server,
-            )
-        except Exception as err:
-            if not isinstance(err, TFEnvError) and not engine_unreachable(err):
-                raise
-            self.log.warning("tfenv: no orphan check at start-up: %s", as_tfenv_error(err))
-            return
-        for item in reaped:
-            self.log.warning(
-                "tfenv: removed kernel container %s (%s, kernel %s) left by a server that "
-                "died (%s)",
-                item.name,
-                item.environment,
-                item.kernel_id,
-                item.reason,
-            )
-
-    async def _reap_through_broker(self, broker: Any) -> None:
-        """Broker mode: remove the kernels a killed predecessor of this server left.
-
-        A server that starts has no kernels yet, so every broker kernel of this user that
-        was started for this hub server name (``$JUPYTERHUB_SERVER_NAME``) is an orphan:
-        its server died without shutting it down (SIGKILL, out of memory) and it would
-        hold GPUs and the user's kernel quota until removed. Kernels of the user's other
-        named servers are left alone.
-        """
-        server = os.environ.get("JUPYTERHUB_SERVER_NAME", "")
-        try:
-            kernels = await broker.kernels()
-        except TFEnvError as err:
-            self.log.warning("tfenv: no orphan check at start-up: %s", err)
-            return
-        manager = self.serverapp.kernel_manager if self.serverapp else None
-        # Kernels this server knows, also those still starting (the Lab may restore a
-        # notebook's kernel while this check runs).
-        known = known_kernel_ids(manager) if manager is not None else set()
-        if self._pool is not None:  # pool kernels are this server's too
-            known |= self._pool.kernel_ids()
-        for kernel in kernels:
-            kernel_id = str(kernel.get("kernel_id") or "")
-            if not kernel_id or kernel_id in known or kernel.get("server", "") != server:
-                continue
-            try:
-                await broker.delete_kernel(kernel_id)
-            except TFEnvError as err:
-                self.log.warning("tfenv: could not remove orphaned kernel %s: %s", kernel_id, err)
-                continue
-            self.log.warning(
-                "tfenv: removed kernel %s (%s, container %s) left by this server's previous "
-                "run, which stopped without shutting it down",
-                kernel_id,
-                kernel.get("environment"),
-                kernel.get("name"),
-            )
+        """Remove what a dead predecessor of this server left (its source knows how: the
+        local engine's orphans by labels, or the broker kernels of this hub server)."""
+        await self.settings["tfenv"].source.reap_orphans(self)
 
     def _pool_idle_timeout(self, env: Any) -> float:
         """The idle timeout of a pool: its entry's idle_timeout, else gpu_idle_timeout
@@ -378,7 +312,7 @@ class TFEnvApp(ExtensionApp):
         self._reap_task = asyncio.ensure_future(self._adopt_then_reap())
         if self.cull_interval > 0:
             self._cull_task = asyncio.ensure_future(self._cull_loop())
-        if self.settings["tfenv"].broker is not None:
+        if self.settings["tfenv"].source.hides_not_allowed:
             self._allowed_task = asyncio.ensure_future(self._hide_not_allowed_loop())
 
     #: Seconds a stopping server waits for the start-up adoption and orphan removal.

@@ -20,19 +20,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import pwd
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from docker.errors import APIError, ImageNotFound, NotFound
+from docker.errors import APIError, NotFound
 from requests.exceptions import ConnectionError as RequestsConnectionError
-from requests.exceptions import RequestException
 
 from jupyter_tfenv.backends.base import (
     Admit,
     BackendError,
-    ImageStatus,
     KernelBackend,
     KernelInfo,
     KernelNotFound,
@@ -46,7 +43,6 @@ from jupyter_tfenv.backends.docker.containers import (
     KernelContainers,
     hinted,
     image_missing,
-    image_status_of,
     iso,
     kernel_env,
     stage,
@@ -70,13 +66,6 @@ from jupyter_tfenv.backends.docker.steps import (
     wait_until_bound,
 )
 from jupyter_tfenv.catalog.loading import TFEnvCatalog
-from jupyter_tfenv.catalog.lock import (
-    LockFile,
-    LockMismatchError,
-    LockMissingError,
-    check_lock,
-    require_lock,
-)
 from jupyter_tfenv.catalog.model import Environment
 from jupyter_tfenv.checkpoints import mountcheck
 from jupyter_tfenv.checkpoints.layout import CheckpointStorageError, StorageConfig
@@ -91,7 +80,6 @@ from jupyter_tfenv.core.labels import (
     LABEL_RUNTIME_DIR,
     LABEL_UID,
 )
-from jupyter_tfenv.errors import DockerUnavailableError, TFEnvError
 from jupyter_tfenv.kernels import connection
 
 
@@ -268,76 +256,6 @@ class DockerBackend(KernelContainers, KernelBackend):
             raise self._docker_lost(err) from err
         return {"allocation": rows, "placement": self.settings.gpu_placement}
 
-    # -- connection folders ------------------------------------------------------------------
-
-    async def prepare_connection(
-        self, caller: Caller, kernel_id: str, restart: bool
-    ) -> dict[str, Any]:
-        connection.check_kernel_id(kernel_id)
-        async with self._lock(caller.name):
-            await self.sweep_runtime_dirs(caller, keep=connection.runtime_name(kernel_id))
-            rundir = await asyncio.to_thread(
-                connection.prepare_runtime_dir,
-                self.runtime_root,
-                caller,
-                kernel_id,
-                restart=restart,
-                max_dirs=(
-                    self.max_runtime_dirs()
-                    if callable(self.max_runtime_dirs)
-                    else self.max_runtime_dirs
-                ),
-            )
-        return {"runtime_dir": rundir}
-
-    async def sweep_runtime_dirs(self, caller: Caller, *, keep: str = "") -> list[str]:
-        """Remove the caller's runtime folders of kernels that never started (no container
-        names them, unchanged for runtime_dir_stale_seconds); the removed folders."""
-        stale = await asyncio.to_thread(
-            connection.stale_runtime_dirs,
-            self.runtime_root,
-            caller,
-            older_than=self.runtime_dir_stale_seconds,
-            keep=[keep] if keep else [],
-        )
-        if not stale:
-            return []
-        try:
-            rows = await self.kernel_rows(caller)
-        except BackendError as err:  # Docker is away: nothing is known to be unused
-            self.log.warning("%s: runtime folders not swept: %s", self.log_prefix, err)
-            return []
-        in_use = [(r.get("Labels") or {}).get(LABEL_RUNTIME_DIR, "") for r in rows]
-        removed = await asyncio.to_thread(
-            connection.remove_stale_runtime_dirs, self.runtime_root, caller, stale, in_use
-        )
-        if removed:
-            self.log.info(
-                "%s: removed %d runtime folder(s) of %s (uid %d) whose kernels never started: %s",
-                self.log_prefix,
-                len(removed),
-                caller.name,
-                caller.uid,
-                ", ".join(os.path.basename(p) for p in removed),
-            )
-        return removed
-
-    async def sweep(self) -> None:
-        """:meth:`sweep_runtime_dirs` for every uid with a folder under runtime_root."""
-        for uid in await asyncio.to_thread(connection.runtime_uids, self.runtime_root):
-            try:
-                name = pwd.getpwuid(uid).pw_name
-            except KeyError:
-                name = str(uid)
-            caller = Caller(name=name, uid=uid, gid=uid, home="/")
-            async with self._lock(caller.name):
-                try:
-                    await self.sweep_runtime_dirs(caller)
-                except Exception as err:  # a sweep never stops the process
-                    self.log.warning(
-                        "%s: runtime sweep of uid %d failed: %s", self.log_prefix, uid, err
-                    )
-
     # -- start -------------------------------------------------------------------------------
 
     async def start(
@@ -458,50 +376,6 @@ class DockerBackend(KernelContainers, KernelBackend):
             "checkpoints": checkpoints,
             "gpu_devices": list(gpu_devices),
         }
-
-    @staticmethod
-    def _resolve_image(client: Any, env: Environment) -> Any:
-        try:
-            return client.images.get(env.image)
-        except ImageNotFound:
-            raise image_missing(env) from None
-        except APIError as err:
-            raise BackendError(explain_api_error(err, env), status=500) from err
-        except RequestsConnectionError as err:
-            raise BackendError(f"The Docker engine stopped answering: {err}.", status=503) from err
-
-    async def _check_lock(self, client: Any, env: Environment) -> None:
-        catalog = self.catalog()
-        if catalog.lock_policy == "off":
-            return
-        path = catalog.lock_path()
-        strict = catalog.lock_policy == "strict"
-        try:
-            if path is None:
-                if strict:
-                    require_lock(env, None)
-                return
-            lock = await asyncio.to_thread(LockFile.load, path)
-            if strict:
-                await asyncio.to_thread(require_lock, env, lock)
-            await asyncio.to_thread(check_lock, client, env, lock)
-        except LockMissingError as err:
-            raise BackendError(
-                err.message + " (Ask an admin: these commands run on the broker's host.)",
-                status=409,
-                reason="not locked",
-            ) from err
-        except LockMismatchError as err:
-            if catalog.lock_policy == "warn":
-                self.log.warning("%s: starting anyway (lock_policy=warn): %s", self.log_prefix, err)
-                return
-            raise BackendError(
-                err.message + " (Ask an admin: these commands run on the broker's host.)",
-                status=409,
-                reason="lock mismatch",
-            ) from err
-        except TFEnvError as err:
-            raise BackendError(err.message, status=500, reason="lock file") from err
 
     def _prepare_storage(
         self, client: Any, caller: Caller, env: Environment, image_id: str
@@ -626,23 +500,6 @@ class DockerBackend(KernelContainers, KernelBackend):
         )
 
     # -- environments ------------------------------------------------------------------------
-
-    async def image_status(self, envs: list[Environment]) -> dict[str, ImageStatus]:
-        index = await self._image_index()
-        return {env.id: image_status_of(env, index) for env in envs}
-
-    async def _image_index(self) -> dict[str, dict[str, Any]] | str:
-        """``{reference: image row}`` of the engine's images, or the error text."""
-        try:
-            client = await self.docker()
-            rows = await asyncio.to_thread(client.api.images)
-        except (DockerUnavailableError, APIError, RequestException) as err:
-            return str(err)
-        index: dict[str, dict[str, Any]] = {}
-        for row in rows:
-            for ref in (row.get("RepoTags") or []) + (row.get("RepoDigests") or []):
-                index[ref] = row
-        return index
 
     async def probe(
         self,

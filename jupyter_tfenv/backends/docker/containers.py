@@ -1,7 +1,8 @@
 """What :class:`~jupyter_tfenv.backends.docker.backend.DockerBackend` stands on: the engine
 client, a caller's kernel containers found by their labels (owner, uid and the backend's
-scope labels, e.g. the broker's id), usage for quotas, and the small pure helpers of a
-start. No state of kernels is kept: the labels are the picture.
+scope labels, e.g. the broker's id), usage for quotas, the connection folders lent to
+callers and their sweep, the image index, the image and lock checks before a start, and
+the small pure helpers of a start. No state of kernels is kept: the labels are the picture.
 """
 
 from __future__ import annotations
@@ -9,13 +10,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import pwd
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
-from docker.errors import NotFound
+from docker.errors import APIError, ImageNotFound, NotFound
 from requests.exceptions import ConnectionError as RequestsConnectionError
+from requests.exceptions import RequestException
 
 from jupyter_tfenv.backends.base import (
     BackendError,
@@ -26,12 +29,31 @@ from jupyter_tfenv.backends.base import (
 )
 from jupyter_tfenv.backends.docker import gpu as gpu_mod
 from jupyter_tfenv.backends.docker import gpu_alloc
-from jupyter_tfenv.backends.docker.engine import forget_shared_client, shared_client
+from jupyter_tfenv.backends.docker.engine import (
+    explain_api_error,
+    forget_shared_client,
+    shared_client,
+)
 from jupyter_tfenv.backends.docker.steps import RUNNING_STATES
+from jupyter_tfenv.catalog.loading import TFEnvCatalog
+from jupyter_tfenv.catalog.lock import (
+    LockFile,
+    LockMismatchError,
+    LockMissingError,
+    check_lock,
+    require_lock,
+)
 from jupyter_tfenv.catalog.model import Environment
 from jupyter_tfenv.checkpoints import mountcheck
 from jupyter_tfenv.core.caller import Caller
-from jupyter_tfenv.core.labels import LABEL_GPUS, LABEL_KERNEL_ID, LABEL_OWNER, LABEL_UID
+from jupyter_tfenv.core.labels import (
+    LABEL_GPUS,
+    LABEL_KERNEL_ID,
+    LABEL_OWNER,
+    LABEL_RUNTIME_DIR,
+    LABEL_UID,
+)
+from jupyter_tfenv.errors import DockerUnavailableError, TFEnvError
 from jupyter_tfenv.kernels import connection
 
 
@@ -39,7 +61,12 @@ class KernelContainers:
     """A caller's kernel containers on one engine (the base of DockerBackend)."""
 
     settings: Any
+    catalog: Callable[[], TFEnvCatalog]
     scope_labels: dict[str, str]
+    runtime_root: str
+    runtime_dir_stale_seconds: float
+    max_runtime_dirs: Callable[[], int | None] | int | None
+    log_prefix: str
     log: logging.Logger | Any
     _client: Any
     _probing: dict[str, dict[object, int]]
@@ -144,6 +171,141 @@ class KernelContainers:
             return await asyncio.to_thread(client.containers.get, rows[0]["Id"])
         except NotFound:
             raise KernelNotFound(kernel_id) from None
+
+    # -- connection folders ------------------------------------------------------------------
+
+    async def prepare_connection(
+        self, caller: Caller, kernel_id: str, restart: bool
+    ) -> dict[str, Any]:
+        connection.check_kernel_id(kernel_id)
+        async with self._lock(caller.name):
+            await self.sweep_runtime_dirs(caller, keep=connection.runtime_name(kernel_id))
+            rundir = await asyncio.to_thread(
+                connection.prepare_runtime_dir,
+                self.runtime_root,
+                caller,
+                kernel_id,
+                restart=restart,
+                max_dirs=(
+                    self.max_runtime_dirs()
+                    if callable(self.max_runtime_dirs)
+                    else self.max_runtime_dirs
+                ),
+            )
+        return {"runtime_dir": rundir}
+
+    async def sweep_runtime_dirs(self, caller: Caller, *, keep: str = "") -> list[str]:
+        """Remove the caller's runtime folders of kernels that never started (no container
+        names them, unchanged for runtime_dir_stale_seconds); the removed folders."""
+        stale = await asyncio.to_thread(
+            connection.stale_runtime_dirs,
+            self.runtime_root,
+            caller,
+            older_than=self.runtime_dir_stale_seconds,
+            keep=[keep] if keep else [],
+        )
+        if not stale:
+            return []
+        try:
+            rows = await self.kernel_rows(caller)
+        except BackendError as err:  # Docker is away: nothing is known to be unused
+            self.log.warning("%s: runtime folders not swept: %s", self.log_prefix, err)
+            return []
+        in_use = [(r.get("Labels") or {}).get(LABEL_RUNTIME_DIR, "") for r in rows]
+        removed = await asyncio.to_thread(
+            connection.remove_stale_runtime_dirs, self.runtime_root, caller, stale, in_use
+        )
+        if removed:
+            self.log.info(
+                "%s: removed %d runtime folder(s) of %s (uid %d) whose kernels never started: %s",
+                self.log_prefix,
+                len(removed),
+                caller.name,
+                caller.uid,
+                ", ".join(os.path.basename(p) for p in removed),
+            )
+        return removed
+
+    async def sweep(self) -> None:
+        """:meth:`sweep_runtime_dirs` for every uid with a folder under runtime_root."""
+        for uid in await asyncio.to_thread(connection.runtime_uids, self.runtime_root):
+            try:
+                name = pwd.getpwuid(uid).pw_name
+            except KeyError:
+                name = str(uid)
+            caller = Caller(name=name, uid=uid, gid=uid, home="/")
+            async with self._lock(caller.name):
+                try:
+                    await self.sweep_runtime_dirs(caller)
+                except Exception as err:  # a sweep never stops the process
+                    self.log.warning(
+                        "%s: runtime sweep of uid %d failed: %s", self.log_prefix, uid, err
+                    )
+
+    # -- images ------------------------------------------------------------------------------
+
+    async def image_status(self, envs: list[Environment]) -> dict[str, ImageStatus]:
+        index = await self._image_index()
+        return {env.id: image_status_of(env, index) for env in envs}
+
+    async def _image_index(self) -> dict[str, dict[str, Any]] | str:
+        """``{reference: image row}`` of the engine's images, or the error text."""
+        try:
+            client = await self.docker()
+            rows = await asyncio.to_thread(client.api.images)
+        except (DockerUnavailableError, APIError, RequestException) as err:
+            return str(err)
+        index: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            for ref in (row.get("RepoTags") or []) + (row.get("RepoDigests") or []):
+                index[ref] = row
+        return index
+
+    # -- before a start ----------------------------------------------------------------------
+
+    @staticmethod
+    def _resolve_image(client: Any, env: Environment) -> Any:
+        try:
+            return client.images.get(env.image)
+        except ImageNotFound:
+            raise image_missing(env) from None
+        except APIError as err:
+            raise BackendError(explain_api_error(err, env), status=500) from err
+        except RequestsConnectionError as err:
+            raise BackendError(f"The Docker engine stopped answering: {err}.", status=503) from err
+
+    async def _check_lock(self, client: Any, env: Environment) -> None:
+        catalog = self.catalog()
+        if catalog.lock_policy == "off":
+            return
+        path = catalog.lock_path()
+        strict = catalog.lock_policy == "strict"
+        try:
+            if path is None:
+                if strict:
+                    require_lock(env, None)
+                return
+            lock = await asyncio.to_thread(LockFile.load, path)
+            if strict:
+                await asyncio.to_thread(require_lock, env, lock)
+            await asyncio.to_thread(check_lock, client, env, lock)
+        except LockMissingError as err:
+            raise BackendError(
+                err.message + " (Ask an admin: these commands run on the broker's host.)",
+                status=409,
+                reason="not locked",
+            ) from err
+        except LockMismatchError as err:
+            if catalog.lock_policy == "warn":
+                self.log.warning("%s: starting anyway (lock_policy=warn): %s", self.log_prefix, err)
+                return
+            raise BackendError(
+                err.message + " (Ask an admin: these commands run on the broker's host.)",
+                status=409,
+                reason="lock mismatch",
+            ) from err
+        except TFEnvError as err:
+            raise BackendError(err.message, status=500, reason="lock file") from err
 
 
 def kernel_env(caller: Caller, passed: dict[str, str], mount: str) -> dict[str, str]:

@@ -17,6 +17,9 @@ A pull is ``done`` only when Docker said so (``Status: Downloaded newer image`` 
 ends early, is cancelled or carries an error never counts as done.
 """
 
+# Longer than 600 lines: one pull's state machine (layers, progress, lock check, cancel)
+# and its manager, which share the progress model and are tested as one.
+
 from __future__ import annotations
 
 import asyncio

@@ -1,0 +1,454 @@
+"""Where the server's REST answers about images, probes, pulls and live kernels come from.
+
+Two peers, one chosen when the service is made (:func:`make_source`), so that
+:class:`~jupyter_tfenv.server.service.TFEnvService` never asks which:
+
+- :class:`LocalSource`: this server's own Docker engine (images, lock status, probes it
+  runs, pulls, live readings of its containers, the GPU holders from labels);
+- :class:`BrokerSource`: the tfenv broker (``broker_url`` set: JupyterHub), through
+  :class:`~jupyter_tfenv.backends.broker.BrokerBackend`: image status and probes are the
+  broker's, pulls are refused (an admin pulls on the host), live status is the broker's,
+  and no Docker client is ever made here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+from docker.errors import APIError, DockerException, ImageNotFound
+
+from jupyter_tfenv.backends.broker import (
+    BrokerBackend,
+    BrokerClient,
+    BrokerError,
+    BrokerNotFoundError,
+)
+from jupyter_tfenv.backends.docker import live
+from jupyter_tfenv.backends.docker.engine import connect, gpu_allocation, reap_orphans
+from jupyter_tfenv.backends.docker.probe import cached_probe, probe_image
+from jupyter_tfenv.backends.docker.pulls import Pull
+from jupyter_tfenv.catalog.lock import lock_status
+from jupyter_tfenv.catalog.model import Environment
+from jupyter_tfenv.errors import (
+    DockerUnavailableError,
+    NotFoundError,
+    TFEnvError,
+    as_tfenv_error,
+    engine_unreachable,
+)
+from jupyter_tfenv.lifecycle.adoption import held_by_live_server
+from jupyter_tfenv.lifecycle.keep import known_kernel_ids
+
+if TYPE_CHECKING:
+    from jupyter_tfenv.kernels.provisioner import TFEnvKernelProvisioner
+    from jupyter_tfenv.server.service import BrokerCheckpoints, TFEnvService
+
+#: What a pull request gets in broker mode.
+PULL_BY_ADMIN = (
+    "In this JupyterHub, images are pulled by an admin: ask them to run "
+    "`jupyter tfenv pull {env}` on the host."
+)
+
+
+class LocalSource:
+    """This server's own Docker engine."""
+
+    #: The broker's environment groups hide environments from the picker; here: none.
+    hides_not_allowed = False
+
+    def __init__(self, service: TFEnvService) -> None:
+        self.service = service
+
+    def forget(self) -> None:
+        """Nothing cached here (the service keeps the engine's image list)."""
+
+    async def docker(self) -> Any:
+        svc = self.service
+        if svc._client is None:
+            svc._client = await asyncio.to_thread(connect, svc.defaults.docker_timeout)
+        return svc._client
+
+    async def image_presence(self, envs: list[Environment]) -> dict[str, dict[str, Any]]:
+        try:
+            images = await self.service._image_list()
+        except (DockerUnavailableError, APIError) as err:
+            return {env.id: {"present": None, "error": str(err)} for env in envs}
+        by_ref: dict[str, dict[str, Any]] = {}
+        for image in images:
+            for ref in (image.get("RepoTags") or []) + (image.get("RepoDigests") or []):
+                by_ref[ref] = image
+        result = {}
+        for env in envs:
+            ref = (
+                env.image
+                if ":" in env.image.rsplit("/", 1)[-1] or "@" in env.image
+                else (f"{env.image}:latest")
+            )
+            found = by_ref.get(ref) or by_ref.get(f"docker.io/{ref}")
+            result[env.id] = (
+                {"present": True, "image_id": found["Id"], "size": found.get("Size")}
+                if found
+                else {"present": False, "image_id": None, "size": None}
+            )
+        return result
+
+    async def image_status(self, env: Environment) -> dict[str, Any]:
+        svc = self.service
+        client = await self.docker()
+
+        def inspect() -> dict[str, Any]:
+            status: dict[str, Any] = {"environment": env.id, "image": env.image}
+            try:
+                image = client.images.get(env.image)
+            except ImageNotFound:
+                status.update(
+                    present=False, image_id=None, repo_digests=[], size=None, created=None
+                )
+            else:
+                status.update(
+                    present=True,
+                    image_id=image.id,
+                    repo_digests=image.attrs.get("RepoDigests") or [],
+                    size=image.attrs.get("Size"),
+                    created=image.attrs.get("Created"),
+                    architecture=image.attrs.get("Architecture"),
+                )
+            lock = svc.lock()
+            policy = svc.catalog.lock_policy
+            status["lock"] = (
+                lock_status(client, env, lock, policy)
+                if lock is not None or policy == "strict"
+                else None
+            )
+            return status
+
+        return await asyncio.to_thread(inspect)
+
+    async def cached_probe(self, env: Environment) -> dict[str, Any] | None:
+        svc = self.service
+        presence = (await self.image_presence([env])).get(env.id) or {}
+        image_id = presence.get("image_id")
+        if not image_id:
+            return None
+        result = await asyncio.to_thread(
+            cached_probe, str(image_id), env, cache_dir=svc.probe_cache_dir
+        )
+        return dict(result) if result is not None else None
+
+    async def probe(self, env: Environment, *, refresh: bool) -> dict[str, Any]:
+        svc = self.service
+        running = svc._probes.get(env.id)
+        if running is not None and not running.done():
+            return await asyncio.shield(running)
+        client = await self.docker()
+        future = asyncio.ensure_future(
+            asyncio.to_thread(
+                probe_image,
+                client,
+                env,
+                cache_dir=svc.probe_cache_dir,
+                uid=svc.defaults.uid,
+                gid=svc.defaults.gid,
+                refresh=refresh,
+            )
+        )
+        svc._probes[env.id] = future
+        return await future
+
+    async def start_pull(self, env: Environment) -> Pull:
+        svc = self.service
+        manager = await svc.pull_manager()
+        # Refused at once while the engine is away (503), not accepted to fail later.
+        from jupyter_tfenv.server.service import engine_call  # noqa: PLC0415 - no cycle at import
+
+        await engine_call((await self.docker()).ping)
+        return await manager.start(env, lock=svc.lock())
+
+    def pull_capability(self) -> dict[str, Any]:
+        return {"allowed": True, "message": None}
+
+    async def remote_checkpoints(self) -> BrokerCheckpoints | None:
+        """None: this server reads its own checkpoint folder."""
+        return None
+
+    async def live(self, kernel_id: str, prov: TFEnvKernelProvisioner) -> dict[str, Any]:
+        client = await self.docker()
+        gpus = await self.service.gpu_overview()
+        try:
+            return (
+                # No second CPU sample on a first look: the answer comes at once with
+                # cpu_percent null, and the streaming reader fills it in for the next poll.
+                dict(
+                    await asyncio.to_thread(
+                        live.kernel_live_status,
+                        client,
+                        prov.container_id,
+                        gpus,
+                        cpu_baseline=False,
+                    )
+                )
+                if prov.container_id
+                else {"status": "starting", "running": False}
+            )
+        except live.ContainerGone as err:
+            return {"status": "gone", "running": False, "message": str(err)}
+
+    async def gpu_client(self) -> Any:
+        """The engine for the GPU overview (NVML needs none; it only adds containers)."""
+        try:
+            return await self.docker()
+        except DockerUnavailableError:
+            return None
+
+    async def add_allocation(self, overview: dict[str, Any], client: Any) -> None:
+        """Which kernel holds which device (the allocator's picture, from labels)."""
+        if client is None:
+            return
+        defaults = self.service.defaults
+        try:
+            overview["allocation"] = await asyncio.to_thread(
+                gpu_allocation, client, list(defaults.gpu_devices), viewer=defaults.owner
+            )
+        except (DockerException, OSError) as err:
+            overview["allocation_error"] = f"Could not list the GPU holders: {err}"
+
+    async def reap_orphans(self, app: Any) -> None:
+        """Remove the kernel containers of this user that a dead server left (labels:
+        server host, pid and its start time)."""
+        defaults = self.service.defaults
+        try:
+            client = await asyncio.to_thread(connect, defaults.docker_timeout)
+            reaped = await asyncio.to_thread(
+                reap_orphans,
+                client,
+                defaults.owner,
+                runtime_roots=[defaults.runtime_root],
+                is_held=held_by_live_server,
+            )
+        except Exception as err:
+            if not isinstance(err, TFEnvError) and not engine_unreachable(err):
+                raise
+            app.log.warning("tfenv: no orphan check at start-up: %s", as_tfenv_error(err))
+            return
+        for item in reaped:
+            app.log.warning(
+                "tfenv: removed kernel container %s (%s, kernel %s) left by a server that "
+                "died (%s)",
+                item.name,
+                item.environment,
+                item.kernel_id,
+                item.reason,
+            )
+
+
+class BrokerSource:
+    """The tfenv broker (JupyterHub): this server makes no Docker client."""
+
+    #: Environments the broker does not allow this user are left out of the picker.
+    hides_not_allowed = True
+
+    def __init__(self, service: TFEnvService, broker: BrokerClient) -> None:
+        self.service = service
+        self.backend = BrokerBackend(broker)
+        self._envs: tuple[float, asyncio.Future[list[dict[str, Any]]]] | None = None
+        self._probes: dict[tuple[str, str], dict[str, Any]] = {}
+
+    @property
+    def broker(self) -> BrokerClient:
+        return self.backend.client
+
+    async def docker(self) -> Any:
+        raise BrokerError(
+            "This server has no Docker access: in this JupyterHub, kernels run through "
+            f"the tfenv broker at {self.broker.url}.",
+            status=503,
+            reason="BrokerMode",
+        )
+
+    def forget(self) -> None:
+        """Forget the broker's environments (after a change of images)."""
+        self._envs = None
+
+    async def environments(self) -> dict[str, dict[str, Any]]:
+        """The broker's environments by id (image status, ``allowed``), shared by
+        concurrent requests and kept for 2 s."""
+        now = time.monotonic()
+        cached = self._envs
+        if (
+            cached is None
+            or now - cached[0] > self.service.IMAGE_LIST_TTL
+            or (cached[1].done() and cached[1].exception() is not None)
+        ):
+            future = asyncio.ensure_future(self.broker.environments())
+            self._envs = cached = (now, future)
+        envs = await asyncio.shield(cached[1])
+        return {str(e.get("id")): e for e in envs if isinstance(e, dict)}
+
+    async def _image(self, env: Environment) -> dict[str, Any]:
+        entry = (await self.environments()).get(env.id)
+        if entry is None:
+            raise NotFoundError(
+                f"The tfenv broker has no environment '{env.id}' (its catalog differs from "
+                "this server's); ask your JupyterHub admin."
+            )
+        return dict(entry.get("image") or {})
+
+    async def image_presence(self, envs: list[Environment]) -> dict[str, dict[str, Any]]:
+        try:
+            known = await self.environments()
+        except BrokerError as err:
+            return {env.id: {"present": None, "error": str(err)} for env in envs}
+        result: dict[str, dict[str, Any]] = {}
+        for env in envs:
+            entry = known.get(env.id)
+            if entry is None:
+                result[env.id] = {
+                    "present": None,
+                    "error": f"The tfenv broker has no environment '{env.id}'.",
+                }
+                continue
+            image = entry.get("image") or {}
+            result[env.id] = {
+                "present": image.get("present"),
+                "image_id": image.get("image_id"),
+                "size": image.get("size"),
+            }
+            if entry.get("allowed") is False:
+                result[env.id]["allowed"] = False
+                result[env.id]["reason"] = entry.get("reason")
+        return result
+
+    async def image_status(self, env: Environment) -> dict[str, Any]:
+        image = await self._image(env)
+        status: dict[str, Any] = {
+            "environment": env.id,
+            "image": env.image,
+            "present": None,
+            "image_id": None,
+            "repo_digests": [],
+            "size": None,
+            "created": None,
+            "lock": None,
+        }
+        status.update({k: v for k, v in image.items() if k not in ("environment", "image")})
+        return status
+
+    async def cached_probe(self, env: Environment) -> dict[str, Any] | None:
+        return await self._probe(env, cached_only=True)
+
+    async def probe(self, env: Environment, *, refresh: bool) -> dict[str, Any]:
+        return await self._probe(env, cached_only=False, refresh=refresh) or {}
+
+    async def _probe(
+        self, env: Environment, *, cached_only: bool, refresh: bool = False
+    ) -> dict[str, Any] | None:
+        """The broker's probe of ``env``'s image, kept here by image id.
+
+        ``cached_only``: only what this server already has, as the local cached probe (a GET
+        never makes the broker start a probe container); else ask the broker, which answers
+        from its cache or probes (errors such as a missing image come as BrokerError).
+        """
+        try:
+            image_id = str((await self._image(env)).get("image_id") or "")
+        except (BrokerError, NotFoundError):
+            if cached_only:
+                return None
+            raise
+        cached = self._probes.get((env.id, image_id)) if image_id else None
+        if cached_only or (cached is not None and not refresh):
+            return cached
+        answer = await self.backend.probe(None, env, refresh=refresh)
+        if answer.get("state", "ok") != "ok":
+            return answer
+        result = {k: v for k, v in answer.items() if k != "state"}
+        if image_id:
+            self._probes[(env.id, image_id)] = result
+        return result
+
+    async def start_pull(self, env: Environment) -> Pull:
+        raise BrokerError(PULL_BY_ADMIN.format(env=env.id), status=403, reason="BrokerMode")
+
+    def pull_capability(self) -> dict[str, Any]:
+        return {"allowed": False, "message": PULL_BY_ADMIN.format(env="<environment>")}
+
+    async def remote_checkpoints(self) -> BrokerCheckpoints | None:
+        """The broker's checkpoints when its kernels are Kubernetes pods (their claims are
+        not this server's to read), else None (this server reads its own folder)."""
+        from jupyter_tfenv.server.service import BrokerCheckpoints  # noqa: PLC0415 - no cycle
+
+        if await self.backend.learn_backend() != "kubernetes":
+            return None
+        return BrokerCheckpoints(self.broker)
+
+    async def live(self, kernel_id: str, prov: TFEnvKernelProvisioner) -> dict[str, Any]:
+        if not prov.container_id:
+            return {"status": "starting", "running": False}
+        try:
+            answer = await self.backend.live(None, prov.container_kernel_id)
+        except BrokerNotFoundError as err:
+            return {"status": "gone", "running": False, "message": str(err)}
+        # The contract names the live status itself; accept it wrapped in "live" too.
+        wrapped = answer.get("live")
+        return dict(wrapped) if isinstance(wrapped, dict) else answer
+
+    async def gpu_client(self) -> Any:
+        return None  # NVML only: this server has no Docker client
+
+    async def add_allocation(self, overview: dict[str, Any], client: Any) -> None:
+        if self.backend.remote == "kubernetes":
+            return
+        try:
+            overview["allocation"] = list((await self.broker.gpus()).get("allocation") or [])
+        except BrokerError as err:  # an older broker has no GET /api/gpus
+            overview["allocation_error"] = f"The broker did not list the GPU holders: {err}"
+
+    async def reap_orphans(self, app: Any) -> None:
+        """Remove the kernels a killed predecessor of this server left.
+
+        A server that starts has no kernels yet, so every broker kernel of this user that
+        was started for this hub server name (``$JUPYTERHUB_SERVER_NAME``) is an orphan:
+        its server died without shutting it down (SIGKILL, out of memory) and it would
+        hold GPUs and the user's kernel quota until removed. Kernels of the user's other
+        named servers are left alone.
+        """
+        server = os.environ.get("JUPYTERHUB_SERVER_NAME", "")
+        try:
+            kernels = await self.backend.list_kernels(None)
+        except TFEnvError as err:
+            app.log.warning("tfenv: no orphan check at start-up: %s", err)
+            return
+        manager = app.serverapp.kernel_manager if app.serverapp else None
+        # Kernels this server knows, also those still starting (the Lab may restore a
+        # notebook's kernel while this check runs).
+        known = known_kernel_ids(manager) if manager is not None else set()
+        if app._pool is not None:  # pool kernels are this server's too
+            known |= app._pool.kernel_ids()
+        for kernel in kernels:
+            kernel_id = str(kernel.kernel_id or "")
+            if not kernel_id or kernel_id in known or kernel.server != server:
+                continue
+            try:
+                await self.backend.remove(None, kernel_id)
+            except TFEnvError as err:
+                app.log.warning("tfenv: could not remove orphaned kernel %s: %s", kernel_id, err)
+                continue
+            app.log.warning(
+                "tfenv: removed kernel %s (%s, container %s) left by this server's previous "
+                "run, which stopped without shutting it down",
+                kernel_id,
+                kernel.environment,
+                kernel.name,
+            )
+
+
+Source = LocalSource | BrokerSource
+
+
+def make_source(service: TFEnvService, broker: BrokerClient | None) -> Source:
+    """The service's source of answers: the broker when there is one, else local."""
+    if broker is None:
+        return LocalSource(service)
+    return BrokerSource(service, broker)
