@@ -3,6 +3,7 @@ import { DisposableDelegate, IDisposable } from '@lumino/disposable';
 import { ISignal, Signal } from '@lumino/signaling';
 
 import { CheckpointListing } from './checkpointlisting';
+import { EngineOutage } from './engineoutage';
 import type { IProvenanceVerdict } from './provenance';
 import {
   IPullProgress,
@@ -10,7 +11,13 @@ import {
   pullFromPayload,
   reducePullEvent
 } from './pullprogress';
-import { deriveState, IPanelState, IStartError, wantsGpu } from './state';
+import {
+  deriveState,
+  IEngineOutage,
+  IPanelState,
+  IStartError,
+  wantsGpu
+} from './state';
 import {
   ICatalogProblem,
   ICheckpointItem,
@@ -189,6 +196,10 @@ export class TfEnvModel implements ITfEnvModel {
 
   get kernelError(): string | null {
     return this._kernelError;
+  }
+
+  get engineUnreachable(): IEngineOutage | null {
+    return this._engine.current;
   }
 
   get activeProbe(): IProbe | null {
@@ -406,8 +417,10 @@ export class TfEnvModel implements ITfEnvModel {
     try {
       const status = await this._client.imageStatus(envId);
       this._images.set(envId, { status, at: Date.now() });
+      this._engine.answered();
       return status;
-    } catch {
+    } catch (error) {
+      this._engine.failed(error);
       return cached?.status ?? null;
     }
   }
@@ -641,6 +654,7 @@ export class TfEnvModel implements ITfEnvModel {
       }
     }
     await Promise.all(more);
+    this._engine.settled();
     this._maybeProbe();
     if (this._panelHeld) {
       // The active environment may be known only now (the catalog, the
@@ -661,11 +675,13 @@ export class TfEnvModel implements ITfEnvModel {
       this._environmentsError = null;
       this._extensionMissing = false;
       this._unreachable = null;
+      this._engine.listed(reply.environments);
     } catch (error) {
       if (error instanceof TfEnvApiError && error.status === 404) {
         this._extensionMissing = true;
       }
       this._noteUnreachable(error);
+      this._engine.failed(error);
       this._environmentsError = (error as Error).message;
     }
     this._ready.resolve();
@@ -677,6 +693,7 @@ export class TfEnvModel implements ITfEnvModel {
       this._gpusError = null;
     } catch (error) {
       this._gpusError = (error as Error).message;
+      this._engine.failed(error);
     }
   }
 
@@ -684,12 +701,14 @@ export class TfEnvModel implements ITfEnvModel {
     try {
       const status = await this._client.kernel(kernelId);
       this._unreachable = null;
+      this._engine.answered();
       if (kernelId === this.activeKernelId && !this._isRestarting()) {
         this._kernelStatus = status;
         this._kernelError = null;
       }
     } catch (error) {
       this._noteUnreachable(error);
+      this._engine.failed(error);
       if (kernelId === this.activeKernelId) {
         this._kernelError = (error as Error).message;
       }
@@ -828,6 +847,7 @@ export class TfEnvModel implements ITfEnvModel {
       kernelStatus: this.kernelStatus,
       kernelError: this._kernelError,
       serverUnreachable: this._unreachable,
+      engineUnreachable: this._engine.current,
       probe: this.activeProbe,
       probing: this.probing,
       probeError: this.probeError,
@@ -869,6 +889,7 @@ export class TfEnvModel implements ITfEnvModel {
   private _kernelStatus: IKernelStatus | null = null;
   private _kernelError: string | null = null;
   private _unreachable: string | null = null;
+  private _engine = new EngineOutage();
   private _probes = new Map<string, IProbe>();
   private _probing = new Set<string>();
   private _probeErrors = new Map<string, string>();

@@ -39,6 +39,7 @@ export type PanelStateName =
   | 'error'
   | 'no-gpu'
   | 'dead'
+  | 'engine-unreachable'
   | 'ok';
 
 /**
@@ -58,6 +59,7 @@ export type PanelReason =
   | 'start-failed'
   | 'status-failed'
   | 'server-unreachable'
+  | 'engine-unreachable'
   | 'restarting'
   | 'probe-failed'
   | 'kernel-dead'
@@ -84,6 +86,18 @@ export interface IPanelState {
 }
 
 /**
+ * The container engine (Docker) behind the Jupyter server does not answer:
+ * the server's message (answered 503, with what to do) and since when.
+ */
+export interface IEngineOutage {
+  message: string;
+  /**
+   * When the panel first saw it (ms since the epoch).
+   */
+  since: number;
+}
+
+/**
  * Everything the panel state depends on.
  */
 export interface IStateInput {
@@ -93,6 +107,12 @@ export interface IStateInput {
    * stopped, or the network is down); null while it answers.
    */
   serverUnreachable?: string | null;
+  /**
+   * The server answers, but the engine behind it does not (the server's
+   * 503); null once an answer came from the engine again. Kernels keep
+   * running meanwhile when the engine has live-restore: this is not a death.
+   */
+  engineUnreachable?: IEngineOutage | null;
   /**
    * Whether the active widget has a session context (a notebook or console).
    */
@@ -195,6 +215,15 @@ export function deriveState(input: IStateInput): IPanelState {
   // Nothing the panel last read is known to hold any more.
   if (input.serverUnreachable) {
     return state('error', 'server-unreachable', input.serverUnreachable);
+  }
+  // The kernel may well compute on: only what the engine would say is unknown.
+  if (input.engineUnreachable) {
+    return state(
+      'engine-unreachable',
+      'engine-unreachable',
+      input.engineUnreachable.message,
+      new Date(input.engineUnreachable.since).toISOString()
+    );
   }
   if (!input.hasSession) {
     return state('no-kernel', 'no-session');

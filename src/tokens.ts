@@ -18,7 +18,7 @@ import type {
 } from './api';
 import type { IProvenanceVerdict } from './provenance';
 import type { IPullProgress } from './pullprogress';
-import type { IPanelState, IStartError } from './state';
+import type { IEngineOutage, IPanelState, IStartError } from './state';
 
 /**
  * Command ids of the extension (all in the command palette, category
@@ -151,6 +151,11 @@ export interface ITfEnvModel extends IDisposable {
    * Why the last `GET /tfenv/kernels/{id}` failed.
    */
   readonly kernelError: string | null;
+  /**
+   * The Docker engine behind the server does not answer (the server's 503
+   * message, and since when); null once the engine answers again.
+   */
+  readonly engineUnreachable: IEngineOutage | null;
   /**
    * Whether the active environment's image is being probed.
    */

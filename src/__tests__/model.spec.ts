@@ -506,6 +506,90 @@ describe('TfEnvModel', () => {
     lease.dispose();
   });
 
+  it('keeps the engine’s outage (the server’s 503) until the engine answers again', async () => {
+    const made = makeModel();
+    model = made.model;
+    const lease = model.acquire('status');
+    model.setSessionContext(new FakeContext() as any);
+    await settle();
+    expect(model.state.state).toBe('ok');
+    const before = model.kernelStatus;
+    const message =
+      'Cannot reach the Docker engine at unix:///tmp/e.sock: Connection refused. Start the Docker engine (`sudo systemctl start docker`, or Docker Desktop)…';
+    const outage = new TfEnvApiError(message, 503, 'DockerUnavailableError');
+    made.client.kernel.mockRejectedValue(outage);
+    made.client.imageStatus.mockRejectedValue(outage);
+    await model.refresh();
+    expect(model.state).toMatchObject({
+      state: 'engine-unreachable',
+      reason: 'engine-unreachable',
+      message
+    });
+    const since = model.engineUnreachable?.since;
+    expect(since).toEqual(expect.any(Number));
+    // What was read before stays, as stale facts; the time is the first one.
+    expect(model.kernelStatus).toBe(before);
+    await model.refresh();
+    expect(model.engineUnreachable).toEqual({ message, since });
+
+    made.client.kernel.mockImplementation(async (id: string) => ({
+      ...KERNEL,
+      kernel_id: id
+    }));
+    made.client.imageStatus.mockResolvedValue(imageTf220 as any);
+    await model.refresh();
+    expect(model.engineUnreachable).toBeNull();
+    expect(model.state.state).toBe('ok');
+    lease.dispose();
+  });
+
+  it('takes other 503s for what they are, not for the engine', async () => {
+    const made = makeModel();
+    model = made.model;
+    const lease = model.acquire('status');
+    model.setSessionContext(new FakeContext() as any);
+    await settle();
+    made.client.kernel.mockRejectedValue(
+      new TfEnvApiError('kubernetes unavailable', 503, 'KubernetesUnavailable')
+    );
+    await model.refresh();
+    expect(model.engineUnreachable).toBeNull();
+    expect(model.kernelError).toBe('kubernetes unavailable');
+    expect(model.state.state).not.toBe('engine-unreachable');
+    lease.dispose();
+  });
+
+  it('reads the outage from the catalog listing when no kernel runs', async () => {
+    const made = makeModel();
+    model = made.model;
+    const lease = model.acquire('panel');
+    await settle();
+    const reply = JSON.parse(JSON.stringify(environmentsReply));
+    const message =
+      'Cannot reach the Docker engine at unix:///tmp/e.sock: Connection refused.';
+    for (const env of reply.environments) {
+      env.image_status = { present: null, error: message };
+    }
+    made.client.environments.mockResolvedValue(reply);
+    made.client.imageStatus.mockRejectedValue(
+      new TfEnvApiError(message, 503, 'DockerUnavailableError')
+    );
+    await model.refresh();
+    expect(model.state).toMatchObject({
+      state: 'engine-unreachable',
+      message
+    });
+    // A refusal the engine answered is not an outage.
+    for (const env of reply.environments) {
+      env.image_status = { present: null, error: 'API error 500: no space' };
+    }
+    made.client.imageStatus.mockResolvedValue(imageTf220 as any);
+    await model.refresh();
+    expect(model.engineUnreachable).toBeNull();
+    expect(model.state.state).toBe('no-kernel');
+    lease.dispose();
+  });
+
   it('shows a dead kernel', async () => {
     model = makeModel().model;
     const lease = model.acquire('status');

@@ -170,6 +170,50 @@ describe('deriveState', () => {
     expect(deriveState(running({ serverUnreachable: null })).state).toBe('ok');
   });
 
+  it('says the engine does not answer, not that the kernel died, and clears with it', () => {
+    const outage = {
+      message:
+        'Cannot reach the Docker engine at unix:///run/docker.sock: Connection refused. Start the Docker engine (`sudo systemctl start docker`, or Docker Desktop)…',
+      since: Date.UTC(2026, 11, 7, 1, 30)
+    };
+    expect(deriveState(running({ engineUnreachable: outage }))).toEqual({
+      state: 'engine-unreachable',
+      reason: 'engine-unreachable',
+      message: outage.message,
+      detail: '2026-12-07T01:30:00.000Z'
+    });
+    // The last status read said "running"; the failed read is no death.
+    expect(
+      deriveState(
+        running({
+          engineUnreachable: outage,
+          kernelError: outage.message,
+          displayStatus: 'busy'
+        })
+      ).reason
+    ).toBe('engine-unreachable');
+    // Also with no kernel: nothing can start or be pulled meanwhile.
+    expect(
+      deriveState(
+        running({
+          kernelId: null,
+          kernelStatus: null,
+          engineUnreachable: outage
+        })
+      ).state
+    ).toBe('engine-unreachable');
+    // The server itself not answering says more.
+    expect(
+      deriveState(
+        running({
+          engineUnreachable: outage,
+          serverUnreachable: 'Failed to fetch'
+        })
+      ).reason
+    ).toBe('server-unreachable');
+    expect(deriveState(running({ engineUnreachable: null })).state).toBe('ok');
+  });
+
   it('is loading while starting, fetching or probing', () => {
     expect(
       deriveState(

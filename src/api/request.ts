@@ -68,7 +68,13 @@ export async function requestAPI<T>(
         : typeof data === 'string' && data.length > 0 && !/^\s*</.test(data)
           ? data
           : undefined;
-    throw new ServerConnection.ResponseError(response, message);
+    const error = new ServerConnection.ResponseError(response, message);
+    if (data && typeof data === 'object' && typeof data.reason === 'string') {
+      // The server's error class (`DockerUnavailableError`, …).
+      (error as ServerConnection.ResponseError & { reason?: string }).reason =
+        data.reason;
+    }
+    throw error;
   }
 
   return data as T;
@@ -309,7 +315,12 @@ export class TfEnvClient implements ITfEnvClient {
       );
     } catch (error) {
       if (error instanceof ServerConnection.ResponseError) {
-        throw new TfEnvApiError(error.message, error.response.status);
+        const reason = (error as { reason?: unknown }).reason;
+        throw new TfEnvApiError(
+          error.message,
+          error.response.status,
+          typeof reason === 'string' ? reason : null
+        );
       }
       const message = error instanceof Error ? error.message : String(error);
       throw new TfEnvApiError(message, null);

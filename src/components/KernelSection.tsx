@@ -49,6 +49,9 @@ export function KernelSection(
     <section
       className="jp-tfenv-section jp-tfenv-kernel"
       data-tfenv-env={env.id}
+      data-tfenv-stale={
+        model.state.state === 'engine-unreachable' ? 'true' : undefined
+      }
     >
       <h3 className="jp-tfenv-section-title">
         <span className="jp-tfenv-env-name">{env.display_name}</span>

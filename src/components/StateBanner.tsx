@@ -124,6 +124,27 @@ export function StateBanner(
         'The Jupyter server does not answer (it stopped, or the network is down): the state of the kernels and environments is unknown. The panel reads it again once the server answers.'
       );
       break;
+    case 'engine-unreachable': {
+      const since = state.detail ? new Date(state.detail) : null;
+      title = trans.__('Docker engine unreachable');
+      text =
+        since && !Number.isNaN(since.getTime())
+          ? trans.__(
+              'The Jupyter server answers, but its Docker engine has not since %1. A running kernel can go on computing; what is shown below was read before. The panel recovers by itself once the engine answers. The server says:',
+              since.toLocaleTimeString()
+            )
+          : trans.__(
+              'The Jupyter server answers, but its Docker engine does not. A running kernel can go on computing; what is shown below was read before. The server says:'
+            );
+      action = (
+        <p className="jp-tfenv-state-hint jp-tfenv-engine-hint">
+          {trans.__(
+            'Save your work and wait if the engine is being restarted or upgraded; otherwise ask the server’s admin to start it.'
+          )}
+        </p>
+      );
+      break;
+    }
     case 'restarting':
       title = trans.__('Restarting');
       text = trans.__(

@@ -8,7 +8,7 @@ import { statusLabel, statusParts } from '../state';
 import { useModel } from './useModel';
 
 // "no GPU" is in the label already; these get a badge.
-const PROBLEMS = ['error', 'dead', 'not-pulled'];
+const PROBLEMS = ['error', 'dead', 'not-pulled', 'engine-unreachable'];
 
 /**
  * The status bar item's content: the active tfenv kernel's label, a badge
@@ -62,7 +62,9 @@ export function StatusView(props: {
             ? trans.__('dead')
             : state.state === 'not-pulled'
               ? trans.__('not pulled')
-              : trans.__('error')}
+              : state.state === 'engine-unreachable'
+                ? trans.__('engine unreachable')
+                : trans.__('error')}
         </span>
       )}
     </div>
