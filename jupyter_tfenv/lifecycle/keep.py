@@ -18,7 +18,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from jupyter_client.asynchronous import AsyncKernelClient
@@ -199,6 +199,11 @@ async def _prime_kernel_info(
         km._kernel_info_future = done
 
 
+#: How one server finds its kept kernels: :func:`adopt_local` (its own engine's containers)
+#: or :func:`adopt_through_broker` (the broker's list); the server's source picks one.
+Adopter = Callable[..., Awaitable[list[str]]]
+
+
 async def adopt_kernels(
     manager: Any,
     catalog: TFEnvCatalog,
@@ -207,38 +212,29 @@ async def adopt_kernels(
     kept: Callable[[str], bool],
     adopt_timeout: float,
     log: logging.Logger | logging.LoggerAdapter[Any],
+    adopter: Adopter,
 ) -> list[str]:
-    """Adopt this user's kernels that a previous server left running; their ids."""
-    known = known_kernel_ids(manager)
-    if defaults.broker is not None:
-        adopted = await _adopt_through_broker(
-            manager,
-            catalog,
-            defaults.broker,
-            known=known,
-            kept=kept,
-            adopt_timeout=adopt_timeout,
-            log=log,
-        )
-    else:
-        adopted = await _adopt_local(
-            manager,
-            catalog,
-            defaults,
-            known=known,
-            kept=kept,
-            adopt_timeout=adopt_timeout,
-            log=log,
-        )
+    """Adopt this user's kernels that a previous server left running; their ids.
+    ``adopter`` finds and adopts them where the kernels run (the server's source)."""
+    adopted = await adopter(
+        manager,
+        catalog,
+        defaults,
+        known=known_kernel_ids(manager),
+        kept=kept,
+        adopt_timeout=adopt_timeout,
+        log=log,
+    )
     log.info("tfenv: looked for kernels of %s to adopt: %d adopted", defaults.owner, len(adopted))
     return adopted
 
 
-async def _adopt_through_broker(
+async def adopt_through_broker(
     manager: Any,
     catalog: TFEnvCatalog,
-    broker: Any,
+    defaults: TFEnvKernelProvisioner,
     *,
+    broker: Any,
     known: set[str],
     kept: Callable[[str], bool],
     adopt_timeout: float,
@@ -299,7 +295,7 @@ async def _adopt_through_broker(
     return adopted
 
 
-async def _adopt_local(
+async def adopt_local(
     manager: Any,
     catalog: TFEnvCatalog,
     defaults: TFEnvKernelProvisioner,

@@ -291,6 +291,7 @@ class TFEnvApp(ExtensionApp):
                     kept=self._kept(),
                     adopt_timeout=self.adopt_timeout,
                     log=self.log,
+                    adopter=service.source.adopter,
                 )
             except Exception:
                 self.log.exception("tfenv: adopting kept kernels failed")

@@ -14,6 +14,7 @@ Two peers, one chosen when the service is made (:func:`make_source`), so that
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import time
 from typing import TYPE_CHECKING, Any
@@ -40,7 +41,12 @@ from jupyter_tfenv.errors import (
     engine_unreachable,
 )
 from jupyter_tfenv.lifecycle.adoption import held_by_live_server
-from jupyter_tfenv.lifecycle.keep import known_kernel_ids
+from jupyter_tfenv.lifecycle.keep import (
+    Adopter,
+    adopt_local,
+    adopt_through_broker,
+    known_kernel_ids,
+)
 
 if TYPE_CHECKING:
     from jupyter_tfenv.kernels.provisioner import TFEnvKernelProvisioner
@@ -58,6 +64,8 @@ class LocalSource:
 
     #: The broker's environment groups hide environments from the picker; here: none.
     hides_not_allowed = False
+    #: Kept kernels are this owner's containers on the engine that no live server holds.
+    adopter: Adopter = staticmethod(adopt_local)
 
     def __init__(self, service: TFEnvService) -> None:
         self.service = service
@@ -253,6 +261,8 @@ class BrokerSource:
     def __init__(self, service: TFEnvService, broker: BrokerClient) -> None:
         self.service = service
         self.backend = BrokerBackend(broker)
+        #: Kept kernels are the broker's kernels of this hub server name that run.
+        self.adopter: Adopter = functools.partial(adopt_through_broker, broker=broker)
         self._envs: tuple[float, asyncio.Future[list[dict[str, Any]]]] | None = None
         self._probes: dict[tuple[str, str], dict[str, Any]] = {}
 
