@@ -2,17 +2,21 @@
 
 Three peers implement it (docs/ARCHITECTURE.md draws them):
 
-- ``jupyter_tfenv.backends.docker.DockerBackend``: containers on a Docker engine. A local
-  Jupyter server holds one in-process; the broker holds one for all hub users.
-- ``jupyter_tfenv.backends.kubernetes.KubernetesBackend``: pods, for the broker. It is
-  given its settings, never the broker.
+- ``jupyter_tfenv.backends.docker.backend.DockerBackend``: containers on a Docker engine,
+  found by their labels; the broker holds one for all hub users.
+- ``jupyter_tfenv.backends.kubernetes.backend.KubernetesBackend``: pods, for the broker.
+  It is given its settings, never the broker.
 - ``jupyter_tfenv.backends.broker.BrokerBackend``: the broker's REST API, for a
   single-user server on a hub (the broker answers with one of the two above).
 
-The kernel provisioner, the server's REST service and the broker each hold one backend and
-never ask which one it is. A feature a backend lacks is said by :meth:`KernelBackend.supports`
-and, if called anyway, by :class:`UnsupportedByBackend` (a message, HTTP 501), never by an
-``if`` on the mode.
+The broker holds one backend (``TFEnvBroker.kernel_backend``) and never asks which one it
+is. A single-user server chooses once between its local engine and the broker: the
+provisioner's runner (kernels/local.py, kernels/brokered.py, the latter over
+``BrokerBackend``) and the REST service's source (server/sources.py). The local runner
+shares the Docker steps (backends/docker/steps.py, engine.py) with ``DockerBackend`` but
+is not yet a ``DockerBackend`` itself. A feature a backend lacks is said by
+:meth:`KernelBackend.supports` and, if called anyway, by :class:`UnsupportedByBackend` (a
+message, HTTP 501), never by an ``if`` on the mode.
 
 Every method takes the :class:`~jupyter_tfenv.core.caller.Caller` it acts for: a backend
 only ever sees and touches that caller's kernels. The result types are small dataclasses
