@@ -355,9 +355,14 @@ class BrokerBackend(KernelBackend):
         return await self.client.probe(env.id, refresh=refresh)
 
     async def checkpoints(self, caller: Caller | None, env_ids: list[str]) -> dict[str, Any]:
+        """The broker's checkpoints (a broker over Kubernetes: see :meth:`learn_backend`)."""
+        if not self.supports("checkpoints"):
+            raise self.unsupported("checkpoints", "This server reads its own folder.")
         return await self.client.checkpoints(env_ids)
 
     async def delete_checkpoint(
         self, caller: Caller | None, env: Environment, paths: list[str]
     ) -> dict[str, Any]:
+        if not self.supports("checkpoints"):
+            raise self.unsupported("checkpoints", "This server deletes in its own folder.")
         return await self.client.delete_checkpoint_files(env.id, paths)

@@ -54,6 +54,13 @@ class Harness:
     backend: KernelBackend
     caller: Caller
     catalog: TFEnvCatalog
+    #: Whether the backend itself applies the caller's quotas through ``admit`` (the
+    #: broker client does not: the broker applies its own) and keeps callers apart by the
+    #: ``caller`` argument (the broker client: by its token).
+    takes_policy = True
+
+    async def ready(self) -> None:
+        """Called first in each test, on the test's event loop."""
 
     async def request(self, kernel_id: str) -> KernelStart:
         raise NotImplementedError
@@ -97,23 +104,7 @@ class DockerHarness(Harness):
 
         answer = await self.backend.prepare_connection(self.caller, kernel_id, False)
         rundir = answer["runtime_dir"]
-        # What the caller's server does: the connection file, in the folder lent to it.
-        info = {
-            "transport": "ipc",
-            "ip": f"{rundir}/k",
-            "shell_port": 1,
-            "iopub_port": 2,
-            "stdin_port": 3,
-            "control_port": 4,
-            "hb_port": 5,
-            "key": uuid.uuid4().hex,
-            "signature_scheme": "hmac-sha256",
-            "kernel_name": "tfenv-py",
-        }
-        path = Path(rundir) / connection.CONNECTION_FILE
-        path.write_text(json.dumps(info))
-        os.chmod(path, 0o600)
-        os.chown(path, KERNEL_UID, KERNEL_GID)
+        write_connection_file(rundir)
         # What the broker's policy checks before a start: the notebook folder.
         req = policy.StartRequest(
             kernel_id=kernel_id, environment="py", cwd=self.notebooks, mount=self.notebooks, env={}
@@ -141,6 +132,60 @@ class DockerHarness(Harness):
             c.remove(force=True)
 
 
+def write_connection_file(rundir: str) -> None:
+    """What the caller's server does: the connection file, in the folder lent to it."""
+    info = {
+        "transport": "ipc",
+        "ip": f"{rundir}/k",
+        "shell_port": 1,
+        "iopub_port": 2,
+        "stdin_port": 3,
+        "control_port": 4,
+        "hb_port": 5,
+        "key": uuid.uuid4().hex,
+        "signature_scheme": "hmac-sha256",
+        "kernel_name": "tfenv-py",
+    }
+    path = Path(rundir) / connection.CONNECTION_FILE
+    path.write_text(json.dumps(info))
+    os.chmod(path, 0o600)
+    os.chown(path, KERNEL_UID, KERNEL_GID)
+
+
+class BrokerHarness(Harness):
+    """BrokerBackend (a single-user server's side) against an in-process broker over HTTP,
+    which answers with its DockerBackend: the same contract, end to end."""
+
+    takes_policy = False
+
+    def __init__(self, tmp_path: Path, catalog_path: Path) -> None:
+        from jupyter_tfenv.backends.broker import BrokerBackend, BrokerClient
+        from tests.broker.test_broker_e2e import TOKEN, Broker
+
+        home = tmp_path / "home"
+        home.mkdir()
+        os.chown(home, KERNEL_UID, KERNEL_GID)
+        tmp_path.chmod(0o755)
+        self.notebooks = str(home)
+        self.broker = Broker(catalog_path, home, tmp_path)
+        self.catalog = self.broker.app.get_catalog()
+        self.caller = Caller(name=self.broker.user, uid=KERNEL_UID, gid=KERNEL_GID, home="/")
+        self.backend = BrokerBackend(BrokerClient(self.broker.url, TOKEN))
+
+    async def ready(self) -> None:
+        self.broker.start()
+
+    async def request(self, kernel_id: str) -> KernelStart:
+        answer = await self.backend.prepare_connection(self.caller, kernel_id, False)
+        write_connection_file(str(answer["runtime_dir"]))
+        return KernelStart(
+            kernel_id=kernel_id, environment="py", cwd=self.notebooks, mount=self.notebooks
+        )
+
+    def close(self) -> None:
+        self.broker.close()
+
+
 @pytest.fixture
 def contract_catalog(tmp_path: Path) -> TFEnvCatalog:
     path = tmp_path / "catalog.yaml"
@@ -150,14 +195,19 @@ def contract_catalog(tmp_path: Path) -> TFEnvCatalog:
     return catalog
 
 
-@pytest.fixture(params=["docker"])
+@pytest.fixture(params=["docker", "broker"])
 def harness(
     request: pytest.FixtureRequest,
     tmp_path: Path,
     runtime_root: str,
     contract_catalog: TFEnvCatalog,
 ) -> Iterator[Harness]:
-    made = DockerHarness(tmp_path, runtime_root, contract_catalog)
+    made: Harness
+    if request.param == "broker":
+        pytest.importorskip("jupyterhub")
+        made = BrokerHarness(tmp_path, tmp_path / "catalog.yaml")
+    else:
+        made = DockerHarness(tmp_path, runtime_root, contract_catalog)
     try:
         yield made
     finally:
@@ -169,6 +219,7 @@ def _env(h: Harness, env_id: str) -> Environment:
 
 
 async def test_features_are_declared_and_refusals_say_which(harness: Harness) -> None:
+    await harness.ready()
     backend = harness.backend
     assert backend.name
     assert backend.features <= set(FEATURES)
@@ -182,6 +233,7 @@ async def test_features_are_declared_and_refusals_say_which(harness: Harness) ->
 
 
 async def test_a_kernel_from_start_to_remove(harness: Harness) -> None:
+    await harness.ready()
     backend, caller = harness.backend, harness.caller
     kid = str(uuid.uuid4())
     env = _env(harness, "py")
@@ -191,7 +243,8 @@ async def test_a_kernel_from_start_to_remove(harness: Harness) -> None:
         caller, await harness.request(kid), env, admit=lambda u, g: admitted.append((u, g))
     )
     assert answer["kernel_id"] == kid and answer["environment"] == "py"
-    assert admitted == [(Usage(kernels=0, gpus=0, probes=0), 0)]
+    if harness.takes_policy:
+        assert admitted == [(Usage(kernels=0, gpus=0, probes=0), 0)]
 
     info = await backend.find(caller, kid)
     assert isinstance(info, KernelInfo)
@@ -215,23 +268,32 @@ async def test_a_kernel_from_start_to_remove(harness: Harness) -> None:
     await backend.signal(caller, kid, signal.SIGINT)  # an interrupt: the kernel lives on
     assert (await backend.state(caller, kid)).running
 
-    # Another caller sees nothing of it: the same answer as for no kernel at all.
-    other = replace(caller, name="someone-else", uid=caller.uid + 1)
-    assert await backend.find(other, kid) is None
-    with pytest.raises(KernelNotFound) as gone:
-        await backend.state(other, kid)
-    assert gone.value.http_status == 404 and "of yours" in gone.value.message
+    if harness.takes_policy:
+        # Another caller sees nothing of it: the same answer as for no kernel at all.
+        other = replace(caller, name="someone-else", uid=caller.uid + 1)
+        assert await backend.find(other, kid) is None
+        with pytest.raises(KernelNotFound) as gone:
+            await backend.state(other, kid)
+        assert gone.value.http_status == 404 and "of yours" in gone.value.message
 
     await backend.remove(caller, kid)
     assert await backend.find(caller, kid) is None
-    assert await backend.list_kernels(caller) == []
     with pytest.raises(KernelNotFound):
-        await backend.remove(caller, kid)
+        await backend.state(caller, kid)
+    assert await backend.list_kernels(caller) == []
+    if harness.takes_policy:
+        with pytest.raises(KernelNotFound):
+            await backend.remove(caller, kid)
+    else:
+        await backend.remove(caller, kid)  # the broker client: gone already is done
 
 
 async def test_admit_refuses_before_anything_is_made(harness: Harness) -> None:
+    await harness.ready()
     from jupyter_tfenv.backends.base import BackendError
 
+    if not harness.takes_policy:
+        pytest.skip("the broker client sends no admit hook: the broker applies its quotas")
     backend, caller = harness.backend, harness.caller
     kid = str(uuid.uuid4())
 
@@ -245,6 +307,7 @@ async def test_admit_refuses_before_anything_is_made(harness: Harness) -> None:
 
 
 async def test_image_status_by_environment(harness: Harness) -> None:
+    await harness.ready()
     envs = [_env(harness, "py"), _env(harness, "missing")]
     status = await harness.backend.image_status(envs)
     assert set(status) == {"py", "missing"}
@@ -260,6 +323,7 @@ async def test_image_status_by_environment(harness: Harness) -> None:
 
 
 async def test_what_a_backend_lacks_is_refused_with_a_message(harness: Harness) -> None:
+    await harness.ready()
     backend, caller = harness.backend, harness.caller
     calls = {
         "checkpoints": lambda: backend.checkpoints(caller, ["py"]),
