@@ -29,26 +29,16 @@ from jupyter_tfenv.checkpoints.layout import StorageConfig
 from jupyter_tfenv.errors import (
     NotFoundError,
     TFEnvError,
-    engine_unreachable,
-    unreachable_error,
 )
 from jupyter_tfenv.kernels.provisioner import TFEnvKernelProvisioner
 from jupyter_tfenv.server import metrics
-from jupyter_tfenv.server.sources import (
-    PULL_BY_ADMIN,  # noqa: F401 - importable from here
+from jupyter_tfenv.server.sources import (  # noqa: F401 - PULL_BY_ADMIN, BrokerCheckpoints: kept here
+    PULL_BY_ADMIN,
+    BrokerCheckpoints,
     BrokerSource,
+    engine_call,
     make_source,
 )
-
-
-async def engine_call(func: Any, *args: Any) -> Any:
-    """``func(*args)`` in a thread; an unreachable engine raises ``DockerUnavailableError``."""
-    try:
-        return await asyncio.to_thread(func, *args)
-    except Exception as err:
-        if engine_unreachable(err):
-            raise unreachable_error(err) from err
-        raise
 
 
 class TFEnvService:
@@ -257,22 +247,3 @@ class TFEnvService:
         await self.source.add_allocation(overview, client)
         self._gpus = (time.monotonic(), overview)
         return overview
-
-
-class BrokerCheckpoints:
-    """Checkpoints on the broker's Kubernetes claims: read and deleted by the broker."""
-
-    def __init__(self, broker: BrokerClient) -> None:
-        self.broker = broker
-
-    async def inventories(self, envs: list[str]) -> dict[str, tuple[str, dict[str, Any]]]:
-        if not envs:
-            return {}
-        got = await self.broker.checkpoints(envs)
-        return {
-            env: (f"{item.get('namespace')}/{item.get('claim')}", dict(item.get("inventory") or {}))
-            for env, item in got.items()
-        }
-
-    async def delete(self, env: str, paths: list[str]) -> dict[str, Any]:
-        return await self.broker.delete_checkpoint_files(env, paths)

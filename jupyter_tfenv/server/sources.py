@@ -39,6 +39,7 @@ from jupyter_tfenv.errors import (
     TFEnvError,
     as_tfenv_error,
     engine_unreachable,
+    unreachable_error,
 )
 from jupyter_tfenv.lifecycle.adoption import held_by_live_server
 from jupyter_tfenv.lifecycle.keep import (
@@ -50,13 +51,42 @@ from jupyter_tfenv.lifecycle.keep import (
 
 if TYPE_CHECKING:
     from jupyter_tfenv.kernels.provisioner import TFEnvKernelProvisioner
-    from jupyter_tfenv.server.service import BrokerCheckpoints, TFEnvService
+    from jupyter_tfenv.server.service import TFEnvService
 
 #: What a pull request gets in broker mode.
 PULL_BY_ADMIN = (
     "In this JupyterHub, images are pulled by an admin: ask them to run "
     "`jupyter tfenv pull {env}` on the host."
 )
+
+
+async def engine_call(func: Any, *args: Any) -> Any:
+    """``func(*args)`` in a thread; an unreachable engine raises ``DockerUnavailableError``."""
+    try:
+        return await asyncio.to_thread(func, *args)
+    except Exception as err:
+        if engine_unreachable(err):
+            raise unreachable_error(err) from err
+        raise
+
+
+class BrokerCheckpoints:
+    """Checkpoints on the broker's Kubernetes claims: read and deleted by the broker."""
+
+    def __init__(self, broker: BrokerClient) -> None:
+        self.broker = broker
+
+    async def inventories(self, envs: list[str]) -> dict[str, tuple[str, dict[str, Any]]]:
+        if not envs:
+            return {}
+        got = await self.broker.checkpoints(envs)
+        return {
+            env: (f"{item.get('namespace')}/{item.get('claim')}", dict(item.get("inventory") or {}))
+            for env, item in got.items()
+        }
+
+    async def delete(self, env: str, paths: list[str]) -> dict[str, Any]:
+        return await self.broker.delete_checkpoint_files(env, paths)
 
 
 class LocalSource:
@@ -170,8 +200,6 @@ class LocalSource:
         svc = self.service
         manager = await svc.pull_manager()
         # Refused at once while the engine is away (503), not accepted to fail later.
-        from jupyter_tfenv.server.service import engine_call  # noqa: PLC0415 - no cycle at import
-
         await engine_call((await self.docker()).ping)
         return await manager.start(env, lock=svc.lock())
 
@@ -387,8 +415,6 @@ class BrokerSource:
     async def remote_checkpoints(self) -> BrokerCheckpoints | None:
         """The broker's checkpoints when its kernels are Kubernetes pods (their claims are
         not this server's to read), else None (this server reads its own folder)."""
-        from jupyter_tfenv.server.service import BrokerCheckpoints  # noqa: PLC0415 - no cycle
-
         if await self.backend.learn_backend() != "kubernetes":
             return None
         return BrokerCheckpoints(self.broker)
