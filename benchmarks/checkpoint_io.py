@@ -67,7 +67,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 import build_test_images  # noqa: E402
 
-from jupyter_tfenv.kernels.kernelspecs import TFEnvKernelSpecManager  # noqa: E402
+from jupyter_tfenv.provisioning.kernelspecs import TFEnvKernelSpecManager  # noqa: E402
 
 TF_IMAGE = "tfenv-test/tensorflow:2.20.0-jupyter"
 WHEEL_SET = "tf-2.20.0"

@@ -65,8 +65,8 @@ from jupyter_client.session import Session
 
 from jupyter_tfenv.backends.docker.engine import SERVER_INSTANCE
 from jupyter_tfenv.core.labels import LABEL_KERNEL_ID, LABEL_RUNTIME_DIR, LABEL_SERVER_INSTANCE
-from jupyter_tfenv.kernels import provisioner as tfenv_provisioner
-from jupyter_tfenv.kernels.kernelspecs import TFEnvKernelSpecManager
+from jupyter_tfenv.provisioning import provisioner as tfenv_provisioner
+from jupyter_tfenv.provisioning.kernelspecs import TFEnvKernelSpecManager
 
 PY_IMAGE = "tfenv-test/python:3.11-jupyter"
 TF_IMAGE = "tfenv-test/tensorflow:2.20.0-jupyter"

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-try:
-    from jupyter_tfenv._version import __version__
-except ImportError:  # a checkout that was never built
-    __version__ = "0.0.0.dev0"
+from jupyter_tfenv.core.version import __version__
+
+__all__ = ["__version__"]
 
 
 def _jupyter_labextension_paths() -> list[dict[str, str]]:

@@ -31,12 +31,12 @@ from jupyter_tfenv.catalog.lock import (
     lock_environments,
     require_lock,
 )
+from jupyter_tfenv.core import metrics
 from jupyter_tfenv.errors import TFEnvError
-from jupyter_tfenv.kernels.kernelspecs import write_kernelspecs
-from jupyter_tfenv.kernels.provisioner import TFEnvKernelProvisioner
 from jupyter_tfenv.kernels.runtimes import build_runtime, default_runtimes_dir, list_runtimes
 from jupyter_tfenv.lifecycle.adoption import held_by_live_server
-from jupyter_tfenv.server import metrics
+from jupyter_tfenv.provisioning.kernelspecs import write_kernelspecs
+from jupyter_tfenv.provisioning.provisioner import TFEnvKernelProvisioner
 
 
 class _ConfigLoader(JupyterApp):

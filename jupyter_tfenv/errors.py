@@ -147,3 +147,27 @@ class OneLineRefusals(logging.Filter):
         record.msg = "tfenv: kernel not started: %s"
         record.args = (err.message,)
         return True
+
+
+class BackendError(TFEnvError):
+    """A refused or failed request: ``status`` and ``reason`` go into the HTTP answer,
+    ``logs`` (a kernel's last lines) too. The broker's ``BrokerError`` is this class."""
+
+    def __init__(
+        self, message: str, *, status: int = 400, reason: str = "", logs: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.http_status = status
+        self.reason = reason or _REASONS.get(status, "error")
+        self.logs = logs
+
+
+_REASONS = {
+    400: "bad request",
+    403: "forbidden",
+    404: "not found",
+    409: "conflict",
+    429: "quota exceeded",
+    500: "internal error",
+    503: "docker unavailable",
+}

@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 
 from jupyter_tfenv.catalog.model import Environment
 from jupyter_tfenv.core.caller import Caller
-from jupyter_tfenv.errors import NotFoundError, TFEnvError
+from jupyter_tfenv.errors import BackendError, NotFoundError, TFEnvError
 
 #: What a backend may or may not do; ``supports()`` answers for each.
 FEATURES = (
@@ -44,30 +44,6 @@ FEATURES = (
     "runtime_dirs",  # connection (and notebook) folders on host paths, checked by the caller
     "checkpoints",  # checkpoints read and deleted through the backend (else: by the server)
 )
-
-
-class BackendError(TFEnvError):
-    """A refused or failed request: ``status`` and ``reason`` go into the HTTP answer,
-    ``logs`` (a kernel's last lines) too. The broker's ``BrokerError`` is this class."""
-
-    def __init__(
-        self, message: str, *, status: int = 400, reason: str = "", logs: str = ""
-    ) -> None:
-        super().__init__(message)
-        self.http_status = status
-        self.reason = reason or _REASONS.get(status, "error")
-        self.logs = logs
-
-
-_REASONS = {
-    400: "bad request",
-    403: "forbidden",
-    404: "not found",
-    409: "conflict",
-    429: "quota exceeded",
-    500: "internal error",
-    503: "docker unavailable",
-}
 
 
 @dataclass(frozen=True)

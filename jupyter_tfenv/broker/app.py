@@ -41,7 +41,6 @@ from traitlets import (
 )
 from traitlets.config import Application
 
-from jupyter_tfenv import __version__
 from jupyter_tfenv.backends.base import Admit, KernelBackend, KernelStart
 from jupyter_tfenv.backends.settings import CheckpointStorageSettings, KernelContainerSettings
 from jupyter_tfenv.broker import policy
@@ -54,6 +53,7 @@ from jupyter_tfenv.catalog.model import Environment
 from jupyter_tfenv.checkpoints import mountcheck
 from jupyter_tfenv.checkpoints.layout import StorageConfig
 from jupyter_tfenv.core.caller import Caller
+from jupyter_tfenv.core.version import __version__
 from jupyter_tfenv.errors import UnknownEnvironmentError
 
 DEFAULT_PORT = 10101

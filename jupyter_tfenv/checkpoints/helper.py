@@ -24,8 +24,8 @@ import requests
 from docker.errors import APIError, DockerException, ImageNotFound
 from docker.types import Mount
 
-from jupyter_tfenv.backends.docker.engine import remove_quietly, server_labels, tail_logs
 from jupyter_tfenv.checkpoints.layout import CheckpointStorageError
+from jupyter_tfenv.core.containers import remove_quietly, server_labels, tail_logs
 from jupyter_tfenv.core.labels import (
     LABEL_HELPER,
     LABEL_OWNER,

@@ -208,7 +208,8 @@ def is_inside(path: str, root: str) -> bool:
 
 @dataclass(frozen=True)
 class StorageConfig:
-    """The storage traits of :class:`~jupyter_tfenv.kernels.provisioner.DockerKernelProvisioner`."""
+    """The storage traits of the provisioner
+    (:class:`~jupyter_tfenv.provisioning.provisioner.TFEnvKernelProvisioner`) and the broker."""
 
     mode: str = "bind"
     checkpoint_root: str = "~/tfenv/checkpoints"

@@ -23,10 +23,9 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from jupyter_tfenv.backends.base import BackendError
 from jupyter_tfenv.core.caller import Caller
 from jupyter_tfenv.core.paths import SOCKET_PATH_MAX
-from jupyter_tfenv.errors import KernelStartError
+from jupyter_tfenv.errors import BackendError, KernelStartError
 
 #: Kernel ids: what jupyter_client makes (uuid4), no path characters.
 KERNEL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{7,63}$")

@@ -17,7 +17,7 @@ import datetime
 from dataclasses import dataclass
 from typing import Any
 
-from jupyter_tfenv.kernels.provisioner import TFEnvKernelProvisioner
+from jupyter_tfenv.provisioning.provisioner import TFEnvKernelProvisioner
 
 
 def idle_timeout_of(environment: dict[str, Any], gpu_idle_timeout: float) -> float:

@@ -27,8 +27,8 @@ from jupyter_tfenv.backends.docker.engine import connect
 from jupyter_tfenv.catalog.loading import TFEnvCatalog
 from jupyter_tfenv.checkpoints.layout import is_inside
 from jupyter_tfenv.errors import TFEnvError
-from jupyter_tfenv.kernels.provisioner import ADOPT_KWARG, TFEnvKernelProvisioner
 from jupyter_tfenv.lifecycle import adoption
+from jupyter_tfenv.provisioning.provisioner import ADOPT_KWARG, TFEnvKernelProvisioner
 
 KEEP_MODES = ("off", "gpu", "all")
 

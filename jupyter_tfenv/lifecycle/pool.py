@@ -31,9 +31,10 @@ from jupyter_tfenv.catalog.loading import TFEnvCatalog
 from jupyter_tfenv.catalog.model import Environment
 from jupyter_tfenv.checkpoints.layout import is_inside
 from jupyter_tfenv.errors import TFEnvError
-from jupyter_tfenv.kernels.provisioner import POOL_KWARG, TFEnvKernelProvisioner
+from jupyter_tfenv.kernels import pools
 from jupyter_tfenv.lifecycle import adoption
 from jupyter_tfenv.lifecycle.keep import release
+from jupyter_tfenv.provisioning.provisioner import POOL_KWARG, TFEnvKernelProvisioner
 
 #: Seconds between two tries to start a pool kernel after a failure.
 RETRY_DELAY = 30.0
@@ -262,7 +263,7 @@ def start_pool(
     pool = KernelPool(kernel_manager, catalog, log, idle_timeout)
     if not pool.environments():
         return None
-    adoption.set_pool(pool)
+    pools.set_pool(pool)
     pool.start()
     return pool
 
@@ -270,5 +271,5 @@ def start_pool(
 async def stop_pool(pool: KernelPool | None) -> None:
     if pool is None:
         return
-    adoption.set_pool(None)
+    pools.set_pool(None)
     await pool.close()

@@ -15,12 +15,10 @@ from typing import Any
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Enum, Float, Unicode
 
-from jupyter_tfenv import __version__
 from jupyter_tfenv.backends.docker.probe import probe_cache_dir
 from jupyter_tfenv.catalog.loading import TFEnvCatalog
+from jupyter_tfenv.core.version import __version__
 from jupyter_tfenv.errors import OneLineRefusals, TFEnvError
-from jupyter_tfenv.kernels.kernelspecs import TFEnvKernelSpecManager
-from jupyter_tfenv.kernels.provisioner import TFEnvKernelProvisioner
 from jupyter_tfenv.lifecycle.culling import cull_idle_kernels, idle_timeout_of
 from jupyter_tfenv.lifecycle.keep import (
     KEEP_MODES,
@@ -29,6 +27,8 @@ from jupyter_tfenv.lifecycle.keep import (
     keeps,
 )
 from jupyter_tfenv.lifecycle.pool import KernelPool, start_pool, stop_pool
+from jupyter_tfenv.provisioning.kernelspecs import TFEnvKernelSpecManager
+from jupyter_tfenv.provisioning.provisioner import TFEnvKernelProvisioner
 from jupyter_tfenv.server.handlers import checkpoints, environments, kernels, pulls
 from jupyter_tfenv.server.service import TFEnvService
 

@@ -26,12 +26,12 @@ from jupyter_tfenv.catalog.lock import LockFile
 from jupyter_tfenv.catalog.model import Environment
 from jupyter_tfenv.checkpoints.browser import CheckpointBrowser
 from jupyter_tfenv.checkpoints.layout import StorageConfig
+from jupyter_tfenv.core import metrics
 from jupyter_tfenv.errors import (
     NotFoundError,
     TFEnvError,
 )
-from jupyter_tfenv.kernels.provisioner import TFEnvKernelProvisioner
-from jupyter_tfenv.server import metrics
+from jupyter_tfenv.provisioning.provisioner import TFEnvKernelProvisioner
 from jupyter_tfenv.server.sources import (  # noqa: F401 - PULL_BY_ADMIN, BrokerCheckpoints: kept here
     PULL_BY_ADMIN,
     BrokerCheckpoints,

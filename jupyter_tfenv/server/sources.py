@@ -50,7 +50,7 @@ from jupyter_tfenv.lifecycle.keep import (
 )
 
 if TYPE_CHECKING:
-    from jupyter_tfenv.kernels.provisioner import TFEnvKernelProvisioner
+    from jupyter_tfenv.provisioning.provisioner import TFEnvKernelProvisioner
     from jupyter_tfenv.server.service import TFEnvService
 
 #: What a pull request gets in broker mode.

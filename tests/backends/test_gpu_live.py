@@ -29,8 +29,8 @@ from jupyter_tfenv.backends.docker.gpu import (
     parse_nvidia_smi,
 )
 from jupyter_tfenv.backends.docker.live import ContainerGone, kernel_live_status, supports_one_shot
+from jupyter_tfenv.core import metrics
 from jupyter_tfenv.core.labels import LABEL_KERNEL_ID, LABEL_OWNER
-from jupyter_tfenv.server import metrics
 from tests.conftest import OWNER, PY_IMAGE
 
 KERNEL_ID = "test-xyz"

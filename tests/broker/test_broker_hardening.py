@@ -31,7 +31,7 @@ from jupyter_tfenv.broker.policy import BrokerError, Usage
 from jupyter_tfenv.core.caller import Caller
 from jupyter_tfenv.errors import KernelStartError
 from jupyter_tfenv.kernels.connection import default_runtime_root, prepare_runtime_root
-from jupyter_tfenv.kernels.provisioner import DockerKernelProvisioner
+from jupyter_tfenv.provisioning.provisioner import DockerKernelProvisioner
 from tests.broker.test_broker_e2e import SCOPE, SERVICE, TOKEN, Broker, StandInHubAuth, broker
 from tests.conftest import KERNEL_GID, KERNEL_UID, PY_IMAGE
 from tests.support.broker_process import ACCOUNT, UnixUser, unix_account

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from jupyter_tfenv.catalog.validation import environment_from_dict
-from jupyter_tfenv.kernels.kernelspecs import RESOURCES_DIR, kernelspec_dict
+from jupyter_tfenv.provisioning.kernelspecs import RESOURCES_DIR, kernelspec_dict
 from tests.conftest import CATALOG, PY_IMAGE, start_error
 
 pytestmark = pytest.mark.docker

@@ -18,7 +18,7 @@ from jupyter_tfenv.broker.app import TFEnvBroker
 from jupyter_tfenv.broker.policy import BrokerError
 from jupyter_tfenv.catalog.lock import LockFile, LockMissingError, require_lock
 from jupyter_tfenv.catalog.validation import environment_from_dict
-from jupyter_tfenv.kernels.kernelspecs import kernelspec_dict
+from jupyter_tfenv.provisioning.kernelspecs import kernelspec_dict
 from tests.conftest import PY_IMAGE, run_tfenv_cli, start_error, start_kernel
 from tests.support.registry import Registry, RegistryCleanup, registry, registry_cleanup  # noqa: F401
 

@@ -632,7 +632,7 @@ def test_container_spec_mounts_the_storage_and_announces_it(tmp_path):
 
 
 def test_default_roots_are_in_the_home_folder_unless_the_environment_says(monkeypatch, tmp_path):
-    from jupyter_tfenv.kernels.provisioner import DockerKernelProvisioner
+    from jupyter_tfenv.provisioning.provisioner import DockerKernelProvisioner
 
     monkeypatch.delenv("JUPYTER_TFENV_CHECKPOINT_ROOT", raising=False)
     monkeypatch.delenv("JUPYTER_TFENV_LOG_ROOT", raising=False)

@@ -77,7 +77,10 @@ def wheel_problems(wheel: Path) -> list[str]:
         if f"{data}/share/jupyter/labextensions/jupyter-tfenv/{bundle}" not in names:
             problems.append(f"the labextension's entry point {bundle!r} is not in the wheel")
         meta = zf.read(f"jupyter_tfenv-{version()}.dist-info/entry_points.txt").decode()
-        if "tfenv-docker = jupyter_tfenv.kernels.provisioner:DockerKernelProvisioner" not in meta:
+        if (
+            "tfenv-docker = jupyter_tfenv.provisioning.provisioner:DockerKernelProvisioner"
+            not in meta
+        ):
             problems.append(f"no tfenv-docker kernel provisioner entry point:\n{meta}")
     return problems
 

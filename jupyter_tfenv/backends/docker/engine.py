@@ -17,10 +17,8 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import threading
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,12 +26,22 @@ from typing import Any
 
 import docker
 import requests
-from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.errors import APIError, DockerException, ImageNotFound
 from docker.types import DeviceRequest, Mount
 
 from jupyter_tfenv.backends.docker import gpu_alloc
 from jupyter_tfenv.backends.docker.gpu_alloc import Holding
 from jupyter_tfenv.catalog.model import Environment
+from jupyter_tfenv.core.containers import (  # noqa: F401 - importable from here too
+    SERVER_HOST,
+    SERVER_INSTANCE,
+    SERVER_PID,
+    SERVER_START,
+    process_start_time,
+    remove_quietly,
+    server_labels,
+    tail_logs,
+)
 from jupyter_tfenv.core.labels import (
     LABEL_BROKER,
     LABEL_ENVIRONMENT,
@@ -76,29 +84,6 @@ def isolated_launcher(cmd: list[str]) -> list[str]:
 
 #: Printed by the launcher when the image's python has no ipykernel and no runtime fits.
 NO_IPYKERNEL_MARK = "TFENV-NO-IPYKERNEL"
-
-#: One id per server process: containers carry it so that a later server can tell its
-#: own containers from those left behind by a server that died.
-SERVER_INSTANCE = uuid.uuid4().hex
-
-
-def _process_start_time(pid: int) -> str:
-    """The kernel's start time of ``pid`` (clock ticks since boot), '' when unknown.
-
-    Together with the pid it names one process for good: pids are reused, start times
-    are not.
-    """
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""
-    # Field 22; the command name (field 2) may hold spaces, so split after its ')'.
-    return stat.rsplit(")", 1)[-1].split()[19]
-
-
-SERVER_PID = os.getpid()
-SERVER_START = _process_start_time(SERVER_PID)
-SERVER_HOST = socket.gethostname()
 
 
 def default_owner() -> str:
@@ -226,17 +211,6 @@ def container_env(env: Environment, req: KernelRequest) -> dict[str, str]:
         values["NVIDIA_VISIBLE_DEVICES"] = "void"
         values["CUDA_VISIBLE_DEVICES"] = ""
     return values
-
-
-def server_labels() -> dict[str, str]:
-    """The labels that name this server process, on every container it starts (and in
-    the holder marker of a kernel it adopted: jupyter_tfenv.lifecycle.adoption)."""
-    return {
-        LABEL_SERVER_INSTANCE: SERVER_INSTANCE,
-        LABEL_SERVER_HOST: SERVER_HOST,
-        LABEL_SERVER_PID: str(SERVER_PID),
-        LABEL_SERVER_START: SERVER_START,
-    }
 
 
 def container_labels(env: Environment, req: KernelRequest) -> dict[str, str]:
@@ -420,24 +394,6 @@ def resolve_image(client: docker.DockerClient, env: Environment) -> Any:
         raise KernelStartError(explain_api_error(err, env)) from err
 
 
-def tail_logs(container: Any, lines: int = 30) -> str:
-    try:
-        raw = container.logs(stdout=True, stderr=True, tail=lines)
-    except (APIError, NotFound):
-        return ""
-    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
-
-
-def remove_quietly(container: Any) -> None:
-    try:
-        container.remove(force=True)
-    except NotFound:
-        pass
-    except APIError as err:
-        if err.status_code != 409:  # removal already in progress
-            raise
-
-
 def server_alive(labels: dict[str, str]) -> bool:
     """Whether the server that started a container (per its labels) still runs here."""
     if labels.get(LABEL_SERVER_HOST) != SERVER_HOST:
@@ -449,7 +405,7 @@ def server_alive(labels: dict[str, str]) -> bool:
     except ValueError:
         return False
     start = labels.get(LABEL_SERVER_START, "")
-    current = _process_start_time(pid)
+    current = process_start_time(pid)
     if not current:
         return False
     return not start or current == start

@@ -23,7 +23,6 @@ import os
 import tempfile
 import time
 import uuid
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -52,10 +51,14 @@ from jupyter_tfenv.core.labels import (
 )
 from jupyter_tfenv.core.paths import CONTAINER_PROBE
 from jupyter_tfenv.errors import ENGINE_HINT, TFEnvError
+from jupyter_tfenv.kernels.probe_output import (
+    PROBE_SCRIPT_PATH,
+    PROBE_VERSION,
+    no_result_message,
+    probe_facts,
+    probe_result,
+)
 
-PROBE_SCRIPT_PATH = Path(__file__).parents[2] / "kernels" / "in_container" / "probe.py"
-#: Bumped when the probe's output changes, so that older cache files are probed again.
-PROBE_VERSION = 1
 PROBE_MEMORY = 4 * 1024**3
 PROBE_PIDS = 1024
 #: States of ``gpu_state``.
@@ -331,48 +334,6 @@ def _run(
         return _parse(env, stdout, container)
     finally:
         remove_quietly(container)
-
-
-def probe_result(
-    env: Environment,
-    facts: dict[str, Any],
-    gpu_state: dict[str, str],
-    image_id: str,
-    started: float,
-) -> dict[str, Any]:
-    """The probe's answer: its facts, the GPU state, which image, when, how long."""
-    return {
-        **facts,
-        "gpu_state": gpu_state,
-        "image_id": image_id,
-        "image": env.image,
-        "environment": env.id,
-        "probed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "duration_s": round(time.monotonic() - started, 3),
-        "probe_version": PROBE_VERSION,
-        "cached": False,
-    }
-
-
-def probe_facts(stdout: str) -> dict[str, Any] | None:
-    """The facts the probe script printed (its last JSON line), or None."""
-    for line in reversed(stdout.splitlines()):
-        text = line.strip()
-        if text.startswith("{"):
-            try:
-                facts = json.loads(text)
-            except ValueError:
-                return None
-            if isinstance(facts, dict):
-                facts.setdefault("errors", {})
-                facts.setdefault("seconds", {})
-                return facts
-            return None
-    return None
-
-
-def no_result_message(env: Environment) -> str:
-    return f"The probe of '{env.id}' printed no result (is '{env.python}' a Python 3 interpreter?)."
 
 
 def _parse(env: Environment, stdout: str, container: Any) -> dict[str, Any]:

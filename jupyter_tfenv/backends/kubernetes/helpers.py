@@ -21,16 +21,16 @@ from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
 from jupyter_tfenv.backends.base import Admit, BackendError, Usage
-from jupyter_tfenv.backends.docker.probe import (
+from jupyter_tfenv.backends.kubernetes import manifests
+from jupyter_tfenv.catalog.model import Environment
+from jupyter_tfenv.core.caller import Caller
+from jupyter_tfenv.errors import TFEnvError
+from jupyter_tfenv.kernels.probe_output import (
     PROBE_SCRIPT_PATH,
     no_result_message,
     probe_facts,
     probe_result,
 )
-from jupyter_tfenv.backends.kubernetes import manifests
-from jupyter_tfenv.catalog.model import Environment
-from jupyter_tfenv.core.caller import Caller
-from jupyter_tfenv.errors import TFEnvError
 
 if TYPE_CHECKING:
     from jupyter_tfenv.backends.kubernetes.api import KubernetesAPI, PodState

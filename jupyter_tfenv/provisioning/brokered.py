@@ -5,7 +5,7 @@ The provisioner's steps that touch where the kernel runs, answered by
 folder is the broker's (or, for a Kubernetes pod, this server's, reached over TCP), the
 start is ``POST /api/kernels``, the container checks while waiting for the sockets, poll,
 signals and removal are requests. This server never makes a Docker client. The local
-peer is :mod:`jupyter_tfenv.kernels.local`; the provisioner holds one of the two.
+peer is :mod:`jupyter_tfenv.provisioning.local`; the provisioner holds one of the two.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from jupyter_tfenv.catalog.model import Environment
 from jupyter_tfenv.errors import KernelStartError
 
 if TYPE_CHECKING:
-    from jupyter_tfenv.kernels.provisioner import TFEnvKernelProvisioner
+    from jupyter_tfenv.provisioning.provisioner import TFEnvKernelProvisioner
 
 #: Container states of a kernel that runs (or may still bind its sockets).
 RUNNING_STATES = ("created", "running", "restarting")

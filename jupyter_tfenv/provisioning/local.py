@@ -4,7 +4,7 @@ The provisioner's steps that touch where the kernel runs, done in-process with t
 SDK: this server makes the runtime folder, prepares the checkpoint storage, creates the
 hardened container (``engine.container_spec``; shielded and GPU-allocated by the shared
 steps of :mod:`jupyter_tfenv.backends.docker`), watches, signals and removes it. The
-broker peer is :mod:`jupyter_tfenv.kernels.brokered`; the provisioner holds one of the two.
+broker peer is :mod:`jupyter_tfenv.provisioning.brokered`; the provisioner holds one of the two.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ from jupyter_tfenv.errors import (
 from jupyter_tfenv.kernels.connection import prepare_runtime_root
 
 if TYPE_CHECKING:
-    from jupyter_tfenv.kernels.provisioner import TFEnvKernelProvisioner
+    from jupyter_tfenv.provisioning.provisioner import TFEnvKernelProvisioner
 
 #: Container states of a kernel that runs (or may still bind its sockets).
 RUNNING_STATES = ("created", "running", "restarting")

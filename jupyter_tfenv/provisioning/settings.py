@@ -2,7 +2,7 @@
 ``c.TFEnvKernelProvisioner.*``): who the kernel runs as, its transport, runtime root,
 passed variables, mounts, storage roots, and the broker it goes through on a hub.
 
-A mixin of :class:`~jupyter_tfenv.kernels.provisioner.TFEnvKernelProvisioner` (beside the
+A mixin of :class:`~jupyter_tfenv.provisioning.provisioner.TFEnvKernelProvisioner` (beside the
 shared ``backends.settings`` mixins), so the traits keep their config section.
 """
 

@@ -18,8 +18,6 @@ One-line helpers for the callers::
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -162,22 +160,3 @@ def observe_gpus(overview: dict[str, Any] | None) -> None:
             if total is not None:
                 GPU_MEMORY_TOTAL.labels(*key).set(total)
             _gpu_labels.add(key)
-
-
-async def refresh_gpu_metrics(docker_client: Any = None) -> dict[str, Any]:
-    """Read the GPUs in a thread, update the gauges, return the overview (for handlers)."""
-    from jupyter_tfenv.backends.docker.gpu import gpu_overview  # noqa: PLC0415 - keep NVML out of the import path
-
-    overview = await asyncio.to_thread(gpu_overview, docker_client)
-    observe_gpus(overview)
-    return overview
-
-
-async def gpu_metrics_loop(interval: float = 15.0, docker_client: Any = None) -> None:
-    """Refresh the GPU gauges every ``interval`` seconds until cancelled."""
-    while True:
-        try:
-            await refresh_gpu_metrics(docker_client)
-        except Exception:  # a bad read must not end the loop
-            logging.getLogger(__name__).exception("tfenv: reading the GPUs failed")
-        await asyncio.sleep(interval)

@@ -49,6 +49,7 @@ from jupyter_tfenv.backends.settings import CheckpointStorageSettings, KernelCon
 from jupyter_tfenv.catalog.model import Environment
 from jupyter_tfenv.catalog.validation import environment_from_dict
 from jupyter_tfenv.checkpoints import mountcheck
+from jupyter_tfenv.core import metrics
 from jupyter_tfenv.core.labels import (
     LABEL_POOL,
 )
@@ -58,15 +59,14 @@ from jupyter_tfenv.errors import (
     engine_unreachable,
     unreachable_error,
 )
-from jupyter_tfenv.kernels.brokered import BrokeredKernel
+from jupyter_tfenv.kernels import markers, pools
 from jupyter_tfenv.kernels.connection import (
     prepare_runtime_root,
     runtime_name,
 )
-from jupyter_tfenv.kernels.local import LocalKernel
-from jupyter_tfenv.kernels.settings import ProvisionerSettings
-from jupyter_tfenv.lifecycle import adoption
-from jupyter_tfenv.server import metrics
+from jupyter_tfenv.provisioning.brokered import BrokeredKernel
+from jupyter_tfenv.provisioning.local import LocalKernel
+from jupyter_tfenv.provisioning.settings import ProvisionerSettings
 
 _RUNNING_STATES = ("created", "running", "restarting")
 
@@ -295,7 +295,7 @@ class TFEnvKernelProvisioner(  # type: ignore[metaclass]
     async def _take_from_pool(self, kwargs: dict[str, Any]) -> dict[str, Any] | None:
         """A warm pool kernel of this environment for this start, as an adoption
         (jupyter_tfenv.lifecycle.pool); None: start a container as usual."""
-        pool = adoption.current_pool()
+        pool = pools.current_pool()
         if pool is None:
             return None
         env_id = str(self.environment.get("id", ""))
@@ -320,7 +320,7 @@ class TFEnvKernelProvisioner(  # type: ignore[metaclass]
         rundir = str((self._adopting or {}).get("runtime_dir") or "")
         root = await self.runner.adopt_root(rundir)
         problem = (
-            await self._call(adoption.runtime_dir_problem, rundir, root, self.uid)
+            await self._call(markers.runtime_dir_problem, rundir, root, self.uid)
             if rundir
             else "no runtime folder is known for it"
         )
@@ -328,7 +328,7 @@ class TFEnvKernelProvisioner(  # type: ignore[metaclass]
             raise KernelStartError(f"Kernel {self.kernel_id} cannot be adopted: {problem}.")
         self.runtime_dir = rundir
         if km is not None:
-            connection_file = os.path.join(self.runtime_dir, adoption.CONNECTION_FILE)
+            connection_file = os.path.join(self.runtime_dir, markers.CONNECTION_FILE)
             km.connection_file = connection_file
             km.cache_ports = False  # the kernel's ports are in its connection file
             await self._call(km.load_connection_file, connection_file)
@@ -421,7 +421,7 @@ class TFEnvKernelProvisioner(  # type: ignore[metaclass]
                 "are gone."
             )
         if self.runtime_dir:
-            await self._call(adoption.mark_held, self.runtime_dir, self.kernel_id)
+            await self._call(markers.mark_held, self.runtime_dir, self.kernel_id)
         self.cwd = str(adopt.get("workdir") or kwargs.get("cwd") or "")
         if adopt.get("move_in"):
             # A pool kernel started in the server's root: now it is this notebook's.

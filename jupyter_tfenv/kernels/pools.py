@@ -1,0 +1,29 @@
+"""The warm pool as the provisioner sees it: one per server process, set by the server.
+
+``jupyter_tfenv.lifecycle.pool`` registers its ``KernelPool`` here at server start; the
+provisioner asks it for a kernel before it starts a container. The provisioner never
+imports the pool itself (it is a layer above).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+
+class PoolLike(Protocol):
+    """What the provisioner asks of the warm pool (jupyter_tfenv.lifecycle.pool.KernelPool)."""
+
+    async def take(self, env_id: str, cwd: str) -> dict[str, Any] | None: ...
+
+
+_POOL: PoolLike | None = None
+
+
+def current_pool() -> PoolLike | None:
+    """The running server's warm pool (None: no pool, e.g. outside a server)."""
+    return _POOL
+
+
+def set_pool(pool: PoolLike | None) -> None:
+    global _POOL  # noqa: PLW0603 - one pool per server process
+    _POOL = pool
