@@ -57,8 +57,16 @@ if [ "${TFENV_TEST_SKIP_LINT:-0}" != 1 ]; then
     step "ruff format" "$PYTHON" -m ruff format --check .
   fi
   step "mypy" "$PYTHON" -m mypy
+  # The layers, the independent backends and no import circle (pyproject.toml,
+  # [tool.importlinter]; docs/ARCHITECTURE.md says why), and no module over 600 lines
+  # without a stated reason.
+  step "import-linter" "$(dirname "$PYTHON")/lint-imports" --no-cache
+  step "module sizes" "$PYTHON" scripts/check_module_size.py
   if node -e 'process.exit(require("./package.json").scripts?.["lint:check"] ? 0 : 1)'; then
     step "eslint+prettier" npm run --silent lint:check
+  fi
+  if node -e 'process.exit(require("./package.json").scripts?.["lint:cycles"] ? 0 : 1)'; then
+    step "no TypeScript import circle" npm run --silent lint:cycles
   fi
 fi
 
