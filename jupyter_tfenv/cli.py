@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from docker.errors import ImageNotFound
+import docker
+import requests
+from docker.errors import DockerException, ImageNotFound
 from jupyter_core.application import JupyterApp
 from jupyter_core.paths import jupyter_data_dir
 from traitlets.config import Application, Config
@@ -32,7 +35,7 @@ from jupyter_tfenv.catalog.lock import (
     require_lock,
 )
 from jupyter_tfenv.core import metrics
-from jupyter_tfenv.errors import TFEnvError
+from jupyter_tfenv.errors import TFEnvError, engine_unreachable, unreachable_error
 from jupyter_tfenv.kernels.runtimes import build_runtime, default_runtimes_dir, list_runtimes
 from jupyter_tfenv.lifecycle.adoption import held_by_live_server
 from jupyter_tfenv.provisioning.kernelspecs import write_kernelspecs
@@ -99,6 +102,60 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+#: What ``check`` says when the engine's live-restore is off (issue 24).
+LIVE_RESTORE_OFF = (
+    "live-restore is off: an engine restart or upgrade (`apt upgrade docker`, "
+    "`systemctl restart docker`, a daemon crash) kills every kernel container: the users' "
+    "variables are lost and running trainings stop (checkpoints in $TFENV_CHECKPOINT_DIR "
+    "are kept).\n"
+    '  Turn it on: add "live-restore": true to /etc/docker/daemon.json, then '
+    "`sudo systemctl reload docker` (a reload applies it; no container stops).\n"
+    "  See docs/operations.md (engine upgrades, what users see)."
+)
+
+
+def _engine_check() -> tuple[dict[str, Any], docker.DockerClient | None]:
+    """The engine ``check`` talks to: ``{host, reachable, live_restore, version, error}``
+    and a client when it answered."""
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    state: dict[str, Any] = {
+        "host": host,
+        "reachable": False,
+        "live_restore": None,
+        "version": None,
+        "error": None,
+    }
+    try:
+        client = connect()
+        info = client.info()
+    except TFEnvError as err:
+        state["error"] = str(err)
+        return state, None
+    except (DockerException, requests.exceptions.RequestException) as err:
+        state["error"] = (
+            unreachable_error(err, host).message
+            if engine_unreachable(err)
+            else f"The Docker engine at {host} did not say how it runs (docker info): {err}"
+        )
+        return state, None
+    state.update(
+        reachable=True,
+        live_restore=bool(info.get("LiveRestoreEnabled")),
+        version=info.get("ServerVersion"),
+    )
+    return state, client
+
+
+def _engine_line(state: dict[str, Any]) -> str | None:
+    """The human line of a reachable engine: ok with live-restore, a warning without."""
+    if not state["reachable"]:
+        return None  # an ERROR line says why
+    engine = f"Docker engine {state['version'] or '?'} at {state['host']}"
+    if state["live_restore"]:
+        return f"ok  {engine}: live-restore is on (kernels outlive an engine restart)"
+    return f"WARNING  {engine}: {LIVE_RESTORE_OFF}"
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     """Validate the catalog and pinning, and (unless --offline) image presence."""
     _, catalog = _load(args)
@@ -121,40 +178,50 @@ def cmd_check(args: argparse.Namespace) -> int:
                         "message": str(err),
                     }
                 )
-    if not args.offline and envs:
-        try:
-            client = connect()
-        except TFEnvError as err:
-            problems.append({"source": "docker", "entry": "", "field": "", "message": str(err)})
-        else:
-            lock = _lock_of(catalog)
-            for env in envs:
-                try:
-                    images[env.id] = client.images.get(env.image).id
-                    if lock is not None and lock.get(env.image):
-                        check_lock(client, env, lock)
-                except LockMismatchError as err:
-                    images.pop(env.id, None)
-                    where = str(lock.path) if lock is not None else "lock"
-                    problems.append(
-                        {
-                            "source": where,
-                            "entry": f"'{env.id}'",
-                            "field": "image",
-                            "message": str(err),
-                        }
-                    )
-                except ImageNotFound:
-                    problems.append(
-                        {
-                            "source": env.source,
-                            "entry": f"'{env.id}'",
-                            "field": "image",
-                            "message": f"{env.image} is not on this Docker engine; "
-                            f"`docker pull {env.image}` it.",
-                        }
-                    )
-    lines = [
+    empty = not envs and not problems
+    engine: dict[str, Any] | None = None
+    warnings: list[str] = []
+    client: docker.DockerClient | None = None
+    if not args.offline:
+        engine, client = _engine_check()
+        if client is None:
+            problems.append(
+                {"source": "docker", "entry": "", "field": "", "message": engine["error"]}
+            )
+        elif not engine["live_restore"]:
+            text = " ".join(part.strip() for part in LIVE_RESTORE_OFF.splitlines())
+            warnings.append(f"Docker engine at {engine['host']}: {text}")
+    if not args.offline and envs and client is not None:
+        lock = _lock_of(catalog)
+        for env in envs:
+            try:
+                images[env.id] = client.images.get(env.image).id
+                if lock is not None and lock.get(env.image):
+                    check_lock(client, env, lock)
+            except LockMismatchError as err:
+                images.pop(env.id, None)
+                where = str(lock.path) if lock is not None else "lock"
+                problems.append(
+                    {
+                        "source": where,
+                        "entry": f"'{env.id}'",
+                        "field": "image",
+                        "message": str(err),
+                    }
+                )
+            except ImageNotFound:
+                problems.append(
+                    {
+                        "source": env.source,
+                        "entry": f"'{env.id}'",
+                        "field": "image",
+                        "message": f"{env.image} is not on this Docker engine; "
+                        f"`docker pull {env.image}` it.",
+                    }
+                )
+    engine_line = _engine_line(engine) if engine is not None else None
+    lines = [engine_line] if engine_line else []
+    lines += [
         f"ok  {env.id}: {env.image}"
         for env in envs
         if (env.id in images or args.offline) and env.id not in unlocked
@@ -164,7 +231,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             x for x in (p["source"], p["entry"] and f"environment {p['entry']}", p["field"]) if x
         )
         lines.append(f"ERROR  {where}: {p['message']}")
-    if not envs and not problems:
+    if empty:
         lines.append(
             "ERROR  the catalog is empty: declare environments in "
             "c.TFEnvCatalog.environments or a catalog file ($JUPYTER_TFENV_CATALOG)."
@@ -172,7 +239,13 @@ def cmd_check(args: argparse.Namespace) -> int:
         problems.append({"source": "", "entry": "", "field": "", "message": "empty catalog"})
     _emit(
         args,
-        {"ok": not problems, "environments": [e.id for e in envs], "problems": problems},
+        {
+            "ok": not problems,
+            "environments": [e.id for e in envs],
+            "problems": problems,
+            "warnings": warnings,
+            "engine": engine,
+        },
         "\n".join(lines),
     )
     return 1 if problems else 0

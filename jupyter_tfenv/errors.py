@@ -8,8 +8,10 @@ Starting Kernel" dialog) instead of "Unhandled error" and a traceback.
 
 from __future__ import annotations
 
+import http.client
 import logging
 import os
+import socket
 
 import requests
 from docker.errors import DockerException
@@ -80,12 +82,76 @@ def engine_unreachable(err: BaseException | None) -> bool:
     return False
 
 
+#: What to do when the server's user may not use the engine's socket.
+PERMISSION_HINT = (
+    "On a single-user machine add the server's user to the 'docker' group; on a shared "
+    "server use the tfenv broker instead of giving users the socket (it is root on the host)."
+)
+
+_log = logging.getLogger("jupyter_tfenv")
+
+
+def _causes(err: BaseException) -> list[BaseException]:
+    """``err`` and what is behind it: its cause or context, the exceptions in its
+    ``args`` (requests and urllib3 wrap the socket's error there) and a ``MaxRetryError``'s
+    ``reason``; breadth first, each once."""
+    found: list[BaseException] = []
+    todo: list[BaseException] = [err]
+    while todo and len(found) < 32:
+        item = todo.pop(0)
+        if any(item is seen for seen in found):
+            continue
+        found.append(item)
+        nested = [item.__cause__, item.__context__, getattr(item, "reason", None)]
+        nested += [arg for arg in item.args if isinstance(arg, BaseException)]
+        todo += [x for x in nested if isinstance(x, BaseException)]
+    return found
+
+
+def unreachable_reason(err: BaseException) -> str:
+    """What failed, in words: why the Docker engine could not be asked (``err`` as the
+    Docker SDK, requests or urllib3 raise it). The raw exception is not part of it."""
+    causes = _causes(err)
+    for kind, words in (
+        (FileNotFoundError, "the socket does not exist (is dockerd running?)"),
+        (PermissionError, "permission denied (is this user in the docker group?)"),
+        (ConnectionRefusedError, "connection refused (is dockerd running?)"),
+        (socket.gaierror, "its host name does not resolve"),
+    ):
+        if any(isinstance(c, kind) for c in causes):
+            return words
+    if any(isinstance(c, requests.exceptions.ConnectTimeout) for c in causes):
+        return "it did not accept the connection in time"
+    if any(isinstance(c, TimeoutError | requests.exceptions.Timeout) for c in causes):
+        return "it stopped answering (no reply in time)"
+    if any(isinstance(c, ConnectionError | http.client.RemoteDisconnected) for c in causes):
+        return "it closed the connection (is it restarting?)"
+    # An error that lost its chain (a message passed on as text): its words still tell.
+    text = " ".join(str(c) for c in causes).lower()
+    for needle, words in (
+        ("no such file or directory", "the socket does not exist (is dockerd running?)"),
+        ("permission denied", "permission denied (is this user in the docker group?)"),
+        ("connection refused", "connection refused (is dockerd running?)"),
+        ("timed out", "it stopped answering (no reply in time)"),
+        ("connection reset", "it closed the connection (is it restarting?)"),
+        ("connection aborted", "it closed the connection (is it restarting?)"),
+    ):
+        if needle in text:
+            return words
+    return "it did not answer"
+
+
 def unreachable_error(err: BaseException, where: str | None = None) -> DockerUnavailableError:
-    """``err`` (an :func:`engine_unreachable` error) as the one message users get."""
+    """``err`` (an :func:`engine_unreachable` error) as the one message users get: which
+    engine, what failed in words, and what to do. The raw exception goes to the log
+    (debug) only."""
     if isinstance(err, DockerUnavailableError):
         return err
     host = where or os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
-    return DockerUnavailableError(f"Cannot reach the Docker engine at {host}: {err}. {ENGINE_HINT}")
+    reason = unreachable_reason(err)
+    hint = PERMISSION_HINT if reason.startswith("permission denied") else ENGINE_HINT
+    _log.debug("tfenv: the Docker engine at %s is unreachable: %r", host, err)
+    return DockerUnavailableError(f"Cannot reach the Docker engine at {host}: {reason}. {hint}")
 
 
 def as_tfenv_error(err: BaseException | None) -> BaseException | None:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
+import os
 import subprocess
+import tarfile
 from pathlib import Path
 
 import docker
@@ -22,6 +25,7 @@ from jupyter_tfenv.core.labels import (
     LABEL_SERVER_START,
 )
 from tests.conftest import OWNER, PY_IMAGE, TF220, run_tfenv_cli
+from tests.support.gpu_engine import TestEngine
 
 tfenv = run_tfenv_cli
 
@@ -87,11 +91,124 @@ def test_check_reports_missing_images(tmp_path, images):
 def test_check_says_when_docker_is_down(team_catalog, tmp_path):
     good = tmp_path / "g.yaml"
     good.write_text(yaml.safe_dump({"environments": [{"id": "a", "image": TF220}]}))
-    result = tfenv(
-        "check", "--catalog", str(good), env={"DOCKER_HOST": f"unix://{tmp_path}/none.sock"}
-    )
+    host = f"unix://{tmp_path}/none.sock"
+    result = tfenv("check", "--catalog", str(good), env={"DOCKER_HOST": host})
     assert result.returncode == 1
-    assert "Cannot reach the Docker engine" in result.stdout
+    # One line, in words: which engine, what failed, what to do; no traceback, no raw error.
+    (line,) = result.stdout.splitlines()
+    assert line.startswith(
+        f"ERROR  docker: Cannot reach the Docker engine at {host}: "
+        "the socket does not exist (is dockerd running?). Start the Docker engine"
+    ), line
+    assert "FileNotFoundError" not in line and "Errno" not in line
+    assert "Traceback" not in result.stderr
+    data = json.loads(
+        tfenv("check", "--json", "--catalog", str(good), env={"DOCKER_HOST": host}).stdout
+    )
+    assert data["ok"] is False
+    assert data["engine"]["reachable"] is False and data["engine"]["live_restore"] is None
+    assert data["engine"]["host"] == host
+    assert data["engine"]["error"] == data["problems"][0]["message"]
+
+
+def engine_catalog(tmp_path: Path, image: str) -> Path:
+    path = tmp_path / "engine.yaml"
+    path.write_text(yaml.safe_dump({"environments": [{"id": "here", "image": image}]}))
+    return path
+
+
+def assert_live_restore_reported(stdout: str, host: str, *, on: bool, version: str) -> None:
+    engine_lines = [line for line in stdout.splitlines() if f"Docker engine {version} at" in line]
+    assert len(engine_lines) == 1, stdout
+    if on:
+        assert engine_lines[0] == (
+            f"ok  Docker engine {version} at {host}: "
+            "live-restore is on (kernels outlive an engine restart)"
+        )
+        assert "WARNING" not in stdout
+    else:
+        assert engine_lines[0].startswith(
+            f"WARNING  Docker engine {version} at {host}: live-restore is off: "
+            "an engine restart or upgrade"
+        ), stdout
+        assert "kills every kernel container" in stdout
+        assert "variables are lost" in stdout and "checkpoints in $TFENV_CHECKPOINT_DIR" in stdout
+        assert '"live-restore": true to /etc/docker/daemon.json' in stdout
+        assert "sudo systemctl reload docker" in stdout
+        assert "docs/operations.md" in stdout
+
+
+@pytest.mark.docker
+def test_check_reports_the_main_engines_live_restore(tmp_path, images):
+    info = images.info()
+    on = bool(info["LiveRestoreEnabled"])
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    path = engine_catalog(tmp_path, PY_IMAGE)
+    result = tfenv("check", "--catalog", str(path))
+    # A warning, not an error: the images are there, so the check passes either way.
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert_live_restore_reported(result.stdout, host, on=on, version=info["ServerVersion"])
+    data = json.loads(tfenv("check", "--json", "--catalog", str(path)).stdout)
+    assert data["ok"] is True
+    assert data["engine"] == {
+        "host": host,
+        "reachable": True,
+        "live_restore": on,
+        "version": info["ServerVersion"],
+        "error": None,
+    }
+    assert len(data["warnings"]) == (0 if on else 1)
+
+
+def tiny_image(client: docker.DockerClient, reference: str) -> None:
+    """An image of one small file (``docker import``): all ``check`` asks is that it exists."""
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w") as tar:
+        info = tarfile.TarInfo("hello.txt")
+        info.size = 5
+        tar.addfile(info, io.BytesIO(b"hello"))
+    repository, tag = reference.rsplit(":", 1)
+    client.api.import_image_from_data(data.getvalue(), repository=repository, tag=tag)
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("live_restore", [True, False], ids=["live-restore", "no-live-restore"])
+def test_check_on_an_engine_with_and_without_live_restore(tmp_path, images, live_restore):
+    engine = TestEngine(live_restore=live_restore)
+    try:
+        client = engine.start()
+        assert client.info()["LiveRestoreEnabled"] is live_restore
+        tiny_image(client, "tfenv-test/tiny:1")
+        version = client.info()["ServerVersion"]
+        path = engine_catalog(tmp_path, "tfenv-test/tiny:1")
+        result = tfenv("check", "--catalog", str(path), env={"DOCKER_HOST": engine.url})
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert_live_restore_reported(result.stdout, engine.url, on=live_restore, version=version)
+        assert "ok  here: tfenv-test/tiny:1" in result.stdout
+        data = json.loads(
+            tfenv("check", "--json", "--catalog", str(path), env={"DOCKER_HOST": engine.url}).stdout
+        )
+        assert data["ok"] is True
+        assert data["engine"]["reachable"] is True
+        assert data["engine"]["live_restore"] is live_restore
+        assert data["engine"]["version"] == version
+        if live_restore:
+            assert data["warnings"] == []
+        else:
+            (warning,) = data["warnings"]
+            assert "live-restore is off" in warning and "systemctl reload docker" in warning
+    finally:
+        engine.stop()
+
+
+def test_check_offline_does_not_ask_the_engine(tmp_path):
+    path = engine_catalog(tmp_path, TF220)
+    host = f"unix://{tmp_path}/none.sock"
+    result = tfenv(
+        "check", "--offline", "--json", "--catalog", str(path), env={"DOCKER_HOST": host}
+    )
+    assert result.returncode == 0
+    assert json.loads(result.stdout)["engine"] is None
 
 
 def test_pin_command():
