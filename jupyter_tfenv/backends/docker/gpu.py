@@ -72,6 +72,15 @@ def _cuda_version(value: Any) -> str | None:
     return f"{value // 1000}.{(value % 1000) // 10}"
 
 
+def _compute_capability(value: Any) -> str | None:
+    """NVML's ``(major, minor)`` compute capability → "8.0"; None when NVML did not say."""
+    try:
+        major, minor = value
+        return f"{int(major)}.{int(minor)}"
+    except (TypeError, ValueError):
+        return None
+
+
 # -- processes → containers → kernels ----------------------------------------------------
 
 
@@ -266,10 +275,15 @@ def _gpu(nvml: Any, index: int, kernels: KernelContainers, proc_root: str) -> di
     power = _safe(nvml, nvml.nvmlDeviceGetPowerUsage, handle)  # milliwatts
     name = _safe(nvml, nvml.nvmlDeviceGetName, handle)
     uuid = _safe(nvml, nvml.nvmlDeviceGetUUID, handle)
+    capability = _safe(
+        nvml, getattr(nvml, "nvmlDeviceGetCudaComputeCapability", lambda h: None), handle
+    )
     return {
         "index": index,
         "uuid": _text(uuid) if uuid is not None else None,
         "name": _text(name) if name is not None else None,
+        # "8.0": what the kernels' CUDA code must be built for (jupyter_tfenv.kernels.compat).
+        "compute_capability": _compute_capability(capability),
         "memory_used": int(memory.used) if memory is not None else None,
         "memory_total": int(memory.total) if memory is not None else None,
         "utilization_gpu": int(rates.gpu) if rates is not None else None,
@@ -315,7 +329,9 @@ def gpu_overview(docker_client: Any = None, *, proc_root: str = "/proc") -> dict
     ``no_nvml_library``, ``no_driver``, ``no_gpu`` or ``error`` and ``message`` says what to
     do. With a ``docker_client``, ``runtime`` says whether Docker can hand out GPUs (see
     :func:`docker_gpu_runtime`) and GPU processes are matched to kernel containers.
-    Memory is in bytes, utilization in percent, temperature in °C.
+    Memory is in bytes, utilization in percent, temperature in °C; ``cuda_driver_version``
+    ("12.4") is the newest CUDA the driver supports and each GPU's ``compute_capability``
+    ("8.0") its architecture: the host facts of :mod:`jupyter_tfenv.kernels.compat`.
     """
     overview: dict[str, Any] = {
         "state": STATE_ERROR,
