@@ -6,7 +6,8 @@ importing TensorFlow there would take GPU memory), mounted read-only at
 images we do not control.
 
 It prints ONE JSON object on stdout: python, python_abi, os, ipykernel, numpy,
-tensorflow, keras, build, gpus, errors ({part: message}) and seconds ({part: seconds}).
+tensorflow, keras, build (cuda_version, cudnn_version, is_*_build and, on GPU builds,
+cuda_compute_capabilities), gpus, errors ({part: message}) and seconds ({part: seconds}).
 Every part is wrapped, so a broken part becomes an entry of ``errors``, never a
 traceback instead of the JSON.
 
@@ -124,7 +125,7 @@ def _build():
     import tensorflow as tf
 
     info = dict(tf.sysconfig.get_build_info())
-    build = {}
+    build = {}  # type: dict
     for key in BUILD_KEYS:
         value = info.get(key)
         if key.startswith("is_"):
@@ -132,6 +133,15 @@ def _build():
         elif value is not None:
             value = str(value)
         build[key] = value
+    # GPU builds only (a CPU wheel's build info has no such key): the architectures the
+    # CUDA code was compiled for, e.g. ["sm_60", "sm_70", "sm_80", "sm_89", "compute_90"]
+    # ('sm_XY': SASS only; 'compute_XY': SASS and PTX). jupyter_tfenv.kernels.compat
+    # compares them with the host's GPUs.
+    capabilities = info.get("cuda_compute_capabilities")
+    if capabilities:
+        if isinstance(capabilities, str):
+            capabilities = capabilities.split(",")
+        build["cuda_compute_capabilities"] = [str(c).strip() for c in capabilities]
     return build
 
 
