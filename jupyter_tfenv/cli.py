@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import docker
-import requests
-from docker.errors import DockerException, ImageNotFound
+from docker.errors import ImageNotFound
 from jupyter_core.application import JupyterApp
 from jupyter_core.paths import jupyter_data_dir
 from traitlets.config import Application, Config
@@ -34,8 +32,15 @@ from jupyter_tfenv.catalog.lock import (
     lock_environments,
     require_lock,
 )
+from jupyter_tfenv.cli_checks import (
+    LIVE_RESTORE_OFF,
+    compatibility_lines,
+    compatibility_of,
+    engine_check,
+    engine_line,
+)
 from jupyter_tfenv.core import metrics
-from jupyter_tfenv.errors import TFEnvError, engine_unreachable, unreachable_error
+from jupyter_tfenv.errors import TFEnvError
 from jupyter_tfenv.kernels.runtimes import build_runtime, default_runtimes_dir, list_runtimes
 from jupyter_tfenv.lifecycle.adoption import held_by_live_server
 from jupyter_tfenv.provisioning.kernelspecs import write_kernelspecs
@@ -102,62 +107,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-#: What ``check`` says when the engine's live-restore is off (issue 24).
-LIVE_RESTORE_OFF = (
-    "live-restore is off: an engine restart or upgrade (`apt upgrade docker`, "
-    "`systemctl restart docker`, a daemon crash) kills every kernel container: the users' "
-    "variables are lost and running trainings stop (checkpoints in $TFENV_CHECKPOINT_DIR "
-    "are kept).\n"
-    '  Turn it on: add "live-restore": true to /etc/docker/daemon.json, then '
-    "`sudo systemctl reload docker` (a reload applies it; no container stops).\n"
-    "  See docs/operations.md (engine upgrades, what users see)."
-)
-
-
-def _engine_check() -> tuple[dict[str, Any], docker.DockerClient | None]:
-    """The engine ``check`` talks to: ``{host, reachable, live_restore, version, error}``
-    and a client when it answered."""
-    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
-    state: dict[str, Any] = {
-        "host": host,
-        "reachable": False,
-        "live_restore": None,
-        "version": None,
-        "error": None,
-    }
-    try:
-        client = connect()
-        info = client.info()
-    except TFEnvError as err:
-        state["error"] = str(err)
-        return state, None
-    except (DockerException, requests.exceptions.RequestException) as err:
-        state["error"] = (
-            unreachable_error(err, host).message
-            if engine_unreachable(err)
-            else f"The Docker engine at {host} did not say how it runs (docker info): {err}"
-        )
-        return state, None
-    state.update(
-        reachable=True,
-        live_restore=bool(info.get("LiveRestoreEnabled")),
-        version=info.get("ServerVersion"),
-    )
-    return state, client
-
-
-def _engine_line(state: dict[str, Any]) -> str | None:
-    """The human line of a reachable engine: ok with live-restore, a warning without."""
-    if not state["reachable"]:
-        return None  # an ERROR line says why
-    engine = f"Docker engine {state['version'] or '?'} at {state['host']}"
-    if state["live_restore"]:
-        return f"ok  {engine}: live-restore is on (kernels outlive an engine restart)"
-    return f"WARNING  {engine}: {LIVE_RESTORE_OFF}"
-
-
 def cmd_check(args: argparse.Namespace) -> int:
-    """Validate the catalog and pinning, and (unless --offline) image presence."""
+    """Validate the catalog and pinning, and (unless --offline) the engine, image presence
+    and each GPU environment's compatibility with this host's GPUs (cli_checks.py)."""
     _, catalog = _load(args)
     problems = [p.to_dict() for p in catalog.problems()]
     envs = catalog.all()
@@ -183,7 +135,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     warnings: list[str] = []
     client: docker.DockerClient | None = None
     if not args.offline:
-        engine, client = _engine_check()
+        engine, client = engine_check()
         if client is None:
             problems.append(
                 {"source": "docker", "entry": "", "field": "", "message": engine["error"]}
@@ -219,13 +171,16 @@ def cmd_check(args: argparse.Namespace) -> int:
                         f"`docker pull {env.image}` it.",
                     }
                 )
-    engine_line = _engine_line(engine) if engine is not None else None
-    lines = [engine_line] if engine_line else []
+    first = engine_line(engine) if engine is not None else None
+    lines = [first] if first else []
     lines += [
         f"ok  {env.id}: {env.image}"
         for env in envs
         if (env.id in images or args.offline) and env.id not in unlocked
     ]
+    # GPU compatibility (issue 20 item 2): from the cached probes, never a new container.
+    verdicts = {} if args.offline else compatibility_of(envs, images, client is not None)
+    lines += compatibility_lines(verdicts, problems, warnings)
     for p in problems:
         where = ": ".join(
             x for x in (p["source"], p["entry"] and f"environment {p['entry']}", p["field"]) if x
@@ -245,6 +200,9 @@ def cmd_check(args: argparse.Namespace) -> int:
             "problems": problems,
             "warnings": warnings,
             "engine": engine,
+            "compatibility": None
+            if args.offline
+            else {env_id: v.to_dict() for env_id, v in verdicts.items()},
         },
         "\n".join(lines),
     )

@@ -9,12 +9,16 @@ import os
 import subprocess
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
 import yaml
 
 from jupyter_tfenv.backends.docker.engine import SERVER_HOST, SERVER_PID, SERVER_START
+from jupyter_tfenv.backends.docker.gpu import gpu_overview
+from jupyter_tfenv.backends.docker.probe import probe_cache_path
+from jupyter_tfenv.catalog.validation import environment_from_dict
 from jupyter_tfenv.core.labels import (
     LABEL_ENVIRONMENT,
     LABEL_KERNEL_ID,
@@ -24,7 +28,9 @@ from jupyter_tfenv.core.labels import (
     LABEL_SERVER_PID,
     LABEL_SERVER_START,
 )
+from jupyter_tfenv.kernels.probe_output import PROBE_VERSION
 from tests.conftest import OWNER, PY_IMAGE, TF220, run_tfenv_cli
+from tests.kernels.test_compat import TF211_GPU, TF220_GPU
 from tests.support.gpu_engine import TestEngine
 
 tfenv = run_tfenv_cli
@@ -310,3 +316,143 @@ def test_pull_of_an_unknown_environment(team_catalog):
     result = tfenv("pull", "nope", "--catalog", str(team_catalog))
     assert result.returncode == 2
     assert "No environment 'nope'" in result.stderr
+
+
+# -- GPU compatibility (issue 20 item 2) ------------------------------------------------------
+
+#: A stand-in for nvidia-ml-py's pynvml, as NVML answers on a host whose driver 470.82.01
+#: supports CUDA 11.4, with one A100: the facts gpu_overview() reads, nothing else.
+FAKE_PYNVML = """
+NVML_ERROR_LIBRARY_NOT_FOUND = 12
+NVML_ERROR_DRIVER_NOT_LOADED = 9
+NVML_ERROR_LIB_RM_VERSION_MISMATCH = 18
+NVML_ERROR_NO_PERMISSION = 4
+NVML_TEMPERATURE_GPU = 0
+
+
+class NVMLError(Exception):
+    value = 3
+
+
+def _unsupported(*args):
+    raise NVMLError("Not Supported")
+
+
+nvmlInit = nvmlShutdown = lambda: None
+nvmlSystemGetDriverVersion = lambda: "470.82.01"
+nvmlSystemGetCudaDriverVersion = lambda: 11040
+nvmlDeviceGetCount = lambda: 1
+nvmlDeviceGetHandleByIndex = lambda index: index
+nvmlDeviceGetName = lambda handle: "NVIDIA A100-SXM4-40GB"
+nvmlDeviceGetUUID = lambda handle: "GPU-00000000-0000-0000-0000-000000000000"
+nvmlDeviceGetCudaComputeCapability = lambda handle: (8, 0)
+nvmlDeviceGetMemoryInfo = nvmlDeviceGetUtilizationRates = _unsupported
+nvmlDeviceGetTemperature = nvmlDeviceGetPowerUsage = _unsupported
+nvmlDeviceGetComputeRunningProcesses = nvmlDeviceGetGraphicsRunningProcesses = _unsupported
+"""
+
+
+def gpu_catalog(tmp_path: Path) -> Path:
+    path = tmp_path / "gpu.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "environments": [
+                    {"id": "gpu", "image": PY_IMAGE, "gpus": 1},
+                    {"id": "cpu", "image": PY_IMAGE},
+                ]
+            }
+        )
+    )
+    return path
+
+
+def cache_probe(client: docker.DockerClient, data_dir: Path, facts: dict[str, Any]) -> None:
+    """Put a probe of the 'gpu' environment in the cache, as `jupyter tfenv probe` would."""
+    env = environment_from_dict({"id": "gpu", "image": PY_IMAGE, "gpus": 1})
+    image_id = client.images.get(PY_IMAGE).id
+    path = probe_cache_path(data_dir / "jupyter_tfenv" / "probes", image_id, env)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stored = {**facts, "environment": "gpu", "image": PY_IMAGE, "image_id": image_id}
+    path.write_text(json.dumps({**stored, "probe_version": PROBE_VERSION}))
+
+
+@pytest.mark.docker
+def test_check_says_unknown_for_gpu_environments_it_cannot_judge(tmp_path, images):
+    data_dir = tmp_path / "data"
+    env = {"JUPYTER_DATA_DIR": str(data_dir)}
+    path = gpu_catalog(tmp_path)
+    # Never probed: unknown, and how to probe. The check itself starts no probe container.
+    result = tfenv("check", "--catalog", str(path), env=env)
+    assert result.returncode == 0, result.stdout + result.stderr  # a warning, not an error
+    assert (
+        "WARNING  environment 'gpu': compatibility unknown: 'gpu' has not been probed on this "
+        "image, so the CUDA it was built for is unknown: run `jupyter tfenv probe gpu` (or "
+        "Probe in the panel's environment details), then check again."
+    ) in result.stdout.splitlines()
+    assert "environment 'cpu'" not in result.stdout
+    data = json.loads(tfenv("check", "--json", "--catalog", str(path), env=env).stdout)
+    assert data["compatibility"]["gpu"]["state"] == "unknown"
+    assert data["compatibility"]["gpu"]["details"]["missing"] == "probe"
+    assert data["compatibility"]["cpu"]["state"] == "not_applicable"
+    assert any("compatibility unknown" in w for w in data["warnings"])
+    assert not (data_dir / "jupyter_tfenv" / "probes").exists()  # nothing was probed
+
+    # Probed (TF 2.20's GPU build), but this host has no NVML: still unknown, saying why.
+    cache_probe(images, data_dir, TF220_GPU)
+    overview = gpu_overview()
+    data = json.loads(tfenv("check", "--json", "--catalog", str(path), env=env).stdout)
+    verdict = data["compatibility"]["gpu"]
+    if overview["state"] == "ok":  # a real GPU host: a real verdict
+        assert verdict["state"] in ("ok", "incompatible")
+        return
+    assert verdict["state"] == "unknown"
+    assert verdict["message"] == (
+        "Cannot read the host's driver, so whether CUDA 12.5.1 runs here is unknown: "
+        + overview["message"]
+    )
+    assert verdict["details"]["build"]["cuda_version"] == "12.5.1"
+    result = tfenv("check", "--catalog", str(path), env=env)
+    assert result.returncode == 0
+    assert (
+        "WARNING  environment 'gpu': compatibility unknown: Cannot read the host's driver"
+        in result.stdout
+    )
+
+
+@pytest.mark.docker
+def test_check_fails_on_an_incompatible_gpu_environment(tmp_path, images):
+    """NVML-shaped facts from a stand-in pynvml: a CUDA 11.4 driver, an image built for 12.5."""
+    data_dir = tmp_path / "data"
+    fake = tmp_path / "nvml"
+    fake.mkdir()
+    (fake / "pynvml.py").write_text(FAKE_PYNVML)
+    env = {"JUPYTER_DATA_DIR": str(data_dir), "PYTHONPATH": str(fake)}
+    path = gpu_catalog(tmp_path)
+    cache_probe(images, data_dir, TF220_GPU)
+    result = tfenv("check", "--catalog", str(path), env=env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    (line,) = [x for x in result.stdout.splitlines() if "environment 'gpu'" in x]
+    assert line == (
+        "ERROR  environment 'gpu': incompatible: TensorFlow in 'gpu' was built for CUDA 12.5, "
+        "but the host's driver 470.82.01 supports CUDA up to 11.4. Install an NVIDIA driver "
+        ">= 555.42.02 (CUDA 12.5); at least >= 525.60.13 (CUDA 12.0), enough through CUDA "
+        "minor-version compatibility when every GPU has native code in the build, or use an "
+        "image built for CUDA 11.4 or older."
+    )
+    data = json.loads(tfenv("check", "--json", "--catalog", str(path), env=env).stdout)
+    assert data["ok"] is False
+    assert data["compatibility"]["gpu"]["state"] == "incompatible"
+    assert data["compatibility"]["gpu"]["details"]["host"] == {
+        "driver_version": "470.82.01",
+        "cuda_driver_version": "11.4",
+    }
+    # The same image built for this driver's CUDA (TF 2.11, CUDA 11.2) runs on the A100.
+    cache_probe(images, data_dir, TF211_GPU)
+    result = tfenv("check", "--catalog", str(path), env=env)
+    assert result.returncode == 0, result.stdout
+    assert (
+        "ok  environment 'gpu': compatible: 'gpu' (built for CUDA 11.2, sm_35, sm_50, sm_60, "
+        "sm_70, sm_75, compute_80) runs on GPU 0 (NVIDIA A100-SXM4-40GB, compute capability "
+        "8.0); the host's driver 470.82.01 supports CUDA up to 11.4."
+    ) in result.stdout.splitlines()
