@@ -107,7 +107,13 @@ def compatibility_of(
             )
             continue
         probe = cached_probe(image_id, env, cache_dir=probe_cache_dir())
-        verdicts[env.id] = check_compatibility(probe, host, env_id=env.id, wants_gpu=True)
+        verdicts[env.id] = check_compatibility(
+            probe,
+            host,
+            env_id=env.id,
+            wants_gpu=True,
+            devices=list(env.gpus) if isinstance(env.gpus, tuple) else None,
+        )
     return verdicts
 
 

@@ -265,6 +265,7 @@ def check_compatibility(
     *,
     env_id: str | None = None,
     wants_gpu: bool | None = None,
+    devices: list[str] | None = None,
 ) -> Compatibility:
     """The verdict for one environment on this host.
 
@@ -272,7 +273,8 @@ def check_compatibility(
     image was never probed. ``host_facts``: ``gpu_overview()``'s answer (``state``,
     ``message``, ``driver_version``, ``cuda_driver_version``, ``gpus`` with
     ``compute_capability``), None when nobody asked. ``wants_gpu``: whether the catalog
-    gives the environment GPUs (None: as the probe says).
+    gives the environment GPUs (None: as the probe says). ``devices``: the catalog's
+    explicit GPU ids (indices or UUIDs, ``gpus: ["2"]``): only those GPUs are judged.
     """
     probe = probe_facts or {}
     env_id = env_id or probe.get("environment") or "<environment>"
@@ -379,17 +381,34 @@ def check_compatibility(
             else "does not list the architectures it has code for (a probe from an older "
             "jupyter_tfenv)"
         )
+        supports = (
+            f"The driver (CUDA {_fmt(host_cuda)}) runs the CUDA {_fmt(build_cuda)} of "
+            f"'{env_id}' only through minor-version compatibility, for GPUs with native code"
+            if minor_compat
+            else f"The driver supports the CUDA {_fmt(build_cuda)} of '{env_id}'"
+        )
         return _unknown(
-            f"The driver supports the CUDA {_fmt(build_cuda)} of '{env_id}', but the probe "
-            f"{why}, so whether this host's GPUs can run it is unknown: "
+            f"{supports}, but the probe {why}, so whether this host's GPUs can run it is "
+            "unknown: "
             f"{_probe_hint(env_id, refresh=True)}.",
             {**details, "missing": "cuda_compute_capabilities"},
         )
-    devices = [_device_verdict(g, archs, driver_is_older) for g in host.get("gpus") or []]
-    details["devices"] = devices
-    usable = [d for d in devices if d["state"] == STATE_OK]
-    bad = [d for d in devices if d["state"] == STATE_INCOMPATIBLE]
-    unsure = [d for d in devices if d["state"] == STATE_UNKNOWN]
+    gpus = list(host.get("gpus") or [])
+    if devices is not None:
+        wanted = {str(d) for d in devices}
+        gpus = [g for g in gpus if str(g.get("index")) in wanted or g.get("uuid") in wanted]
+        if not gpus:
+            return _unknown(
+                f"'{env_id}' asks for GPU {', '.join(sorted(wanted))}, which NVML does not "
+                "list on this host (a MIG device, or a GPU that is gone), so whether it runs "
+                "there is unknown.",
+                {**details, "missing": "device"},
+            )
+    devices_seen = [_device_verdict(g, archs, driver_is_older) for g in gpus]
+    details["devices"] = devices_seen
+    usable = [d for d in devices_seen if d["state"] == STATE_OK]
+    bad = [d for d in devices_seen if d["state"] == STATE_INCOMPATIBLE]
+    unsure = [d for d in devices_seen if d["state"] == STATE_UNKNOWN]
     details["usable_devices"] = [d["index"] for d in usable]
 
     def named(items: list[dict[str, Any]]) -> str:

@@ -191,6 +191,15 @@ def test_a_gpu_older_than_every_architecture_is_named() -> None:
     assert check_compatibility(TF211_GPU, host("470.82.01", "11.4", K80)).state == "ok"
 
 
+def test_explicit_gpu_ids_judge_only_those_gpus() -> None:
+    mixed = host("560.35.03", "12.6", A100, K80)
+    on_k80 = check_compatibility(TF220_GPU, mixed, devices=["1"])
+    assert on_k80.state == "incompatible" and "GPU 1 (Tesla K80" in on_k80.message
+    assert check_compatibility(TF220_GPU, mixed, devices=["GPU-0"]).state == "ok"
+    gone = check_compatibility(TF220_GPU, mixed, devices=["7"])
+    assert gone.state == "unknown" and "asks for GPU 7" in gone.message
+
+
 def test_a_cpu_only_tensorflow_in_a_gpu_environment_is_incompatible() -> None:
     verdict = check_compatibility(TF220_CPU_BUILD, host("560.35.03", "12.6", H100))
     assert verdict.state == "incompatible" and "CPU-only build" in verdict.message
@@ -202,6 +211,9 @@ def test_a_probe_without_architectures_is_unknown() -> None:
     verdict = check_compatibility(old, host("560.35.03", "12.6", H100))
     assert verdict.state == "unknown"
     assert "`jupyter tfenv probe tf220-gpu --refresh`" in verdict.message
+    # Through minor-version compatibility it says so.
+    verdict = check_compatibility(old, host("535.104.05", "12.2", H100))
+    assert verdict.state == "unknown" and "only through minor-version" in verdict.message
     # …but an old driver is a verdict without them.
     assert check_compatibility(old, host("470.82.01", "11.4", H100)).state == "incompatible"
 
