@@ -16,7 +16,7 @@ from jupyter_tfenv.catalog.model import Environment
 
 PROBE_SCRIPT_PATH = Path(__file__).parent / "in_container" / "probe.py"
 #: Bumped when the probe's output changes, so that older cache files are probed again.
-PROBE_VERSION = 1
+PROBE_VERSION = 2
 
 
 def probe_result(
