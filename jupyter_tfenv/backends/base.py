@@ -3,7 +3,8 @@
 Three peers implement it (docs/ARCHITECTURE.md draws them):
 
 - ``jupyter_tfenv.backends.docker.backend.DockerBackend``: containers on a Docker engine,
-  found by their labels; the broker holds one for all hub users.
+  found by their labels; the broker holds one for all hub users, and a local server's
+  provisioner one for its kernel (provisioning/local.py ``local_backend``).
 - ``jupyter_tfenv.backends.kubernetes.backend.KubernetesBackend``: pods, for the broker.
   It is given its settings, never the broker.
 - ``jupyter_tfenv.backends.broker.BrokerBackend``: the broker's REST API, for a
@@ -11,10 +12,9 @@ Three peers implement it (docs/ARCHITECTURE.md draws them):
 
 The broker holds one backend (``TFEnvBroker.kernel_backend``) and never asks which one it
 is. A single-user server chooses once between its local engine and the broker: the
-provisioner's runner (kernels/local.py, kernels/brokered.py, the latter over
-``BrokerBackend``) and the REST service's source (server/sources.py). The local runner
-shares the Docker steps (backends/docker/steps.py, engine.py) with ``DockerBackend`` but
-is not yet a ``DockerBackend`` itself. A feature a backend lacks is said by
+provisioner's runner (provisioning/local.py over a ``DockerBackend`` built for the local
+server, provisioning/brokered.py over ``BrokerBackend``) and the REST service's source
+(server/sources.py). A feature a backend lacks is said by
 :meth:`KernelBackend.supports` and, if called anyway, by :class:`UnsupportedByBackend` (a
 message, HTTP 501), never by an ``if`` on the mode.
 
@@ -140,6 +140,14 @@ class KernelStart:
     #: The folders the caller's policy checked (``mountcheck.CheckedFolder``, by mount
     #: target): a backend that mounts them mounts exactly those (by descriptor).
     checked: tuple[Any, ...] = ()
+    #: The kernel's command, where the caller made it (a local server: jupyter_client's,
+    #: from the kernelspec); () for the launcher reading the connection file.
+    cmd: tuple[str, ...] = ()
+    #: How the kernel's sockets are reached: "ipc" (in runtime_dir) or "tcp" (a local
+    #: server's transport trait: 127.0.0.1 of the host's network).
+    transport: str = "ipc"
+    #: Labels of the caller's own on the kernel (a local server's warm-pool label).
+    labels: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -1,15 +1,19 @@
 """A kernel in a container on this server's own Docker engine (no ``broker_url``).
 
-The provisioner's steps that touch where the kernel runs, done in-process with the docker
-SDK: this server makes the runtime folder, prepares the checkpoint storage, creates the
-hardened container (``engine.container_spec``; shielded and GPU-allocated by the shared
-steps of :mod:`jupyter_tfenv.backends.docker`), watches, signals and removes it. The
-broker peer is :mod:`jupyter_tfenv.provisioning.brokered`; the provisioner holds one of the two.
+A thin runner over a :class:`~jupyter_tfenv.backends.docker.backend.DockerBackend` built
+for the local server (:func:`local_backend`): the backend prepares the checkpoint storage,
+creates the hardened container (shielded, GPU-allocated, mounts verified), finds it (exit
+state, OOM), reads its logs, signals, adopts and removes it. What stays here is the
+provisioner's own: the uid check, the runtime folder and connection file (jupyter_client
+writes it; the provisioner waits for the sockets of its transport), the kernelspec's lock
+and image checks (their messages name this server's pull), and the poll that keeps a
+kernel alive while the engine is away (its heartbeat socket). The broker peer is
+:mod:`jupyter_tfenv.provisioning.brokered`; the provisioner holds one of the two.
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -17,43 +21,26 @@ import socket
 import time
 from typing import TYPE_CHECKING, Any
 
-from docker.errors import APIError, NotFound
 from jupyter_client.connect import KernelConnectionInfo
 from requests.exceptions import ConnectionError as RequestsConnectionError
 from tornado.web import HTTPError
 
-from jupyter_tfenv.backends.docker import live
+from jupyter_tfenv.backends.base import BackendError, KernelInfo, KernelNotFound
+from jupyter_tfenv.backends.docker.backend import DockerBackend
 from jupyter_tfenv.backends.docker.engine import (
-    container_spec,
-    explain_api_error,
-    forget_shared_client,
     isolated_launcher,
-    remove_quietly,
     resolve_image,
-    run_with_gpus,
-    shared_client,
-    tail_logs,
 )
-from jupyter_tfenv.backends.docker.gpu_alloc import GpuUnavailableError
-from jupyter_tfenv.backends.docker.steps import exit_state, remove_by_name, run_shielded
 from jupyter_tfenv.catalog.lock import LockFile, LockMismatchError, check_lock, unlocked_message
 from jupyter_tfenv.catalog.model import Environment
-from jupyter_tfenv.checkpoints import mountcheck
-from jupyter_tfenv.checkpoints.layout import CheckpointStorageError, StorageConfig
-from jupyter_tfenv.checkpoints.storage import prepare_kernel_storage
-from jupyter_tfenv.core.labels import (
-    LABEL_IMAGE_ID,
-    LABEL_KERNEL_ID,
-    LABEL_OWNER,
-    LABEL_RUNTIME_DIR,
-)
+from jupyter_tfenv.core.caller import Caller
 from jupyter_tfenv.errors import (
     DockerUnavailableError,
     KernelStartError,
     engine_unreachable,
     unreachable_error,
 )
-from jupyter_tfenv.kernels.connection import prepare_runtime_root
+from jupyter_tfenv.kernels.connection import prepare_runtime_root, runtime_name
 
 if TYPE_CHECKING:
     from jupyter_tfenv.provisioning.provisioner import TFEnvKernelProvisioner
@@ -72,14 +59,17 @@ class LocalKernel:
 
     def __init__(self, prov: TFEnvKernelProvisioner) -> None:
         self.prov = prov
+        self.caller = Caller(name=prov.owner, uid=prov.uid, gid=prov.gid, home=prov.home)
+        self.backend = local_backend(prov)
+        #: The name of this kernel's container (for messages).
+        self.container_name = ""
 
     async def docker(self) -> Any:
         p = self.prov
-        if p._client is None:
-            try:
-                p._client = await p._call(shared_client, p.docker_timeout)
-            except DockerUnavailableError as err:
-                raise KernelStartError(str(err), status_code=503) from err
+        try:
+            p._client = await self.backend.docker()
+        except DockerUnavailableError as err:
+            raise KernelStartError(str(err), status_code=503) from err
         return p._client
 
     def check(self) -> None:
@@ -111,71 +101,27 @@ class LocalKernel:
             message = await p._call(unlocked_message, env, p.lock_file or None)
             raise KernelStartError(message, status_code=409)
         client = await self.docker()
-        image = await p._call(resolve_image, client, env)
+        await p._call(resolve_image, client, env)  # its message names this server's pull
         if p.locked_digest and p.lock_policy != "off":
             await self._check_lock(client, env)
         cwd = await p._call(os.path.realpath, str(kwargs.get("cwd") or os.getcwd()))
-        await p._call(self.prepare_storage, client, env, image.id)
         # jupyter_client swaps a leading "python3" for the server's own interpreter; in the
         # container it must be the image's.
         if cmd and cmd[0] != env.python:
             cmd = [env.python, *cmd[1:]]
-        cmd = isolated_launcher(cmd)
-        req = p._request(cmd, cwd, image.id)
-        spec = container_spec(env, req)
-        started = time.monotonic()
+        request = p._start_request(isolated_launcher(cmd), cwd)
         try:
             # Shielded (steps.run_shielded): a start request cancelled while Docker
-            # creates the container must not leave the container behind.
-            container, p._gpu_devices = await run_with_gpus(
-                client,
-                env,
-                spec,
-                lambda spec: run_shielded(client, spec),
-                configured=p.gpu_devices,
-                viewer=p.owner,
-                placement=p.gpu_placement,
-                prefer=p._gpu_devices,
-                wait=p.gpu_wait_timeout,
-            )
-        except asyncio.CancelledError:
-            await p._call(remove_by_name, client, spec["name"])
-            raise
-        except GpuUnavailableError as err:
-            raise KernelStartError(err.message, status_code=err.status) from err
-        except APIError as err:
-            # Docker may have created the container before failing to start it.
-            await p._call(remove_by_name, client, spec["name"])
-            raise KernelStartError(explain_api_error(err, env)) from err
-        except RequestsConnectionError as err:
-            forget_shared_client(client)
-            p._client = None
-            raise KernelStartError(
-                f"The Docker engine stopped answering while starting the kernel: {err}. "
-                "Check that it runs (`docker info`) and start the kernel again.",
-                status_code=503,
-            ) from err
-        p._container = container
-        p.container_id = container.id
+            # creates the container does not leave the container behind.
+            started = await self.backend.start(self.caller, request, env)
+        except BackendError as err:
+            raise start_error(err) from err
+        self.container_name = str(started["name"])
+        p.container_id = str(started["container_id"])
+        p._gpu_devices = tuple(started.get("gpu_devices") or ())
+        p.checkpoint_info = dict(started["checkpoints"])
         p.cwd = cwd
-        p.log.info(
-            "tfenv: kernel %s runs in container %s (%s, image %s)",
-            p.kernel_id,
-            container.name,
-            env.id,
-            image.id[:19],
-        )
-        try:  # not strict: see mountcheck.verify_mounts (the folders are the user's own)
-            await p._call(
-                mountcheck.verify_mounts,
-                container,
-                p._storage_checked,
-                strict=False,
-                log=p.log,
-            )
-        except mountcheck.MountChangedError as err:
-            raise KernelStartError(err.message, status_code=403) from err
-        await p._wait_until_bound(env, started)
+        await p._wait_until_bound(env, time.monotonic())
         return p.connection_info
 
     async def _check_lock(self, client: Any, env: Environment) -> None:
@@ -190,81 +136,64 @@ class LocalKernel:
                 return
             raise KernelStartError(str(err), status_code=409) from err
 
-    def prepare_storage(self, client: Any, env: Environment, image_id: str) -> None:
-        """Create this user's checkpoint and log folders (or volumes) for ``env``; blocking.
-
-        They belong to the kernel's uid:gid before the container starts.
-        """
-        p = self.prov
-        try:
-            storage = prepare_kernel_storage(
-                client,
-                StorageConfig.from_provisioner(p),
-                p.owner,
-                env,
-                uid=p.uid,
-                gid=p.gid,
-                image_id=image_id,
-                helper_image=p.checkpoint_helper_image,
-            )
-        except CheckpointStorageError as err:
-            raise KernelStartError(
-                f"The checkpoint storage of '{env.id}' is not usable: {err}", status_code=500
-            ) from err
-        p._storage_mounts = storage.mounts
-        p._storage_env = storage.environment
-        p._storage_checked = storage.checked
-        p.checkpoint_info = storage.info
-
     async def attach(self, env: Environment, adopt: dict[str, Any]) -> dict[str, Any]:
         """Adoption: the running container of this kernel id, checked by its labels."""
         p = self.prov
-        client = await self.docker()
         try:
-            container = await p._call(client.containers.get, str(adopt["container_id"]))
-        except (NotFound, KeyError) as err:
+            info = await self.backend.adopt(self.caller, p.container_kernel_id)
+        except KernelNotFound:
+            info = None
+        if info is None or info.container_id != str(adopt.get("container_id") or ""):
             raise KernelStartError(
                 f"Kernel {p.kernel_id} cannot be adopted: its container is gone."
-            ) from err
-        labels = container.labels or {}
-        expected_id = p.container_kernel_id
-        if (
-            labels.get(LABEL_KERNEL_ID) != expected_id
-            or labels.get(LABEL_OWNER) != p.owner
-            or labels.get(LABEL_RUNTIME_DIR) != p.runtime_dir
-            or container.status not in RUNNING_STATES
-        ):
-            raise KernelStartError(
-                f"Kernel {p.kernel_id} cannot be adopted: container {container.name} "
-                f"is {container.status} and labelled for kernel "
-                f"{labels.get(LABEL_KERNEL_ID)!r} of {labels.get(LABEL_OWNER)!r}."
             )
-        p._container = container
-        p.container_id = container.id
+        if info.runtime_dir != p.runtime_dir or info.status not in RUNNING_STATES:
+            raise KernelStartError(
+                f"Kernel {p.kernel_id} cannot be adopted: container {info.name} "
+                f"is {info.status} and labelled for kernel {p.container_kernel_id!r} "
+                f"of {p.owner!r}."
+            )
+        p.container_id = info.container_id
+        self.container_name = info.name
         # Where its checkpoints are (the folders exist: this only finds them again).
-        image_id = str(labels.get(LABEL_IMAGE_ID) or container.image.id)
-        await p._call(self.prepare_storage, client, env, image_id)
+        client = await self.docker()
+        try:
+            storage = await p._call(
+                self.backend.prepare_storage, client, self.caller, env, str(info.image_id or "")
+            )
+        except BackendError as err:
+            raise start_error(err) from err
+        p.checkpoint_info = storage[2]
         return adopt
 
     # -- while the kernel starts ---------------------------------------------------------
 
     async def exit_state(self) -> dict[str, Any] | None:
-        """None while the starting container runs; else its ``exit_code``, ``oom_killed``."""
-        return await self.prov._call(exit_state, self.prov._container, RUNNING_STATES)
+        """None while the starting container runs; else its ``exit_code``, ``oom_killed``
+        (a removed container: exit code None)."""
+        info = await self._find()
+        if info is None:
+            return {"exit_code": None, "oom_killed": False}
+        if info.status in RUNNING_STATES:
+            return None
+        return {"exit_code": info.exit_code, "oom_killed": info.oom_killed}
 
     async def start_logs(self) -> str:
         """The starting container's last log lines."""
-        return str(await self.prov._call(tail_logs, self.prov._container))
+        try:
+            return await self.backend.logs(self.caller, self.prov.container_kernel_id)
+        except KernelNotFound:
+            return ""
 
     async def discard(self) -> None:
         """Remove the container of a failed start."""
-        await self.prov._call(remove_quietly, self.prov._container)
+        await self._remove_container()
         self.prov._forget_container()
 
     async def failed_launch(self) -> None:
         """A start failed or was cancelled: no container, no runtime folder is left."""
         p = self.prov
-        if p._container is not None:
+        if p.container_id is not None:
             await self._remove_failed_start()
         if p.runtime_dir:
             await p._call(shutil.rmtree, p.runtime_dir, True)
@@ -274,9 +203,8 @@ class LocalKernel:
         what is left (labelled with this server: ``jupyter tfenv gc`` removes it once the
         server is gone)."""
         p = self.prov
-        container = p._container
         try:
-            await p._call(remove_quietly, container)
+            await self._remove_container()
         except Exception as err:
             if not engine_unreachable(err):
                 raise
@@ -284,32 +212,31 @@ class LocalKernel:
                 "tfenv: kernel %s: container %s of the failed start not removed, the "
                 "Docker engine cannot be asked",
                 p.kernel_id,
-                str(getattr(container, "name", "?")),
+                str(self.container_name or p.container_id),
             )
         p._forget_container()
 
-    # -- a running kernel ----------------------------------------------------------------
+    async def _remove_container(self) -> None:
+        """Remove this kernel's container (its runtime folder is the provisioner's)."""
+        with contextlib.suppress(KernelNotFound):
+            await self.backend.remove(self.caller, self.prov.container_kernel_id, keep_runtime=True)
 
-    async def container(self) -> Any:
+    async def _find(self) -> KernelInfo | None:
+        """This kernel's container as the backend sees it now; None when it is gone."""
         p = self.prov
-        if p._container is None and p.container_id:
-            client = await self.docker()
-            try:
-                p._container = await p._call(client.containers.get, p.container_id)
-            except NotFound:
-                p._forget_container()
-        return p._container
+        info = await self.backend.find(self.caller, p.container_kernel_id)
+        if info is None or info.container_id != p.container_id:
+            return None
+        return info
+
+    # -- a running kernel ----------------------------------------------------------------
 
     async def poll(self) -> int | None:
         p = self.prov
+        if p.container_id is None:
+            return 0
         try:
-            container = await self.container()
-            if container is None:
-                return 0 if p.container_id is None else 1
-            await p._call(container.reload)
-        except NotFound:
-            p._forget_container()
-            return 1
+            info = await self._find()
         except Exception as err:
             if not engine_unreachable(err):
                 raise
@@ -317,9 +244,12 @@ class LocalKernel:
         if p._engine_away:
             p._engine_away = False
             p.log.info("tfenv: kernel %s: the Docker engine answers again", p.kernel_id)
-        if container.status in RUNNING_STATES:
+        if info is None:
+            p._forget_container()
+            return 1
+        if info.status in RUNNING_STATES:
             return None
-        return int(container.attrs.get("State", {}).get("ExitCode", 1))
+        return int(info.exit_code if info.exit_code is not None else 1)
 
     async def _poll_without_engine(self, err: BaseException) -> int | None:
         """The engine cannot be asked: the kernel process does not need it (its sockets
@@ -363,17 +293,13 @@ class LocalKernel:
         if signum == 0:
             await p.poll()
             return
+        if p.container_id is None:
+            return
         try:
-            container = await self.container()
-            if container is None:
-                return
             # docker-init (PID 1) forwards the signal to the kernel process.
-            await p._call(container.kill, signal=int(signum))
-        except NotFound:
+            await self.backend.signal(self.caller, p.container_kernel_id, int(signum))
+        except KernelNotFound:
             p._forget_container()
-        except APIError as err:
-            if err.status_code != 409:  # 409: not running, nothing to signal
-                raise
         except Exception as err:
             if not engine_unreachable(err):
                 raise
@@ -390,10 +316,8 @@ class LocalKernel:
     async def remove(self, restart: bool) -> None:
         p = self.prov
         try:
-            container = await self.container()
-            if container is not None:
-                await p._call(remove_quietly, container)
-                live.forget_container(container.id)
+            if p.container_id is not None:
+                await self._remove_container()
         except Exception as err:
             if not engine_unreachable(err):
                 raise
@@ -405,3 +329,43 @@ class LocalKernel:
                 str(err).split("\n", 1)[0][:200],
             )
         p._forget_container()
+
+
+def start_error(err: BackendError) -> KernelStartError:
+    """The backend's refusal of a start as this server says it (an engine refusal is a
+    500 here, as it always was; a lost engine is said as before)."""
+    if err.http_status == 503 and isinstance(err.__cause__, RequestsConnectionError):
+        return KernelStartError(
+            f"The Docker engine stopped answering while starting the kernel: {err.__cause__}. "
+            "Check that it runs (`docker info`) and start the kernel again.",
+            status_code=503,
+        )
+    status = 500 if err.reason == "docker refused" else err.http_status
+    return KernelStartError(err.message, status_code=status, logs=err.logs)
+
+
+def local_backend(prov: TFEnvKernelProvisioner) -> DockerBackend:
+    """The :class:`DockerBackend` of a local server's kernel: the provisioner's settings,
+    its runtime folder, mounts verified without strictness (the folders are the user's
+    own: see mountcheck.verify_mounts); containers found by their owner label (a local
+    server's kernels never carried a uid label), connection folders ``{root}/{kernel}``."""
+    return DockerBackend(
+        prov,
+        catalog=None,  # the kernelspec's lock: LocalKernel._check_lock
+        runtime_root=prov.runtime_root,
+        strict_mounts=False,
+        uid_label=False,
+        runtime_dir_of=_local_runtime_dir,
+        stage_mounts=False,
+        home=prov.home,
+        read_only_rootfs=prov.read_only_rootfs,
+        await_ready=False,  # the provisioner waits for its own transport's sockets
+        config_section="DockerKernelProvisioner",
+        log_prefix="tfenv",
+        log=prov.log,
+    )
+
+
+def _local_runtime_dir(root: str, caller: Caller, kernel_id: str) -> str:
+    """A local kernel's connection folder (kernels/connection.py: one per kernel id)."""
+    return os.path.join(root, runtime_name(kernel_id))

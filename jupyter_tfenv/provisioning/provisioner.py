@@ -13,8 +13,9 @@ container's environment, labels, command line or logs.
 Broker mode (``broker_url`` set, JupyterHub): the same lifecycle, but every step that
 touches Docker is a request to the tfenv broker (docs/broker.md). The provisioner holds
 one runner, chosen once (:attr:`TFEnvKernelProvisioner.runner`): ``LocalKernel``
-(kernels/local.py: the local engine) or ``BrokeredKernel`` (kernels/brokered.py: the
-broker's REST API through ``BrokerBackend``); its methods never ask which.
+(provisioning/local.py: the local engine through a ``DockerBackend``) or
+``BrokeredKernel`` (provisioning/brokered.py: the broker's REST API through
+``BrokerBackend``); its methods never ask which.
 """
 
 from __future__ import annotations
@@ -34,21 +35,18 @@ from jupyter_client.provisioning import LocalProvisioner
 from tornado.web import HTTPError
 from traitlets import Dict, Unicode
 
+from jupyter_tfenv.backends.base import KernelStart
 from jupyter_tfenv.backends.broker import (
     BrokerBackend,
     BrokerClient,
 )
-from jupyter_tfenv.backends.docker.engine import (
-    KernelRequest,
-    explain_start_exit,
-)
+from jupyter_tfenv.backends.docker.engine import explain_start_exit
 from jupyter_tfenv.backends.docker.steps import (
     wait_until_bound,
 )
 from jupyter_tfenv.backends.settings import CheckpointStorageSettings, KernelContainerSettings
 from jupyter_tfenv.catalog.model import Environment
 from jupyter_tfenv.catalog.validation import environment_from_dict
-from jupyter_tfenv.checkpoints import mountcheck
 from jupyter_tfenv.core import metrics
 from jupyter_tfenv.core.labels import (
     LABEL_POOL,
@@ -67,8 +65,6 @@ from jupyter_tfenv.kernels.connection import (
 from jupyter_tfenv.provisioning.brokered import BrokeredKernel
 from jupyter_tfenv.provisioning.local import LocalKernel
 from jupyter_tfenv.provisioning.settings import ProvisionerSettings
-
-_RUNNING_STATES = ("created", "running", "restarting")
 
 #: Keyword argument of ``start_kernel`` that makes the provisioner adopt a running
 #: container ({"container_id", "runtime_dir", "workdir"}) instead of starting one.
@@ -138,11 +134,7 @@ class TFEnvKernelProvisioner(  # type: ignore[metaclass]
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._client: Any = None
-        self._container: Any = None
         self._env: Environment | None = None
-        self._storage_mounts: list[Any] = []
-        self._storage_env: dict[str, str] = {}
-        self._storage_checked: list[mountcheck.CheckedFolder] = []
         self._broker: BrokerClient | None = None
         self._runner = None
         #: The kernel to adopt (container_id, runtime_dir, workdir) while adopting.
@@ -344,29 +336,19 @@ class TFEnvKernelProvisioner(  # type: ignore[metaclass]
             passed["JPY_SESSION_NAME"] = session
         return passed
 
-    def _request(self, cmd: list[str], cwd: str, image_id: str) -> KernelRequest:
-        passed = self._passed_env()
-        passed.update({"HOME": self.home, "USER": self.owner, "LOGNAME": self.owner})
-        return KernelRequest(
+    def _start_request(self, cmd: list[str], cwd: str) -> KernelStart:
+        """This kernel's start as its backend takes it (HOME, USER, LOGNAME: the backend's)."""
+        return KernelStart(
             kernel_id=self.kernel_id,
-            cmd=list(cmd),
-            uid=self.uid,
-            gid=self.gid,
-            owner=self.owner,
-            workdir=cwd,
-            notebook_mount=self._notebook_mount(cwd),
+            environment=str(self.environment.get("id", "")),
+            cwd=cwd,
+            mount=self._notebook_mount(cwd) or "",
+            env=self._passed_env(),
+            gpu_devices=self._gpu_devices,
             runtime_dir=self.runtime_dir or "",
-            runtimes_dir=self.runtimes_dir or None,
-            image_id=image_id,
-            environment=passed,
+            cmd=tuple(cmd),
             transport=self.transport,
-            memory=self.default_memory or None,
-            pids=self.default_pids or None,
-            shm_size=self.default_shm_size or None,
-            read_only_rootfs=self.read_only_rootfs,
-            extra_mounts=tuple(self._storage_mounts),
-            extra_env=dict(self._storage_env),
-            extra_labels={LABEL_POOL: "true"} if self._pooled else {},
+            labels={LABEL_POOL: "true"} if self._pooled else {},
         )
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
@@ -522,7 +504,6 @@ class TFEnvKernelProvisioner(  # type: ignore[metaclass]
         raise KernelStartError(why.message, status_code=why.status, logs=why.logs)
 
     def _forget_container(self) -> None:
-        self._container = None
         self.container_id = None
 
     async def poll(self) -> int | None:

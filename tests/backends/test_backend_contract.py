@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import uuid
@@ -36,11 +37,13 @@ from jupyter_tfenv.backends.base import (
     UnsupportedByBackend,
     Usage,
 )
+from jupyter_tfenv.backends.docker.engine import launcher_command
 from jupyter_tfenv.backends.settings import CheckpointStorageSettings, KernelContainerSettings
 from jupyter_tfenv.catalog.loading import TFEnvCatalog
 from jupyter_tfenv.catalog.model import Environment
 from jupyter_tfenv.core.caller import Caller
 from jupyter_tfenv.kernels import connection
+from jupyter_tfenv.provisioning.settings import ProvisionerSettings
 from tests.conftest import CATALOG, KERNEL_GID, KERNEL_UID
 
 pytestmark = pytest.mark.usefixtures("images")
@@ -65,12 +68,22 @@ class Harness:
     async def request(self, kernel_id: str) -> KernelStart:
         raise NotImplementedError
 
+    async def after_start(self, kernel_id: str) -> None:
+        """Called once ``start`` returned: the local server's backend leaves waiting for the
+        kernel's sockets to its provisioner (await_ready=False), so the harness waits."""
+
     def close(self) -> None:
         """Remove whatever the tests left (the fixture's teardown; synchronous)."""
 
 
 class _Settings(KernelContainerSettings, CheckpointStorageSettings):
     """The shared settings traits, as a provisioner or the broker holds them."""
+
+
+class _LocalSettings(ProvisionerSettings, KernelContainerSettings, CheckpointStorageSettings):
+    """A provisioner's settings traits (what ``local_backend`` reads of a provisioner)."""
+
+    log = logging.getLogger("tests.contract")
 
 
 class DockerHarness(Harness):
@@ -128,6 +141,75 @@ class DockerHarness(Harness):
         client = docker.from_env()
         for c in client.containers.list(
             all=True, filters={"label": f"org.jupyter.tfenv.broker={self.scope}"}
+        ):
+            c.remove(force=True)
+
+
+class LocalDockerHarness(Harness):
+    """DockerBackend as a local server builds it (provisioning/local.py ``local_backend``):
+    its own connection folders ``{runtime_root}/{kernel}`` (made here, as the provisioner
+    makes them), containers found by their owner label, folders mounted by path, and the
+    wait for the kernel's sockets left to the caller."""
+
+    def __init__(self, tmp_path: Path, runtime_root: str, catalog: TFEnvCatalog) -> None:
+        from jupyter_tfenv.provisioning.local import local_backend
+
+        self.catalog = catalog
+        notebooks = tmp_path / "home" / OWNER
+        notebooks.mkdir(parents=True)
+        os.chown(notebooks, KERNEL_UID, KERNEL_GID)
+        for folder in (tmp_path, tmp_path / "home"):
+            folder.chmod(0o755)
+        self.notebooks = str(notebooks)
+        self.owner = f"{OWNER}-{uuid.uuid4().hex[:8]}"
+        self.caller = Caller(name=self.owner, uid=KERNEL_UID, gid=KERNEL_GID, home="/tmp")
+        self.root = runtime_root  # short: Unix socket paths stay under 107 bytes
+        prov = _LocalSettings(
+            checkpoint_storage="off",
+            start_timeout=60.0,
+            default_memory=512 * 1024**2,
+            owner=self.owner,
+            uid=KERNEL_UID,
+            gid=KERNEL_GID,
+            runtime_root=self.root,
+        )
+        self.backend = local_backend(prov)  # type: ignore[arg-type]
+
+    async def request(self, kernel_id: str) -> KernelStart:
+        root = await asyncio.to_thread(connection.prepare_runtime_root, self.root)
+        rundir = os.path.join(root, connection.runtime_name(kernel_id))
+        os.mkdir(rundir, 0o700)
+        os.chown(rundir, KERNEL_UID, KERNEL_GID)
+        write_connection_file(rundir)
+        return KernelStart(
+            kernel_id=kernel_id,
+            environment="py",
+            cwd=self.notebooks,
+            mount=self.notebooks,
+            runtime_dir=rundir,
+            cmd=tuple(
+                launcher_command(
+                    self.catalog.get("py").python, f"{rundir}/{connection.CONNECTION_FILE}"
+                )
+            ),
+        )
+
+    async def after_start(self, kernel_id: str) -> None:
+        rundir = os.path.join(os.path.abspath(self.root), connection.runtime_name(kernel_id))
+        info = json.loads((Path(rundir) / connection.CONNECTION_FILE).read_text())
+        paths = connection.socket_paths(info)
+        for _ in range(600):
+            if connection.sockets_bound(paths, rundir):
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"the kernel {kernel_id} did not bind its sockets")
+
+    def close(self) -> None:
+        import docker
+
+        client = docker.from_env()
+        for c in client.containers.list(
+            all=True, filters={"label": f"org.jupyter.tfenv.owner={self.owner}"}
         ):
             c.remove(force=True)
 
@@ -195,7 +277,7 @@ def contract_catalog(tmp_path: Path) -> TFEnvCatalog:
     return catalog
 
 
-@pytest.fixture(params=["docker", "broker"])
+@pytest.fixture(params=["docker", "docker-local", "broker"])
 def harness(
     request: pytest.FixtureRequest,
     tmp_path: Path,
@@ -206,6 +288,8 @@ def harness(
     if request.param == "broker":
         pytest.importorskip("jupyterhub")
         made = BrokerHarness(tmp_path, tmp_path / "catalog.yaml")
+    elif request.param == "docker-local":
+        made = LocalDockerHarness(tmp_path, runtime_root, contract_catalog)
     else:
         made = DockerHarness(tmp_path, runtime_root, contract_catalog)
     try:
@@ -245,6 +329,7 @@ async def test_a_kernel_from_start_to_remove(harness: Harness) -> None:
     assert answer["kernel_id"] == kid and answer["environment"] == "py"
     if harness.takes_policy:
         assert admitted == [(Usage(kernels=0, gpus=0, probes=0), 0)]
+    await harness.after_start(kid)
 
     info = await backend.find(caller, kid)
     assert isinstance(info, KernelInfo)

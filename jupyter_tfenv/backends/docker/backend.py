@@ -68,8 +68,6 @@ from jupyter_tfenv.backends.docker.steps import (
 from jupyter_tfenv.catalog.loading import TFEnvCatalog
 from jupyter_tfenv.catalog.model import Environment
 from jupyter_tfenv.checkpoints import mountcheck
-from jupyter_tfenv.checkpoints.layout import CheckpointStorageError, StorageConfig
-from jupyter_tfenv.checkpoints.storage import prepare_kernel_storage
 from jupyter_tfenv.core.caller import Caller
 from jupyter_tfenv.core.labels import (
     LABEL_ENVIRONMENT,
@@ -91,6 +89,15 @@ class DockerBackend(KernelContainers, KernelBackend):
     is an option here: ``scope_labels`` (every kernel carries them and every lookup
     filters by them: the broker's id), ``user_lock`` (the caller's per-user lock),
     ``strict_mounts`` and ``config_section`` (named in messages).
+
+    A local server (provisioning/local.py) builds one for its own kernels: ``catalog``
+    None (the kernelspec's lock was checked by the provisioner), ``uid_label=False``
+    (its containers carry no uid, GPU count or hub server label: found by their owner
+    label), ``runtime_dir_of`` naming its connection folders ``{runtime_root}/{kernel}``
+    (the broker lends ``{runtime_root}/{uid}/{kernel}``), ``stage_mounts=False`` (not
+    root: folders are mounted by path), ``home`` (HOME in every kernel),
+    ``read_only_rootfs``, and ``await_ready=False``: the provisioner waits for the
+    sockets of its own transport (IPC or TCP) itself.
     """
 
     name = "docker"
@@ -100,7 +107,7 @@ class DockerBackend(KernelContainers, KernelBackend):
         self,
         settings: Any,
         *,
-        catalog: Callable[[], TFEnvCatalog],
+        catalog: Callable[[], TFEnvCatalog] | None,
         runtime_root: str,
         scope_labels: Mapping[str, str] | None = None,
         probe_cache_dir: str = "",
@@ -109,6 +116,12 @@ class DockerBackend(KernelContainers, KernelBackend):
         max_runtime_dirs: Callable[[], int | None] | int | None = None,
         user_lock: Callable[[str], asyncio.Lock] | None = None,
         strict_mounts: bool = True,
+        uid_label: bool = True,
+        runtime_dir_of: Callable[[str, Caller, str], str] | None = None,
+        stage_mounts: bool = True,
+        home: str | None = None,
+        read_only_rootfs: bool = False,
+        await_ready: bool = True,
         config_section: str = "TFEnvBroker",
         log_prefix: str = "tfenv-broker",
         log: logging.Logger | Any = None,
@@ -122,6 +135,12 @@ class DockerBackend(KernelContainers, KernelBackend):
         self.runtime_dir_stale_seconds = runtime_dir_stale_seconds
         self.max_runtime_dirs = max_runtime_dirs
         self.strict_mounts = strict_mounts
+        self.uid_label = uid_label
+        self.runtime_dir_of = runtime_dir_of or _lent_runtime_dir
+        self.stage_mounts = stage_mounts
+        self.home = home
+        self.read_only_rootfs = read_only_rootfs
+        self.await_ready = await_ready
         self.config_section = config_section
         self.log_prefix = log_prefix
         self.log = log or logging.getLogger("jupyter_tfenv.backends.docker")
@@ -155,7 +174,7 @@ class DockerBackend(KernelContainers, KernelBackend):
         config = attrs.get("Config") or {}
         labels = config.get("Labels") or {}
         root = await asyncio.to_thread(os.path.abspath, self.runtime_root)
-        rundir = connection.runtime_dir_for(root, caller.uid, kernel_id)
+        rundir = self.runtime_dir_of(root, caller, kernel_id)
         return KernelInfo(
             kernel_id=kernel_id,
             container_id=container.id,
@@ -238,9 +257,7 @@ class DockerBackend(KernelContainers, KernelBackend):
             )
         removed = False
         if not keep_runtime:
-            removed = await asyncio.to_thread(
-                connection.remove_runtime_dir, self.runtime_root, caller, kernel_id
-            )
+            removed = await self._drop_runtime_dir(caller, kernel_id)
         if not rows and not removed:
             raise KernelNotFound(kernel_id)
 
@@ -275,9 +292,7 @@ class DockerBackend(KernelContainers, KernelBackend):
         try:
             return await self._start(caller, request, env, admit)
         except BaseException:
-            await asyncio.to_thread(
-                connection.remove_runtime_dir, self.runtime_root, caller, request.kernel_id
-            )
+            await self._drop_runtime_dir(caller, request.kernel_id)
             raise
 
     async def _start(
@@ -285,13 +300,19 @@ class DockerBackend(KernelContainers, KernelBackend):
     ) -> dict[str, Any]:
         rundir = req.runtime_dir
         checked = list(req.checked)
-        conn = await asyncio.to_thread(connection.read_connection_file, rundir, caller)
+        conn: dict[str, Any] = {}
+        if self.await_ready:
+            conn = await asyncio.to_thread(connection.read_connection_file, rundir, caller)
         client = await self.docker()
         image = await asyncio.to_thread(self._resolve_image, client, env)
-        await self._check_lock(client, env)
-        new_gpus = gpu_count(
-            list(env.gpus) if isinstance(env.gpus, tuple) else env.gpus, await self.host_gpus()
-        )
+        if self.catalog is not None:
+            await self._check_lock(client, env)
+        new_gpus = 0
+        if admit is not None or self.uid_label:
+            new_gpus = gpu_count(
+                list(env.gpus) if isinstance(env.gpus, tuple) else env.gpus,
+                await self.host_gpus(),
+            )
         s = self.settings
         async with self._lock(caller.name):
             rows = await self.kernel_rows(caller)
@@ -309,37 +330,40 @@ class DockerBackend(KernelContainers, KernelBackend):
             for row in same:  # a restart: the kernel's previous container goes
                 await asyncio.to_thread(remove_by_name, client, row["Id"])
             mounts, storage_env, checkpoints, prepared = await asyncio.to_thread(
-                self._prepare_storage, client, caller, env, str(image.id)
+                self.prepare_storage, client, caller, env, str(image.id)
             )
             # Docker mounts by path, and a user can swap a folder they own for a symlink
             # at any moment: it gets the checked folders, bind-mounted by descriptor.
+            # (Not root: by path; the folders are the caller's own.)
             staged = mountcheck.StagedMounts()
             try:
-                sources = await asyncio.to_thread(stage, staged, [*checked, *prepared])
+                sources: dict[str, str] = {}
+                if self.stage_mounts:
+                    sources = await asyncio.to_thread(stage, staged, [*checked, *prepared])
                 kreq = KernelRequest(
                     kernel_id=req.kernel_id,
-                    cmd=launcher_command(env.python, f"{rundir}/{connection.CONNECTION_FILE}"),
+                    cmd=list(req.cmd)
+                    or launcher_command(env.python, f"{rundir}/{connection.CONNECTION_FILE}"),
                     uid=caller.uid,
                     gid=caller.gid,
                     owner=caller.name,
                     workdir=req.cwd,
-                    notebook_mount=req.mount,
-                    notebook_source=sources[req.mount],
+                    notebook_mount=req.mount or None,
+                    notebook_source=sources.get(req.mount),
                     runtime_dir=rundir,
                     runtimes_dir=s.runtimes_dir or None,
                     image_id=str(image.id),
-                    environment=kernel_env(caller, dict(req.env), req.mount),
-                    transport="ipc",
+                    environment=kernel_env(caller, dict(req.env), req.mount, self.home),
+                    transport=req.transport,
                     memory=s.default_memory or None,
                     pids=s.default_pids or None,
                     shm_size=s.default_shm_size or None,
+                    read_only_rootfs=self.read_only_rootfs,
                     extra_mounts=tuple(mountcheck.from_staging(mounts, sources)),
                     extra_env=storage_env,
                     extra_labels={
                         **self.scope_labels,
-                        LABEL_UID: str(caller.uid),
-                        LABEL_GPUS: str(new_gpus),
-                        LABEL_HUB_SERVER: req.server,
+                        **self._caller_labels(caller, req, new_gpus),
                     },
                 )
                 spec = await asyncio.to_thread(container_spec, env, kreq)
@@ -351,7 +375,8 @@ class DockerBackend(KernelContainers, KernelBackend):
                 await asyncio.to_thread(staged.release)
         try:
             await self._verify_mounts(container, [*checked, *prepared])
-            await self._wait_until_bound(env, container, conn)
+            if self.await_ready:
+                await self._wait_until_bound(env, container, conn)
         except BackendError:
             raise
         except BaseException:
@@ -377,45 +402,15 @@ class DockerBackend(KernelContainers, KernelBackend):
             "gpu_devices": list(gpu_devices),
         }
 
-    def _prepare_storage(
-        self, client: Any, caller: Caller, env: Environment, image_id: str
-    ) -> tuple[list[Any], dict[str, str], dict[str, Any], list[mountcheck.CheckedFolder]]:
-        """The caller's checkpoint and log folders (or volumes) for ``env``; blocking."""
-        try:
-            storage = prepare_kernel_storage(
-                client,
-                StorageConfig.from_provisioner(self.settings),
-                caller.name,
-                env,
-                uid=caller.uid,
-                gid=caller.gid,
-                image_id=image_id,
-                helper_image=self.settings.checkpoint_helper_image,
+    def _caller_labels(self, caller: Caller, req: KernelStart, gpus: int) -> dict[str, str]:
+        """The labels a kernel carries beside the engine's own (uid_label: the caller's
+        uid, GPU count and hub server; and the request's own)."""
+        labels = dict(req.labels)
+        if self.uid_label:
+            labels.update(
+                {LABEL_UID: str(caller.uid), LABEL_GPUS: str(gpus), LABEL_HUB_SERVER: req.server}
             )
-        except CheckpointStorageError as err:
-            raise BackendError(
-                f"The checkpoint storage of '{env.id}' is not usable: {err}",
-                status=500,
-                reason="checkpoint storage",
-            ) from err
-        return storage.mounts, storage.environment, storage.info, storage.checked
-
-    async def _verify_mounts(self, container: Any, checked: list[mountcheck.CheckedFolder]) -> None:
-        """The container mounted the folders that were checked, or it is removed (403).
-
-        Docker resolves each bind source again when it mounts it; see
-        :func:`~jupyter_tfenv.checkpoints.mountcheck.verify_mounts`.
-        """
-        try:
-            await asyncio.to_thread(
-                mountcheck.verify_mounts,
-                container,
-                checked,
-                strict=self.strict_mounts,
-                log=self.log,
-            )
-        except mountcheck.MountChangedError as err:
-            raise BackendError(err.message, status=403, reason="mount changed") from err
+        return labels
 
     async def _run_with_gpus(
         self,
@@ -575,3 +570,8 @@ class DockerBackend(KernelContainers, KernelBackend):
         running.add_done_callback(release)
         self._probes[env.id] = running
         return running
+
+
+def _lent_runtime_dir(root: str, caller: Caller, kernel_id: str) -> str:
+    """The connection folder the broker lends a caller for a kernel."""
+    return connection.runtime_dir_for(root, caller.uid, kernel_id)

@@ -1,8 +1,9 @@
 """What :class:`~jupyter_tfenv.backends.docker.backend.DockerBackend` stands on: the engine
 client, a caller's kernel containers found by their labels (owner, uid and the backend's
 scope labels, e.g. the broker's id), usage for quotas, the connection folders lent to
-callers and their sweep, the image index, the image and lock checks before a start, and
-the small pure helpers of a start. No state of kernels is kept: the labels are the picture.
+callers and their sweep, the checkpoint storage and the check of the mounts, the image
+index, the image and lock checks before a start, and the small pure helpers of a start.
+No state of kernels is kept: the labels are the picture.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 import logging
 import os
 import pwd
+import shutil
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -45,6 +47,8 @@ from jupyter_tfenv.catalog.lock import (
 )
 from jupyter_tfenv.catalog.model import Environment
 from jupyter_tfenv.checkpoints import mountcheck
+from jupyter_tfenv.checkpoints.layout import CheckpointStorageError, StorageConfig
+from jupyter_tfenv.checkpoints.storage import prepare_kernel_storage
 from jupyter_tfenv.core.caller import Caller
 from jupyter_tfenv.core.labels import (
     LABEL_GPUS,
@@ -61,8 +65,11 @@ class KernelContainers:
     """A caller's kernel containers on one engine (the base of DockerBackend)."""
 
     settings: Any
-    catalog: Callable[[], TFEnvCatalog]
+    strict_mounts: bool
+    catalog: Callable[[], TFEnvCatalog] | None
     scope_labels: dict[str, str]
+    uid_label: bool
+    runtime_dir_of: Callable[[str, Caller, str], str]
     runtime_root: str
     runtime_dir_stale_seconds: float
     max_runtime_dirs: Callable[[], int | None] | int | None
@@ -115,7 +122,9 @@ class KernelContainers:
     # -- containers by label ---------------------------------------------------------------
 
     def _filters(self, caller: Caller, kernel_id: str | None = None) -> dict[str, Any]:
-        labels = [f"{LABEL_OWNER}={caller.name}", f"{LABEL_UID}={caller.uid}"]
+        labels = [f"{LABEL_OWNER}={caller.name}"]
+        if self.uid_label:
+            labels.append(f"{LABEL_UID}={caller.uid}")
         labels += [f"{k}={v}" for k, v in self.scope_labels.items()]
         labels.append(f"{LABEL_KERNEL_ID}={kernel_id}" if kernel_id else LABEL_KERNEL_ID)
         return {"label": labels}
@@ -194,6 +203,20 @@ class KernelContainers:
             )
         return {"runtime_dir": rundir}
 
+    async def _drop_runtime_dir(self, caller: Caller, kernel_id: str) -> bool:
+        """Remove the kernel's connection folder (where ``runtime_dir_of`` says)."""
+        root = await asyncio.to_thread(os.path.abspath, self.runtime_root)
+        rundir = self.runtime_dir_of(root, caller, kernel_id)
+        if rundir == connection.runtime_dir_for(root, caller.uid, kernel_id):
+            return bool(
+                await asyncio.to_thread(
+                    connection.remove_runtime_dir, self.runtime_root, caller, kernel_id
+                )
+            )
+        exists = await asyncio.to_thread(os.path.lexists, rundir)
+        await asyncio.to_thread(shutil.rmtree, rundir, True)
+        return bool(exists)
+
     async def sweep_runtime_dirs(self, caller: Caller, *, keep: str = "") -> list[str]:
         """Remove the caller's runtime folders of kernels that never started (no container
         names them, unchanged for runtime_dir_stale_seconds); the removed folders."""
@@ -242,6 +265,48 @@ class KernelContainers:
                         "%s: runtime sweep of uid %d failed: %s", self.log_prefix, uid, err
                     )
 
+    # -- storage and mounts ------------------------------------------------------------------
+
+    def prepare_storage(
+        self, client: Any, caller: Caller, env: Environment, image_id: str
+    ) -> tuple[list[Any], dict[str, str], dict[str, Any], list[mountcheck.CheckedFolder]]:
+        """The caller's checkpoint and log folders (or volumes) for ``env``; blocking."""
+        try:
+            storage = prepare_kernel_storage(
+                client,
+                StorageConfig.from_provisioner(self.settings),
+                caller.name,
+                env,
+                uid=caller.uid,
+                gid=caller.gid,
+                image_id=image_id,
+                helper_image=self.settings.checkpoint_helper_image,
+            )
+        except CheckpointStorageError as err:
+            raise BackendError(
+                f"The checkpoint storage of '{env.id}' is not usable: {err}",
+                status=500,
+                reason="checkpoint storage",
+            ) from err
+        return storage.mounts, storage.environment, storage.info, storage.checked
+
+    async def _verify_mounts(self, container: Any, checked: list[mountcheck.CheckedFolder]) -> None:
+        """The container mounted the folders that were checked, or it is removed (403).
+
+        Docker resolves each bind source again when it mounts it; see
+        :func:`~jupyter_tfenv.checkpoints.mountcheck.verify_mounts`.
+        """
+        try:
+            await asyncio.to_thread(
+                mountcheck.verify_mounts,
+                container,
+                checked,
+                strict=self.strict_mounts,
+                log=self.log,
+            )
+        except mountcheck.MountChangedError as err:
+            raise BackendError(err.message, status=403, reason="mount changed") from err
+
     # -- images ------------------------------------------------------------------------------
 
     async def image_status(self, envs: list[Environment]) -> dict[str, ImageStatus]:
@@ -275,6 +340,7 @@ class KernelContainers:
             raise BackendError(f"The Docker engine stopped answering: {err}.", status=503) from err
 
     async def _check_lock(self, client: Any, env: Environment) -> None:
+        assert self.catalog is not None  # else the caller checks the lock
         catalog = self.catalog()
         if catalog.lock_policy == "off":
             return
@@ -308,9 +374,14 @@ class KernelContainers:
             raise BackendError(err.message, status=500, reason="lock file") from err
 
 
-def kernel_env(caller: Caller, passed: dict[str, str], mount: str) -> dict[str, str]:
+def kernel_env(
+    caller: Caller, passed: dict[str, str], mount: str, home: str | None = None
+) -> dict[str, str]:
+    """The kernel's variables: ``passed``, with HOME (``home``, else the caller's home
+    where the notebook mount holds it, else /tmp), USER and LOGNAME the caller's."""
     env = dict(passed)
-    home = caller.home if inside(caller.home, mount) else "/tmp"  # noqa: S108
+    if home is None:
+        home = caller.home if inside(caller.home, mount) else "/tmp"  # noqa: S108
     env.update({"HOME": home, "USER": caller.name, "LOGNAME": caller.name})
     return env
 

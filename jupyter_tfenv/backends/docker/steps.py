@@ -1,9 +1,10 @@
 """Steps of a container kernel's start that every Docker caller takes the same way.
 
-The in-process provisioner and :class:`~jupyter_tfenv.backends.docker.backend.DockerBackend`
-(which the broker holds) both create a container with ``containers.run`` that a
-cancelled request must not leave behind, remove a half-made container by name, and wait
-until the kernel's sockets are bound while watching the container: once, here.
+:class:`~jupyter_tfenv.backends.docker.backend.DockerBackend` (the broker's, and a local
+server's provisioner's) creates a container with ``containers.run`` that a cancelled
+request must not leave behind and removes a half-made container by name; it and the
+provisioner (for a local kernel's transport, or a broker's kernel) wait until the
+kernel's sockets are bound while watching the kernel: once, here.
 """
 
 from __future__ import annotations
