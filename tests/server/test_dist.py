@@ -78,7 +78,7 @@ def wheel_problems(wheel: Path) -> list[str]:
             problems.append(f"the labextension's entry point {bundle!r} is not in the wheel")
         meta = zf.read(f"jupyter_tfenv-{version()}.dist-info/entry_points.txt").decode()
         if (
-            "tfenv-docker = jupyter_tfenv.provisioning.provisioner:DockerKernelProvisioner"
+            "tfenv-docker = jupyter_tfenv.provisioning.provisioner:TFEnvKernelProvisioner"
             not in meta
         ):
             problems.append(f"no tfenv-docker kernel provisioner entry point:\n{meta}")
