@@ -59,7 +59,7 @@ class LocalKernel:
 
     def __init__(self, prov: TFEnvKernelProvisioner) -> None:
         self.prov = prov
-        self.caller = Caller(name=prov.owner, uid=prov.uid, gid=prov.gid, home=prov.home)
+        self.caller = local_caller(prov)
         self.backend = local_backend(prov)
         #: The name of this kernel's container (for messages).
         self.container_name = ""
@@ -344,11 +344,17 @@ def start_error(err: BackendError) -> KernelStartError:
     return KernelStartError(err.message, status_code=status, logs=err.logs)
 
 
-def local_backend(prov: TFEnvKernelProvisioner) -> DockerBackend:
+def local_caller(prov: TFEnvKernelProvisioner) -> Caller:
+    """Whom a local server's kernels run for: the provisioner's owner, uid, gid and home."""
+    return Caller(name=prov.owner, uid=prov.uid, gid=prov.gid, home=prov.home)
+
+
+def local_backend(prov: TFEnvKernelProvisioner, **options: Any) -> DockerBackend:
     """The :class:`DockerBackend` of a local server's kernel: the provisioner's settings,
     its runtime folder, mounts verified without strictness (the folders are the user's
     own: see mountcheck.verify_mounts); containers found by their owner label (a local
-    server's kernels never carried a uid label), connection folders ``{root}/{kernel}``."""
+    server's kernels never carried a uid label), connection folders ``{root}/{kernel}``;
+    ``options`` add to those (the REST service's GPU overview)."""
     return DockerBackend(
         prov,
         catalog=None,  # the kernelspec's lock: LocalKernel._check_lock
@@ -363,6 +369,7 @@ def local_backend(prov: TFEnvKernelProvisioner) -> DockerBackend:
         config_section="DockerKernelProvisioner",
         log_prefix="tfenv",
         log=prov.log,
+        **options,
     )
 
 

@@ -3,8 +3,10 @@
 Two peers, one chosen when the service is made (:func:`make_source`), so that
 :class:`~jupyter_tfenv.server.service.TFEnvService` never asks which:
 
-- :class:`LocalSource`: this server's own Docker engine (images, lock status, probes it
-  runs, pulls, live readings of its containers, the GPU holders from labels);
+- :class:`LocalSource`: this server's own Docker engine: live readings of its kernels and
+  the GPU holders through the same ``DockerBackend`` its provisioner uses
+  (provisioning/local.py ``local_backend``), the image index read as that backend reads
+  it; images, lock status, probes it runs, pulls and the orphan reaper here;
 - :class:`BrokerSource`: the tfenv broker (``broker_url`` set: JupyterHub), through
   :class:`~jupyter_tfenv.backends.broker.BrokerBackend`: image status and probes are the
   broker's, pulls are refused (an admin pulls on the host), live status is the broker's,
@@ -28,12 +30,14 @@ from jupyter_tfenv.backends.broker import (
     BrokerNotFoundError,
 )
 from jupyter_tfenv.backends.docker import live
-from jupyter_tfenv.backends.docker.engine import connect, gpu_allocation, reap_orphans
+from jupyter_tfenv.backends.docker.containers import image_index, image_status_of
+from jupyter_tfenv.backends.docker.engine import connect, reap_orphans
 from jupyter_tfenv.backends.docker.probe import cached_probe, probe_image
 from jupyter_tfenv.backends.docker.pulls import Pull
 from jupyter_tfenv.catalog.lock import lock_status
 from jupyter_tfenv.catalog.model import Environment
 from jupyter_tfenv.errors import (
+    BackendError,
     DockerUnavailableError,
     NotFoundError,
     TFEnvError,
@@ -48,6 +52,7 @@ from jupyter_tfenv.lifecycle.keep import (
     adopt_through_broker,
     known_kernel_ids,
 )
+from jupyter_tfenv.provisioning.local import local_backend, local_caller
 
 if TYPE_CHECKING:
     from jupyter_tfenv.provisioning.provisioner import TFEnvKernelProvisioner
@@ -99,6 +104,9 @@ class LocalSource:
 
     def __init__(self, service: TFEnvService) -> None:
         self.service = service
+        #: The Docker backend of this server's kernels (as the provisioner builds it):
+        #: live readings and GPU holders come from it.
+        self.backend = local_backend(service.defaults, gpu_overview=service.gpu_overview)
 
     def forget(self) -> None:
         """Nothing cached here (the service keeps the engine's image list)."""
@@ -114,23 +122,15 @@ class LocalSource:
             images = await self.service._image_list()
         except (DockerUnavailableError, APIError) as err:
             return {env.id: {"present": None, "error": str(err)} for env in envs}
-        by_ref: dict[str, dict[str, Any]] = {}
-        for image in images:
-            for ref in (image.get("RepoTags") or []) + (image.get("RepoDigests") or []):
-                by_ref[ref] = image
+        index = image_index(images)
         result = {}
         for env in envs:
-            ref = (
-                env.image
-                if ":" in env.image.rsplit("/", 1)[-1] or "@" in env.image
-                else (f"{env.image}:latest")
-            )
-            found = by_ref.get(ref) or by_ref.get(f"docker.io/{ref}")
-            result[env.id] = (
-                {"present": True, "image_id": found["Id"], "size": found.get("Size")}
-                if found
-                else {"present": False, "image_id": None, "size": None}
-            )
+            status = image_status_of(env, index)
+            result[env.id] = {
+                "present": bool(status.present),
+                "image_id": status.image_id,
+                "size": status.size,
+            }
         return result
 
     async def image_status(self, env: Environment) -> dict[str, Any]:
@@ -211,26 +211,20 @@ class LocalSource:
         return None
 
     async def live(self, kernel_id: str, prov: TFEnvKernelProvisioner) -> dict[str, Any]:
-        client = await self.docker()
-        gpus = await self.service.gpu_overview()
+        await self.docker()  # an engine that cannot be asked: 503, as for every answer
+        if not prov.container_id:
+            return {"status": "starting", "running": False}
         try:
-            return (
-                # No second CPU sample on a first look: the answer comes at once with
-                # cpu_percent null, and the streaming reader fills it in for the next poll.
-                dict(
-                    await asyncio.to_thread(
-                        live.kernel_live_status,
-                        client,
-                        prov.container_id,
-                        gpus,
-                        cpu_baseline=False,
-                    )
-                )
-                if prov.container_id
-                else {"status": "starting", "running": False}
-            )
-        except live.ContainerGone as err:
-            return {"status": "gone", "running": False, "message": str(err)}
+            # No second CPU sample on a first look: the answer comes at once with
+            # cpu_percent null, and the streaming reader fills it in for the next poll.
+            return await self.backend.live(local_caller(prov), prov.container_kernel_id)
+        except BackendError as err:  # KernelNotFound is one
+            if err.http_status == 404:
+                gone = live.gone(prov.container_id)
+                return {"status": "gone", "running": False, "message": str(gone)}
+            if engine_unreachable(err):
+                raise unreachable_error(err.__cause__ or err) from err
+            raise
 
     async def gpu_client(self) -> Any:
         """The engine for the GPU overview (NVML needs none; it only adds containers)."""
@@ -243,12 +237,10 @@ class LocalSource:
         """Which kernel holds which device (the allocator's picture, from labels)."""
         if client is None:
             return
-        defaults = self.service.defaults
         try:
-            overview["allocation"] = await asyncio.to_thread(
-                gpu_allocation, client, list(defaults.gpu_devices), viewer=defaults.owner
-            )
-        except (DockerException, OSError) as err:
+            gpus = await self.backend.gpus(local_caller(self.service.defaults))
+            overview["allocation"] = gpus["allocation"]
+        except (TFEnvError, DockerException, OSError) as err:
             overview["allocation_error"] = f"Could not list the GPU holders: {err}"
 
     async def reap_orphans(self, app: Any) -> None:

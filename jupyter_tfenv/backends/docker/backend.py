@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +97,8 @@ class DockerBackend(KernelContainers, KernelBackend):
     (the broker lends ``{runtime_root}/{uid}/{kernel}``), ``stage_mounts=False`` (not
     root: folders are mounted by path), ``home`` (HOME in every kernel),
     ``read_only_rootfs``, and ``await_ready=False``: the provisioner waits for the
-    sockets of its own transport (IPC or TCP) itself.
+    sockets of its own transport (IPC or TCP) itself. Its REST service's backend also
+    takes ``gpu_overview``: the server's own cached GPU overview (its metrics too).
     """
 
     name = "docker"
@@ -122,6 +123,7 @@ class DockerBackend(KernelContainers, KernelBackend):
         home: str | None = None,
         read_only_rootfs: bool = False,
         await_ready: bool = True,
+        gpu_overview: Callable[[], Awaitable[dict[str, Any]]] | None = None,
         config_section: str = "TFEnvBroker",
         log_prefix: str = "tfenv-broker",
         log: logging.Logger | Any = None,
@@ -141,6 +143,7 @@ class DockerBackend(KernelContainers, KernelBackend):
         self.home = home
         self.read_only_rootfs = read_only_rootfs
         self.await_ready = await_ready
+        self.host_gpu_overview = gpu_overview
         self.config_section = config_section
         self.log_prefix = log_prefix
         self.log = log or logging.getLogger("jupyter_tfenv.backends.docker")
@@ -228,7 +231,10 @@ class DockerBackend(KernelContainers, KernelBackend):
     async def live(self, caller: Caller, kernel_id: str) -> dict[str, Any]:
         container = await self.container(caller, kernel_id)
         client = await self.docker()
-        gpus = await self.gpu_overview(client)
+        if self.host_gpu_overview is not None:
+            gpus = await self.host_gpu_overview()
+        else:
+            gpus = await self.gpu_overview(client)
         try:
             return dict(
                 await asyncio.to_thread(

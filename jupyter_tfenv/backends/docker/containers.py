@@ -320,11 +320,7 @@ class KernelContainers:
             rows = await asyncio.to_thread(client.api.images)
         except (DockerUnavailableError, APIError, RequestException) as err:
             return str(err)
-        index: dict[str, dict[str, Any]] = {}
-        for row in rows:
-            for ref in (row.get("RepoTags") or []) + (row.get("RepoDigests") or []):
-                index[ref] = row
-        return index
+        return image_index(rows)
 
     # -- before a start ----------------------------------------------------------------------
 
@@ -403,6 +399,15 @@ def stage(
         raise BackendError(err.message, status=403, reason="mount changed") from err
     except mountcheck.StagingError as err:
         raise BackendError(err.message, status=500, reason="staging mount") from err
+
+
+def image_index(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``{reference: image row}`` of the engine's image list (its tags and digests)."""
+    index: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        for ref in (row.get("RepoTags") or []) + (row.get("RepoDigests") or []):
+            index[ref] = row
+    return index
 
 
 def image_status_of(env: Environment, index: dict[str, dict[str, Any]] | str) -> ImageStatus:

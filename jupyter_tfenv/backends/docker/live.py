@@ -36,7 +36,8 @@ class ContainerGone(TFEnvError):
     http_status = 404
 
 
-def _gone(container_id: str) -> ContainerGone:
+def gone(container_id: str) -> ContainerGone:
+    """What is said of a kernel whose container no longer exists."""
     return ContainerGone(
         f"The kernel container {container_id[:12]} no longer exists: the kernel was shut down "
         "or its container was removed. Restart the kernel to get a new one."
@@ -271,7 +272,7 @@ def kernel_live_status(
         return _live_status(docker_client, container_id, gpu, cpu_baseline)
     except NotFound:
         forget_container(container_id)
-        raise _gone(container_id) from None
+        raise gone(container_id) from None
     except requests.exceptions.ConnectionError as err:
         raise unreachable_error(err) from err
     except APIError as err:
