@@ -26,6 +26,8 @@ import pytest
 import yaml
 from traitlets.config import Config
 
+from tests.support.gpu_engine import TestEngine
+
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
 REPO = Path(__file__).resolve().parent.parent
@@ -309,3 +311,17 @@ async def interrupt_a_sleep(jp_fetch: Any, km: Any, kernel_id: str) -> None:
         assert reply["content"]["ename"] == "KeyboardInterrupt"
     finally:
         client.stop_channels()
+
+
+@pytest.fixture(scope="module")
+def outage_engine(images: docker.DockerClient) -> Iterator[TestEngine]:
+    """A dockerd of the module's own (own data root and socket, ``--live-restore``) with the
+    small python image: stop it (SIGTERM) and start it again under running kernels
+    (tests/backends/test_engine_outage.py, tests/ui/test_engine_outage_ui.py)."""
+    engine = TestEngine(live_restore=True)
+    try:
+        engine.start()
+        engine.load_image(images, PY_IMAGE)
+        yield engine
+    finally:
+        engine.stop()

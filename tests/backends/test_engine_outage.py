@@ -25,7 +25,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import docker
 import pytest
 import yaml
 from jupyter_client.connect import write_connection_file
@@ -34,20 +33,9 @@ from tornado.testing import bind_unused_port
 from traitlets.config import Config
 
 from jupyter_tfenv.backends.broker import BrokerClient, BrokerError
-from tests.conftest import KERNEL_LABEL, PY_IMAGE, REPO, run_code, start_error, start_kernel
+from tests.conftest import KERNEL_LABEL, REPO, run_code, start_error, start_kernel
 from tests.support.broker_process import UnixUser, UnixUsers
 from tests.support.gpu_engine import TestEngine
-
-
-@pytest.fixture(scope="module")
-def outage_engine(images: docker.DockerClient) -> Iterator[TestEngine]:
-    engine = TestEngine(live_restore=True)
-    try:
-        engine.start()
-        engine.load_image(images, PY_IMAGE)
-        yield engine
-    finally:
-        engine.stop()
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-import docker
 import pytest
 
 from tests.support.gpu_engine import TestEngine
@@ -31,17 +30,6 @@ STATE = f"{PANEL} .jp-tfenv-state"
 STATUS_ITEM = ".jp-tfenv-status-item"
 DISPLAY_NAME = "Python 3.11 (outage test)"
 CATALOG: list[dict[str, Any]] = [{"id": "py", "image": PY_IMAGE, "display_name": DISPLAY_NAME}]
-
-
-@pytest.fixture(scope="module")
-def outage_engine(images: docker.DockerClient) -> Iterator[TestEngine]:
-    engine = TestEngine(live_restore=True)
-    try:
-        engine.start()
-        engine.load_image(images, PY_IMAGE)
-        yield engine
-    finally:
-        engine.stop()
 
 
 @pytest.fixture(scope="module")
