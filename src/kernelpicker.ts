@@ -12,6 +12,12 @@ import {
   unavailableText
 } from './state';
 import type { IGpuOverview } from './api';
+import {
+  compatLabel,
+  compatMark,
+  CompatMarkState,
+  compatTitle
+} from './compat';
 
 /**
  * One `<option>` (the shape of JupyterLab's `SessionContextDialogs.kernelOptions`).
@@ -29,6 +35,11 @@ export interface IKernelOption {
    * Whether that environment can run here (`data-tfenv-available`).
    */
   available?: boolean;
+  /**
+   * The environment's GPU compatibility mark (`data-tfenv-compat`), when it
+   * has one: `incompatible` or `unknown`.
+   */
+  compat?: CompatMarkState;
 }
 
 /**
@@ -83,9 +94,15 @@ function specName(option: IKernelOption): string | null {
  *   were; the environments that cannot run here move to a group of their own
  *   right after it, each with the reason in its text and the server's words
  *   in its title;
+ * - an environment whose image cannot use this host's GPUs stays where it is
+ *   and selectable (the server refuses its start unless the admin allows it),
+ *   "— GPU incompatible" in its text and the server's message in its title;
+ *   "GPU compatibility unknown" goes in the title only;
  * - when nothing is selected (a new notebook), or the selected option is an
  *   environment that cannot run here (after its failed start), the server's
- *   default kernel is selected, or else the first environment that can run.
+ *   default kernel is selected, or else the first environment that can run
+ *   (never a GPU incompatible one: with the default incompatible, the first
+ *   environment that can run and is not).
  */
 export function arrangeKernelOptions(
   options: IKernelOptions,
@@ -112,17 +129,28 @@ export function arrangeKernelOptions(
         continue;
       }
       const availability = environmentAvailability(env, gpus);
+      const mark = compatMark(env, trans);
       const option: IKernelOption = {
         ...original,
         environment: env.id,
         available: availability.available
       };
+      if (mark) {
+        option.compat = mark.state;
+      }
+      const markTitle = compatTitle(mark, trans);
       if (availability.available) {
+        option.text = compatLabel(original.text, mark, trans);
+        if (markTitle) {
+          option.title = markTitle;
+        }
         usable.push(option);
       } else {
         const why = unavailableText(availability.reason!, trans);
         option.text = trans.__('%1 — unavailable: %2', original.text, why);
-        option.title = availability.message ?? why;
+        option.title = [availability.message ?? why, markTitle]
+          .filter(Boolean)
+          .join('\n');
         unavailable.push(option);
         if (unavailableAt < 0) {
           unavailableAt = groups.length + 1;
@@ -149,11 +177,19 @@ export function arrangeKernelOptions(
     return result;
   }
   const startable = all.filter(
-    o => specName(o) !== null && o.available !== false
+    o =>
+      specName(o) !== null &&
+      o.available !== false &&
+      o.compat !== 'incompatible'
+  );
+  const defaultIsIncompatible = all.some(
+    o => specName(o) === context.defaultKernel && o.compat === 'incompatible'
   );
   const target =
     startable.find(o => specName(o) === context.defaultKernel) ??
-    (selected ? startable.find(o => o.environment !== undefined) : undefined);
+    (selected || defaultIsIncompatible
+      ? startable.find(o => o.environment !== undefined)
+      : undefined);
   if (target) {
     all.forEach(o => {
       o.selected = o === target;

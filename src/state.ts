@@ -6,6 +6,7 @@
  */
 
 import type {
+  ICompatibility,
   IEnvironmentSummary,
   IGpuOverview,
   IImagePresence,
@@ -551,6 +552,7 @@ export interface IAvailability {
  */
 export type IListedEnvironment = IEnvironmentSummary & {
   image_status?: IImagePresence | null;
+  compatibility?: ICompatibility | null;
 };
 
 /**
@@ -609,19 +611,28 @@ export function unavailableText(
 /**
  * Environments in the one order every list shows them (panel, Launcher,
  * pickers): those that can run here first (with `gpus`, the GPU check's
- * answer; image presence is in the environment), then newest TensorFlow
- * first (those without a known version last), then by name.
+ * answer; image presence is in the environment), those of them whose image
+ * cannot use this host's GPUs (`compatibility.state` `incompatible`) after
+ * the others, then newest TensorFlow first (those without a known version
+ * last), then by name.
  */
 export function sortEnvironments<T extends IListedEnvironment>(
   envs: readonly T[],
   gpus: IGpuOverview | null = null
 ): T[] {
-  const usable = new Map(
-    envs.map(env => [env, environmentAvailability(env, gpus).available])
+  const tier = new Map(
+    envs.map(env => [
+      env,
+      !environmentAvailability(env, gpus).available
+        ? 2
+        : env.compatibility?.state === 'incompatible'
+          ? 1
+          : 0
+    ])
   );
   return [...envs].sort((a, b) => {
-    if (usable.get(a) !== usable.get(b)) {
-      return usable.get(a) ? -1 : 1;
+    if (tier.get(a) !== tier.get(b)) {
+      return tier.get(a)! - tier.get(b)!;
     }
     if (!a.tensorflow !== !b.tensorflow) {
       return a.tensorflow ? -1 : 1;

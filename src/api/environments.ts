@@ -47,7 +47,34 @@ export interface IImagePresence {
 export interface IEnvironment extends IEnvironmentSummary {
   image_status?: IImagePresence | null;
   probe?: IProbe | null;
+  /**
+   * Whether the image can use this host's GPUs (its probe against the
+   * driver's CUDA version and the devices' compute capabilities); absent from
+   * servers older than the field (no mark then).
+   */
+  compatibility?: ICompatibility | null;
 }
+
+/**
+ * `GET /tfenv/environments` → `environments[].compatibility`:
+ *
+ * - `ok`: the image's CUDA build and compute capabilities fit this host;
+ * - `incompatible`: they do not (`message` says what to do: a newer driver,
+ *   another image); the server refuses a start unless the admin allows it;
+ * - `unknown`: the probe cannot tell (not probed yet, no NVML on the host);
+ * - `not_applicable`: a CPU environment.
+ */
+export interface ICompatibility {
+  state: CompatibilityState;
+  message?: string | null;
+  /**
+   * Only in `GET /tfenv/environments/{id}`: the facts compared.
+   */
+  details?: { [key: string]: unknown } | null;
+}
+
+export type CompatibilityState =
+  'ok' | 'incompatible' | 'unknown' | 'not_applicable';
 
 /**
  * A catalog entry that was left out, and why.

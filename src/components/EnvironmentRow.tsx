@@ -1,6 +1,7 @@
 import * as React from 'react';
 
 import type { IEnvironment } from '../api';
+import { compatMark } from '../compat';
 import { formatBytes } from '../format';
 import { isPullFinished } from '../pullprogress';
 import {
@@ -27,6 +28,7 @@ export function EnvironmentRow(
   const unavailable = availability.reason
     ? unavailableText(availability.reason, trans)
     : null;
+  const compat = compatMark(env, trans);
   const switchTitle = !hasSession
     ? trans.__('Open a notebook or console first')
     : current
@@ -38,10 +40,16 @@ export function EnvironmentRow(
               'Cannot run on this server: %1',
               availability.message ?? unavailable
             )
-          : trans.__(
-              'Change the kernel of the active notebook or console to %1',
-              env.display_name
-            );
+          : compat?.state === 'incompatible'
+            ? trans.__(
+                'Change the kernel to %1 (GPU incompatible: the server refuses the start unless the admin allows it): %2',
+                env.display_name,
+                compat.message
+              )
+            : trans.__(
+                'Change the kernel of the active notebook or console to %1',
+                env.display_name
+              );
   return (
     <li
       className="jp-tfenv-env-row"
@@ -50,6 +58,7 @@ export function EnvironmentRow(
       data-tfenv-unavailable-reason={availability.reason ?? ''}
       data-tfenv-present={present === null ? 'unknown' : String(present)}
       data-tfenv-current={current ? 'true' : 'false'}
+      data-tfenv-compat={compat?.state ?? ''}
       aria-current={current ? 'true' : undefined}
     >
       <div className="jp-tfenv-env-head">
@@ -96,7 +105,24 @@ export function EnvironmentRow(
             {trans.__('unavailable: %1', unavailable)}
           </span>
         )}
+        {compat && (
+          <span
+            className="jp-tfenv-badge jp-tfenv-compat"
+            data-tfenv-compat={compat.state}
+            title={compat.message}
+          >
+            {compat.label}
+          </span>
+        )}
       </div>
+      {compat?.state === 'incompatible' && (
+        <div
+          className="jp-tfenv-env-hint jp-tfenv-compat-message"
+          data-tfenv-compat={compat.state}
+        >
+          {compat.message}
+        </div>
+      )}
       <div className="jp-tfenv-env-image jp-tfenv-mono" title={env.image}>
         <Breakable text={env.image} />
       </div>

@@ -3,6 +3,7 @@ import { copyIcon } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
 import type { IEnvironmentSummary } from '../api';
+import { compatDetail } from '../compat';
 import { shortDigest } from '../format';
 import { lockInfo, wantsGpu } from '../state';
 
@@ -20,6 +21,7 @@ export function KernelSection(
   const probe = model.activeProbe;
   const image = model.activeImage;
   const lock = lockInfo(env, image);
+  const compat = compatDetail(model.environment(env.id) ?? env, trans);
   const build = probe?.build ?? null;
   const loadingText = model.probing ? trans.__('probing…') : '—';
   const lockText: { [key: string]: string } = {
@@ -119,6 +121,23 @@ export function KernelSection(
         >
           {lockText[lock.state]}
         </dd>
+        {compat && (
+          <>
+            <dt>{trans.__('GPU compatibility')}</dt>
+            <dd
+              className="jp-tfenv-compat"
+              data-tfenv-compat={compat.state}
+              title={compat.message}
+            >
+              <span className="jp-tfenv-compat-label">{compat.label}</span>
+              {compat.state !== 'ok' && compat.message && (
+                <span className="jp-tfenv-compat-message">
+                  {compat.message}
+                </span>
+              )}
+            </dd>
+          </>
+        )}
       </dl>
       {model.filesWarning && (
         <FilesWarning warning={model.filesWarning} trans={trans} />

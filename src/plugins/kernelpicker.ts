@@ -107,6 +107,9 @@ class KernelSelector
         if (option.environment !== undefined) {
           element.dataset.tfenvEnv = option.environment;
           element.dataset.tfenvAvailable = String(option.available !== false);
+          if (option.compat) {
+            element.dataset.tfenvCompat = option.compat;
+          }
         }
         if (option.selected) {
           element.selected = true;

@@ -7,6 +7,7 @@ import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { ITranslator, nullTranslator } from '@jupyterlab/translation';
 import { DisposableSet } from '@lumino/disposable';
 
+import { compatLabel, compatMark, compatTitle } from '../compat';
 import {
   environmentAvailability,
   sortEnvironments,
@@ -27,7 +28,7 @@ export const LAUNCHER_PLUGIN_ID = 'jupyter-tfenv:launcher';
 export const launcherPlugin: JupyterFrontEndPlugin<void> = {
   id: LAUNCHER_PLUGIN_ID,
   description:
-    'A "TensorFlow environments" section in the Launcher (after "Notebook"): one card per environment, in the panel\'s order (those that can run here first; the others say why not), that opens a notebook on it. The "Notebook" section then lists only the other kernels.',
+    'A "TensorFlow environments" section in the Launcher (after "Notebook"): one card per environment, in the panel\'s order (those that can run here first; the others say why not; an image that cannot use this host\'s GPUs is marked), that opens a notebook on it. The "Notebook" section then lists only the other kernels.',
   autoStart: true,
   requires: [ITfEnvModel],
   optional: [ILauncher, ISettingRegistry, ITranslator],
@@ -66,7 +67,7 @@ export const launcherPlugin: JupyterFrontEndPlugin<void> = {
         }
         const availability = environmentAvailability(env, model.gpus);
         return availability.available
-          ? env.display_name
+          ? compatLabel(env.display_name, compatMark(env, trans), trans)
           : trans.__(
               '%1 — unavailable: %2',
               env.display_name,
@@ -84,9 +85,17 @@ export const launcherPlugin: JupyterFrontEndPlugin<void> = {
           env.display_name,
           env.image
         );
-        return availability.available
-          ? caption
-          : `${caption}\n${availability.message ?? unavailableText(availability.reason!, trans)}`;
+        const lines = [caption];
+        if (!availability.available) {
+          lines.push(
+            availability.message ?? unavailableText(availability.reason!, trans)
+          );
+        }
+        const markTitle = compatTitle(compatMark(env, trans), trans);
+        if (markTitle) {
+          lines.push(markTitle);
+        }
+        return lines.join('\n');
       },
       icon: tfenvLogoIcon,
       execute: args => {
@@ -120,7 +129,7 @@ export const launcherPlugin: JupyterFrontEndPlugin<void> = {
       const key = envs
         .map(
           env =>
-            `${env.id}\u0000${env.display_name}\u0000${environmentAvailability(env, model.gpus).reason}`
+            `${env.id}\u0000${env.display_name}\u0000${environmentAvailability(env, model.gpus).reason}\u0000${env.compatibility?.state ?? ''}\u0000${env.compatibility?.message ?? ''}`
         )
         .join('\n');
       if (key === shown) {
