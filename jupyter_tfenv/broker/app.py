@@ -438,21 +438,21 @@ class TFEnvBroker(
         return await self.kernel_backend.gpus(caller)
 
     async def environments(self, caller: Caller) -> dict[str, Any]:
-        envs = self.get_catalog().all()
+        envs, groups = self.get_catalog().all(), self.environment_groups
         images = await self.kernel_backend.image_status(envs)
+        judge = getattr(self.kernel_backend, "compatibility", None)  # GPUs here: gpus.md
+        verdicts = await judge(envs, images) if judge else {}
         result = []
         for env in envs:
-            allowed, reason = policy.environment_allowed(
-                env.id, caller.groups, self.environment_groups
-            )
+            allowed, reason = policy.environment_allowed(env.id, caller.groups, groups)
             item = {
                 **env.summary(),
                 "image_ref": env.image,
                 "allowed": allowed,
                 "image": images[env.id].to_dict(),
+                **({"reason": reason} if reason else {}),
+                **({"compatibility": verdicts[env.id]} if env.id in verdicts else {}),
             }
-            if reason:
-                item["reason"] = reason
             result.append(item)
         return {"environments": result}
 

@@ -31,6 +31,7 @@ from jupyter_tfenv.errors import (
     NotFoundError,
     TFEnvError,
 )
+from jupyter_tfenv.kernels.compat import Compatibility
 from jupyter_tfenv.provisioning.provisioner import TFEnvKernelProvisioner
 from jupyter_tfenv.server.sources import (  # noqa: F401 - PULL_BY_ADMIN, BrokerCheckpoints: kept here
     PULL_BY_ADMIN,
@@ -126,6 +127,13 @@ class TFEnvService:
 
     async def image_status(self, env: Environment) -> dict[str, Any]:
         return await self.source.image_status(env)
+
+    async def compatibility(
+        self, envs: list[Environment], images: dict[str, dict[str, Any]]
+    ) -> dict[str, Compatibility]:
+        """Each environment's GPU compatibility (issue 20 item 2) from cached probes and
+        one GPU overview (``images``: :meth:`image_presence`'s answer); never a probe."""
+        return await self.source.compatibility(envs, images)
 
     # -- probes ---------------------------------------------------------------------
 

@@ -29,7 +29,7 @@ from jupyter_tfenv.backends.broker import (
     BrokerError,
     BrokerNotFoundError,
 )
-from jupyter_tfenv.backends.docker import live
+from jupyter_tfenv.backends.docker import compat_gate, live
 from jupyter_tfenv.backends.docker.containers import image_index, image_status_of
 from jupyter_tfenv.backends.docker.engine import connect, reap_orphans
 from jupyter_tfenv.backends.docker.probe import cached_probe, probe_image
@@ -45,6 +45,7 @@ from jupyter_tfenv.errors import (
     engine_unreachable,
     unreachable_error,
 )
+from jupyter_tfenv.kernels.compat import STATE_UNKNOWN, Compatibility
 from jupyter_tfenv.lifecycle.adoption import held_by_live_server
 from jupyter_tfenv.lifecycle.keep import (
     Adopter,
@@ -175,6 +176,19 @@ class LocalSource:
             cached_probe, str(image_id), env, cache_dir=svc.probe_cache_dir
         )
         return dict(result) if result is not None else None
+
+    async def compatibility(
+        self, envs: list[Environment], images: dict[str, dict[str, Any]]
+    ) -> dict[str, Compatibility]:
+        """GPU compatibility from the cached probes of the images found (``images``:
+        :meth:`image_presence`'s answer) and the service's cached GPU overview."""
+        svc = self.service
+        ids = {env.id: (images.get(env.id) or {}).get("image_id") for env in envs}
+        found = await compat_gate.verdicts(envs, ids, svc.gpu_overview, svc.probe_cache_dir)
+        for env in envs:
+            if env.wants_gpu and (images.get(env.id) or {}).get("present") is None:
+                found[env.id] = compat_gate.no_image(env, engine_answered=False)
+        return found
 
     async def probe(self, env: Environment, *, refresh: bool) -> dict[str, Any]:
         svc = self.service
@@ -349,6 +363,31 @@ class BrokerSource:
             if entry.get("allowed") is False:
                 result[env.id]["allowed"] = False
                 result[env.id]["reason"] = entry.get("reason")
+        return result
+
+    async def compatibility(
+        self, envs: list[Environment], images: dict[str, dict[str, Any]]
+    ) -> dict[str, Compatibility]:
+        """The broker's verdicts (its host runs the kernels); where it gives none (an
+        older broker, Kubernetes), ``unknown``: this server cannot judge that host."""
+        try:
+            known = await self.environments()
+        except BrokerError:
+            known = {}
+        result: dict[str, Compatibility] = {}
+        for env in envs:
+            given = (known.get(env.id) or {}).get("compatibility")
+            if not env.wants_gpu:
+                result[env.id] = compat_gate.verdict(env, None, None)
+            elif isinstance(given, dict) and given.get("state"):
+                result[env.id] = Compatibility(str(given["state"]), str(given.get("message") or ""))
+            else:
+                result[env.id] = Compatibility(
+                    STATE_UNKNOWN,
+                    f"Cannot tell whether '{env.id}' runs on the GPUs where kernels run: "
+                    "the tfenv broker's host decides, and it did not say.",
+                    {"environment": env.id, "missing": "broker"},
+                )
         return result
 
     async def image_status(self, env: Environment) -> dict[str, Any]:

@@ -18,6 +18,7 @@ use, their quotas (the ``admit`` hook) and their lock. This class only runs cont
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping
@@ -30,6 +31,7 @@ from requests.exceptions import ConnectionError as RequestsConnectionError
 from jupyter_tfenv.backends.base import (
     Admit,
     BackendError,
+    ImageStatus,
     KernelBackend,
     KernelInfo,
     KernelNotFound,
@@ -38,7 +40,7 @@ from jupyter_tfenv.backends.base import (
     gpu_count,
     usage_of,
 )
-from jupyter_tfenv.backends.docker import gpu_alloc, live
+from jupyter_tfenv.backends.docker import compat_gate, gpu_alloc, live
 from jupyter_tfenv.backends.docker.containers import (
     KernelContainers,
     hinted,
@@ -278,6 +280,16 @@ class DockerBackend(KernelContainers, KernelBackend):
         except RequestsConnectionError as err:
             raise self._docker_lost(err) from err
         return {"allocation": rows, "placement": self.settings.gpu_placement}
+
+    async def compatibility(
+        self, envs: list[Environment], images: Mapping[str, ImageStatus]
+    ) -> dict[str, dict[str, str]]:
+        """Each environment's GPU compatibility here (``{state, message}``, the listings'
+        field), from cached probes and NVML (compat_gate); never a probe container."""
+        ids = {env_id: status.image_id for env_id, status in images.items()}
+        host = functools.partial(compat_gate.host_overview, self)
+        found = await compat_gate.verdicts(envs, ids, host, compat_gate.backend_cache_dir(self))
+        return {env_id: compat_gate.summary(verdict) for env_id, verdict in found.items()}
 
     # -- start -------------------------------------------------------------------------------
 

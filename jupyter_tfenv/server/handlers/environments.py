@@ -5,6 +5,7 @@ from __future__ import annotations
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
+from jupyter_tfenv.backends.docker.compat_gate import summary
 from jupyter_tfenv.server.handlers.base import TFEnvHandler
 
 
@@ -16,8 +17,16 @@ class EnvironmentsHandler(TFEnvHandler):
         catalog = state.catalog
         envs = catalog.all()
         images = await state.image_presence(envs)
+        verdicts = await state.compatibility(envs, images)
         reply = {
-            "environments": [{**env.summary(), "image_status": images.get(env.id)} for env in envs],
+            "environments": [
+                {
+                    **env.summary(),
+                    "image_status": images.get(env.id),
+                    "compatibility": summary(verdicts[env.id]),
+                }
+                for env in envs
+            ],
             "problems": [p.to_dict() for p in catalog.problems()],
             "pulls": state.pull_capability(),
         }
@@ -34,7 +43,15 @@ class EnvironmentHandler(TFEnvHandler):
         env = state.catalog.get(env_id)
         images = await state.image_presence([env])
         probe = await state.cached_probe(env)
-        self.write_json({**env.summary(), "image_status": images.get(env.id), "probe": probe})
+        verdict = (await state.compatibility([env], images))[env.id]
+        self.write_json(
+            {
+                **env.summary(),
+                "image_status": images.get(env.id),
+                "probe": probe,
+                "compatibility": {**summary(verdict), "details": verdict.details},
+            }
+        )
 
 
 class ImageHandler(TFEnvHandler):
