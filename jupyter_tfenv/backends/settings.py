@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from traitlets import Dict, Enum, Float, HasTraits, Integer, List, Unicode, default
+from traitlets import Bool, Dict, Enum, Float, HasTraits, Integer, List, Unicode, default
 
 from jupyter_tfenv.checkpoints.layout import STORAGE_MODES
 from jupyter_tfenv.core.paths import (
@@ -89,6 +89,15 @@ class KernelContainerSettings(HasTraits):
         0.0,
         help="""Seconds a GPU kernel's start waits for a device to become free before it
         is refused (0: refused at once). The start timeout counts only after that.""",
+    ).tag(config=True)
+
+    allow_incompatible_gpus = Bool(
+        False,
+        help="""Start GPU kernels of environments whose TensorFlow cannot use this host's
+        GPUs (the compatibility check: the image's CUDA build against the driver and the
+        GPUs' compute capabilities; docs/gpus.md). False (default): such a start is refused
+        with what to do; True: it starts (and may run on the CPU). An 'unknown' verdict
+        never refuses.""",
     ).tag(config=True)
 
 

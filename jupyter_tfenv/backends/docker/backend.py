@@ -325,6 +325,7 @@ class DockerBackend(KernelContainers, KernelBackend):
         image = await asyncio.to_thread(self._resolve_image, client, env)
         if self.catalog is not None:
             await self._check_lock(client, env)
+        await compat_gate.check_start(self, env, str(image.id))  # incompatible GPUs: 409
         new_gpus = 0
         if admit is not None or self.uid_label:
             new_gpus = gpu_count(
