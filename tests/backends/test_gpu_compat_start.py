@@ -2,7 +2,7 @@
 
 A local server on the stand-in GPU engine (tests/support/gpu_engine.py: Docker's NVIDIA
 device driver is real, the devices are not); the host's NVML facts come from the stand-in
-``pynvml`` of tests/server/test_cli.py (driver 470.82.01: CUDA up to 11.4, one A100), put
+``pynvml`` of tests/support/fake_nvml.py (driver 470.82.01: CUDA up to 11.4, one A100), put
 in place of the module ``gpu_overview`` imports; the environment's image has a cached probe
 of TensorFlow 2.20's CUDA 12.5 build, written as `jupyter tfenv probe` writes it. Without
 the stand-in (this machine has no NVML) the verdict is ``unknown`` and starts go on.
@@ -29,7 +29,7 @@ from jupyter_tfenv.backends.docker.probe import PROBE_VERSION, probe_cache_dir, 
 from jupyter_tfenv.catalog.validation import environment_from_dict
 from tests.conftest import CATALOG, PY_IMAGE, start_kernel
 from tests.kernels.test_compat import TF220_GPU
-from tests.server.test_cli import FAKE_PYNVML
+from tests.support.fake_nvml import FAKE_PYNVML
 from tests.support.gpu_engine import GpuEngine
 
 pytestmark = [

@@ -31,6 +31,7 @@ from jupyter_tfenv.core.labels import (
 from jupyter_tfenv.kernels.probe_output import PROBE_VERSION
 from tests.conftest import OWNER, PY_IMAGE, TF220, run_tfenv_cli
 from tests.kernels.test_compat import TF211_GPU, TF220_GPU
+from tests.support.fake_nvml import FAKE_PYNVML
 from tests.support.gpu_engine import TestEngine
 
 tfenv = run_tfenv_cli
@@ -319,37 +320,7 @@ def test_pull_of_an_unknown_environment(team_catalog):
 
 
 # -- GPU compatibility (issue 20 item 2) ------------------------------------------------------
-
-#: A stand-in for nvidia-ml-py's pynvml, as NVML answers on a host whose driver 470.82.01
-#: supports CUDA 11.4, with one A100: the facts gpu_overview() reads, nothing else.
-FAKE_PYNVML = """
-NVML_ERROR_LIBRARY_NOT_FOUND = 12
-NVML_ERROR_DRIVER_NOT_LOADED = 9
-NVML_ERROR_LIB_RM_VERSION_MISMATCH = 18
-NVML_ERROR_NO_PERMISSION = 4
-NVML_TEMPERATURE_GPU = 0
-
-
-class NVMLError(Exception):
-    value = 3
-
-
-def _unsupported(*args):
-    raise NVMLError("Not Supported")
-
-
-nvmlInit = nvmlShutdown = lambda: None
-nvmlSystemGetDriverVersion = lambda: "470.82.01"
-nvmlSystemGetCudaDriverVersion = lambda: 11040
-nvmlDeviceGetCount = lambda: 1
-nvmlDeviceGetHandleByIndex = lambda index: index
-nvmlDeviceGetName = lambda handle: "NVIDIA A100-SXM4-40GB"
-nvmlDeviceGetUUID = lambda handle: "GPU-00000000-0000-0000-0000-000000000000"
-nvmlDeviceGetCudaComputeCapability = lambda handle: (8, 0)
-nvmlDeviceGetMemoryInfo = nvmlDeviceGetUtilizationRates = _unsupported
-nvmlDeviceGetTemperature = nvmlDeviceGetPowerUsage = _unsupported
-nvmlDeviceGetComputeRunningProcesses = nvmlDeviceGetGraphicsRunningProcesses = _unsupported
-"""
+# The host's NVML facts come from the stand-in pynvml of tests/support/fake_nvml.py.
 
 
 def gpu_catalog(tmp_path: Path) -> Path:
