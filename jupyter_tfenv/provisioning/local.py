@@ -365,6 +365,7 @@ def local_backend(prov: TFEnvKernelProvisioner, **options: Any) -> DockerBackend
         stage_mounts=False,
         home=prov.home,
         read_only_rootfs=prov.read_only_rootfs,
+        probe_cache_dir=prov.probe_cache_dir,
         await_ready=False,  # the provisioner waits for its own transport's sockets
         config_section="DockerKernelProvisioner",
         log_prefix="tfenv",

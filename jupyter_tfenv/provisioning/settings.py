@@ -42,6 +42,13 @@ class ProvisionerSettings(HasTraits):
     def _default_gid(self) -> int:
         return _env_int("JUPYTER_TFENV_KERNEL_GID", os.getgid())
 
+    probe_cache_dir = Unicode(
+        "",
+        help="""Where cached environment probes are read from when a kernel starts (the GPU
+        compatibility check). Empty: TFEnvApp.probe_cache_dir when the server sets it, else
+        the Jupyter data dir's jupyter_tfenv/probes.""",
+    ).tag(config=True)
+
     allow_root = Bool(
         False, help="Allow kernels to run as uid 0 in their containers (not recommended)."
     ).tag(config=True)

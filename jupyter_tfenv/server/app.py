@@ -167,6 +167,11 @@ class TFEnvApp(ExtensionApp):
         )
         lock = catalog.lock_path()
         probes = Path(self.probe_cache_dir) if self.probe_cache_dir else probe_cache_dir()
+        if self.probe_cache_dir:
+            # The kernels' start check reads the same probes (provisioning/settings.py),
+            # unless the provisioner's own setting says otherwise.
+            section = self.serverapp.config.TFEnvKernelProvisioner
+            section.setdefault("probe_cache_dir", self.probe_cache_dir)
         defaults = TFEnvKernelProvisioner(parent=self.serverapp, kernel_id="api")
         if defaults.broker_url:
             self.log.info(

@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import types
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,11 +72,18 @@ def allow_incompatible() -> bool:
 
 
 @pytest.fixture
+def server_probe_dir() -> Path | None:
+    """``TFEnvApp.probe_cache_dir`` of the server (None: the default cache)."""
+    return None
+
+
+@pytest.fixture
 def jp_server_config(
     jp_server_config: Config,
     gpu_engine: GpuEngine,
     monkeypatch: pytest.MonkeyPatch,
     allow_incompatible: bool,
+    server_probe_dir: Path | None,
     request: pytest.FixtureRequest,
 ) -> Config:
     """A local server whose Docker engine is the GPU engine, with one device; with the
@@ -88,6 +96,8 @@ def jp_server_config(
     monkeypatch.setenv("DOCKER_HOST", gpu_engine.url)
     jp_server_config.DockerKernelProvisioner.gpu_devices = ["0"]
     jp_server_config.DockerKernelProvisioner.allow_incompatible_gpus = allow_incompatible
+    if server_probe_dir is not None:
+        jp_server_config.TFEnvApp.probe_cache_dir = str(server_probe_dir)
     return jp_server_config
 
 
@@ -99,13 +109,14 @@ def old_driver(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "pynvml", module)
 
 
-def cache_cuda12_probe(engine: GpuEngine) -> None:
+def cache_cuda12_probe(engine: GpuEngine, cache_dir: Path | None = None) -> None:
     """A cached probe of TF 2.20's CUDA 12.5 build for the 'gpu1' environment's image, where
-    the server and its kernels' backend read probes (the Jupyter data dir's cache)."""
+    the server and its kernels' backend read probes (the Jupyter data dir's cache, or the
+    server's ``TFEnvApp.probe_cache_dir``)."""
     assert engine.client is not None
     env = environment_from_dict(GPU_ENV)
     image_id = engine.client.images.get(PY_IMAGE).id
-    path = probe_cache_path(probe_cache_dir(), image_id, env)
+    path = probe_cache_path(cache_dir or probe_cache_dir(), image_id, env)
     path.parent.mkdir(parents=True, exist_ok=True)
     stored = {**TF220_GPU, "environment": "gpu1", "image": PY_IMAGE, "image_id": image_id}
     path.write_text(json.dumps({**stored, "probe_version": PROBE_VERSION}))
@@ -148,6 +159,27 @@ async def test_an_incompatible_gpu_environment_is_marked_and_refused(
         await start_kernel(jp_fetch, "tfenv-py")
     finally:
         clean(gpu_engine)
+
+
+@pytest.mark.parametrize(
+    "server_probe_dir", [Path(tempfile.gettempdir()) / "tfenv-probes-of-server"]
+)
+async def test_the_start_check_reads_the_servers_probe_cache(
+    jp_fetch, jp_serverapp, gpu_engine, old_driver, server_probe_dir
+):
+    """With TFEnvApp.probe_cache_dir set, the listing and the kernels' start check read the
+    same probes: the start is refused, not left to fail at Docker's device driver."""
+    shutil.rmtree(server_probe_dir, ignore_errors=True)
+    cache_cuda12_probe(gpu_engine, server_probe_dir)
+    try:
+        assert (await listing(jp_fetch))["gpu1"] == {"state": "incompatible", "message": REFUSAL}
+        code, body = await start_refusal(jp_fetch)
+        assert code == 409, body
+        assert body["message"] == REFUSAL
+        assert gpu_engine.containers() == []
+    finally:
+        clean(gpu_engine)
+        shutil.rmtree(server_probe_dir, ignore_errors=True)
 
 
 @pytest.mark.parametrize("allow_incompatible", [True])
