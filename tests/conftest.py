@@ -26,7 +26,7 @@ import pytest
 import yaml
 from traitlets.config import Config
 
-from tests.support.gpu_engine import TestEngine
+from tests.support.gpu_engine import GpuEngine, TestEngine
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
@@ -319,6 +319,20 @@ def outage_engine(images: docker.DockerClient) -> Iterator[TestEngine]:
     small python image: stop it (SIGTERM) and start it again under running kernels
     (tests/backends/test_engine_outage.py, tests/ui/test_engine_outage_ui.py)."""
     engine = TestEngine(live_restore=True)
+    try:
+        engine.start()
+        engine.load_image(images, PY_IMAGE)
+        yield engine
+    finally:
+        engine.stop()
+
+
+@pytest.fixture(scope="module")
+def gpu_engine(images: docker.DockerClient) -> Iterator[GpuEngine]:
+    """A dockerd of the module's own whose NVIDIA device driver is enabled by the stand-in
+    hook (tests/support/gpu_engine.py), with the small python image: GPU allocation and the
+    compatibility refusal run on it without a GPU."""
+    engine = GpuEngine()
     try:
         engine.start()
         engine.load_image(images, PY_IMAGE)

@@ -20,7 +20,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import docker
 import pytest
 import yaml
 from docker.types import DeviceRequest
@@ -56,17 +55,6 @@ GPU_ENVS = [
         "gpu_kernels_per_device": 2,
     },
 ]
-
-
-@pytest.fixture(scope="module")
-def gpu_engine(images: docker.DockerClient) -> Iterator[GpuEngine]:
-    engine = GpuEngine()
-    try:
-        engine.start()
-        engine.load_image(images, PY_IMAGE)
-        yield engine
-    finally:
-        engine.stop()
 
 
 @pytest.fixture

@@ -20,7 +20,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import docker
 import pytest
 import yaml
 from tornado.httpclient import HTTPClientError
@@ -46,17 +45,6 @@ REFUSAL = (
     "525.60.13 (CUDA 12.0), enough through CUDA minor-version compatibility when every GPU "
     "has native code in the build, or use an image built for CUDA 11.4 or older."
 )
-
-
-@pytest.fixture(scope="module")
-def gpu_engine(images: docker.DockerClient) -> Iterator[GpuEngine]:
-    engine = GpuEngine()
-    try:
-        engine.start()
-        engine.load_image(images, PY_IMAGE)
-        yield engine
-    finally:
-        engine.stop()
 
 
 @pytest.fixture
