@@ -141,10 +141,12 @@ class KernelPool:
             kernel_spec_manager=mkm.kernel_spec_manager,
         )
         root = self.root
-        await km.start_kernel(kernel_id=kernel_id, cwd=root, **{POOL_KWARG: True})
-        # From here on the kernel runs: a failure, or the pool closing (a cancel), must
-        # shut it down, or its container would outlive the server.
+        # A failure, or the pool closing (a cancel), must shut a started kernel down, or
+        # its container would outlive the server: also a cancel that lands after the
+        # provisioner's launch and before start_kernel returns (jupyter_client awaits
+        # once more there). A launch cut off half-way cleans up in launch_kernel itself.
         try:
+            await km.start_kernel(kernel_id=kernel_id, cwd=root, **{POOL_KWARG: True})
             prov = km.provisioner
             if not isinstance(prov, TFEnvKernelProvisioner) or not prov.runtime_dir:
                 raise TFEnvError(f"'{env.id}' is not a tfenv container environment")
@@ -155,8 +157,9 @@ class KernelPool:
             if env.preimport:
                 await self._preimport(km)
         except BaseException:
-            with contextlib.suppress(BaseException):
-                await asyncio.shield(km.shutdown_kernel(now=True))
+            if km.has_kernel:
+                with contextlib.suppress(BaseException):
+                    await asyncio.shield(km.shutdown_kernel(now=True))
             raise
         return kernel
 
