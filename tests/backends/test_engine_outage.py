@@ -27,6 +27,7 @@ from typing import Any
 
 import pytest
 import yaml
+from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.connect import write_connection_file
 from tornado.httpserver import HTTPServer
 from tornado.testing import bind_unused_port
@@ -315,4 +316,83 @@ async def test_the_broker_answers_503_during_an_outage(
     outage_engine.start()
     assert (await client.kernel(kernel_id))["running"] is True
     await client.delete_kernel(kernel_id)
+    assert engine_kernels(outage_engine) == []
+
+
+async def start_broker_kernel(client: BrokerClient, user: UnixUser) -> tuple[str, str]:
+    """A kernel of ``py`` through the broker, with a connection file of the test's own
+    (IPC sockets in the broker's runtime folder); its id and the file's path."""
+    kernel_id = str(uuid.uuid4())
+    rundir = (await client.prepare_runtime(kernel_id, restart=False))["runtime_dir"]
+    path = os.path.join(rundir, "kernel.json")
+    write_connection_file(path, transport="ipc", ip=os.path.join(rundir, "k"), key=b"x" * 32)
+    os.chown(path, user.uid, user.gid)
+    body = {
+        "kernel_id": kernel_id,
+        "environment": "py",
+        "cwd": str(user.home),
+        "mount": str(user.home),
+        "env": {},
+        "server": "",
+    }
+    await client.start_kernel(body, timeout=300)
+    return kernel_id, path
+
+
+async def execute(kc: AsyncKernelClient, code: str) -> str:
+    """Run ``code`` over the kernel's own sockets; its stdout (fails on an error reply)."""
+    out: list[str] = []
+
+    def hook(msg: dict[str, Any]) -> None:
+        if msg["msg_type"] == "stream" and msg["content"]["name"] == "stdout":
+            out.append(msg["content"]["text"])
+        elif msg["msg_type"] == "error":
+            out.append("ERROR: " + "\n".join(msg["content"]["traceback"]))
+
+    reply = await kc.execute_interactive(code, output_hook=hook, timeout=120)
+    assert reply["content"]["status"] == "ok", "".join(out)
+    return "".join(out)
+
+
+async def test_a_broker_kernel_keeps_its_state_through_an_engine_restart(
+    outage_broker: tuple[str, UnixUser], outage_engine: TestEngine
+) -> None:
+    """Issue 24, item 2 through the broker: with live-restore the kernel keeps its
+    variables through the engine's stop and start, computes meanwhile (its sockets never
+    pass through dockerd), and the broker's status and live readings answer again after."""
+    url, ann = outage_broker
+    client = BrokerClient(url, f"token-{ann.name}", timeout=300)
+    kernel_id, path = await start_broker_kernel(client, ann)
+    kc = AsyncKernelClient()
+    kc.load_connection_file(path)
+    kc.start_channels()
+    try:
+        await kc.wait_for_ready(timeout=120)
+        assert await execute(kc, "x = 42; print(x)") == "42\n"
+        [container] = engine_kernels(outage_engine)
+        before = await client.live(kernel_id)
+        assert before["running"] is True and before["container_id"] == container.id
+
+        outage_engine.stop_daemon()
+        with pytest.raises(BrokerError) as away:
+            await client.live(kernel_id)
+        assert away.value.http_status == 503, away.value.message
+        assert await execute(kc, "print(x + 1)") == "43\n"
+
+        outage_engine.start()
+        # The same container (live-restore), the same variables.
+        assert [c.id for c in engine_kernels(outage_engine)] == [container.id]
+        assert await execute(kc, "print(x)") == "42\n"
+        # The broker answers for it again: its status and its live readings.
+        kernel = await client.kernel(kernel_id)
+        assert kernel["running"] is True and kernel["container_id"] == container.id, kernel
+        after = await client.live(kernel_id)
+        assert after["running"] is True and after["container_id"] == container.id, after
+        assert after["started_at"] == before["started_at"], (before, after)
+        assert isinstance(after["memory_used"], int) and after["memory_used"] > 0, after
+    finally:
+        kc.stop_channels()
+        if outage_engine.client is None:
+            outage_engine.start()
+        await client.delete_kernel(kernel_id)
     assert engine_kernels(outage_engine) == []
