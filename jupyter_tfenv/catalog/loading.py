@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from traitlets import Enum, List, Unicode, default
+from traitlets import Dict, Enum, List, Unicode, default
 from traitlets.config import LoggingConfigurable
 
+from jupyter_tfenv.catalog.choices import CHOICE_KEYS, check_limits
 from jupyter_tfenv.catalog.images import PINNING_POLICIES
 from jupyter_tfenv.catalog.model import KERNEL_PREFIX, CatalogProblem, Environment
 from jupyter_tfenv.catalog.validation import _realpath, environment_from_dict
@@ -109,6 +110,12 @@ class TFEnvCatalog(LoggingConfigurable):
         'warn' logs a mismatch and starts, 'off' ignores the lock.""",
     ).tag(config=True)
 
+    choice_limits = Dict(
+        help="""The most any entry may offer in its choices (docs/choices.md), e.g.
+        {"gpus": 2, "memory": "64g", "cpus": 16, "shm_size": "8g"}; an entry offering more
+        is left out, with the reason. Unset keys: no limit.""",
+    ).tag(config=True)
+
     @default("lock_file")
     def _default_lock_file(self) -> str:
         return os.environ.get(LOCK_ENV_VAR, "")
@@ -144,6 +151,7 @@ class TFEnvCatalog(LoggingConfigurable):
         stamp: list[Any] = [
             json.dumps(self.environments, sort_keys=True, default=str),
             self.pinning,
+            json.dumps(self.choice_limits, sort_keys=True, default=str),
         ]
         for path in self.files():
             try:
@@ -185,6 +193,7 @@ class TFEnvCatalog(LoggingConfigurable):
                     continue
                 try:
                     env = environment_from_dict(raw, pinning=self.pinning, source=source)
+                    check_limits(env.choices, self._choice_limits())
                 except CatalogError as err:
                     fld, _, msg = err.message.partition(": ")
                     problems.append(CatalogProblem(source, label, fld, msg or fld))
@@ -206,6 +215,15 @@ class TFEnvCatalog(LoggingConfigurable):
                 self.log.warning("tfenv catalog: %s (entry left out)", problem)
         self._envs, self._problems = envs, problems
         self._stamp = (base, self._bind_stamp())
+
+    def _choice_limits(self) -> dict[str, Any]:
+        unknown = set(self.choice_limits) - set(CHOICE_KEYS)
+        if unknown:
+            raise CatalogError(
+                f"choices: c.TFEnvCatalog.choice_limits names {', '.join(sorted(unknown))}; "
+                f"it takes {', '.join(CHOICE_KEYS)}."
+            )
+        return dict(self.choice_limits)
 
     def all(self) -> list[Environment]:
         self.refresh()

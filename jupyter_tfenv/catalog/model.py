@@ -11,10 +11,13 @@ from __future__ import annotations
 import copy
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jupyter_tfenv.catalog.images import ImageRef
 from jupyter_tfenv.errors import CatalogError
+
+if TYPE_CHECKING:
+    from jupyter_tfenv.catalog.choices import Choices
 
 KERNEL_PREFIX = "tfenv-"
 _SIZE_RE = re.compile(r"^([0-9]+(?:\.[0-9]+)?)([bkmgt]?)$", re.IGNORECASE)
@@ -74,6 +77,10 @@ class Environment:
     #: jupyter_tfenv.backends.kubernetes reads it.
     kubernetes: dict[str, Any] = field(default_factory=dict)
     source: str = "config"
+    #: Resources a user may choose at launch (jupyter_tfenv.catalog.choices), or None.
+    choices: Choices | None = None
+    #: What this start chose (``apply_choices``): one value per offered resource.
+    chosen: dict[str, Any] = field(default_factory=dict)
 
     @property
     def kernel_name(self) -> str:
@@ -143,6 +150,8 @@ class Environment:
             ]
         if self.kubernetes:
             data["kubernetes"] = copy.deepcopy(self.kubernetes)
+        if self.choices is not None:
+            data["choices"] = self.choices.to_config()
         return data
 
     def summary(self) -> dict[str, Any]:
@@ -164,6 +173,7 @@ class Environment:
             "pool_size": self.pool_size,
             "preimport": self.preimport,
             "source": self.source,
+            "choices": self.choices.summary() if self.choices is not None else None,
         }
 
 

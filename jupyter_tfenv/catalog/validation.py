@@ -20,6 +20,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
+from jupyter_tfenv.catalog.choices import parse_choices
 from jupyter_tfenv.catalog.images import check_pinned
 from jupyter_tfenv.catalog.model import Environment, Mount, infer_tensorflow_version, parse_size
 from jupyter_tfenv.errors import CatalogError
@@ -298,6 +299,7 @@ def environment_from_dict(
         raise CatalogError(
             f"gpu_sharing: applies to GPUs given by count or by id, not to gpus: {gpus}."
         )
+    choices = parse_choices(raw.get("choices"), raw)
     partial = Environment(
         id=raw["id"],
         image=raw["image"],
@@ -332,4 +334,5 @@ def environment_from_dict(
         preimport=bool(raw.get("preimport", False)),
         kubernetes=copy.deepcopy(raw.get("kubernetes", {})),
         source=source,
+        choices=choices,
     )
