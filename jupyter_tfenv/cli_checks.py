@@ -8,18 +8,14 @@ by :func:`jupyter_tfenv.kernels.compat.check_compatibility`.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import docker
-import requests
-from docker.errors import DockerException
 
-from jupyter_tfenv.backends.docker.engine import connect
+from jupyter_tfenv.backends.docker.engine_info import engine_state
 from jupyter_tfenv.backends.docker.gpu import gpu_overview
 from jupyter_tfenv.backends.docker.probe import cached_probe, probe_cache_dir
 from jupyter_tfenv.catalog.model import Environment
-from jupyter_tfenv.errors import TFEnvError, engine_unreachable, unreachable_error
 from jupyter_tfenv.kernels.compat import (
     STATE_INCOMPATIBLE,
     STATE_OK,
@@ -42,34 +38,8 @@ LIVE_RESTORE_OFF = (
 
 def engine_check() -> tuple[dict[str, Any], docker.DockerClient | None]:
     """The engine ``check`` talks to: ``{host, reachable, live_restore, version, error}``
-    and a client when it answered."""
-    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
-    state: dict[str, Any] = {
-        "host": host,
-        "reachable": False,
-        "live_restore": None,
-        "version": None,
-        "error": None,
-    }
-    try:
-        client = connect()
-        info = client.info()
-    except TFEnvError as err:
-        state["error"] = str(err)
-        return state, None
-    except (DockerException, requests.exceptions.RequestException) as err:
-        state["error"] = (
-            unreachable_error(err, host).message
-            if engine_unreachable(err)
-            else f"The Docker engine at {host} did not say how it runs (docker info): {err}"
-        )
-        return state, None
-    state.update(
-        reachable=True,
-        live_restore=bool(info.get("LiveRestoreEnabled")),
-        version=info.get("ServerVersion"),
-    )
-    return state, client
+    and a client when it answered (the panel asks the same: ``engine_info.py``)."""
+    return engine_state()
 
 
 def engine_line(state: dict[str, Any]) -> str | None:

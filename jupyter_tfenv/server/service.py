@@ -70,6 +70,7 @@ class TFEnvService:
         # Short-lived caches: a panel polls every few seconds, several panels at once.
         self._images: tuple[float, asyncio.Future[list[dict[str, Any]]]] | None = None
         self._gpus: tuple[float, dict[str, Any]] | None = None
+        self._engine: tuple[float, asyncio.Future[dict[str, Any] | None]] | None = None
         #: The tfenv broker in broker mode (JupyterHub), else None.
         self.broker: BrokerClient | None = provisioner_defaults.broker
         #: Where answers about images, probes, pulls and live kernels come from.
@@ -156,6 +157,33 @@ class TFEnvService:
     async def start_pull(self, env: Environment) -> Pull:
         return await self.source.start_pull(env)
 
+    #: How long the engine's ``docker info`` (live-restore, version) is kept: its
+    #: daemon.json changes rarely, and the panel polls every few seconds.
+    ENGINE_TTL = 60.0
+    #: ... and how long an engine that did not answer is (it may be back soon).
+    ENGINE_AWAY_TTL = 5.0
+
+    async def engine(self) -> dict[str, Any] | None:
+        """``{host, version, live_restore}`` of the engine kernels run on, for the panel's
+        admin line (issue 24), or None (not reachable, or not for this server to say).
+        Cached; concurrent requests share one ``docker info``; never raises."""
+        now = time.monotonic()
+        cached = self._engine
+        if cached is not None and cached[1].done():
+            ttl = self.ENGINE_TTL if cached[1].result() is not None else self.ENGINE_AWAY_TTL
+            if now - cached[0] > ttl:
+                cached = None
+        if cached is None:
+            self._engine = cached = (now, asyncio.ensure_future(self._ask_engine()))
+        return await asyncio.shield(cached[1])
+
+    async def _ask_engine(self) -> dict[str, Any] | None:
+        try:
+            return await self.source.engine()
+        except Exception as err:  # a listing never fails for this line
+            self.log.warning("tfenv: could not read the Docker engine's settings: %s", err)
+            return None
+
     def pull_capability(self) -> dict[str, Any]:
         """Whether this server pulls images (not in broker mode), for the Lab's buttons."""
         return self.source.pull_capability()
@@ -235,7 +263,8 @@ class TFEnvService:
             raise NotFoundError(f"Kernel '{kernel_id}' is not a tfenv kernel.")
         summary = self._kernel_summary(kernel_id, prov)
         status = await self.source.live(kernel_id, prov)
-        return {**summary, "live": status, "probe": await self._summary_probe(summary)}
+        probe = await self._summary_probe(summary)
+        return {**summary, "live": status, "probe": probe, "last_restart": prov.last_restart}
 
     async def _summary_probe(self, summary: dict[str, Any]) -> dict[str, Any] | None:
         env_obj = None

@@ -32,6 +32,7 @@ from jupyter_tfenv.backends.broker import (
 from jupyter_tfenv.backends.docker import compat_gate, live
 from jupyter_tfenv.backends.docker.containers import image_index, image_status_of
 from jupyter_tfenv.backends.docker.engine import connect, reap_orphans
+from jupyter_tfenv.backends.docker.engine_info import engine_state, panel_engine
 from jupyter_tfenv.backends.docker.probe import cached_probe, probe_image
 from jupyter_tfenv.backends.docker.pulls import Pull
 from jupyter_tfenv.catalog.lock import lock_status
@@ -219,6 +220,16 @@ class LocalSource:
 
     def pull_capability(self) -> dict[str, Any]:
         return {"allowed": True, "message": None}
+
+    async def engine(self) -> dict[str, Any] | None:
+        """This server's engine (``docker info``): the user of a single-user server is its
+        admin, so the panel says when live-restore is off; None when it does not answer."""
+        try:
+            client = await self.docker()
+        except TFEnvError:
+            return None
+        state, _ = await asyncio.to_thread(engine_state, client)
+        return panel_engine(state)
 
     async def remote_checkpoints(self) -> BrokerCheckpoints | None:
         """None: this server reads its own checkpoint folder."""
@@ -442,6 +453,14 @@ class BrokerSource:
 
     def pull_capability(self) -> dict[str, Any]:
         return {"allowed": False, "message": PULL_BY_ADMIN.format(env="<environment>")}
+
+    async def engine(self) -> dict[str, Any] | None:
+        """None: the panel says nothing of the engine in a JupyterHub. The engine is the
+        broker host's (or none: Kubernetes), its ``/api/environments`` does not say how it
+        runs, and a hub user can neither change its daemon.json nor tell the broker
+        apart from the hub: a live-restore warning would only alarm them. The admin who
+        can act runs ``jupyter tfenv check`` on the broker's host (docs/operations.md)."""
+        return None
 
     async def remote_checkpoints(self) -> BrokerCheckpoints | None:
         """The broker's checkpoints when its kernels are Kubernetes pods (their claims are

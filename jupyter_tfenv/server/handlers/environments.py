@@ -29,6 +29,8 @@ class EnvironmentsHandler(TFEnvHandler):
             ],
             "problems": [p.to_dict() for p in catalog.problems()],
             "pulls": state.pull_capability(),
+            # The engine's live-restore, for the panel's admin line (issue 24); cached.
+            "engine": await state.engine(),
         }
         if state.files is not None:
             reply["files"] = state.files
