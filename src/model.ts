@@ -4,6 +4,7 @@ import { ISignal, Signal } from '@lumino/signaling';
 
 import { CheckpointListing } from './checkpointlisting';
 import { EngineOutage } from './engineoutage';
+import { normalizeEngine } from './liverestore';
 import type { IProvenanceVerdict } from './provenance';
 import {
   IPullProgress,
@@ -24,6 +25,7 @@ import {
   ICheckpointListing,
   IPullCapability,
   IEnvironment,
+  IEngineState,
   IFilesWarning,
   IEnvironmentSummary,
   IGpuOverview,
@@ -107,6 +109,10 @@ export class TfEnvModel implements ITfEnvModel {
 
   get filesWarning(): IFilesWarning | null {
     return this._filesWarning;
+  }
+
+  get engineState(): IEngineState | null {
+    return this._engineState;
   }
 
   get problems(): ICatalogProblem[] {
@@ -672,6 +678,7 @@ export class TfEnvModel implements ITfEnvModel {
       this._problems = reply.problems;
       this._pullCapability = reply.pulls ?? { allowed: true, message: null };
       this._filesWarning = reply.files ?? null;
+      this._engineState = normalizeEngine(reply.engine);
       this._environmentsError = null;
       this._extensionMissing = false;
       this._unreachable = null;
@@ -876,6 +883,7 @@ export class TfEnvModel implements ITfEnvModel {
   private _problems: ICatalogProblem[] = [];
   private _pullCapability: IPullCapability = { allowed: true, message: null };
   private _filesWarning: IFilesWarning | null = null;
+  private _engineState: IEngineState | null = null;
   private _environmentsError: string | null = null;
   private _extensionMissing = false;
   private _gpus: IGpuOverview | null = null;

@@ -8,6 +8,7 @@ import type {
   ICheckpointItem,
   ICheckpointListing,
   IEnvironment,
+  IEngineState,
   IEnvironmentSummary,
   IFilesWarning,
   IGpuOverview,
@@ -116,6 +117,11 @@ export interface ITfEnvModel extends IDisposable {
    * its kernels are different users), or null.
    */
   readonly filesWarning: IFilesWarning | null;
+  /**
+   * The Docker engine kernels run on (its live-restore), as the server last
+   * said it; null when unknown (unreachable, or a JupyterHub).
+   */
+  readonly engineState: IEngineState | null;
   /**
    * True once `GET /tfenv/environments` answered 404: the server extension
    * is not installed or not enabled.

@@ -205,6 +205,36 @@ describe('TfEnvModel', () => {
     expect(model.filesWarning).toEqual(files);
   });
 
+  it("keeps the engine's live-restore the listing says, or null", async () => {
+    const made = makeModel();
+    model = made.model;
+    await model.ready;
+    expect(model.engineState).toBeNull(); // the fixture is older than the field
+    model.dispose();
+
+    const client = new FakeClient();
+    const engine = {
+      host: 'unix:///var/run/docker.sock',
+      version: '20.10.24',
+      live_restore: false
+    };
+    client.environments.mockResolvedValue({
+      ...JSON.parse(JSON.stringify(environmentsReply)),
+      engine
+    });
+    model = makeModel(client).model;
+    await model.ready;
+    await settle();
+    expect(model.engineState).toEqual(engine);
+
+    client.environments.mockResolvedValue({
+      ...JSON.parse(JSON.stringify(environmentsReply)),
+      engine: null
+    });
+    await model.refresh();
+    expect(model.engineState).toBeNull();
+  });
+
   it('says when the server extension is missing, and stops', async () => {
     const client = new FakeClient();
     client.environments.mockRejectedValue(new TfEnvApiError('Not Found', 404));

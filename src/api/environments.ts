@@ -102,6 +102,23 @@ export interface IEnvironmentsReply {
    * kernels cannot write into what JupyterLab makes.
    */
   files?: IFilesWarning;
+  /**
+   * The Docker engine kernels run on (`docker info`); null when it did not
+   * answer, and in a JupyterHub (the broker's host is its admin's to check);
+   * absent from servers older than the field.
+   */
+  engine?: IEngineState | null;
+}
+
+/**
+ * `GET /tfenv/environments` → `engine`: with `live_restore` false an engine
+ * restart or upgrade stops every kernel container (docs/operations.md).
+ * `host` is `$DOCKER_HOST` without any user or password.
+ */
+export interface IEngineState {
+  host: string;
+  version: string | null;
+  live_restore: boolean;
 }
 
 /**

@@ -121,7 +121,9 @@ export class TfEnvClient implements ITfEnvClient {
       files:
         typeof (reply as any)?.files?.kernel_uid === 'number'
           ? (reply as any).files
-          : undefined
+          : undefined,
+      // Checked by the model (liverestore.ts normalizeEngine).
+      engine: (reply as any)?.engine
     }));
   }
 

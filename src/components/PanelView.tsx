@@ -1,8 +1,10 @@
 import { refreshIcon } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
+import { liveRestoreWarning } from '../liverestore';
 import { CheckpointSection } from './CheckpointSection';
 import { IconButton } from './common';
+import { EngineWarning } from './EngineWarning';
 import { EnvironmentList } from './EnvironmentList';
 import { GpuSection } from './GpuSection';
 import { KernelSection } from './KernelSection';
@@ -17,6 +19,7 @@ export function PanelView(props: IViewProps): JSX.Element {
   useModel(model);
   const state = model.state;
   const env = model.activeEnvironment;
+  const engine = liveRestoreWarning(model.engineState);
   return (
     <div
       className="jp-tfenv-content"
@@ -35,6 +38,9 @@ export function PanelView(props: IViewProps): JSX.Element {
       <StateBanner {...props} state={state} />
       {model.provenance && model.provenance.status !== 'match' && (
         <ProvenanceNotice {...props} verdict={model.provenance} />
+      )}
+      {engine && state.state !== 'no-extension' && (
+        <EngineWarning engine={engine} trans={trans} />
       )}
       {env && state.state !== 'no-extension' && (
         <KernelSection {...props} env={env} />
