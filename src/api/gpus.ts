@@ -29,6 +29,33 @@ export interface IGpu {
 }
 
 /**
+ * A kernel holding an allocated device. Other users' kernels come without
+ * id, owner or environment.
+ */
+export interface IGpuHolder {
+  kernel_id?: string | null;
+  owner?: string | null;
+  environment?: string | null;
+  /**
+   * `exclusive`, or `shared` with its per-device limit (`shared:2`).
+   */
+  sharing?: string;
+}
+
+/**
+ * A device kernels may get (NVML's, or the admin's `gpu_devices`), with the
+ * kernels that hold it (the allocator's picture, from the containers' labels).
+ */
+export interface IGpuAllocation {
+  id: string;
+  index?: number | null;
+  uuid?: string | null;
+  name?: string | null;
+  mig?: boolean;
+  holders: IGpuHolder[];
+}
+
+/**
  * Reply of `GET /tfenv/gpus`.
  */
 export interface IGpuOverview {
@@ -43,4 +70,6 @@ export interface IGpuOverview {
   driver_version?: string | null;
   cuda_driver_version?: string | null;
   gpus: IGpu[];
+  allocation?: IGpuAllocation[];
+  allocation_error?: string;
 }

@@ -2,6 +2,7 @@ import * as React from 'react';
 
 import type { IEnvironmentSummary } from '../api';
 import { formatBytes, formatPercent, ratio } from '../format';
+import { holderRows, IHolderView } from '../gpuholders';
 import { gpuRows, gpuViewState } from '../state';
 
 import { Meter } from './common';
@@ -17,6 +18,7 @@ export function GpuSection(
   const overview = model.gpus;
   const view = gpuViewState(env, overview);
   const rows = gpuRows(overview, model.kernelStatus, model.activeProbe);
+  const holders = holderRows(overview, model.kernelStatus);
   let message: string | null = null;
   if (view === 'not-requested') {
     message = trans.__(
@@ -105,6 +107,58 @@ export function GpuSection(
           )}
         </div>
       ))}
+      {holders.length > 0 && (
+        <div className="jp-tfenv-gpu-holders">
+          <h4 className="jp-tfenv-gpu-holders-title">
+            {trans.__('Who holds the GPUs')}
+          </h4>
+          <ul>
+            {holders.map(row => (
+              <li
+                key={row.id}
+                data-tfenv-device={row.id}
+                data-tfenv-free={row.holders.length === 0 ? 'true' : 'false'}
+                title={row.name ?? row.id}
+              >
+                <span className="jp-tfenv-gpu-name">{row.label}</span>{' '}
+                {row.holders.length === 0 ? (
+                  <span className="jp-tfenv-muted">{trans.__('free')}</span>
+                ) : (
+                  row.holders.map((h, i) => (
+                    <span
+                      key={i}
+                      className="jp-tfenv-holder"
+                      data-tfenv-holder={h.kind}
+                    >
+                      {holderText(h, trans)}
+                    </span>
+                  ))
+                )}
+              </li>
+            ))}
+          </ul>
+        </div>
+      )}
+      {overview?.allocation_error && (
+        <p className="jp-tfenv-gpu-message">{overview.allocation_error}</p>
+      )}
     </section>
   );
+}
+
+/**
+ * One holder of a device, as its viewer may know it: other users' kernels
+ * are anonymous.
+ */
+function holderText(h: IHolderView, trans: IViewProps['trans']): string {
+  const shared = /^shared:(\d+)$/.exec(h.sharing);
+  const how = shared ? ` · ${trans.__('shared, %1 per GPU', shared[1])}` : '';
+  if (h.kind === 'other') {
+    return trans.__('another user’s kernel') + how;
+  }
+  const env = h.environment ? ` (${h.environment})` : '';
+  if (h.kind === 'this') {
+    return trans.__('this kernel') + env + how;
+  }
+  return trans.__('your kernel %1', (h.kernelId ?? '').slice(0, 8)) + env + how;
 }
