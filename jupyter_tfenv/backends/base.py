@@ -148,6 +148,10 @@ class KernelStart:
     transport: str = "ipc"
     #: Labels of the caller's own on the kernel (a local server's warm-pool label).
     labels: Mapping[str, str] = field(default_factory=dict)
+    #: The resources the user chose ({"memory": "16g", …}; {}: the entry's defaults):
+    #: checked against the environment's choices by whoever applies them
+    #: (``catalog.choices.apply_choices``; docs/choices.md).
+    choices: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

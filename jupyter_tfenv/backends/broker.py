@@ -285,6 +285,8 @@ class BrokerBackend(KernelBackend):
         }
         if request.gpu_devices:
             body["gpu_devices"] = list(request.gpu_devices)
+        if request.choices:
+            body["choices"] = dict(request.choices)
         if request.key is not None:
             body["key"] = request.key
         return await self.client.start_kernel(body, timeout=timeout)

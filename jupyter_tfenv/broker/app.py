@@ -481,7 +481,7 @@ class TFEnvBroker(
                 reason="field not accepted",
             )
         req = policy.validate_start_body(body, self.env_allowlist)
-        env = self.environment_for(caller, req.environment)
+        env = policy.chosen(self.environment_for(caller, req.environment), req.choices)
         request = KernelStart(
             kernel_id=req.kernel_id,
             environment=env.id,
@@ -491,6 +491,7 @@ class TFEnvBroker(
             server=req.server,
             gpu_devices=req.gpu_devices,
             key=key,
+            choices=env.chosen,
         )
         if backend.supports("runtime_dirs"):
             request = await self._checked_folders(caller, req, request)

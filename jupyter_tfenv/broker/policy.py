@@ -23,10 +23,12 @@ import pwd
 import re
 import stat
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from jupyter_tfenv.backends.base import BackendError, Usage, gpu_count, usage_of
+from jupyter_tfenv.catalog.choices import ChoiceError, apply_choices
+from jupyter_tfenv.catalog.model import Environment
 from jupyter_tfenv.checkpoints.mountcheck import CheckedFolder
 from jupyter_tfenv.core.caller import Caller
 from jupyter_tfenv.kernels.connection import (
@@ -79,7 +81,16 @@ __all__ = [
 ]
 
 #: The only fields ``POST /api/kernels`` accepts; everything else the broker decides.
-START_FIELDS = ("kernel_id", "environment", "cwd", "mount", "env", "server", "gpu_devices")
+START_FIELDS = (
+    "kernel_id",
+    "environment",
+    "cwd",
+    "mount",
+    "env",
+    "server",
+    "gpu_devices",
+    "choices",
+)
 #: A GPU device id as Docker and NVML name it (index, GPU-…/MIG-… UUID).
 GPU_DEVICE_RE = re.compile(r"^[A-Za-z0-9:_/-]{1,128}$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -230,6 +241,9 @@ class StartRequest:
     #: The devices the kernel held before a restart: kept when still free (the broker
     #: checks them as any other; a hint, never a claim).
     gpu_devices: tuple[str, ...] = ()
+    #: The resources the user chose (docs/choices.md), checked against the catalog entry
+    #: (``apply_choices``) and the quotas by the broker.
+    choices: dict[str, Any] = field(default_factory=dict)
 
 
 def parse_json_body(raw: bytes) -> dict[str, Any]:
@@ -291,7 +305,12 @@ def validate_start_body(body: Mapping[str, Any], env_allowlist: Iterable[str]) -
             "'gpu_devices' must be a list of GPU device ids (the devices a restarted kernel "
             "held before)."
         )
-    return StartRequest(kernel_id, environment, cwd, mount, env, server, tuple(gpus))
+    choices = body.get("choices") or {}
+    if not isinstance(choices, dict):
+        raise BrokerError(
+            '\'choices\' must be an object of resource to value, e.g. {"memory": "16g"}.'
+        )
+    return StartRequest(kernel_id, environment, cwd, mount, env, server, tuple(gpus), choices)
 
 
 def check_env(env: Any, allowlist: Iterable[str]) -> dict[str, str]:
@@ -608,6 +627,16 @@ def check_quota(
             status=429,
             reason="gpu quota",
         )
+
+
+def chosen(env: Environment, values: Mapping[str, Any]) -> Environment:
+    """``env`` with the resources the caller chose (docs/choices.md); a value the entry does
+    not offer is refused (400, with the allowed values). The quotas then count what was
+    chosen: the backend's admit gets the chosen GPU count."""
+    try:
+        return apply_choices(env, values)
+    except ChoiceError as err:
+        raise BrokerError(str(err), status=400, reason="choice not offered") from err
 
 
 def check_signal(body: Mapping[str, Any]) -> int:

@@ -95,7 +95,7 @@ class BrokeredKernel:
     async def launch(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
         """Start the kernel's container through the broker, then wait for its sockets."""
         p = self.prov
-        env = p._environment()
+        env = p._chosen_environment()
         cwd = await p._call(os.path.realpath, str(kwargs.get("cwd") or os.getcwd()))
         km = p.parent
         request = KernelStart(
@@ -112,6 +112,8 @@ class BrokeredKernel:
             gpu_devices=tuple(p._gpu_devices),
             # Kubernetes mode: the key goes to the pod's Secret (never a variable).
             key=(km.session.key.decode("ascii") if p._pod is not None and km is not None else None),
+            # The broker checks the choice against its catalog and quotas again.
+            choices=dict(p._choices),
         )
         started = time.monotonic()
         # Shielded as in local mode: a cancelled start must learn whether the broker made

@@ -96,7 +96,7 @@ class LocalKernel:
 
     async def launch(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
         p = self.prov
-        env = p._environment()
+        env = p._chosen_environment()
         if p.lock_policy == "strict" and not p.locked_digest and not env.image_ref.digest:
             message = await p._call(unlocked_message, env, p.lock_file or None)
             raise KernelStartError(message, status_code=409)

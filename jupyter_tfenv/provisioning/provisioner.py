@@ -62,6 +62,7 @@ from jupyter_tfenv.kernels.connection import (
     prepare_runtime_root,
     runtime_name,
 )
+from jupyter_tfenv.provisioning import choices
 from jupyter_tfenv.provisioning.brokered import BrokeredKernel
 from jupyter_tfenv.provisioning.local import LocalKernel
 from jupyter_tfenv.provisioning.settings import ProvisionerSettings
@@ -151,6 +152,7 @@ class TFEnvKernelProvisioner(  # type: ignore[metaclass]
         self._gpu_devices: tuple[str, ...] = ()
         #: The last poll could not ask the engine (logged once per outage).
         self._engine_away = False
+        self._choices: dict[str, Any] = {}  # what its start chose (choices.py); kept on restart
 
     # -- helpers --------------------------------------------------------------------
 
@@ -175,6 +177,10 @@ class TFEnvKernelProvisioner(  # type: ignore[metaclass]
                     f"The kernelspec's environment is invalid: {err}", status_code=400
                 ) from err
         return self._env
+
+    def _chosen_environment(self) -> Environment:
+        """The environment with the resources its start chose (docs/choices.md)."""
+        return choices.chosen_environment(self._environment(), self._choices)
 
     def _notebook_mount(self, cwd: str) -> str | None:
         root = None
@@ -231,6 +237,9 @@ class TFEnvKernelProvisioner(  # type: ignore[metaclass]
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
         adopt = kwargs.pop(ADOPT_KWARG, None)
         self._pooled = bool(kwargs.pop(POOL_KWARG, False))
+        asked = await self._call(choices.requested, kwargs, self.environment)
+        if not self.runtime_dir:  # a restart keeps the choice of its start
+            self._choices = asked
         if adopt is None and not self._pooled and not self.runtime_dir:
             adopt = await self._take_from_pool(kwargs)
         if adopt is not None:
@@ -288,8 +297,8 @@ class TFEnvKernelProvisioner(  # type: ignore[metaclass]
         """A warm pool kernel of this environment for this start, as an adoption
         (jupyter_tfenv.lifecycle.pool); None: start a container as usual."""
         pool = pools.current_pool()
-        if pool is None:
-            return None
+        if pool is None or choices.off_default(self._chosen_environment()):
+            return None  # (pool kernels run with the defaults)
         env_id = str(self.environment.get("id", ""))
         cwd = await self._call(os.path.realpath, str(kwargs.get("cwd") or os.getcwd()))
         return await pool.take(env_id, cwd)
@@ -349,6 +358,7 @@ class TFEnvKernelProvisioner(  # type: ignore[metaclass]
             cmd=tuple(cmd),
             transport=self.transport,
             labels={LABEL_POOL: "true"} if self._pooled else {},
+            choices=dict(self._choices),
         )
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:

@@ -29,7 +29,7 @@ from jupyter_tfenv.lifecycle.keep import (
 from jupyter_tfenv.lifecycle.pool import KernelPool, start_pool, stop_pool
 from jupyter_tfenv.provisioning.kernelspecs import TFEnvKernelSpecManager
 from jupyter_tfenv.provisioning.provisioner import TFEnvKernelProvisioner
-from jupyter_tfenv.server.handlers import checkpoints, environments, kernels, pulls
+from jupyter_tfenv.server.handlers import checkpoints, choices, environments, kernels, pulls
 from jupyter_tfenv.server.service import TFEnvService
 
 
@@ -202,7 +202,7 @@ class TFEnvApp(ExtensionApp):
         )
 
     def initialize_handlers(self) -> None:
-        for module in (environments, pulls, kernels, checkpoints):
+        for module in (environments, pulls, kernels, checkpoints, choices):
             self.handlers.extend(module.routes)
 
     async def _reap(self) -> None:
