@@ -213,6 +213,7 @@ def _device_verdict(
     """One GPU: ok (native or PTX JIT), incompatible, or unknown; with the reason."""
     entry = {
         "index": gpu.get("index"),
+        "uuid": gpu.get("uuid"),
         "name": gpu.get("name"),
         "compute_capability": gpu.get("compute_capability"),
     }

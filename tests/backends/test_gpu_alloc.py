@@ -146,6 +146,37 @@ def test_pick_counts_ids_and_what_is_not_allocated() -> None:
     assert err.value.status == 400 and "only 4" in err.value.message
 
 
+def test_a_count_is_picked_among_the_gpus_the_build_runs_on() -> None:
+    """On a host whose GPUs differ (compat_gate.unusable_devices): the others are left out,
+    and a refusal says why they do not count."""
+    why = "GPU 0 (Tesla K80): it is older than every architecture the build has code for"
+    unusable = {"0": why, "GPU-k80": why}
+    assert pick(1, EXCLUSIVE, FOUR, [], env_id="tf", viewer=None, unusable=unusable) == ("1",)
+    assert pick(3, EXCLUSIVE, FOUR, [], env_id="tf", viewer=None, unusable=unusable) == (
+        "1",
+        "2",
+        "3",
+    )
+    with pytest.raises(GpuUnavailableError) as err:
+        pick(4, EXCLUSIVE, FOUR, [], env_id="tf", viewer=None, unusable=unusable)
+    assert err.value.status == 409
+    assert err.value.message.startswith(
+        "'tf' asks for 4 GPUs, but only 3 of the 4 GPUs kernels may use here can run its "
+        f"TensorFlow build. Not on: {why}."
+    )
+    busy = [held("c1", ("1",)), held("c2", ("2",)), held("c3", ("3",))]
+    with pytest.raises(GpuUnavailableError) as err:
+        pick(1, EXCLUSIVE, FOUR, busy, env_id="tf", viewer=None, unusable=unusable)
+    assert "3 of the 3 GPUs kernels may use are held" in err.value.message
+    assert err.value.message.endswith(
+        f"(Not counted, its TensorFlow build cannot run there: {why}.)"
+    )
+    # By UUID too; named devices are not filtered (the compatibility check judged them).
+    uuids = [Device(id="GPU-k80", index=0, uuid="GPU-k80"), Device(id="GPU-a", index=1)]
+    assert pick(1, EXCLUSIVE, uuids, [], env_id="tf", viewer=None, unusable=unusable) == ("GPU-a",)
+    assert pick(("0",), EXCLUSIVE, FOUR, [], env_id="tf", viewer=None, unusable=unusable) == ("0",)
+
+
 def test_refusal_names_own_kernels_and_counts_others() -> None:
     holdings = [
         held("c1", ("0",), owner="alice"),

@@ -29,8 +29,8 @@ from jupyter_tfenv.backends.docker.probe import PROBE_VERSION, probe_cache_dir, 
 from jupyter_tfenv.catalog.validation import environment_from_dict
 from tests.conftest import CATALOG, PY_IMAGE, start_kernel
 from tests.kernels.test_compat import TF220_GPU
-from tests.support.fake_nvml import FAKE_PYNVML
-from tests.support.gpu_engine import GpuEngine
+from tests.support.fake_nvml import FAKE_PYNVML, fake_pynvml
+from tests.support.gpu_engine import GpuEngine, visible_devices
 
 pytestmark = [
     pytest.mark.docker,
@@ -60,6 +60,12 @@ def allow_incompatible() -> bool:
 
 
 @pytest.fixture
+def gpu_devices() -> list[str]:
+    """The server's ``gpu_devices``: the stand-in devices its kernels may get."""
+    return ["0"]
+
+
+@pytest.fixture
 def server_probe_dir() -> Path | None:
     """``TFEnvApp.probe_cache_dir`` of the server (None: the default cache)."""
     return None
@@ -72,9 +78,10 @@ def jp_server_config(
     monkeypatch: pytest.MonkeyPatch,
     allow_incompatible: bool,
     server_probe_dir: Path | None,
+    gpu_devices: list[str],
     request: pytest.FixtureRequest,
 ) -> Config:
-    """A local server whose Docker engine is the GPU engine, with one device; with the
+    """A local server whose Docker engine is the GPU engine, with ``gpu_devices``; with the
     ``broker`` fixture, ann's server in broker mode."""
     if "broker" in request.fixturenames:
         running = request.getfixturevalue("broker")
@@ -82,7 +89,7 @@ def jp_server_config(
         jp_server_config.DockerKernelProvisioner.broker_token = f"token-{running.ann.name}"
         return jp_server_config
     monkeypatch.setenv("DOCKER_HOST", gpu_engine.url)
-    jp_server_config.DockerKernelProvisioner.gpu_devices = ["0"]
+    jp_server_config.DockerKernelProvisioner.gpu_devices = gpu_devices
     jp_server_config.DockerKernelProvisioner.allow_incompatible_gpus = allow_incompatible
     if server_probe_dir is not None:
         jp_server_config.TFEnvApp.probe_cache_dir = str(server_probe_dir)
@@ -94,6 +101,21 @@ def old_driver(monkeypatch: pytest.MonkeyPatch) -> None:
     """NVML answers as the stand-in pynvml: driver 470.82.01 (CUDA 11.4), one A100."""
     module = types.ModuleType("pynvml")
     exec(FAKE_PYNVML, module.__dict__)
+    monkeypatch.setitem(sys.modules, "pynvml", module)
+
+
+@pytest.fixture
+def mixed_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    """NVML answers for a host whose GPUs differ: GPU 0 a Tesla K80 (compute capability
+    3.7, older than anything TF 2.20 has code for), GPU 1 an A100; driver 560.35.03 (CUDA
+    12.6, enough for the CUDA 12.5 build)."""
+    source = fake_pynvml(
+        [("Tesla K80", "GPU-k80", (3, 7)), ("NVIDIA A100-SXM4-40GB", "GPU-a100", (8, 0))],
+        driver="560.35.03",
+        cuda=12060,
+    )
+    module = types.ModuleType("pynvml")
+    exec(source, module.__dict__)
     monkeypatch.setitem(sys.modules, "pynvml", module)
 
 
@@ -180,6 +202,37 @@ async def test_the_admin_may_allow_an_incompatible_start(
         kernel_id = await start_kernel(jp_fetch, "tfenv-gpu1")
         [container] = [c for c in gpu_engine.containers() if kernel_id in str(c.labels)]
         assert container.status in ("created", "running")
+    finally:
+        clean(gpu_engine)
+
+
+@pytest.mark.parametrize("gpu_devices", [["0", "1"]])
+async def test_a_mixed_host_allocates_only_the_gpus_the_build_runs_on(
+    jp_fetch, jp_serverapp, gpu_engine, mixed_host, gpu_devices
+):
+    """The verdict is ok (GPU 1 runs it) and says where it does not; a 1-GPU start gets
+    GPU 1, not the first free device in inventory order; the next one is refused, naming
+    the K80 as not counted."""
+    cache_cuda12_probe(gpu_engine)
+    try:
+        verdict = (await listing(jp_fetch))["gpu1"]
+        assert verdict["state"] == "ok", verdict
+        assert "runs on GPU 1" in verdict["message"], verdict
+        assert "Not on: GPU 0" in verdict["message"], verdict
+        kernel_id = await start_kernel(jp_fetch, "tfenv-gpu1")
+        [container] = [c for c in gpu_engine.containers() if kernel_id in str(c.labels)]
+        assert gpu_engine.client is not None
+        assert visible_devices(gpu_engine.client, container.id) == "1"
+        code, body = await start_refusal(jp_fetch)
+        assert code == 409, body
+        message = body["message"]
+        assert message.startswith(
+            "No free GPU for 'gpu1' (it needs 1 GPU, exclusive): 1 of "
+            "the 1 GPUs kernels may use are held."
+        ), message
+        assert "(Not counted, its TensorFlow build cannot run there: GPU 0 (Tesla K80): " in (
+            message
+        )
     finally:
         clean(gpu_engine)
 

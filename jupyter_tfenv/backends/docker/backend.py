@@ -325,7 +325,8 @@ class DockerBackend(KernelContainers, KernelBackend):
         image = await asyncio.to_thread(self._resolve_image, client, env)
         if self.catalog is not None:
             await self._check_lock(client, env)
-        await compat_gate.check_start(self, env, str(image.id))  # incompatible GPUs: 409
+        # Incompatible GPUs: 409; GPUs of this host the build cannot run on: left out.
+        avoid = compat_gate.unusable_devices(await compat_gate.check_start(self, env, image.id))
         new_gpus = 0
         if admit is not None or self.uid_label:
             new_gpus = gpu_count(
@@ -387,7 +388,7 @@ class DockerBackend(KernelContainers, KernelBackend):
                 )
                 spec = await asyncio.to_thread(container_spec, env, kreq)
                 container, gpu_devices = await self._run_with_gpus(
-                    client, caller, env, spec, [*same, *hinted(req.gpu_devices)]
+                    client, caller, env, spec, [*same, *hinted(req.gpu_devices)], unusable=avoid
                 )
             finally:
                 # The container (if any) has its own copy of the mounts by now.
@@ -438,6 +439,8 @@ class DockerBackend(KernelContainers, KernelBackend):
         env: Environment,
         spec: dict[str, Any],
         previous: list[dict[str, Any]],
+        *,
+        unusable: dict[str, str],
     ) -> tuple[Any, tuple[str, ...]]:
         """:meth:`_run` on devices the allocator picks (a restart keeps the ``previous``
         container's); stateless: the engine's labels are the picture."""
@@ -459,6 +462,7 @@ class DockerBackend(KernelContainers, KernelBackend):
                 placement=s.gpu_placement,
                 prefer=prefer,
                 wait=s.gpu_wait_timeout,
+                unusable=unusable,
             )
         except gpu_alloc.GpuUnavailableError as err:
             raise BackendError(err.message, status=err.status, reason="no free gpu") from err

@@ -6,8 +6,9 @@ overview into :func:`~jupyter_tfenv.kernels.compat.check_compatibility`'s answer
 :func:`summary` is what ``GET /tfenv/environments`` (and the broker's ``/api/environments``)
 carry per environment; :func:`check_start` is the start's gate: an environment that wants
 GPUs and is ``incompatible`` is refused (409, reason ``incompatible``) with the verdict's
-message, unless ``allow_incompatible_gpus`` is set. ``unknown`` never refuses. Nothing here
-starts a probe container.
+message, unless ``allow_incompatible_gpus`` is set. ``unknown`` never refuses. On a host
+whose GPUs differ, :func:`unusable_devices` names those the build cannot run on, for the
+allocator to leave out. Nothing here starts a probe container.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from jupyter_tfenv.catalog.model import Environment
 from jupyter_tfenv.errors import BackendError
 from jupyter_tfenv.kernels.compat import (
     STATE_INCOMPATIBLE,
+    STATE_OK,
     STATE_UNKNOWN,
     Compatibility,
     check_compatibility,
@@ -128,3 +130,21 @@ async def check_start(backend: Any, env: Environment, image_id: str) -> Compatib
         )
         return result
     raise BackendError(result.message, status=409, reason=REASON_INCOMPATIBLE)
+
+
+def unusable_devices(result: Compatibility | None) -> dict[str, str]:
+    """The host's GPUs that the environment's build cannot run on, on a host where others
+    can (an ``ok`` verdict that lists incompatible devices): each NVML index and UUID with
+    why, for the allocator to leave out. Empty otherwise: an ``unknown`` verdict restricts
+    nothing, and an ``incompatible`` one got this far only because the admin allows it."""
+    if result is None or result.state != STATE_OK:
+        return {}
+    unusable: dict[str, str] = {}
+    for device in result.details.get("devices") or []:
+        if device.get("state") != STATE_INCOMPATIBLE:
+            continue
+        why = f"GPU {device.get('index')} ({device.get('name') or 'GPU'}): {device.get('reason')}"
+        for alias in (device.get("index"), device.get("uuid")):
+            if alias is not None and str(alias):
+                unusable[str(alias)] = why
+    return unusable

@@ -19,7 +19,7 @@ import secrets
 import shutil
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -470,6 +470,7 @@ def allocate_gpus(
     viewer: str | None,
     placement: str,
     prefer: tuple[str, ...] = (),
+    unusable: Mapping[str, str] | None = None,
 ) -> tuple[tuple[str, ...] | None, dict[str, str]]:
     """The device ids for a start of ``env`` and the labels that record them (call under
     :func:`gpu_alloc.start_lock`). ``(None, {})``: Docker gets ``gpus`` as written.
@@ -489,6 +490,7 @@ def allocate_gpus(
         viewer=viewer,
         placement=placement,
         prefer=prefer,
+        unusable=unusable,
     )
     if chosen is None:
         return None, {}
@@ -514,6 +516,7 @@ async def run_with_gpus(
     placement: str,
     prefer: tuple[str, ...] = (),
     wait: float = 0.0,
+    unusable: Mapping[str, str] | None = None,
 ) -> tuple[Any, tuple[str, ...]]:
     """Start the container of ``spec`` (through the caller's ``run``) on devices picked
     for it: the local provisioner's and the broker's one way to start a GPU kernel.
@@ -539,6 +542,7 @@ async def run_with_gpus(
                 viewer=viewer,
                 placement=placement,
                 prefer=prefer,
+                unusable=unusable,
             )
         except gpu_alloc.GpuUnavailableError as err:
             left = deadline - time.monotonic()
@@ -559,6 +563,7 @@ async def _run_on_free_gpus(
     viewer: str | None,
     placement: str,
     prefer: tuple[str, ...],
+    unusable: Mapping[str, str] | None,
 ) -> tuple[Any, tuple[str, ...]]:
     async with gpu_alloc.start_lock():
         chosen, labels = await asyncio.to_thread(
@@ -569,6 +574,7 @@ async def _run_on_free_gpus(
             viewer=viewer,
             placement=placement,
             prefer=prefer,
+            unusable=unusable,
         )
         if chosen:
             spec = {

@@ -334,12 +334,32 @@ def pick(
     viewer: str | None,
     placement: str = PACK,
     prefer: Sequence[str] = (),
+    unusable: Mapping[str, str] | None = None,
 ) -> tuple[str, ...] | None:
     """The device ids for a start of an environment with ``gpus``, or None when there is
     nothing to allocate (``none``, ``all``, or no inventory: Docker then decides, and says
-    so when the engine has no NVIDIA runtime). Raises :class:`GpuUnavailableError`."""
+    so when the engine has no NVIDIA runtime). Raises :class:`GpuUnavailableError`.
+
+    ``unusable``: devices (by index or UUID) the environment's build cannot run on, with
+    why (compat_gate.unusable_devices); a count is picked among the others. Named ids are
+    not filtered: the compatibility check judged those very devices."""
     if isinstance(gpus, str) or not devices:
         return None
+    left_out = ""
+    if isinstance(gpus, int) and unusable:
+        usable = [d for d in devices if not d.aliases() & unusable.keys()]
+        left_out = "; ".join(
+            sorted({unusable[a] for d in devices for a in d.aliases() & unusable.keys()})
+        )
+        if len(usable) < gpus <= len(devices):
+            raise GpuUnavailableError(
+                f"'{env_id}' asks for {gpus} GPU{'s' if gpus != 1 else ''}, but only "
+                f"{len(usable)} of the {len(devices)} GPUs kernels may use here can run its "
+                f"TensorFlow build. Not on: {left_out}. Lower 'gpus' in the catalog entry, "
+                "or use an image built for those GPUs.",
+                status=409,
+            )
+        devices = usable
     if isinstance(gpus, int):
         if gpus > len(devices):
             raise GpuUnavailableError(
@@ -349,9 +369,10 @@ def pick(
             )
         chosen = allocate(devices, holdings, gpus, policy, placement=placement, prefer=prefer)
         if chosen is None:
-            raise GpuUnavailableError(
-                refusal(env_id, gpus, policy, devices, holdings, viewer=viewer)
-            )
+            message = refusal(env_id, gpus, policy, devices, holdings, viewer=viewer)
+            if left_out:
+                message += f" (Not counted, its TensorFlow build cannot run there: {left_out}.)"
+            raise GpuUnavailableError(message)
         return chosen
     ids = resolve_ids(list(gpus), devices)
     if not check_explicit(ids, devices, holdings, policy):
