@@ -13,6 +13,7 @@ kernel alive while the engine is away (its heartbeat socket). The broker peer is
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -41,6 +42,7 @@ from jupyter_tfenv.errors import (
     unreachable_error,
 )
 from jupyter_tfenv.kernels.connection import prepare_runtime_root, runtime_name
+from jupyter_tfenv.provisioning.engine_restart import death_forgotten, from_timestamp
 
 if TYPE_CHECKING:
     from jupyter_tfenv.provisioning.provisioner import TFEnvKernelProvisioner
@@ -56,6 +58,8 @@ class LocalKernel:
     wait_delay = 0.1
     #: The runtime folder is always this server's.
     owns_runtime_dir = True
+    #: Seconds a restart of a kernel that died with the engine waits for the engine.
+    engine_wait = 180.0
 
     def __init__(self, prov: TFEnvKernelProvisioner) -> None:
         self.prov = prov
@@ -63,6 +67,8 @@ class LocalKernel:
         self.backend = local_backend(prov)
         #: The name of this kernel's container (for messages).
         self.container_name = ""
+        #: The dead container whose cause was looked up (engine_restart.death_forgotten).
+        self._death_checked: str | None = None
 
     async def docker(self) -> Any:
         p = self.prov
@@ -100,6 +106,8 @@ class LocalKernel:
         if p.lock_policy == "strict" and not p.locked_digest and not env.image_ref.digest:
             message = await p._call(unlocked_message, env, p.lock_file or None)
             raise KernelStartError(message, status_code=409)
+        if p._engine_death is not None:
+            await self._await_engine()
         client = await self.docker()
         await p._call(resolve_image, client, env)  # its message names this server's pull
         if p.locked_digest and p.lock_policy != "off":
@@ -123,6 +131,31 @@ class LocalKernel:
         p.cwd = cwd
         await p._wait_until_bound(env, time.monotonic())
         return p.connection_info
+
+    async def _await_engine(self) -> None:
+        """The restart of a kernel that died with the engine: wait (at most
+        :attr:`engine_wait` seconds) until the engine answers, as it does after its
+        restart. A start that failed at once would end jupyter's restarter, which starts
+        again only after a restart that worked: the kernel would stay dead."""
+        p = self.prov
+        deadline = time.monotonic() + self.engine_wait
+        said = False
+        while True:
+            try:
+                client = await self.backend.docker()
+                await p._call(client.ping)
+                return
+            except Exception as err:
+                if not engine_unreachable(err) or time.monotonic() > deadline:
+                    return  # the start says what is wrong
+            if not said:
+                said = True
+                p.log.info(
+                    "tfenv: kernel %s: waiting up to %.0f s for the Docker engine to restart it",
+                    p.kernel_id,
+                    self.engine_wait,
+                )
+            await asyncio.sleep(1.0)
 
     async def _check_lock(self, client: Any, env: Environment) -> None:
         """Refuse (or warn about) a local image that is not the locked digest of its tag."""
@@ -240,7 +273,11 @@ class LocalKernel:
         except Exception as err:
             if not engine_unreachable(err):
                 raise
-            return await self._poll_without_engine(err)
+            status = await self._poll_without_engine(err)
+            if status is not None and p._engine_lost_at is not None and not p._engine_death:
+                p._engine_death = from_timestamp(p._engine_lost_at)  # died while it was away
+            return status
+        lost_at, p._engine_lost_at = p._engine_lost_at, None
         if p._engine_away:
             p._engine_away = False
             p.log.info("tfenv: kernel %s: the Docker engine answers again", p.kernel_id)
@@ -249,7 +286,23 @@ class LocalKernel:
             return 1
         if info.status in RUNNING_STATES:
             return None
+        await self._why_dead(info.container_id, lost_at)
         return int(info.exit_code if info.exit_code is not None else 1)
+
+    async def _why_dead(self, container_id: str, lost_at: float | None) -> None:
+        """Whether the engine's restart ended this container (once per container): the
+        engine has no record of its death (engine_restart.py), or, when it cannot be
+        asked, this server saw the engine away in the kernel's life."""
+        p = self.prov
+        if p._engine_death is not None or self._death_checked == container_id:
+            return
+        self._death_checked = container_id
+        try:
+            client = await self.backend.docker()
+            p._engine_death = await p._call(death_forgotten, client, container_id)
+        except Exception as err:
+            p.log.debug("tfenv: kernel %s: its death not looked up: %r", p.kernel_id, err)
+            p._engine_death = from_timestamp(lost_at) if lost_at is not None else None
 
     async def _poll_without_engine(self, err: BaseException) -> int | None:
         """The engine cannot be asked: the kernel process does not need it (its sockets
@@ -259,6 +312,8 @@ class LocalKernel:
         listening = await p._call(self._heartbeat_listens)
         if listening is not False and p._engine_away:
             return None  # said once per outage, not at every poll of the restarter
+        if not p._engine_away:
+            p._engine_lost_at = time.time()
         p._engine_away = True
         p.log.warning(
             "tfenv: kernel %s: the Docker engine cannot be asked (%s); the kernel %s",
@@ -303,8 +358,12 @@ class LocalKernel:
         except Exception as err:
             if not engine_unreachable(err):
                 raise
-            if signum in (signal.SIGKILL, signal.SIGTERM):
-                # Shutting down: cleanup() follows and says what is left.
+            # Shutting down (cleanup() follows and says what is left), or the kernel is
+            # gone: the restarter's restart interrupts it first, and a 503 there would
+            # end the restart and the restarter with it.
+            if signum in (signal.SIGKILL, signal.SIGTERM) or (
+                await p._call(self._heartbeat_listens) is False
+            ):
                 p.log.warning(
                     "tfenv: kernel %s not signalled: the Docker engine cannot be asked",
                     p.kernel_id,

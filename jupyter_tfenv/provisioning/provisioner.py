@@ -25,6 +25,7 @@ import os
 import shutil
 import signal
 import socket
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,7 @@ from jupyter_tfenv.kernels.connection import (
 )
 from jupyter_tfenv.provisioning import choices
 from jupyter_tfenv.provisioning.brokered import BrokeredKernel
+from jupyter_tfenv.provisioning.engine_restart import restart_record
 from jupyter_tfenv.provisioning.local import LocalKernel
 from jupyter_tfenv.provisioning.settings import ProvisionerSettings
 
@@ -153,6 +155,13 @@ class TFEnvKernelProvisioner(  # type: ignore[metaclass]
         #: The last poll could not ask the engine (logged once per outage).
         self._engine_away = False
         self._choices: dict[str, Any] = {}  # what its start chose (choices.py); kept on restart
+        #: When a poll first found the engine away in this kernel's life (epoch seconds).
+        self._engine_lost_at: float | None = None
+        #: The kernel died of an engine restart, at that time: its relaunch says so.
+        self._engine_death: datetime | None = None
+        #: Why tfenv last restarted this kernel (``GET /tfenv/kernels/<id>``), or None:
+        #: ``{"reason": "engine-restart", "at", "message"}`` (provisioning/engine_restart.py).
+        self.last_restart: dict[str, str] | None = None
 
     # -- helpers --------------------------------------------------------------------
 
@@ -367,6 +376,7 @@ class TFEnvKernelProvisioner(  # type: ignore[metaclass]
             with metrics.kernel_start_timer(env_id):
                 info = await self._launch(cmd, **kwargs)
             metrics.kernel_started(env_id, self.kernel_id)
+            self._say_why_restarted()
             return info
         except BaseException as err:
             # A kernel that never started leaves nothing behind: no container, no runtime
@@ -381,6 +391,13 @@ class TFEnvKernelProvisioner(  # type: ignore[metaclass]
                     status_code=503,
                 ) from err
             raise
+
+    def _say_why_restarted(self) -> None:
+        """A kernel that died of an engine restart runs again: keep and log why."""
+        at, self._engine_death = self._engine_death, None
+        if at is not None:
+            self.last_restart = restart_record(at)
+            self.log.warning("tfenv: kernel %s: %s", self.kernel_id, self.last_restart["message"])
 
     def _forget_pending_start(self) -> None:
         """Drop a failed start from jupyter_client's pending kernels.
