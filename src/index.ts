@@ -1,6 +1,7 @@
 import type { JupyterFrontEndPlugin } from '@jupyterlab/application';
 
 import { cellExecutorPlugin } from './plugins/cellexecutor';
+import { choicesPlugin } from './plugins/choices';
 import { commandsPlugin } from './plugins/commands';
 import { kernelPickerPlugin } from './plugins/kernelpicker';
 import { launcherPlugin } from './plugins/launcher';
@@ -11,6 +12,7 @@ import { statusPlugin } from './plugins/status';
 
 export * from './api';
 export * from './cellexecutor';
+export * from './choices';
 export * from './format';
 export * from './kernelpicker';
 export { TfEnvModel } from './model';
@@ -22,8 +24,8 @@ export * from './tokens';
 
 /**
  * The extension's plugins: `jupyter-tfenv:model`, `:panel`, `:status`,
- * `:commands`, `:provenance`, `:launcher`, `:kernel-picker` and
- * `:cell-executor`.
+ * `:commands`, `:provenance`, `:launcher`, `:kernel-picker`,
+ * `:cell-executor` and `:choices`.
  */
 const plugins: JupyterFrontEndPlugin<any>[] = [
   modelPlugin,
@@ -33,7 +35,8 @@ const plugins: JupyterFrontEndPlugin<any>[] = [
   provenancePlugin,
   launcherPlugin,
   kernelPickerPlugin,
-  cellExecutorPlugin
+  cellExecutorPlugin,
+  choicesPlugin
 ];
 
 export default plugins;

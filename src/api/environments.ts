@@ -1,6 +1,8 @@
 // Shapes of the server's answers about the catalog: GET /tfenv/environments,
 // /environments/{id}/image and /environments/{id}/probe.
 
+import type { IChoices } from './choices';
+
 /**
  * The environment facts the server returns for every catalog entry; the same
  * object is the `metadata.tfenv` block of a `tfenv-<id>` kernelspec.
@@ -26,6 +28,11 @@ export interface IEnvironmentSummary {
   gpu_label: string;
   network?: string;
   source?: string;
+  /**
+   * Resources the user chooses at launch (docs/choices.md); null or absent
+   * when the entry offers none.
+   */
+  choices?: IChoices | null;
 }
 
 /**

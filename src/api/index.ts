@@ -5,6 +5,7 @@
  * services).
  */
 export * from './checkpoints';
+export * from './choices';
 export * from './client';
 export * from './environments';
 export * from './errors';

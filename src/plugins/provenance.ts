@@ -13,6 +13,7 @@ import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { ITranslator, nullTranslator } from '@jupyterlab/translation';
 import { Widget } from '@lumino/widgets';
 
+import { keepRecordedChoice } from '../choices';
 import type { TfEnvModel } from '../model';
 import {
   provenanceShortText,
@@ -108,7 +109,12 @@ export const provenancePlugin: JupyterFrontEndPlugin<void> = {
           notebookModel.getMetadata(PROVENANCE_KEY)
         );
         if (!sameProvenance(previous, next)) {
-          notebookModel.setMetadata(PROVENANCE_KEY, { ...next });
+          // The resources chosen at launch (plugins/choices.ts) stay recorded.
+          const before = notebookModel.getMetadata(PROVENANCE_KEY);
+          notebookModel.setMetadata(
+            PROVENANCE_KEY,
+            keepRecordedChoice(before, { ...next })
+          );
         }
         model.setProvenance(context, null);
       } finally {
