@@ -181,35 +181,37 @@ class TFEnvCatalog(LoggingConfigurable):
             except CatalogError as err:
                 problems.append(CatalogProblem(path, "", "", err.message))
         self._bind_sources = _bind_sources(sources)
-        for source, entries in sources:
-            for index, raw in enumerate(entries):
-                label = f"#{index + 1}"
-                if isinstance(raw, dict) and isinstance(raw.get("id"), str):
-                    label = f"'{raw['id']}'"
-                if not isinstance(raw, dict):
-                    problems.append(
-                        CatalogProblem(source, label, "", "an entry must be a mapping.")
+        # Derived entries (``base``) after the others, so that they find their base by id.
+        order = [
+            (source, index, raw) for source, entries in sources for index, raw in enumerate(entries)
+        ]
+        order.sort(key=lambda item: isinstance(item[2], dict) and "base" in item[2])
+        for source, index, raw in order:
+            label = f"#{index + 1}"
+            if isinstance(raw, dict) and isinstance(raw.get("id"), str):
+                label = f"'{raw['id']}'"
+            if not isinstance(raw, dict):
+                problems.append(CatalogProblem(source, label, "", "an entry must be a mapping."))
+                continue
+            try:
+                env = environment_from_dict(raw, pinning=self.pinning, source=source, bases=envs)
+                check_limits(env.choices, self._choice_limits())
+            except CatalogError as err:
+                fld, _, msg = err.message.partition(": ")
+                problems.append(CatalogProblem(source, label, fld, msg or fld))
+                continue
+            if env.id in envs:
+                problems.append(
+                    CatalogProblem(
+                        source,
+                        label,
+                        "id",
+                        f"duplicate id: already defined in {envs[env.id].source}; "
+                        "ids must be unique across all catalog sources.",
                     )
-                    continue
-                try:
-                    env = environment_from_dict(raw, pinning=self.pinning, source=source)
-                    check_limits(env.choices, self._choice_limits())
-                except CatalogError as err:
-                    fld, _, msg = err.message.partition(": ")
-                    problems.append(CatalogProblem(source, label, fld, msg or fld))
-                    continue
-                if env.id in envs:
-                    problems.append(
-                        CatalogProblem(
-                            source,
-                            label,
-                            "id",
-                            f"duplicate id: already defined in {envs[env.id].source}; "
-                            "ids must be unique across all catalog sources.",
-                        )
-                    )
-                    continue
-                envs[env.id] = env
+                )
+                continue
+            envs[env.id] = env
         for problem in problems:
             if problem not in self._problems:
                 self.log.warning("tfenv catalog: %s (entry left out)", problem)

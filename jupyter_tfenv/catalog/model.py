@@ -18,6 +18,7 @@ from jupyter_tfenv.errors import CatalogError
 
 if TYPE_CHECKING:
     from jupyter_tfenv.catalog.choices import Choices
+    from jupyter_tfenv.catalog.derived import Derived
 
 KERNEL_PREFIX = "tfenv-"
 _SIZE_RE = re.compile(r"^([0-9]+(?:\.[0-9]+)?)([bkmgt]?)$", re.IGNORECASE)
@@ -81,6 +82,8 @@ class Environment:
     choices: Choices | None = None
     #: What this start chose (``apply_choices``): one value per offered resource.
     chosen: dict[str, Any] = field(default_factory=dict)
+    #: A derived environment's base and pins (jupyter_tfenv.catalog.derived), or None.
+    derived: Derived | None = None
 
     @property
     def kernel_name(self) -> str:
@@ -152,6 +155,11 @@ class Environment:
             data["kubernetes"] = copy.deepcopy(self.kubernetes)
         if self.choices is not None:
             data["choices"] = self.choices.to_config()
+        if self.derived is not None:
+            # The base as an image (no catalog to look an id up in): the same tag results.
+            data["base"] = self.derived.base_image
+            data["pip"] = [pin.line() for pin in self.derived.pins]
+            data["repository"] = self.derived.repository
         return data
 
     def summary(self) -> dict[str, Any]:
@@ -174,6 +182,7 @@ class Environment:
             "preimport": self.preimport,
             "source": self.source,
             "choices": self.choices.summary() if self.choices is not None else None,
+            "derived": self.derived.summary() if self.derived is not None else None,
         }
 
 

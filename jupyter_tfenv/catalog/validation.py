@@ -15,12 +15,14 @@ import functools
 import json
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from jsonschema import Draft202012Validator
 
 from jupyter_tfenv.catalog.choices import parse_choices
+from jupyter_tfenv.catalog.derived import DERIVED_KEYS, Derived, derive, display_name, merged_entry
 from jupyter_tfenv.catalog.images import check_pinned
 from jupyter_tfenv.catalog.model import Environment, Mount, infer_tensorflow_version, parse_size
 from jupyter_tfenv.errors import CatalogError
@@ -257,14 +259,7 @@ def _check_safety(raw: dict[str, Any]) -> None:
                 raise CatalogError(f"mounts: mount #{number}: {err}") from err
 
 
-def environment_from_dict(
-    raw: dict[str, Any], *, pinning: str = "tags", source: str = "config"
-) -> Environment:
-    """Validate one entry (schema, pinning, mounts) and build its :class:`Environment`.
-
-    Raises ``CatalogError`` with the offending field in the message.
-    """
-    _check_safety(raw)
+def _check_schema(raw: dict[str, Any]) -> None:
     validator = Draft202012Validator(
         {"$defs": catalog_schema()["$defs"], "$ref": "#/$defs/environment"}
     )
@@ -273,8 +268,72 @@ def environment_from_dict(
         err = errors[0]
         path = ".".join(str(p) for p in err.absolute_path) or "(entry)"
         raise CatalogError(f"{path}: {err.message}")
+
+
+def _derived_entry(
+    raw: dict[str, Any], pinning: str, bases: Mapping[str, Environment], source: str
+) -> tuple[dict[str, Any], Derived, str | None]:
+    """A derived entry (``base``, ``pip``): its merged settings, its :class:`Derived`, and
+    the base entry's display name (None when the base is an image)."""
+    base = raw["base"]
+    base_env = bases.get(base)
+    if base_env is None and not any(ch in base for ch in ":/@"):
+        known = ", ".join(sorted(bases)) or "none"
+        raise CatalogError(
+            f"base: '{base}' is neither an entry of the catalog (known: {known}) nor an "
+            "image reference (repo:version-tag or repo@sha256:…)."
+        )
+    if base_env is not None and base_env.derived is not None:
+        raise CatalogError(
+            f"base: '{base}' is itself a derived environment; name its base "
+            f"('{base_env.derived.base}') and list both entries' packages in this one."
+        )
+    base_tf = None
+    if base_env is None:
+        try:
+            base_tf = infer_tensorflow_version(check_pinned(base, pinning))
+        except CatalogError as err:
+            raise CatalogError(f"base: {err}") from err
+    base_raw = base_env.to_config() if base_env is not None else None
+    base_image = base_env.image if base_env is not None else base
+    derived = derive({**raw, "_source": source}, base_raw, base_image)
+    if "image" in raw and raw["image"] != derived.image:
+        raise CatalogError(
+            f"image: a derived environment's image is named by its content "
+            f"('{derived.image}'): remove 'image' from the entry (set 'repository' to "
+            "choose where it is tagged)."
+        )
+    merged = {k: v for k, v in merged_entry(raw, base_raw).items() if k not in DERIVED_KEYS}
+    merged["image"] = derived.image
+    if base_tf and "tensorflow" not in merged:
+        merged["tensorflow"] = base_tf
+    return merged, derived, base_env.display_name if base_env is not None else None
+
+
+def environment_from_dict(
+    raw: dict[str, Any],
+    *,
+    pinning: str = "tags",
+    source: str = "config",
+    bases: Mapping[str, Environment] | None = None,
+) -> Environment:
+    """Validate one entry (schema, pinning, mounts) and build its :class:`Environment`.
+
+    A derived entry (``base``) names its base by id among ``bases`` (the entries loaded
+    before it) or by image. Raises ``CatalogError`` with the offending field in the message.
+    """
+    _check_safety(raw)
+    _check_schema(raw)
+    derived: Derived | None = None
+    if "base" in raw:
+        raw, derived, base_display = _derived_entry(raw, pinning, bases or {}, source)
+        _check_safety(raw)
+        _check_schema(raw)
+        if not raw.get("display_name") and base_display:
+            raw["display_name"] = display_name(base_display, derived.pins)
     try:
-        ref = check_pinned(raw["image"], pinning)
+        # A derived image's tag is its content: pinned by construction.
+        ref = check_pinned(raw["image"], "any" if derived else pinning)
     except CatalogError as err:
         raise CatalogError(f"image: {err}") from err
     mounts = []
@@ -311,6 +370,8 @@ def environment_from_dict(
     display = raw.get("display_name") or (
         f"TensorFlow {tensorflow} ({partial.gpu_label})" if tensorflow else raw["id"]
     )
+    if derived is not None and not raw.get("display_name"):
+        display = display_name(display, derived.pins)
     return Environment(
         id=raw["id"],
         image=raw["image"],
@@ -335,4 +396,5 @@ def environment_from_dict(
         kubernetes=copy.deepcopy(raw.get("kubernetes", {})),
         source=source,
         choices=choices,
+        derived=derived,
     )

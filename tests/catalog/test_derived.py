@@ -1,0 +1,153 @@
+"""Derived catalog entries (issue 21, layer 1): base + exact pins, pure (no engine)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from jupyter_tfenv.catalog.derived import parse_pin
+from jupyter_tfenv.catalog.loading import TFEnvCatalog
+from jupyter_tfenv.catalog.validation import environment_from_dict
+from jupyter_tfenv.errors import CatalogError
+
+BASE = {
+    "id": "tf213",
+    "image": "tensorflow/tensorflow:2.13.0-jupyter",
+    "gpus": 1,
+    "resources": {"memory": "8g", "shm_size": "1g"},
+    "env": {"TF_CPP_MIN_LOG_LEVEL": "2"},
+    "idle_timeout": 600,
+    "pool_size": 2,
+}
+SHA = "sha256:" + "a" * 64
+
+
+def _derive(**entry: Any) -> Any:
+    base = environment_from_dict(BASE)
+    return environment_from_dict({"id": "ds", "base": "tf213", **entry}, bases={"tf213": base})
+
+
+def test_derived_entry_inherits_the_base_and_is_named_by_content() -> None:
+    env = _derive(pip=["six==1.16.0", "Tomli==2.0.1"])
+    assert env.image.startswith("tfenv-derived/ds:v1-")
+    assert env.display_name == "TensorFlow 2.13.0 (1 GPU) + 2 packages"
+    assert (env.gpus, env.memory, env.shm_size, env.idle_timeout) == (1, 8 * 1024**3, 1024**3, 600)
+    assert env.env == {"TF_CPP_MIN_LOG_LEVEL": "2"}
+    assert env.pool_size == 0  # a pool is the entry's own choice, never inherited
+    assert env.tensorflow == "2.13.0"
+    assert env.derived is not None
+    assert [p.spec for p in env.derived.pins] == ["six==1.16.0", "tomli==2.0.1"]
+    assert env.summary()["derived"]["packages"] == [
+        {"name": "six", "version": "1.16.0"},
+        {"name": "tomli", "version": "2.0.1"},
+    ]
+
+
+def test_overrides_win_over_the_base() -> None:
+    env = _derive(pip=["six==1.16.0"], gpus="none", display_name="Data science")
+    assert env.gpus == "none"
+    assert env.display_name == "Data science"
+
+
+def test_same_inputs_same_tag_changed_pin_new_tag() -> None:
+    one = _derive(pip=["six==1.16.0", "tomli==2.0.1"])
+    again = _derive(pip=["tomli==2.0.1", "SIX==1.16.0"])  # order and case do not matter
+    assert one.image == again.image
+    assert _derive(pip=["six==1.16.0", "tomli==2.0.2"]).image != one.image
+    assert _derive(pip=["six==1.16.0", f"tomli==2.0.1 --hash={SHA}"]).image != one.image
+
+
+def test_a_kernelspec_round_trip_keeps_the_image() -> None:
+    env = _derive(pip=[f"six==1.16.0 --hash={SHA}"])
+    again = environment_from_dict(env.to_config())
+    assert again.image == env.image
+    assert again.display_name == env.display_name
+    assert again.derived is not None and again.derived.pins == env.derived.pins
+
+
+def test_image_base() -> None:
+    env = environment_from_dict(
+        {"id": "x", "base": "tensorflow/tensorflow:2.13.0-jupyter", "pip": ["six==1.16.0"]}
+    )
+    assert env.display_name == "TensorFlow 2.13.0 (CPU) + 1 package"
+    assert env.derived is not None and env.derived.base_image == env.derived.base
+
+
+@pytest.mark.parametrize(
+    ("pins", "words"),
+    [
+        (["six>=1.16"], "'six>=1.16' floats"),
+        (["six"], "'six' floats (no version)"),
+        (["six==1.*"], "floats"),
+        (["six~=1.16"], "floats"),
+        (["six[x]==1.16.0"], "extras and markers"),
+        (["six @ https://example.com/six.whl"], "from a URL"),
+        (["six==1.16.0 --index-url=x"], "only '--hash=sha256:"),
+        (["six==1.16.0", "Six==1.15.0"], "listed twice"),
+        ([], "no packages"),
+    ],
+)
+def test_floating_or_odd_pins_are_refused_with_the_fix(pins: list[str], words: str) -> None:
+    with pytest.raises(CatalogError) as err:
+        _derive(pip=pins)
+    assert words in str(err.value)
+    assert str(err.value).startswith("pip")
+    if "floats" in words:
+        assert "Pin it exactly, e.g. 'six==1.2.3'" in str(err.value)
+
+
+def test_bad_bases_are_refused() -> None:
+    with pytest.raises(CatalogError, match="neither an entry of the catalog"):
+        _derive(base="nope", pip=["six==1.16.0"])
+    with pytest.raises(CatalogError, match=r"^base: Image 'tensorflow/tensorflow:latest'"):
+        environment_from_dict(
+            {"id": "x", "base": "tensorflow/tensorflow:latest", "pip": ["six==1.16.0"]}
+        )
+    with pytest.raises(CatalogError, match=r"^image: a derived environment's image"):
+        _derive(pip=["six==1.16.0"], image="tensorflow/tensorflow:2.13.0-jupyter")
+    ds = _derive(pip=["six==1.16.0"])
+    with pytest.raises(CatalogError, match="itself a derived environment"):
+        environment_from_dict(
+            {"id": "y", "base": "ds", "pip": ["tomli==2.0.1"]},
+            bases={"ds": ds},
+        )
+
+
+def test_hashes_are_kept_sorted() -> None:
+    other = "sha256:" + "b" * 64
+    pin = parse_pin(f"Six==1.16.0 --hash={other} --hash={SHA}")
+    assert pin.hashes == (SHA, other)
+    assert pin.line() == f"six==1.16.0 --hash={SHA} --hash={other}"
+
+
+def test_catalog_file_with_a_pip_file_and_a_problem(tmp_path: Path) -> None:
+    (tmp_path / "ds.txt").write_text(
+        "# pinned by pip-compile\nsix==1.16.0 \\\n    --hash=" + SHA + "\n\ntomli==2.0.1  # toml\n"
+    )
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text(
+        yaml.safe_dump(
+            {
+                "environments": [
+                    {"id": "ds", "base": "tf213", "pip_file": "ds.txt"},
+                    BASE,
+                    {"id": "loose", "base": "tf213", "pip": ["pandas"]},
+                ]
+            }
+        )
+    )
+    cat = TFEnvCatalog(catalog_files=[str(catalog)])
+    ds = cat.get("ds")
+    assert ds.derived is not None
+    assert [p.line() for p in ds.derived.pins] == [f"six==1.16.0 --hash={SHA}", "tomli==2.0.1"]
+    [problem] = cat.problems()
+    assert (problem.entry, problem.field) == ("'loose'", "pip")
+    assert "Pin it exactly" in problem.message
+
+
+def test_image_or_base_is_required() -> None:
+    with pytest.raises(CatalogError, match="'image' is a required property"):
+        environment_from_dict({"id": "x"})
