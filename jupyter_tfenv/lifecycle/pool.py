@@ -53,6 +53,10 @@ class PoolKernel:
 class KernelPool:
     """The pool kernels of one server, for the environments whose entry sets pool_size."""
 
+    #: Seconds between two tries to start a pool kernel after a failure (an engine
+    #: outage, a missing image): the pool fills up by itself once the cause is gone.
+    retry_delay: float = RETRY_DELAY
+
     def __init__(
         self,
         kernel_manager: Any,
@@ -113,10 +117,10 @@ class KernelPool:
                 self.log.warning(
                     "tfenv: pool kernel of '%s' did not start (next try in %.0f s): %s",
                     env_id,
-                    RETRY_DELAY,
+                    self.retry_delay,
                     err,
                 )
-                await asyncio.sleep(RETRY_DELAY)
+                await asyncio.sleep(self.retry_delay)
                 continue
             if self._closed:
                 await self._shut_down(kernel)
@@ -222,8 +226,15 @@ class KernelPool:
             if not is_inside(cwd, kernel.root):
                 return None  # pool kernels do not see that folder
             kernels.remove(kernel)
+            alive = await kernel.manager.is_alive()
+            if alive and getattr(kernel.manager.provisioner, "engine_away", False):
+                # The Docker engine cannot be asked, so the adoption would fail and lose
+                # the kernel: it stays in the pool, and this start goes on without it
+                # (and says that the engine is away).
+                await self._put_back(kernel)
+                return None
             self.refill(env_id)
-            if not await kernel.manager.is_alive():
+            if not alive:
                 await self._shut_down(kernel)
                 continue
             release(kernel.manager)
@@ -238,6 +249,14 @@ class KernelPool:
                 "move_in": True,
             }
         return None
+
+    async def _put_back(self, kernel: PoolKernel) -> None:
+        """Return a kernel that was not taken to the front of its pool (unless the pool
+        closed or was emptied meanwhile: then it is shut down)."""
+        if self._closed or kernel.environment in self._dormant:
+            await self._shut_down(kernel)
+            return
+        self.ready.setdefault(kernel.environment, []).insert(0, kernel)
 
     async def _shut_down(self, kernel: PoolKernel) -> None:
         with contextlib.suppress(Exception):

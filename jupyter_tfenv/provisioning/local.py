@@ -32,6 +32,7 @@ from jupyter_tfenv.backends.docker.engine import (
     isolated_launcher,
     resolve_image,
 )
+from jupyter_tfenv.backends.docker.steps import remove_when_back
 from jupyter_tfenv.catalog.lock import LockFile, LockMismatchError, check_lock, unlocked_message
 from jupyter_tfenv.catalog.model import Environment
 from jupyter_tfenv.core.caller import Caller
@@ -232,20 +233,27 @@ class LocalKernel:
             await p._call(shutil.rmtree, p.runtime_dir, True)
 
     async def _remove_failed_start(self) -> None:
-        """Remove the container of a failed start; while the engine cannot be asked, say
-        what is left (labelled with this server: ``jupyter tfenv gc`` removes it once the
-        server is gone)."""
+        """Remove the container of a failed start; while the engine cannot be asked, it
+        is removed once the engine answers again (steps.remove_when_back; a server that
+        stops first leaves it to the next one's orphan removal: it carries its labels)."""
         p = self.prov
         try:
             await self._remove_container()
         except Exception as err:
             if not engine_unreachable(err):
                 raise
+            name = str(self.container_name or p.container_id)
             p.log.warning(
-                "tfenv: kernel %s: container %s of the failed start not removed, the "
-                "Docker engine cannot be asked",
+                "tfenv: kernel %s: container %s of the failed start not removed yet, the "
+                "Docker engine cannot be asked: it is removed once the engine answers again",
                 p.kernel_id,
-                str(self.container_name or p.container_id),
+                name,
+            )
+            remove_when_back(
+                self.backend.docker,
+                str(p.container_id),
+                what=f"tfenv: kernel {p.kernel_id}: container {name}",
+                log=p.log,
             )
         p._forget_container()
 

@@ -41,7 +41,7 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from jupyter_tfenv.backends.docker.engine import connect
 from jupyter_tfenv.catalog.lock import LockFile, local_digests
 from jupyter_tfenv.catalog.model import Environment
-from jupyter_tfenv.errors import TFEnvError
+from jupyter_tfenv.errors import TFEnvError, engine_unreachable, unreachable_error
 
 #: Docker's per-layer statuses after which a layer needs nothing more.
 LAYER_DONE = ("Pull complete", "Already exists")
@@ -335,6 +335,36 @@ def _open_stream(client: docker.DockerClient, target: PullTarget) -> Any:
     return response
 
 
+def _engine_gone(client: docker.DockerClient, target: PullTarget) -> TFEnvError | None:
+    """The error of a pull whose engine went away (it stopped or restarted during the
+    pull: a ping finds it gone), naming the engine and what to do; None while it answers."""
+    try:
+        client.ping()
+    except Exception as err:
+        if not engine_unreachable(err):
+            return None
+        return TFEnvError(
+            f"Pulling {target.name} stopped: the Docker engine went away during the pull, "
+            "so the image is not (completely) pulled; pull it again once the engine is back. "
+            f"{unreachable_error(err).message}"
+        )
+    return None
+
+
+def _connection_lost(client: docker.DockerClient, target: PullTarget, err: Exception) -> TFEnvError:
+    """A pull's stream broke off: the engine went away, or the connection did."""
+    log.debug(
+        "tfenv: the pull of %s lost its connection to the Docker engine: %r", target.name, err
+    )
+    gone = _engine_gone(client, target)
+    if gone is not None:
+        return gone
+    return TFEnvError(
+        f"Lost the connection to the Docker engine while pulling {target.name} (did it "
+        "restart?). The image is not (completely) pulled; pull it again."
+    )
+
+
 def pull_blocking(
     client: docker.DockerClient,
     env: Environment,
@@ -373,10 +403,7 @@ def pull_blocking(
                 # A socket shut down mid-read surfaces as almost anything from urllib3.
                 if canceller.cancelled:
                     break
-                raise TFEnvError(
-                    f"Lost the connection to the Docker engine while pulling {target.name}: "
-                    f"{err}. The image is not (completely) pulled; pull it again."
-                ) from err
+                raise _connection_lost(client, target, err) from err
             if not isinstance(raw, dict):
                 continue
             if raw.get("error"):
@@ -399,6 +426,9 @@ def pull_blocking(
             f"The pull of {target.name} was cancelled; the image is not (completely) pulled."
         )
     if not progress.finished:
+        gone = _engine_gone(client, target)
+        if gone is not None:
+            raise gone
         raise TFEnvError(
             f"The pull of {target.name} ended before the Docker engine reported it complete; "
             "the image is not (completely) pulled. Pull it again."

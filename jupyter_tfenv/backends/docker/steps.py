@@ -4,20 +4,27 @@
 server's provisioner's) creates a container with ``containers.run`` that a cancelled
 request must not leave behind and removes a half-made container by name; it and the
 provisioner (for a local kernel's transport, or a broker's kernel) wait until the
-kernel's sockets are bound while watching the kernel: once, here.
+kernel's sockets are bound while watching the kernel: once, here. A container the engine
+could not be asked to remove (it went away during the start) is removed once it answers
+again (:func:`remove_when_back`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from docker.errors import APIError, NotFound
+from requests.exceptions import ConnectionError as RequestsConnectionError
 
 from jupyter_tfenv.backends.docker.engine import remove_quietly
+from jupyter_tfenv.errors import engine_unreachable
+
+_log = logging.getLogger(__name__)
 
 #: Container states of a kernel that may still bind its sockets (or runs).
 RUNNING_STATES = ("created", "running", "restarting", "paused")
@@ -44,6 +51,58 @@ async def run_shielded(client: Any, spec: dict[str, Any]) -> Any:
     except APIError:
         await asyncio.to_thread(remove_by_name, client, spec["name"])
         raise
+    except RequestsConnectionError:
+        # The engine went away while it created the container: it may exist.
+        remove_when_back(lambda: _same(client), spec["name"], what=f"container {spec['name']}")
+        raise
+
+
+async def _same(client: Any) -> Any:
+    return client
+
+
+#: Removals waiting for the engine (held here, so that they are not garbage-collected).
+_WAITING: set[asyncio.Future[None]] = set()
+
+#: Seconds between two tries of a removal that waits for the engine.
+REMOVAL_RETRY_DELAY = 2.0
+
+
+def remove_when_back(
+    client_of: Callable[[], Awaitable[Any]],
+    container: str,
+    *,
+    what: str,
+    log: Any = None,
+    delay: float | None = None,
+) -> asyncio.Future[None]:
+    """Remove ``container`` (id or name) once the Docker engine answers again, in the
+    background: the container of a start that failed because the engine went away (with
+    live-restore it even runs on). ``client_of()`` gives the engine's client (its error
+    while the engine is away is retried, every ``delay`` seconds); ``what`` names the
+    container in the log. A server that stops first leaves it to its successor's orphan
+    removal (the container carries this server's labels)."""
+    logger = log or _log
+    pause = REMOVAL_RETRY_DELAY if delay is None else delay
+
+    async def remove() -> None:
+        while True:
+            await asyncio.sleep(pause)
+            try:
+                client = await client_of()
+                await asyncio.to_thread(remove_by_name, client, container)
+            except Exception as err:
+                if engine_unreachable(err):
+                    continue
+                logger.warning("%s of the failed start not removed: %s", what, err)
+                return
+            logger.info("%s of the failed start removed: the Docker engine answers again", what)
+            return
+
+    task = asyncio.ensure_future(remove())
+    _WAITING.add(task)
+    task.add_done_callback(_WAITING.discard)
+    return task
 
 
 def exit_state(container: Any, running: tuple[str, ...] = RUNNING_STATES) -> dict[str, Any] | None:
