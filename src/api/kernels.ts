@@ -60,6 +60,26 @@ export interface IKernelStatus {
   live?: ILiveStatus | null;
   probe?: IProbe | null;
   checkpoints?: IKernelCheckpoints | null;
+  /**
+   * Why tfenv last restarted the kernel (the Docker engine restarted under it
+   * without live-restore), or null.
+   */
+  last_restart?: ILastRestart | null;
+}
+
+/**
+ * `GET /tfenv/kernels/{id}`: `last_restart`.
+ */
+export interface ILastRestart {
+  reason: 'engine-restart' | string;
+  /**
+   * ISO time (UTC) the engine stopped the kernel's container.
+   */
+  at: string;
+  /**
+   * The server's words: when, new container, variables lost, checkpoints kept.
+   */
+  message: string;
 }
 
 /**

@@ -139,6 +139,17 @@ export function KernelSection(
           </>
         )}
       </dl>
+      {model.kernelStatus?.environment?.id === env.id &&
+        model.kernelStatus.last_restart && (
+          <p
+            className="jp-tfenv-message jp-tfenv-last-restart"
+            data-tfenv-restart-reason={model.kernelStatus.last_restart.reason}
+            data-tfenv-restart-at={model.kernelStatus.last_restart.at}
+            title={trans.__('Why this kernel was restarted')}
+          >
+            {model.kernelStatus.last_restart.message}
+          </p>
+        )}
       {model.filesWarning && (
         <FilesWarning warning={model.filesWarning} trans={trans} />
       )}

@@ -3,7 +3,7 @@ import {
   JupyterFrontEnd,
   JupyterFrontEndPlugin
 } from '@jupyterlab/application';
-import type { ISessionContext } from '@jupyterlab/apputils';
+import { Notification, type ISessionContext } from '@jupyterlab/apputils';
 import { IConsoleTracker } from '@jupyterlab/console';
 import { INotebookTracker } from '@jupyterlab/notebook';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
@@ -13,6 +13,7 @@ import { TfEnvModel } from '../model';
 import { TfEnvClient } from '../api/request';
 import { IEnvironmentSummary } from '../api';
 import { ITfEnvModel } from '../tokens';
+import { browserStorage, RestartNotices } from '../restartnotice';
 
 /**
  * The plugin id; its settings schema is `schema/lab/model.json`.
@@ -42,6 +43,15 @@ export const modelPlugin: JupyterFrontEndPlugin<ITfEnvModel> = {
       client: new TfEnvClient(app.serviceManager.serverSettings),
       specEnvironment: name => specEnvironment(specs.specs, name)
     });
+
+    // A kernel restarted because the Docker engine restarted under it (no
+    // live-restore) is said once per restart, not restarted silently.
+    const notices = new RestartNotices({
+      notify: restart =>
+        Notification.warning(restart.message, { autoClose: false }),
+      storage: browserStorage()
+    });
+    model.changed.connect(() => notices.seen(model.kernelStatus));
 
     if (settingRegistry) {
       settingRegistry
