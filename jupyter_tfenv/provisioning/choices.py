@@ -5,7 +5,8 @@ request names only the kernelspec. So the choice travels beside it and the provi
 looks for it, in this order:
 
 1. ``tfenv_choices``, a keyword argument of ``start_kernel`` (nbclient:
-   ``NotebookClient(...).execute(tfenv_choices={...})``);
+   ``NotebookClient(nb, ...).execute(**start_kwargs(nb))`` passes the notebook's recorded
+   choice; nbclient gives the kernel manager nothing of the notebook itself);
 2. what JupyterLab's dialog sent just before the start (``POST /tfenv/choices``, kept
    here per notebook file and environment for :data:`PENDING_TTL` seconds, taken once);
 3. what the notebook file records (``metadata.tfenv.choices`` of the file
@@ -26,7 +27,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from jupyter_tfenv.catalog.choices import ChoiceError, apply_choices
-from jupyter_tfenv.catalog.model import Environment
+from jupyter_tfenv.catalog.model import KERNEL_PREFIX, Environment
 from jupyter_tfenv.errors import KernelStartError
 
 #: Keyword argument of ``start_kernel``: the resources to choose ({"memory": "16g", …}).
@@ -75,12 +76,31 @@ def recorded(notebook: str, env_id: str) -> dict[str, Any] | None:
             data = json.load(handle)
     except (OSError, ValueError):
         return None
-    tfenv = (data.get("metadata") or {}).get("tfenv") if isinstance(data, dict) else None
-    choice = tfenv.get("choices") if isinstance(tfenv, dict) else None
-    if not isinstance(choice, dict) or choice.get("environment") != env_id:
+    return _recorded_in(data.get("metadata") if isinstance(data, dict) else None, env_id)
+
+
+def _recorded_in(metadata: Any, env_id: str) -> dict[str, Any] | None:
+    tfenv = metadata.get("tfenv") if isinstance(metadata, Mapping) else None
+    choice = tfenv.get("choices") if isinstance(tfenv, Mapping) else None
+    if not isinstance(choice, Mapping) or choice.get("environment") != env_id:
         return None
     values = choice.get("values")
-    return dict(values) if isinstance(values, dict) else None
+    return dict(values) if isinstance(values, Mapping) else None
+
+
+def start_kwargs(nb: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``start_kernel`` arguments that give a headless run the choice the notebook
+    records for its kernel's environment ({} when none: the defaults)::
+
+        NotebookClient(nb, kernel_name=...).execute(**start_kwargs(nb))
+    """
+    metadata = nb.get("metadata") or {}
+    spec = metadata.get("kernelspec") if isinstance(metadata, Mapping) else None
+    name = str(spec.get("name") or "") if isinstance(spec, Mapping) else ""
+    if not name.startswith(KERNEL_PREFIX):
+        return {}
+    values = _recorded_in(metadata, name[len(KERNEL_PREFIX) :])
+    return {CHOICES_KWARG: values} if values else {}
 
 
 def requested(kwargs: dict[str, Any], environment: Mapping[str, Any]) -> dict[str, Any]:
