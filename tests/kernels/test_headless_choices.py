@@ -128,3 +128,35 @@ def test_nbclient_takes_the_recorded_choice_or_the_default(
         all=True, filters={"label": "org.jupyter.tfenv.environment=headless"}
     )
     assert leftovers == []
+
+
+def test_where_a_start_finds_its_choice(tmp_path, monkeypatch):
+    from jupyter_tfenv.catalog.validation import environment_from_dict
+    from jupyter_tfenv.provisioning import choices
+
+    env = {"id": "headless"}
+    path = str(notebook(tmp_path / "nb.ipynb", {"environment": "headless", "values": {"a": 1}}))
+    launch = {"env": {"JPY_SESSION_NAME": path}}
+    # 1. the start_kernel argument wins (and is taken out of the arguments)
+    kwargs = {**launch, CHOICES_KWARG: {"memory": "512m"}}
+    assert choices.requested(kwargs, env) == {"memory": "512m"}
+    assert CHOICES_KWARG not in kwargs
+    # 2. what the dialog sent for this notebook and environment, once
+    choices.remember(path, "headless", {"memory": "256m"})
+    choices.remember(path, "other", {"memory": "1g"})
+    assert choices.requested(dict(launch), env) == {"memory": "256m"}
+    # 3. then the notebook's recorded choice; 4. nothing without a notebook
+    assert choices.requested(dict(launch), env) == {"a": 1}
+    assert choices.requested({}, env) == {}
+    # A choice the dialog sent long ago is not taken.
+    choices.remember(path, "headless", {"memory": "256m"})
+    monkeypatch.setattr(choices, "PENDING_TTL", -1.0)
+    assert choices.requested(dict(launch), env) == {"a": 1}
+    # A start off the entry's defaults takes no pool kernel (they run with the defaults).
+    entry = environment_from_dict(ENTRY)
+    assert not choices.off_default(choices.chosen_environment(entry, {}))
+    assert not choices.off_default(choices.chosen_environment(entry, {"memory": "256m"}))
+    assert choices.off_default(choices.chosen_environment(entry, {"memory": "512m"}))
+    with pytest.raises(Exception, match="choose one of 256m, 512m") as err:
+        choices.chosen_environment(entry, {"memory": "1g"})
+    assert getattr(err.value, "status_code", None) == 400
