@@ -5,6 +5,9 @@ config path, plus ``$JUPYTER_TFENV_CATALOG``), so what it checks is what the ser
 Human output by default, ``--json`` for scripts; a non-zero exit on every problem.
 """
 
+# Longer than 600 lines: one small function per subcommand and the one argument parser
+# that names them all; the work itself lives in the layers below.
+
 from __future__ import annotations
 
 import argparse
@@ -19,7 +22,13 @@ from jupyter_core.application import JupyterApp
 from jupyter_core.paths import jupyter_data_dir
 from traitlets.config import Application, Config
 
-from jupyter_tfenv.backends.docker.engine import connect, reap_orphans, tfenv_containers
+from jupyter_tfenv.backends.docker.builder import build_environment, check_builds
+from jupyter_tfenv.backends.docker.engine import (
+    connect,
+    image_missing_message,
+    reap_orphans,
+    tfenv_containers,
+)
 from jupyter_tfenv.backends.docker.probe import probe_cache_dir, probe_image
 from jupyter_tfenv.backends.docker.pulls import pull_blocking
 from jupyter_tfenv.catalog.images import check_pinned
@@ -167,10 +176,13 @@ def cmd_check(args: argparse.Namespace) -> int:
                         "source": env.source,
                         "entry": f"'{env.id}'",
                         "field": "image",
-                        "message": f"{env.image} is not on this Docker engine; "
+                        "message": image_missing_message(env)
+                        if env.derived is not None
+                        else f"{env.image} is not on this Docker engine; "
                         f"`docker pull {env.image}` it.",
                     }
                 )
+        check_builds(client, envs, lock, problems, warnings)
     first = engine_line(engine) if engine is not None else None
     lines = [first] if first else []
     lines += [
@@ -207,6 +219,54 @@ def cmd_check(args: argparse.Namespace) -> int:
         "\n".join(lines),
     )
     return 1 if problems else 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    """Build derived environments (base + pinned packages) without network, by content."""
+    _, catalog = _load(args)
+    if args.env:
+        envs = [catalog.get(env_id) for env_id in args.env]
+    else:
+        envs = [env for env in catalog.all() if env.derived is not None]
+    path = catalog.lock_path()
+    lock = LockFile.load(path) if path is not None else None
+    client = connect()
+    quiet = args.json
+
+    def progress(event: dict[str, Any]) -> None:
+        if not quiet:
+            print(f"  {event.get('message', '')}", file=sys.stderr, flush=True)
+
+    results = []
+    for env in envs:
+        if not quiet:
+            print(f"building {env.id}: {env.image} …", file=sys.stderr, flush=True)
+        results.append(
+            build_environment(
+                client,
+                env,
+                lock=lock,
+                cache=Path(args.wheel_cache) if args.wheel_cache else None,
+                push=args.push,
+                rebuild=args.rebuild,
+                progress=progress,
+            ).to_dict()
+        )
+    if lock is not None and results:
+        lock.save()
+    lines = [
+        f"{r['id']}: {r['image']} ({'already built' if r['already_built'] else 'built'}, "
+        f"image {r['image_id'][:19]}" + (f", pushed {r['digest']}" if r["digest"] else "") + ")"
+        for r in results
+    ]
+    if lock is not None and results:
+        lines.append(f"recorded in {lock.path}")
+    _emit(
+        args,
+        {"built": results, "lock_file": str(lock.path) if lock is not None else None},
+        "\n".join(lines) or "No derived environments (entries with base and pip) to build.",
+    )
+    return 0
 
 
 def cmd_kernelspecs(args: argparse.Namespace) -> int:
@@ -502,6 +562,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="use the local images' digests instead of asking the registries",
     )
     p.set_defaults(func=cmd_lock)
+    p = sub.add_parser(
+        "build",
+        parents=[common],
+        help="build derived environments (base + pinned pip packages), offline, tagged by content",
+    )
+    p.add_argument("env", nargs="*", help="environment ids (default: every derived one)")
+    p.add_argument(
+        "--push", action="store_true", help="push to the entry's repository and lock the digest"
+    )
+    p.add_argument("--rebuild", action="store_true", help="build even when the image is here")
+    p.add_argument("--wheel-cache", help="default: <jupyter data dir>/jupyter_tfenv/wheels")
+    p.set_defaults(func=cmd_build)
     p = sub.add_parser(
         "probe",
         parents=[common],

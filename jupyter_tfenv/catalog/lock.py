@@ -127,9 +127,12 @@ class LockFile:
         images: dict[str, Any] | None = None,
         *,
         missing: bool = False,
+        builds: dict[str, Any] | None = None,
     ) -> None:
         self.path = Path(path)
         self.images: dict[str, dict[str, str]] = dict(images or {})
+        #: Derived environments built here (``jupyter tfenv build``): image → base, wheels.
+        self.builds: dict[str, dict[str, Any]] = dict(builds or {})
         #: Whether ``load`` found no file (an empty lock either way).
         self.missing = missing
 
@@ -166,10 +169,19 @@ class LockFile:
                 raise TFEnvError(
                     f"The lock file {target}: the entry of '{ref}' has no 'sha256:' digest."
                 )
-        return cls(target, images)
+        builds = data.get("builds") or {}
+        if not isinstance(builds, dict):
+            raise TFEnvError(f"The lock file {target}: 'builds' must be an object.")
+        return cls(target, images, builds=builds)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"version": LOCK_VERSION, "images": dict(sorted(self.images.items()))}
+        data: dict[str, Any] = {
+            "version": LOCK_VERSION,
+            "images": dict(sorted(self.images.items())),
+        }
+        if self.builds:
+            data["builds"] = dict(sorted(self.builds.items()))
+        return data
 
     def save(self) -> None:
         """Write the file atomically (a temporary file in the same folder, then rename)."""

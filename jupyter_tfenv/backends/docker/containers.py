@@ -432,6 +432,14 @@ def hinted(devices: tuple[str, ...]) -> list[dict[str, Any]]:
 
 
 def image_missing(env: Environment) -> BackendError:
+    if env.derived is not None:
+        return BackendError(
+            f"The environment '{env.id}' is not built yet on this host's Docker engine "
+            f"(image {env.image}), and kernel starts never build. Ask an admin to run "
+            f"`jupyter tfenv build {env.id} --push` (then `jupyter tfenv pull {env.id}`) "
+            "on the broker's host.",
+            reason="image missing",
+        )
     return BackendError(
         f"The image {env.image} of environment '{env.id}' is not on this host's Docker "
         "engine, and kernel starts never pull. Ask an admin to run "

@@ -377,6 +377,13 @@ def explain_start_exit(
 
 
 def image_missing_message(env: Environment) -> str:
+    if env.derived is not None:
+        return (
+            f"The environment '{env.id}' is not built yet on this Docker engine (image "
+            f"{env.image}, packages on {env.derived.base_image}). Build it: `jupyter tfenv "
+            f"build {env.id}` (or `jupyter tfenv pull {env.id}` when it was pushed and "
+            "locked). Kernel starts never build or pull."
+        )
     return (
         f"The image {env.image} of environment '{env.id}' is not on this Docker engine. "
         f"Pull it first: `jupyter tfenv pull {env.id}` (or `docker pull {env.image}`). "

@@ -1,0 +1,218 @@
+"""`jupyter tfenv build` (issue 21, layers 2 and 3): real wheels from PyPI downloaded on the
+host, a real no-network build on the small python test image, a real kernel of it.
+
+Build-heavy work is done once per module (``built``); the wheel cache is shared by the
+module's builds, so only the first one downloads. Tests that need PyPI skip, with the
+reason, when it cannot be reached (CI reaches it).
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+import yaml
+
+from jupyter_tfenv.backends.docker.engine import resolve_image
+from jupyter_tfenv.catalog.validation import environment_from_dict
+from jupyter_tfenv.errors import KernelStartError
+from tests.conftest import CATALOG, PY_IMAGE, PY_NO_KERNEL_IMAGE, run_code, run_tfenv_cli
+from tests.conftest import start_kernel as start_kernel_rest
+
+pytestmark = pytest.mark.docker
+
+PREFIX = f"tfenv-pytest-derived-{uuid.uuid4().hex[:8]}"
+#: Two small pure-Python wheels and one binary one (PyYAML with its C extension).
+PINS = ["six==1.16.0", "tomli==2.0.1", "pyyaml==6.0.2"]
+DERIVED = {"id": "ds", "base": "py", "pip": PINS, "repository": f"{PREFIX}/ds"}
+IMPORTS = (
+    "import json, six, tomli, yaml\n"
+    "from importlib import metadata\n"
+    "print(json.dumps({'six': six.__version__, 'tomli': metadata.version('tomli'),"
+    " 'yaml': yaml.__version__, 'libyaml': yaml.__with_libyaml__}))\n"
+)
+
+
+def _pypi_reachable() -> bool:
+    try:
+        with urllib.request.urlopen("https://pypi.org/simple/six/", timeout=10) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def pypi() -> None:
+    if not _pypi_reachable():
+        pytest.skip("PyPI (https://pypi.org) cannot be reached: the build downloads wheels")
+
+
+def _write_catalog(folder: Path, entries: list[dict[str, Any]]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "catalog.yaml"
+    path.write_text(yaml.safe_dump({"version": 1, "environments": entries}))
+    return path
+
+
+def _cli(catalog: Path, cache: Path, *args: str) -> Any:
+    return run_tfenv_cli(*args, "--catalog", str(catalog))
+
+
+def _build(catalog: Path, cache: Path, *args: str) -> dict[str, Any]:
+    result = _cli(catalog, cache, "build", *args, "--wheel-cache", str(cache), "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    return dict(json.loads(result.stdout))
+
+
+def _remove_prefix_images(client: docker.DockerClient) -> None:
+    for image in client.images.list():
+        for tag in image.tags:
+            if tag.startswith(PREFIX):
+                client.images.remove(tag, force=True)
+
+
+@pytest.fixture(scope="module")
+def built(
+    images: docker.DockerClient, pypi: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Any]]:
+    root = tmp_path_factory.mktemp("build")
+    cache = root / "wheels"
+    catalog = _write_catalog(
+        root / "team",
+        [
+            {"id": "py", "image": PY_IMAGE},
+            DERIVED,
+            {"id": "loose", "base": "py", "pip": ["six>=1.16"]},
+        ],
+    )
+    try:
+        result = _build(catalog, cache, "ds")
+        yield {"root": root, "cache": cache, "catalog": catalog, "result": result}
+    finally:
+        _remove_prefix_images(images)
+
+
+def _env(entry: dict[str, Any] = DERIVED) -> Any:
+    base = environment_from_dict({"id": "py", "image": PY_IMAGE})
+    return environment_from_dict(entry, bases={"py": base})
+
+
+def test_build_installs_the_pinned_wheels_without_network(
+    built: dict[str, Any], images: docker.DockerClient
+) -> None:
+    [result] = built["result"]["built"]
+    env = _env()
+    # The tag the catalog computed before the build is the one built.
+    assert result["image"] == env.image and env.image.startswith(f"{PREFIX}/ds:v1-")
+    assert result["already_built"] is False
+    assert result["target"]["python"] == "3.11"
+    image = images.images.get(env.image)
+    assert image.labels["org.jupyter.tfenv.derived.base-id"] == images.images.get(PY_IMAGE).id
+    # The lock file beside the catalog records the base and every wheel's hash.
+    lock = json.loads((built["catalog"].parent / "tfenv-lock.json").read_text())
+    record = lock["builds"][env.image]
+    assert record["base_image"] == PY_IMAGE and record["image_id"] == image.id
+    assert [line.split(" ")[0] for line in record["pip"]] == sorted(PINS)
+    assert all(" --hash=sha256:" in line for line in record["pip"])
+    out = images.containers.run(
+        env.image, ["python3", "-c", IMPORTS], network_mode="none", remove=True, user="1000"
+    )
+    facts = json.loads(out.decode().strip().splitlines()[-1])
+    assert facts == {"six": "1.16.0", "tomli": "2.0.1", "yaml": "6.0.2", "libyaml": True}
+
+
+def test_same_inputs_same_tag_and_a_changed_pin_a_new_one(
+    built: dict[str, Any], images: docker.DockerClient
+) -> None:
+    catalog, cache = built["catalog"], built["cache"]
+    [again] = _build(catalog, cache, "ds")["built"]
+    assert again["already_built"] is True
+    assert again["image"] == built["result"]["built"][0]["image"]
+    [rebuilt] = _build(catalog, cache, "ds", "--rebuild")["built"]
+    assert rebuilt["image"] == again["image"]  # the tag is the inputs, not the build
+    # A changed pin: a new tag, not built yet, and `check` says how to build it and that
+    # the lock's old build belongs to no environment any more.
+    changed = {**DERIVED, "pip": ["six==1.16.0", "tomli==2.0.0", "pyyaml==6.0.2"]}
+    team2 = _write_catalog(built["root"] / "team2", [{"id": "py", "image": PY_IMAGE}, changed])
+    (team2.parent / "tfenv-lock.json").write_text((catalog.parent / "tfenv-lock.json").read_text())
+    assert _env(changed).image != again["image"]
+    result = _cli(team2, cache, "check", "--json")
+    report = json.loads(result.stdout)
+    [problem] = [p for p in report["problems"] if p["entry"] == "'ds'"]
+    assert "not built yet" in problem["message"]
+    assert "`jupyter tfenv build ds`" in problem["message"]
+    assert any(again["image"] in w and "no environment" in w for w in report["warnings"])
+    [new] = _build(team2, cache, "ds")["built"]
+    assert new["image"] == _env(changed).image
+    out = images.containers.run(
+        new["image"], ["python3", "-c", IMPORTS], network_mode="none", remove=True
+    )
+    assert json.loads(out.decode().strip().splitlines()[-1])["tomli"] == "2.0.0"
+
+
+def test_an_unpinned_entry_is_refused_with_the_fix(built: dict[str, Any]) -> None:
+    result = _cli(built["catalog"], built["cache"], "check", "--offline", "--json")
+    report = json.loads(result.stdout)
+    [problem] = [p for p in report["problems"] if p["entry"] == "'loose'"]
+    assert problem["field"] == "pip"
+    assert "'six>=1.16' floats" in problem["message"]
+    assert "Pin it exactly, e.g. 'six==1.2.3'" in problem["message"]
+    refused = _cli(built["catalog"], built["cache"], "build", "loose")
+    assert refused.returncode == 2
+    assert "No environment 'loose'" in refused.stderr
+
+
+def test_a_start_of_an_unbuilt_environment_says_how_to_build_it(
+    images: docker.DockerClient,
+) -> None:
+    env = _env({**DERIVED, "pip": ["six==1.15.0"]})
+    with pytest.raises(KernelStartError) as err:
+        resolve_image(images, env)
+    assert err.value.status_code == 400
+    assert "not built yet" in str(err.value) and "`jupyter tfenv build ds`" in str(err.value)
+
+
+def test_a_moved_base_makes_the_build_stale(
+    built: dict[str, Any], images: docker.DockerClient
+) -> None:
+    base_repo = f"{PREFIX}/base"
+    images.images.get(PY_IMAGE).tag(base_repo, "1.0")
+    entries = [
+        {"id": "base", "image": f"{base_repo}:1.0"},
+        {"id": "on-base", "base": "base", "pip": ["six==1.16.0"], "repository": f"{PREFIX}/ob"},
+    ]
+    catalog = _write_catalog(built["root"] / "moved", entries)
+    _build(catalog, built["cache"], "on-base")
+    ok = json.loads(_cli(catalog, built["cache"], "check", "--json").stdout)
+    assert not [p for p in ok["problems"] if p["entry"] == "'on-base'"]
+    # The base tag is re-pointed at other bits: the derived build is stale.
+    images.images.get(PY_NO_KERNEL_IMAGE).tag(base_repo, "1.0")
+    report = json.loads(_cli(catalog, built["cache"], "check", "--json").stdout)
+    [problem] = [p for p in report["problems"] if p["entry"] == "'on-base'"]
+    assert problem["field"] == "base" and "stale build" in problem["message"]
+    assert "`jupyter tfenv build on-base`" in problem["message"]
+
+
+class TestKernel:
+    """A kernel of the derived environment, through the real server."""
+
+    @pytest.fixture
+    def catalog_path(self, tmp_path: Path, built: dict[str, Any]) -> Path:
+        return _write_catalog(tmp_path / "kernel-catalog", [*CATALOG, DERIVED])
+
+    async def test_the_kernel_imports_the_pinned_versions(
+        self, jp_fetch: Any, jp_serverapp: Any, built: dict[str, Any]
+    ) -> None:
+        kernel_id = await start_kernel_rest(jp_fetch, "tfenv-ds")
+        try:
+            out = await run_code(jp_serverapp, kernel_id, IMPORTS)
+        finally:
+            await jp_fetch("api", "kernels", kernel_id, method="DELETE")
+        facts = json.loads(out.strip().splitlines()[-1])
+        assert facts == {"six": "1.16.0", "tomli": "2.0.1", "yaml": "6.0.2", "libyaml": True}
