@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import time
@@ -31,6 +32,18 @@ from jupyter_tfenv.lifecycle import adoption
 from jupyter_tfenv.provisioning.provisioner import ADOPT_KWARG, TFEnvKernelProvisioner
 
 KEEP_MODES = ("off", "gpu", "all")
+
+
+def session_database(runtime_dir: str, root_dir: str, base_url: str) -> str:
+    """Where a server that keeps kernels keeps its notebooks' sessions by default.
+
+    jupyter_server keeps sessions (notebook path → kernel id) in memory: after a restart
+    the adopted kernels would be there but no notebook would find its own again. A file in
+    the server's runtime folder, one per (notebook root, base URL): the next server of the
+    same user and root finds it; two servers on different roots do not share one (a
+    session manager drops the sessions whose kernel it does not know)."""
+    key = hashlib.sha256(f"{os.path.realpath(root_dir)}\0{base_url}".encode()).hexdigest()
+    return os.path.join(runtime_dir, f"tfenv-sessions-{key[:16]}.db")
 
 
 def keeps(mode: str, catalog: TFEnvCatalog) -> Callable[[str], bool]:

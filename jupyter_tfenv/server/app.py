@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import stat
@@ -25,12 +26,14 @@ from jupyter_tfenv.lifecycle.keep import (
     adopt_kernels,
     detach_kernels,
     keeps,
+    session_database,
 )
 from jupyter_tfenv.lifecycle.pool import KernelPool, start_pool, stop_pool
 from jupyter_tfenv.provisioning.kernelspecs import TFEnvKernelSpecManager
 from jupyter_tfenv.provisioning.provisioner import TFEnvKernelProvisioner
 from jupyter_tfenv.server.handlers import checkpoints, choices, environments, kernels, pulls
 from jupyter_tfenv.server.service import TFEnvService
+from jupyter_tfenv.server.sessions import KeepingSessionManager
 
 
 def shares_folders(root_dir: str, kernel_gid: int, umask: int) -> bool:
@@ -82,9 +85,9 @@ class TFEnvApp(ExtensionApp):
         trainings) or 'all'. Kept kernels go on running in their containers; the next
         server of the same user adopts them under their kernel ids, so a notebook that
         reconnects finds its variables and a running cell goes on. Kernels of a server
-        that was killed (SIGKILL, out of memory) are adopted the same way. Set
-        c.SessionManager.database_filepath too, so that notebooks find their sessions
-        again after the restart.""",
+        that was killed (SIGKILL, out of memory) are adopted the same way. Notebooks find
+        their sessions again: they are kept in a file of the server's runtime folder,
+        unless c.SessionManager.database_filepath says where.""",
     ).tag(config=True)
 
     adopt_timeout = Float(
@@ -144,10 +147,28 @@ class TFEnvApp(ExtensionApp):
             and not (gateway is not None and gateway.gateway_enabled)
         ):
             serverapp.kernel_spec_manager_class = TFEnvKernelSpecManager
+        # The session manager is built after extensions are linked too: a server that
+        # keeps kernels keeps its sessions in a file, unless told where (or ":memory:").
+        # Its sessions then wait for the start-up adoption instead of being dropped.
+        if self.keep_kernels_on_stop != "off":
+            if "database_filepath" not in serverapp.config.get("SessionManager", {}):
+                os.makedirs(serverapp.runtime_dir, mode=0o700, exist_ok=True)
+                path = session_database(
+                    serverapp.runtime_dir, serverapp.root_dir, serverapp.base_url
+                )
+                serverapp.config.SessionManager.database_filepath = path
+                self.log.info("tfenv: notebook sessions are kept in %s", path)
+            if "session_manager_class" not in serverapp.config.get("ServerApp", {}):
+                serverapp.session_manager_class = KeepingSessionManager
 
     def initialize_settings(self) -> None:
         assert self.serverapp is not None
         self.serverapp.log.addFilter(OneLineRefusals())
+        # The package's own loggers (jupyter_tfenv.*: an engine failure's raw exception at
+        # debug level, a pull worker's failure) write to the server's log, at its level.
+        package_log = logging.getLogger("jupyter_tfenv")
+        package_log.parent = self.serverapp.log
+        package_log.setLevel(logging.NOTSET)  # the server's level; clears logging's cache
         ksm = self.serverapp.kernel_spec_manager
         if isinstance(ksm, TFEnvKernelSpecManager):
             catalog = ksm.catalog
@@ -316,6 +337,8 @@ class TFEnvApp(ExtensionApp):
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         self._stop_cleanly_on_sigint(serverapp)
         self._reap_task = asyncio.ensure_future(self._adopt_then_reap())
+        if isinstance(serverapp.session_manager, KeepingSessionManager):
+            serverapp.session_manager.adoption = self._reap_task
         if self.cull_interval > 0:
             self._cull_task = asyncio.ensure_future(self._cull_loop())
         if self.settings["tfenv"].source.hides_not_allowed:

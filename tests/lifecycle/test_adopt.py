@@ -60,7 +60,9 @@ class Setup:
         self.catalog.write_text(yaml.safe_dump({"version": 1, "environments": CATALOG}))
         self.servers: list[ServerProcess] = []
 
-    def start(self, *args: str, reap: bool = False) -> ServerProcess:
+    def start(
+        self, *args: str, reap: bool = False, env: dict[str, str] | None = None
+    ) -> ServerProcess:
         try:
             server = start_tfenv_server(
                 self.base / f"server{len(self.servers)}",
@@ -74,6 +76,7 @@ class Setup:
                 name=f"server{len(self.servers)}",
                 extra_args=list(args),
                 reap_orphans=reap,
+                extra_env=env,
             )
         except ServerStartError as err:
             pytest.fail(str(err))
@@ -205,6 +208,41 @@ def test_a_server_stopped_by_sigint_without_a_tty_keeps_its_kernel(
     second = setup.start("--TFEnvApp.keep_kernels_on_stop=all")
     check_adopted(second, kernel_id, last_tick)
     assert not (Path(rundir) / "tfenv-kept.json").exists()
+    shut_down_and_stop(second, kernel_id, images)
+
+
+def test_a_notebook_finds_its_kept_kernel_again_without_session_settings(
+    setup: Setup, images: docker.DockerClient
+) -> None:
+    """With keep_kernels_on_stop and no c.SessionManager.database_filepath, the sessions
+    go to a file in the server's runtime folder: the next server of the same user (same
+    runtime folder, same notebook root) gives the notebook its kept kernel, not a new one."""
+    runtime = setup.base / "user-runtime"  # the user's Jupyter runtime folder, both times
+    user = {"JUPYTER_RUNTIME_DIR": str(runtime)}
+    first = setup.start("--TFEnvApp.keep_kernels_on_stop=all", env=user)
+    kernel_id = first.start_session("sub/train.ipynb", "tfenv-py")["kernel"]["id"]
+    assert execute(ws(first, kernel_id), TOKEN, "x = 42").ok
+    assert "notebook sessions are kept in " + str(runtime) in first.log()
+    first.proc.send_signal(signal.SIGINT)
+    assert first.proc.wait(60) == 0, first.log_tail()
+    assert [p.name for p in runtime.glob("tfenv-sessions-*.db")], sorted(runtime.iterdir())
+
+    second = setup.start("--TFEnvApp.keep_kernels_on_stop=all", env=user)
+    deadline = time.monotonic() + 60
+    sessions: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        sessions = second.request("GET", "/api/sessions").json()
+        if sessions:
+            break
+        time.sleep(0.25)
+    assert [(s["path"], s["kernel"]["id"]) for s in sessions] == [("sub/train.ipynb", kernel_id)], (
+        second.log_tail()
+    )
+    # JupyterLab opening the notebook again asks for its session by path: the same kernel.
+    again = second.start_session("sub/train.ipynb", "tfenv-py")
+    assert again["kernel"]["id"] == kernel_id
+    result = execute(ws(second, kernel_id), TOKEN, "print(x)")
+    assert result.ok and result.stdout.strip() == "42", result
     shut_down_and_stop(second, kernel_id, images)
 
 

@@ -133,8 +133,8 @@ def start_tfenv_server(
         JUPYTER_TFENV_CATALOG=str(catalog),
         JUPYTER_TFENV_KERNEL_UID=str(kernel_uid),
         JUPYTER_TFENV_KERNEL_GID=str(kernel_gid),
-        **(extra_env or {}),
     )
+    env.update(extra_env or {})  # may replace the folders above (a shared runtime folder)
     port = free_port()
     argv = [
         sys.executable,
