@@ -25,6 +25,7 @@ from jupyter_tfenv.backends.base import KernelStart
 from jupyter_tfenv.backends.broker import BrokerBackend, BrokerError, BrokerNotFoundError
 from jupyter_tfenv.catalog.model import Environment
 from jupyter_tfenv.errors import KernelStartError
+from jupyter_tfenv.provisioning import choices
 
 if TYPE_CHECKING:
     from jupyter_tfenv.provisioning.provisioner import TFEnvKernelProvisioner
@@ -95,7 +96,7 @@ class BrokeredKernel:
     async def launch(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
         """Start the kernel's container through the broker, then wait for its sockets."""
         p = self.prov
-        env = p._chosen_environment()
+        env = choices.chosen_environment(p._environment(), p._choices)  # docs/choices.md
         cwd = await p._call(os.path.realpath, str(kwargs.get("cwd") or os.getcwd()))
         km = p.parent
         request = KernelStart(

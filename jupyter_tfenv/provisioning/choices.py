@@ -130,7 +130,8 @@ def chosen_environment(env: Environment, values: Mapping[str, Any]) -> Environme
         raise KernelStartError(str(err), status_code=400) from err
 
 
-def off_default(chosen: Environment) -> bool:
-    """Whether a start chose other resources than its entry's defaults."""
-    offered = chosen.choices
-    return offered is not None and chosen.chosen != dict(offered.default)
+def off_default(env: Environment, values: Mapping[str, Any]) -> bool:
+    """Whether a start of ``env`` with ``values`` chose other resources than the entry's
+    defaults (then no warm pool kernel, started with the defaults, will do)."""
+    chosen = chosen_environment(env, values)
+    return env.choices is not None and chosen.chosen != dict(env.choices.default)

@@ -43,6 +43,7 @@ from jupyter_tfenv.errors import (
     unreachable_error,
 )
 from jupyter_tfenv.kernels.connection import prepare_runtime_root, runtime_name
+from jupyter_tfenv.provisioning import choices
 from jupyter_tfenv.provisioning.engine_restart import death_forgotten, from_timestamp
 
 if TYPE_CHECKING:
@@ -103,7 +104,7 @@ class LocalKernel:
 
     async def launch(self, cmd: list[str], **kwargs: Any) -> KernelConnectionInfo:
         p = self.prov
-        env = p._chosen_environment()
+        env = choices.chosen_environment(p._environment(), p._choices)  # docs/choices.md
         if p.lock_policy == "strict" and not p.locked_digest and not env.image_ref.digest:
             message = await p._call(unlocked_message, env, p.lock_file or None)
             raise KernelStartError(message, status_code=409)

@@ -187,10 +187,6 @@ class TFEnvKernelProvisioner(  # type: ignore[metaclass]
                 ) from err
         return self._env
 
-    def _chosen_environment(self) -> Environment:
-        """The environment with the resources its start chose (docs/choices.md)."""
-        return choices.chosen_environment(self._environment(), self._choices)
-
     def _notebook_mount(self, cwd: str) -> str | None:
         root = None
         if self.mount_root == "root_dir":
@@ -247,8 +243,7 @@ class TFEnvKernelProvisioner(  # type: ignore[metaclass]
         adopt = kwargs.pop(ADOPT_KWARG, None)
         self._pooled = bool(kwargs.pop(POOL_KWARG, False))
         asked = await self._call(choices.requested, kwargs, self.environment)
-        if not self.runtime_dir:  # a restart keeps the choice of its start
-            self._choices = asked
+        self._choices = self._choices if self.runtime_dir else asked  # a restart keeps it
         if adopt is None and not self._pooled and not self.runtime_dir:
             adopt = await self._take_from_pool(kwargs)
         if adopt is not None:
@@ -306,7 +301,7 @@ class TFEnvKernelProvisioner(  # type: ignore[metaclass]
         """A warm pool kernel of this environment for this start, as an adoption
         (jupyter_tfenv.lifecycle.pool); None: start a container as usual."""
         pool = pools.current_pool()
-        if pool is None or choices.off_default(self._chosen_environment()):
+        if pool is None or choices.off_default(self._environment(), self._choices):
             return None  # (pool kernels run with the defaults)
         env_id = str(self.environment.get("id", ""))
         cwd = await self._call(os.path.realpath, str(kwargs.get("cwd") or os.getcwd()))

@@ -154,9 +154,9 @@ def test_where_a_start_finds_its_choice(tmp_path, monkeypatch):
     assert choices.requested(dict(launch), env) == {"a": 1}
     # A start off the entry's defaults takes no pool kernel (they run with the defaults).
     entry = environment_from_dict(ENTRY)
-    assert not choices.off_default(choices.chosen_environment(entry, {}))
-    assert not choices.off_default(choices.chosen_environment(entry, {"memory": "256m"}))
-    assert choices.off_default(choices.chosen_environment(entry, {"memory": "512m"}))
+    assert not choices.off_default(entry, {})
+    assert not choices.off_default(entry, {"memory": "256m"})
+    assert choices.off_default(entry, {"memory": "512m"})
     with pytest.raises(Exception, match="choose one of 256m, 512m") as err:
         choices.chosen_environment(entry, {"memory": "1g"})
     assert getattr(err.value, "status_code", None) == 400
