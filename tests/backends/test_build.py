@@ -24,6 +24,8 @@ from jupyter_tfenv.catalog.validation import environment_from_dict
 from jupyter_tfenv.errors import KernelStartError
 from tests.conftest import CATALOG, PY_IMAGE, PY_NO_KERNEL_IMAGE, run_code, run_tfenv_cli
 from tests.conftest import start_kernel as start_kernel_rest
+from tests.support.gpu_engine import TestEngine
+from tests.support.registry import Registry, RegistryCleanup, registry, registry_cleanup  # noqa: F401
 
 pytestmark = pytest.mark.docker
 
@@ -60,12 +62,14 @@ def _write_catalog(folder: Path, entries: list[dict[str, Any]]) -> Path:
     return path
 
 
-def _cli(catalog: Path, cache: Path, *args: str) -> Any:
-    return run_tfenv_cli(*args, "--catalog", str(catalog))
+def _cli(catalog: Path, cache: Path, *args: str, host: str | None = None) -> Any:
+    return run_tfenv_cli(
+        *args, "--catalog", str(catalog), env={"DOCKER_HOST": host} if host else None
+    )
 
 
-def _build(catalog: Path, cache: Path, *args: str) -> dict[str, Any]:
-    result = _cli(catalog, cache, "build", *args, "--wheel-cache", str(cache), "--json")
+def _build(catalog: Path, cache: Path, *args: str, host: str | None = None) -> dict[str, Any]:
+    result = _cli(catalog, cache, "build", *args, "--wheel-cache", str(cache), "--json", host=host)
     assert result.returncode == 0, result.stdout + result.stderr
     return dict(json.loads(result.stdout))
 
@@ -216,3 +220,47 @@ class TestKernel:
             await jp_fetch("api", "kernels", kernel_id, method="DELETE")
         facts = json.loads(out.strip().splitlines()[-1])
         assert facts == {"six": "1.16.0", "tomli": "2.0.1", "yaml": "6.0.2", "libyaml": True}
+
+
+def test_pushed_build_is_pulled_by_digest_on_a_second_engine(
+    built: dict[str, Any],
+    images: docker.DockerClient,
+    registry: Registry,  # noqa: F811
+    registry_cleanup: RegistryCleanup,  # noqa: F811
+) -> None:
+    """A teammate's machine (a dockerd with its own data root): the same catalog entry
+    builds to the same tag there, and pulling the pushed build gives the pushed digest,
+    which the lock accepts."""
+    entry = {"id": "shared", "base": "py", "pip": PINS, "repository": registry.repo("ds")}
+    base = {"id": "py", "image": PY_IMAGE}
+    mine = _write_catalog(built["root"] / "push-mine", [base, entry])
+    [pushed] = _build(mine, built["cache"], "shared", "--push")["built"]
+    repository = pushed["image"].rpartition(":")[0]
+    registry_cleanup.track(repository, pushed["digest"])
+    assert pushed["digest"].startswith("sha256:")
+    lock = json.loads((mine.parent / "tfenv-lock.json").read_text())
+    assert lock["images"][pushed["image"]]["digest"] == pushed["digest"]
+
+    engine = TestEngine()
+    try:
+        engine.start()
+        engine.load_image(images, PY_IMAGE)
+        # Built there from the same entry (and the lock's wheel hashes): the same tag.
+        theirs = _write_catalog(built["root"] / "push-theirs", [base, entry])
+        (theirs.parent / "tfenv-lock.json").write_text(
+            json.dumps({"version": 1, "images": {}, "builds": lock["builds"]})
+        )
+        [again] = _build(theirs, built["root"] / "their-wheels", "shared", host=engine.url)["built"]
+        assert again["image"] == pushed["image"] and again["already_built"] is False
+        # Pulled there with the pushed lock: the very digest that was pushed.
+        (theirs.parent / "tfenv-lock.json").write_text(json.dumps(lock))
+        result = _cli(theirs, built["cache"], "pull", "shared", "--json", host=engine.url)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert json.loads(result.stdout)["pulled"][0]["digest"] == pushed["digest"]
+        assert engine.client is not None
+        local = engine.client.images.get(pushed["image"])
+        assert f"{repository}@{pushed['digest']}" in local.attrs["RepoDigests"]
+        report = json.loads(_cli(theirs, built["cache"], "check", "--json", host=engine.url).stdout)
+        assert not [p for p in report["problems"] if p["entry"] == "'shared'"], report
+    finally:
+        engine.stop()
