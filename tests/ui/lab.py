@@ -119,6 +119,8 @@ class LabServer:
     runtime_root: Path
     log_path: Path
     environments: list[dict[str, Any]] = field(default_factory=list)
+    #: Starts the server process again as it was started (same port, token, folders).
+    launch: Any = None
 
     @property
     def pid(self) -> int:
@@ -175,6 +177,34 @@ class LabServer:
             )
             if (c.labels or {}).get(OWNER_LABEL) == OWNER
         ]
+
+    def wait_ready(self, timeout: float) -> None:
+        """Until the server answers /api/status; RuntimeError when it exits or never does."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"JupyterLab exited with {self.proc.returncode} at start:\n{self.log_tail()}"
+                )
+            try:
+                self.api("GET", "api/status", timeout=5)
+                return
+            except (OSError, urllib.error.URLError):
+                pass
+            if time.monotonic() > deadline:
+                self.proc.kill()
+                self.proc.wait(10)
+                raise RuntimeError(f"JupyterLab did not answer in {timeout} s:\n{self.log_tail()}")
+            time.sleep(0.25)
+
+    def restart(self, how: int = signal.SIGINT, timeout: float = 120) -> None:
+        """Stop the server with the signal ``how`` (SIGINT without a tty: as JupyterHub's
+        local spawner stops it) and start it again on the same port, token and folders: an
+        open JupyterLab page reconnects to it."""
+        self.proc.send_signal(how)
+        self.proc.wait(90)
+        self.proc = self.launch()
+        self.wait_ready(timeout)
 
     def stop(self, client: docker.DockerClient) -> list[str]:
         """Stop the server; return the names of containers it left (they are removed)."""
@@ -306,16 +336,21 @@ def start_lab(
     if shared_folder:
         os.chmod(root_dir, 0o2775)
         identity["umask"] = 0o002
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            args,
-            cwd=root_dir,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            **identity,
-        )
+
+    def launch() -> subprocess.Popen[bytes]:
+        with open(log_path, "ab") as log:
+            return subprocess.Popen(
+                args,
+                cwd=root_dir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                **identity,
+            )
+
+    log_path.write_bytes(b"")
+    proc = launch()
     server = LabServer(
         url=f"http://127.0.0.1:{port}/",
         token=token,
@@ -326,21 +361,7 @@ def start_lab(
         runtime_root=runtime_root,
         log_path=log_path,
         environments=list(environments),
+        launch=launch,
     )
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(
-                f"JupyterLab exited with {proc.returncode} at start:\n{server.log_tail()}"
-            )
-        try:
-            server.api("GET", "api/status", timeout=5)
-            break
-        except (OSError, urllib.error.URLError):
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            proc.wait(10)
-            raise RuntimeError(f"JupyterLab did not answer in {timeout} s:\n{server.log_tail()}")
-        time.sleep(0.25)
+    server.wait_ready(timeout)
     return server
