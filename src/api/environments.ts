@@ -33,6 +33,27 @@ export interface IEnvironmentSummary {
    * when the entry offers none.
    */
   choices?: IChoices | null;
+  /**
+   * A derived environment (docs/building.md): its base and the packages it
+   * adds; null or absent for a plain image.
+   */
+  derived?: IDerived | null;
+}
+
+/**
+ * `environments[].derived`: what `jupyter tfenv build` adds to the base.
+ */
+export interface IDerived {
+  /**
+   * The base as the catalog names it (an entry id or an image).
+   */
+  base: string;
+  base_image: string;
+  packages: { name: string; version: string }[];
+  /**
+   * The hash of the build's inputs (the image tag's content).
+   */
+  inputs: string;
 }
 
 /**

@@ -2,6 +2,7 @@ import * as React from 'react';
 
 import type { IEnvironment } from '../api';
 import { compatMark } from '../compat';
+import { derivedPackagesText, notBuiltText } from '../derived';
 import { formatBytes } from '../format';
 import { isPullFinished } from '../pullprogress';
 import {
@@ -29,6 +30,7 @@ export function EnvironmentRow(
     ? unavailableText(availability.reason, trans)
     : null;
   const compat = compatMark(env, trans);
+  const packages = derivedPackagesText(env);
   const switchTitle = !hasSession
     ? trans.__('Open a notebook or console first')
     : current
@@ -94,7 +96,9 @@ export function EnvironmentRow(
           {present === true
             ? formatBytes(env.image_status?.size ?? null)
             : present === false
-              ? trans.__('not pulled')
+              ? env.derived
+                ? trans.__('not built')
+                : trans.__('not pulled')
               : trans.__('unknown')}
         </span>
         {unavailable && availability.reason !== 'not-pulled' && (
@@ -121,6 +125,19 @@ export function EnvironmentRow(
           data-tfenv-compat={compat.state}
         >
           {compat.message}
+        </div>
+      )}
+      {packages && env.derived && (
+        <div
+          className="jp-tfenv-env-packages"
+          data-tfenv-derived-base={env.derived.base}
+          title={trans.__(
+            'Packages added to %1 (built by `jupyter tfenv build %2`)',
+            env.derived.base_image,
+            env.id
+          )}
+        >
+          {trans.__('+ %1 on %2', packages, env.derived.base)}
         </div>
       )}
       <div className="jp-tfenv-env-image jp-tfenv-mono" title={env.image}>
@@ -161,7 +178,12 @@ export function EnvironmentRow(
           </button>
         )}
       </div>
-      {!model.pullCapability.allowed && present === false && (
+      {env.derived && present === false && (
+        <div className="jp-tfenv-env-hint jp-tfenv-not-built">
+          {notBuiltText(env, model.pullCapability.allowed, trans)}
+        </div>
+      )}
+      {!env.derived && !model.pullCapability.allowed && present === false && (
         <div className="jp-tfenv-env-hint jp-tfenv-pull-by-admin">
           {adminPullText(model.pullCapability, env.id)}
         </div>
