@@ -136,6 +136,17 @@ def engine_back(outage_engine: TestEngine) -> Iterator[TestEngine]:
     assert not left, [c.name for c in left]
 
 
+class Records(logging.Handler):
+    """A handler that keeps what reaches it (as a server's log handler would write it)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
 async def answer(jp_fetch: Any, *path: str, method: str = "GET") -> tuple[int, dict[str, Any]]:
     body = "" if method == "POST" else None
     response = await jp_fetch(*path, method=method, body=body, raise_error=False)
@@ -210,8 +221,13 @@ async def test_an_engine_outage_during_a_start_fails_it_cleanly(
         assert not starting.done()
         [container] = engine_kernels(engine)
         caplog.clear()
-        await asyncio.to_thread(engine.stop_daemon)
-        code, message = await starting
+        server_log = Records()
+        jp_serverapp.log.addHandler(server_log)
+        try:
+            await asyncio.to_thread(engine.stop_daemon)
+            code, message = await starting
+        finally:
+            jp_serverapp.log.removeHandler(server_log)
     finally:
         if not starting.done():
             starting.cancel()
@@ -222,6 +238,10 @@ async def test_an_engine_outage_during_a_start_fails_it_cleanly(
     assert jp_serverapp.kernel_manager.list_kernel_ids() == []
     noisy = [r for r in caplog.records if r.exc_info]
     assert not noisy, [r.getMessage() for r in noisy]
+    # The raw exception is not in the message; it is in the server's own log, at debug.
+    raw = [r for r in server_log.records if r.name.startswith("jupyter_tfenv")]
+    assert any("is unreachable" in r.getMessage() for r in raw), [r.name for r in raw]
+    assert all(r.levelno == logging.DEBUG for r in raw), [r.getMessage() for r in raw]
 
     engine.start()
     # The container of the failed start goes once the engine answers again.
