@@ -55,6 +55,17 @@ def read_catalog_file(path: str) -> list[Any]:
     return data["environments"]
 
 
+def _pip_files(sources: list[tuple[str, list[Any]]]) -> tuple[str, ...]:
+    """The ``pip_file`` requirement files of derived entries (relative to their file)."""
+    found: dict[str, None] = {}
+    for source, entries in sources:
+        for raw in entries:
+            name = raw.get("pip_file") if isinstance(raw, dict) else None
+            if isinstance(name, str) and name:
+                found.setdefault(os.path.join(os.path.dirname(source), name), None)
+    return tuple(found)
+
+
 def _bind_sources(sources: list[tuple[str, list[Any]]]) -> tuple[str, ...]:
     """The absolute bind sources named by any entry (valid or not) of ``sources``."""
     found: dict[str, None] = {}
@@ -139,6 +150,8 @@ class TFEnvCatalog(LoggingConfigurable):
         #: Bind sources of the last load: where they resolve to is part of the stamp, so
         #: that a symlink re-pointed at a refused path takes its entry out at once.
         self._bind_sources: tuple[str, ...] = ()
+        #: Requirement files of derived entries: their changes are part of the stamp too.
+        self._pip_files: tuple[str, ...] = ()
 
     def files(self) -> list[str]:
         extra = [p for p in os.environ.get(CATALOG_ENV_VAR, "").split(os.pathsep) if p]
@@ -161,8 +174,16 @@ class TFEnvCatalog(LoggingConfigurable):
                 stamp.append((path, None, None))
         return tuple(stamp)
 
-    def _bind_stamp(self) -> tuple[tuple[str, str], ...]:
-        return tuple((src, _realpath(src) or "") for src in self._bind_sources)
+    def _bind_stamp(self) -> tuple[Any, ...]:
+        binds = tuple((src, _realpath(src) or "") for src in self._bind_sources)
+        pips: list[tuple[str, int | None, int | None]] = []
+        for path in self._pip_files:
+            try:
+                st = os.stat(path)
+                pips.append((path, st.st_mtime_ns, st.st_size))
+            except OSError:
+                pips.append((path, None, None))
+        return (binds, tuple(pips))
 
     def refresh(self, *, force: bool = False) -> None:
         """Reload when config or any catalog file changed since the last load."""
@@ -181,6 +202,7 @@ class TFEnvCatalog(LoggingConfigurable):
             except CatalogError as err:
                 problems.append(CatalogProblem(path, "", "", err.message))
         self._bind_sources = _bind_sources(sources)
+        self._pip_files = _pip_files(sources)
         # Derived entries (``base``) after the others, so that they find their base by id.
         order = [
             (source, index, raw) for source, entries in sources for index, raw in enumerate(entries)

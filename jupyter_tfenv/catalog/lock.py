@@ -347,6 +347,11 @@ def unlocked_message(env: Environment, path: str | os.PathLike[str] | None) -> s
         "(and commit the lock file with the catalog; rewrite kernelspecs written to disk "
         "with `jupyter tfenv kernelspecs`)."
     )
+    if env.derived is not None:
+        fix = (
+            f"Run `jupyter tfenv build {env.id}` (it records the build in the lock file; "
+            "with --push, the pushed digest too) and commit the lock file with the catalog."
+        )
     start = f"Environment '{env.id}': lock_policy is 'strict' and"
     if path is None:
         return (
@@ -369,6 +374,8 @@ def require_lock(
     """
     if env.image_ref.digest or (lock is not None and lock.get(env.image)):
         return
+    if env.derived is not None and lock is not None and env.image in lock.builds:
+        return  # built here by `jupyter tfenv build`: its tag is its content
     where = path if path is not None else (lock.path if lock is not None else None)
     raise LockMissingError(
         unlocked_message(env, where),
@@ -404,8 +411,9 @@ def lock_status(
     if pinned and image is not None and pinned not in local:
         local.insert(0, pinned)  # found by digest, so it has it
     matches = None if locked is None else locked in local
+    built = env.derived is not None and env.image in lock.builds
     refused = (policy in ("enforce", "strict") and matches is False) or (
-        policy == "strict" and locked is None
+        policy == "strict" and locked is None and not built
     )
     return {
         "locked": locked,

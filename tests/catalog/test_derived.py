@@ -10,6 +10,7 @@ import yaml
 
 from jupyter_tfenv.catalog.derived import parse_pin
 from jupyter_tfenv.catalog.loading import TFEnvCatalog
+from jupyter_tfenv.catalog.lock import LockFile, LockMissingError, require_lock
 from jupyter_tfenv.catalog.validation import environment_from_dict
 from jupyter_tfenv.errors import CatalogError
 
@@ -151,3 +152,32 @@ def test_catalog_file_with_a_pip_file_and_a_problem(tmp_path: Path) -> None:
 def test_image_or_base_is_required() -> None:
     with pytest.raises(CatalogError, match="'image' is a required property"):
         environment_from_dict({"id": "x"})
+
+
+def test_an_edited_pip_file_reloads_the_entry(tmp_path: Path) -> None:
+    reqs = tmp_path / "ds.txt"
+    reqs.write_text("six==1.16.0\n")
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text(
+        yaml.safe_dump(
+            {"environments": [BASE, {"id": "ds", "base": "tf213", "pip_file": "ds.txt"}]}
+        )
+    )
+    cat = TFEnvCatalog(catalog_files=[str(catalog)])
+    first = cat.get("ds").image
+    reqs.write_text("six==1.16.0\ntomli==2.0.1\n")
+    again = cat.get("ds")
+    assert again.image != first
+    assert again.derived is not None and len(again.derived.pins) == 2
+
+
+def test_strict_lock_accepts_a_recorded_build_and_names_the_build_command(tmp_path: Path) -> None:
+    env = _derive(pip=["six==1.16.0"])
+    lock = LockFile(tmp_path / "tfenv-lock.json", missing=True)
+    with pytest.raises(LockMissingError) as err:
+        require_lock(env, lock)
+    assert "`jupyter tfenv build ds`" in str(err.value)
+    lock.builds[env.image] = {"inputs": "x", "image_id": "sha256:" + "0" * 64}
+    require_lock(env, lock)
+    lock.save()
+    assert LockFile.load(lock.path).builds == lock.builds
