@@ -6,6 +6,7 @@ import { commandsPlugin } from './plugins/commands';
 import { kernelPickerPlugin } from './plugins/kernelpicker';
 import { launcherPlugin } from './plugins/launcher';
 import { modelPlugin } from './plugins/model';
+import { moduleHintPlugin } from './plugins/modulehint';
 import { panelPlugin } from './plugins/panel';
 import { provenancePlugin } from './plugins/provenance';
 import { statusPlugin } from './plugins/status';
@@ -25,7 +26,7 @@ export * from './tokens';
 /**
  * The extension's plugins: `jupyter-tfenv:model`, `:panel`, `:status`,
  * `:commands`, `:provenance`, `:launcher`, `:kernel-picker`,
- * `:cell-executor` and `:choices`.
+ * `:cell-executor`, `:choices` and `:module-hint`.
  */
 const plugins: JupyterFrontEndPlugin<any>[] = [
   modelPlugin,
@@ -36,7 +37,8 @@ const plugins: JupyterFrontEndPlugin<any>[] = [
   launcherPlugin,
   kernelPickerPlugin,
   cellExecutorPlugin,
-  choicesPlugin
+  choicesPlugin,
+  moduleHintPlugin
 ];
 
 export default plugins;

@@ -1,7 +1,8 @@
 """Browser test of derived environments (issue 21): the panel lists the packages a derived
 environment adds at their pinned versions, and one not built yet says so with the command
-that builds it. Real JupyterLab, Debian's Chromium, a real server's answer; no PyPI needed
-(the environment is not built).
+that builds it; a ModuleNotFoundError in a tfenv kernel gets one notification pointing at
+the catalog's pip field. Real JupyterLab, Debian's Chromium, a real server and kernel; no
+PyPI needed (the derived environment is not built).
 """
 
 from __future__ import annotations
@@ -10,11 +11,13 @@ from typing import Any
 
 import pytest
 
+from .helpers import KERNEL_TIMEOUT_MS, new_notebook, run_cell, wait_kernel_idle
 from .lab import PY_IMAGE, LabServer
 
 pytestmark = [pytest.mark.docker, pytest.mark.ui]
 
 PANEL = "#jp-tfenv-panel"
+TOAST = ".jp-toastContainer .jp-Notification-Toast-info"
 DERIVED = {
     "id": "ds",
     "base": "py",
@@ -52,3 +55,26 @@ def test_the_panel_lists_the_added_packages_and_how_to_build(page: Any, lab: Lab
     plain = page.locator(f'{PANEL} .jp-tfenv-env-row[data-tfenv-env="py"]')
     expect(plain.locator(".jp-tfenv-env-packages")).to_have_count(0)
     expect(plain.locator(".jp-tfenv-not-built")).to_have_count(0)
+
+
+def test_a_missing_module_points_at_the_catalog_once(page: Any, lab: LabServer) -> None:
+    from playwright.sync_api import expect
+
+    panel = new_notebook(page, "Python 3.11 (test)")
+    wait_kernel_idle(page, panel)
+    run_cell(page, panel, "import tfenv_no_such_module")
+    toast = page.locator(TOAST).filter(has_text="tfenv_no_such_module")
+    expect(toast).to_have_count(1, timeout=KERNEL_TIMEOUT_MS)
+    text = toast.inner_text()
+    assert "No 'tfenv_no_such_module' in 'py': kernels cannot pip install." in text, text
+    assert "tfenv_no_such_module==<version> to the catalog's pip" in text, text
+    # Its action says the whole of it.
+    toast.get_by_role("button", name="How").click()
+    dialog = page.locator(".jp-Dialog")
+    expect(dialog).to_contain_text("a derived environment with base: py")
+    expect(dialog).to_contain_text("jupyter tfenv build")
+    dialog.locator("button.jp-mod-accept").click()
+    # The same module again: no second notification.
+    run_cell(page, panel, None)
+    wait_kernel_idle(page, panel)
+    expect(page.locator(TOAST).filter(has_text="tfenv_no_such_module")).to_have_count(1)
