@@ -27,9 +27,12 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import socket
+import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -37,8 +40,12 @@ from typing import Any
 import docker
 import pytest
 import yaml
+from jupyter_client.connect import write_connection_file
+from tornado.httpserver import HTTPServer
+from tornado.testing import bind_unused_port
 from traitlets.config import Config
 
+from jupyter_tfenv.backends.broker import BrokerClient, BrokerError
 from jupyter_tfenv.kernels import pools
 from jupyter_tfenv.lifecycle.pool import KernelPool
 from tests.conftest import (
@@ -50,6 +57,7 @@ from tests.conftest import (
     run_code,
     start_kernel,
 )
+from tests.support.broker_process import UnixUser, UnixUsers
 from tests.support.gpu_engine import TestEngine
 from tests.support.registry import (  # noqa: F401
     Registry,
@@ -486,3 +494,119 @@ async def test_the_pool_refills_once_the_engine_is_back(
         await until("the pool to refill", lambda: pool.ready.get("pooled"))
     finally:
         await jp_fetch("api", "kernels", kernel_id, method="DELETE")
+
+
+# -- a start through the broker ----------------------------------------------------------
+
+SERVICE = "tfenv-broker-outage-start"
+
+
+@pytest.fixture
+def gated_broker(
+    outage_engine: TestEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[BrokerClient, UnixUser, Path, str]]:
+    """The real broker in the test's loop on the outage engine, for one user whose home
+    holds the gated interpreter of its ``gated`` environment; the user's client, the
+    user, the gate folder and the broker's runtime root."""
+    pytest.importorskip("jupyterhub")
+    from jupyter_tfenv.broker.app import TFEnvBroker
+    from tests.broker.test_broker_e2e import StandInHubAuth
+
+    monkeypatch.setenv("DOCKER_HOST", outage_engine.url)
+    users = UnixUsers()
+    runtime_root = tempfile.mkdtemp(prefix="tfs-", dir="/tmp")
+    sock, port = bind_unused_port()
+    server: HTTPServer | None = None
+    gate: Path | None = None
+    try:
+        user = users.make("tfoutgate")
+        gate = user.home / ".gate"
+        gate.mkdir()
+        (gate / "python").write_text(GATED_PYTHON)
+        (gate / "python").chmod(0o755)
+        os.chown(gate, user.uid, user.gid)
+        catalog = tmp_path / "broker-catalog.yaml"
+        gated = {"id": "gated", "image": PY_IMAGE, "python": str(gate / "python")}
+        catalog.write_text(yaml.safe_dump({"version": 1, "environments": [gated]}))
+        app = TFEnvBroker(
+            service_name=SERVICE,
+            service_prefix=f"/services/{SERVICE}/",
+            runtime_root=runtime_root,
+            checkpoint_root=str(tmp_path / "broker-ck"),
+            log_root=str(tmp_path / "broker-logs"),
+            max_kernels_per_user=None,
+            start_timeout=240.0,
+            config=Config({"TFEnvCatalog": {"catalog_files": [str(catalog)]}}),
+        )
+        app.init_catalog()
+        scope = f"access:services!service={SERVICE}"
+        app.hub_auth = StandInHubAuth(
+            {f"token-{user.name}": {"kind": "user", "name": user.name, "scopes": [scope]}}
+        )
+        server = HTTPServer(app.make_web_app())
+        server.add_sockets([sock])
+        url = f"http://127.0.0.1:{port}/services/{SERVICE}/"
+        yield BrokerClient(url, f"token-{user.name}", timeout=300), user, gate, runtime_root
+    finally:
+        if gate is not None:
+            (gate / "open").touch()
+        if outage_engine.client is None:
+            outage_engine.start()
+        for container in engine_kernels(outage_engine):
+            container.remove(force=True)
+        if server is not None:
+            server.stop()
+        sock.close()
+        shutil.rmtree(runtime_root, ignore_errors=True)
+        users.remove()
+
+
+async def test_an_engine_outage_during_a_broker_start_fails_it_cleanly(
+    gated_broker: tuple[BrokerClient, UnixUser, Path, str],
+    engine_back: TestEngine,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The broker waits for the kernel's sockets when its engine stops: the start answers
+    503 naming the engine (no traceback in the broker's log), and the container, which
+    could not be removed while the engine was away, is removed once it is back; the
+    runtime folder goes with the server's DELETE, as after any failed start."""
+    client, user, gate, runtime_root = gated_broker
+    engine = engine_back
+    kernel_id = str(uuid.uuid4())
+    rundir = (await client.prepare_runtime(kernel_id, restart=False))["runtime_dir"]
+    path = os.path.join(rundir, "kernel.json")
+    write_connection_file(path, transport="ipc", ip=os.path.join(rundir, "k"), key=b"x" * 32)
+    os.chown(path, user.uid, user.gid)
+    body = {
+        "kernel_id": kernel_id,
+        "environment": "gated",
+        "cwd": str(user.home),
+        "mount": str(user.home),
+        "env": {},
+        "server": "",
+    }
+    starting = asyncio.ensure_future(client.start_kernel(body, timeout=300))
+    try:
+        await until(
+            "the gated interpreter to run",
+            lambda: (gate / "started").exists() or starting.done(),
+        )
+        assert not starting.done(), starting.result()
+        assert len(engine_kernels(engine)) == 1
+        caplog.clear()
+        await asyncio.to_thread(engine.stop_daemon)
+        with pytest.raises(BrokerError) as failed:
+            await starting
+    finally:
+        if not starting.done():
+            starting.cancel()
+    assert failed.value.http_status == 503, failed.value.message
+    assert_engine_message(failed.value.message)
+    noisy = [r for r in caplog.records if r.exc_info or "Traceback" in r.getMessage()]
+    assert not noisy, [r.getMessage() for r in noisy]
+
+    engine.start()
+    await until("the failed start's container to go", lambda: not engine_kernels(engine))
+    await client.delete_kernel(kernel_id)  # what the server's failed start asks
+    assert not os.path.exists(rundir)
+    assert os.listdir(os.path.join(runtime_root, str(user.uid))) == []

@@ -56,12 +56,12 @@ from jupyter_tfenv.backends.docker.engine import (
     explain_start_exit,
     gpu_allocation,
     launcher_command,
-    remove_quietly,
     run_with_gpus,
     tail_logs,
 )
 from jupyter_tfenv.backends.docker.probe import ProbeError, cached_probe, probe_image
 from jupyter_tfenv.backends.docker.steps import (
+    discard,
     exit_state,
     remove_by_name,
     run_shielded,
@@ -400,7 +400,7 @@ class DockerBackend(KernelContainers, KernelBackend):
         except BackendError:
             raise
         except BaseException:
-            await asyncio.to_thread(remove_quietly, container)
+            await discard(container, self.docker, self.log)
             raise
         self.log.info(
             "%s: started kernel %s for %s (uid %d): %s in container %s",
@@ -492,7 +492,7 @@ class DockerBackend(KernelContainers, KernelBackend):
 
         async def timed_out() -> None:
             logs = await asyncio.to_thread(tail_logs, container)
-            await asyncio.to_thread(remove_quietly, container)
+            await discard(container, self.docker, self.log)
             raise BackendError(
                 f"The kernel of '{env.id}' did not start within {timeout:.0f} s "
                 f"(c.{self.config_section}.start_timeout); the container was removed.",
@@ -503,7 +503,7 @@ class DockerBackend(KernelContainers, KernelBackend):
 
         async def failed(state: dict[str, Any]) -> None:
             logs = await asyncio.to_thread(tail_logs, container)
-            await asyncio.to_thread(remove_quietly, container)
+            await discard(container, self.docker, self.log)
             why = explain_start_exit(
                 env, state.get("exit_code"), bool(state.get("oom_killed")), logs, admin=True
             )

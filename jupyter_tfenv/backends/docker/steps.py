@@ -61,6 +61,23 @@ async def _same(client: Any) -> Any:
     return client
 
 
+async def discard(container: Any, client_of: Callable[[], Awaitable[Any]], log: Any) -> None:
+    """Remove the container of a failed start now, or, when the engine went away (the
+    reason the start failed, often), once it answers again (:func:`remove_when_back`)."""
+    try:
+        await asyncio.to_thread(remove_quietly, container)
+    except Exception as err:
+        if not engine_unreachable(err):
+            raise
+        name = getattr(container, "name", None) or container.id
+        log.warning(
+            "container %s of a failed start not removed yet, the Docker engine cannot be "
+            "asked: it is removed once the engine answers again",
+            name,
+        )
+        remove_when_back(client_of, container.id, what=f"container {name}", log=log)
+
+
 #: Removals waiting for the engine (held here, so that they are not garbage-collected).
 _WAITING: set[asyncio.Future[None]] = set()
 
