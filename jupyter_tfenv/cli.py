@@ -41,6 +41,7 @@ from jupyter_tfenv.catalog.lock import (
     lock_environments,
     require_lock,
 )
+from jupyter_tfenv.catalog.validation import environment_from_dict
 from jupyter_tfenv.cli_checks import (
     LIVE_RESTORE_OFF,
     compatibility_lines,
@@ -50,6 +51,7 @@ from jupyter_tfenv.cli_checks import (
 )
 from jupyter_tfenv.core import metrics
 from jupyter_tfenv.errors import TFEnvError
+from jupyter_tfenv.kernels.probe_output import package_changes
 from jupyter_tfenv.kernels.runtimes import build_runtime, default_runtimes_dir, list_runtimes
 from jupyter_tfenv.lifecycle.adoption import held_by_live_server
 from jupyter_tfenv.provisioning.kernelspecs import write_kernelspecs
@@ -456,6 +458,10 @@ def _probe_lines(result: dict[str, Any]) -> str:
     )
     if gpu_state.get("message"):
         lines.append(f"gpu state    {gpu_state.get('state')}: {gpu_state['message']}")
+    packages = result.get("packages")
+    if isinstance(packages, dict):
+        lines.append(f"packages     {len(packages)} Python distributions")
+    lines += _change_lines(result.get("package_changes"))
     for part, message in (result.get("errors") or {}).items():
         lines.append(f"note         {part}: {message}")
     lines.append(
@@ -464,6 +470,18 @@ def _probe_lines(result: dict[str, Any]) -> str:
         else f"probed in    {result.get('duration_s', 0):.1f} s"
     )
     return "\n".join(lines)
+
+
+def _change_lines(changes: dict[str, Any] | None) -> list[str]:
+    """A derived environment's packages against its base's (issue 21 item 4)."""
+    if not changes:
+        return []
+    added = ", ".join(f"{k} {v}" for k, v in changes["added"].items()) or "none"
+    lines = [f"added        {added}"]
+    if changes["changed"]:
+        moved = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changes["changed"].items())
+        lines.append(f"changed      {moved}")
+    return lines
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
@@ -475,17 +493,28 @@ def cmd_probe(args: argparse.Namespace) -> int:
     for env in envs:
         if not args.json and not args.refresh:
             print(f"probing {env.id} …", file=sys.stderr)
-        results.append(
-            probe_image(
+
+        def probe(target: Any) -> dict[str, Any]:
+            return probe_image(
                 client,
-                env,
+                target,
                 cache_dir=probe_cache_dir(),
                 uid=prov.uid,
                 gid=prov.gid,
                 refresh=args.refresh,
                 timeout=args.timeout,
             )
-        )
+
+        result = probe(env)
+        if env.derived is not None:
+            base = environment_from_dict(
+                {"id": env.id, "image": env.derived.base_image, "python": env.python},
+                pinning="any",
+            )
+            result["package_changes"] = package_changes(
+                probe(base).get("packages"), result.get("packages")
+            )
+        results.append(result)
     _emit(
         args,
         results if len(results) != 1 else results[0],

@@ -16,7 +16,7 @@ from jupyter_tfenv.catalog.model import Environment
 
 PROBE_SCRIPT_PATH = Path(__file__).parent / "in_container" / "probe.py"
 #: Bumped when the probe's output changes, so that older cache files are probed again.
-PROBE_VERSION = 2
+PROBE_VERSION = 3
 
 
 def probe_result(
@@ -59,3 +59,18 @@ def probe_facts(stdout: str) -> dict[str, Any] | None:
 
 def no_result_message(env: Environment) -> str:
     return f"The probe of '{env.id}' printed no result (is '{env.python}' a Python 3 interpreter?)."
+
+
+def package_changes(
+    base: dict[str, str] | None, image: dict[str, str] | None
+) -> dict[str, Any] | None:
+    """What an image holds beyond its base (both probes' ``packages``): ``added`` and
+    ``changed`` (name → version, name → [base's, image's]) and ``removed`` (names); None
+    when either probe has no package list (Python before 3.8)."""
+    if base is None or image is None:
+        return None
+    return {
+        "added": {k: v for k, v in image.items() if k not in base},
+        "changed": {k: [base[k], v] for k, v in image.items() if k in base and base[k] != v},
+        "removed": sorted(k for k in base if k not in image),
+    }

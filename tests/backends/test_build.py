@@ -22,7 +22,14 @@ import yaml
 from jupyter_tfenv.backends.docker.engine import resolve_image
 from jupyter_tfenv.catalog.validation import environment_from_dict
 from jupyter_tfenv.errors import KernelStartError
-from tests.conftest import CATALOG, PY_IMAGE, PY_NO_KERNEL_IMAGE, run_code, run_tfenv_cli
+from tests.conftest import (
+    CATALOG,
+    KERNEL_UID,
+    PY_IMAGE,
+    PY_NO_KERNEL_IMAGE,
+    run_code,
+    run_tfenv_cli,
+)
 from tests.conftest import start_kernel as start_kernel_rest
 from tests.support.gpu_engine import TestEngine
 from tests.support.registry import Registry, RegistryCleanup, registry, registry_cleanup  # noqa: F401
@@ -63,9 +70,10 @@ def _write_catalog(folder: Path, entries: list[dict[str, Any]]) -> Path:
 
 
 def _cli(catalog: Path, cache: Path, *args: str, host: str | None = None) -> Any:
-    return run_tfenv_cli(
-        *args, "--catalog", str(catalog), env={"DOCKER_HOST": host} if host else None
-    )
+    env = {"JUPYTER_TFENV_KERNEL_UID": str(KERNEL_UID)}  # probes run as the kernel user
+    if host:
+        env["DOCKER_HOST"] = host
+    return run_tfenv_cli(*args, "--catalog", str(catalog), env=env)
 
 
 def _build(catalog: Path, cache: Path, *args: str, host: str | None = None) -> dict[str, Any]:
@@ -264,3 +272,18 @@ def test_pushed_build_is_pulled_by_digest_on_a_second_engine(
         assert not [p for p in report["problems"] if p["entry"] == "'shared'"], report
     finally:
         engine.stop()
+
+
+def test_the_probe_lists_what_the_build_added_to_its_base(built: dict[str, Any]) -> None:
+    result = _cli(built["catalog"], built["cache"], "probe", "ds", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    probe = json.loads(result.stdout)
+    assert probe["packages"]["six"] == "1.16.0" and probe["packages"]["pyyaml"] == "6.0.2"
+    assert probe["package_changes"]["added"] == {
+        "pyyaml": "6.0.2",
+        "six": "1.16.0",
+        "tomli": "2.0.1",
+    }
+    assert probe["package_changes"]["removed"] == []
+    human = _cli(built["catalog"], built["cache"], "probe", "ds")
+    assert "added        pyyaml 6.0.2, six 1.16.0, tomli 2.0.1" in human.stdout, human.stdout

@@ -13,6 +13,7 @@ from jupyter_tfenv.catalog.loading import TFEnvCatalog
 from jupyter_tfenv.catalog.lock import LockFile, LockMissingError, require_lock
 from jupyter_tfenv.catalog.validation import environment_from_dict
 from jupyter_tfenv.errors import CatalogError
+from jupyter_tfenv.kernels.probe_output import package_changes
 
 BASE = {
     "id": "tf213",
@@ -181,3 +182,14 @@ def test_strict_lock_accepts_a_recorded_build_and_names_the_build_command(tmp_pa
     require_lock(env, lock)
     lock.save()
     assert LockFile.load(lock.path).builds == lock.builds
+
+
+def test_package_changes_against_the_base() -> None:
+    base = {"numpy": "1.26.4", "six": "1.15.0", "wheel": "0.42.0"}
+    image = {"numpy": "1.26.4", "six": "1.16.0", "tomli": "2.0.1"}
+    assert package_changes(base, image) == {
+        "added": {"tomli": "2.0.1"},
+        "changed": {"six": ["1.15.0", "1.16.0"]},
+        "removed": ["wheel"],
+    }
+    assert package_changes(None, image) is None

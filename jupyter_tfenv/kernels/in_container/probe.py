@@ -5,9 +5,10 @@ importing TensorFlow there would take GPU memory), mounted read-only at
 /opt/tfenv/probe.py. Standard library only, and Python 3.6 syntax, because it runs in
 images we do not control.
 
-It prints ONE JSON object on stdout: python, python_abi, os, ipykernel, numpy,
-tensorflow, keras, build (cuda_version, cudnn_version, is_*_build and, on GPU builds,
-cuda_compute_capabilities), gpus, errors ({part: message}) and seconds ({part: seconds}).
+It prints ONE JSON object on stdout: python, python_abi, os, ipykernel, packages (every
+distribution it sees, name → version), numpy, tensorflow, keras, build (cuda_version,
+cudnn_version, is_*_build and, on GPU builds, cuda_compute_capabilities), gpus, errors
+({part: message}) and seconds ({part: seconds}).
 Every part is wrapped, so a broken part becomes an entry of ``errors``, never a
 traceback instead of the JSON.
 
@@ -24,6 +25,7 @@ import importlib.util
 import json
 import os
 import platform
+import re
 import signal
 import subprocess
 import sys
@@ -59,6 +61,27 @@ def dist_version(name):
         return metadata.version(name)
     except Exception:
         return None
+
+
+def installed_packages():
+    """Every distribution the interpreter sees (its sys.path, PYTHONPATH included):
+    canonical name → version; the first one on sys.path wins, as it does for import.
+    None before Python 3.8 (no importlib.metadata)."""
+    try:
+        from importlib import metadata  # Python 3.8+
+    except ImportError:
+        return None
+    found = {}  # type: dict
+    for dist in metadata.distributions():
+        name = version = None
+        with contextlib.suppress(Exception):  # a broken METADATA file: skip that one
+            name, version = dist.metadata["Name"], dist.version
+        if not name:
+            continue
+        key = re.sub(r"[-_.]+", "-", name).lower()
+        if key not in found:
+            found[key] = version
+    return dict(sorted(found.items()))
 
 
 def python_abi():
@@ -318,6 +341,7 @@ def main():
         "keras": None,
         "build": None,
         "gpus": None,
+        "packages": None,
         "errors": {},
         "seconds": {},
     }
@@ -326,6 +350,7 @@ def main():
         ("python_abi", python_abi),
         ("os", os_name),
         ("ipykernel", ipykernel_version),
+        ("packages", installed_packages),
     ):
         part_started = time.time()
         try:
