@@ -1,3 +1,5 @@
+import type { TranslationBundle } from '@jupyterlab/translation';
+
 import type { IKernelStatus, ILastRestart } from './api/kernels';
 
 /**
@@ -98,4 +100,30 @@ export function browserStorage(): INoticeStorage | null {
   } catch {
     return null;
   }
+}
+
+/**
+ * A JupyterLab toast shows 140 characters: the restart in a few words, the
+ * time in the browser's clock (the server's full message, with what an admin
+ * can do, is in the panel's kernel section).
+ */
+export function restartToast(
+  restart: ILastRestart,
+  trans: Pick<TranslationBundle, '__'>
+): string {
+  const at = new Date(restart.at);
+  if (restart.reason !== 'engine-restart' || isNaN(at.getTime())) {
+    return restart.message.length > 140
+      ? `${restart.message.slice(0, 139)}…`
+      : restart.message;
+  }
+  const hhmm = at.toLocaleTimeString([], {
+    hour: '2-digit',
+    minute: '2-digit',
+    hour12: false
+  });
+  return trans.__(
+    'Docker engine restarted at %1: kernel restarted in a new container, variables lost; checkpoints in $TFENV_CHECKPOINT_DIR kept.',
+    hhmm
+  );
 }

@@ -328,6 +328,21 @@ def outage_engine(images: docker.DockerClient) -> Iterator[TestEngine]:
 
 
 @pytest.fixture(scope="module")
+def restart_engine(images: docker.DockerClient) -> Iterator[TestEngine]:
+    """A dockerd of the module's own *without* live-restore (Docker's default) with the
+    small python image: its stop (SIGTERM) stops every kernel container, and jupyter's
+    restarter starts the kernel again in a new container (issue 24 item 3:
+    tests/backends/test_engine_restart.py, tests/ui/test_engine_restart_ui.py)."""
+    engine = TestEngine(live_restore=False)
+    try:
+        engine.start()
+        engine.load_image(images, PY_IMAGE)
+        yield engine
+    finally:
+        engine.stop()
+
+
+@pytest.fixture(scope="module")
 def gpu_engine(images: docker.DockerClient) -> Iterator[GpuEngine]:
     """A dockerd of the module's own whose NVIDIA device driver is enabled by the stand-in
     hook (tests/support/gpu_engine.py), with the small python image: GPU allocation and the

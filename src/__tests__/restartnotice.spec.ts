@@ -3,6 +3,7 @@ import {
   INoticeStorage,
   RestartNotices,
   restartKey,
+  restartToast,
   TOLD_KEY
 } from '../restartnotice';
 
@@ -86,5 +87,28 @@ describe('RestartNotices', () => {
       status('k1', RESTART)
     );
     expect(broken).toEqual([RESTART.message]);
+  });
+});
+
+describe('restartToast', () => {
+  const trans = {
+    __: (s: string, ...args: unknown[]) =>
+      args.reduce<string>((t, a, i) => t.replace(`%${i + 1}`, String(a)), s)
+  };
+
+  it('says the restart in what a toast shows (140 characters)', () => {
+    const text = restartToast(RESTART, trans);
+    expect(text.length).toBeLessThanOrEqual(140);
+    expect(text).toMatch(/^Docker engine restarted at \d\d:\d\d: /);
+    expect(text).toContain('kernel restarted in a new container');
+    expect(text).toContain('variables lost');
+    expect(text).toContain('$TFENV_CHECKPOINT_DIR kept');
+  });
+
+  it('falls back to the server’s words, cut to fit', () => {
+    const odd = { ...RESTART, reason: 'other', message: 'y'.repeat(200) };
+    expect(restartToast(odd, trans)).toHaveLength(140);
+    const bad = { ...RESTART, at: 'not a time', message: 'short' };
+    expect(restartToast(bad, trans)).toBe('short');
   });
 });

@@ -7,13 +7,14 @@ import { Notification, type ISessionContext } from '@jupyterlab/apputils';
 import { IConsoleTracker } from '@jupyterlab/console';
 import { INotebookTracker } from '@jupyterlab/notebook';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
+import { ITranslator, nullTranslator } from '@jupyterlab/translation';
 import type { Widget } from '@lumino/widgets';
 
 import { TfEnvModel } from '../model';
 import { TfEnvClient } from '../api/request';
 import { IEnvironmentSummary } from '../api';
-import { ITfEnvModel } from '../tokens';
-import { browserStorage, RestartNotices } from '../restartnotice';
+import { CommandIDs, ITfEnvModel } from '../tokens';
+import { browserStorage, RestartNotices, restartToast } from '../restartnotice';
 
 /**
  * The plugin id; its settings schema is `schema/lab/model.json`.
@@ -30,13 +31,20 @@ export const modelPlugin: JupyterFrontEndPlugin<ITfEnvModel> = {
     'The TensorFlow environments model: catalog, GPUs, pulls and the kernel of the active notebook or console, polled at the configured interval.',
   autoStart: true,
   provides: ITfEnvModel,
-  optional: [ISettingRegistry, ILabShell, INotebookTracker, IConsoleTracker],
+  optional: [
+    ISettingRegistry,
+    ILabShell,
+    INotebookTracker,
+    IConsoleTracker,
+    ITranslator
+  ],
   activate: (
     app: JupyterFrontEnd,
     settingRegistry: ISettingRegistry | null,
     labShell: ILabShell | null,
     notebooks: INotebookTracker | null,
-    consoles: IConsoleTracker | null
+    consoles: IConsoleTracker | null,
+    translator: ITranslator | null
   ): ITfEnvModel => {
     const specs = app.serviceManager.kernelspecs;
     const model = new TfEnvModel({
@@ -46,9 +54,22 @@ export const modelPlugin: JupyterFrontEndPlugin<ITfEnvModel> = {
 
     // A kernel restarted because the Docker engine restarted under it (no
     // live-restore) is said once per restart, not restarted silently.
+    const trans = (translator ?? nullTranslator).load('jupyter_tfenv');
     const notices = new RestartNotices({
       notify: restart =>
-        Notification.warning(restart.message, { autoClose: false }),
+        Notification.warning(restartToast(restart, trans), {
+          autoClose: false,
+          actions: app.commands.hasCommand(CommandIDs.openPanel)
+            ? [
+                {
+                  label: trans.__('Details'),
+                  caption: restart.message,
+                  callback: () =>
+                    void app.commands.execute(CommandIDs.openPanel)
+                }
+              ]
+            : []
+        }),
       storage: browserStorage()
     });
     model.changed.connect(() => notices.seen(model.kernelStatus));

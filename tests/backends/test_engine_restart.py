@@ -23,7 +23,6 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import docker
 import pytest
 from traitlets.config import Config
 
@@ -37,18 +36,6 @@ from tests.conftest import KERNEL_LABEL, PY_IMAGE, run_code, start_kernel
 from tests.support.gpu_engine import TestEngine
 
 pytestmark = pytest.mark.docker
-
-
-@pytest.fixture(scope="module")
-def restart_engine(images: docker.DockerClient) -> Iterator[TestEngine]:
-    """A dockerd of the module's own without live-restore, with the small python image."""
-    engine = TestEngine(live_restore=False)
-    try:
-        engine.start()
-        engine.load_image(images, PY_IMAGE)
-        yield engine
-    finally:
-        engine.stop()
 
 
 @pytest.fixture
