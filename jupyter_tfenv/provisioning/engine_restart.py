@@ -5,7 +5,7 @@ jupyter's restarter then starts a fresh kernel in a new container. That restart 
 be silent: the provisioner keeps a ``last_restart`` record (``GET /tfenv/kernels/<id>``,
 the panel's notification) and the server log says it.
 
-Two facts tell that the engine, not the kernel, ended a container, because either one
+Three facts tell that the engine, not the kernel, ended a container, because each one
 alone misses a case:
 
 * this server saw the engine unreachable while the kernel lived (its poll found the
@@ -15,7 +15,10 @@ alone misses a case:
   log lives in the engine's memory only. This catches a restart quicker than a poll
   (nothing of the server asked the engine while it was away). A kernel that exits on its
   own or is OOM-killed has its ``die`` event: the restarter asks within seconds, while
-  the engine still holds its last 256 events.
+  the engine still holds its last 256 events;
+* the engine is away when the dead kernel's restart begins: a stopping engine stops its
+  containers while it still answers (so its event log has their deaths), then goes.
+  The restart waits for the engine (provisioning/local.py) and then says why.
 """
 
 from __future__ import annotations

@@ -71,6 +71,8 @@ class LocalKernel:
         self.container_name = ""
         #: The dead container whose cause was looked up (engine_restart.death_forgotten).
         self._death_checked: str | None = None
+        #: When a poll found this kernel's container dead (its restart checks the engine).
+        self._died_at: float | None = None
 
     async def docker(self) -> Any:
         p = self.prov
@@ -108,8 +110,11 @@ class LocalKernel:
         if p.lock_policy == "strict" and not p.locked_digest and not env.image_ref.digest:
             message = await p._call(unlocked_message, env, p.lock_file or None)
             raise KernelStartError(message, status_code=409)
-        if p._engine_death is not None:
-            await self._await_engine()
+        died_at, self._died_at = self._died_at, None
+        if (p._engine_death is not None or died_at is not None) and await self._await_engine():
+            # The engine went away between the kernel's death and its restart: it was
+            # stopping (it stops its containers while it still answers).
+            p._engine_death = p._engine_death or from_timestamp(died_at or time.time())
         client = await self.docker()
         await p._call(resolve_image, client, env)  # its message names this server's pull
         if p.locked_digest and p.lock_policy != "off":
@@ -134,10 +139,10 @@ class LocalKernel:
         await p._wait_until_bound(env, time.monotonic())
         return p.connection_info
 
-    async def _await_engine(self) -> None:
-        """The restart of a kernel that died with the engine: wait (at most
-        :attr:`engine_wait` seconds) until the engine answers, as it does after its
-        restart. A start that failed at once would end jupyter's restarter, which starts
+    async def _await_engine(self) -> bool:
+        """The restart of a kernel that died: wait (at most :attr:`engine_wait`
+        seconds) until the engine answers, as it does after its restart; whether it had
+        to wait. A start that failed at once would end jupyter's restarter, which starts
         again only after a restart that worked: the kernel would stay dead."""
         p = self.prov
         deadline = time.monotonic() + self.engine_wait
@@ -146,10 +151,10 @@ class LocalKernel:
             try:
                 client = await self.backend.docker()
                 await p._call(client.ping)
-                return
+                return said
             except Exception as err:
                 if not engine_unreachable(err) or time.monotonic() > deadline:
-                    return  # the start says what is wrong
+                    return said  # the start says what is wrong
             if not said:
                 said = True
                 p.log.info(
@@ -301,11 +306,13 @@ class LocalKernel:
     async def _why_dead(self, container_id: str, lost_at: float | None) -> None:
         """Whether the engine's restart ended this container (once per container): the
         engine has no record of its death (engine_restart.py), or, when it cannot be
-        asked, this server saw the engine away in the kernel's life."""
+        asked, this server saw the engine away in the kernel's life; else the restart
+        tells (the engine is away by then: it was stopping)."""
         p = self.prov
         if p._engine_death is not None or self._death_checked == container_id:
             return
         self._death_checked = container_id
+        self._died_at = time.time()
         try:
             client = await self.backend.docker()
             p._engine_death = await p._call(death_forgotten, client, container_id)
