@@ -287,3 +287,25 @@ def test_the_probe_lists_what_the_build_added_to_its_base(built: dict[str, Any])
     assert probe["package_changes"]["removed"] == []
     human = _cli(built["catalog"], built["cache"], "probe", "ds")
     assert "added        pyyaml 6.0.2, six 1.16.0, tomli 2.0.1" in human.stdout, human.stdout
+
+
+@pytest.mark.parametrize(
+    ("pins", "words"),
+    [
+        # The wheel in the cache is not the one the catalog pinned by hash.
+        ([f"six==1.16.0 --hash=sha256:{'0' * 64}"], "none of the catalog's --hash values"),
+        # docopt 0.6.2 exists only as a source distribution: nothing is built from source.
+        (["docopt==0.6.2"], "source distributions are not built"),
+    ],
+)
+def test_a_build_that_cannot_be_exact_is_refused(
+    built: dict[str, Any], pins: list[str], words: str
+) -> None:
+    entry = {"id": "bad", "base": "py", "pip": pins, "repository": f"{PREFIX}/bad"}
+    catalog = _write_catalog(
+        built["root"] / f"bad-{len(words)}", [{"id": "py", "image": PY_IMAGE}, entry]
+    )
+    result = _cli(catalog, built["cache"], "build", "bad", "--wheel-cache", str(built["cache"]))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert words in result.stderr, result.stderr
+    assert not (catalog.parent / "tfenv-lock.json").exists()

@@ -293,11 +293,16 @@ def download_wheels(
                 spec = f"{canonicalize_name(name)}=={version}"
                 match = next((p for p in missing if p.spec == spec), None)
                 if match is None:
-                    # pip normalizes versions ("1.0" → "1.0.0" never; "01" → "1"): by name.
-                    match = next(p for p in missing if p.name == canonicalize_name(name))
+                    # pip normalizes versions ("01" → "1"): match by name then.
+                    match = next((p for p in missing if p.name == canonicalize_name(name)), None)
+                if match is None:
+                    continue
                 os.replace(file, folder / file.name)
                 index[match.spec] = {"file": file.name, "sha256": _sha256(folder / file.name)}
-        index_file.write_text(json.dumps(index, indent=2, sort_keys=True), encoding="utf-8")
+        # Atomically: another build may read the index at the same time.
+        tmp_index = folder / f".index.{os.getpid()}.json"
+        tmp_index.write_text(json.dumps(index, indent=2, sort_keys=True), encoding="utf-8")
+        os.replace(tmp_index, index_file)
     wheels = []
     for pin in derived.pins:
         entry = index.get(pin.spec)
