@@ -18,6 +18,7 @@ from typing import Any
 import docker
 import pytest
 import yaml
+from tornado.httpclient import HTTPClientError
 
 from jupyter_tfenv.backends.docker.engine import resolve_image
 from jupyter_tfenv.catalog.validation import environment_from_dict
@@ -40,6 +41,8 @@ PREFIX = f"tfenv-pytest-derived-{uuid.uuid4().hex[:8]}"
 #: Two small pure-Python wheels and one binary one (PyYAML with its C extension).
 PINS = ["six==1.16.0", "tomli==2.0.1", "pyyaml==6.0.2"]
 DERIVED = {"id": "ds", "base": "py", "pip": PINS, "repository": f"{PREFIX}/ds"}
+#: Built only by the server's Build action (TestKernel).
+ONE_MORE = {"id": "one-more", "base": "py", "pip": ["six==1.16.0"], "repository": f"{PREFIX}/om"}
 IMPORTS = (
     "import json, six, tomli, yaml\n"
     "from importlib import metadata\n"
@@ -216,7 +219,26 @@ class TestKernel:
 
     @pytest.fixture
     def catalog_path(self, tmp_path: Path, built: dict[str, Any]) -> Path:
-        return _write_catalog(tmp_path / "kernel-catalog", [*CATALOG, DERIVED])
+        return _write_catalog(tmp_path / "kernel-catalog", [*CATALOG, DERIVED, ONE_MORE])
+
+    async def test_the_build_action_builds_and_records(
+        self, jp_fetch: Any, catalog_path: Path, images: docker.DockerClient
+    ) -> None:
+        def body(reply: Any) -> dict[str, Any]:
+            return dict(json.loads(reply.body))
+
+        listed = body(await jp_fetch("tfenv", "environments"))["environments"]
+        before = next(e for e in listed if e["id"] == "one-more")
+        assert before["image_status"]["present"] is False
+        reply = await jp_fetch("tfenv", "environments", "one-more", "build", method="POST", body="")
+        result = body(reply)
+        assert result["already_built"] is False and result["image"] == before["image"]
+        images.images.get(before["image"])  # it is here now
+        lock = json.loads((catalog_path.parent / "tfenv-lock.json").read_text())
+        assert lock["builds"][before["image"]]["pip"][0].startswith("six==1.16.0 --hash=")
+        with pytest.raises(HTTPClientError) as err:
+            await jp_fetch("tfenv", "environments", "py", "build", method="POST", body="")
+        assert err.value.code == 400
 
     async def test_the_kernel_imports_the_pinned_versions(
         self, jp_fetch: Any, jp_serverapp: Any, built: dict[str, Any]

@@ -584,3 +584,15 @@ def check_builds(
             "names any more (its pins or base changed): rebuild the environment with "
             "`jupyter tfenv build`, which records the new image."
         )
+
+
+def build_and_record(
+    client: docker.DockerClient, env: Environment, lock_path: Path | None
+) -> dict[str, Any]:
+    """``jupyter tfenv build ID`` for the server's Build action: build ``env`` (unless it is
+    here already) and record it in the lock file at ``lock_path`` (None: no lock file)."""
+    lock = LockFile.load(lock_path) if lock_path is not None else None
+    result = build_environment(client, env, lock=lock)
+    if lock is not None:
+        lock.save()
+    return result.to_dict()

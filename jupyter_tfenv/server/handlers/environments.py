@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
+from jupyter_tfenv.backends.docker.builder import build_and_record
 from jupyter_tfenv.backends.docker.compat_gate import summary
+from jupyter_tfenv.errors import BackendError
 from jupyter_tfenv.server.handlers.base import TFEnvHandler
+
+#: Builds in progress, by image: a second request for the same image waits for the first.
+_BUILDS: dict[str, asyncio.Future[Any]] = {}
 
 
 class EnvironmentsHandler(TFEnvHandler):
@@ -102,10 +110,43 @@ class PullHandler(TFEnvHandler):
         self.write_json(pull.to_dict(), status=202)
 
 
+class BuildHandler(TFEnvHandler):
+    @web.authenticated
+    @authorized(action="write")
+    async def post(self, env_id: str) -> None:
+        """Build a derived environment on this server's engine, as `jupyter tfenv build`
+        does (docs/building.md); answers when it is built, with what was built."""
+        state = self.tfenv
+        env = state.catalog.get(env_id)
+        if env.derived is None:
+            raise BackendError(
+                f"'{env.id}' is not a derived environment (no base and pip): nothing to "
+                "build; pull it instead.",
+                status=400,
+                reason="not derived",
+            )
+        if not state.pull_capability().get("allowed"):
+            raise BackendError(
+                f"In this JupyterHub, environments are built by an admin: ask them to run "
+                f"`jupyter tfenv build {env.id} --push` and pull it on the host.",
+                status=403,
+                reason="BrokerMode",
+            )
+        client = await state.docker()
+        running = _BUILDS.get(env.image)
+        if running is None or running.done():
+            running = asyncio.ensure_future(
+                asyncio.to_thread(build_and_record, client, env, state.lock_path)
+            )
+            _BUILDS[env.image] = running
+        self.write_json(await asyncio.shield(running))
+
+
 routes = [
     (r"/tfenv/environments", EnvironmentsHandler),
     (r"/tfenv/environments/(?P<env_id>[^/]+)", EnvironmentHandler),
     (r"/tfenv/environments/(?P<env_id>[^/]+)/image", ImageHandler),
     (r"/tfenv/environments/(?P<env_id>[^/]+)/probe", ProbeHandler),
     (r"/tfenv/environments/(?P<env_id>[^/]+)/pull", PullHandler),
+    (r"/tfenv/environments/(?P<env_id>[^/]+)/build", BuildHandler),
 ]
