@@ -30,10 +30,14 @@ _log = logging.getLogger(__name__)
 RUNNING_STATES = ("created", "running", "restarting", "paused")
 
 
-def remove_by_name(client: Any, name: str) -> None:
-    """Remove the container ``name`` (or id) if it exists; blocking."""
-    with contextlib.suppress(NotFound):
-        remove_quietly(client.containers.get(name))
+def remove_by_name(client: Any, name: str) -> bool:
+    """Remove the container ``name`` (or id) if it exists (whether it did); blocking."""
+    try:
+        container = client.containers.get(name)
+    except NotFound:
+        return False
+    remove_quietly(container)
+    return True
 
 
 async def run_shielded(client: Any, spec: dict[str, Any]) -> Any:
@@ -107,13 +111,14 @@ def remove_when_back(
             await asyncio.sleep(pause)
             try:
                 client = await client_of()
-                await asyncio.to_thread(remove_by_name, client, container)
+                removed = await asyncio.to_thread(remove_by_name, client, container)
             except Exception as err:
                 if engine_unreachable(err):
                     continue
                 logger.warning("%s of the failed start not removed: %s", what, err)
                 return
-            logger.info("%s of the failed start removed: the Docker engine answers again", what)
+            if removed:
+                logger.info("%s of the failed start removed: the Docker engine answers again", what)
             return
 
     task = asyncio.ensure_future(remove())
