@@ -226,7 +226,7 @@ async def test_an_engine_outage_during_a_start_fails_it_cleanly(
             "the gated interpreter to run",
             lambda: (gate / "started").exists() or starting.done(),
         )
-        assert not starting.done()
+        assert not starting.done(), starting.result()
         [container] = engine_kernels(engine)
         caplog.clear()
         server_log = Records()
