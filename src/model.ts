@@ -464,6 +464,31 @@ export class TfEnvModel implements ITfEnvModel {
     await context.changeKernel({ name: env.kernel_name });
   }
 
+  /**
+   * Derived environments being built now (`build`).
+   */
+  get building(): ReadonlySet<string> {
+    return this._building;
+  }
+
+  async build(envId: string): Promise<void> {
+    if (this._building.has(envId)) {
+      return;
+    }
+    if (!this._client.build) {
+      throw new Error('This server cannot build environments.');
+    }
+    this._building.add(envId);
+    this._emit();
+    try {
+      await this._client.build(envId);
+    } finally {
+      this._building.delete(envId);
+      this._emit();
+      await this.refresh();
+    }
+  }
+
   async pull(envId: string): Promise<void> {
     const running = this._pulls.get(envId);
     if (running && !isPullFinished(running)) {
@@ -903,6 +928,7 @@ export class TfEnvModel implements ITfEnvModel {
   private _probeErrors = new Map<string, string>();
   private _images = new Map<string, { status: IImageStatus; at: number }>();
   private _pulls = new Map<string, IPullProgress>();
+  private _building = new Set<string>();
   private _followers = new Map<string, IDisposable>();
   private _consumers = new Map<Consumer, number>();
   private _checkpoints: CheckpointListing;

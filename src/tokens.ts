@@ -252,6 +252,11 @@ export interface ITfEnvModel extends IDisposable {
   pull(envId: string): Promise<void>;
   cancelPull(envId: string): Promise<void>;
   /**
+   * Build a derived environment on the server's engine (local mode); rejects
+   * with the server's message.
+   */
+  build(envId: string): Promise<void>;
+  /**
    * Forget a finished pull.
    */
   clearPull(envId: string): void;

@@ -1,4 +1,7 @@
 import { derivedPackagesText, notBuiltText } from '../derived';
+import { TfEnvModel } from '../model';
+import type { ITfEnvClient } from '../api/client';
+import environmentsReply from './fixtures/environments.json';
 import type { IEnvironment } from '../api';
 import type { ITrans } from '../state';
 
@@ -49,5 +52,42 @@ describe('notBuiltText', () => {
     const text = notBuiltText(derived, false, trans);
     expect(text).toContain('ask your admin');
     expect(text).toContain('`jupyter tfenv build ds --push`');
+  });
+});
+
+describe('TfEnvModel.build', () => {
+  it('marks the environment as building until the server answers, then reloads the catalog', async () => {
+    let finish: () => void = () => undefined;
+    const client = {
+      environments: jest.fn(async () =>
+        JSON.parse(JSON.stringify(environmentsReply))
+      ),
+      gpus: jest.fn(async () => ({ gpus: [] })),
+      listPulls: jest.fn(async () => []),
+      build: jest.fn(
+        () =>
+          new Promise<unknown>(resolve => {
+            finish = () => resolve({ id: 'ds' });
+          })
+      )
+    } as unknown as ITfEnvClient;
+    const model = new TfEnvModel({
+      client,
+      refreshInterval: 0,
+      isHidden: () => false
+    });
+    await model.ready;
+    const loads = (client.environments as jest.Mock).mock.calls.length;
+    const done = model.build('ds');
+    expect(model.building.has('ds')).toBe(true);
+    await model.build('ds'); // a second click while it runs: nothing more
+    expect(client.build).toHaveBeenCalledTimes(1);
+    finish();
+    await done;
+    expect(model.building.has('ds')).toBe(false);
+    expect((client.environments as jest.Mock).mock.calls.length).toBe(
+      loads + 1
+    );
+    model.dispose();
   });
 });

@@ -21,6 +21,11 @@ export interface ITfEnvClient {
   getPull(pullId: string): Promise<IPull>;
   listPulls(): Promise<IPull[]>;
   cancelPull(pullId: string): Promise<IPull>;
+  /**
+   * Build a derived environment (docs/building.md) on the server's engine;
+   * resolves once it is built. Absent from clients that cannot build.
+   */
+  build?(envId: string): Promise<unknown>;
   kernel(kernelId: string): Promise<IKernelStatus>;
   gpus(): Promise<IGpuOverview>;
   /**

@@ -138,6 +138,13 @@ export class TfEnvClient implements ITfEnvClient {
     );
   }
 
+  build(envId: string): Promise<unknown> {
+    return this._call(
+      `environments/${encodeURIComponent(envId)}/build`,
+      'POST'
+    );
+  }
+
   startPull(envId: string): Promise<IPull> {
     return this._call(`environments/${encodeURIComponent(envId)}/pull`, 'POST');
   }

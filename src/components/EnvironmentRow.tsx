@@ -31,6 +31,7 @@ export function EnvironmentRow(
     : null;
   const compat = compatMark(env, trans);
   const packages = derivedPackagesText(env);
+  const building = model.building.has(env.id);
   const switchTitle = !hasSession
     ? trans.__('Open a notebook or console first')
     : current
@@ -159,9 +160,25 @@ export function EnvironmentRow(
         >
           {trans.__('Switch')}
         </button>
+        {model.pullCapability.allowed && env.derived && present === false && (
+          <button
+            className="jp-mod-styled jp-mod-accept jp-tfenv-build"
+            data-tfenv-env={env.id}
+            disabled={building}
+            title={trans.__(
+              'Build %1: the pinned packages on %2, without network (jupyter tfenv build %3)',
+              env.image,
+              env.derived.base_image,
+              env.id
+            )}
+            onClick={() => actions.build(env.id)}
+          >
+            {building ? trans.__('Building…') : trans.__('Build')}
+          </button>
+        )}
         {model.pullCapability.allowed && (
           <button
-            className={`jp-mod-styled jp-tfenv-pull${present === false ? ' jp-mod-accept' : ''}`}
+            className={`jp-mod-styled jp-tfenv-pull${present === false && !env.derived ? ' jp-mod-accept' : ''}`}
             data-tfenv-env={env.id}
             disabled={pulling}
             title={

@@ -12,6 +12,10 @@ export interface IPanelActions {
   switchTo(envId: string): void;
   pull(envId: string): void;
   cancelPull(envId: string): void;
+  /**
+   * Build a derived environment (local mode).
+   */
+  build(envId: string): void;
   refresh(): void;
   /**
    * Restart the active kernel.

@@ -75,6 +75,11 @@ export const panelPlugin: JupyterFrontEndPlugin<ITfEnvPanel> = {
           void showErrorMessage(trans.__('Cancel failed'), reason);
         });
       },
+      build: envId => {
+        model.build(envId).catch(reason => {
+          void showErrorMessage(trans.__('Build failed'), reason);
+        });
+      },
       refresh: () => void model.refresh(),
       restart: () => {
         const context = model.sessionContext;

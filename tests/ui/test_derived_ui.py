@@ -7,8 +7,11 @@ PyPI needed (the derived environment is not built).
 
 from __future__ import annotations
 
+import urllib.request
+from collections.abc import Iterator
 from typing import Any
 
+import docker
 import pytest
 
 from .helpers import KERNEL_TIMEOUT_MS, new_notebook, run_cell, wait_kernel_idle
@@ -24,6 +27,23 @@ DERIVED = {
     "pip": ["six==1.16.0", "tomli==2.0.1"],
     "repository": "tfenv-pytest-ui-derived/ds",
 }
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _remove_built(images: docker.DockerClient) -> Iterator[None]:
+    yield
+    for image in images.images.list():
+        for tag in image.tags:
+            if tag.startswith(DERIVED["repository"] + ":"):
+                images.images.remove(tag, force=True)
+
+
+def _pypi_reachable() -> bool:
+    try:
+        with urllib.request.urlopen("https://pypi.org/simple/six/", timeout=10) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
 
 
 @pytest.fixture(scope="module")
@@ -78,3 +98,23 @@ def test_a_missing_module_points_at_the_catalog_once(page: Any, lab: LabServer) 
     run_cell(page, panel, None)
     wait_kernel_idle(page, panel)
     expect(page.locator(TOAST).filter(has_text="tfenv_no_such_module")).to_have_count(1)
+
+
+def test_the_build_button_builds_the_environment(page: Any, lab: LabServer) -> None:
+    from playwright.sync_api import expect
+
+    if not _pypi_reachable():
+        pytest.skip("PyPI (https://pypi.org) cannot be reached: the build downloads wheels")
+    page.locator(f'.lm-TabBar-tab[data-id="{PANEL[1:]}"]').click()
+    row = page.locator(f'{PANEL} .jp-tfenv-env-row[data-tfenv-env="ds"]')
+    button = row.locator("button.jp-tfenv-build")
+    expect(button).to_have_text("Build")
+    button.click()
+    # Built on the server's engine: the row shows the image as present, the button goes.
+    expect(row).to_have_attribute("data-tfenv-present", "true", timeout=KERNEL_TIMEOUT_MS)
+    expect(row.locator("button.jp-tfenv-build")).to_have_count(0)
+    expect(row.locator(".jp-tfenv-not-built")).to_have_count(0)
+    expect(row.locator(".jp-tfenv-env-packages")).to_have_text("+ six 1.16.0 · tomli 2.0.1 on py")
+    reply = lab.api("GET", "tfenv/environments")
+    ds = next(env for env in reply["environments"] if env["id"] == "ds")
+    assert ds["image_status"]["present"] is True
