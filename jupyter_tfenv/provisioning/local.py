@@ -297,6 +297,7 @@ class LocalKernel:
             p.log.info("tfenv: kernel %s: the Docker engine answers again", p.kernel_id)
         if info is None:
             p._forget_container()
+            self._died_at = time.time()  # its restart waits for an engine that went away
             return 1
         if info.status in RUNNING_STATES:
             return None
