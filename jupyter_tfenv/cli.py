@@ -258,7 +258,9 @@ def cmd_build(args: argparse.Namespace) -> int:
         lock.save()
     lines = [
         f"{r['id']}: {r['image']} ({'already built' if r['already_built'] else 'built'}, "
-        f"image {r['image_id'][:19]}" + (f", pushed {r['digest']}" if r["digest"] else "") + ")"
+        f"image {r['image_id'][:19]}"
+        + (f", pushed {r['pushed']}@{r['digest']}" if r["digest"] else "")
+        + ")"
         for r in results
     ]
     if lock is not None and results:
@@ -598,7 +600,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("env", nargs="*", help="environment ids (default: every derived one)")
     p.add_argument(
-        "--push", action="store_true", help="push to the entry's repository and lock the digest"
+        "--push",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="REGISTRY",
+        help="push (to the entry's repository, or under REGISTRY) and lock the digest",
     )
     p.add_argument("--rebuild", action="store_true", help="build even when the image is here")
     p.add_argument("--wheel-cache", help="default: <jupyter data dir>/jupyter_tfenv/wheels")

@@ -20,6 +20,7 @@ import pytest
 import yaml
 from tornado.httpclient import HTTPClientError
 
+from jupyter_tfenv.backends.docker.builder import pushed_reference
 from jupyter_tfenv.backends.docker.engine import resolve_image
 from jupyter_tfenv.catalog.validation import environment_from_dict
 from jupyter_tfenv.errors import KernelStartError
@@ -331,3 +332,34 @@ def test_a_build_that_cannot_be_exact_is_refused(
     assert result.returncode == 2, result.stdout + result.stderr
     assert words in result.stderr, result.stderr
     assert not (catalog.parent / "tfenv-lock.json").exists()
+
+
+def test_pushed_reference() -> None:
+    tag = "v1-0123456789abcdef01234567"
+    assert pushed_reference(f"tfenv-derived/ds:{tag}", None) == f"tfenv-derived/ds:{tag}"
+    assert (
+        pushed_reference(f"tfenv-derived/ds:{tag}", "reg.example.com:5000/team/")
+        == f"reg.example.com:5000/team/tfenv-derived/ds:{tag}"
+    )
+    assert (
+        pushed_reference(f"localhost:5000/ml/ds:{tag}", "ghcr.io/acme")
+        == f"ghcr.io/acme/ml/ds:{tag}"
+    )
+
+
+def test_push_under_a_registry(
+    built: dict[str, Any],
+    images: docker.DockerClient,
+    registry: Registry,  # noqa: F811
+    registry_cleanup: RegistryCleanup,  # noqa: F811
+) -> None:
+    """`--push REGISTRY`: the same content tag under the registry, locked by digest there."""
+    under = f"{registry.host}/{registry.prefix}"
+    [result] = _build(built["catalog"], built["cache"], "ds", "--push", under)["built"]
+    tag = _env().image.rpartition(":")[2]
+    assert result["pushed"] == f"{under}/{PREFIX}/ds:{tag}"
+    registry_cleanup.track(result["pushed"].rpartition(":")[0], result["digest"])
+    lock = json.loads((built["catalog"].parent / "tfenv-lock.json").read_text())
+    assert lock["images"][result["pushed"]]["digest"] == result["digest"]
+    assert lock["builds"][result["pushed"]] == lock["builds"][_env().image]
+    assert registry.tags(result["pushed"].rpartition(":")[0]) == [tag]

@@ -22,6 +22,9 @@ Console scripts of the packages are not installed (their ``#!`` would name the h
 Python); packages are imported, not run as commands.
 """
 
+# Longer than 600 lines: one build's steps in their order (the image's Python, wheels,
+# host install, no-network docker build, check, tag, lock, push) and the checks of builds.
+
 from __future__ import annotations
 
 import contextlib
@@ -442,12 +445,13 @@ def build_environment(
     *,
     lock: LockFile | None = None,
     cache: Path | None = None,
-    push: bool = False,
+    push: bool | str = False,
     rebuild: bool = False,
     progress: Progress | None = None,
 ) -> BuildResult:
     """Build ``env`` (a derived environment) unless its image is already here; record it
-    in ``lock`` (not saved) and push it with ``push``."""
+    in ``lock`` (not saved) and push it with ``push`` (True: to its own repository; a
+    registry: under that registry, see :func:`pushed_reference`)."""
     derived = env.derived
     if derived is None:
         raise BuildError(
@@ -519,13 +523,30 @@ def build_environment(
         cached=cached,
     )
     if push:
-        result.digest = _push(client, env.image, progress)
-        result.pushed = env.image
+        result.pushed = pushed_reference(env.image, push if isinstance(push, str) else None)
+        if result.pushed != env.image:
+            repository, _, tag = result.pushed.rpartition(":")
+            client.images.get(image_id).tag(repository, tag)
+        result.digest = _push(client, result.pushed, progress)
     if lock is not None:
         lock.builds[env.image] = build_record(result, derived)
-        if result.digest:
-            lock.set(env.image, result.digest)
+        if result.pushed and result.digest:
+            # Teammates whose entry names the pushed repository find it under that name.
+            lock.builds[result.pushed] = lock.builds[env.image]
+            lock.set(result.pushed, result.digest)
     return result
+
+
+def pushed_reference(image: str, registry: str | None) -> str:
+    """Where ``--push [REGISTRY]`` pushes ``image``: itself, or its repository path (its own
+    registry, if any, left out) under ``registry``, with the same content tag."""
+    if not registry:
+        return image
+    repository, _, tag = image.rpartition(":")
+    first, _, rest = repository.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        repository = rest
+    return f"{registry.rstrip('/')}/{repository}:{tag}"
 
 
 def _remove_quietly(client: docker.DockerClient, image_id: str) -> None:
