@@ -13,6 +13,9 @@ from typing import Any, Protocol
 class PoolLike(Protocol):
     """What the provisioner asks of the warm pool (jupyter_tfenv.lifecycle.pool.KernelPool)."""
 
+    #: The containers of the pool kernels taken so far (the panel's "from pool").
+    taken: set[str]
+
     async def take(self, env_id: str, cwd: str) -> dict[str, Any] | None: ...
 
 

@@ -68,6 +68,8 @@ class KernelPool:
         self.catalog = catalog
         self.log = log
         self.ready: dict[str, list[PoolKernel]] = {}
+        #: The containers of the pool kernels taken by kernel starts ("from pool").
+        self.taken: set[str] = set()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._closed = False
         #: Seconds without a kernel start of an environment after which its pool is
@@ -238,6 +240,7 @@ class KernelPool:
                 await self._shut_down(kernel)
                 continue
             release(kernel.manager)
+            self.taken.add(kernel.container_id)
             self.log.info(
                 "tfenv: kernel start of '%s' takes pool kernel %s", env_id, kernel.kernel_id
             )

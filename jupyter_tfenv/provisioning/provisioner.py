@@ -240,11 +240,12 @@ class TFEnvKernelProvisioner(  # type: ignore[metaclass]
         return self.container_id is not None
 
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
-        adopt = kwargs.pop(ADOPT_KWARG, None)
-        self._pooled = bool(kwargs.pop(POOL_KWARG, False))
+        restart = bool(self.runtime_dir)  # jupyter_client restarts with the first kwargs:
+        adopt, self._pooled = kwargs.pop(ADOPT_KWARG, None), bool(kwargs.pop(POOL_KWARG, False))
+        adopt = None if restart else adopt  # an adopted kernel's restart is a new container
         asked = await self._call(choices.requested, kwargs, self.environment)
-        self._choices = self._choices if self.runtime_dir else asked  # a restart keeps it
-        if adopt is None and not self._pooled and not self.runtime_dir:
+        self._choices = self._choices if restart else asked  # a restart keeps it
+        if adopt is None and not self._pooled and not restart:
             adopt = await self._take_from_pool(kwargs)
         if adopt is not None:
             self._adopting = dict(adopt)
@@ -255,7 +256,6 @@ class TFEnvKernelProvisioner(  # type: ignore[metaclass]
                 self.runtime_dir = None
                 self._forget_pending_start()
                 raise
-        restart = bool(self.runtime_dir)
         try:
             return await self._pre_launch(**kwargs)
         except BaseException:

@@ -27,6 +27,7 @@ from jupyter_tfenv.lifecycle.keep import (
     detach_kernels,
     keeps,
     session_database,
+    tfenv_provisioner,
 )
 from jupyter_tfenv.lifecycle.pool import KernelPool, start_pool, stop_pool
 from jupyter_tfenv.provisioning.kernelspecs import TFEnvKernelSpecManager
@@ -310,7 +311,7 @@ class TFEnvApp(ExtensionApp):
         if self.keep_kernels_on_stop != "off" and self.serverapp is not None:
             service = self.settings["tfenv"]
             try:
-                await adopt_kernels(
+                adopted = await adopt_kernels(
                     self.serverapp.kernel_manager,
                     service.catalog,
                     defaults=service.defaults,
@@ -319,6 +320,10 @@ class TFEnvApp(ExtensionApp):
                     log=self.log,
                     adopter=service.source.adopter,
                 )
+                for kernel_id in adopted:  # the panel's "adopted", while it is that container
+                    prov = tfenv_provisioner(self.serverapp.kernel_manager, kernel_id)
+                    if prov is not None and prov.container_id:
+                        service.adopted.add(prov.container_id)
             except Exception:
                 self.log.exception("tfenv: adopting kept kernels failed")
         if self.reap_orphans_on_start:

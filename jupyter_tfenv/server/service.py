@@ -31,6 +31,7 @@ from jupyter_tfenv.errors import (
     NotFoundError,
     TFEnvError,
 )
+from jupyter_tfenv.kernels import pools
 from jupyter_tfenv.kernels.compat import Compatibility
 from jupyter_tfenv.provisioning.provisioner import TFEnvKernelProvisioner
 from jupyter_tfenv.server.sources import (  # noqa: F401 - PULL_BY_ADMIN, BrokerCheckpoints: kept here
@@ -71,6 +72,8 @@ class TFEnvService:
         self._images: tuple[float, asyncio.Future[list[dict[str, Any]]]] | None = None
         self._gpus: tuple[float, dict[str, Any]] | None = None
         self._engine: tuple[float, asyncio.Future[dict[str, Any] | None]] | None = None
+        #: The containers of the kernels this server adopted at start-up (kept by the last).
+        self.adopted: set[str] = set()
         #: The tfenv broker in broker mode (JupyterHub), else None.
         self.broker: BrokerClient | None = provisioner_defaults.broker
         #: Where answers about images, probes, pulls and live kernels come from.
@@ -251,7 +254,20 @@ class TFEnvService:
             "container_id": prov.container_id,
             "transport": prov.transport,
             "checkpoints": prov.checkpoint_info,
+            "origin": self._origin(prov),
         }
+
+    def _origin(self, prov: TFEnvKernelProvisioner) -> str | None:
+        """Where the kernel's container came from, while it is that container: "adopted"
+        (a previous server kept it), "pool" (started ahead by the warm pool), else None
+        (started for it; also after a restart, which makes a new container)."""
+        container = prov.container_id
+        if container and container in self.adopted:
+            return "adopted"
+        pool = pools.current_pool()
+        if container and pool is not None and container in pool.taken:
+            return "pool"
+        return None
 
     async def kernel_status(self, kernel_manager: Any, kernel_id: str) -> dict[str, Any]:
         try:

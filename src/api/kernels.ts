@@ -57,6 +57,11 @@ export interface IKernelStatus {
   environment: IEnvironmentSummary;
   container_id?: string | null;
   transport?: string;
+  /**
+   * Where the kernel's container came from: `adopted` (a previous server kept
+   * it running), `pool` (started ahead by the warm pool), or null.
+   */
+  origin?: 'adopted' | 'pool' | null;
   live?: ILiveStatus | null;
   probe?: IProbe | null;
   checkpoints?: IKernelCheckpoints | null;

@@ -63,6 +63,26 @@ export function KernelSection(
         >
           {env.gpu_label}
         </span>
+        {model.kernelStatus?.environment?.id === env.id &&
+          model.kernelStatus.origin && (
+            <span
+              className="jp-tfenv-badge jp-tfenv-origin"
+              data-tfenv-origin={model.kernelStatus.origin}
+              title={
+                model.kernelStatus.origin === 'adopted'
+                  ? trans.__(
+                      'Started by an earlier server and kept running across its restart: variables and running cells went on'
+                    )
+                  : trans.__(
+                      'Started ahead of time by the warm pool, then given this notebook'
+                    )
+              }
+            >
+              {model.kernelStatus.origin === 'adopted'
+                ? trans.__('adopted')
+                : trans.__('from pool')}
+            </span>
+          )}
       </h3>
       <dl className="jp-tfenv-facts">
         <dt>{trans.__('TensorFlow')}</dt>

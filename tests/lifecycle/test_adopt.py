@@ -156,6 +156,7 @@ def check_adopted(server: ServerProcess, kernel_id: str, last_tick: int) -> None
     status = server.request("GET", f"/tfenv/kernels/{kernel_id}").json()
     assert status["live"]["running"] is True
     assert status["environment"]["id"] == "py"
+    assert status["origin"] == "adopted"  # the panel's badge
 
 
 def shut_down_and_stop(server: ServerProcess, kernel_id: str, client: docker.DockerClient) -> None:
@@ -208,6 +209,11 @@ def test_a_server_stopped_by_sigint_without_a_tty_keeps_its_kernel(
     second = setup.start("--TFEnvApp.keep_kernels_on_stop=all")
     check_adopted(second, kernel_id, last_tick)
     assert not (Path(rundir) / "tfenv-kept.json").exists()
+    # A restart makes a new container: no longer the adopted one.
+    answer = second.request("POST", f"/api/kernels/{kernel_id}/restart")
+    assert answer.status_code == 200, answer.text
+    status = second.request("GET", f"/tfenv/kernels/{kernel_id}").json()
+    assert status["container_id"] != container.id and status["origin"] is None, status
     shut_down_and_stop(second, kernel_id, images)
 
 

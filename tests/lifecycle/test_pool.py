@@ -108,6 +108,7 @@ def test_a_kernel_start_takes_a_pooled_container(
     # The kernel runs in a container that existed before the request: a pool kernel.
     assert status["container_id"] in before
     assert status["live"]["running"] is True
+    assert status["origin"] == "pool"  # the panel's "from pool" badge
 
     result = execute(
         ws(server, kernel_id),

@@ -197,12 +197,21 @@ class LabServer:
                 raise RuntimeError(f"JupyterLab did not answer in {timeout} s:\n{self.log_tail()}")
             time.sleep(0.25)
 
-    def restart(self, how: int = signal.SIGINT, timeout: float = 120) -> None:
-        """Stop the server with the signal ``how`` (SIGINT without a tty: as JupyterHub's
-        local spawner stops it) and start it again on the same port, token and folders: an
-        open JupyterLab page reconnects to it."""
-        self.proc.send_signal(how)
-        self.proc.wait(90)
+    def restart(self, timeout: float = 120) -> None:
+        """Stop the server as JupyterHub's local spawner does (SIGINT without a tty; SIGTERM,
+        then SIGKILL when it has not exited) and start it again on the same port, token and
+        folders: an open JupyterLab page reconnects to it.
+
+        The escalation is JupyterHub's own: a jupyter_server sometimes never exits after
+        its clean-up, its main thread joining an idle AnyIO worker thread whose root task
+        never ended (jupyterlab#10442); a kept kernel outlives a SIGKILL as well."""
+        for how, wait in ((signal.SIGINT, 30), (signal.SIGTERM, 10), (signal.SIGKILL, 30)):
+            self.proc.send_signal(how)
+            try:
+                self.proc.wait(wait)
+                break
+            except subprocess.TimeoutExpired:
+                print(f"[ui] JupyterLab did not exit {wait} s after signal {how}")
         self.proc = self.launch()
         self.wait_ready(timeout)
 
