@@ -13,7 +13,6 @@ endpoints recover by themselves.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import shutil
@@ -34,9 +33,10 @@ from tornado.testing import bind_unused_port
 from traitlets.config import Config
 
 from jupyter_tfenv.backends.broker import BrokerClient, BrokerError
-from tests.conftest import KERNEL_LABEL, REPO, run_code, start_error, start_kernel
+from tests.conftest import REPO, run_code, start_error, start_kernel
 from tests.support.broker_process import UnixUser, UnixUsers
 from tests.support.gpu_engine import TestEngine
+from tests.support.outage import answer, engine_kernels
 
 
 @pytest.fixture
@@ -47,21 +47,6 @@ def jp_server_config(
     outage engine."""
     monkeypatch.setenv("DOCKER_HOST", outage_engine.url)
     return jp_server_config
-
-
-async def answer(jp_fetch: Any, *path: str, method: str = "GET") -> tuple[int, dict[str, Any]]:
-    body = "" if method == "POST" else None
-    response = await jp_fetch(*path, method=method, body=body, raise_error=False)
-    try:
-        data = json.loads(response.body or b"{}")
-    except ValueError:
-        data = {"raw": response.body.decode(errors="replace")}
-    return response.code, data
-
-
-def engine_kernels(engine: TestEngine) -> list[Any]:
-    assert engine.client is not None
-    return list(engine.client.containers.list(all=True, filters={"label": KERNEL_LABEL}))
 
 
 async def test_an_engine_outage_answers_503_and_keeps_the_kernel(

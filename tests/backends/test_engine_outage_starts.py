@@ -51,7 +51,6 @@ from jupyter_tfenv.lifecycle.pool import KernelPool
 from tests.conftest import (
     CATALOG,
     KERNEL_GID,
-    KERNEL_LABEL,
     KERNEL_UID,
     PY_IMAGE,
     run_code,
@@ -59,6 +58,7 @@ from tests.conftest import (
 )
 from tests.support.broker_process import UnixUser, UnixUsers
 from tests.support.gpu_engine import TestEngine
+from tests.support.outage import answer, engine_kernels
 from tests.support.registry import (  # noqa: F401
     Registry,
     RegistryCleanup,
@@ -153,21 +153,6 @@ class Records(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.records.append(record)
-
-
-async def answer(jp_fetch: Any, *path: str, method: str = "GET") -> tuple[int, dict[str, Any]]:
-    body = "" if method == "POST" else None
-    response = await jp_fetch(*path, method=method, body=body, raise_error=False)
-    try:
-        data = json.loads(response.body or b"{}")
-    except ValueError:
-        data = {"raw": response.body.decode(errors="replace")}
-    return response.code, data
-
-
-def engine_kernels(engine: TestEngine) -> list[Any]:
-    assert engine.client is not None
-    return list(engine.client.containers.list(all=True, filters={"label": KERNEL_LABEL}))
 
 
 async def until(what: str, check: Callable[[], Any], timeout: float = 240.0) -> Any:
