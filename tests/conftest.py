@@ -19,7 +19,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import docker
 import pytest
@@ -313,18 +313,25 @@ async def interrupt_a_sleep(jp_fetch: Any, km: Any, kernel_id: str) -> None:
         client.stop_channels()
 
 
-@pytest.fixture(scope="module")
-def outage_engine(images: docker.DockerClient) -> Iterator[TestEngine]:
-    """A dockerd of the module's own (own data root and socket, ``--live-restore``) with the
-    small python image: stop it (SIGTERM) and start it again under running kernels
-    (tests/backends/test_engine_outage.py, tests/ui/test_engine_outage_ui.py)."""
-    engine = TestEngine(live_restore=True)
+_Engine = TypeVar("_Engine", bound=TestEngine)
+
+
+def _running(engine: _Engine, images: docker.DockerClient) -> Iterator[_Engine]:
+    """Start a test engine of a module's own with the small python image; stop it after."""
     try:
         engine.start()
         engine.load_image(images, PY_IMAGE)
         yield engine
     finally:
         engine.stop()
+
+
+@pytest.fixture(scope="module")
+def outage_engine(images: docker.DockerClient) -> Iterator[TestEngine]:
+    """A dockerd of the module's own (own data root and socket, ``--live-restore``) with the
+    small python image: stop it (SIGTERM) and start it again under running kernels
+    (tests/backends/test_engine_outage.py, tests/ui/test_engine_outage_ui.py)."""
+    yield from _running(TestEngine(live_restore=True), images)
 
 
 @pytest.fixture(scope="module")
@@ -333,13 +340,7 @@ def restart_engine(images: docker.DockerClient) -> Iterator[TestEngine]:
     small python image: its stop (SIGTERM) stops every kernel container, and jupyter's
     restarter starts the kernel again in a new container (issue 24 item 3:
     tests/backends/test_engine_restart.py, tests/ui/test_engine_restart_ui.py)."""
-    engine = TestEngine(live_restore=False)
-    try:
-        engine.start()
-        engine.load_image(images, PY_IMAGE)
-        yield engine
-    finally:
-        engine.stop()
+    yield from _running(TestEngine(live_restore=False), images)
 
 
 @pytest.fixture(scope="module")
@@ -347,10 +348,4 @@ def gpu_engine(images: docker.DockerClient) -> Iterator[GpuEngine]:
     """A dockerd of the module's own whose NVIDIA device driver is enabled by the stand-in
     hook (tests/support/gpu_engine.py), with the small python image: GPU allocation and the
     compatibility refusal run on it without a GPU."""
-    engine = GpuEngine()
-    try:
-        engine.start()
-        engine.load_image(images, PY_IMAGE)
-        yield engine
-    finally:
-        engine.stop()
+    yield from _running(GpuEngine(), images)
