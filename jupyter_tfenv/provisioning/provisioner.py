@@ -25,7 +25,7 @@ import os
 import shutil
 import signal
 import socket
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -371,7 +371,7 @@ class TFEnvKernelProvisioner(  # type: ignore[metaclass]
             with metrics.kernel_start_timer(env_id):
                 info = await self._launch(cmd, **kwargs)
             metrics.kernel_started(env_id, self.kernel_id)
-            self._say_why_restarted()
+            self._started()
             return info
         except BaseException as err:
             # A kernel that never started leaves nothing behind: no container, no runtime
@@ -387,21 +387,21 @@ class TFEnvKernelProvisioner(  # type: ignore[metaclass]
                 ) from err
             raise
 
-    def _say_why_restarted(self) -> None:
-        """A kernel that died of an engine restart runs again: keep and log why."""
+    def _started(self) -> None:
+        """It runs: set last_activity (GET /api/kernels answered 500 before jupyter_server
+        did); a kernel that died of an engine restart runs again: keep and log why."""
+        if self.parent is not None and self.parent.has_trait("last_activity"):
+            self.parent.last_activity = datetime.now(timezone.utc)
         at, self._engine_death = self._engine_death, None
         if at is not None:
             self.last_restart = restart_record(at)
             self.log.warning("tfenv: kernel %s: %s", self.kernel_id, self.last_restart["message"])
 
     def _forget_pending_start(self) -> None:
-        """Drop a failed start from jupyter_client's pending kernels.
-
-        jupyter_client 8 keeps the id of a kernel whose start failed in
-        ``MultiKernelManager._pending_kernels``; ``shutdown_all`` then fails on it with
-        "Kernel does not exist", and the server ignores the first Ctrl-C. Kernel starts
-        fail for ordinary reasons here (no GPU, image not pulled), so tfenv cleans up.
-        """
+        """Drop a failed start from jupyter_client's pending kernels: jupyter_client 8 keeps
+        the id of a kernel whose start failed in ``MultiKernelManager._pending_kernels``;
+        ``shutdown_all`` then fails on it ("Kernel does not exist"), and the server ignores
+        the first Ctrl-C. Starts fail for ordinary reasons here (no GPU, image not pulled)."""
         manager = getattr(self.parent, "parent", None)
         pending = getattr(manager, "_pending_kernels", None)
         if isinstance(pending, dict):

@@ -290,3 +290,20 @@ async def test_cancelled_start_leaves_no_container(jp_serverapp, jp_root_dir, do
     if not isinstance(results[0], BaseException):
         await km.shutdown_kernel(now=True)  # it won the race: started before the cancel
     assert kernel_containers(docker_engine, km.kernel_id) == []
+
+
+async def test_a_kernel_is_listed_whole_while_its_start_finishes(jp_fetch, jp_serverapp):
+    """``GET /api/kernels`` during a start: jupyter_client lists the kernel as soon as it
+    runs, and jupyter_server sets its ``last_activity`` only when its own start coroutine
+    resumes; a listing in between answered 500 (seen during the start-up adoption). The
+    kernel is started here by jupyter_client's part alone, which leaves the kernel in that
+    in-between state for as long as the test looks."""
+    manager = jp_serverapp.kernel_manager
+    kernel_id = await manager.pinned_superclass._async_start_kernel(manager, kernel_name="tfenv-py")
+    try:
+        response = await jp_fetch("api", "kernels")
+        listed = {k["id"]: k for k in json.loads(response.body)}
+        assert kernel_id in listed
+        assert listed[kernel_id]["last_activity"]
+    finally:
+        await manager.pinned_superclass._async_shutdown_kernel(manager, kernel_id, now=True)
