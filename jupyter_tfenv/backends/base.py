@@ -171,6 +171,8 @@ class KernelInfo:
     #: For adoption: the kernel's working directory and connection folder ("" if none).
     workdir: str = ""
     runtime_dir: str = ""
+    #: The resources its start chose (docs/choices.md; {}: the defaults), kept by adoption.
+    choices: Mapping[str, Any] = field(default_factory=dict)
     #: What only this backend knows (a pod's ip, its reason): served beside the rest.
     extra: Mapping[str, Any] = field(default_factory=dict)
 

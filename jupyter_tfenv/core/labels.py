@@ -6,6 +6,10 @@ the broker on Docker, or a pod on Kubernetes carries the same names.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
+from typing import Any
+
 LABEL_PREFIX = "org.jupyter.tfenv"
 LABEL_OWNER = f"{LABEL_PREFIX}.owner"
 LABEL_KERNEL_ID = f"{LABEL_PREFIX}.kernel-id"
@@ -41,3 +45,23 @@ LABEL_PROBE = f"{LABEL_PREFIX}.probe"
 LABEL_STORAGE_KIND = f"{LABEL_PREFIX}.storage-kind"
 LABEL_STORAGE_ENV = f"{LABEL_PREFIX}.storage-environment"
 LABEL_HELPER = f"{LABEL_PREFIX}.checkpoint-helper"
+#: The resources the kernel's start chose (docs/choices.md), as JSON ({"memory": "16g", …});
+#: absent when its environment offers no choices. A server that adopts the kernel reads it
+#: back, so that a restart keeps the choice.
+LABEL_CHOICES = f"{LABEL_PREFIX}.choices"
+
+
+def choices_label(chosen: Mapping[str, Any]) -> dict[str, str]:
+    """The :data:`LABEL_CHOICES` label for the resources a start chose ({} for none)."""
+    return {LABEL_CHOICES: json.dumps(dict(chosen), sort_keys=True)} if chosen else {}
+
+
+def choices_of(labels: Mapping[str, str]) -> dict[str, Any]:
+    """The choice :func:`choices_label` recorded ({} when none or unreadable)."""
+    try:
+        values = json.loads(labels.get(LABEL_CHOICES) or "{}")
+    except ValueError:
+        return {}
+    if not isinstance(values, dict):
+        return {}
+    return {str(k): v for k, v in values.items() if isinstance(v, str | int | float)}

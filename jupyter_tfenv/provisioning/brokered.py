@@ -166,6 +166,8 @@ class BrokeredKernel:
                 f"Kernel {p.kernel_id} cannot be adopted: its container is {info.get('status')}."
             )
         p.container_id = str(info.get("container_id") or info.get("name") or "")
+        kept = info.get("choices")
+        p._choices = choices.adopted(env, kept if isinstance(kept, dict) else {}, p.log)
         checkpoints = info.get("checkpoints")
         if isinstance(checkpoints, dict):
             p.checkpoint_info = checkpoints

@@ -135,3 +135,20 @@ def off_default(env: Environment, values: Mapping[str, Any]) -> bool:
     defaults (then no warm pool kernel, started with the defaults, will do)."""
     chosen = chosen_environment(env, values)
     return env.choices is not None and chosen.chosen != dict(env.choices.default)
+
+
+def adopted(env: Environment, values: Mapping[str, Any], log: Any) -> dict[str, Any]:
+    """The choice an adopted kernel's container records (its label), for its restarts; {}
+    (the defaults, with a warning) when the entry no longer offers it."""
+    if not values:
+        return {}
+    try:
+        return dict(apply_choices(env, values).chosen)
+    except ChoiceError as err:
+        log.warning(
+            "tfenv: the adopted kernel's choice %s is not offered any more (%s): its restarts "
+            "get the entry's defaults",
+            dict(values),
+            err,
+        )
+        return {}

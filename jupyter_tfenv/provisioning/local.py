@@ -195,6 +195,7 @@ class LocalKernel:
             )
         p.container_id = info.container_id
         self.container_name = info.name
+        p._choices = choices.adopted(env, info.choices, p.log)  # its restarts keep it
         # Where its checkpoints are (the folders exist: this only finds them again).
         client = await self.docker()
         try:

@@ -79,6 +79,7 @@ from jupyter_tfenv.core.labels import (
     LABEL_KERNEL_ID,
     LABEL_RUNTIME_DIR,
     LABEL_UID,
+    choices_of,
 )
 from jupyter_tfenv.kernels import connection
 
@@ -191,10 +192,10 @@ class DockerBackend(KernelContainers, KernelBackend):
             started_at=state.get("StartedAt"),
             environment=labels.get(LABEL_ENVIRONMENT),
             image_id=attrs.get("Image") or labels.get(LABEL_IMAGE_ID),
-            # For a server that adopts the running kernel (keep_kernels_on_stop): its
-            # working directory, and the runtime folder with its connection file.
+            # For a server that adopts it (keep_kernels_on_stop): workdir, sockets, choice.
             workdir=config.get("WorkingDir") or "",
             runtime_dir=rundir if labels.get(LABEL_RUNTIME_DIR) == rundir else "",
+            choices=choices_of(labels),
         )
 
     async def adopt(self, caller: Caller, kernel_id: str) -> KernelInfo:
@@ -352,9 +353,8 @@ class DockerBackend(KernelContainers, KernelBackend):
             mounts, storage_env, checkpoints, prepared = await asyncio.to_thread(
                 self.prepare_storage, client, caller, env, str(image.id)
             )
-            # Docker mounts by path, and a user can swap a folder they own for a symlink
-            # at any moment: it gets the checked folders, bind-mounted by descriptor.
-            # (Not root: by path; the folders are the caller's own.)
+            # Docker mounts by path, and a user can swap a folder for a symlink at any moment:
+            # as root it gets the checked folders by descriptor (else by path: their own).
             staged = mountcheck.StagedMounts()
             try:
                 sources: dict[str, str] = {}

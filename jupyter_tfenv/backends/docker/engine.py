@@ -54,6 +54,7 @@ from jupyter_tfenv.core.labels import (
     LABEL_SERVER_INSTANCE,
     LABEL_SERVER_PID,
     LABEL_SERVER_START,
+    choices_label,
 )
 from jupyter_tfenv.core.paths import CONTAINER_LAUNCHER, CONTAINER_RUNTIMES
 from jupyter_tfenv.errors import DockerUnavailableError, KernelStartError, unreachable_error
@@ -223,6 +224,7 @@ def container_labels(env: Environment, req: KernelRequest) -> dict[str, str]:
         LABEL_IMAGE_ID: req.image_id,
         LABEL_IMAGE_REF: env.image,
         LABEL_RUNTIME_DIR: req.runtime_dir,
+        **choices_label(env.chosen),  # read back by a server that adopts the kernel
     }
 
 
