@@ -72,8 +72,9 @@ fi
 
 # shellcheck disable=SC2317  # called through step
 pytest_run() {
-  say "$PYTHON -m pytest -ra $*"
-  "$PYTHON" -m pytest -ra "$@"
+  # --durations: the slowest tests, to see where the suite's time goes (limit: 45 minutes).
+  say "$PYTHON -m pytest -ra --durations=30 $*"
+  "$PYTHON" -m pytest -ra --durations=30 "$@"
   local rc=$?
   if [ "$rc" -eq 5 ]; then
     say "pytest collected no tests (exit 5): that counts as a failure"
