@@ -273,7 +273,8 @@ def check_compatibility(
     ``probe_facts``: the probe's answer (``probe_image``/``cached_probe``), None when the
     image was never probed. ``host_facts``: ``gpu_overview()``'s answer (``state``,
     ``message``, ``driver_version``, ``cuda_driver_version``, ``gpus`` with
-    ``compute_capability``), None when nobody asked. ``wants_gpu``: whether the catalog
+    ``compute_capability``; ``place``: what the messages call it, "host" by default), None
+    when nobody asked. ``wants_gpu``: whether the catalog
     gives the environment GPUs (None: as the probe says). ``devices``: the catalog's
     explicit GPU ids (indices or UUIDs, ``gpus: ["2"]``): only those GPUs are judged.
     """
@@ -334,6 +335,8 @@ def check_compatibility(
             {**details, "missing": "cuda_version"},
         )
     host = host_facts or {}
+    # What the facts describe, in the messages: a Docker "host", a Kubernetes "node".
+    place = str(host.get("place") or "host")
     if host.get("state") != "ok":
         why = host.get("message") or "nobody asked NVML"
         return _unknown(
@@ -353,7 +356,7 @@ def check_compatibility(
             f"whether CUDA {_fmt(build_cuda)} runs here is unknown.",
             {**details, "missing": "cuda_driver_version"},
         )
-    driver_text = f"the host's driver {driver or '?'} supports CUDA up to {_fmt(host_cuda)}"
+    driver_text = f"the {place}'s driver {driver or '?'} supports CUDA up to {_fmt(host_cuda)}"
     other_image = f"or use an image built for CUDA {_fmt(host_cuda)} or older"
     driver_is_older = host_cuda < build_cuda
     minor_compat = False
@@ -389,7 +392,7 @@ def check_compatibility(
             else f"The driver supports the CUDA {_fmt(build_cuda)} of '{env_id}'"
         )
         return _unknown(
-            f"{supports}, but the probe {why}, so whether this host's GPUs can run it is "
+            f"{supports}, but the probe {why}, so whether this {place}'s GPUs can run it is "
             "unknown: "
             f"{_probe_hint(env_id, refresh=True)}.",
             {**details, "missing": "cuda_compute_capabilities"},
@@ -419,7 +422,7 @@ def check_compatibility(
     if not usable:
         if unsure:
             return _unknown(
-                f"Cannot tell whether this host's GPUs can run '{env_id}' (built for {built}): "
+                f"Cannot tell whether this {place}'s GPUs can run '{env_id}' (built for {built}): "
                 f"{named(unsure)}.",
                 details,
             )
@@ -427,11 +430,11 @@ def check_compatibility(
             f"Install {driver_advice(build_cuda)}, {other_image}."
             if minor_compat and all(d["code"] == "ptx" for d in bad)
             else "Use an image whose TensorFlow was built for these GPUs' architectures "
-            "(an older TensorFlow for older GPUs), or run it on a host with newer GPUs."
+            f"(an older TensorFlow for older GPUs), or run it on a {place} with newer GPUs."
         )
         return Compatibility(
             STATE_INCOMPATIBLE,
-            f"No GPU of this host can run TensorFlow in '{env_id}' (built for {built}): "
+            f"No GPU of this {place} can run TensorFlow in '{env_id}' (built for {built}): "
             f"{named(bad)}. {advice}",
             {**details, "reason": "no_usable_gpu"},
         )

@@ -319,6 +319,9 @@ class ScriptedAPI:
         self.requests: list[tuple[str, str]] = []
         #: Called with each pod before it is stored: return a Status dict to refuse it.
         self.admission: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None
+        #: The cluster's nodes (``GET /api/v1/nodes``); None: listing them is forbidden,
+        #: as for the broker's namespaced Role (RBAC's 403).
+        self.nodes: list[dict[str, Any]] | None = None
         self.loop: ioloop.IOLoop | None = None
         self._thread: threading.Thread | None = None
         self.url = ""
@@ -392,6 +395,7 @@ class ScriptedAPI:
             self.loop = ioloop.IOLoop.current()
             app = web.Application(
                 [
+                    (r"/api/v1/nodes", NodeListHandler, {"api": self}),
                     (r"/api/v1/namespaces/([^/]+)/pods/([^/]+)/log", LogHandler, {"api": self}),
                     (r"/api/v1/namespaces/([^/]+)/([a-z]+)", CollectionHandler, {"api": self}),
                     (r"/api/v1/namespaces/([^/]+)/([a-z]+)/([^/]+)", ObjectHandler, {"api": self}),
@@ -612,6 +616,27 @@ class ObjectHandler(_Base):
         if plural == "pods":
             self.api.kubelet.deleted(self.api, obj)
         self.answer({"kind": "Status", "apiVersion": "v1", "status": "Success", "metadata": {}})
+
+
+class NodeListHandler(_Base):
+    def get(self) -> None:
+        nodes = self.api.nodes
+        if nodes is None:
+            self.fail(
+                403,
+                "Forbidden",
+                'nodes is forbidden: User "system:serviceaccount:tfenv-kernels:tfenv-broker" '
+                'cannot list resource "nodes" in API group "" at the cluster scope',
+            )
+            return
+        self.answer(
+            {
+                "kind": "NodeList",
+                "apiVersion": "v1",
+                "metadata": {"resourceVersion": "1"},
+                "items": copy.deepcopy(nodes),
+            }
+        )
 
 
 class LogHandler(_Base):

@@ -56,6 +56,7 @@ __all__ = [
     "FATAL_WAITING",
     "KubernetesAPI",
     "KubernetesUnavailableError",
+    "NodesUnreadableError",
     "PodStartError",
     "PodState",
     "StartedPod",
@@ -78,6 +79,12 @@ class PodStartError(TFEnvError):
         self.events = events
         self.logs = logs
         self.http_status = status
+
+
+class NodesUnreadableError(TFEnvError):
+    """The nodes cannot be listed (no ``list`` on nodes: a cluster-wide permission)."""
+
+    http_status = 403
 
 
 class KubernetesUnavailableError(TFEnvError):
@@ -369,6 +376,21 @@ class KubernetesAPI:
             label_selector=",".join(f"{k}={v}" for k, v in sorted(labels.items())),
         )
         return [pod_state(p) for p in (answer or {}).get("items") or []]
+
+    async def nodes(self) -> list[dict[str, Any]]:
+        """Every node of the cluster (the GPU check reads their feature discovery labels).
+        Needs ``list`` on nodes, which the broker's namespaced Role does not give
+        (docs/kubernetes.md, "GPU nodes"): a refusal is :class:`NodesUnreadableError`."""
+        try:
+            answer = await self._call(self.core.list_node)
+        except ApiException as err:
+            raise NodesUnreadableError(
+                f"the broker may not list the cluster's nodes ({_api_error_message(err)}); "
+                "grant its ServiceAccount `list` on nodes (the ClusterRole in "
+                'docs/kubernetes.md, "GPU nodes") to let it read their GPU feature '
+                "discovery labels"
+            ) from err
+        return list((answer or {}).get("items") or [])
 
     async def logs(self, name: str, tail: int) -> str:
         text = await self._call(

@@ -50,10 +50,12 @@ panel must work for a user who runs all their kernels.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
 import signal
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
@@ -69,13 +71,15 @@ from jupyter_tfenv.backends.base import (
     Usage,
     usage_of,
 )
-from jupyter_tfenv.backends.kubernetes import manifests
+from jupyter_tfenv.backends.kubernetes import gpu, manifests
 from jupyter_tfenv.backends.kubernetes.helpers import PodHelpers, failure_logs
 from jupyter_tfenv.backends.kubernetes.settings import KubernetesSettings
 from jupyter_tfenv.catalog.lock import LockFile, LockMissingError, require_lock
 from jupyter_tfenv.catalog.model import Environment
 from jupyter_tfenv.core.caller import Caller
+from jupyter_tfenv.core.labels import choices_of
 from jupyter_tfenv.errors import TFEnvError
+from jupyter_tfenv.kernels.compat import STATE_INCOMPATIBLE, Compatibility
 
 if TYPE_CHECKING:
     from jupyter_tfenv.backends.kubernetes.api import KubernetesAPI, PodState
@@ -86,6 +90,9 @@ __all__ = ["KEY_RE", "KubernetesBackend", "KubernetesSettings", "check_key"]
 KEY_RE = re.compile(r"^[A-Za-z0-9._-]{16,256}$")
 #: Kernel ids: what jupyter_client makes (uuid4), no path characters (as the broker's).
 KERNEL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{7,63}$")
+
+#: Seconds the environments listing reuses the nodes it read (a start reads them anew).
+NODES_TTL = 30.0
 
 #: A per-user lock: ``async with user_lock(name):`` (the broker's, shared with its quotas).
 UserLock = Callable[[str], AbstractAsyncContextManager[Any]]
@@ -150,6 +157,8 @@ class KubernetesBackend(PodHelpers, KernelBackend):
         self._environment_for = environment_for
         self._api = api
         self.account = (settings.uid, settings.gid)
+        #: The nodes last read (monotonic time, their JSON or why they could not be read).
+        self._nodes_read: tuple[float, list[dict[str, Any]] | str] | None = None
 
     # -- the API client and the configured names ---------------------------------------
 
@@ -314,6 +323,10 @@ class KubernetesBackend(PodHelpers, KernelBackend):
             new_gpus = manifests.gpu_count(env)
         except TFEnvError as err:
             raise BackendError(err.message, status=400, reason="not a pod") from err
+        # No GPU node can run it: 409; where some can, the pod is kept to them.
+        terms = await self.gpu_gate(env)
+        if terms:
+            start = dataclasses.replace(start, node_terms=terms)
         async with self.user_lock(caller.name):
             if admit is not None:
                 admit(await self.usage(caller, exclude=request.kernel_id), new_gpus)
@@ -374,6 +387,7 @@ class KubernetesBackend(PodHelpers, KernelBackend):
             started_at=p.created,
             environment=p.annotations.get(manifests.LABEL_ENVIRONMENT),
             image_id=p.image,
+            choices=choices_of(p.annotations),
             extra={"reason": p.reason, "backend": "kubernetes", "ip": p.ip},
         )
 
@@ -456,6 +470,76 @@ class KubernetesBackend(PodHelpers, KernelBackend):
             "allocation": [],
             "message": "On Kubernetes the scheduler allocates GPUs (nvidia.com/gpu).",
         }
+
+    # -- GPU compatibility (gpu.py; docs/gpus.md, "Kubernetes") ---------------------------
+
+    async def _nodes(self, *, fresh: bool) -> list[dict[str, Any]] | str:
+        """The cluster's nodes (reused for :data:`NODES_TTL` unless ``fresh``), or why
+        they cannot be read (logged once)."""
+        from jupyter_tfenv.backends.kubernetes.api import (  # noqa: PLC0415 - the [kubernetes] extra
+            KubernetesUnavailableError,
+            NodesUnreadableError,
+        )
+
+        now = time.monotonic()
+        if not fresh and self._nodes_read is not None and now - self._nodes_read[0] < NODES_TTL:
+            return self._nodes_read[1]
+        found: list[dict[str, Any]] | str
+        try:
+            found = await self.api().nodes()
+        except (NodesUnreadableError, KubernetesUnavailableError) as err:
+            found = err.message
+            if self._nodes_read is None or not isinstance(self._nodes_read[1], str):
+                self.log.warning("tfenv-broker: GPU compatibility is unknown: %s", found)
+        self._nodes_read = (now, found)
+        return found
+
+    def _cached_probe(self, env: Environment) -> dict[str, Any] | None:
+        """The probe of ``env``'s image as its pods run it, if one ran (never a new pod)."""
+        try:
+            image = self.image_of(env)
+        except BackendError:
+            return None
+        return self._probes.get((env.id, image))
+
+    async def gpu_verdict(self, env: Environment, *, fresh: bool = False) -> Compatibility:
+        """``env``'s GPU compatibility with the cluster's nodes (their GFD labels) and its
+        image's cached probe; ``unknown`` when either is missing, never ``ok`` on a guess."""
+        if not env.wants_gpu:
+            return gpu.cluster_verdict(env, None, [])
+        nodes = await self._nodes(fresh=fresh)
+        if isinstance(nodes, str):
+            return gpu.nodes_unreadable(env.id, nodes)
+        return gpu.cluster_verdict(env, self._cached_probe(env), nodes)
+
+    async def gpu_gate(self, env: Environment) -> tuple[Mapping[str, Any], ...]:
+        """Before a start: refuse (409, reason ``incompatible``) an environment no GPU node
+        can run, unless ``allow_incompatible_gpus``; else the node affinity terms that keep
+        the pod to the nodes that can (none for unknown)."""
+        if not env.wants_gpu:
+            return ()
+        verdict = await self.gpu_verdict(env, fresh=True)
+        if verdict.state == STATE_INCOMPATIBLE:
+            if not self.settings.allow_incompatible_gpus:
+                raise BackendError(verdict.message, status=409, reason="incompatible")
+            self.log.warning(
+                "tfenv-broker: starting '%s' although no GPU node can run it "
+                "(allow_incompatible_gpus): %s",
+                env.id,
+                verdict.message,
+            )
+        return tuple(gpu.required_terms(verdict))
+
+    async def compatibility(
+        self, envs: list[Environment], images: Mapping[str, ImageStatus]
+    ) -> dict[str, dict[str, str]]:
+        """Each environment's verdict on the cluster (``{state, message}``, the listings'
+        field), from the cached probes and the nodes' labels; never a probe pod."""
+        result: dict[str, dict[str, str]] = {}
+        for env in envs:
+            verdict = await self.gpu_verdict(env)
+            result[env.id] = {"state": verdict.state, "message": verdict.message}
+        return result
 
     # -- environments --------------------------------------------------------------------
 

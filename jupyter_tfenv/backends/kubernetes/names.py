@@ -28,6 +28,7 @@ from jupyter_tfenv.core.labels import (
     LABEL_KERNEL_ID,
     LABEL_OWNER,
     LABEL_UID,
+    choices_label,
 )
 
 # --- names and labels ------------------------------------------------------------------
@@ -119,13 +120,16 @@ def kernel_labels(start: KernelStart) -> dict[str, str]:
 
 
 def kernel_annotations(start: KernelStart) -> dict[str, str]:
-    """The exact values behind the (possibly escaped) labels, and the image as pinned."""
+    """The exact values behind the (possibly escaped) labels, the image as pinned, and
+    the resources chosen at launch (docs/choices.md), where the entry offers a choice."""
     return {
         LABEL_OWNER: start.username,
         LABEL_KERNEL_ID: start.kernel_id,
         LABEL_ENVIRONMENT: start.env.id,
         LABEL_HUB_SERVER: start.server_name,
         LABEL_IMAGE_REF: start.env.image,
+        # As the Docker side's label (an annotation: JSON is no label value).
+        **choices_label(start.env.chosen),
     }
 
 

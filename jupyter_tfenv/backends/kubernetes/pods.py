@@ -9,6 +9,7 @@ import copy
 import json
 from typing import Any
 
+from jupyter_tfenv.backends.kubernetes.gpu import merge_required
 from jupyter_tfenv.backends.kubernetes.names import (
     _check_namespace,
     _metadata,
@@ -344,6 +345,8 @@ def kernel_pod(start: KernelStart) -> dict[str, Any]:
         "volumes": volumes,
         **placement(env),
     }
+    if start.node_terms:  # the GPU nodes that can run it (gpu.required_terms)
+        spec["affinity"] = merge_required(spec.get("affinity"), [dict(t) for t in start.node_terms])
     return {
         "apiVersion": "v1",
         "kind": "Pod",

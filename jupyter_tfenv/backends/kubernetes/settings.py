@@ -60,6 +60,9 @@ class KubernetesSettings:
     default_memory: int | None = None
     #: Seconds one environment probe pod may take (broker's ``probe_timeout``).
     probe_timeout: float = 180.0
+    #: Start GPU kernels of environments no GPU node can run (broker's
+    #: ``allow_incompatible_gpus``, as on Docker; docs/gpus.md).
+    allow_incompatible_gpus: bool = False
 
     @classmethod
     def from_config(cls, obj: Any) -> KubernetesSettings:
@@ -85,4 +88,5 @@ class KubernetesSettings:
             helper_pods_per_user=int(obj.kubernetes_helper_pods_per_user),
             default_memory=obj.default_memory or None,
             probe_timeout=float(obj.probe_timeout),
+            allow_incompatible_gpus=bool(getattr(obj, "allow_incompatible_gpus", False)),
         )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from jupyter_tfenv.catalog.model import Environment
 from jupyter_tfenv.errors import TFEnvError
@@ -116,3 +117,6 @@ class KernelStart:
     #: The checkpoint claim's name when it is not :func:`claim_name`'s (a claim made
     #: before issue 17, found and checked by the backend).
     claim: str | None = None
+    #: nodeSelectorTerms the GPU compatibility check requires (``gpu.required_terms``):
+    #: joined with the catalog's node affinity; () requires nothing.
+    node_terms: tuple[Mapping[str, Any], ...] = ()
