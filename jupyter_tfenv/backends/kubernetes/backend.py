@@ -30,7 +30,11 @@ What differs from Docker for the caller:
   crosses the API); other signals are refused;
 - :meth:`~KubernetesBackend.live` answers the pod's state and limits, no readings (no
   Docker stats; the cluster's metrics show usage); GPUs are the scheduler's
-  (``nvidia.com/gpu``); running kernels are not adopted (:class:`UnsupportedByBackend`).
+  (``nvidia.com/gpu``); running kernels are not adopted (:class:`UnsupportedByBackend`);
+- :meth:`~KubernetesBackend.compatibility` and the start's :meth:`~KubernetesBackend.gpu_gate`
+  judge GPU environments against the nodes' GPU feature discovery labels (``gpu.py``):
+  an incompatible start is refused (409) unless ``allow_incompatible_gpus``, a compatible
+  one is kept to the nodes that can run it (node affinity).
 
 Users are not Unix accounts here: every kernel pod runs as ``settings.uid`` /
 ``settings.gid`` (:attr:`KubernetesBackend.account`); users are kept apart by their own
