@@ -88,15 +88,19 @@ def _recorded_in(metadata: Any, env_id: str) -> dict[str, Any] | None:
     return dict(values) if isinstance(values, Mapping) else None
 
 
-def start_kwargs(nb: Mapping[str, Any]) -> dict[str, Any]:
+def start_kwargs(nb: Mapping[str, Any], kernel_name: str | None = None) -> dict[str, Any]:
     """The ``start_kernel`` arguments that give a headless run the choice the notebook
     records for its kernel's environment ({} when none: the defaults)::
 
         NotebookClient(nb, kernel_name=...).execute(**start_kwargs(nb))
+
+    ``kernel_name``: the kernel the run starts, where it is not the notebook's kernelspec
+    (``papermill -k``); a choice recorded for another environment is not taken.
     """
     metadata = nb.get("metadata") or {}
     spec = metadata.get("kernelspec") if isinstance(metadata, Mapping) else None
     name = str(spec.get("name") or "") if isinstance(spec, Mapping) else ""
+    name = kernel_name or name
     if not name.startswith(KERNEL_PREFIX):
         return {}
     values = _recorded_in(metadata, name[len(KERNEL_PREFIX) :])
