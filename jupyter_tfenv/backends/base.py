@@ -88,6 +88,10 @@ def gpu_count(gpus: Any, host_gpus: int | None) -> int:
     return 1
 
 
+#: A kernel's states (``KernelInfo.status``) while it runs or may still bind its sockets.
+RUNNING_STATES = ("created", "running", "restarting")
+
+
 #: A quota check a backend calls under the caller's lock, just before it makes a kernel
 #: (or a probe): the caller's usage without this kernel, and the GPUs the new one takes.
 #: It raises (a 429 :class:`BackendError`) to refuse.

@@ -21,7 +21,7 @@ import zmq
 from jupyter_client.connect import KernelConnectionInfo
 from tornado.web import HTTPError
 
-from jupyter_tfenv.backends.base import KernelStart
+from jupyter_tfenv.backends.base import RUNNING_STATES, KernelStart
 from jupyter_tfenv.backends.broker import BrokerBackend, BrokerError, BrokerNotFoundError
 from jupyter_tfenv.catalog.model import Environment
 from jupyter_tfenv.errors import KernelStartError
@@ -29,9 +29,6 @@ from jupyter_tfenv.provisioning import choices
 
 if TYPE_CHECKING:
     from jupyter_tfenv.provisioning.provisioner import TFEnvKernelProvisioner
-
-#: Container states of a kernel that runs (or may still bind its sockets).
-RUNNING_STATES = ("created", "running", "restarting")
 
 
 class BrokeredKernel:

@@ -26,7 +26,12 @@ from jupyter_client.connect import KernelConnectionInfo
 from requests.exceptions import ConnectionError as RequestsConnectionError
 from tornado.web import HTTPError
 
-from jupyter_tfenv.backends.base import BackendError, KernelInfo, KernelNotFound
+from jupyter_tfenv.backends.base import (
+    RUNNING_STATES,
+    BackendError,
+    KernelInfo,
+    KernelNotFound,
+)
 from jupyter_tfenv.backends.docker.backend import DockerBackend
 from jupyter_tfenv.backends.docker.engine import (
     isolated_launcher,
@@ -48,9 +53,6 @@ from jupyter_tfenv.provisioning.engine_restart import death_forgotten, from_time
 
 if TYPE_CHECKING:
     from jupyter_tfenv.provisioning.provisioner import TFEnvKernelProvisioner
-
-#: Container states of a kernel that runs (or may still bind its sockets).
-RUNNING_STATES = ("created", "running", "restarting")
 
 
 class LocalKernel:
