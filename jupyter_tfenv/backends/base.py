@@ -359,6 +359,15 @@ class KernelBackend(abc.ABC):
         """What the image really has (Python, TensorFlow, CUDA, GPUs): the probe's JSON.
         A probe that runs a container counts as a kernel: ``admit`` as for :meth:`start`."""
 
+    async def compatibility(
+        self, envs: list[Environment], images: Mapping[str, ImageStatus]
+    ) -> dict[str, dict[str, str]]:
+        """Each environment's GPU compatibility where this backend runs kernels
+        (``{state, message}``, the environments listing's field; docs/gpus.md): Docker
+        from NVML, Kubernetes from the nodes' labels, both from cached probes only (never a
+        probe container or pod). {}: this backend cannot judge (the field is left out)."""
+        return {}
+
     async def gpus(self, caller: Caller) -> dict[str, Any]:
         """Each device kernels may get and who holds it (others without names)."""
         raise self.unsupported("GPU allocation")
