@@ -5,7 +5,7 @@
  * directly.
  */
 
-import type { IChoices, ChoiceValue } from './api';
+import type { IChoiceRequest, IChoices, ChoiceValue } from './api';
 import type { ITrans } from './state';
 
 /**
@@ -220,4 +220,77 @@ export function keepRecordedChoice(
   return choice
     ? withRecordedChoice(next, choice.environment, choice.values)
     : next;
+}
+
+/**
+ * Where a choice is kept for its kernel start (`POST /tfenv/choices`): a
+ * notebook by its path; a console, which has no file, by its session's path
+ * and name (the server keeps it under the name jupyter_server gives the
+ * kernel: `name` in the folder of `path`).
+ */
+export interface IChoiceTarget {
+  path: string;
+  /**
+   * The console session's name ("Console 1"); absent for a notebook.
+   */
+  name?: string;
+}
+
+/**
+ * The body of `POST /tfenv/choices` for `target`.
+ */
+export function choiceRequest(
+  target: IChoiceTarget,
+  envId: string,
+  values: ChoiceValues
+): IChoiceRequest {
+  return {
+    path: target.path,
+    ...(target.name !== undefined ? { name: target.name } : {}),
+    environment: envId,
+    choices: { ...values }
+  };
+}
+
+/**
+ * The choices made in this page's consoles (a console has no file to record
+ * them in): per console session path, and the last one per environment, which
+ * a console that chose nothing for that environment yet preselects.
+ */
+export class ConsoleChoices {
+  /**
+   * Keep what console `path` chose for `envId`.
+   */
+  remember(path: string, envId: string, values: ChoiceValues): void {
+    const choice = { environment: envId, values: { ...values } };
+    this._byConsole.set(`${path}\n${envId}`, choice);
+    this._lastByEnv.set(envId, choice);
+  }
+
+  /**
+   * What console `path` chose for `envId`, else the last choice any console
+   * made for it, else null.
+   */
+  recorded(path: string, envId: string): IRecordedChoice | null {
+    return (
+      this._byConsole.get(`${path}\n${envId}`) ??
+      this._lastByEnv.get(envId) ??
+      null
+    );
+  }
+
+  /**
+   * Drop console `path`'s choices (it was closed); the last per environment
+   * stay.
+   */
+  forget(path: string): void {
+    for (const key of Array.from(this._byConsole.keys())) {
+      if (key.startsWith(`${path}\n`)) {
+        this._byConsole.delete(key);
+      }
+    }
+  }
+
+  private _byConsole = new Map<string, IRecordedChoice>();
+  private _lastByEnv = new Map<string, IRecordedChoice>();
 }

@@ -1,6 +1,8 @@
 import {
   choiceAmount,
+  choiceRequest,
   choiceSummary,
+  ConsoleChoices,
   choiceText,
   keepRecordedChoice,
   matchChoice,
@@ -124,5 +126,58 @@ describe('choices', () => {
     expect(choiceSummary({ cpus: 4, gpus: 2, memory: '16g' }, trans)).toBe(
       '2 GPUs, 16 GiB, 4 CPUs'
     );
+  });
+});
+
+describe('console choices', () => {
+  it('asks the server to keep a console choice under its session name', () => {
+    expect(
+      choiceRequest({ path: 'dir/console-1-abc', name: 'Console 1' }, 'tf', {
+        memory: '16g'
+      })
+    ).toEqual({
+      path: 'dir/console-1-abc',
+      name: 'Console 1',
+      environment: 'tf',
+      choices: { memory: '16g' }
+    });
+    // A notebook: its path only (the server reads the file's name from it).
+    expect(choiceRequest({ path: 'nb.ipynb' }, 'tf', { gpus: 0 })).toEqual({
+      path: 'nb.ipynb',
+      environment: 'tf',
+      choices: { gpus: 0 }
+    });
+  });
+
+  it("preselects the console's own choice, else the last one for the environment", () => {
+    const memory = new ConsoleChoices();
+    expect(memory.recorded('console-1', 'tf')).toBeNull();
+    memory.remember('console-1', 'tf', { gpus: 2, memory: '16g' });
+    memory.remember('console-2', 'tf', { gpus: 0, memory: '8g' });
+    memory.remember('console-1', 'other', { cpus: 4 });
+    expect(memory.recorded('console-1', 'tf')).toEqual({
+      environment: 'tf',
+      values: { gpus: 2, memory: '16g' }
+    });
+    // A new console: what the last console chose for that environment.
+    expect(memory.recorded('console-3', 'tf')?.values).toEqual({
+      gpus: 0,
+      memory: '8g'
+    });
+    expect(
+      preselectedChoice('tf', CHOICES, memory.recorded('console-1', 'tf'))
+    ).toEqual({ gpus: 2, memory: '16g', cpus: 2 });
+    // A closed console's own choices go; the last per environment stays.
+    memory.forget('console-1');
+    expect(memory.recorded('console-1', 'tf')?.values).toEqual({
+      gpus: 0,
+      memory: '8g'
+    });
+    expect(memory.recorded('console-1', 'other')?.values).toEqual({ cpus: 4 });
+    memory.forget('console-10');
+    expect(memory.recorded('console-2', 'tf')?.values).toEqual({
+      gpus: 0,
+      memory: '8g'
+    });
   });
 });

@@ -22,9 +22,13 @@ export interface IChoices {
  */
 export interface IChoiceRequest {
   /**
-   * The notebook's path (`…/name.ipynb`).
+   * The notebook's path (`…/name.ipynb`), or a console session's path.
    */
   path: string;
+  /**
+   * A console session's name ("Console 1"); absent for a notebook.
+   */
+  name?: string;
   environment: string;
   choices: { [key: string]: ChoiceValue };
 }

@@ -2,7 +2,13 @@ import {
   JupyterFrontEnd,
   JupyterFrontEndPlugin
 } from '@jupyterlab/application';
-import { Dialog, showDialog, showErrorMessage } from '@jupyterlab/apputils';
+import {
+  Dialog,
+  ISessionContext,
+  showDialog,
+  showErrorMessage
+} from '@jupyterlab/apputils';
+import { ConsolePanel, IConsoleTracker } from '@jupyterlab/console';
 import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
 import type { Kernel } from '@jupyterlab/services';
 import {
@@ -16,7 +22,11 @@ import type { IChoiceReply, IChoices, IEnvironmentSummary } from '../api';
 import { requestAPI } from '../api/request';
 import {
   ChoiceValues,
+  choiceRequest,
   choiceText,
+  ConsoleChoices,
+  IChoiceTarget,
+  IRecordedChoice,
   offeredKeys,
   preselectedChoice,
   readRecordedChoice,
@@ -36,50 +46,74 @@ type ChangeKernel = (
 ) => Promise<Kernel.IKernelConnection | null>;
 
 /**
- * Resources chosen at launch (docs/choices.md): when a notebook's kernel
- * starts or switches to an environment that offers choices, a small dialog
- * asks for them (preselected: what the notebook recorded, else the entry's
- * defaults); the choice goes to `POST /tfenv/choices` (checked there, kept for
- * the start) and into the notebook's `metadata.tfenv.choices`. Environments
+ * Resources chosen at launch (docs/choices.md): when a notebook's or a
+ * console's kernel starts or switches to an environment that offers choices,
+ * a small dialog asks for them (preselected: what the notebook recorded, or
+ * what this console or the last console chose, else the entry's defaults);
+ * the choice goes to `POST /tfenv/choices` (checked there, kept for the
+ * start) and, for a notebook, into its `metadata.tfenv.choices`. Environments
  * without choices start as before.
  */
 export const choicesPlugin: JupyterFrontEndPlugin<void> = {
   id: 'jupyter-tfenv:choices',
   description:
-    'Asks for the resources (GPUs, memory, CPUs, /dev/shm) of an environment that offers choices when a notebook starts or switches to it, and remembers them in the notebook metadata (`tfenv.choices`).',
+    'Asks for the resources (GPUs, memory, CPUs, /dev/shm) of an environment that offers choices when a notebook or console starts or switches to it, and remembers them in the notebook metadata (`tfenv.choices`).',
   autoStart: true,
   requires: [ITfEnvModel, INotebookTracker],
-  optional: [ITranslator],
+  optional: [ITranslator, IConsoleTracker],
   activate: (
     app: JupyterFrontEnd,
     tfenv: ITfEnvModel,
     notebooks: INotebookTracker,
-    translator: ITranslator | null
+    translator: ITranslator | null,
+    consoles: IConsoleTracker | null
   ): void => {
     const model = tfenv as TfEnvModel;
     const trans = (translator ?? nullTranslator).load('jupyter_tfenv');
     notebooks.widgetAdded.connect((_, nbPanel) => {
-      const context = nbPanel.sessionContext as unknown as {
-        _changeKernel?: ChangeKernel;
-      };
-      const original = context._changeKernel;
-      if (typeof original !== 'function') {
-        return; // a JupyterLab without that door: no dialog, defaults
-      }
-      context._changeKernel = async options => {
-        const go = await chooseFor(model, nbPanel, options?.name, trans);
-        return go ? original.call(context, options) : null;
-      };
+      askBeforeStarts(nbPanel.sessionContext, name =>
+        chooseForNotebook(model, nbPanel, name, trans)
+      );
+    });
+    // A console has no file to record the choice in: this page remembers it.
+    const consoleChoices = new ConsoleChoices();
+    consoles?.widgetAdded.connect((_, panel) => {
+      const path = panel.sessionContext.path;
+      askBeforeStarts(panel.sessionContext, name =>
+        chooseForConsole(model, panel, consoleChoices, name, trans)
+      );
+      panel.disposed.connect(() => consoleChoices.forget(path));
     });
   }
 };
 
 /**
- * Ask for the resources of kernel `name`'s environment when it offers
- * choices; send and record them. False when the user cancelled or the server
- * refused (no kernel is started then).
+ * Let `ask(kernel name)` decide before each start or change of the session
+ * context's kernel (false: nothing starts).
  */
-async function chooseFor(
+function askBeforeStarts(
+  sessionContext: ISessionContext,
+  ask: (name: string | undefined) => Promise<boolean>
+): void {
+  const context = sessionContext as unknown as {
+    _changeKernel?: ChangeKernel;
+  };
+  const original = context._changeKernel;
+  if (typeof original !== 'function') {
+    return; // a JupyterLab without that door: no dialog, defaults
+  }
+  context._changeKernel = async options => {
+    const go = await ask(options?.name);
+    return go ? original.call(context, options) : null;
+  };
+}
+
+/**
+ * Ask for the resources of kernel `name`'s environment when it offers
+ * choices; send and record them in the notebook. False when the user
+ * cancelled or the server refused (no kernel is started then).
+ */
+async function chooseForNotebook(
   model: TfEnvModel,
   nbPanel: NotebookPanel,
   name: string | undefined,
@@ -96,10 +130,76 @@ async function chooseFor(
   await nbPanel.context.ready;
   const notebook = nbPanel.model;
   const recorded = readRecordedChoice(notebook?.getMetadata(PROVENANCE_KEY));
-  const form = new ChoicesForm(
+  const chosen = await askAndSend(
     env,
     env.choices,
-    preselectedChoice(env.id, env.choices, recorded),
+    recorded,
+    { path: nbPanel.context.path },
+    () => nbPanel.isDisposed,
+    trans
+  );
+  if (chosen === null) {
+    return false;
+  }
+  notebook?.setMetadata(
+    PROVENANCE_KEY,
+    withRecordedChoice(notebook.getMetadata(PROVENANCE_KEY), env.id, chosen)
+  );
+  return true;
+}
+
+/**
+ * The same for a console: the choice is sent with its session's path and
+ * name, and remembered in this page.
+ */
+async function chooseForConsole(
+  model: TfEnvModel,
+  panel: ConsolePanel,
+  remembered: ConsoleChoices,
+  name: string | undefined,
+  trans: TranslationBundle
+): Promise<boolean> {
+  if (!name) {
+    return true;
+  }
+  await model.ready;
+  const env = model.environmentOfKernel(name);
+  if (!env?.choices || panel.isDisposed) {
+    return true;
+  }
+  const { path, name: sessionName } = panel.sessionContext;
+  const chosen = await askAndSend(
+    env,
+    env.choices,
+    remembered.recorded(path, env.id),
+    { path, name: sessionName },
+    () => panel.isDisposed,
+    trans
+  );
+  if (chosen === null) {
+    return false;
+  }
+  remembered.remember(path, env.id, chosen);
+  return true;
+}
+
+/**
+ * The dialog, then `POST /tfenv/choices` for `target`: the accepted values
+ * (completed with the defaults), or null when the user cancelled, the widget
+ * went away or the server refused.
+ */
+async function askAndSend(
+  env: IEnvironmentSummary,
+  choices: IChoices,
+  recorded: IRecordedChoice | null,
+  target: IChoiceTarget,
+  gone: () => boolean,
+  trans: TranslationBundle
+): Promise<ChoiceValues | null> {
+  const form = new ChoicesForm(
+    env,
+    choices,
+    preselectedChoice(env.id, choices, recorded),
     trans
   );
   const result = await showDialog({
@@ -110,32 +210,19 @@ async function chooseFor(
       Dialog.okButton({ label: trans.__('Start') })
     ]
   });
-  if (!result.button.accept || !result.value || nbPanel.isDisposed) {
-    return false;
+  if (!result.button.accept || !result.value || gone()) {
+    return null;
   }
-  let reply: IChoiceReply;
   try {
-    reply = await requestAPI<IChoiceReply>('choices', {
+    const reply = await requestAPI<IChoiceReply>('choices', {
       method: 'POST',
-      body: JSON.stringify({
-        path: nbPanel.context.path,
-        environment: env.id,
-        choices: result.value
-      })
+      body: JSON.stringify(choiceRequest(target, env.id, result.value))
     });
+    return reply.choices;
   } catch (reason) {
     await showErrorMessage(trans.__('Resources not accepted'), reason as Error);
-    return false;
+    return null;
   }
-  notebook?.setMetadata(
-    PROVENANCE_KEY,
-    withRecordedChoice(
-      notebook.getMetadata(PROVENANCE_KEY),
-      env.id,
-      reply.choices
-    )
-  );
-  return true;
 }
 
 /**
