@@ -153,6 +153,7 @@ async def _adopt_one(
     env_id: str,
     adopt: dict[str, Any],
     log: logging.Logger | logging.LoggerAdapter[Any],
+    on_adopted: Callable[[str], None] | None = None,
 ) -> bool:
     try:
         kernel_name = catalog.get(env_id).kernel_name
@@ -171,6 +172,8 @@ async def _adopt_one(
     except Exception as err:
         log.warning("tfenv: kernel %s (%s) could not be adopted: %s", kernel_id, env_id, err)
         return False
+    if on_adopted is not None:  # at once, not when the whole start-up adoption is over
+        on_adopted(kernel_id)
     await _prime_kernel_info(manager, kernel_id, log)
     log.info("tfenv: adopted kernel %s (%s), left running by a previous server", kernel_id, env_id)
     return True
@@ -226,9 +229,11 @@ async def adopt_kernels(
     adopt_timeout: float,
     log: logging.Logger | logging.LoggerAdapter[Any],
     adopter: Adopter,
+    on_adopted: Callable[[str], None] | None = None,
 ) -> list[str]:
     """Adopt this user's kernels that a previous server left running; their ids.
-    ``adopter`` finds and adopts them where the kernels run (the server's source)."""
+    ``adopter`` finds and adopts them where the kernels run (the server's source);
+    ``on_adopted(kernel_id)`` is called as each is adopted."""
     adopted = await adopter(
         manager,
         catalog,
@@ -237,6 +242,7 @@ async def adopt_kernels(
         kept=kept,
         adopt_timeout=adopt_timeout,
         log=log,
+        on_adopted=on_adopted,
     )
     log.info("tfenv: looked for kernels of %s to adopt: %d adopted", defaults.owner, len(adopted))
     return adopted
@@ -252,6 +258,7 @@ async def adopt_through_broker(
     kept: Callable[[str], bool],
     adopt_timeout: float,
     log: logging.Logger | logging.LoggerAdapter[Any],
+    on_adopted: Callable[[str], None] | None = None,
 ) -> list[str]:
     """Broker mode: the broker lists only the caller's own kernels; those of this hub
     server name that run are adopted (their runtime folder as the broker reports it:
@@ -302,7 +309,13 @@ async def adopt_through_broker(
         # A kernel taken from the pool runs under the notebook's id, not its label's.
         notebook_kernel = assigned or kernel_id
         if await _adopt_one(
-            manager, catalog, kernel_id=notebook_kernel, env_id=env_id, adopt=adopt, log=log
+            manager,
+            catalog,
+            kernel_id=notebook_kernel,
+            env_id=env_id,
+            adopt=adopt,
+            log=log,
+            on_adopted=on_adopted,
         ):
             adopted.append(notebook_kernel)
     return adopted
@@ -317,6 +330,7 @@ async def adopt_local(
     kept: Callable[[str], bool],
     adopt_timeout: float,
     log: logging.Logger | logging.LoggerAdapter[Any],
+    on_adopted: Callable[[str], None] | None = None,
 ) -> list[str]:
     """Local mode: this owner's kernel containers that no live server holds."""
     adopted = []
@@ -346,6 +360,7 @@ async def adopt_local(
             env_id=cand.environment,
             adopt=adopt,
             log=log,
+            on_adopted=on_adopted,
         ):
             adopted.append(cand.kernel_id)
     return adopted

@@ -306,12 +306,19 @@ class TFEnvApp(ExtensionApp):
     def _kept(self) -> Callable[[str], bool]:
         return keeps(self.keep_kernels_on_stop, self.settings["tfenv"].catalog)
 
+    def _mark_adopted(self, kernel_id: str) -> None:
+        """The panel's "adopted", while the kernel runs in that container."""
+        manager = self.serverapp.kernel_manager if self.serverapp is not None else None
+        prov = tfenv_provisioner(manager, kernel_id) if manager is not None else None
+        if prov is not None and prov.container_id:
+            self.settings["tfenv"].adopted.add(prov.container_id)
+
     async def _adopt_then_reap(self) -> None:
         """Adopt kept kernels first (keep_kernels_on_stop), then reap what is left."""
         if self.keep_kernels_on_stop != "off" and self.serverapp is not None:
             service = self.settings["tfenv"]
             try:
-                adopted = await adopt_kernels(
+                await adopt_kernels(
                     self.serverapp.kernel_manager,
                     service.catalog,
                     defaults=service.defaults,
@@ -319,11 +326,8 @@ class TFEnvApp(ExtensionApp):
                     adopt_timeout=self.adopt_timeout,
                     log=self.log,
                     adopter=service.source.adopter,
+                    on_adopted=self._mark_adopted,
                 )
-                for kernel_id in adopted:  # the panel's "adopted", while it is that container
-                    prov = tfenv_provisioner(self.serverapp.kernel_manager, kernel_id)
-                    if prov is not None and prov.container_id:
-                        service.adopted.add(prov.container_id)
             except Exception:
                 self.log.exception("tfenv: adopting kept kernels failed")
         if self.reap_orphans_on_start:

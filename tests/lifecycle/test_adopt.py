@@ -144,7 +144,10 @@ def check_adopted(server: ServerProcess, kernel_id: str, last_tick: int) -> None
         time.sleep(0.25)
     assert kernel_id in listed(server), server.log_tail()
     # The loop started before the restart goes on: its output reaches the new server.
-    later = watch_output(ws(server, kernel_id), TOKEN, lambda t: bool(ticks(t)), timeout=60)
+    try:
+        later = watch_output(ws(server, kernel_id), TOKEN, lambda t: bool(ticks(t)), timeout=60)
+    except (ConnectionError, TimeoutError) as err:
+        raise AssertionError(f"{err}; the server's log:\n{server.log_tail()}") from err
     assert min(ticks(later)) > last_tick, (last_tick, later)
     answer = server.request("POST", f"/api/kernels/{kernel_id}/interrupt")
     assert answer.status_code == 204, answer.text
@@ -160,8 +163,8 @@ def check_adopted(server: ServerProcess, kernel_id: str, last_tick: int) -> None
     status = server.request("GET", f"/tfenv/kernels/{kernel_id}").json()
     assert status["live"]["running"] is True
     assert status["environment"]["id"] == "py"
-    # The panel's badge: recorded once the start-up adoption is over (it asks each adopted
-    # kernel for its kernel_info first), a moment after the kernel is listed.
+    # The panel's badge: recorded as each kernel's adoption returns, a moment after the
+    # kernel is listed.
     deadline = time.monotonic() + 60
     while status["origin"] is None and time.monotonic() < deadline:
         time.sleep(0.25)
