@@ -1,5 +1,6 @@
-"""Build time of a derived environment (issue 21): cold wheel cache vs warm, and the
-build that finds its image already there.
+"""Build time of a derived environment (issue 21): cold wheel cache (resolved and
+downloaded), warm (the lock's resolution, wheels from the cache, no network), and the build
+that finds its image already there.
 
 A script, not a test: it prints figures and asserts nothing about them. It needs a Docker
 engine, the small test image (tfenv-test/python:3.11-jupyter) and PyPI reachable from the
@@ -21,10 +22,12 @@ from pathlib import Path
 import docker
 
 from jupyter_tfenv.backends.docker.builder import build_environment
+from jupyter_tfenv.catalog.lock import LockFile
 from jupyter_tfenv.catalog.validation import environment_from_dict
 
 BASE = "tfenv-test/python:3.11-jupyter"
-PINS = ["six==1.16.0", "tomli==2.0.1", "pyyaml==6.0.2"]
+#: Pure-Python and binary wheels; importlib-metadata brings its dependency zipp (resolved).
+PINS = ["six==1.16.0", "tomli==2.0.1", "pyyaml==6.0.2", "importlib-metadata==6.8.0"]
 
 
 def main() -> int:
@@ -37,17 +40,24 @@ def main() -> int:
     samples: dict[str, list[float]] = {"cold cache": [], "warm cache": [], "already built": []}
     try:
         for run in range(args.runs):
-            env = environment_from_dict(
-                {"id": "bench", "base": BASE, "pip": PINS, "repository": f"{prefix}/r{run}"}
-            )
+            entry = {"id": "bench", "base": BASE, "pip": PINS, "repository": f"{prefix}/r{run}"}
             with tempfile.TemporaryDirectory(prefix="tfenv-bench-wheels-") as cache:
+                lock = LockFile(Path(cache) / "tfenv-lock.json", missing=True)
                 for label, rebuild in (
                     ("cold cache", True),
                     ("warm cache", True),
                     ("already built", False),
                 ):
+                    # After the first build, the entry as the catalog names it: the lock's
+                    # resolution (no resolving, wheels from the cache).
+                    record = lock.resolved.get("bench")
+                    env = environment_from_dict(
+                        {**entry, **({"resolved": record} if record else {})}
+                    )
                     start = time.perf_counter()
-                    build_environment(client, env, cache=Path(cache), rebuild=rebuild)
+                    build_environment(
+                        client, env, lock=lock, cache=Path(cache) / "w", rebuild=rebuild
+                    )
                     samples[label].append(time.perf_counter() - start)
     finally:
         for image in client.images.list():

@@ -22,7 +22,7 @@ from jupyter_core.application import JupyterApp
 from jupyter_core.paths import jupyter_data_dir
 from traitlets.config import Application, Config
 
-from jupyter_tfenv.backends.docker.builder import build_environment, check_builds
+from jupyter_tfenv.backends.docker.builder import NO_LOCK_FILE, build_chain, check_builds
 from jupyter_tfenv.backends.docker.engine import (
     connect,
     image_missing_message,
@@ -231,31 +231,32 @@ def cmd_build(args: argparse.Namespace) -> int:
     else:
         envs = [env for env in catalog.all() if env.derived is not None]
     path = catalog.lock_path()
-    lock = LockFile.load(path) if path is not None else None
+    if path is None:
+        raise TFEnvError(NO_LOCK_FILE)
+    lock = LockFile.load(path)
     client = connect()
     quiet = args.json
 
     def progress(event: dict[str, Any]) -> None:
         if not quiet:
-            print(f"  {event.get('message', '')}", file=sys.stderr, flush=True)
+            indent = "" if event.get("phase") == "start" else "  "
+            print(f"{indent}{event.get('message', '')}", file=sys.stderr, flush=True)
 
-    results = []
-    for env in envs:
-        if not quiet:
-            print(f"building {env.id}: {env.image} …", file=sys.stderr, flush=True)
-        results.append(
-            build_environment(
-                client,
-                env,
-                lock=lock,
-                cache=Path(args.wheel_cache) if args.wheel_cache else None,
-                push=args.push,
-                rebuild=args.rebuild,
-                progress=progress,
-            ).to_dict()
+    # Derived bases first (a chain); the lock is saved after each build.
+    results = [
+        result.to_dict()
+        for result in build_chain(
+            catalog,
+            client,
+            [env.id for env in envs],
+            lock=lock,
+            progress=progress,
+            cache=Path(args.wheel_cache) if args.wheel_cache else None,
+            push=args.push,
+            rebuild=args.rebuild,
+            resolve_again=args.resolve,
         )
-    if lock is not None and results:
-        lock.save()
+    ]
     lines = [
         f"{r['id']}: {r['image']} ({'already built' if r['already_built'] else 'built'}, "
         f"image {r['image_id'][:19]}"
@@ -263,11 +264,11 @@ def cmd_build(args: argparse.Namespace) -> int:
         + ")"
         for r in results
     ]
-    if lock is not None and results:
+    if results:
         lines.append(f"recorded in {lock.path}")
     _emit(
         args,
-        {"built": results, "lock_file": str(lock.path) if lock is not None else None},
+        {"built": results, "lock_file": str(lock.path)},
         "\n".join(lines) or "No derived environments (entries with base and pip) to build.",
     )
     return 0
@@ -608,6 +609,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="push (to the entry's repository, or under REGISTRY) and lock the digest",
     )
     p.add_argument("--rebuild", action="store_true", help="build even when the image is here")
+    p.add_argument(
+        "--resolve",
+        action="store_true",
+        help="resolve the dependencies again instead of using the lock file's resolution",
+    )
     p.add_argument("--wheel-cache", help="default: <jupyter data dir>/jupyter_tfenv/wheels")
     p.set_defaults(func=cmd_build)
     p = sub.add_parser(

@@ -24,6 +24,7 @@ from traitlets import Dict, Enum, List, Unicode, default
 from traitlets.config import LoggingConfigurable
 
 from jupyter_tfenv.catalog.choices import CHOICE_KEYS, check_limits
+from jupyter_tfenv.catalog.derived import cycle_message, order_entries
 from jupyter_tfenv.catalog.images import PINNING_POLICIES
 from jupyter_tfenv.catalog.model import KERNEL_PREFIX, CatalogProblem, Environment
 from jupyter_tfenv.catalog.validation import _realpath, environment_from_dict
@@ -64,6 +65,19 @@ def _pip_files(sources: list[tuple[str, list[Any]]]) -> tuple[str, ...]:
             if isinstance(name, str) and name:
                 found.setdefault(os.path.join(os.path.dirname(source), name), None)
     return tuple(found)
+
+
+def _read_resolutions(path: Path | None) -> dict[str, Any]:
+    """The lock file's ``resolved`` records of derived entries (by id); {} when there is
+    none or it cannot be read (`jupyter tfenv check` reports a broken lock file)."""
+    if path is None:
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    resolved = data.get("resolved") if isinstance(data, dict) else None
+    return dict(resolved) if isinstance(resolved, dict) else {}
 
 
 def _bind_sources(sources: list[tuple[str, list[Any]]]) -> tuple[str, ...]:
@@ -166,7 +180,8 @@ class TFEnvCatalog(LoggingConfigurable):
             self.pinning,
             json.dumps(self.choice_limits, sort_keys=True, default=str),
         ]
-        for path in self.files():
+        lock = self.lock_path()
+        for path in [*self.files(), *([str(lock)] if lock is not None else [])]:
             try:
                 st = os.stat(path)
                 stamp.append((path, st.st_mtime_ns, st.st_size))
@@ -203,18 +218,33 @@ class TFEnvCatalog(LoggingConfigurable):
                 problems.append(CatalogProblem(path, "", "", err.message))
         self._bind_sources = _bind_sources(sources)
         self._pip_files = _pip_files(sources)
-        # Derived entries (``base``) after the others, so that they find their base by id.
-        order = [
-            (source, index, raw) for source, entries in sources for index, raw in enumerate(entries)
+        # Derived entries (``base``) after the entries they name, chains base first; the
+        # lock file's resolution of each names its built image.
+        resolutions = _read_resolutions(self.lock_path())
+        flat = [
+            ((source, index), raw)
+            for source, entries in sources
+            for index, raw in enumerate(entries)
+            if isinstance(raw, dict)
         ]
-        order.sort(key=lambda item: isinstance(item[2], dict) and "base" in item[2])
-        for source, index, raw in order:
+        ordered, cycles = order_entries(flat)
+        for source, entries in sources:
+            for index, raw in enumerate(entries):
+                if not isinstance(raw, dict):
+                    problems.append(
+                        CatalogProblem(source, f"#{index + 1}", "", "an entry must be a mapping.")
+                    )
+                elif isinstance(raw.get("id"), str) and raw["id"] in cycles:
+                    fld, _, msg = cycle_message(cycles[raw["id"]]).partition(": ")
+                    problems.append(CatalogProblem(source, f"'{raw['id']}'", fld, msg))
+        for (source, index), written in ordered:
             label = f"#{index + 1}"
-            if isinstance(raw, dict) and isinstance(raw.get("id"), str):
-                label = f"'{raw['id']}'"
-            if not isinstance(raw, dict):
-                problems.append(CatalogProblem(source, label, "", "an entry must be a mapping."))
-                continue
+            if isinstance(written.get("id"), str):
+                label = f"'{written['id']}'"
+            record = resolutions.get(written["id"]) if isinstance(written.get("id"), str) else None
+            raw = written
+            if "base" in written and record is not None:
+                raw = {**written, "resolved": record}
             try:
                 env = environment_from_dict(raw, pinning=self.pinning, source=source, bases=envs)
                 check_limits(env.choices, self._choice_limits())

@@ -13,8 +13,13 @@ resolved to when the team locked it::
           "repository": "tensorflow/tensorflow",
           "locked_at": "2025-01-31T12:00:00Z"
         }
-      }
+      },
+      "builds": {"tfenv-derived/ds:v2-…": {"image_id": "sha256:…", "pip": […], …}},
+      "resolved": {"ds": {"inputs": "…", "base_digest": "sha256:…", "pip": […], "tag": "v2-…"}}
     }
+
+``builds`` and ``resolved`` are written by ``jupyter tfenv build`` (derived environments,
+docs/building.md): ``resolved`` names each derived entry's image (the catalog reads it).
 
 With an entry, ``jupyter tfenv pull`` fetches ``repository@digest`` (and tags it), so
 everyone gets the same bits even after the tag moved, and :func:`check_lock` refuses a
@@ -128,11 +133,15 @@ class LockFile:
         *,
         missing: bool = False,
         builds: dict[str, Any] | None = None,
+        resolved: dict[str, Any] | None = None,
     ) -> None:
         self.path = Path(path)
         self.images: dict[str, dict[str, str]] = dict(images or {})
         #: Derived environments built here (``jupyter tfenv build``): image → base, wheels.
         self.builds: dict[str, dict[str, Any]] = dict(builds or {})
+        #: Each derived entry's resolution (by id): base digest, every package with its
+        #: sha256, the content tag (jupyter_tfenv.catalog.derived.Resolution).
+        self.resolved: dict[str, dict[str, Any]] = dict(resolved or {})
         #: Whether ``load`` found no file (an empty lock either way).
         self.missing = missing
 
@@ -172,7 +181,10 @@ class LockFile:
         builds = data.get("builds") or {}
         if not isinstance(builds, dict):
             raise TFEnvError(f"The lock file {target}: 'builds' must be an object.")
-        return cls(target, images, builds=builds)
+        resolved = data.get("resolved") or {}
+        if not isinstance(resolved, dict):
+            raise TFEnvError(f"The lock file {target}: 'resolved' must be an object.")
+        return cls(target, images, builds=builds, resolved=resolved)
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -181,6 +193,8 @@ class LockFile:
         }
         if self.builds:
             data["builds"] = dict(sorted(self.builds.items()))
+        if self.resolved:
+            data["resolved"] = dict(sorted(self.resolved.items()))
         return data
 
     def save(self) -> None:

@@ -160,6 +160,8 @@ class Environment:
             data["base"] = self.derived.base_image
             data["pip"] = [pin.line() for pin in self.derived.pins]
             data["repository"] = self.derived.repository
+            if self.derived.resolution is not None:
+                data["resolved"] = self.derived.resolution.to_dict()
         return data
 
     def summary(self) -> dict[str, Any]:

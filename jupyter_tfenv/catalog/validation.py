@@ -272,9 +272,10 @@ def _check_schema(raw: dict[str, Any]) -> None:
 
 def _derived_entry(
     raw: dict[str, Any], pinning: str, bases: Mapping[str, Environment], source: str
-) -> tuple[dict[str, Any], Derived, str | None]:
+) -> tuple[dict[str, Any], Derived, tuple[str, int] | None]:
     """A derived entry (``base``, ``pip``): its merged settings, its :class:`Derived`, and
-    the base entry's display name (None when the base is an image)."""
+    the display name of the first plain base entry with the count of packages the chain's
+    derived bases add (None when the base is an image)."""
     base = raw["base"]
     base_env = bases.get(base)
     if base_env is None and not any(ch in base for ch in ":/@"):
@@ -282,11 +283,6 @@ def _derived_entry(
         raise CatalogError(
             f"base: '{base}' is neither an entry of the catalog (known: {known}) nor an "
             "image reference (repo:version-tag or repo@sha256:…)."
-        )
-    if base_env is not None and base_env.derived is not None:
-        raise CatalogError(
-            f"base: '{base}' is itself a derived environment; name its base "
-            f"('{base_env.derived.base}') and list both entries' packages in this one."
         )
     base_tf = None
     if base_env is None:
@@ -296,7 +292,8 @@ def _derived_entry(
             raise CatalogError(f"base: {err}") from err
     base_raw = base_env.to_config() if base_env is not None else None
     base_image = base_env.image if base_env is not None else base
-    derived = derive({**raw, "_source": source}, base_raw, base_image)
+    parent = base_env.id if base_env is not None and base_env.derived is not None else None
+    derived = derive({**raw, "_source": source}, base_raw, base_image, parent)
     if "image" in raw and raw["image"] != derived.image:
         raise CatalogError(
             f"image: a derived environment's image is named by its content "
@@ -307,7 +304,15 @@ def _derived_entry(
     merged["image"] = derived.image
     if base_tf and "tensorflow" not in merged:
         merged["tensorflow"] = base_tf
-    return merged, derived, base_env.display_name if base_env is not None else None
+    # A chain counts every level's packages on the first plain base's name.
+    root, inherited = base_env, 0
+    while root is not None and root.derived is not None:
+        inherited += len(root.derived.pins)
+        root = bases.get(root.derived.base)
+    if root is None and base_env is not None:
+        return merged, derived, None
+    display = root.display_name if root is not None else None
+    return merged, derived, (display, inherited) if display else None
 
 
 def environment_from_dict(
@@ -330,7 +335,7 @@ def environment_from_dict(
         _check_safety(raw)
         _check_schema(raw)
         if not raw.get("display_name") and base_display:
-            raw["display_name"] = display_name(base_display, derived.pins)
+            raw["display_name"] = display_name(base_display[0], derived.pins, base_display[1])
     try:
         # A derived image's tag is its content: pinned by construction.
         ref = check_pinned(raw["image"], "any" if derived else pinning)

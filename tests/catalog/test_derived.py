@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from jupyter_tfenv.catalog.derived import parse_pin
+from jupyter_tfenv.catalog.derived import content_tag, order_entries, parse_pin
 from jupyter_tfenv.catalog.loading import TFEnvCatalog
 from jupyter_tfenv.catalog.lock import LockFile, LockMissingError, require_lock
 from jupyter_tfenv.catalog.validation import environment_from_dict
@@ -34,7 +34,8 @@ def _derive(**entry: Any) -> Any:
 
 def test_derived_entry_inherits_the_base_and_is_named_by_content() -> None:
     env = _derive(pip=["six==1.16.0", "Tomli==2.0.1"])
-    assert env.image.startswith("tfenv-derived/ds:v1-")
+    # Not resolved yet (no lock record): a name no image has, so a start says to build it.
+    assert env.image.startswith("tfenv-derived/ds:unbuilt-")
     assert env.display_name == "TensorFlow 2.13.0 (1 GPU) + 2 packages"
     assert (env.gpus, env.memory, env.shm_size, env.idle_timeout) == (1, 8 * 1024**3, 1024**3, 600)
     assert env.env == {"TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -54,20 +55,51 @@ def test_overrides_win_over_the_base() -> None:
     assert env.display_name == "Data science"
 
 
+def _resolved(env: Any, digest: str = "sha256:" + "1" * 64, **extra: Any) -> dict[str, Any]:
+    """A lock record of ``env``'s inputs: six and its resolved dependency."""
+    return {
+        "inputs": env.derived.inputs_hash,
+        "target": "cp311-glibc2.36-x86_64",
+        "base_image": env.derived.base_image,
+        "base_digest": digest,
+        "pip": [f"six==1.16.0 --hash={SHA}", "zipp==3.20.0 --hash=sha256:" + "c" * 64],
+        **extra,
+    }
+
+
 def test_same_inputs_same_tag_changed_pin_new_tag() -> None:
     one = _derive(pip=["six==1.16.0", "tomli==2.0.1"])
     again = _derive(pip=["tomli==2.0.1", "SIX==1.16.0"])  # order and case do not matter
     assert one.image == again.image
+    assert one.derived.inputs_hash == again.derived.inputs_hash
     assert _derive(pip=["six==1.16.0", "tomli==2.0.2"]).image != one.image
     assert _derive(pip=["six==1.16.0", f"tomli==2.0.1 --hash={SHA}"]).image != one.image
 
 
-def test_a_kernelspec_round_trip_keeps_the_image() -> None:
-    env = _derive(pip=[f"six==1.16.0 --hash={SHA}"])
-    again = environment_from_dict(env.to_config())
-    assert again.image == env.image
-    assert again.display_name == env.display_name
-    assert again.derived is not None and again.derived.pins == env.derived.pins
+def test_the_tag_is_the_base_digest_and_the_resolved_set() -> None:
+    pending = _derive(pip=["six==1.16.0"])
+    record = _resolved(pending)
+    built = _derive(pip=["six==1.16.0"], resolved=record)
+    assert built.derived is not None and built.derived.resolution is not None
+    tag = content_tag(record["base_digest"], record["pip"])
+    assert built.image == f"tfenv-derived/ds:{tag}" and tag.startswith("v2-")
+    # The same resolution on another machine: the same tag; the set's order does not matter.
+    swapped = {**record, "pip": list(reversed(record["pip"]))}
+    assert _derive(pip=["six==1.16.0"], resolved=swapped).image == built.image
+    # A re-pointed base (another digest) or another resolved dependency: a new tag.
+    moved = _resolved(pending, digest="sha256:" + "2" * 64)
+    assert _derive(pip=["six==1.16.0"], resolved=moved).image != built.image
+    newer = {**record, "pip": [record["pip"][0], "zipp==3.21.0 --hash=sha256:" + "d" * 64]}
+    assert _derive(pip=["six==1.16.0"], resolved=newer).image != built.image
+    # A record of other inputs (a pin changed since) names nothing: not built.
+    other = _derive(pip=["six==1.15.0"], resolved=record)
+    assert other.image.startswith("tfenv-derived/ds:unbuilt-")
+    assert other.derived is not None and other.derived.resolution is None
+    summary = built.summary()["derived"]
+    assert summary["resolved"] == [
+        {"name": "six", "version": "1.16.0"},
+        {"name": "zipp", "version": "3.20.0"},
+    ]
 
 
 def test_image_base() -> None:
@@ -110,12 +142,64 @@ def test_bad_bases_are_refused() -> None:
         )
     with pytest.raises(CatalogError, match=r"^image: a derived environment's image"):
         _derive(pip=["six==1.16.0"], image="tensorflow/tensorflow:2.13.0-jupyter")
-    ds = _derive(pip=["six==1.16.0"])
-    with pytest.raises(CatalogError, match="itself a derived environment"):
-        environment_from_dict(
-            {"id": "y", "base": "ds", "pip": ["tomli==2.0.1"]},
-            bases={"ds": ds},
-        )
+
+
+def test_a_derived_base_makes_a_chain(tmp_path: Path) -> None:
+    """A child names a derived entry: it inherits through it, counts both levels' packages,
+    and is built FROM the parent's image (listed after it, whatever the file's order)."""
+    catalog = tmp_path / "catalog.yaml"
+    entries = [
+        {"id": "child", "base": "ds", "pip": ["zipp==3.20.0"]},
+        {"id": "ds", "base": "tf213", "pip": ["six==1.16.0", "tomli==2.0.1"]},
+        BASE,
+    ]
+    catalog.write_text(yaml.safe_dump({"environments": entries}))
+    cat = TFEnvCatalog(catalog_files=[str(catalog)])
+    assert cat.problems() == []
+    ds, child = cat.get("ds"), cat.get("child")
+    assert child.derived is not None and child.derived.parent == "ds"
+    assert child.derived.base_image == ds.image
+    assert child.display_name == "TensorFlow 2.13.0 (1 GPU) + 3 packages"
+    assert (child.gpus, child.memory) == (1, 8 * 1024**3)
+    # The parent's recorded resolution names its image, and so the child's base.
+    lock = LockFile(tmp_path / "tfenv-lock.json", missing=True)
+    assert ds.derived is not None
+    lock.resolved["ds"] = _resolved(ds)
+    lock.save()
+    cat.refresh()
+    assert cat.get("ds").image.rpartition(":")[2].startswith("v2-")
+    assert cat.get("child").derived.base_image == cat.get("ds").image  # type: ignore[union-attr]
+
+
+def test_a_cycle_of_bases_is_refused_naming_its_entries(tmp_path: Path) -> None:
+    catalog = tmp_path / "catalog.yaml"
+    entries = [
+        BASE,
+        {"id": "a", "base": "b", "pip": ["six==1.16.0"]},
+        {"id": "b", "base": "c", "pip": ["six==1.16.0"]},
+        {"id": "c", "base": "a", "pip": ["six==1.16.0"]},
+        {"id": "self", "base": "self", "pip": ["six==1.16.0"]},
+        {"id": "fine", "base": "tf213", "pip": ["six==1.16.0"]},
+    ]
+    catalog.write_text(yaml.safe_dump({"environments": entries}))
+    cat = TFEnvCatalog(catalog_files=[str(catalog)])
+    assert sorted(env.id for env in cat.all()) == ["fine", "tf213"]
+    problems = {p.entry: p for p in cat.problems()}
+    assert sorted(problems) == ["'a'", "'b'", "'c'", "'self'"]
+    assert problems["'a'"].field == "base"
+    assert "'a' → 'b' → 'c' → 'a'" in problems["'a'"].message
+    assert "cycle" in problems["'self'"].message and "'self' → 'self'" in problems["'self'"].message
+
+
+def test_order_entries_puts_bases_first() -> None:
+    entries = [
+        (1, {"id": "c", "base": "b"}),
+        (2, {"id": "b", "base": "a"}),
+        (3, {"id": "a", "base": "img:1.0"}),
+        (4, {"id": "img", "image": "x:1.0"}),
+    ]
+    ordered, cycles = order_entries(entries)
+    assert [key for key, _ in ordered] == [4, 3, 2, 1] and cycles == {}
 
 
 def test_hashes_are_kept_sorted() -> None:
@@ -180,8 +264,10 @@ def test_strict_lock_accepts_a_recorded_build_and_names_the_build_command(tmp_pa
     assert "`jupyter tfenv build ds`" in str(err.value)
     lock.builds[env.image] = {"inputs": "x", "image_id": "sha256:" + "0" * 64}
     require_lock(env, lock)
+    lock.resolved["ds"] = {"inputs": "x"}
     lock.save()
-    assert LockFile.load(lock.path).builds == lock.builds
+    again = LockFile.load(lock.path)
+    assert again.builds == lock.builds and again.resolved == lock.resolved
 
 
 def test_package_changes_against_the_base() -> None:

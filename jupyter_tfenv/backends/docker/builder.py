@@ -1,39 +1,37 @@
-"""Building derived environments (issue 21): pinned wheels on a pinned base, no network.
+"""Building derived environments (issue 21): resolved wheels on a pinned base, no network.
 
 ``jupyter tfenv build ID`` calls :func:`build_environment`, which
 
 1. asks the base image's own interpreter, once, in a short container without network,
-   which Python, machine and C library it has (:func:`target_of`);
-2. downloads each pinned wheel **on the host** with ``pip download --no-deps
-   --only-binary=:all:`` for that Python, ABI and platform into a wheel cache
-   (``<jupyter data dir>/jupyter_tfenv/wheels/<target>/``), records its sha256 and checks
-   it against the catalog's ``--hash`` and the lock file's earlier build;
-3. installs them on the host with ``pip install --no-index --require-hashes --no-deps
-   --target`` (the image needs no pip, and nothing runs as root in it);
-4. builds ``FROM <base image id>`` with the folder ``COPY``'d to
-   ``/usr/local/lib/tfenv-packages`` and ``PYTHONPATH`` naming it (the kernel launcher
-   puts the image's ``PYTHONPATH`` first), with networking off (``network_mode="none"``);
-5. checks in a container without network that the image's Python sees every pin at its
-   version, then tags it with the content tag the catalog computed
-   (:mod:`jupyter_tfenv.catalog.derived`) and records the build in the lock file;
-   ``push`` pushes it and locks the pushed digest.
+   which Python, machine and C library it has and which packages it holds
+   (:func:`facts_of`);
+2. resolves the pins and their dependencies **on the host** for that interpreter
+   (:mod:`jupyter_tfenv.backends.docker.wheels`: ``pip download --only-binary=:all:``, the
+   base's packages kept as constraints), or, when the lock file already holds this
+   entry's resolution, fetches exactly that set; every wheel is cached with its sha256;
+3. names the image by content: the base's digest (:func:`base_digest_of`) and the resolved
+   set give the tag (:func:`jupyter_tfenv.catalog.derived.content_tag`);
+4. installs the set on the host with ``pip install --no-index --require-hashes --no-deps
+   --target`` (the image needs no pip, and nothing runs as root in it) and builds ``FROM
+   <base image id>`` with the folder ``COPY``'d to ``/usr/local/lib/tfenv-packages`` and
+   ``PYTHONPATH`` naming it (the kernel launcher puts the image's ``PYTHONPATH`` first),
+   with networking off (``network_mode="none"``);
+5. checks in a container without network that the image's Python sees every package at
+   its version, tags it, and records the resolution (``resolved[id]``, which names the
+   image in the catalog) and the build (``builds[image]``) in the lock file; ``push``
+   pushes it and locks the pushed digest.
+
+A base that is itself derived is built first (:func:`build_chain`); a child is built FROM
+its parent's image and resolved against the parent's packages.
 
 Console scripts of the packages are not installed (their ``#!`` would name the host's
 Python); packages are imported, not run as commands.
 """
 
-# Longer than 600 lines: one build's steps in their order (the image's Python, wheels,
-# host install, no-network docker build, check, tag, lock, push) and the checks of builds.
-
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
-import os
-import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -44,12 +42,12 @@ from typing import Any
 import docker
 from docker.errors import APIError, ContainerError, DockerException, ImageNotFound
 from jupyter_core.paths import jupyter_data_dir
-from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
-from jupyter_tfenv.catalog.derived import Derived, Pin
+from jupyter_tfenv.backends.docker.wheels import BuildError, Target, Wheel, fetch, install, resolve
+from jupyter_tfenv.catalog.derived import Derived, Resolution
+from jupyter_tfenv.catalog.images import parse_image_ref
 from jupyter_tfenv.catalog.lock import LockFile
 from jupyter_tfenv.catalog.model import Environment
-from jupyter_tfenv.errors import TFEnvError
 
 #: Where the packages of a derived image live (on its PYTHONPATH).
 PACKAGES_DIR = "/usr/local/lib/tfenv-packages"
@@ -62,10 +60,17 @@ Progress = Callable[[dict[str, Any]], None]
 
 _TARGET_SCRIPT = """
 import json, platform, sys, sysconfig
+from importlib import metadata
 libc = platform.libc_ver()
+packages = {}
+for dist in metadata.distributions():
+    name = dist.metadata["Name"]
+    if name and name not in packages:
+        packages[name] = dist.version
 print(json.dumps({"python": "%d.%d" % sys.version_info[:2],
   "implementation": sys.implementation.name, "machine": platform.machine(),
-  "libc": [libc[0], libc[1]], "purelib": sysconfig.get_paths()["purelib"]}))
+  "libc": [libc[0], libc[1]], "purelib": sysconfig.get_paths()["purelib"],
+  "packages": packages}))
 """
 _CHECK_SCRIPT = """
 import json, sys
@@ -80,81 +85,8 @@ print(json.dumps(out))
 """
 
 
-class BuildError(TFEnvError):
-    """A derived environment could not be built; the message says why and what to do."""
-
-    http_status = 400
-
-
 def default_wheel_cache() -> Path:
     return Path(jupyter_data_dir()) / "jupyter_tfenv" / "wheels"
-
-
-@dataclass(frozen=True)
-class Target:
-    """The interpreter a derived image's packages are for."""
-
-    python: str  # "3.11"
-    machine: str  # "x86_64"
-    libc: str  # "glibc" or "musl"
-    libc_version: str  # "2.36"
-
-    @property
-    def abi(self) -> str:
-        return "cp" + self.python.replace(".", "")
-
-    @property
-    def key(self) -> str:
-        """The wheel cache folder: ``cp311-glibc2.36-x86_64``."""
-        return f"{self.abi}-{self.libc}{self.libc_version}-{self.machine}"
-
-    def platforms(self) -> list[str]:
-        """The platform tags pip may pick, newest first."""
-        try:
-            major, minor = (int(x) for x in self.libc_version.split(".")[:2])
-        except ValueError:
-            major, minor = 0, 0
-        arch = self.machine
-        if self.libc == "glibc" and major == 2:
-            tags = [f"manylinux_2_{n}_{arch}" for n in range(minor, 4, -1)]
-            legacy = {17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"}
-            tags += [f"{name}_{arch}" for n, name in legacy.items() if n <= minor]
-            return tags
-        if self.libc == "musl":
-            return [f"musllinux_1_{n}_{arch}" for n in range(minor, -1, -1)]
-        return [f"linux_{arch}"]
-
-    def pip_args(self) -> list[str]:
-        args = [
-            "--only-binary=:all:",
-            "--implementation",
-            "cp",
-            "--python-version",
-            self.python,
-        ]
-        for abi in (self.abi, "abi3", "none"):
-            args += ["--abi", abi]
-        for tag in self.platforms():
-            args += ["--platform", tag]
-        return args
-
-    def to_dict(self) -> dict[str, str]:
-        return {
-            "python": self.python,
-            "machine": self.machine,
-            "libc": f"{self.libc} {self.libc_version}",
-            "key": self.key,
-        }
-
-
-@dataclass(frozen=True)
-class Wheel:
-    pin: Pin
-    file: Path
-    sha256: str
-
-    def line(self) -> str:
-        return f"{self.pin.spec} --hash=sha256:{self.sha256}"
 
 
 @dataclass
@@ -167,6 +99,9 @@ class BuildResult:
     target: Target
     wheels: list[Wheel]
     cached: bool
+    resolution: Resolution
+    #: Whether the packages were resolved now (else: the lock file's resolution).
+    resolved_now: bool = False
     pushed: str | None = None
     digest: str | None = None
 
@@ -178,19 +113,13 @@ class BuildResult:
             "base_image": self.base_image,
             "base_id": self.base_id,
             "target": self.target.to_dict(),
+            "base_digest": self.resolution.base_digest,
             "packages": [w.line() for w in self.wheels],
+            "resolved_now": self.resolved_now,
             "already_built": self.cached,
             "pushed": self.pushed,
             "digest": self.digest,
         }
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _run_quiet(client: docker.DockerClient, image: str, cmd: list[str]) -> str:
@@ -217,9 +146,10 @@ def _run_quiet(client: docker.DockerClient, image: str, cmd: list[str]) -> str:
     return out.decode(errors="replace") if isinstance(out, bytes) else str(out)
 
 
-def target_of(client: docker.DockerClient, image: str, python: str) -> Target:
-    """Ask ``python`` in ``image`` (no network) which interpreter and platform it is."""
-    text = _run_quiet(client, image, [python, "-I", "-c", _TARGET_SCRIPT])
+def facts_of(client: docker.DockerClient, image: str, python: str) -> tuple[Target, dict[str, str]]:
+    """Ask ``python`` in ``image`` (no network) which interpreter and platform it is, and
+    which packages it sees (its ``PYTHONPATH`` applied: a derived base's packages too)."""
+    text = _run_quiet(client, image, [python, "-c", _TARGET_SCRIPT])
     try:
         facts = json.loads(text.strip().splitlines()[-1])
     except (ValueError, IndexError) as err:
@@ -232,131 +162,54 @@ def target_of(client: docker.DockerClient, image: str, python: str) -> Target:
     libc, version = facts.get("libc") or ["", ""]
     if not libc:
         libc, version = "musl", "2"  # platform.libc_ver() knows glibc only
-    return Target(python=facts["python"], machine=facts["machine"], libc=libc, libc_version=version)
+    target = Target(
+        python=facts["python"], machine=facts["machine"], libc=libc, libc_version=version
+    )
+    packages = facts.get("packages") or {}
+    return target, {str(k): str(v) for k, v in packages.items()}
 
 
-def _pip(args: list[str]) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "pip", "--disable-pip-version-check", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=1800)
+def identities(image: Any) -> set[str]:
+    """Every name of an image's bits: its id and its repository digests."""
+    found = {str(image.id)}
+    for repo_digest in image.attrs.get("RepoDigests") or []:
+        found.add(repo_digest.rpartition("@")[2])
+    return found
 
 
-def _index_path(folder: Path) -> Path:
-    return folder / "index.json"
-
-
-def download_wheels(
-    derived: Derived,
-    target: Target,
-    cache: Path,
-    *,
-    recorded: dict[str, str] | None = None,
-    progress: Progress | None = None,
-) -> tuple[list[Wheel], int]:
-    """The wheel of every pin, from the cache or ``pip download`` (host side, no deps).
-
-    ``recorded``: sha256 per ``name==version`` from the lock file's earlier build; a wheel
-    that differs is refused (the same pin must give the same bits everywhere). Returns the
-    wheels and how many were downloaded.
-    """
-    folder = cache / target.key
-    folder.mkdir(parents=True, exist_ok=True)
-    index_file = _index_path(folder)
-    try:
-        index: dict[str, dict[str, str]] = json.loads(index_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        index = {}
-    missing = [
-        p
-        for p in derived.pins
-        if p.spec not in index or not (folder / index[p.spec]["file"]).is_file()
+def base_digest_of(image: Any, ref: str, lock: LockFile | None) -> str:
+    """What a derived tag hashes of its base: the reference's digest when it is pinned by
+    one, else the lock file's digest of it (when the local image carries it), else the
+    local image's repository digest, else its image id (an image built or tagged here)."""
+    parsed = parse_image_ref(ref)
+    if parsed.digest:
+        return parsed.digest
+    carried = [
+        rd.rpartition("@")[2]
+        for rd in image.attrs.get("RepoDigests") or []
+        if _same_repository(rd.rpartition("@")[0], parsed.repository)
     ]
-    if missing:
-        if progress:
-            progress({"phase": "download", "message": f"downloading {len(missing)} wheel(s)"})
-        with tempfile.TemporaryDirectory(dir=folder, prefix=".download-") as tmp:
-            reqs = Path(tmp) / "requirements.txt"
-            reqs.write_text("".join(f"{p.spec}\n" for p in missing), encoding="utf-8")
-            dest = Path(tmp) / "wheels"
-            result = _pip(
-                ["download", "--no-deps", "--dest", str(dest), *target.pip_args(), "-r", str(reqs)]
-            )
-            if result.returncode != 0:
-                raise BuildError(
-                    f"Downloading the wheels for Python {target.python} on "
-                    f"{target.machine} failed (pip exit {result.returncode}): "
-                    f"{result.stderr.strip()[-1500:]}\nEvery package needs a wheel for that "
-                    "platform (source distributions are not built), and PyPI (or pip's "
-                    "configured index) must be reachable from this host."
-                )
-            for file in sorted(dest.iterdir()):
-                try:
-                    name, version, _build, _tags = parse_wheel_filename(file.name)
-                except InvalidWheelFilename:
-                    continue
-                spec = f"{canonicalize_name(name)}=={version}"
-                match = next((p for p in missing if p.spec == spec), None)
-                if match is None:
-                    # pip normalizes versions ("01" → "1"): match by name then.
-                    match = next((p for p in missing if p.name == canonicalize_name(name)), None)
-                if match is None:
-                    continue
-                os.replace(file, folder / file.name)
-                index[match.spec] = {"file": file.name, "sha256": _sha256(folder / file.name)}
-        # Atomically: another build may read the index at the same time.
-        tmp_index = folder / f".index.{os.getpid()}.json"
-        tmp_index.write_text(json.dumps(index, indent=2, sort_keys=True), encoding="utf-8")
-        os.replace(tmp_index, index_file)
-    wheels = []
-    for pin in derived.pins:
-        entry = index.get(pin.spec)
-        if entry is None:
-            raise BuildError(f"pip downloaded no wheel for {pin.spec} ({target.key}).")
-        wheel = Wheel(pin=pin, file=folder / entry["file"], sha256=entry["sha256"])
-        if pin.hashes and f"sha256:{wheel.sha256}" not in pin.hashes:
-            raise BuildError(
-                f"The wheel {wheel.file.name} of {pin.spec} has sha256:{wheel.sha256}, which "
-                f"is none of the catalog's --hash values ({', '.join(pin.hashes)}). The "
-                "index served other bits: check where it came from before you change the "
-                "pin."
-            )
-        want = (recorded or {}).get(pin.spec)
-        if want and want != wheel.sha256:
-            raise BuildError(
-                f"The wheel {wheel.file.name} of {pin.spec} has sha256:{wheel.sha256}, but "
-                f"the lock file's build of this environment used sha256:{want}. Pin the hash "
-                "in the catalog (--hash=sha256:…) to choose one."
-            )
-        wheels.append(wheel)
-    return wheels, len(missing)
+    locked = lock.get(ref) if lock is not None else None
+    if locked and locked in carried:
+        return locked
+    return carried[0] if carried else str(image.id)
 
 
-def _install(wheels: list[Wheel], target: Target, into: Path) -> None:
-    """``pip install --no-index --require-hashes --no-deps --target`` from the cache."""
-    reqs = into.parent / "requirements.txt"
-    reqs.write_text("".join(w.line() + "\n" for w in wheels), encoding="utf-8")
-    links = sorted({str(w.file.parent) for w in wheels})
-    args = ["install", "--no-index", "--no-deps", "--require-hashes", "--no-compile"]
-    for link in links:
-        args += ["--find-links", link]
-    result = _pip([*args, "--target", str(into), *target.pip_args(), "-r", str(reqs)])
-    if result.returncode != 0:
-        raise BuildError(
-            f"Installing the wheels failed (pip exit {result.returncode}): "
-            f"{result.stderr.strip()[-1500:]}"
-        )
-    shutil.rmtree(into / "bin", ignore_errors=True)  # scripts would name the host's Python
-    for dirpath, dirnames, filenames in os.walk(into):
-        for name in dirnames:
-            Path(dirpath, name).chmod(0o755)
-        for name in filenames:
-            path = Path(dirpath, name)
-            path.chmod(0o755 if os.access(path, os.X_OK) else 0o644)
-    into.chmod(0o755)
+def _same_repository(one: str, two: str) -> bool:
+    def plain(name: str) -> str:
+        for prefix in ("docker.io/", "index.docker.io/"):
+            name = name.removeprefix(prefix)
+        return name.removeprefix("library/")
+
+    return plain(one) == plain(two)
 
 
 def _dockerfile(base_id: str, image_env: list[str], labels: dict[str, str]) -> str:
     existing = next((e.split("=", 1)[1] for e in image_env if e.startswith("PYTHONPATH=")), "")
-    path = PACKAGES_DIR + (f":{existing}" if existing else "")
+    if PACKAGES_DIR in existing.split(":"):
+        path = existing  # a derived base: the packages go into the same folder
+    else:
+        path = PACKAGES_DIR + (f":{existing}" if existing else "")
     label = " ".join(f"{k}={json.dumps(v)}" for k, v in sorted(labels.items()))
     return (
         f"FROM {base_id}\nCOPY packages {PACKAGES_DIR}\n"
@@ -409,8 +262,10 @@ def _verify(client: docker.DockerClient, image_id: str, python: str, wheels: lis
 def build_record(result: BuildResult, derived: Derived) -> dict[str, Any]:
     """What the lock file keeps of a build (``builds[image]``)."""
     return {
+        "id": result.env_id,
         "inputs": derived.inputs_hash,
         "base_image": result.base_image,
+        "base_digest": result.resolution.base_digest,
         "base_id": result.base_id,
         "target": result.target.key,
         "pip": [w.line() for w in result.wheels],
@@ -439,6 +294,23 @@ def _push(client: docker.DockerClient, image: str, progress: Progress | None) ->
     return digest
 
 
+def _base_image(client: docker.DockerClient, env: Environment, derived: Derived) -> Any:
+    try:
+        return client.images.get(derived.base_image)
+    except ImageNotFound:
+        if derived.parent:
+            raise BuildError(
+                f"The base '{derived.parent}' of '{env.id}' is a derived environment that is "
+                f"not built on this Docker engine ({derived.base_image}). `jupyter tfenv build "
+                f"{env.id}` builds the chain, base first."
+            ) from None
+        raise BuildError(
+            f"The base image {derived.base_image} of '{env.id}' is not on this Docker "
+            f"engine. Pull it first (`jupyter tfenv pull {derived.base}` or `docker pull "
+            f"{derived.base_image}`)."
+        ) from None
+
+
 def build_environment(
     client: docker.DockerClient,
     env: Environment,
@@ -447,47 +319,58 @@ def build_environment(
     cache: Path | None = None,
     push: bool | str = False,
     rebuild: bool = False,
+    resolve_again: bool = False,
     progress: Progress | None = None,
 ) -> BuildResult:
     """Build ``env`` (a derived environment) unless its image is already here; record it
     in ``lock`` (not saved) and push it with ``push`` (True: to its own repository; a
-    registry: under that registry, see :func:`pushed_reference`)."""
+    registry: under that registry, see :func:`pushed_reference`).
+
+    The lock's resolution of the entry (``env.derived.resolution``) is used as it is, unless
+    ``resolve_again`` or the base's interpreter changed; the image's tag is computed from
+    the base's digest and the set, so it may differ from ``env.image`` (a base that moved,
+    a new resolution): the result names the image built."""
     derived = env.derived
     if derived is None:
         raise BuildError(
             f"Environment '{env.id}' is not a derived environment (no base and pip in its "
             f"entry): there is nothing to build; `jupyter tfenv pull {env.id}` fetches it."
         )
-    try:
-        base = client.images.get(derived.base_image)
-    except ImageNotFound:
-        raise BuildError(
-            f"The base image {derived.base_image} of '{env.id}' is not on this Docker "
-            f"engine. Pull it first (`jupyter tfenv pull {derived.base}` or `docker pull "
-            f"{derived.base_image}`)."
-        ) from None
-    recorded = (lock.builds.get(env.image) if lock is not None else None) or {}
-    shas = {}
-    for line in recorded.get("pip") or []:
-        spec, _, sha = line.partition(" --hash=sha256:")
-        shas[spec] = sha
-    target = target_of(client, base.id, derived.python)
+    base = _base_image(client, env, derived)
+    target, base_packages = facts_of(client, base.id, derived.python)
     if progress:
         progress({"phase": "target", "message": f"packages for {target.key}"})
-    wheels, _downloaded = download_wheels(
-        derived, target, cache or default_wheel_cache(), recorded=shas, progress=progress
+    cache = cache or default_wheel_cache()
+    recorded = derived.resolution
+    if recorded is not None and not resolve_again and recorded.target == target.key:
+        wheels, _ = fetch(recorded.pip, derived.pins, target, cache, progress=progress)
+        resolved_now = False
+    else:
+        wheels = resolve(
+            derived.pins, target, cache, base_packages=base_packages, progress=progress
+        )
+        resolved_now = True
+    resolution = Resolution(
+        inputs=derived.inputs_hash,
+        target=target.key,
+        base_image=derived.base_image,
+        base_digest=base_digest_of(base, derived.base_image, lock),
+        pip=tuple(sorted(w.line() for w in wheels)),
     )
+    image = f"{derived.repository}:{resolution.tag}"
+    if progress:
+        progress({"phase": "resolve", "message": f"{len(wheels)} package(s): {image}"})
     existing = None
     if not rebuild:
         try:
-            existing = client.images.get(env.image)
+            existing = client.images.get(image)
         except ImageNotFound:
             existing = None
     labels = {
         LABEL_INPUTS: derived.inputs_hash,
         LABEL_BASE: derived.base_image,
         LABEL_BASE_ID: str(base.id),
-        LABEL_PIP: json.dumps([w.line() for w in wheels]),
+        LABEL_PIP: json.dumps(list(resolution.pip)),
     }
     if existing is not None and (existing.labels or {}).get(LABEL_BASE_ID) == base.id:
         image_id, cached = str(existing.id), True
@@ -498,7 +381,7 @@ def build_environment(
             packages.mkdir(parents=True)
             if progress:
                 progress({"phase": "install", "message": f"installing {len(wheels)} wheel(s)"})
-            _install(wheels, target, packages)
+            install(wheels, target, packages)
             (context / "Dockerfile").write_text(
                 _dockerfile(str(base.id), base.attrs.get("Config", {}).get("Env") or [], labels),
                 encoding="utf-8",
@@ -509,32 +392,82 @@ def build_environment(
         except BuildError:
             _remove_quietly(client, image_id)
             raise
-        repository, _, tag = env.image.rpartition(":")
+        repository, _, tag = image.rpartition(":")
         client.images.get(image_id).tag(repository, tag)
         cached = False
     result = BuildResult(
         env_id=env.id,
-        image=env.image,
+        image=image,
         image_id=image_id,
         base_image=derived.base_image,
         base_id=str(base.id),
         target=target,
         wheels=wheels,
         cached=cached,
+        resolution=resolution,
+        resolved_now=resolved_now,
     )
     if push:
-        result.pushed = pushed_reference(env.image, push if isinstance(push, str) else None)
-        if result.pushed != env.image:
+        result.pushed = pushed_reference(image, push if isinstance(push, str) else None)
+        if result.pushed != image:
             repository, _, tag = result.pushed.rpartition(":")
             client.images.get(image_id).tag(repository, tag)
         result.digest = _push(client, result.pushed, progress)
     if lock is not None:
-        lock.builds[env.image] = build_record(result, derived)
+        old = lock.resolved.get(env.id) or {}
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        lock.resolved[env.id] = {
+            **resolution.to_dict(),
+            "image": image,
+            # When the set was resolved (kept while builds reuse it).
+            "resolved_at": when if resolved_now else str(old.get("resolved_at") or when),
+        }
+        lock.builds[image] = build_record(result, derived)
         if result.pushed and result.digest:
             # Teammates whose entry names the pushed repository find it under that name.
-            lock.builds[result.pushed] = lock.builds[env.image]
+            lock.builds[result.pushed] = lock.builds[image]
             lock.set(result.pushed, result.digest)
     return result
+
+
+def build_chain(
+    catalog: Any,
+    client: docker.DockerClient,
+    env_ids: list[str],
+    *,
+    lock: LockFile | None,
+    progress: Progress | None = None,
+    **options: Any,
+) -> list[BuildResult]:
+    """Build ``env_ids`` of ``catalog`` (a TFEnvCatalog) and the derived bases they stand
+    on, base first; after each build the lock is saved and the catalog re-read, so that a
+    child is built FROM its parent's new image."""
+    order: list[str] = []
+
+    def visit(env_id: str, seen: tuple[str, ...]) -> None:
+        env = catalog.get(env_id)
+        if env_id in order or env_id in seen:
+            return
+        if env.derived is not None and env.derived.parent:
+            visit(env.derived.parent, (*seen, env_id))
+        order.append(env_id)
+
+    for env_id in env_ids:
+        visit(env_id, ())
+    results = []
+    for env_id in order:
+        env = catalog.get(env_id)
+        if env.derived is None and env_id not in env_ids:
+            continue
+        if progress:
+            progress({"phase": "start", "message": f"building {env.id}: {env.image} …"})
+        # A base built on the way takes no options: built (or found) as it is, not pushed.
+        given = options if env_id in env_ids else {"cache": options.get("cache")}
+        results.append(build_environment(client, env, lock=lock, progress=progress, **given))
+        if lock is not None:
+            lock.save()
+            catalog.refresh(force=True)
+    return results
 
 
 def pushed_reference(image: str, registry: str | None) -> str:
@@ -556,23 +489,31 @@ def _remove_quietly(client: docker.DockerClient, image_id: str) -> None:
 
 def stale_reason(client: docker.DockerClient, env: Environment, lock: LockFile) -> str | None:
     """Why the lock's build of ``env`` no longer matches its base (None: it does, or no
-    build is recorded): the base tag now names another image, or the base's lock entry
-    moved."""
+    build is recorded): the base tag now names other bits, a derived base was rebuilt, or
+    the entry's base changed since the lock's resolution."""
     derived = env.derived
-    record = lock.builds.get(env.image) if derived is not None else None
-    if derived is None or not record:
+    if derived is None:
+        return None
+    fix = f"rebuild it with `jupyter tfenv build {env.id}` (and commit the lock file)."
+    resolution = derived.resolution
+    if resolution is None:
+        old = Resolution.from_dict(lock.resolved.get(env.id))
+        if old is not None and old.base_image != derived.base_image:
+            return (
+                f"its base is now {derived.base_image}, but it was built on {old.base_image}: {fix}"
+            )
         return None
     try:
-        base_id = str(client.images.get(derived.base_image).id)
+        base = client.images.get(derived.base_image)
     except ImageNotFound:
         return None
-    if base_id != record.get("base_id"):
-        return (
-            f"its base {derived.base_image} is now image {base_id[:19]}, but it was built "
-            f"on {str(record.get('base_id'))[:19]}: rebuild it with `jupyter tfenv build "
-            f"{env.id}` (and commit the lock file)."
-        )
-    return None
+    if resolution.base_digest in identities(base):
+        return None
+    what = f"'{derived.parent}' was rebuilt" if derived.parent else f"{derived.base_image} moved"
+    return (
+        f"its base {what}: it is now image {str(base.id)[:19]}, but the build was on "
+        f"{resolution.base_digest[:19]}: {fix}"
+    )
 
 
 def check_builds(
@@ -611,9 +552,17 @@ def build_and_record(
     client: docker.DockerClient, env: Environment, lock_path: Path | None
 ) -> dict[str, Any]:
     """``jupyter tfenv build ID`` for the server's Build action: build ``env`` (unless it is
-    here already) and record it in the lock file at ``lock_path`` (None: no lock file)."""
-    lock = LockFile.load(lock_path) if lock_path is not None else None
+    here already) and record it in the lock file at ``lock_path``, which names the image."""
+    if lock_path is None:
+        raise BuildError(NO_LOCK_FILE)
+    lock = LockFile.load(lock_path)
     result = build_environment(client, env, lock=lock)
-    if lock is not None:
-        lock.save()
+    lock.save()
     return result.to_dict()
+
+
+NO_LOCK_FILE = (
+    "A derived environment's image is named by the resolution recorded in the lock file, "
+    "and there is none (no catalog file, and neither c.TFEnvCatalog.lock_file nor "
+    "$JUPYTER_TFENV_LOCK names one). Set one, then build."
+)
