@@ -12,7 +12,8 @@ What it sets up (everything torn down again by :meth:`HubHarness.close`):
   documented config is the tested one) and overrides ports, state paths, the
   single-user command (plus JupyterLab flags for the browser test) and the catalog, and
   adds a service token for the test driver. The tfenv broker runs as the hub-managed
-  service the example declares.
+  service the example declares; a second one, ``tfenv-broker-gpu``, is declared as an
+  external service that tests/hub/test_hub_gpus.py starts on a GPU engine of its own.
 
 The helpers talk HTTP (``requests``) to the hub's REST API, to the users' servers through
 the proxy, and to the broker; kernel code runs over the kernel websocket through the
@@ -62,6 +63,10 @@ BROKER_SERVICE = "tfenv-broker"
 DRIVER_SERVICE = "tfenv-test-driver"
 #: A hub service that may use alice's server and read tfenv, but not write (scope test).
 READER_SERVICE = "tfenv-test-reader"
+#: A second tfenv broker, on a Docker engine with a working NVIDIA device driver (a
+#: stand-in hook): declared to the hub as an external service, started by
+#: tests/hub/test_hub_gpus.py when it runs (GpuBrokerService).
+GPU_BROKER_SERVICE = "tfenv-broker-gpu"
 
 OWNER_LABEL = "org.jupyter.tfenv.owner"
 KERNEL_LABEL = "org.jupyter.tfenv.kernel-id"
@@ -381,6 +386,24 @@ c.JupyterHub.load_roles.append(
         "services": [{driver!r}],
     }}
 )
+# The GPU broker (test_hub_gpus.py): an external service (the test starts the process,
+# with the token and URL below); users' servers pointed at it may call it, as they may
+# call the example's broker.
+c.JupyterHub.services.append(
+    {{
+        "name": {gpu_broker!r},
+        "url": "http://127.0.0.1:{gpu_broker_port}",
+        "api_token": {gpu_broker_token!r},
+        "display": False,
+    }}
+)
+c.Spawner.server_token_scopes = [
+    *c.Spawner.server_token_scopes,
+    "access:services!service={gpu_broker}",
+]
+for _role in c.JupyterHub.load_roles:
+    if _role["name"] == "user":
+        _role["scopes"] = [*_role["scopes"], "access:services!service={gpu_broker}"]
 c.JupyterHub.load_roles.append(
     {{
         "name": "tfenv-test-reader",
@@ -411,6 +434,9 @@ class HubHarness:
     broker_port: int = 0
     driver_token: str = field(default_factory=lambda: secrets.token_hex(24))
     reader_token: str = field(default_factory=lambda: secrets.token_hex(24))
+    #: The GPU broker service's port and hub token (GPU_BROKER_SERVICE).
+    gpu_broker_port: int = 0
+    gpu_broker_token: str = field(default_factory=lambda: secrets.token_hex(24))
     process: subprocess.Popen[bytes] | None = None
     tokens: dict[str, str] = field(default_factory=dict)
     paths: HubPaths | None = None
@@ -442,7 +468,13 @@ class HubHarness:
         self.paths.checkpoint_root.parent.mkdir(mode=0o755)
         self.paths.checkpoint_root.mkdir(mode=0o755)
         self.paths.log_root.mkdir(mode=0o755)
-        for port_name in ("proxy_port", "hub_port", "proxy_api_port", "broker_port"):
+        for port_name in (
+            "proxy_port",
+            "hub_port",
+            "proxy_api_port",
+            "broker_port",
+            "gpu_broker_port",
+        ):
             setattr(self, port_name, free_port())
         config = state / "jupyterhub_test_config.py"
         config.write_text(
@@ -461,6 +493,9 @@ class HubHarness:
                 driver_token=self.driver_token,
                 reader=READER_SERVICE,
                 reader_token=self.reader_token,
+                gpu_broker=GPU_BROKER_SERVICE,
+                gpu_broker_port=self.gpu_broker_port,
+                gpu_broker_token=self.gpu_broker_token,
                 broker=BROKER_SERVICE,
                 alice=ALICE,
                 repo=str(REPO),
