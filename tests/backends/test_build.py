@@ -388,6 +388,13 @@ def test_a_changed_parent_marks_the_child_stale(
         child["image"], ["python3", "-c", IMPORTS], network_mode="none", remove=True
     )
     assert json.loads(out.decode().strip().splitlines()[-1])["tomli"] == "2.0.0"
+    # The parent's tag now names other bits (a rebuild elsewhere, retagged): the child's
+    # recorded base digest is none of them, so its build is stale again.
+    repository, _, tag = new_parent["image"].rpartition(":")
+    images.images.get(PY_IMAGE).tag(repository, tag)
+    report = json.loads(_cli(catalog, built["cache"], "check", "--json").stdout)
+    stale = [p for p in report["problems"] if p["entry"] == "'ds-plus'" and p["field"] == "base"]
+    assert len(stale) == 1 and "its base 'ds' was rebuilt" in stale[0]["message"], report
 
 
 def chain_image(chain: dict[str, Any]) -> str:
