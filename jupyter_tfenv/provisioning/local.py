@@ -185,6 +185,12 @@ class LocalKernel:
             info = await self.backend.adopt(self.caller, p.container_kernel_id)
         except KernelNotFound:
             info = None
+        except Exception:
+            if adopt.get("move_in"):
+                # A pool kernel handed to this start (the engine went away since): the
+                # failed start removes its container, now or once the engine is back.
+                p.container_id = str(adopt.get("container_id") or "") or None
+            raise
         if info is None or info.container_id != str(adopt.get("container_id") or ""):
             raise KernelStartError(
                 f"Kernel {p.kernel_id} cannot be adopted: its container is gone."

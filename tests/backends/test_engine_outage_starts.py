@@ -481,6 +481,50 @@ async def test_the_pool_refills_once_the_engine_is_back(
         await jp_fetch("api", "kernels", kernel_id, method="DELETE")
 
 
+@pytest.mark.parametrize(
+    "extra_environments", [[{"id": "pooled", "image": PY_IMAGE, "pool_size": 1}]]
+)
+async def test_a_pool_kernel_handed_out_as_the_engine_goes_away_is_not_orphaned(
+    jp_fetch: Any,
+    jp_serverapp: Any,
+    engine_back: TestEngine,
+    runtime_root: str,
+    pool: KernelPool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The engine goes away between the pool's hand-out and the adoption (injected: the
+    engine is stopped right after the pool hands its kernel out). The start fails with
+    the 503, and the handed-out kernel's container is removed once the engine is back:
+    it used to run on, orphaned, without its runtime folder."""
+    engine = engine_back
+    pool.start()
+    [ready] = await until("the pool to fill", lambda: pool.ready.get("pooled"))
+    taken = pool.take
+
+    async def take_then_stop(env_id: str, cwd: str) -> dict[str, Any] | None:
+        handed_out = await taken(env_id, cwd)
+        await asyncio.to_thread(engine.stop_daemon)
+        return handed_out
+
+    monkeypatch.setattr(pool, "take", take_then_stop)
+    code, message = await start_error(jp_fetch, "tfenv-pooled")
+    monkeypatch.setattr(pool, "take", taken)
+    assert code == 503, message
+    assert_engine_message(message)
+    assert jp_serverapp.kernel_manager.list_kernel_ids() == []
+
+    engine.start()
+    # The handed-out kernel's container goes; the pool fills again with a new one.
+    await until(
+        "the handed-out container to be removed",
+        lambda: ready.container_id not in [c.id for c in engine_kernels(engine)],
+    )
+    await until("the pool to refill", lambda: pool.ready.get("pooled"))
+    assert ready.runtime_dir not in [
+        os.path.join(runtime_root, n) for n in os.listdir(runtime_root)
+    ]
+
+
 # -- a start through the broker ----------------------------------------------------------
 
 SERVICE = "tfenv-broker-outage-start"
