@@ -507,6 +507,31 @@ class KubernetesAPI:
             # An old-name claim of someone else: not this user's; the new name is used.
         return candidates[0], False
 
+    async def read_claim(self, name: str) -> dict[str, Any] | None:
+        """The claim ``name`` of the kernels' namespace as the API has it (None: missing)."""
+        found = await self._call(
+            self.core.read_namespaced_persistent_volume_claim,
+            name,
+            self.namespace,
+            missing_ok=True,
+        )
+        return dict(found) if found is not None else None
+
+    async def server_pods(self, labels: Mapping[str, str]) -> list[dict[str, Any]] | None:
+        """The pods with ``labels`` in the servers' namespace (a user's server); None when
+        the broker may not list pods there (its Role covers the kernels' namespace)."""
+        try:
+            answer = await self._call(
+                self.core.list_namespaced_pod,
+                self.server_namespace or self.namespace,
+                label_selector=",".join(f"{k}={v}" for k, v in sorted(labels.items())),
+            )
+        except ApiException as err:
+            if err.status in (401, 403):
+                return None
+            raise
+        return list((answer or {}).get("items") or [])
+
     async def claim_exists(self, name: str) -> bool:
         found = await self._call(
             self.core.read_namespaced_persistent_volume_claim,

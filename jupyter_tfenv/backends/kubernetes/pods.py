@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 from jupyter_tfenv.backends.kubernetes.gpu import merge_required
+from jupyter_tfenv.backends.kubernetes.homes import pod_affinity_term, with_pod_affinity
 from jupyter_tfenv.backends.kubernetes.names import (
     _check_namespace,
     _metadata,
@@ -278,6 +279,16 @@ def kernel_pod(start: KernelStart) -> dict[str, Any]:
         },
         {"name": "storage", "persistentVolumeClaim": {"claimName": pvc_name(start)}},
     ]
+    home = start.home
+    if home is not None:  # the notebook's folder, from the user's home claim (homes.py)
+        mounts.append(
+            {
+                "name": "home",
+                "mountPath": home.mount_path,
+                **({"subPath": home.sub_path} if home.sub_path else {}),
+            }
+        )
+        volumes.append({"name": "home", "persistentVolumeClaim": {"claimName": home.claim}})
     if env.shm_size:
         mounts.append({"name": "shm", "mountPath": "/dev/shm"})  # noqa: S108
         volumes.append(
@@ -288,8 +299,8 @@ def kernel_pod(start: KernelStart) -> dict[str, Any]:
         "image": image,
         "imagePullPolicy": "IfNotPresent",
         "command": kernel_command(start),
-        # Writable for any uid, like HOME: the notebook's folder is not in the pod.
-        "workingDir": "/tmp",  # noqa: S108
+        # The notebook's folder where the home is mounted; else writable for any uid.
+        "workingDir": home.working_dir if home is not None else "/tmp",  # noqa: S108
         "env": kernel_env(start),
         "ports": [
             {"name": name, "containerPort": port, "protocol": "TCP"}
@@ -347,6 +358,10 @@ def kernel_pod(start: KernelStart) -> dict[str, Any]:
     }
     if start.node_terms:  # the GPU nodes that can run it (gpu.required_terms)
         spec["affinity"] = merge_required(spec.get("affinity"), [dict(t) for t in start.node_terms])
+    if home is not None and home.server_labels is not None:  # ReadWriteOnce: beside the server
+        spec["affinity"] = with_pod_affinity(
+            spec.get("affinity"), pod_affinity_term(home.server_labels, home.server_namespace)
+        )
     return {
         "apiVersion": "v1",
         "kind": "Pod",

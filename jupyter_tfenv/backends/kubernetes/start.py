@@ -6,10 +6,13 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jupyter_tfenv.catalog.model import Environment
 from jupyter_tfenv.errors import TFEnvError
+
+if TYPE_CHECKING:
+    from jupyter_tfenv.backends.kubernetes.homes import HomeMount
 
 #: The recommended labels every tfenv object carries: what finds them all.
 MANAGED_BY = {"app.kubernetes.io/managed-by": "jupyter-tfenv"}
@@ -120,3 +123,6 @@ class KernelStart:
     #: nodeSelectorTerms the GPU compatibility check requires (``gpu.required_terms``):
     #: joined with the catalog's node affinity; () requires nothing.
     node_terms: tuple[Mapping[str, Any], ...] = ()
+    #: The user's home claim to mount, the notebook's folder to run in (homes.py); None:
+    #: the kernel starts in /tmp with its checkpoint claim only.
+    home: HomeMount | None = None
