@@ -135,3 +135,12 @@ class KubernetesBrokerSettings(HasTraits):
         help="""Checkpoint helper pods (listing, deletion) one user may run at a time; a
         request beyond waits for a slot. Each holds 250m CPU and 256Mi.""",
     ).tag(config=True)
+
+    kubernetes_dcgm_exporter_url = Unicode(
+        "",
+        help="""The /metrics URL of an NVIDIA DCGM exporter run with pod mapping, for the
+        GPU use of kernel pods in the panel ('' : none, the panel says so). {node} and
+        {host_ip} become the kernel pod's node name and address, for one exporter per node
+        (e.g. 'http://{host_ip}:9400/metrics' with a hostPort). docs/kubernetes.md,
+        "Live readings".""",
+    ).tag(config=True)

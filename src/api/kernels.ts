@@ -16,6 +16,18 @@ export interface IKernelGpuDevice {
 }
 
 /**
+ * A live reading that could not be had and why (Kubernetes: no metrics API,
+ * no DCGM exporter, ...).
+ */
+export interface IMissingReading {
+  /**
+   * `cpu_memory` or `gpu`.
+   */
+  kind: string;
+  message: string;
+}
+
+/**
  * The live state of a kernel's container.
  */
 export interface ILiveStatus {
@@ -41,6 +53,10 @@ export interface ILiveStatus {
   memory_limited?: boolean;
   pids_current?: number | null;
   pids_limit?: number | null;
+  /**
+   * The readings that could not be had, each with its reason (none on Docker).
+   */
+  missing_readings?: IMissingReading[];
   gpu?: {
     requested?: unknown[];
     state: string | null;

@@ -1,6 +1,7 @@
 import * as React from 'react';
 
 import { formatBytes, formatPercent, ratio } from '../format';
+import { missingLabel, missingReadings } from '../livereadings';
 
 import { Meter } from './common';
 import type { IViewProps } from './types';
@@ -67,6 +68,18 @@ export function ResourcesSection(props: IViewProps): JSX.Element | null {
           </span>
         </div>
       )}
+      {missingReadings(live).map(missing => (
+        <div
+          key={missing.kind}
+          className="jp-tfenv-line jp-tfenv-missing-reading"
+          data-tfenv-missing={missing.kind}
+        >
+          <span className="jp-tfenv-line-label">
+            {missingLabel(missing.kind, trans)}
+          </span>
+          <span>{missing.message}</span>
+        </div>
+      ))}
     </section>
   );
 }

@@ -9,7 +9,7 @@ whose node (``DockerKubelet``) runs each pod's kernel container for real; with
 
 The shared test functions are imported and run here with this module's ``harness``; where
 Kubernetes answers differently by design (an interrupt is the kernel's message, not a
-signal; ``live`` is the pod's state without readings; GPUs are the scheduler's), this
+signal; ``live`` readings come from the metrics API; GPUs are the scheduler's), this
 module's own tests say so instead.
 """
 
@@ -181,11 +181,12 @@ async def test_a_kernel_pod_from_start_to_remove(k8s: KubernetesHarness) -> None
     assert (await backend.usage(caller, exclude=kid)).kernels == 0
 
     assert isinstance(await backend.logs(caller, kid, tail=5), str)
-    # No readings ("live" is not a feature here), but the pod's state and limits.
-    assert not backend.supports("live")
+    # The pod's state and limits; this scripted API serves no metrics API and no DCGM
+    # exporter is set, so no readings and the reason (tests/broker/test_k8s_live.py has them).
+    assert backend.supports("live")
     live = await backend.live(caller, kid)
     assert live["running"] is True and live["cpu_percent"] is None
-    assert live["readings"] == "unavailable in Kubernetes mode"
+    assert [m["kind"] for m in live["missing_readings"]] == ["cpu_memory"]
 
     # An interrupt is the kernel's interrupt_request message: no signal crosses the API.
     with pytest.raises(BackendError) as refused:
@@ -236,8 +237,8 @@ async def test_a_start_without_key_is_refused_before_anything_is_made(
 async def test_what_kubernetes_lacks_is_refused_or_explained(k8s: KubernetesHarness) -> None:
     backend, caller = k8s.backend, k8s.caller
     assert backend.name == "kubernetes"
-    assert backend.supports("checkpoints")
-    for feature in ("adopt", "pool", "live", "gpu_allocation", "runtime_dirs"):
+    assert backend.supports("checkpoints") and backend.supports("live")
+    for feature in ("adopt", "pool", "gpu_allocation", "runtime_dirs"):
         assert not backend.supports(feature), feature
     assert backend.account == (POD_UID, POD_GID)
 

@@ -55,6 +55,7 @@ EXPECTED_RULES = {
     ("", "persistentvolumeclaims"): {"create", "get", "list"},
     ("networking.k8s.io", "networkpolicies"): {"create", "get", "list", "delete", "patch"},
     ("", "events"): {"get", "list", "watch"},
+    ("metrics.k8s.io", "pods"): {"get"},
 }
 #: The broker traits the example config sets (the Kubernetes backend's included).
 BROKER_TRAITS = {

@@ -322,6 +322,11 @@ class ScriptedAPI:
         #: The cluster's nodes (``GET /api/v1/nodes``); None: listing them is forbidden,
         #: as for the broker's namespaced Role (RBAC's 403).
         self.nodes: list[dict[str, Any]] | None = None
+        #: The resource metrics API (metrics.k8s.io, metrics-server): PodMetrics by
+        #: (namespace, pod); None: the cluster does not serve it (the API server's 404).
+        self.pod_metrics: dict[tuple[str, str], dict[str, Any]] | None = None
+        #: Answer RBAC's 403 to metrics reads (a Role without get on pods.metrics.k8s.io).
+        self.metrics_forbidden = False
         self.loop: ioloop.IOLoop | None = None
         self._thread: threading.Thread | None = None
         self.url = ""
@@ -396,6 +401,11 @@ class ScriptedAPI:
             app = web.Application(
                 [
                     (r"/api/v1/nodes", NodeListHandler, {"api": self}),
+                    (
+                        r"/apis/metrics.k8s.io/v1beta1/namespaces/([^/]+)/pods/([^/]+)",
+                        PodMetricsHandler,
+                        {"api": self},
+                    ),
                     (r"/api/v1/namespaces/([^/]+)/pods/([^/]+)/log", LogHandler, {"api": self}),
                     (r"/api/v1/namespaces/([^/]+)/([a-z]+)", CollectionHandler, {"api": self}),
                     (r"/api/v1/namespaces/([^/]+)/([a-z]+)/([^/]+)", ObjectHandler, {"api": self}),
@@ -637,6 +647,38 @@ class NodeListHandler(_Base):
                 "items": copy.deepcopy(nodes),
             }
         )
+
+
+class PodMetricsHandler(_Base):
+    """``GET /apis/metrics.k8s.io/v1beta1/namespaces/{ns}/pods/{name}``, answered as the
+    API server (group not served: 404 with an empty details) or metrics-server (no reading
+    of that pod: 404 naming the group) does."""
+
+    def get(self, ns: str, name: str) -> None:
+        if self.api.metrics_forbidden:
+            self.fail(
+                403,
+                "Forbidden",
+                f'pods.metrics.k8s.io "{name}" is forbidden: User '
+                '"system:serviceaccount:jhub:tfenv-broker" cannot get resource "pods" in API '
+                f'group "metrics.k8s.io" in the namespace "{ns}"',
+            )
+        served = self.api.pod_metrics
+        if served is None:
+            self.fail(404, "NotFound", "the server could not find the requested resource")
+        assert served is not None
+        with self.api.lock:
+            found = copy.deepcopy(served.get((ns, name)))
+        if found is None:
+            self.set_status(404)
+            self.finish(
+                {
+                    **status_body(404, "NotFound", f'pods.metrics.k8s.io "{ns}/{name}" not found'),
+                    "details": {"name": f"{ns}/{name}", "group": "metrics.k8s.io", "kind": "pods"},
+                }
+            )
+            return
+        self.answer(found)
 
 
 class LogHandler(_Base):

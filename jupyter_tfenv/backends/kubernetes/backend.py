@@ -28,9 +28,10 @@ What differs from Docker for the caller:
 - :meth:`~KubernetesBackend.signal`: SIGTERM and SIGKILL delete the pod; an interrupt is
   the kernel's ``interrupt_request`` message, which the server sends itself (no signal
   crosses the API); other signals are refused;
-- :meth:`~KubernetesBackend.live` answers the pod's state and limits, no readings (no
-  Docker stats; the cluster's metrics show usage); GPUs are the scheduler's
-  (``nvidia.com/gpu``); running kernels are not adopted (:class:`UnsupportedByBackend`);
+- :meth:`~KubernetesBackend.live` answers the pod's state and limits with CPU and memory
+  from the metrics API and GPU use from a DCGM exporter (``metrics.py``), each missing one
+  named in ``missing_readings``; GPUs are the scheduler's (``nvidia.com/gpu``); running
+  kernels are not adopted (:class:`UnsupportedByBackend`);
 - :meth:`~KubernetesBackend.compatibility` and the start's :meth:`~KubernetesBackend.gpu_gate`
   judge GPU environments against the nodes' GPU feature discovery labels (``gpu.py``):
   an incompatible start is refused (409) unless ``allow_incompatible_gpus``, a compatible
@@ -75,7 +76,7 @@ from jupyter_tfenv.backends.base import (
     Usage,
     usage_of,
 )
-from jupyter_tfenv.backends.kubernetes import gpu, manifests
+from jupyter_tfenv.backends.kubernetes import gpu, manifests, metrics
 from jupyter_tfenv.backends.kubernetes.helpers import PodHelpers, failure_logs
 from jupyter_tfenv.backends.kubernetes.settings import KubernetesSettings
 from jupyter_tfenv.catalog.lock import LockFile, LockMissingError, require_lock
@@ -135,7 +136,7 @@ class KubernetesBackend(PodHelpers, KernelBackend):
     """Kernel pods in ``settings.namespace``, through the Kubernetes API."""
 
     name = "kubernetes"
-    features = frozenset({"checkpoints"})
+    features = frozenset({"checkpoints", "live"})
 
     def __init__(
         self,
@@ -163,6 +164,8 @@ class KubernetesBackend(PodHelpers, KernelBackend):
         self.account = (settings.uid, settings.gid)
         #: The nodes last read (monotonic time, their JSON or why they could not be read).
         self._nodes_read: tuple[float, list[dict[str, Any]] | str] | None = None
+        #: The DCGM exporter's answers, for the live GPU readings (metrics.py).
+        self._exporter = metrics.ExporterReader()
 
     # -- the API client and the configured names ---------------------------------------
 
@@ -428,22 +431,18 @@ class KubernetesBackend(PodHelpers, KernelBackend):
         return str(await self.call(self.api().logs(p.name, tail)))
 
     async def live(self, caller: Caller, kernel_id: str) -> dict[str, Any]:
+        """The pod's state and limits, CPU and memory from the metrics API, GPU use from
+        the DCGM exporter (``metrics.py``), in the Docker backend's shape; each reading that
+        cannot be had is an entry of ``missing_readings`` saying why."""
         p = await self.pod(caller, kernel_id)
-        # The pod's state and limits; no readings (the broker has no access to the node's
-        # runtime: the cluster's metrics show usage).
-        return {
-            "status": pod_status(p),
-            "running": p.running,
-            "exit_code": p.exit_code,
-            "oom_killed": p.oom_killed,
-            "container": p.name,
-            "node": p.node,
-            "cpu_percent": None,
-            "memory_used": None,
-            "memory_limit": p.memory_limit,
-            "cpu_limit": p.cpu_limit,
-            "readings": "unavailable in Kubernetes mode",
-        }
+        return await metrics.live_status(
+            self.api(),
+            self._exporter,
+            p,
+            kernel_id=kernel_id,
+            status=pod_status(p),
+            exporter_url=self.settings.dcgm_exporter_url,
+        )
 
     async def remove(self, caller: Caller, kernel_id: str, *, keep_runtime: bool = False) -> None:
         state = await self.pod(caller, kernel_id)

@@ -60,6 +60,8 @@ class PodState:
     #: The kernel container's GPU limit (the environment's count).
     gpus: int = 0
     node: str = ""
+    #: The node's address (``status.hostIP``; a per-node DCGM exporter's URL may name it).
+    host_ip: str = ""
     #: The kernel container's limits: bytes, CPUs (None: none set).
     memory_limit: int | None = None
     cpu_limit: float | None = None
@@ -107,6 +109,7 @@ def pod_state(pod: Mapping[str, Any]) -> PodState:
         image=str(kernel.get("imageID") or kernel.get("image") or ""),
         gpus=_gpu_limit(pod),
         node=str((pod.get("spec") or {}).get("nodeName") or ""),
+        host_ip=str(status.get("hostIP") or ""),
         memory_limit=_limit(pod, "memory"),
         cpu_limit=_limit(pod, "cpu"),
         secret=next(

@@ -63,6 +63,9 @@ class KubernetesSettings:
     #: Start GPU kernels of environments no GPU node can run (broker's
     #: ``allow_incompatible_gpus``, as on Docker; docs/gpus.md).
     allow_incompatible_gpus: bool = False
+    #: A DCGM exporter's /metrics URL for the GPUs' live use ("": none); ``{node}`` and
+    #: ``{host_ip}`` become the kernel pod's node name and address.
+    dcgm_exporter_url: str = ""
 
     @classmethod
     def from_config(cls, obj: Any) -> KubernetesSettings:
@@ -89,4 +92,5 @@ class KubernetesSettings:
             default_memory=obj.default_memory or None,
             probe_timeout=float(obj.probe_timeout),
             allow_incompatible_gpus=bool(getattr(obj, "allow_incompatible_gpus", False)),
+            dcgm_exporter_url=str(getattr(obj, "kubernetes_dcgm_exporter_url", "") or ""),
         )
