@@ -136,6 +136,29 @@ class KubernetesBrokerSettings(HasTraits):
         request beyond waits for a slot. Each holds 250m CPU and 256Mi.""",
     ).tag(config=True)
 
+    kubernetes_mount_home = Bool(
+        False,
+        help="""Mount the user's home claim (kubernetes_home_claim) into each kernel pod: the
+        server's folder at the same path, the notebook's folder as the working directory,
+        so files beside the notebook are the kernel's. ReadWriteOnce claims put the kernel
+        on its server's node (pod affinity to kubernetes_server_selector's labels);
+        ReadWriteMany claims any node. The claim must be in kubernetes_namespace
+        (docs/kubernetes.md, "The notebook's folder"). Off: kernels start in /tmp.""",
+    ).tag(config=True)
+
+    kubernetes_home_claim = Unicode(
+        "claim-{username}",
+        help="""The name of a user's home claim, as the servers' (z2jh:
+        singleuser.storage.dynamic.pvcNameTemplate): {username} and {servername} spelled
+        as kubernetes_server_label_scheme says.""",
+    ).tag(config=True)
+
+    kubernetes_home_path = Unicode(
+        "/home/jovyan",
+        help="""Where the servers mount the home claim (z2jh: singleuser.storage.homeMountPath):
+        the notebook's folder must be inside it, and is mounted relative to it.""",
+    ).tag(config=True)
+
     kubernetes_dcgm_exporter_url = Unicode(
         "",
         help="""The /metrics URL of an NVIDIA DCGM exporter run with pod mapping, for the

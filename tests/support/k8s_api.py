@@ -248,9 +248,12 @@ class DockerKubelet(RunningKubelet):
                     raise RuntimeError(f"persistentvolumeclaim {claim} not found")
                 folder = self.claim_dir(claim)
                 folder.mkdir(parents=True, exist_ok=True)
-                for sub in (m.CHECKPOINT_SUBPATH, m.LOG_SUBPATH):  # the init container's job
-                    (folder / sub).mkdir(exist_ok=True)
-                    os.chown(folder / sub, uid, gid)
+                # The init container's job, on the checkpoint claim only (the user's home
+                # claim, issue 22, is the server's: its folders are the test's).
+                if vol["name"] != "home":
+                    for sub in (m.CHECKPOINT_SUBPATH, m.LOG_SUBPATH):
+                        (folder / sub).mkdir(exist_ok=True)
+                        os.chown(folder / sub, uid, gid)
                 sources[vol["name"]] = str(folder)
             else:  # emptyDir
                 folder = poddir / vol["name"]

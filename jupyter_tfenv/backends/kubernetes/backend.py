@@ -76,7 +76,7 @@ from jupyter_tfenv.backends.base import (
     Usage,
     usage_of,
 )
-from jupyter_tfenv.backends.kubernetes import gpu, manifests, metrics
+from jupyter_tfenv.backends.kubernetes import gpu, homes, manifests, metrics
 from jupyter_tfenv.backends.kubernetes.helpers import PodHelpers, failure_logs
 from jupyter_tfenv.backends.kubernetes.settings import KubernetesSettings
 from jupyter_tfenv.catalog.lock import LockFile, LockMissingError, require_lock
@@ -334,6 +334,14 @@ class KubernetesBackend(PodHelpers, KernelBackend):
         terms = await self.gpu_gate(env)
         if terms:
             start = dataclasses.replace(start, node_terms=terms)
+        if self.settings.mount_home:  # the notebook's folder (homes.py)
+            try:
+                home = await homes.home_for(self, caller, request, new_gpus)
+            except TFEnvError as err:
+                if isinstance(err, BackendError):
+                    raise
+                raise BackendError(err.message, status=409, reason="home not shared") from err
+            start = dataclasses.replace(start, home=home)
         async with self.user_lock(caller.name):
             if admit is not None:
                 admit(await self.usage(caller, exclude=request.kernel_id), new_gpus)
@@ -343,7 +351,7 @@ class KubernetesBackend(PodHelpers, KernelBackend):
                 )
             except PodStartError as err:
                 raise BackendError(
-                    err.message,
+                    homes.scheduling_message(err.message, start.home),
                     status=err.http_status,
                     reason="pod did not start",
                     logs=failure_logs(err),

@@ -55,6 +55,12 @@ class KubernetesSettings:
     schedule_timeout: float = 10.0
     #: Checkpoint helper pods one user may run at a time (a request beyond waits).
     helper_pods_per_user: int = 1
+    #: The notebook's folder in the kernel pod (homes.py): mount the user's home claim
+    #: (``home_claim``, named as the server labels are), the server's folder at the same
+    #: path as under ``home_path`` on the server, and run in the notebook's folder.
+    mount_home: bool = False
+    home_claim: str = "claim-{username}"
+    home_path: str = "/home/jovyan"
     #: Memory limit in bytes of environments that set none (broker's ``default_memory``;
     #: None: no limit).
     default_memory: int | None = None
@@ -89,6 +95,9 @@ class KubernetesSettings:
             pull_timeout=float(obj.kubernetes_pull_timeout),
             schedule_timeout=float(obj.kubernetes_schedule_timeout),
             helper_pods_per_user=int(obj.kubernetes_helper_pods_per_user),
+            mount_home=bool(getattr(obj, "kubernetes_mount_home", False)),
+            home_claim=str(getattr(obj, "kubernetes_home_claim", "claim-{username}")),
+            home_path=str(getattr(obj, "kubernetes_home_path", "/home/jovyan")),
             default_memory=obj.default_memory or None,
             probe_timeout=float(obj.probe_timeout),
             allow_incompatible_gpus=bool(getattr(obj, "allow_incompatible_gpus", False)),
