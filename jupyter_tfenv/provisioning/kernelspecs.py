@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_client.kernelspec import KernelSpec, KernelSpecManager, NoSuchKernel
+from tornado.web import HTTPError
 from traitlets import Instance, default
 
 from jupyter_tfenv.backends.docker.engine import launcher_command
@@ -83,6 +84,22 @@ def kernelspec_for(
     return KernelSpec(resource_dir=str(RESOURCES_DIR), **spec)
 
 
+class UnknownEnvironmentKernel(NoSuchKernel, HTTPError):
+    """A ``tfenv-<id>`` kernel name whose environment is not in the catalog (removed, or
+    left out as invalid). A ``NoSuchKernel`` for jupyter_client and jupyter_server, and a
+    404 with what to do where it reaches an HTTP answer (``POST /api/kernels`` would
+    otherwise answer 500 "Unhandled error")."""
+
+    def __init__(self, kernel_name: str, message: str) -> None:
+        NoSuchKernel.__init__(self, kernel_name)
+        # Last: tornado formats log_message with args, which must then be empty.
+        HTTPError.__init__(self, 404, message, reason="Unknown environment")
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
 class TFEnvKernelSpecManager(KernelSpecManager):
     """The usual kernelspecs plus one ``tfenv-<id>`` spec per catalog environment."""
 
@@ -128,10 +145,20 @@ class TFEnvKernelSpecManager(KernelSpecManager):
                 return self._spec(env)
         try:
             return super().get_kernel_spec(kernel_name)
-        except NoSuchKernel:
-            raise
-        except KeyError:
+        except KeyError as err:
+            if kernel_name.startswith(KERNEL_PREFIX):
+                raise self._unknown(kernel_name) from None
+            if isinstance(err, NoSuchKernel):
+                raise
             raise NoSuchKernel(kernel_name) from None
+
+    def _unknown(self, kernel_name: str) -> UnknownEnvironmentKernel:
+        """The error for a ``tfenv-`` name no catalog entry has: the catalog says why."""
+        try:
+            self.catalog.get(kernel_name[len(KERNEL_PREFIX) :])
+        except TFEnvError as err:
+            return UnknownEnvironmentKernel(kernel_name, f"No kernel '{kernel_name}': {err}")
+        return UnknownEnvironmentKernel(kernel_name, f"No kernel '{kernel_name}'.")
 
     def get_all_specs(self) -> dict[str, dict[str, Any]]:
         specs: dict[str, dict[str, Any]] = super().get_all_specs()

@@ -162,12 +162,21 @@ async def test_docker_daemon_not_reachable(
     await assert_nothing_left(docker_engine, jp_serverapp, runtime_root)
 
 
-async def test_unknown_tfenv_kernel_name(jp_fetch):
-    from tornado.httpclient import HTTPClientError
+async def test_unknown_tfenv_kernel_name(jp_fetch, jp_serverapp):
+    """A tfenv kernel name no catalog entry has (removed, or left out as invalid, as the
+    floating tag here): 404 with the catalog's words, not jupyter_server's 500
+    "Unhandled error"."""
+    code, message = await start_error(jp_fetch, "tfenv-floating")
+    assert code == 404, message
+    assert message.startswith("No kernel 'tfenv-floating': No environment 'floating'"), message
+    assert "jupyter tfenv check" in message, message
+    code, message = await start_error(jp_fetch, "tfenv-never-there")
+    assert code == 404 and "No environment 'never-there' in the tfenv catalog" in message
+    # Still jupyter_client's NoSuchKernel for whoever asks the spec manager.
+    from jupyter_client.kernelspec import NoSuchKernel
 
-    with pytest.raises(HTTPClientError) as info:
-        await jp_fetch("api", "kernels", method="POST", body='{"name": "tfenv-floating"}')
-    assert info.value.code in (404, 500)
+    with pytest.raises(NoSuchKernel):
+        jp_serverapp.kernel_spec_manager.get_kernel_spec("tfenv-never-there")
 
 
 async def test_a_failed_start_does_not_block_server_shutdown(jp_fetch, jp_serverapp):
