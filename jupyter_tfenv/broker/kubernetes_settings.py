@@ -167,3 +167,12 @@ class KubernetesBrokerSettings(HasTraits):
         (e.g. 'http://{host_ip}:9400/metrics' with a hostPort). docs/kubernetes.md,
         "Live readings".""",
     ).tag(config=True)
+
+    kubernetes_probe_gpu = Bool(
+        False,
+        help="""Give a GPU environment's probe pod one GPU (nvidia.com/gpu: 1, the entry's
+        node selector, tolerations and affinity), so that the probe says which GPUs
+        TensorFlow sees. It holds a GPU for the probe's seconds, counted against the user's
+        GPU limit; where that limit leaves none, or no GPU is free within
+        kubernetes_schedule_timeout, the probe runs without one and says why.""",
+    ).tag(config=True)

@@ -407,11 +407,17 @@ class KubernetesAPI:
     # -- short helper pods (checkpoint listing and deletion) ---------------------------
 
     async def run_helper(
-        self, pod: dict[str, Any], *, timeout: float = 120.0, raw: bool = False
+        self,
+        pod: dict[str, Any],
+        *,
+        timeout: float = 120.0,
+        raw: bool = False,
+        schedule_timeout: float | None = None,
     ) -> Any:
         """Run a helper pod (manifests.helper_pod) to its end; the JSON its last
         ``TFENV-HELPER`` line printed (``raw``: its whole output, when it succeeded). The
-        pod is always deleted."""
+        pod is always deleted. ``schedule_timeout``: give up (409, the scheduler's reason)
+        when the pod stays unschedulable that long (a probe waiting for a free GPU)."""
         name = pod["metadata"]["name"]
         violations = pss.check_pod(pod)
         if violations:  # pragma: no cover - helper_pod is built restricted
@@ -425,6 +431,7 @@ class KubernetesAPI:
             ) from err
         try:
             deadline = time.monotonic() + timeout
+            unschedulable_since: float | None = None
             while True:
                 got = await self._call(
                     self.core.read_namespaced_pod, name, self.namespace, missing_ok=True
@@ -433,6 +440,17 @@ class KubernetesAPI:
                 if phase in ("Succeeded", "Failed"):
                     break
                 events = await self.events(name)
+                why = _unschedulable(got or {}) if schedule_timeout is not None else ""
+                if not why:
+                    unschedulable_since = None
+                elif unschedulable_since is None:
+                    unschedulable_since = time.monotonic()
+                elif time.monotonic() - unschedulable_since > (schedule_timeout or 0.0):
+                    raise PodStartError(
+                        f"No node can run the pod now: {why}",
+                        events=_events_text(events),
+                        status=409,
+                    )
                 failure = _start_failure("checkpoint helper", got or {}, events)
                 if failure is not None and "exited" not in failure[0]:
                     raise PodStartError(failure[0], events=_events_text(events), status=502)

@@ -2,9 +2,12 @@
 (:class:`PodHelpers`, a part of ``backends.kubernetes.backend.KubernetesBackend``).
 
 - A probe pod runs the image's probe script (Python, TensorFlow, its CUDA/cuDNN build)
-  without a GPU; one per (environment, image) at a time, shared by every request that asks
-  meanwhile, kept per image reference. It counts as a kernel of the user who started it
-  while it runs (the ``admit`` hook, under the user's lock).
+  without a GPU, or, for a GPU environment with ``settings.probe_gpu``, with one GPU for
+  its seconds (then it also says which GPUs TensorFlow sees; where the user's GPU quota
+  is full or no GPU is free within ``settings.schedule_timeout`` it runs without one and
+  says why); one per (environment, image) at a time, shared by every request that asks
+  meanwhile, kept per image reference. It counts as a kernel of the user who started it,
+  and its GPU as theirs, while it runs (the ``admit`` hook, under the user's lock).
 - A checkpoint helper pod lists or deletes entries on the user's claim of an environment,
   on the node where a kernel of that user and environment holds it (ReadWriteOnce); at
   most ``settings.helper_pods_per_user`` of a user's at a time, a request beyond waits.
@@ -98,7 +101,7 @@ class PodHelpers:
         self._helper_slots: dict[str, asyncio.Semaphore] = {}
 
     def probe_gpus(self, caller: Caller) -> list[int]:
-        """The GPUs of each probe pod running for the caller (probes get none: zeros)."""
+        """The GPUs of each probe pod running for the caller (0, or 1 with probe_gpu)."""
         return list(self._probes_of.get(caller.name, {}).values())
 
     # -- environment probes --------------------------------------------------------------
@@ -112,8 +115,8 @@ class PodHelpers:
         admit: Admit | None = None,
     ) -> dict[str, Any]:
         """What the environment's image holds (python, TensorFlow, its CUDA/cuDNN build),
-        from a short probe pod; kept per image reference. The pod gets no GPU (it would
-        hold one and wait for a free one): the kernel's own view shows the GPUs."""
+        from a short probe pod; kept per image reference. The pod gets no GPU unless
+        ``settings.probe_gpu`` (it holds one for its seconds, counted as the user's)."""
         image = self.image_of(env)
         cached = self._probes.get((env.id, image))
         if cached is not None and not refresh:
@@ -125,10 +128,19 @@ class PodHelpers:
             async with self.user_lock(caller.name):
                 running = self._probing.get((env.id, image))
                 if running is None or running.done():
+                    gpus = 1 if self.settings.probe_gpu and env.wants_gpu else 0
+                    no_gpu = ""
                     if admit is not None:
-                        admit(await self.usage(caller), 0)
+                        usage = await self.usage(caller)
+                        try:
+                            admit(usage, gpus)
+                        except TFEnvError as err:
+                            if not gpus:
+                                raise
+                            admit(usage, 0)  # the kernel limit still holds
+                            gpus, no_gpu = 0, f"the user's GPU limit leaves none ({err})"
                     token = object()
-                    self._probes_of.setdefault(caller.name, {})[token] = 0
+                    self._probes_of.setdefault(caller.name, {})[token] = gpus
 
                     def release(_: Any, name: str = caller.name, token: object = token) -> None:
                         mine = self._probes_of.get(name, {})
@@ -136,16 +148,43 @@ class PodHelpers:
                         if not mine:
                             self._probes_of.pop(name, None)
 
-                    running = asyncio.ensure_future(self._run_probe(caller, env, image))
+                    running = asyncio.ensure_future(
+                        self._run_probe(caller, env, image, gpus=gpus, no_gpu=no_gpu)
+                    )
                     running.add_done_callback(release)
                     self._probing[(env.id, image)] = running
         result = await asyncio.shield(running)
         return {"state": "ok", **result}
 
-    async def _run_probe(self, caller: Caller, env: Environment, image: str) -> dict[str, Any]:
+    async def _run_probe(
+        self, caller: Caller, env: Environment, image: str, *, gpus: int = 0, no_gpu: str = ""
+    ) -> dict[str, Any]:
+        started = time.monotonic()
+        if gpus:
+            try:
+                out = await self._probe_output(caller, env, image, gpus)
+            except BackendError as err:
+                if err.http_status != 409:  # not "no GPU free now"
+                    raise
+                why = err.message.split("now: ", 1)[-1]  # the scheduler's words
+                gpus = 0
+                no_gpu = f"no GPU was free within {self.settings.schedule_timeout:g} s ({why})"
+                out = await self._probe_output(caller, env, image, 0)
+        else:
+            out = await self._probe_output(caller, env, image, 0)
+        facts = probe_facts(out)
+        if facts is None:
+            raise BackendError(
+                no_result_message(env), status=500, reason="probe failed", logs=out[-2000:]
+            )
+        result = probe_result(env, facts, probe_gpu_state(env, facts, gpus, no_gpu), image, started)
+        self._probes[(env.id, image)] = result
+        return result
+
+    async def _probe_output(self, caller: Caller, env: Environment, image: str, gpus: int) -> str:
+        """The output of one probe pod of ``image`` (with ``gpus`` GPUs)."""
         from jupyter_tfenv.backends.kubernetes.api import PodStartError  # noqa: PLC0415
 
-        started = time.monotonic()
         pod = manifests.helper_pod(
             name=manifests.dns_label("tfenv-probe", env.id, secrets.token_hex(4)),
             namespace=self.settings.namespace,
@@ -158,10 +197,17 @@ class PodHelpers:
             read_only=True,
             scratch=PROBE_DIR,
             component="probe",
+            gpus=gpus,
+            env=env,
         )
         try:
             out = await self.call(
-                self.api().run_helper(pod, timeout=self.settings.probe_timeout, raw=True)
+                self.api().run_helper(
+                    pod,
+                    timeout=self.settings.probe_timeout,
+                    raw=True,
+                    schedule_timeout=self.settings.schedule_timeout if gpus else None,
+                )
             )
         except PodStartError as err:
             raise BackendError(
@@ -170,26 +216,7 @@ class PodHelpers:
                 reason="probe failed",
                 logs=failure_logs(err),
             ) from err
-        facts = probe_facts(out)
-        if facts is None:
-            raise BackendError(
-                no_result_message(env), status=500, reason="probe failed", logs=out[-2000:]
-            )
-        gpu_state = (
-            {
-                "state": "unknown",
-                "message": "Kubernetes mode probes without a GPU; the panel's kernel view "
-                "shows the GPUs a running kernel sees.",
-            }
-            if env.wants_gpu
-            else {
-                "state": "not_requested",
-                "message": f"'{env.id}' is a CPU environment: its kernels see no GPU.",
-            }
-        )
-        result = probe_result(env, facts, gpu_state, image, started)
-        self._probes[(env.id, image)] = result
-        return result
+        return str(out)
 
     # -- checkpoints: read and deleted by short pods on the user's claims ---------------
 
@@ -289,3 +316,61 @@ class PodHelpers:
                 raise BackendError(
                     err.message, status=err.http_status, reason="checkpoint helper", logs=err.events
                 ) from err
+
+
+def probe_gpu_state(
+    env: Environment, facts: dict[str, Any], gpus: int, no_gpu: str
+) -> dict[str, str]:
+    """The probe's ``gpu_state``: what a probe pod with ``gpus`` GPUs tells of the GPUs
+    TensorFlow sees (``no_gpu``: why a GPU environment's probe ran without one)."""
+    if not env.wants_gpu:
+        return {
+            "state": "not_requested",
+            "message": f"'{env.id}' is a CPU environment: its kernels see no GPU.",
+        }
+    if not gpus:
+        why = (
+            f"this probe ran without a GPU: {no_gpu}"
+            if no_gpu
+            else "Kubernetes mode probes without a GPU unless "
+            "c.TFEnvBroker.kubernetes_probe_gpu = True (a probe then holds one GPU for its "
+            "seconds)"
+        )
+        return {
+            "state": "unknown",
+            "message": f"{why[0].upper()}{why[1:]}; the panel's kernel view shows the GPUs a "
+            "running kernel sees.",
+        }
+    if facts.get("tensorflow") is None:
+        error = (facts.get("errors") or {}).get("tensorflow", "TensorFlow is not in the image")
+        return {
+            "state": "unknown",
+            "message": f"TensorFlow could not be imported in the image ({error}), so the "
+            "probe cannot tell whether it sees the GPU.",
+        }
+    seen = facts.get("gpus") or []
+    if seen:
+        names = ", ".join(str(g.get("name") or g.get("device")) for g in seen)
+        return {
+            "state": "ok",
+            "message": f"TensorFlow sees {len(seen)} GPU(s) in a probe pod given {gpus}: {names}.",
+        }
+    build = facts.get("build") or {}
+    message = (
+        f"The probe pod got {gpus} GPU ({manifests.GPU_RESOURCE}), but TensorFlow "
+        f"{facts['tensorflow']} sees none."
+    )
+    if build.get("is_cuda_build") is False:
+        message += (
+            " This TensorFlow is a CPU-only build (is_cuda_build=false): use a GPU image "
+            "such as tensorflow/tensorflow:X.Y.Z-gpu-jupyter."
+        )
+    else:
+        message += (
+            " Check the node's NVIDIA driver and container toolkit (the device plugin's "
+            "pods) and that the driver supports the image's CUDA "
+            f"{build.get('cuda_version') or ''}.".rstrip()
+        )
+    if (facts.get("errors") or {}).get("gpus"):
+        message += f" TensorFlow said: {facts['errors']['gpus']}"
+    return {"state": "not_visible", "message": message}

@@ -29,6 +29,7 @@ from jupyter_tfenv.backends.kubernetes.start import (
     CONNECTION_DIR,
     CONNECTION_FILE,
     CONNECTION_PATH,
+    GPU_RESOURCE,
     KERNEL_CONTAINER,
     LOG_SUBPATH,
     MANAGED_BY,
@@ -387,11 +388,16 @@ def helper_pod(
     node: str | None = None,
     scratch: str | None = None,
     component: str = "checkpoint-helper",
+    gpus: int = 0,
+    env: Environment | None = None,
 ) -> dict[str, Any]:
     """A short pod that runs ``command`` with each claim's checkpoint folder at /v/<i>
     (the checkpoint listing and deletion of Kubernetes mode): restricted like a kernel,
     no network use, small limits, never restarted. ``node`` pins it where a running
-    kernel holds a ReadWriteOnce claim."""
+    kernel holds a ReadWriteOnce claim. ``gpus`` (an environment probe that may hold a
+    GPU, ``kubernetes_probe_gpu``): that many ``nvidia.com/gpu``, the memory a GPU
+    TensorFlow needs to start, and ``env``'s placement (its GPU nodes' selector,
+    tolerations, affinity)."""
     if uid == 0:
         raise KubernetesManifestError("Refusing a helper pod that runs as root (uid 0).")
     spec: dict[str, Any] = {
@@ -447,6 +453,17 @@ def helper_pod(
         spec["volumes"].append({"name": "scratch", "emptyDir": {"sizeLimit": "64Mi"}})
     if node:
         spec["nodeName"] = node
+    if gpus:
+        kernel = spec["containers"][0]
+        # The device plugin's GPUs, not NVIDIA_VISIBLE_DEVICES=void; CUDA's start needs
+        # more than the CPU probe's 256Mi (Docker's probe gets 4 GiB).
+        kernel["env"] = [e for e in kernel["env"] if e["name"] != "NVIDIA_VISIBLE_DEVICES"]
+        kernel["resources"] = {
+            "limits": {"cpu": "1", "memory": "4Gi", GPU_RESOURCE: str(gpus)},
+            "requests": {"cpu": "250m", "memory": "1Gi", GPU_RESOURCE: str(gpus)},
+        }
+        if env is not None and not node:
+            spec.update(placement(env))
     labels = {
         **MANAGED_BY,
         COMPONENT_LABEL: component,

@@ -72,6 +72,9 @@ class KubernetesSettings:
     #: A DCGM exporter's /metrics URL for the GPUs' live use ("": none); ``{node}`` and
     #: ``{host_ip}`` become the kernel pod's node name and address.
     dcgm_exporter_url: str = ""
+    #: Give a GPU environment's probe pod one GPU (it holds it for its seconds), so the
+    #: probe says which GPUs TensorFlow sees.
+    probe_gpu: bool = False
 
     @classmethod
     def from_config(cls, obj: Any) -> KubernetesSettings:
@@ -102,4 +105,5 @@ class KubernetesSettings:
             probe_timeout=float(obj.probe_timeout),
             allow_incompatible_gpus=bool(getattr(obj, "allow_incompatible_gpus", False)),
             dcgm_exporter_url=str(getattr(obj, "kubernetes_dcgm_exporter_url", "") or ""),
+            probe_gpu=bool(getattr(obj, "kubernetes_probe_gpu", False)),
         )
