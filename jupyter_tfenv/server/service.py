@@ -34,6 +34,7 @@ from jupyter_tfenv.errors import (
 from jupyter_tfenv.kernels import pools
 from jupyter_tfenv.kernels.compat import Compatibility
 from jupyter_tfenv.provisioning.provisioner import TFEnvKernelProvisioner
+from jupyter_tfenv.server.builds import BuildJobs
 from jupyter_tfenv.server.sources import (  # noqa: F401 - PULL_BY_ADMIN, BrokerCheckpoints: kept here
     PULL_BY_ADMIN,
     BrokerCheckpoints,
@@ -66,6 +67,8 @@ class TFEnvService:
         self.log = log
         self._client: Any = None
         self._pulls: PullManager | None = None
+        #: Builds of derived environments (the panel's Build action).
+        self.builds = BuildJobs(log=log)
         self._probes: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._checkpoints: CheckpointBrowser | None = None
         # Short-lived caches: a panel polls every few seconds, several panels at once.

@@ -292,7 +292,12 @@ class TestKernel:
         assert before["image_status"]["present"] is False
         assert before["image"].startswith(f"{PREFIX}/om:unbuilt-")
         reply = await jp_fetch("tfenv", "environments", "one-more", "build", method="POST", body="")
-        result = body(reply)
+        # A build job, followed to its end (tests/server/test_build_jobs.py).
+        assert reply.code == 202
+        events = await jp_fetch("tfenv", "builds", body(reply)["id"], "events", request_timeout=600)
+        assert b"event: done" in events.body, events.body[-2000:]
+        job = body(await jp_fetch("tfenv", "builds", body(reply)["id"]))
+        result = job["result"]
         assert result["already_built"] is False and result["image"].startswith(f"{PREFIX}/om:v2-")
         images.images.get(result["image"])  # it is here now
         lock = json.loads((catalog_path.parent / "tfenv-lock.json").read_text())

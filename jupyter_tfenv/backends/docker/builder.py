@@ -387,11 +387,15 @@ def build_environment(
                 encoding="utf-8",
             )
             image_id = _docker_build(client, context, progress)
+        if progress:
+            progress({"phase": "verify", "message": f"importing {len(wheels)} package(s)"})
         try:
             _verify(client, image_id, derived.python, wheels)
         except BuildError:
             _remove_quietly(client, image_id)
             raise
+        if progress:
+            progress({"phase": "tag", "message": f"tagging {image}"})
         repository, _, tag = image.rpartition(":")
         client.images.get(image_id).tag(repository, tag)
         cached = False

@@ -115,9 +115,52 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def pip(args: list[str]) -> subprocess.CompletedProcess[str]:
+def pip(
+    args: list[str], on_line: Callable[[str], None] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``pip ARGS`` on the host; ``on_line`` gets each line of its output as it comes."""
     cmd = [sys.executable, "-m", "pip", "--disable-pip-version-check", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=1800)
+    if on_line is None:
+        return subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=1800)
+    out: list[str] = []
+    with tempfile.TemporaryFile(mode="w+") as err:
+        with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True) as proc:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                out.append(line)
+                on_line(line.rstrip())
+            code = proc.wait(timeout=1800)
+        err.seek(0)
+        return subprocess.CompletedProcess(cmd, code, "".join(out), err.read())
+
+
+class _DownloadCount:
+    """``downloading wheels n/m`` from pip download's lines: each ``Collecting`` is one
+    more wheel to get, each wheel downloaded (or found already there) one more got."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.done = 0
+        self.total = 0
+
+    def __call__(self, line: str) -> None:
+        words = line.split()
+        got = words[:1] in (["Downloading"], ["Using"]) and any(w.endswith(".whl") for w in words)
+        if line.startswith("Collecting "):
+            self.total += 1
+        elif got or line.strip().startswith("File was already downloaded"):
+            self.done += 1
+        else:
+            return
+        total = max(self.total, self.done)
+        self.progress(
+            {
+                "phase": "download",
+                "message": f"downloading wheels {self.done}/{total}",
+                "done": self.done,
+                "total": total,
+            }
+        )
 
 
 class _Cache:
@@ -161,14 +204,24 @@ class _Cache:
 
 
 def _download(
-    cache: _Cache, target: Target, lines: list[str], extra: list[str], what: str
+    cache: _Cache,
+    target: Target,
+    lines: list[str],
+    extra: list[str],
+    what: str,
+    *,
+    progress: Progress | None = None,
 ) -> list[Wheel]:
-    """``pip download`` of requirement ``lines`` into the cache; the wheels pip saved."""
+    """``pip download`` of requirement ``lines`` into the cache; the wheels pip saved.
+    ``progress`` gets ``downloading wheels n/m`` events (``done``, ``total``)."""
     with tempfile.TemporaryDirectory(dir=cache.folder, prefix=".download-") as tmp:
         reqs = Path(tmp) / "requirements.txt"
         reqs.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
         dest = Path(tmp) / "wheels"
-        result = pip(["download", "--dest", str(dest), *target.pip_args(), *extra, "-r", str(reqs)])
+        result = pip(
+            ["download", "--dest", str(dest), *target.pip_args(), *extra, "-r", str(reqs)],
+            _DownloadCount(progress) if progress else None,
+        )
         if result.returncode != 0:
             said = result.stderr.strip()[-1500:]
             hint = (
@@ -235,7 +288,14 @@ def resolve(
                 "".join(f"{n}=={v}\n" for n, v in sorted(kept.items())), encoding="utf-8"
             )
             extra = ["-c", str(constraints)]
-        wheels = _download(folder, target, [p.spec for p in pins], extra, "Resolving the packages")
+        wheels = _download(
+            folder,
+            target,
+            [p.spec for p in pins],
+            extra,
+            "Resolving the packages",
+            progress=progress,
+        )
     found = {w.pin.name: w for w in wheels}
     missing = [p.spec for p in pins if p.name not in found]
     if missing:
@@ -265,7 +325,9 @@ def fetch(
     if missing:
         if progress:
             progress({"phase": "download", "message": f"downloading {len(missing)} wheel(s)"})
-        _download(folder, target, missing, ["--no-deps"], "Downloading the wheels")
+        _download(
+            folder, target, missing, ["--no-deps"], "Downloading the wheels", progress=progress
+        )
     wheels = []
     for spec, sha in sorted(wanted.items()):
         wheel = folder.get(spec)

@@ -5,16 +5,15 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from docker.errors import ImageNotFound
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
-from jupyter_tfenv.backends.docker.builder import build_and_record
+from jupyter_tfenv.backends.docker.builder import NO_LOCK_FILE, build_environment
 from jupyter_tfenv.backends.docker.compat_gate import summary
+from jupyter_tfenv.catalog.lock import LockFile
 from jupyter_tfenv.errors import BackendError
 from jupyter_tfenv.server.handlers.base import TFEnvHandler
-
-#: Builds in progress, by image: a second request for the same image waits for the first.
-_BUILDS: dict[str, asyncio.Future[Any]] = {}
 
 
 class EnvironmentsHandler(TFEnvHandler):
@@ -114,8 +113,9 @@ class BuildHandler(TFEnvHandler):
     @web.authenticated
     @authorized(action="write")
     async def post(self, env_id: str) -> None:
-        """Build a derived environment on this server's engine, as `jupyter tfenv build`
-        does (docs/building.md); answers when it is built, with what was built."""
+        """Start building a derived environment on this server's engine, as `jupyter tfenv
+        build` does (docs/building.md); follow it at /tfenv/builds/<id>(/events). A build
+        of the same image already running is answered instead of a second one."""
         state = self.tfenv
         env = state.catalog.get(env_id)
         if env.derived is None:
@@ -133,13 +133,43 @@ class BuildHandler(TFEnvHandler):
                 reason="BrokerMode",
             )
         client = await state.docker()
-        running = _BUILDS.get(env.image)
-        if running is None or running.done():
-            running = asyncio.ensure_future(
-                asyncio.to_thread(build_and_record, client, env, state.lock_path)
-            )
-            _BUILDS[env.image] = running
-        self.write_json(await asyncio.shield(running))
+        jobs = state.builds
+        job = jobs.active(env.image)
+        if job is None:
+            await asyncio.to_thread(_can_start, client, env, state.lock_path)
+            lock_path = state.lock_path
+
+            def work(progress: Any) -> dict[str, Any]:
+                lock = LockFile.load(lock_path)
+                result = build_environment(client, env, lock=lock, progress=progress)
+                lock.save()
+                return result.to_dict()
+
+            job = jobs.start(env.id, env.image, work)
+        self.set_header("Location", self.base_url.rstrip("/") + f"/tfenv/builds/{job.id}")
+        self.write_json(job.to_dict(), status=202)
+
+
+def _can_start(client: Any, env: Any, lock_path: Any) -> None:
+    """Refuse (409) a build that cannot start: no lock file to record it in, or a base that
+    is not on the engine (checked again by the build itself)."""
+    if lock_path is None:
+        raise BackendError(NO_LOCK_FILE, status=409, reason="no lock file")
+    derived = env.derived
+    try:
+        client.images.get(derived.base_image)
+    except ImageNotFound:
+        how = (
+            f"`jupyter tfenv build {env.id}` on the host builds the chain, base first"
+            if derived.parent
+            else f"pull it first (`jupyter tfenv pull {derived.base}`, or Pull in this panel)"
+        )
+        raise BackendError(
+            f"The base image {derived.base_image} of '{env.id}' is not on this server's "
+            f"Docker engine: {how}.",
+            status=409,
+            reason="base not present",
+        ) from None
 
 
 routes = [
