@@ -6,7 +6,9 @@ GPU use. Skipped without ``KUBECONFIG`` (settings: test_cluster.py's docstring),
   or the kubeconfig's identity may not read it (the reason is the product's own words);
 - the GPU test without ``TFENV_K8S_DCGM_URL`` (the exporter's /metrics URL, as
   ``kubernetes_dcgm_exporter_url``: ``{node}``/``{host_ip}`` filled in) or a node with
-  allocatable ``nvidia.com/gpu``.
+  allocatable ``nvidia.com/gpu``;
+- the GPU probe test (``kubernetes_probe_gpu``) without a node with allocatable
+  ``nvidia.com/gpu``.
 """
 
 from __future__ import annotations
@@ -17,12 +19,16 @@ import time
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes.client.exceptions import ApiException
+from traitlets.config import Config
 
+from jupyter_tfenv.backends.kubernetes import KubernetesBackend, KubernetesSettings, metrics
 from jupyter_tfenv.backends.kubernetes import manifests as m
-from jupyter_tfenv.backends.kubernetes import metrics
+from jupyter_tfenv.catalog.loading import TFEnvCatalog
+from jupyter_tfenv.core.caller import Caller
 
-from .conftest import Kernels, Settings, raw
+from .conftest import GID, UID, Kernels, Settings, raw
 from .test_cluster import GPU_TOLERATION, _allocatable_gpus, cpu_entry
 
 pytestmark = [
@@ -90,14 +96,7 @@ async def test_a_gpu_kernels_use_comes_from_the_dcgm_exporter(
     url = os.environ.get("TFENV_K8S_DCGM_URL", "")
     if not url:
         pytest.skip("set TFENV_K8S_DCGM_URL to a DCGM exporter's /metrics URL (pod mapping on)")
-    try:
-        nodes = raw(kernels.core.list_node).get("items") or []
-    except ApiException as err:
-        if err.status == 403:
-            pytest.skip("the kubeconfig's identity may not list nodes: no GPU node known")
-        raise
-    if not any(_allocatable_gpus(node) >= 1 for node in nodes):
-        pytest.skip(f"no node has allocatable {m.GPU_RESOURCE} (NVIDIA device plugin)")
+    _require_gpu_node(kernels)
     backend = kernels.backend()
     entry = {
         "id": "tf-cluster-test-gpu",
@@ -137,3 +136,53 @@ async def test_a_gpu_kernels_use_comes_from_the_dcgm_exporter(
     assert device["memory_used"] and device["memory_used"] > 64 * 2**20, device
     assert device["memory_total"] and device["memory_total"] > device["memory_used"], device
     assert device["utilization_gpu"] is not None and device["name"], device
+
+
+def _require_gpu_node(kernels: Kernels) -> None:
+    try:
+        nodes = raw(kernels.core.list_node).get("items") or []
+    except ApiException as err:
+        if err.status == 403:
+            pytest.skip("the kubeconfig's identity may not list nodes: no GPU node known")
+        raise
+    if not any(_allocatable_gpus(node) >= 1 for node in nodes):
+        pytest.skip(f"no node has allocatable {m.GPU_RESOURCE} (NVIDIA device plugin)")
+
+
+async def test_a_gpu_probe_pod_sees_its_gpu(
+    settings: Settings, kernels: Kernels, user: str, tmp_path: Any
+) -> None:
+    """kubernetes_probe_gpu on a cluster: the GPU image's probe pod gets one GPU through
+    the device plugin and TensorFlow sees it (the panel no longer says "unknown")."""
+    _require_gpu_node(kernels)
+    path = tmp_path / "catalog.yaml"
+    entry = {
+        "id": "tf-cluster-test-gpu",
+        "image": settings.gpu_image,
+        "gpus": 1,
+        "kubernetes": {"tolerations": [GPU_TOLERATION]},
+    }
+    path.write_text(yaml.safe_dump({"version": 1, "environments": [entry]}))
+    catalog = TFEnvCatalog(config=Config({"TFEnvCatalog": {"catalog_files": [str(path)]}}))
+    catalog.refresh()
+    backend = KubernetesBackend(
+        KubernetesSettings(
+            namespace=settings.namespace,
+            config=settings.kubeconfig,
+            uid=UID,
+            gid=GID,
+            probe_gpu=True,
+            schedule_timeout=300.0,  # an autoscaler may add the GPU node
+            probe_timeout=1800.0,  # the GPU image may be pulled first
+        ),
+        catalog=lambda: catalog,
+    )
+    try:
+        probe = await backend.probe(
+            Caller(name=user, uid=UID, gid=GID, home="/"), catalog.get("tf-cluster-test-gpu")
+        )
+    finally:
+        await backend.close()
+    state = probe["gpu_state"]
+    assert state["state"] == "ok", state
+    assert len(probe["gpus"]) == 1 and probe["gpus"][0]["compute_capability"], probe["gpus"]
