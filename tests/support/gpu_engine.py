@@ -119,7 +119,10 @@ class TestEngine:
         """``docker save reference | docker load`` from the main engine into this one."""
         assert self.client is not None
         image = main.images.get(reference)
-        self.client.images.load(b"".join(image.save(named=True)))
+        # Saved under ``reference`` itself: ``named=True`` takes the image's first tag,
+        # which may be another name a test gave the same image.
+        named = reference if reference in image.tags else True
+        self.client.images.load(b"".join(image.save(named=named)))
 
     def containers(self) -> list[Any]:
         assert self.client is not None
