@@ -12,10 +12,12 @@
 3. names the image by content: the base's digest (:func:`base_digest_of`) and the resolved
    set give the tag (:func:`jupyter_tfenv.catalog.derived.content_tag`);
 4. installs the set on the host with ``pip install --no-index --require-hashes --no-deps
-   --target`` (the image needs no pip, and nothing runs as root in it) and builds ``FROM
-   <base image id>`` with the folder ``COPY``'d to ``/usr/local/lib/tfenv-packages`` and
-   ``PYTHONPATH`` naming it (the kernel launcher puts the image's ``PYTHONPATH`` first),
-   with networking off (``network_mode="none"``);
+   --target`` (the image needs no pip, and no package code runs) and makes the image bit
+   for bit (:mod:`jupyter_tfenv.backends.docker.layers`): the folder as one normalized layer
+   at ``/usr/local/lib/tfenv-packages`` (fixed order, times and owners), the base's own
+   config plus that layer and ``PYTHONPATH`` naming the folder (the kernel launcher puts
+   the image's ``PYTHONPATH`` first), ``docker load``ed: the same inputs give the same
+   image id on every engine, and nothing runs in a container but the checks;
 5. checks in a container without network that the image's Python sees every package at
    its version, tags it, and records the resolution (``resolved[id]``, which names the
    image in the catalog) and the build (``builds[image]``) in the lock file; ``push``
@@ -36,13 +38,14 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import docker
 from docker.errors import APIError, ContainerError, DockerException, ImageNotFound
 from jupyter_core.paths import jupyter_data_dir
 
+from jupyter_tfenv.backends.docker import layers
 from jupyter_tfenv.backends.docker.wheels import BuildError, Target, Wheel, fetch, install, resolve
 from jupyter_tfenv.catalog.derived import Derived, Resolution
 from jupyter_tfenv.catalog.images import parse_image_ref
@@ -71,6 +74,18 @@ print(json.dumps({"python": "%d.%d" % sys.version_info[:2],
   "implementation": sys.implementation.name, "machine": platform.machine(),
   "libc": [libc[0], libc[1]], "purelib": sysconfig.get_paths()["purelib"],
   "packages": packages}))
+"""
+# The modes and owners of the packages folder's parents, which its layer carries.
+_PARENTS_SCRIPT = f"""
+import json, os
+dirs = {{}}
+for path in {[str(p) for p in reversed(PurePosixPath(PACKAGES_DIR).parents[:-1])]!r}:
+    try:
+        st = os.stat(path)
+    except OSError:
+        continue
+    dirs[path] = [st.st_mode & 0o7777, st.st_uid, st.st_gid]
+print(json.dumps(dirs))
 """
 _CHECK_SCRIPT = """
 import json, sys
@@ -146,13 +161,20 @@ def _run_quiet(client: docker.DockerClient, image: str, cmd: list[str]) -> str:
     return out.decode(errors="replace") if isinstance(out, bytes) else str(out)
 
 
-def facts_of(client: docker.DockerClient, image: str, python: str) -> tuple[Target, dict[str, str]]:
-    """Ask ``python`` in ``image`` (no network) which interpreter and platform it is, and
-    which packages it sees (its ``PYTHONPATH`` applied: a derived base's packages too)."""
-    text = _run_quiet(client, image, [python, "-c", _TARGET_SCRIPT])
+def facts_of(
+    client: docker.DockerClient, image: str, python: str
+) -> tuple[Target, dict[str, str], dict[str, tuple[int, int, int]]]:
+    """Ask ``python`` in ``image`` (no network) which interpreter and platform it is, which
+    packages it sees (its ``PYTHONPATH`` applied: a derived base's packages too), and the
+    mode, uid and gid of the packages folder's parents (``/usr`` …)."""
+    text = _run_quiet(client, image, [python, "-c", _TARGET_SCRIPT + _PARENTS_SCRIPT])
     try:
-        facts = json.loads(text.strip().splitlines()[-1])
-    except (ValueError, IndexError) as err:
+        lines = text.strip().splitlines()
+        facts = json.loads(lines[-2])
+        parents = {
+            str(k): (int(v[0]), int(v[1]), int(v[2])) for k, v in json.loads(lines[-1]).items()
+        }
+    except (ValueError, IndexError, TypeError) as err:
         raise BuildError(f"{python} in {image} did not say what it is: {text[-500:]}") from err
     if facts.get("implementation") != "cpython":
         raise BuildError(
@@ -166,7 +188,7 @@ def facts_of(client: docker.DockerClient, image: str, python: str) -> tuple[Targ
         python=facts["python"], machine=facts["machine"], libc=libc, libc_version=version
     )
     packages = facts.get("packages") or {}
-    return target, {str(k): str(v) for k, v in packages.items()}
+    return target, {str(k): str(v) for k, v in packages.items()}, parents
 
 
 def identities(image: Any) -> set[str]:
@@ -202,44 +224,6 @@ def _same_repository(one: str, two: str) -> bool:
         return name.removeprefix("library/")
 
     return plain(one) == plain(two)
-
-
-def _dockerfile(base_id: str, image_env: list[str], labels: dict[str, str]) -> str:
-    existing = next((e.split("=", 1)[1] for e in image_env if e.startswith("PYTHONPATH=")), "")
-    if PACKAGES_DIR in existing.split(":"):
-        path = existing  # a derived base: the packages go into the same folder
-    else:
-        path = PACKAGES_DIR + (f":{existing}" if existing else "")
-    label = " ".join(f"{k}={json.dumps(v)}" for k, v in sorted(labels.items()))
-    return (
-        f"FROM {base_id}\nCOPY packages {PACKAGES_DIR}\n"
-        f"ENV PYTHONPATH={json.dumps(path)}\nLABEL {label}\n"
-    )
-
-
-def _docker_build(client: docker.DockerClient, context: Path, progress: Progress | None) -> str:
-    image_id = ""
-    errors = []
-    try:
-        for chunk in client.api.build(
-            path=str(context),
-            network_mode="none",
-            rm=True,
-            forcerm=True,
-            pull=False,
-            decode=True,
-        ):
-            if "stream" in chunk and progress and chunk["stream"].strip():
-                progress({"phase": "build", "message": chunk["stream"].strip()})
-            if "aux" in chunk and "ID" in chunk["aux"]:
-                image_id = chunk["aux"]["ID"]
-            if "error" in chunk:
-                errors.append(str(chunk["error"]))
-    except (APIError, DockerException) as err:
-        raise BuildError(f"docker build failed: {err}") from err
-    if errors or not image_id:
-        raise BuildError(f"docker build failed: {'; '.join(errors) or 'no image id'}")
-    return image_id
 
 
 def _verify(client: docker.DockerClient, image_id: str, python: str, wheels: list[Wheel]) -> None:
@@ -337,7 +321,7 @@ def build_environment(
             f"entry): there is nothing to build; `jupyter tfenv pull {env.id}` fetches it."
         )
     base = _base_image(client, env, derived)
-    target, base_packages = facts_of(client, base.id, derived.python)
+    target, base_packages, parents = facts_of(client, base.id, derived.python)
     if progress:
         progress({"phase": "target", "message": f"packages for {target.key}"})
     cache = cache or default_wheel_cache()
@@ -376,17 +360,15 @@ def build_environment(
         image_id, cached = str(existing.id), True
     else:
         with tempfile.TemporaryDirectory(prefix="tfenv-build-") as tmp:
-            context = Path(tmp) / "context"
-            packages = context / "packages"
-            packages.mkdir(parents=True)
+            packages = Path(tmp) / "packages"
+            packages.mkdir()
             if progress:
                 progress({"phase": "install", "message": f"installing {len(wheels)} wheel(s)"})
             install(wheels, target, packages)
-            (context / "Dockerfile").write_text(
-                _dockerfile(str(base.id), base.attrs.get("Config", {}).get("Env") or [], labels),
-                encoding="utf-8",
-            )
-            image_id = _docker_build(client, context, progress)
+            if progress:
+                progress({"phase": "build", "message": "making the image's layer"})
+            made = layers.Recipe(str(base.id), PACKAGES_DIR, labels, parents, len(wheels))
+            image_id = layers.make_image(client, made, packages, Path(tmp), cache)
         if progress:
             progress({"phase": "verify", "message": f"importing {len(wheels)} package(s)"})
         try:

@@ -31,6 +31,7 @@ import os
 import stat
 import tarfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -281,11 +282,64 @@ def load_image(
     return image_id
 
 
+def pythonpath(image_env: list[str], dest: str) -> str:
+    """The derived image's ``PYTHONPATH``: ``dest`` first (a derived base's already names
+    it: the packages go into the same folder)."""
+    existing = next((e.split("=", 1)[1] for e in image_env if e.startswith("PYTHONPATH=")), "")
+    if dest in existing.split(":"):
+        return existing
+    return dest + (f":{existing}" if existing else "")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What a derived image is made of besides its packages' folder."""
+
+    base: str  # the base image's id
+    dest: str  # where the folder goes (absolute)
+    labels: dict[str, str]
+    #: The mode, uid and gid of ``dest``'s parent folders in the base.
+    parents: dict[str, tuple[int, int, int]]
+    count: int  # how many packages
+
+
+def make_image(
+    client: docker.DockerClient, recipe: Recipe, packages: Path, work: Path, cache: Path
+) -> str:
+    """The image of ``packages`` on the base, bit for bit: one layer tar with fixed times
+    and owners, a config of the base's own plus that layer, loaded with ``docker load``;
+    its id is the same on every engine. Configs are kept in ``<cache>/image-configs``."""
+    configs = cache / "image-configs"
+    base = base_config(client, recipe.base, configs)
+    parsed = json.loads(base)
+    layer = work / "layer.tar"
+    diff_id = write_layer(
+        packages,
+        recipe.dest,
+        layer,
+        mtime=epoch_of(parsed.get("created")),
+        parents=recipe.parents,
+    )
+    config = derived_config(
+        base,
+        diff_id,
+        env={"PYTHONPATH": pythonpath((parsed.get("config") or {}).get("Env") or [], recipe.dest)},
+        labels=recipe.labels,
+        created_by=f"jupyter tfenv build: {recipe.count} package(s) into {recipe.dest}",
+    )
+    image_id = load_image(client, config, layer, work)
+    remember_config(config, configs)  # the base of a chain's next build
+    return image_id
+
+
 __all__ = [
+    "Recipe",
     "base_config",
     "derived_config",
     "epoch_of",
     "load_image",
+    "make_image",
+    "pythonpath",
     "remember_config",
     "write_layer",
 ]
