@@ -33,6 +33,7 @@ from jupyter_tfenv.lifecycle.pool import KernelPool, start_pool, stop_pool
 from jupyter_tfenv.provisioning.kernelspecs import TFEnvKernelSpecManager
 from jupyter_tfenv.provisioning.provisioner import TFEnvKernelProvisioner
 from jupyter_tfenv.server.handlers import builds, checkpoints, choices, environments, kernels, pulls
+from jupyter_tfenv.server.kernel_ws import install_connection_class
 from jupyter_tfenv.server.service import TFEnvService
 from jupyter_tfenv.server.sessions import KeepingSessionManager
 
@@ -165,6 +166,7 @@ class TFEnvApp(ExtensionApp):
     def initialize_settings(self) -> None:
         assert self.serverapp is not None
         self.serverapp.log.addFilter(OneLineRefusals())
+        install_connection_class(self.settings)  # the kernel status after auto-restarts
         # The package's own loggers (jupyter_tfenv.*: an engine failure's raw exception at
         # debug level, a pull worker's failure) write to the server's log, at its level.
         package_log = logging.getLogger("jupyter_tfenv")

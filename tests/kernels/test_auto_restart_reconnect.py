@@ -1,0 +1,181 @@
+"""After an automatic restart, a page's kernel websocket reaches the new kernel.
+
+jupyter's restarter starts a kernel again when its process dies (``os._exit(1)`` in a
+cell, a crash, an engine restart). The server then sends a ``restarting`` status on every
+kernel websocket; JupyterLab closes its websocket and opens it again with the *same*
+``session_id``. jupyter_server answers that reconnection from the ZeroMQ channels it kept
+for that session ("Restoring connection"): it makes new ones only when the kernel's
+ports changed. A tfenv kernel's IPC sockets have the same paths after a restart, so the
+kept channels, connected to the dead kernel, would be reused: the status stayed
+"starting" and nothing ran until the page was reloaded (docs/operations.md).
+
+Real parts: the in-process jupyter_server with the tfenv extension, a real kernel
+container, tornado's websocket client speaking JupyterLab's JSON protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+import pytest
+
+from tests.conftest import kernel_containers, start_kernel
+
+pytestmark = pytest.mark.docker
+
+#: Seconds to wait for one expected message (the restart starts a container).
+WAIT = 90.0
+
+
+def message(msg_type: str, content: dict[str, Any], session: str) -> dict[str, Any]:
+    """A shell message as JupyterLab writes it on the websocket."""
+    return {
+        "header": {
+            "msg_id": uuid.uuid4().hex,
+            "msg_type": msg_type,
+            "username": "tfenv-test",
+            "session": session,
+            "date": datetime.now(timezone.utc).isoformat(),
+            "version": "5.3",
+        },
+        "parent_header": {},
+        "metadata": {},
+        "content": content,
+        "channel": "shell",
+        "buffers": [],
+    }
+
+
+def execute(code: str, session: str) -> dict[str, Any]:
+    return message(
+        "execute_request",
+        {
+            "code": code,
+            "silent": False,
+            "store_history": False,
+            "user_expressions": {},
+            "allow_stdin": False,
+            "stop_on_error": True,
+        },
+        session,
+    )
+
+
+class Page:
+    """A kernel websocket read as JupyterLab reads it: its kernel status is the last IOPub
+    ``status`` whose parent is not one of the server's untracked message types."""
+
+    def __init__(self, ws: Any, untracked: list[str]) -> None:
+        self.ws = ws
+        self.untracked = set(untracked)
+        self.status = "unknown"
+        self.seen: list[str] = []
+
+    async def read_until(self, wanted: Any, what: str) -> dict[str, Any]:
+        """The first message for which ``wanted(msg)`` is true."""
+        deadline = time.monotonic() + WAIT
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(
+                    f"No {what} on the kernel websocket within {WAIT:.0f} s; the page's "
+                    f"kernel status is {self.status!r}. Messages read (channel:type state "
+                    f"<parent>): {self.seen[-25:]}. The page does not get back to the "
+                    "restarted kernel: see jupyter_tfenv/server/kernel_ws.py."
+                )
+            try:
+                raw = await asyncio.wait_for(self.ws.read_message(), left)
+            except asyncio.TimeoutError:
+                continue
+            if raw is None:
+                raise AssertionError(
+                    f"The kernel websocket closed ({self.ws.close_code} "
+                    f"{self.ws.close_reason}) while waiting for {what}; read: {self.seen[-25:]}"
+                )
+            msg = json.loads(raw)
+            kind = msg["header"]["msg_type"]
+            parent = (msg.get("parent_header") or {}).get("msg_type")
+            state = msg.get("content", {}).get("execution_state", "")
+            self.seen.append(f"{msg.get('channel')}:{kind} {state} <{parent or ''}>")
+            if kind == "status" and parent not in self.untracked:
+                self.status = state
+            if wanted(msg):
+                return dict(msg)
+
+    async def until_status(self, state: str, what: str) -> None:
+        if self.status != state:
+            await self.read_until(lambda _: self.status == state, what)
+
+
+def replies_to(request: dict[str, Any], msg_type: str) -> Any:
+    msg_id = request["header"]["msg_id"]
+    return lambda msg: (
+        msg["header"]["msg_type"] == msg_type
+        and msg.get("parent_header", {}).get("msg_id") == msg_id
+    )
+
+
+async def run_on(page: Page, code: str, session: str) -> tuple[dict[str, Any], str]:
+    """Run ``code``; its execute_reply and stdout, once the page's status is idle again."""
+    request = execute(code, session)
+    await page.ws.write_message(json.dumps(request))
+    out: list[str] = []
+
+    def done(msg: dict[str, Any]) -> bool:
+        mine = msg.get("parent_header", {}).get("msg_id") == request["header"]["msg_id"]
+        if mine and msg["header"]["msg_type"] == "stream":
+            out.append(msg["content"]["text"])
+        return mine and msg["header"]["msg_type"] == "execute_reply"
+
+    reply = await page.read_until(done, f"reply to {code!r}")
+    await page.until_status("idle", f"'idle' status after {code!r}")
+    return reply, "".join(out)
+
+
+async def test_reconnect_with_same_session_reaches_the_restarted_kernel(
+    jp_fetch, jp_ws_fetch, jp_serverapp, docker_engine
+):
+    kernel_id = await start_kernel(jp_fetch, "tfenv-py")
+    untracked = list(jp_serverapp.kernel_manager.untracked_message_types)
+    session = uuid.uuid4().hex
+    params = {"session_id": session}
+    try:
+        ws = await jp_ws_fetch("api", "kernels", kernel_id, "channels", params=params)
+        page = Page(ws, untracked)
+        reply, _ = await run_on(page, "x = 41", session)
+        assert reply["content"]["status"] == "ok", reply["content"]
+        (first,) = kernel_containers(docker_engine, kernel_id)
+
+        # The kernel process dies; jupyter's restarter starts it again in a new container.
+        await ws.write_message(json.dumps(execute("import os; os._exit(1)", session)))
+        await page.read_until(
+            lambda msg: (
+                msg["header"]["msg_type"] == "status"
+                and msg["content"].get("execution_state") == "restarting"
+            ),
+            "'restarting' status",
+        )
+        # As JupyterLab does: it reconnects at once, with the same session id, asks for
+        # kernel_info, and waits for the kernel status to become idle.
+        ws.close()
+        ws = await jp_ws_fetch("api", "kernels", kernel_id, "channels", params=params)
+        page = Page(ws, untracked)
+        info = message("kernel_info_request", {}, session)
+        await ws.write_message(json.dumps(info))
+        await page.read_until(replies_to(info, "kernel_info_reply"), "kernel_info_reply")
+        await page.until_status("idle", "kernel status 'idle' after the restart")
+
+        reply, out = await run_on(page, "print('x' in globals())", session)
+        assert reply["content"]["status"] == "ok", reply["content"]
+        assert out.strip() == "False", f"the restarted kernel should be a new one: {out!r}"
+        ws.close()
+        (second,) = kernel_containers(docker_engine, kernel_id)
+        assert second.id != first.id, "the restarted kernel should run in a new container"
+    finally:
+        await jp_fetch("api", "kernels", kernel_id, method="DELETE")
+    assert kernel_containers(docker_engine, kernel_id) == []
