@@ -7,6 +7,12 @@ import { EngineOutage } from './engineoutage';
 import { normalizeEngine } from './liverestore';
 import type { IProvenanceVerdict } from './provenance';
 import {
+  buildFromPayload,
+  IBuildProgress,
+  isBuildFinished,
+  reduceBuildEvent
+} from './buildprogress';
+import {
   IPullProgress,
   isPullFinished,
   pullFromPayload,
@@ -468,24 +474,106 @@ export class TfEnvModel implements ITfEnvModel {
    * Derived environments being built now (`build`).
    */
   get building(): ReadonlySet<string> {
-    return this._building;
+    return new Set(
+      [...this._builds.values()]
+        .filter(b => !isBuildFinished(b))
+        .map(b => b.environment)
+    );
   }
 
+  /**
+   * The builds started from this page, by environment, with their progress
+   * (`buildprogress.ts`); a finished one stays until dismissed or built again.
+   */
+  get builds(): ReadonlyMap<string, IBuildProgress> {
+    return this._builds;
+  }
+
+  /**
+   * Build a derived environment on the server's engine (a build job followed
+   * by its events, as pulls are); resolves once it is built and the listing
+   * refreshed, rejects with the build's own message when it fails.
+   */
   async build(envId: string): Promise<void> {
-    if (this._building.has(envId)) {
+    const running = this._builds.get(envId);
+    if (running && !isBuildFinished(running)) {
       return;
     }
-    if (!this._client.build) {
+    const client = this._client;
+    if (!client.build || !client.followBuild) {
       throw new Error('This server cannot build environments.');
     }
-    this._building.add(envId);
+    // Building at once (a second click waits for this one), before the answer.
+    const pending: IBuildProgress = {
+      buildId: '',
+      environment: envId,
+      state: 'building',
+      step: 'resolve',
+      message: null,
+      wheels: null,
+      image: null,
+      seq: 0
+    };
+    this._builds.set(envId, pending);
     this._emit();
+    let job;
     try {
-      await this._client.build(envId);
-    } finally {
-      this._building.delete(envId);
+      job = await client.build(envId);
+    } catch (error) {
+      // Refused before it started (400, 403, 409): the server's message.
+      this._builds.set(envId, {
+        ...pending,
+        state: 'error',
+        message: (error as Error).message
+      });
       this._emit();
-      await this.refresh();
+      throw error;
+    }
+    this._builds.set(envId, buildFromPayload(job));
+    this._emit();
+    const ended = await new Promise<IBuildProgress>(resolve => {
+      const follower = client.followBuild!(job.id, {
+        onEvent: (type, data) => {
+          const next = reduceBuildEvent(
+            this._builds.get(envId) ?? null,
+            type,
+            data
+          );
+          if (next) {
+            this._builds.set(envId, next);
+            this._emit();
+            if (isBuildFinished(next)) {
+              follower.dispose();
+              resolve(next);
+            }
+          }
+        },
+        onFailure: error => {
+          const prev = this._builds.get(envId) ?? buildFromPayload(job);
+          const next: IBuildProgress = {
+            ...prev,
+            state: 'error',
+            message: `Lost track of the build: ${error.message}`
+          };
+          this._builds.set(envId, next);
+          this._emit();
+          resolve(next);
+        }
+      });
+    });
+    await this.refresh();
+    if (ended.state === 'error') {
+      throw new Error(ended.message ?? 'The build failed.');
+    }
+  }
+
+  /**
+   * Forget a finished build (the view's "dismiss").
+   */
+  clearBuild(envId: string): void {
+    if (isBuildFinished(this._builds.get(envId) ?? null)) {
+      this._builds.delete(envId);
+      this._emit();
     }
   }
 
@@ -928,7 +1016,7 @@ export class TfEnvModel implements ITfEnvModel {
   private _probeErrors = new Map<string, string>();
   private _images = new Map<string, { status: IImageStatus; at: number }>();
   private _pulls = new Map<string, IPullProgress>();
-  private _building = new Set<string>();
+  private _builds = new Map<string, IBuildProgress>();
   private _followers = new Map<string, IDisposable>();
   private _consumers = new Map<Consumer, number>();
   private _checkpoints: CheckpointListing;

@@ -17,6 +17,7 @@ import type {
   IProbe,
   IPullCapability
 } from './api';
+import type { IBuildProgress } from './buildprogress';
 import type { IProvenanceVerdict } from './provenance';
 import type { IPullProgress } from './pullprogress';
 import type { IEngineOutage, IPanelState, IStartError } from './state';
@@ -190,6 +191,10 @@ export interface ITfEnvModel extends IDisposable {
   readonly state: IPanelState;
   readonly pulls: ReadonlyMap<string, IPullProgress>;
   /**
+   * Builds started from this page, by environment (`buildprogress.ts`).
+   */
+  readonly builds: ReadonlyMap<string, IBuildProgress>;
+  /**
    * Whether the client lists checkpoints (`GET /tfenv/checkpoints/{env}`).
    */
   readonly canListCheckpoints: boolean;
@@ -252,10 +257,14 @@ export interface ITfEnvModel extends IDisposable {
   pull(envId: string): Promise<void>;
   cancelPull(envId: string): Promise<void>;
   /**
-   * Build a derived environment on the server's engine (local mode); rejects
-   * with the server's message.
+   * Build a derived environment on the server's engine (local mode), followed
+   * step by step (`builds`); rejects with the build's own message.
    */
   build(envId: string): Promise<void>;
+  /**
+   * Forget a finished build.
+   */
+  clearBuild(envId: string): void;
   /**
    * Forget a finished pull.
    */

@@ -56,38 +56,95 @@ describe('notBuiltText', () => {
 });
 
 describe('TfEnvModel.build', () => {
-  it('marks the environment as building until the server answers, then reloads the catalog', async () => {
-    let finish: () => void = () => undefined;
+  function setUp(end: 'done' | 'error') {
+    let emit: (type: string, data: any) => void = () => undefined;
+    const job = {
+      id: 'b1',
+      environment: 'ds',
+      image: derived.image,
+      state: 'building',
+      step: 'resolve',
+      steps: ['resolve', 'download', 'build', 'verify', 'tag'],
+      message: 'Building ds',
+      seq: 1
+    };
     const client = {
       environments: jest.fn(async () =>
         JSON.parse(JSON.stringify(environmentsReply))
       ),
       gpus: jest.fn(async () => ({ gpus: [] })),
       listPulls: jest.fn(async () => []),
-      build: jest.fn(
-        () =>
-          new Promise<unknown>(resolve => {
-            finish = () => resolve({ id: 'ds' });
-          })
-      )
+      build: jest.fn(async () => job),
+      followBuild: jest.fn((_id: string, follower: any) => {
+        emit = follower.onEvent;
+        return { isDisposed: false, dispose: jest.fn() };
+      })
     } as unknown as ITfEnvClient;
     const model = new TfEnvModel({
       client,
       refreshInterval: 0,
       isHidden: () => false
     });
+    const finish = () =>
+      end === 'done'
+        ? emit('done', {
+            ...job,
+            state: 'done',
+            step: 'tag',
+            seq: 9,
+            result: {
+              image: 'repo/ds:v2-x',
+              image_id: 'sha256:1',
+              already_built: false
+            }
+          })
+        : emit('error', {
+            ...job,
+            state: 'error',
+            step: 'download',
+            seq: 9,
+            message: 'pip exit 1: no six==0.0.1'
+          });
+    return {
+      client,
+      model,
+      job,
+      step: (data: any) => emit('progress', { ...job, ...data }),
+      finish
+    };
+  }
+
+  it('follows the build step by step, then reloads the catalog', async () => {
+    const { client, model, step, finish } = setUp('done');
     await model.ready;
     const loads = (client.environments as jest.Mock).mock.calls.length;
     const done = model.build('ds');
     expect(model.building.has('ds')).toBe(true);
     await model.build('ds'); // a second click while it runs: nothing more
     expect(client.build).toHaveBeenCalledTimes(1);
+    await new Promise(resolve => setTimeout(resolve, 0));
+    step({ step: 'download', wheels: { done: 1, total: 2 }, seq: 3 });
+    expect(model.builds.get('ds')!.wheels).toEqual({ done: 1, total: 2 });
     finish();
     await done;
     expect(model.building.has('ds')).toBe(false);
+    expect(model.builds.get('ds')!.state).toBe('done');
     expect((client.environments as jest.Mock).mock.calls.length).toBe(
       loads + 1
     );
+    model.clearBuild('ds');
+    expect(model.builds.has('ds')).toBe(false);
+    model.dispose();
+  });
+
+  it('rejects with the build’s own message when it fails', async () => {
+    const { model, finish } = setUp('error');
+    await model.ready;
+    const done = model.build('ds');
+    await new Promise(resolve => setTimeout(resolve, 0));
+    finish();
+    await expect(done).rejects.toThrow('pip exit 1: no six==0.0.1');
+    expect(model.builds.get('ds')!.state).toBe('error');
     model.dispose();
   });
 });

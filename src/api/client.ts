@@ -1,5 +1,6 @@
 import type { IDisposable } from '@lumino/disposable';
 
+import type { IBuild } from './builds';
 import type { ICheckpointListing } from './checkpoints';
 import type { IEnvironmentsReply, IImageStatus, IProbe } from './environments';
 import type { IGpuOverview } from './gpus';
@@ -22,10 +23,17 @@ export interface ITfEnvClient {
   listPulls(): Promise<IPull[]>;
   cancelPull(pullId: string): Promise<IPull>;
   /**
-   * Build a derived environment (docs/building.md) on the server's engine;
-   * resolves once it is built. Absent from clients that cannot build.
+   * Start building a derived environment (docs/building.md) on the server's
+   * engine: the build job (the one running already, if any). Absent from
+   * clients that cannot build.
    */
-  build?(envId: string): Promise<unknown>;
+  build?(envId: string): Promise<IBuild>;
+  /**
+   * Follow a build's server-sent events (falling back to polling
+   * `GET /tfenv/builds/{id}`), as {@link followPull}; dispose to stop
+   * following (the build goes on).
+   */
+  followBuild?(buildId: string, follower: IPullFollower): IDisposable;
   kernel(kernelId: string): Promise<IKernelStatus>;
   gpus(): Promise<IGpuOverview>;
   /**

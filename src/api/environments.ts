@@ -234,6 +234,11 @@ export interface IProbe {
     is_rocm_build?: boolean | null;
   } | null;
   gpus?: IProbeGpu[] | null;
+  /**
+   * Every Python package the image's interpreter sees, name → version
+   * (null for Python before 3.8); the panel's comparison reads it.
+   */
+  packages?: { [name: string]: string } | null;
   gpu_state?: { state: string; message: string } | null;
   errors?: { [key: string]: string };
 }

@@ -4,6 +4,7 @@
  * client itself is `request.ts` (imported directly: it needs the JupyterLab
  * services).
  */
+export * from './builds';
 export * from './checkpoints';
 export * from './choices';
 export * from './client';

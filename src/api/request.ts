@@ -14,6 +14,7 @@ import type {
 import { TfEnvApiError } from './errors';
 import type { IGpuOverview } from './gpus';
 import type { IKernelStatus } from './kernels';
+import type { IBuild } from './builds';
 import type { IPull, IPullFollower } from './pulls';
 
 /**
@@ -94,6 +95,11 @@ export const PULL_EVENTS = [
   'cancelled'
 ];
 
+/**
+ * Events of `/tfenv/builds/{id}/events`.
+ */
+export const BUILD_EVENTS = ['snapshot', 'start', 'progress', 'done', 'error'];
+
 const TERMINAL = ['done', 'error', 'cancelled'];
 
 /**
@@ -138,10 +144,28 @@ export class TfEnvClient implements ITfEnvClient {
     );
   }
 
-  build(envId: string): Promise<unknown> {
+  build(envId: string): Promise<IBuild> {
     return this._call(
       `environments/${encodeURIComponent(envId)}/build`,
       'POST'
+    );
+  }
+
+  getBuild(buildId: string): Promise<IBuild> {
+    return this._get(`builds/${encodeURIComponent(buildId)}`);
+  }
+
+  /**
+   * Follow a build as {@link followPull} follows a pull: the events of
+   * `/tfenv/builds/{id}/events`, else polling `GET /tfenv/builds/{id}`.
+   */
+  followBuild(buildId: string, follower: IPullFollower): IDisposable {
+    return this._followEvents(
+      'builds',
+      buildId,
+      BUILD_EVENTS,
+      () => this.getBuild(buildId),
+      follower
     );
   }
 
@@ -177,6 +201,26 @@ export class TfEnvClient implements ITfEnvClient {
    * `GET /tfenv/pulls/{id}` instead.
    */
   followPull(pullId: string, follower: IPullFollower): IDisposable {
+    return this._followEvents(
+      'pulls',
+      pullId,
+      PULL_EVENTS,
+      () => this.getPull(pullId),
+      follower
+    );
+  }
+
+  /**
+   * Server-sent events of `/tfenv/<resource>/<id>/events` (a pull's or a
+   * build's), polling `get` where they fail; the job's `state` ends it.
+   */
+  private _followEvents(
+    resource: 'pulls' | 'builds',
+    id: string,
+    eventNames: string[],
+    get: () => Promise<{ state: string }>,
+    follower: IPullFollower
+  ): IDisposable {
     let disposed = false;
     let source: EventSource | null = null;
     let timer: ReturnType<typeof setTimeout> | null = null;
@@ -199,17 +243,17 @@ export class TfEnvClient implements ITfEnvClient {
         return;
       }
       try {
-        const pull = await this.getPull(pullId);
+        const job = await get();
         failures = 0;
         if (disposed) {
           return;
         }
-        if (TERMINAL.includes(pull.state)) {
-          follower.onEvent(pull.state, pull);
+        if (TERMINAL.includes(job.state)) {
+          follower.onEvent(job.state, job);
           stop();
           return;
         }
-        follower.onEvent('snapshot', pull);
+        follower.onEvent('snapshot', job);
       } catch (error) {
         failures += 1;
         if (
@@ -242,8 +286,8 @@ export class TfEnvClient implements ITfEnvClient {
       let url = URLExt.join(
         settings.baseUrl,
         API_NAMESPACE,
-        'pulls',
-        encodeURIComponent(pullId),
+        resource,
+        encodeURIComponent(id),
         'events'
       );
       if (settings.appendToken && settings.token) {
@@ -270,7 +314,7 @@ export class TfEnvClient implements ITfEnvClient {
             stop();
           }
         };
-        for (const name of PULL_EVENTS) {
+        for (const name of eventNames) {
           source.addEventListener(name, listener as EventListener);
         }
         // Also fired when the server ends the stream: only a stream that

@@ -12,6 +12,7 @@ import {
   wantsGpu
 } from '../state';
 
+import { BuildProgress } from './BuildProgress';
 import { Breakable } from './common';
 import { PullProgress } from './PullProgress';
 import type { IViewProps } from './types';
@@ -31,6 +32,7 @@ export function EnvironmentRow(
     : null;
   const compat = compatMark(env, trans);
   const packages = derivedPackagesText(env);
+  const build = model.builds.get(env.id) ?? null;
   const building = model.building.has(env.id);
   const switchTitle = !hasSession
     ? trans.__('Open a notebook or console first')
@@ -145,6 +147,7 @@ export function EnvironmentRow(
         <Breakable text={env.image} />
       </div>
       {progress && <PullProgress {...props} progress={progress} env={env} />}
+      {build && <BuildProgress {...props} progress={build} env={env} />}
       <div className="jp-tfenv-env-actions">
         <button
           className="jp-mod-styled jp-tfenv-switch"
@@ -174,6 +177,26 @@ export function EnvironmentRow(
             onClick={() => actions.build(env.id)}
           >
             {building ? trans.__('Building…') : trans.__('Build')}
+          </button>
+        )}
+        {actions.compare && (
+          <button
+            className="jp-mod-styled jp-tfenv-compare"
+            data-tfenv-env={env.id}
+            disabled={present === false}
+            title={
+              present === false
+                ? trans.__(
+                    'Pull or build it first: the comparison probes its image'
+                  )
+                : trans.__(
+                    'Compare the packages and versions of %1 with another environment',
+                    env.display_name
+                  )
+            }
+            onClick={() => actions.compare!(env.id)}
+          >
+            {trans.__('Compare with…')}
           </button>
         )}
         {model.pullCapability.allowed && (

@@ -16,6 +16,10 @@ export interface IPanelActions {
    * Build a derived environment (local mode).
    */
   build(envId: string): void;
+  /**
+   * Compare an environment with another one the user picks (`compare.tsx`).
+   */
+  compare?(envId: string): void;
   refresh(): void;
   /**
    * Restart the active kernel.

@@ -8,6 +8,7 @@ import { ISessionContextDialogs, showErrorMessage } from '@jupyterlab/apputils';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { ITranslator, nullTranslator } from '@jupyterlab/translation';
 
+import { compareWith } from '../compare';
 import type { TfEnvModel } from '../model';
 import { confirmSwitch } from '../switching';
 import { IPanelActions, TfEnvPanel } from '../panel';
@@ -78,6 +79,11 @@ export const panelPlugin: JupyterFrontEndPlugin<ITfEnvPanel> = {
       build: envId => {
         model.build(envId).catch(reason => {
           void showErrorMessage(trans.__('Build failed'), reason);
+        });
+      },
+      compare: envId => {
+        compareWith(model, envId, trans).catch(reason => {
+          void showErrorMessage(trans.__('Comparison failed'), reason);
         });
       },
       refresh: () => void model.refresh(),
