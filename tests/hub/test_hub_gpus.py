@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -41,8 +42,27 @@ import yaml
 
 from tests.conftest import PY_IMAGE
 from tests.support.gpu_engine import GpuEngine, visible_devices
+from tests.ui.conftest import (  # noqa: F401 - fixtures: Chromium, and no asyncio loop
+    DEFAULT_TIMEOUT_MS,
+    browser,
+    chromium,
+    jp_asyncio_loop,
+    jp_server_cleanup,
+    screenshot_dir,
+)
+from tests.ui.helpers import (
+    KERNEL_TIMEOUT_MS,
+    STDOUT,
+    cell_output,
+    new_notebook,
+    run_cell,
+    wait_kernel_idle,
+)
+from tests.ui.lab import chromium_executable
+from tests.ui.test_panel import PANEL, open_panel_by_tab
 
 from .harness import ALICE, BOB, GPU_BROKER_SERVICE, KERNEL_LABEL, HubHarness
+from .test_hub_lab import login, quiet_news
 
 pytestmark = [
     pytest.mark.docker,
@@ -50,8 +70,9 @@ pytestmark = [
 ]
 
 DEVICES = ["0", "1", "2", "3"]
+GPU1_NAME = "1 GPU (test)"
 GPU_ENVS: list[dict[str, Any]] = [
-    {"id": "gpu1", "image": PY_IMAGE, "gpus": 1, "display_name": "1 GPU (test)"},
+    {"id": "gpu1", "image": PY_IMAGE, "gpus": 1, "display_name": GPU1_NAME},
     {
         "id": "gpu1-shared",
         "image": PY_IMAGE,
@@ -62,6 +83,7 @@ GPU_ENVS: list[dict[str, Any]] = [
     },
 ]
 DEVICES_CODE = "import os; print(os.environ.get('NVIDIA_VISIBLE_DEVICES', '<unset>'))"
+HOLDERS = f"{PANEL} .jp-tfenv-gpu-holders li"
 
 
 def message_of(response: requests.Response) -> str:
@@ -388,3 +410,78 @@ def test_shared_gpus_take_two_kernels_each(gpu_kernels: GpuKernels) -> None:
     ((_, ninth),) = kernels.start_all([ALICE], "gpu1-shared")
     assert ninth.status_code == 409, (ninth.status_code, ninth.text)
     assert "(it needs 1 GPU, shared, 2 kernels per GPU): 4 of the 4 GPUs" in message_of(ninth)
+
+
+@pytest.mark.ui
+@pytest.mark.skipif(
+    chromium_executable() is None,
+    reason="Chromium is not installed: run scripts/setup.sh (Debian package chromium)",
+)
+def test_the_panel_shows_each_holder(
+    hub: HubHarness,
+    gpu_kernels: GpuKernels,
+    browser: Any,  # noqa: F811
+) -> None:
+    """alice's Lab in Chromium: a notebook on a GPU while she and bob hold two more; the
+    panel's "Who holds the GPUs" names her notebook's kernel and her other one, shows
+    bob's as another user's (no name, no id) and the fourth device as free."""
+    from playwright.sync_api import expect
+
+    kernels = gpu_kernels
+    bobs = kernels.start(BOB, "gpu1")
+    hers = kernels.start(ALICE, "gpu1")
+    quiet_news(hub)
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    context.set_default_timeout(DEFAULT_TIMEOUT_MS)
+    page = context.new_page()
+    notebook_path = None
+    try:
+        login(page, hub)
+        notebook = new_notebook(page, GPU1_NAME)
+        notebook_path = page.evaluate(
+            """(id) => [...window.jupyterapp.shell.widgets('main')]
+                .find(w => w.id === id).context.path""",
+            notebook.get_attribute("id"),
+        )
+        wait_kernel_idle(page, notebook)
+        run_cell(page, notebook, "import os; print('gpu=' + os.environ['NVIDIA_VISIBLE_DEVICES'])")
+        stdout = cell_output(notebook).locator(STDOUT)
+        expect(stdout).to_have_text(re.compile(r"^\s*gpu=\d\s*$"), timeout=KERNEL_TIMEOUT_MS)
+        this = stdout.inner_text().strip().removeprefix("gpu=")
+        assert this not in (kernels.device(bobs), kernels.device(hers)), this
+
+        open_panel_by_tab(page)
+
+        def holder(device: str, kind: str) -> Any:
+            return page.locator(
+                f'{HOLDERS}[data-tfenv-device="{device}"] [data-tfenv-holder="{kind}"]'
+            )
+
+        expect(page.locator(HOLDERS)).to_have_count(4, timeout=KERNEL_TIMEOUT_MS)
+        expect(holder(this, "this")).to_have_text("this kernel (gpu1)", timeout=KERNEL_TIMEOUT_MS)
+        expect(holder(kernels.device(hers), "mine")).to_have_text(f"your kernel {hers[:8]} (gpu1)")
+        expect(holder(kernels.device(bobs), "other")).to_have_text("another user\u2019s kernel")
+        expect(page.locator(f'{HOLDERS}[data-tfenv-free="true"]')).to_have_count(1)
+        expect(page.locator(f"{HOLDERS} [data-tfenv-holder]")).to_have_count(3)
+        shown = " ".join(page.locator(HOLDERS).all_inner_texts())
+        assert BOB not in shown and bobs[:8] not in shown, shown
+        section = page.locator(f"{PANEL} .jp-tfenv-gpus")
+        section.scroll_into_view_if_needed()
+        shot = screenshot_dir() / "hub-panel-gpu-holders.png"
+        section.screenshot(path=str(shot), animations="disabled")
+        print(f"\n[hub-ui] GPU holders in alice's panel: {page.locator(HOLDERS).all_inner_texts()}")
+    except BaseException:
+        failure = Path(tempfile.gettempdir()) / "tfenv-failure-hub-gpus.png"
+        with contextlib.suppress(Exception):  # best effort: the page may be gone
+            page.screenshot(path=str(failure))
+            print(f"\n[hub-ui] screenshot at the failure: {failure}")
+        print(f"[hub-ui] hub log (tail):\n{hub.log_tail(40)}")
+        raise
+    finally:
+        context.close()
+        # The notebook's kernel (started by the Lab, not by gpu_kernels) and its file.
+        for kernel in hub.list_kernels(ALICE):
+            if (ALICE, kernel["id"]) not in kernels.started:
+                hub.shutdown_kernel(ALICE, kernel["id"])
+        if notebook_path:
+            hub.user_request("DELETE", ALICE, f"api/contents/{notebook_path}", hub.token(ALICE))
