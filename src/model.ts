@@ -26,6 +26,7 @@ import {
   wantsGpu
 } from './state';
 import {
+  IBuild,
   ICatalogProblem,
   ICheckpointItem,
   ICheckpointListing,
@@ -531,36 +532,7 @@ export class TfEnvModel implements ITfEnvModel {
     }
     this._builds.set(envId, buildFromPayload(job));
     this._emit();
-    const ended = await new Promise<IBuildProgress>(resolve => {
-      const follower = client.followBuild!(job.id, {
-        onEvent: (type, data) => {
-          const next = reduceBuildEvent(
-            this._builds.get(envId) ?? null,
-            type,
-            data
-          );
-          if (next) {
-            this._builds.set(envId, next);
-            this._emit();
-            if (isBuildFinished(next)) {
-              follower.dispose();
-              resolve(next);
-            }
-          }
-        },
-        onFailure: error => {
-          const prev = this._builds.get(envId) ?? buildFromPayload(job);
-          const next: IBuildProgress = {
-            ...prev,
-            state: 'error',
-            message: `Lost track of the build: ${error.message}`
-          };
-          this._builds.set(envId, next);
-          this._emit();
-          resolve(next);
-        }
-      });
-    });
+    const ended = await this._followBuild(envId, job);
     await this.refresh();
     if (ended.state === 'error') {
       throw new Error(ended.message ?? 'The build failed.');
@@ -755,6 +727,7 @@ export class TfEnvModel implements ITfEnvModel {
     if (!this._resumed && this._environments !== null) {
       this._resumed = true;
       await this._resumePulls();
+      await this._resumeBuilds();
     }
     const env = this.activeEnvironment;
     const kernelId = this.activeKernelId;
@@ -880,6 +853,67 @@ export class TfEnvModel implements ITfEnvModel {
       return;
     }
     void this.probe(env.id);
+  }
+
+  /**
+   * Follow a build's events until it ends (its progress in `builds`).
+   */
+  private _followBuild(envId: string, job: IBuild): Promise<IBuildProgress> {
+    const client = this._client;
+    return new Promise<IBuildProgress>(resolve => {
+      const follower = client.followBuild!(job.id, {
+        onEvent: (type, data) => {
+          const next = reduceBuildEvent(
+            this._builds.get(envId) ?? null,
+            type,
+            data
+          );
+          if (next) {
+            this._builds.set(envId, next);
+            this._emit();
+            if (isBuildFinished(next)) {
+              follower.dispose();
+              resolve(next);
+            }
+          }
+        },
+        onFailure: error => {
+          const prev = this._builds.get(envId) ?? buildFromPayload(job);
+          const next: IBuildProgress = {
+            ...prev,
+            state: 'error',
+            message: `Lost track of the build: ${error.message}`
+          };
+          this._builds.set(envId, next);
+          this._emit();
+          resolve(next);
+        }
+      });
+    });
+  }
+
+  /**
+   * Builds running on the server when the page (re)loads: shown and followed
+   * as those started here; the listing is read again when each ends.
+   */
+  private async _resumeBuilds(): Promise<void> {
+    const client = this._client;
+    if (!client.listBuilds || !client.followBuild) {
+      return;
+    }
+    let builds;
+    try {
+      builds = await client.listBuilds();
+    } catch {
+      return;
+    }
+    for (const job of builds) {
+      if (job.state === 'building' && !this._builds.has(job.environment)) {
+        this._builds.set(job.environment, buildFromPayload(job));
+        void this._followBuild(job.environment, job).then(() => this.refresh());
+      }
+    }
+    this._emit();
   }
 
   private async _resumePulls(): Promise<void> {

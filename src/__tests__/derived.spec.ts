@@ -56,7 +56,7 @@ describe('notBuiltText', () => {
 });
 
 describe('TfEnvModel.build', () => {
-  function setUp(end: 'done' | 'error') {
+  function setUp(end: 'done' | 'error', resume = false) {
     let emit: (type: string, data: any) => void = () => undefined;
     const job = {
       id: 'b1',
@@ -68,6 +68,10 @@ describe('TfEnvModel.build', () => {
       message: 'Building ds',
       seq: 1
     };
+    // What GET /tfenv/builds answers when the page (re)loads.
+    const running = resume
+      ? [job, { ...job, id: 'b0', environment: 'other', state: 'done' }]
+      : [];
     const client = {
       environments: jest.fn(async () =>
         JSON.parse(JSON.stringify(environmentsReply))
@@ -75,6 +79,7 @@ describe('TfEnvModel.build', () => {
       gpus: jest.fn(async () => ({ gpus: [] })),
       listPulls: jest.fn(async () => []),
       build: jest.fn(async () => job),
+      listBuilds: jest.fn(async () => running),
       followBuild: jest.fn((_id: string, follower: any) => {
         emit = follower.onEvent;
         return { isDisposed: false, dispose: jest.fn() };
@@ -134,6 +139,26 @@ describe('TfEnvModel.build', () => {
     );
     model.clearBuild('ds');
     expect(model.builds.has('ds')).toBe(false);
+    model.dispose();
+  });
+
+  it('follows a build the server runs when the page loads', async () => {
+    const { client, model, step, finish } = setUp('done', true);
+    await model.ready;
+    await new Promise(resolve => setTimeout(resolve, 0));
+    expect(client.followBuild).toHaveBeenCalledTimes(1);
+    expect(client.followBuild).toHaveBeenCalledWith('b1', expect.anything());
+    expect(model.builds.get('ds')!.state).toBe('building');
+    expect(model.builds.has('other')).toBe(false); // finished: not shown
+    const loads = (client.environments as jest.Mock).mock.calls.length;
+    step({ step: 'build', seq: 4 });
+    expect(model.builds.get('ds')!.step).toBe('build');
+    finish();
+    await new Promise(resolve => setTimeout(resolve, 0));
+    expect(model.builds.get('ds')!.state).toBe('done');
+    expect(
+      (client.environments as jest.Mock).mock.calls.length
+    ).toBeGreaterThan(loads);
     model.dispose();
   });
 

@@ -34,6 +34,10 @@ export interface ITfEnvClient {
    * following (the build goes on).
    */
   followBuild?(buildId: string, follower: IPullFollower): IDisposable;
+  /**
+   * The server's builds (running, and the last finished ones).
+   */
+  listBuilds?(): Promise<IBuild[]>;
   kernel(kernelId: string): Promise<IKernelStatus>;
   gpus(): Promise<IGpuOverview>;
   /**

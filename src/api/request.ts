@@ -151,6 +151,11 @@ export class TfEnvClient implements ITfEnvClient {
     );
   }
 
+  async listBuilds(): Promise<IBuild[]> {
+    const reply = await this._get<{ builds?: IBuild[] }>('builds');
+    return Array.isArray(reply?.builds) ? reply.builds : [];
+  }
+
   getBuild(buildId: string): Promise<IBuild> {
     return this._get(`builds/${encodeURIComponent(buildId)}`);
   }
