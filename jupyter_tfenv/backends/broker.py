@@ -200,6 +200,15 @@ class BrokerClient:
     async def kernel(self, kernel_id: str) -> dict[str, Any]:
         return dict(await self.request("GET", f"api/kernels/{_kid(kernel_id)}"))
 
+    async def keep_kernel(self, kernel_id: str) -> dict[str, Any]:
+        """Kubernetes mode: this server stops and keeps the kernel (its pod is marked kept)."""
+        return dict(await self.request("POST", f"api/kernels/{_kid(kernel_id)}/keep", {}) or {})
+
+    async def adopt_kernel(self, kernel_id: str) -> dict[str, Any]:
+        """Kubernetes mode: take a kept kernel over: its state with ``ip``, ``ports`` and
+        the ``key`` from its Secret (the caller's own kernels only)."""
+        return dict(await self.request("POST", f"api/kernels/{_kid(kernel_id)}/adopt", {}))
+
     async def signal(self, kernel_id: str, signum: int) -> None:
         await self.request("POST", f"api/kernels/{_kid(kernel_id)}/signal", {"signal": signum})
 
@@ -240,7 +249,7 @@ class BrokerBackend(KernelBackend):
     #: What the broker's backends support, seen from a server.
     _FEATURES_OF = {
         "docker": frozenset({"adopt", "pool", "live", "gpu_allocation", "runtime_dirs"}),
-        "kubernetes": frozenset({"live", "checkpoints"}),
+        "kubernetes": frozenset({"live", "checkpoints", "adopt"}),
     }
 
     def __init__(self, client: BrokerClient) -> None:

@@ -27,18 +27,7 @@ from urllib.parse import urlparse
 
 from tornado import web
 from tornado.httpserver import HTTPServer
-from tornado.ioloop import PeriodicCallback
-from traitlets import (
-    Dict,
-    Enum,
-    Float,
-    Integer,
-    List,
-    Type,
-    Unicode,
-    default,
-    validate,
-)
+from traitlets import Dict, Enum, Float, Integer, List, Type, Unicode, default, validate
 from traitlets.config import Application
 
 from jupyter_tfenv.backends.base import Admit, KernelBackend, KernelStart
@@ -48,6 +37,7 @@ from jupyter_tfenv.broker.auth import TokenLookups
 from jupyter_tfenv.broker.backends import make_backend
 from jupyter_tfenv.broker.kubernetes_settings import KubernetesBrokerSettings
 from jupyter_tfenv.broker.policy import BrokerError
+from jupyter_tfenv.broker.sweep import KeptKernelSettings, start_sweeps
 from jupyter_tfenv.catalog.loading import TFEnvCatalog
 from jupyter_tfenv.catalog.model import Environment
 from jupyter_tfenv.checkpoints import mountcheck
@@ -64,7 +54,11 @@ def _service_url() -> Any:
 
 
 class TFEnvBroker(
-    KernelContainerSettings, CheckpointStorageSettings, KubernetesBrokerSettings, Application
+    KernelContainerSettings,
+    CheckpointStorageSettings,
+    KubernetesBrokerSettings,
+    KeptKernelSettings,
+    Application,
 ):
     """The tfenv broker (JupyterHub service): starts kernel containers for hub users."""
 
@@ -568,9 +562,8 @@ class TFEnvBroker(
         # tornado's own limit (which just closes the connection) is the backstop.
         server = HTTPServer(app, xheaders=False, max_body_size=2 * self.max_body_size)
         server.listen(self.port, address=self.ip)
-        # Housekeeping (runtime folders of kernels that never started; nothing on some).
-        sweep = PeriodicCallback(self.kernel_backend.sweep, 1000 * self.runtime_dir_stale_seconds)
-        sweep.start()
+        # Housekeeping: runtime folders of kernels that never started, kept kernels.
+        sweeps = start_sweeps(self)
         envs = self.get_catalog().all()
         self.log.info(
             "tfenv-broker %s (service %s) listening on http://%s:%d%s; %d environment(s): %s",
@@ -587,7 +580,8 @@ class TFEnvBroker(
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
         await stop.wait()
-        sweep.stop()
+        for sweep in sweeps:
+            sweep.stop()
         await self.kernel_backend.close()
         self.log.info("tfenv-broker: stopping (kernel containers keep running)")
         server.stop()

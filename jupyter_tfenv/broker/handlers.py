@@ -20,6 +20,7 @@ from docker.errors import APIError
 from tornado import web
 
 from jupyter_tfenv.broker.policy import BrokerError, check_signal, parse_json_body
+from jupyter_tfenv.broker.sweep import adopt_kernel, keep_kernel
 from jupyter_tfenv.core.caller import Caller
 from jupyter_tfenv.errors import TFEnvError, as_tfenv_error, engine_unreachable
 
@@ -213,6 +214,20 @@ class KernelHandler(BrokerHandler):
         self.finish()
 
 
+class KeepHandler(BrokerHandler):
+    async def post(self, kernel_id: str) -> None:
+        if self.body_json():
+            raise BrokerError("Send an empty object: the kernel id says which kernel.")
+        self.write_json(await keep_kernel(self.broker.kernel_backend, self.me, kernel_id))
+
+
+class AdoptHandler(BrokerHandler):
+    async def post(self, kernel_id: str) -> None:
+        if self.body_json():
+            raise BrokerError("Send an empty object: the kernel id says which kernel.")
+        self.write_json(await adopt_kernel(self.broker.kernel_backend, self.me, kernel_id))
+
+
 class SignalHandler(BrokerHandler):
     async def post(self, kernel_id: str) -> None:
         signum = check_signal(self.body_json())
@@ -281,6 +296,8 @@ routes: list[tuple[str, type[BrokerHandler]]] = [
     (r"/api/kernels", KernelsHandler),
     (rf"/api/kernels/{KERNEL}/runtime", RuntimeHandler),
     (rf"/api/kernels/{KERNEL}/signal", SignalHandler),
+    (rf"/api/kernels/{KERNEL}/keep", KeepHandler),
+    (rf"/api/kernels/{KERNEL}/adopt", AdoptHandler),
     (rf"/api/kernels/{KERNEL}/logs", LogsHandler),
     (rf"/api/kernels/{KERNEL}/live", LiveHandler),
     (rf"/api/kernels/{KERNEL}", KernelHandler),

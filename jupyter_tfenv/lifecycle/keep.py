@@ -18,16 +18,21 @@ import contextlib
 import hashlib
 import logging
 import os
+import shutil
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from jupyter_client.asynchronous import AsyncKernelClient
+from jupyter_client.connect import write_connection_file
+from jupyter_client.localinterfaces import localhost
 
 from jupyter_tfenv.backends.docker.engine import connect
 from jupyter_tfenv.catalog.loading import TFEnvCatalog
 from jupyter_tfenv.checkpoints.layout import is_inside
 from jupyter_tfenv.errors import TFEnvError
+from jupyter_tfenv.kernels.connection import prepare_runtime_root, runtime_name
 from jupyter_tfenv.lifecycle import adoption
 from jupyter_tfenv.provisioning.provisioner import ADOPT_KWARG, TFEnvKernelProvisioner
 
@@ -114,7 +119,10 @@ async def detach_kernels(
         try:
             if prov.runtime_dir:
                 await asyncio.to_thread(adoption.mark_kept, prov.runtime_dir)
-        except OSError as err:
+            keep_at_broker = getattr(prov.runner, "keep", None)
+            if keep_at_broker is not None:
+                await keep_at_broker()  # a kernel pod: the broker marks it kept
+        except (OSError, TFEnvError) as err:
             log.warning("tfenv: kernel %s cannot be kept (%s): shutting it down", kernel_id, err)
             continue
         release(manager.get_kernel(kernel_id))
@@ -287,7 +295,21 @@ async def adopt_through_broker(
         except TFEnvError as err:
             log.warning("tfenv: kernel %s cannot be adopted: %s", kernel_id, err)
             continue
-        rundir = str(info.get("runtime_dir") or "")
+        if info.get("backend") == "kubernetes":
+            kept_at = info.get("kept_at")
+            if _too_old(
+                kept_at if isinstance(kept_at, int | float) else None, adopt_timeout, kernel_id, log
+            ):
+                continue
+            try:
+                answer = await broker.adopt_kernel(kernel_id)
+                info = {**info, **answer}
+                rundir = await asyncio.to_thread(pod_connection_folder, defaults, kernel_id, info)
+            except (TFEnvError, OSError) as err:
+                log.warning("tfenv: kernel %s cannot be adopted: %s", kernel_id, err)
+                continue
+        else:
+            rundir = str(info.get("runtime_dir") or "")
         if not rundir:
             log.warning(
                 "tfenv: kernel %s cannot be adopted: the broker does not say where its "
@@ -300,11 +322,12 @@ async def adopt_through_broker(
             continue  # a pool kernel no notebook took: the reaper removes it
         kept_at = await asyncio.to_thread(adoption.kept_since, rundir)
         if _too_old(kept_at, adopt_timeout, kernel_id, log):
-            continue
+            continue  # (a pod's folder is new: its kept time was the broker's, above)
         adopt = {
             "runtime_dir": rundir,
             "workdir": str(info.get("workdir") or ""),
             "container_kernel_id": kernel_id,
+            "checkpoints": info.get("checkpoints"),  # a pod's claim (the adopt answer)
         }
         # A kernel taken from the pool runs under the notebook's id, not its label's.
         notebook_kernel = assigned or kernel_id
@@ -319,6 +342,44 @@ async def adopt_through_broker(
         ):
             adopted.append(notebook_kernel)
     return adopted
+
+
+def pod_connection_folder(
+    defaults: TFEnvKernelProvisioner, kernel_id: str, conn: dict[str, Any]
+) -> str:
+    """A kernel pod to adopt: a new connection folder of this server's with the connection
+    file, from what the broker answered (ports, and the key from the kernel's Secret).
+    The address is loopback here, as at a first start: the provisioner connects to the
+    pod's IP once it attached (BrokeredKernel.attach). BLOCKING."""
+    ports = conn.get("ports") or {}
+    if (
+        not isinstance(ports, dict)
+        or not {"shell", "iopub", "stdin", "hb", "control"} <= set(ports)
+        or not conn.get("key")
+        or not conn.get("ip")
+    ):
+        raise TFEnvError("the broker did not say how to reach its pod (ip, ports, key)")
+    root = Path(prepare_runtime_root(defaults.runtime_root))
+    rundir = root / runtime_name(kernel_id)
+    if rundir.exists():
+        shutil.rmtree(rundir)
+    rundir.mkdir(mode=0o700)
+    write_connection_file(
+        str(rundir / adoption.CONNECTION_FILE),
+        shell_port=int(ports["shell"]),
+        iopub_port=int(ports["iopub"]),
+        stdin_port=int(ports["stdin"]),
+        hb_port=int(ports["hb"]),
+        control_port=int(ports["control"]),
+        ip=localhost(),
+        key=str(conn["key"]).encode("ascii"),
+        transport="tcp",
+        signature_scheme=str(conn.get("signature_scheme") or "hmac-sha256"),
+    )
+    if (defaults.uid, defaults.gid) != (os.getuid(), os.getgid()):
+        for path in (rundir, rundir / adoption.CONNECTION_FILE):
+            os.chown(path, defaults.uid, defaults.gid)
+    return str(rundir)
 
 
 async def adopt_local(

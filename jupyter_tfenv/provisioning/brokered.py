@@ -31,6 +31,10 @@ if TYPE_CHECKING:
     from jupyter_tfenv.provisioning.provisioner import TFEnvKernelProvisioner
 
 
+#: A kernel's ZeroMQ channels, as the connection file names their ports.
+CHANNELS = ("shell", "iopub", "stdin", "control", "hb")
+
+
 class BrokeredKernel:
     """The broker-side steps of one provisioner's kernel."""
 
@@ -165,10 +169,30 @@ class BrokeredKernel:
         p.container_id = str(info.get("container_id") or info.get("name") or "")
         kept = info.get("choices")
         p._choices = choices.adopted(env, kept if isinstance(kept, dict) else {}, p.log)
-        checkpoints = info.get("checkpoints")
+        km = p.parent
+        if info.get("backend") == "kubernetes" and km is not None:
+            # A kernel pod: the connection file (made from the broker's adopt answer)
+            # says loopback, as at a first start; the kernel is at the pod's IP.
+            ip = str(info.get("ip") or "")
+            if not ip:
+                raise KernelStartError(f"Kernel {p.kernel_id} cannot be adopted: no pod IP.")
+            p._pod = {"ports": {ch: getattr(km, f"{ch}_port") for ch in CHANNELS}, "ip": ip}
+            km.ip = ip
+            p.connection_info = km.get_connection_info()
+        checkpoints = info.get("checkpoints") or adopt.get("checkpoints")
         if isinstance(checkpoints, dict):
             p.checkpoint_info = checkpoints
         return {**adopt, "workdir": info.get("workdir") or adopt.get("workdir") or ""}
+
+    async def keep(self) -> None:
+        """The server stops and keeps this kernel: a pod is marked kept at the broker (its
+        sweep and the next server read the time); in Docker mode the runtime folder's
+        marker, which the server writes, says it."""
+        if self.prov._pod is not None:
+            try:
+                await self.backend.client.keep_kernel(self.prov.container_kernel_id)
+            except BrokerError as err:
+                raise start_error(err) from err
 
     # -- while the kernel starts ---------------------------------------------------------
 

@@ -49,7 +49,7 @@ SCOPE = f"access:services!service={SERVICE}"
 KERNEL_PORTS = set(m.KernelPorts().by_name().values())
 #: What the broker may do in the kernels' namespace, and nothing more.
 EXPECTED_RULES = {
-    ("", "pods"): {"create", "get", "list", "watch", "delete"},
+    ("", "pods"): {"create", "get", "list", "watch", "delete", "patch"},
     ("", "pods/log"): {"get"},
     ("", "secrets"): {"create", "get", "list", "delete", "patch"},
     ("", "persistentvolumeclaims"): {"create", "get", "list"},

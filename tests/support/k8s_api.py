@@ -613,7 +613,13 @@ class ObjectHandler(_Base):
                 "`immutable` is set",
             )
         meta_patch = patch.get("metadata") or {}
-        obj["metadata"].update(meta_patch)  # lists (ownerReferences) are replaced
+        for key, value in meta_patch.items():
+            if key in ("annotations", "labels") and isinstance(value, dict):
+                # Merged, as a merge patch does: null removes a key.
+                merged = {**(obj["metadata"].get(key) or {}), **value}
+                obj["metadata"][key] = {k: v for k, v in merged.items() if v is not None}
+            else:
+                obj["metadata"][key] = value  # lists (ownerReferences) are replaced
         self.api.store(plural, obj)
         self.answer(obj)
 

@@ -78,6 +78,7 @@ from jupyter_tfenv.backends.base import (
 )
 from jupyter_tfenv.backends.kubernetes import gpu, homes, manifests, metrics
 from jupyter_tfenv.backends.kubernetes.helpers import PodHelpers, failure_logs
+from jupyter_tfenv.backends.kubernetes.keep import PodKeeping, kept_since
 from jupyter_tfenv.backends.kubernetes.settings import KubernetesSettings
 from jupyter_tfenv.catalog.lock import LockFile, LockMissingError, require_lock
 from jupyter_tfenv.catalog.model import Environment
@@ -132,11 +133,11 @@ def _locks() -> UserLock:
     return lock
 
 
-class KubernetesBackend(PodHelpers, KernelBackend):
+class KubernetesBackend(PodKeeping, PodHelpers, KernelBackend):
     """Kernel pods in ``settings.namespace``, through the Kubernetes API."""
 
     name = "kubernetes"
-    features = frozenset({"checkpoints", "live"})
+    features = frozenset({"checkpoints", "live", "adopt"})
 
     def __init__(
         self,
@@ -403,7 +404,13 @@ class KubernetesBackend(PodHelpers, KernelBackend):
             environment=p.annotations.get(manifests.LABEL_ENVIRONMENT),
             image_id=p.image,
             choices=choices_of(p.annotations),
-            extra={"reason": p.reason, "backend": "kubernetes", "ip": p.ip},
+            # kept_at: when its server kept it (keep.py), None while a server holds it.
+            extra={
+                "reason": p.reason,
+                "backend": "kubernetes",
+                "ip": p.ip,
+                "kept_at": kept_since(p.annotations),
+            },
         )
 
     async def list_kernels(self, caller: Caller) -> list[KernelSummary]:
@@ -467,13 +474,6 @@ class KubernetesBackend(PodHelpers, KernelBackend):
             caller.name,
             state.annotations.get(manifests.LABEL_ENVIRONMENT, "?"),
             name,
-        )
-
-    async def adopt(self, caller: Caller, kernel_id: str) -> KernelInfo:
-        raise self.unsupported(
-            "adopting running kernels",
-            "A kernel pod's connection key stays with the server that started it; a new "
-            "server starts new kernels (its predecessor's pods are removed).",
         )
 
     async def gpus(self, caller: Caller) -> dict[str, Any]:
