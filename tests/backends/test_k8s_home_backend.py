@@ -80,7 +80,8 @@ class Home:
         #: What the server sees at /home/jovyan: the claim's folder on the "node".
         self.folder = self.node.claim_dir(CLAIM)
 
-    def claim(self, *modes: str) -> None:
+    def claim(self, *modes: str, owner: str = "alice") -> None:
+        """alice's home claim as KubeSpawner makes it (its annotation names the user)."""
         self.api.store(
             "persistentvolumeclaims",
             {
@@ -89,7 +90,8 @@ class Home:
                 "metadata": {
                     "name": CLAIM,
                     "namespace": NS,
-                    "labels": {"hub.jupyter.org/username": "alice"},
+                    "labels": {"hub.jupyter.org/username": owner},
+                    "annotations": {"hub.jupyter.org/username": owner},
                 },
                 "spec": {"accessModes": list(modes), "resources": {"requests": {"storage": "1Gi"}}},
                 "status": {"phase": "Bound", "accessModes": list(modes)},
@@ -280,3 +282,11 @@ async def test_a_gpu_kernel_whose_server_node_has_no_gpu_needs_rwx(home: Home) -
     assert err.http_status == 409
     assert "your server runs on node node-1, which has 0" in err.message
     assert "ReadWriteMany" in err.message
+
+
+async def test_a_claim_of_that_name_annotated_for_another_user_is_never_mounted(
+    home: Home,
+) -> None:
+    home.claim("ReadWriteMany", owner="alic")  # e.g. 'alic' + server 'e' under a template
+    err = await refused(home, home.request())
+    assert "hub.jupyter.org/username='alic', not 'alice'" in err.message

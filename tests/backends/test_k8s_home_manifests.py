@@ -343,3 +343,17 @@ def test_the_scheduling_message_explains_the_affinity():
     assert homes.scheduling_message(failed, RWO_HOME).endswith(homes.RWO_SCHEDULING_HINT)
     assert homes.scheduling_message(failed, RWX_HOME) == failed
     assert homes.scheduling_message("image pull failed", RWO_HOME) == "image pull failed"
+
+
+def test_a_claim_annotated_for_another_user_is_never_mounted():
+    theirs = {
+        **claim(["ReadWriteMany"]),
+        "metadata": {"annotations": {"hub.jupyter.org/username": "alic"}},
+    }
+    with pytest.raises(homes.HomeError, match="not 'alice'"):
+        resolve(theirs, None)
+    mine = {
+        **claim(["ReadWriteMany"]),
+        "metadata": {"annotations": {"hub.jupyter.org/username": "alice"}},
+    }
+    assert resolve(mine, None).claim == "claim-alice"

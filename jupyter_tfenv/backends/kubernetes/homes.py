@@ -155,6 +155,24 @@ def home_folders(home: str, cwd: str, mount: str) -> tuple[str, str, str]:
     return ("" if sub_path == "." else sub_path), mount, cwd
 
 
+#: KubeSpawner's annotation of its objects (claims too): the hub user's exact name.
+HUB_USER_ANNOTATION = "hub.jupyter.org/username"
+
+
+def check_owner(claim: Mapping[str, Any], name: str, namespace: str, username: str) -> None:
+    """Refuse a claim whose KubeSpawner annotation names another hub user (two users'
+    names can render to one claim name, e.g. through ``{username}{servername}``); a
+    claim without the annotation (made by an admin) is taken as the template says."""
+    owner = ((claim.get("metadata") or {}).get("annotations") or {}).get(HUB_USER_ANNOTATION)
+    if owner is not None and owner != username:
+        raise HomeError(
+            f"The claim {namespace}/{name} is annotated {HUB_USER_ANNOTATION}={owner!r}, "
+            f"not '{username}': it is not mounted into your kernels. Ask an admin to set "
+            "c.TFEnvBroker.kubernetes_home_claim so that each user's name gives their own "
+            "claim."
+        )
+
+
 def access_of(claim: Mapping[str, Any], name: str, namespace: str) -> str:
     """How the claim can be shared: ReadWriteMany or ReadWriteOnce (bound modes first),
     else a :class:`HomeError` saying why it cannot."""
@@ -247,6 +265,7 @@ async def resolve_home(
     claim = await read_claim(name)
     if claim is None:
         raise missing_claim(name, namespace, server_namespace)
+    check_owner(claim, name, namespace, username)
     access = access_of(claim, name, namespace)
     home = HomeMount(
         claim=name,
