@@ -114,3 +114,12 @@ def test_jupyterlab_says_the_engine_restarted_the_kernel(
     # Told once: the panel's polling does not tell it again.
     page.wait_for_timeout(6000)
     expect(toast).to_have_count(1)
+
+    # The page reaches the new kernel without a reload (server/kernel_ws.py): its status
+    # is idle again and the next cell runs there, in a fresh namespace.
+    dialog = page.locator(".jp-Dialog").filter(has_text="Kernel Restarting")
+    if dialog.count():
+        dialog.locator("button.jp-mod-accept").click()
+    wait_kernel_idle(page, notebook)
+    run_next(page, notebook, 1, "print('x' in globals())")
+    expect_output(notebook, "False", index=1)
