@@ -3,6 +3,9 @@ import * as React from 'react';
 import { EngineWarning } from '../components/EngineWarning';
 import {
   DAEMON_JSON_LINE,
+  DISMISSED_KEY,
+  dismissWarning,
+  isDismissed,
   liveRestoreWarning,
   normalizeEngine
 } from '../liverestore';
@@ -48,6 +51,59 @@ describe('normalizeEngine', () => {
       version: null,
       live_restore: false
     });
+  });
+});
+
+/**
+ * localStorage's two methods over a Map.
+ */
+function memoryStorage() {
+  const items = new Map<string, string>();
+  return {
+    items,
+    getItem: (key: string) => items.get(key) ?? null,
+    setItem: (key: string, value: string) => void items.set(key, value)
+  };
+}
+
+describe('dismissing the warning', () => {
+  it('hides it for that engine and version only', () => {
+    const storage = memoryStorage();
+    expect(liveRestoreWarning(OFF, storage)).toBe(OFF);
+    dismissWarning(OFF, storage);
+    expect(isDismissed(OFF, storage)).toBe(true);
+    expect(liveRestoreWarning(OFF, storage)).toBeNull();
+    // Another engine, or this one upgraded: warned again.
+    const other = { ...OFF, host: 'tcp://gpu-server:2376' };
+    expect(liveRestoreWarning(other, storage)).toBe(other);
+    const upgraded = { ...OFF, version: '27.0.1' };
+    expect(liveRestoreWarning(upgraded, storage)).toBe(upgraded);
+  });
+
+  it('survives a broken or refusing storage', () => {
+    const storage = memoryStorage();
+    storage.items.set(DISMISSED_KEY, '{not json');
+    expect(liveRestoreWarning(OFF, storage)).toBe(OFF);
+    const full = {
+      getItem: () => null,
+      setItem: () => {
+        throw new Error('QuotaExceededError');
+      }
+    };
+    expect(() => dismissWarning(OFF, full)).not.toThrow();
+    expect(liveRestoreWarning(OFF, full)).toBe(OFF);
+    expect(liveRestoreWarning(OFF, null)).toBe(OFF);
+  });
+
+  it('keeps the last 20 engines', () => {
+    const storage = memoryStorage();
+    for (let i = 0; i < 25; i++) {
+      dismissWarning({ ...OFF, host: `tcp://h${i}:2376` }, storage);
+    }
+    const kept = JSON.parse(storage.items.get(DISMISSED_KEY)!);
+    expect(kept).toHaveLength(20);
+    expect(isDismissed({ ...OFF, host: 'tcp://h24:2376' }, storage)).toBe(true);
+    expect(isDismissed({ ...OFF, host: 'tcp://h0:2376' }, storage)).toBe(false);
   });
 });
 
@@ -106,5 +162,20 @@ describe('EngineWarning', () => {
     expect((element.props as { title: string }).title).toBe(
       'Docker engine at unix:///var/run/docker.sock'
     );
+  });
+
+  it('offers Dismiss where the panel can remember it', () => {
+    expect(textOf(EngineWarning({ engine: OFF, trans }))).not.toContain(
+      'Dismiss'
+    );
+    const onDismiss = jest.fn();
+    const element = EngineWarning({ engine: OFF, trans, onDismiss });
+    const children = React.Children.toArray(
+      (element.props as { children: React.ReactNode }).children
+    ) as React.ReactElement<{ onClick?: () => void }>[];
+    const button = children.find(c => textOf(c) === 'Dismiss');
+    expect(button).toBeDefined();
+    button!.props.onClick!();
+    expect(onDismiss).toHaveBeenCalledTimes(1);
   });
 });

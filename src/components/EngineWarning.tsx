@@ -13,8 +13,9 @@ import { DAEMON_JSON_LINE } from '../liverestore';
 export function EngineWarning(props: {
   engine: IEngineState;
   trans: TranslationBundle;
+  onDismiss?: () => void;
 }): JSX.Element {
-  const { engine, trans } = props;
+  const { engine, trans, onDismiss } = props;
   const where = engine.version
     ? trans.__('Docker engine %1 at %2', engine.version, engine.host)
     : trans.__('Docker engine at %1', engine.host);
@@ -37,6 +38,17 @@ export function EngineWarning(props: {
           'to /etc/docker/daemon.json, then run `sudo systemctl reload docker` (no container stops). See docs/operations.md of jupyter_tfenv.'
         )}
       </p>
+      {onDismiss && (
+        <button
+          className="jp-Button jp-mod-minimal jp-tfenv-engine-warning-dismiss"
+          title={trans.__(
+            'Hide this warning for this engine in this browser (it comes back for another engine or version)'
+          )}
+          onClick={onDismiss}
+        >
+          {trans.__('Dismiss')}
+        </button>
+      )}
     </div>
   );
 }

@@ -1,7 +1,8 @@
 import { refreshIcon } from '@jupyterlab/ui-components';
 import * as React from 'react';
 
-import { liveRestoreWarning } from '../liverestore';
+import { dismissWarning, liveRestoreWarning } from '../liverestore';
+import { browserStorage } from '../restartnotice';
 import { CheckpointSection } from './CheckpointSection';
 import { IconButton } from './common';
 import { EngineWarning } from './EngineWarning';
@@ -19,7 +20,9 @@ export function PanelView(props: IViewProps): JSX.Element {
   useModel(model);
   const state = model.state;
   const env = model.activeEnvironment;
-  const engine = liveRestoreWarning(model.engineState);
+  const [, setDismissed] = React.useState(0);
+  const storage = browserStorage();
+  const engine = liveRestoreWarning(model.engineState, storage);
   return (
     <div
       className="jp-tfenv-content"
@@ -40,7 +43,14 @@ export function PanelView(props: IViewProps): JSX.Element {
         <ProvenanceNotice {...props} verdict={model.provenance} />
       )}
       {engine && state.state !== 'no-extension' && (
-        <EngineWarning engine={engine} trans={trans} />
+        <EngineWarning
+          engine={engine}
+          trans={trans}
+          onDismiss={() => {
+            dismissWarning(engine, storage);
+            setDismissed(n => n + 1);
+          }}
+        />
       )}
       {env && state.state !== 'no-extension' && (
         <KernelSection {...props} env={env} />

@@ -65,6 +65,19 @@ def test_the_panel_warns_when_live_restore_is_off(
     print(f"\n[ui] panel: {warning.inner_text()!r}")
     page.locator(PANEL).screenshot(path=str(screenshot_dir() / "live-restore-off.png"))
 
+    # An admin who read it can dismiss it; it stays away after a reload (this browser,
+    # this engine and version), while the server still reports the engine as it is.
+    warning.get_by_role("button", name="Dismiss").click()
+    expect(warning).to_have_count(0)
+    page.reload()
+    page.locator('.lm-TabBar-tab[data-id="jp-tfenv-panel"]').wait_for()
+    page.wait_for_timeout(1000)  # the restored layout may have opened the panel already
+    if not page.locator(PANEL).is_visible():
+        open_panel(page)
+    expect(page.locator(f'{PANEL} .jp-tfenv-env-row[data-tfenv-env="py"]')).to_be_visible()
+    expect(page.locator(WARNING)).to_have_count(0)
+    assert lab.api("GET", "tfenv/environments")["engine"]["live_restore"] is False
+
 
 @pytest.fixture(scope="module")
 def live_restore_engine(images: docker.DockerClient) -> Iterator[TestEngine]:
