@@ -100,6 +100,13 @@ def discover_volumes(client: Any, config: StorageConfig, username: str) -> list[
     return sorted(names)
 
 
+def if_match_tags(header: str | None) -> list[str]:
+    """The ETags an ``If-Match`` header names (quotes and ``W/`` dropped); ``*`` stays
+    ``*``, which matches no item: it would confirm nothing."""
+    tags = [t.strip().removeprefix("W/").strip('"') for t in (header or "").split(",")]
+    return [t for t in tags if t]
+
+
 # -- the browser the REST API uses ----------------------------------------------------------
 
 
@@ -174,9 +181,14 @@ class CheckpointBrowser:
     async def remote(self) -> RemoteCheckpoints | None:
         return await self._remote() if self._remote is not None else None
 
-    async def _scan(self, envs: list[str]) -> dict[str, tuple[Location, dict[str, Any]]]:
+    async def _scan(
+        self, envs: list[str], kind: str = "checkpoints"
+    ) -> dict[str, tuple[Location, dict[str, Any]]]:
+        """Each environment's folder (or volume) of ``kind`` walked: ``{env: (location,
+        inventory)}``. The broker's claims hold checkpoints only (the caller refuses
+        ``logs`` there: :mod:`jupyter_tfenv.checkpoints.logruns`)."""
         remote = await self.remote()
-        if remote is not None:
+        if remote is not None and kind == "checkpoints":
             got = await remote.inventories(envs)
             empty: dict[str, Any] = {"exists": False, "entries": [], "state": {}, "checks": {}}
             return {
@@ -186,7 +198,7 @@ class CheckpointBrowser:
                 )
                 for env in envs
             }
-        locs = {env: locate(self.config, "checkpoints", self.owner, env) for env in envs}
+        locs = {env: locate(self.config, kind, self.owner, env) for env in envs}
         if self.config.mode == "bind":
             results = await asyncio.gather(
                 *(asyncio.to_thread(scan_bind, loc) for loc in locs.values())
@@ -342,8 +354,7 @@ class CheckpointBrowser:
         another value → 412 (it changed since the user looked at it).
         """
         view, item = await self._item(env, name)
-        tags = [t.strip().strip('"').removeprefix('W/"') for t in (if_match or "").split(",")]
-        tags = [t for t in tags if t]
+        tags = if_match_tags(if_match)
         if not tags:
             raise CheckpointPreconditionRequired(
                 "Deleting a checkpoint needs its ETag from the listing in an If-Match header: "
@@ -355,30 +366,7 @@ class CheckpointBrowser:
                 "list it again and confirm the new state."
             )
         loc = locate(self.config, "checkpoints", self.owner, env)
-        remove = list(item["_remove"])
-        remote = await self.remote()
-        if remote is not None:
-            result = await remote.delete(env, remove)
-        elif loc.is_volume:
-            client = await self._docker()
-            image, python = await self._helper_for([env])
-            result = await asyncio.to_thread(
-                run_helper,
-                client,
-                image=image,
-                python=python,
-                volumes=[str(loc.volume)],
-                call="_delete",
-                args={"root": "/v/0", "paths": remove},
-                user=f"{self.uid}:{self.gid}",
-                read_only=False,
-                owner=self.owner,
-            )
-        else:
-            folder = await asyncio.to_thread(bind_folder, loc)
-            if folder is None:
-                raise CheckpointNotFound()
-            result = await asyncio.to_thread(_delete, folder, remove)
+        result = await self.remove_paths(loc, list(item["_remove"]))
         if result["failed"]:
             raise CheckpointStorageError(
                 f"Could not delete every file of '{name}': "
@@ -389,3 +377,35 @@ class CheckpointBrowser:
             "deleted": public_item(item),
             "removed": sorted(result["removed"]),
         }
+
+    async def remove_paths(self, loc: Location, remove: list[str]) -> dict[str, Any]:
+        """Remove ``remove`` (paths relative to ``loc``'s folder, files or folders) by
+        descriptor, where the location lives: the broker's claim, a volume (the helper
+        container) or a bind folder. ``{"removed": [...], "failed": [[path, why], ...]}``.
+
+        The paths come from a fresh walk of that folder, never from a request.
+        """
+        remote = await self.remote()
+        if remote is not None and loc.kind == "checkpoints":
+            return await remote.delete(loc.environment, remove)
+        if loc.is_volume:
+            client = await self._docker()
+            image, python = await self._helper_for([loc.environment])
+            return dict(
+                await asyncio.to_thread(
+                    run_helper,
+                    client,
+                    image=image,
+                    python=python,
+                    volumes=[str(loc.volume)],
+                    call="_delete",
+                    args={"root": "/v/0", "paths": remove},
+                    user=f"{self.uid}:{self.gid}",
+                    read_only=False,
+                    owner=self.owner,
+                )
+            )
+        folder = await asyncio.to_thread(bind_folder, loc)
+        if folder is None:
+            raise CheckpointNotFound()
+        return dict(await asyncio.to_thread(_delete, folder, remove))

@@ -32,7 +32,15 @@ from jupyter_tfenv.lifecycle.keep import (
 from jupyter_tfenv.lifecycle.pool import KernelPool, start_pool, stop_pool
 from jupyter_tfenv.provisioning.kernelspecs import TFEnvKernelSpecManager
 from jupyter_tfenv.provisioning.provisioner import TFEnvKernelProvisioner
-from jupyter_tfenv.server.handlers import builds, checkpoints, choices, environments, kernels, pulls
+from jupyter_tfenv.server.handlers import (
+    builds,
+    checkpoints,
+    choices,
+    environments,
+    kernels,
+    logs,
+    pulls,
+)
 from jupyter_tfenv.server.kernel_ws import install_connection_class
 from jupyter_tfenv.server.service import TFEnvService
 from jupyter_tfenv.server.sessions import KeepingSessionManager
@@ -226,7 +234,7 @@ class TFEnvApp(ExtensionApp):
         )
 
     def initialize_handlers(self) -> None:
-        for module in (environments, pulls, builds, kernels, checkpoints, choices):
+        for module in (environments, pulls, builds, kernels, checkpoints, logs, choices):
             self.handlers.extend(module.routes)
 
     async def _reap(self) -> None:
