@@ -61,14 +61,26 @@ class StandInHubAuth:
 
 
 class Broker:
-    def __init__(self, catalog_path: Path, root: Path, tmp_path: Path) -> None:
+    """The real broker in the test's loop, with a stand-in hub; its kernel containers are
+    told apart by its service name (``service``: a module's own)."""
+
+    def __init__(
+        self,
+        catalog_path: Path,
+        root: Path,
+        tmp_path: Path,
+        *,
+        service: str = SERVICE,
+        token: str = TOKEN,
+    ) -> None:
         from jupyter_tfenv.broker.app import TFEnvBroker
 
         self.user = kernel_user()
+        self.service = service
         self.runtime_root = tempfile.mkdtemp(prefix="tfb-", dir="/tmp")  # short socket paths
         self.app = TFEnvBroker(
-            service_name=SERVICE,
-            service_prefix=f"/services/{SERVICE}/",
+            service_name=service,
+            service_prefix=f"/services/{service}/",
             runtime_root=self.runtime_root,
             allowed_mount_roots=[str(root)],
             checkpoint_root=str(tmp_path / "broker-ck"),
@@ -76,22 +88,23 @@ class Broker:
             config=Config({"TFEnvCatalog": {"catalog_files": [str(catalog_path)]}}),
         )
         self.app.init_catalog()
+        scope = f"access:services!service={service}"
         self.app.hub_auth = StandInHubAuth(
-            {TOKEN: {"kind": "user", "name": self.user, "scopes": [SCOPE], "groups": []}}
+            {token: {"kind": "user", "name": self.user, "scopes": [scope], "groups": []}}
         )
         self.socket, self.port = bind_unused_port()
         self.server: HTTPServer | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/services/{SERVICE}/"
+        return f"http://127.0.0.1:{self.port}/services/{self.service}/"
 
     def start(self) -> None:
         self.server = HTTPServer(self.app.make_web_app())
         self.server.add_sockets([self.socket])
 
     def containers(self, kernel_id: str | None = None) -> list[Any]:
-        labels = [f"org.jupyter.tfenv.broker={SERVICE}"]
+        labels = [f"org.jupyter.tfenv.broker={self.service}"]
         if kernel_id:
             labels.append(f"org.jupyter.tfenv.kernel-id={kernel_id}")
         client = docker.from_env(timeout=60)

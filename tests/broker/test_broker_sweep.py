@@ -12,23 +12,17 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import docker
 import pytest
-from tornado.httpserver import HTTPServer
-from tornado.testing import bind_unused_port
 from traitlets.config import Config
 
 from jupyter_tfenv.broker.sweep import KeptSweep, start_sweeps
 from jupyter_tfenv.kernels import markers
 from jupyter_tfenv.lifecycle.keep import detach_kernels
-from tests.broker.test_broker_e2e import StandInHubAuth, kernel_user
+from tests.broker.test_broker_e2e import Broker
 from tests.conftest import run_code, start_kernel
 
 pytestmark = [
@@ -38,66 +32,20 @@ pytestmark = [
 
 TOKEN = "sweep-user-token"
 SERVICE = "tfenv-broker-sweep-test"
-SCOPE = f"access:services!service={SERVICE}"
 log = logging.getLogger("tests.broker_sweep")
 
 
-class SweepBroker:
-    def __init__(self, catalog_path: Path, root: Path, tmp_path: Path) -> None:
-        from jupyter_tfenv.broker.app import TFEnvBroker
-
-        self.runtime_root = tempfile.mkdtemp(prefix="tfs-", dir="/tmp")  # short socket paths
-        self.app = TFEnvBroker(
-            service_name=SERVICE,
-            service_prefix=f"/services/{SERVICE}/",
-            runtime_root=self.runtime_root,
-            allowed_mount_roots=[str(root)],
-            checkpoint_root=str(tmp_path / "broker-ck"),
-            log_root=str(tmp_path / "broker-logs"),
-            config=Config({"TFEnvCatalog": {"catalog_files": [str(catalog_path)]}}),
-        )
-        self.app.init_catalog()
-        self.app.hub_auth = StandInHubAuth(
-            {TOKEN: {"kind": "user", "name": kernel_user(), "scopes": [SCOPE], "groups": []}}
-        )
-        self.socket, self.port = bind_unused_port()
-        self.server = HTTPServer(self.app.make_web_app())
-        self.server.add_sockets([self.socket])
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/services/{SERVICE}/"
-
-    def containers(self, kernel_id: str | None = None) -> list[Any]:
-        labels = [f"org.jupyter.tfenv.broker={SERVICE}"]
-        if kernel_id:
-            labels.append(f"org.jupyter.tfenv.kernel-id={kernel_id}")
-        client = docker.from_env(timeout=60)
-        try:
-            return list(client.containers.list(all=True, filters={"label": labels}))
-        finally:
-            client.close()
-
-    def close(self) -> list[str]:
-        self.server.stop()
-        self.socket.close()
-        left = self.containers()
-        for container in left:  # this module's broker's only (its own service name)
-            container.remove(force=True)
-        shutil.rmtree(self.runtime_root, ignore_errors=True)
-        return [c.name for c in left]
-
-
 @pytest.fixture
-def broker(catalog_path: Path, jp_root_dir: Path, tmp_path: Path) -> Iterator[SweepBroker]:
+def broker(catalog_path: Path, jp_root_dir: Path, tmp_path: Path) -> Iterator[Broker]:
     pytest.importorskip("jupyterhub")
-    running = SweepBroker(catalog_path, jp_root_dir, tmp_path)
+    running = Broker(catalog_path, jp_root_dir, tmp_path, service=SERVICE, token=TOKEN)
+    running.start()
     yield running
     assert not running.close(), "the test left broker kernel containers behind"
 
 
 @pytest.fixture
-def jp_server_config(jp_server_config: Config, broker: SweepBroker) -> Config:
+def jp_server_config(jp_server_config: Config, broker: Broker) -> Config:
     jp_server_config.DockerKernelProvisioner.broker_url = broker.url
     jp_server_config.DockerKernelProvisioner.broker_token = TOKEN
     return jp_server_config

@@ -148,6 +148,16 @@ async def check_adopted(jp_serverapp: Any, cluster: Any, kernel_id: str, last: i
     assert prov.checkpoint_info["claim"] == m.claim_name(USER, "tf220")
 
 
+async def shut_down(manager: Any, cluster: Any, kernel_id: str) -> None:
+    """The kernel gone, whether this server holds it or not (then through the broker)."""
+    if kernel_id in manager.list_kernel_ids():
+        await manager.shutdown_kernel(kernel_id, now=True)
+    else:
+        from jupyter_tfenv.backends.broker import BrokerClient
+
+        await BrokerClient(cluster.url, TOKEN).delete_kernel(kernel_id)
+
+
 async def test_a_kept_pod_is_adopted_by_the_next_server(
     jp_fetch, jp_serverapp, cluster, monkeypatch
 ):
@@ -178,12 +188,7 @@ async def test_a_kept_pod_is_adopted_by_the_next_server(
         await adopt_as_next_server(jp_serverapp, monkeypatch)
         await check_adopted(jp_serverapp, cluster, kernel_id, last)
     finally:
-        if kernel_id in manager.list_kernel_ids():
-            await manager.shutdown_kernel(kernel_id, now=True)
-        else:
-            from jupyter_tfenv.backends.broker import BrokerClient
-
-            await BrokerClient(cluster.url, TOKEN).delete_kernel(kernel_id)
+        await shut_down(manager, cluster, kernel_id)
     assert cluster.pods() == []
     assert cluster.api.get("secrets", NS, m.kernel_secret_name(USER, kernel_id)) is None
 
@@ -204,10 +209,5 @@ async def test_the_pod_of_a_killed_server_is_adopted(jp_fetch, jp_serverapp, clu
         await adopt_as_next_server(jp_serverapp, monkeypatch)
         await check_adopted(jp_serverapp, cluster, kernel_id, last)
     finally:
-        if kernel_id in manager.list_kernel_ids():
-            await manager.shutdown_kernel(kernel_id, now=True)
-        else:
-            from jupyter_tfenv.backends.broker import BrokerClient
-
-            await BrokerClient(cluster.url, TOKEN).delete_kernel(kernel_id)
+        await shut_down(manager, cluster, kernel_id)
     assert cluster.pods() == []
