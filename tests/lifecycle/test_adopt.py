@@ -120,9 +120,9 @@ def ticks(text: str) -> list[int]:
     return [int(n) for n in re.findall(r"tick (\d+)", text)]
 
 
-def prepare_kernel(server: ServerProcess) -> tuple[str, int]:
+def prepare_kernel(server: ServerProcess, name: str = "tfenv-py") -> tuple[str, int]:
     """A kernel with ``x = 42`` and the loop running; (kernel id, last tick seen)."""
-    kernel_id = start_kernel(server)
+    kernel_id = start_kernel(server, name)
     result = execute(ws(server, kernel_id), TOKEN, "x = 42")
     assert result.ok, result
     seen = watch_output(ws(server, kernel_id), TOKEN, lambda t: len(ticks(t)) >= 2, code=LOOP)
@@ -137,7 +137,7 @@ def listed(server: ServerProcess) -> list[str]:
     return [k["id"] for k in answer.json()]
 
 
-def check_adopted(server: ServerProcess, kernel_id: str, last_tick: int) -> None:
+def check_adopted(server: ServerProcess, kernel_id: str, last_tick: int, env: str = "py") -> None:
     # Adoption runs right after the server started listening: within seconds.
     deadline = time.monotonic() + 60
     while kernel_id not in listed(server) and time.monotonic() < deadline:
@@ -162,7 +162,7 @@ def check_adopted(server: ServerProcess, kernel_id: str, last_tick: int) -> None
     assert result.stdout.strip() == "42"
     status = server.request("GET", f"/tfenv/kernels/{kernel_id}").json()
     assert status["live"]["running"] is True
-    assert status["environment"]["id"] == "py"
+    assert status["environment"]["id"] == env
     # The panel's badge: recorded as each kernel's adoption returns, a moment after the
     # kernel is listed.
     deadline = time.monotonic() + 60
