@@ -10,6 +10,7 @@ import { moduleHintPlugin } from './plugins/modulehint';
 import { panelPlugin } from './plugins/panel';
 import { provenancePlugin } from './plugins/provenance';
 import { statusPlugin } from './plugins/status';
+import { tensorBoardPlugin } from './plugins/tensorboard';
 
 export * from './api';
 export * from './cellexecutor';
@@ -21,12 +22,13 @@ export * from './provenance';
 export * from './pullprogress';
 export { requestAPI, TfEnvClient, normalizeEnvironments } from './api/request';
 export * from './state';
+export * from './tensorboard';
 export * from './tokens';
 
 /**
  * The extension's plugins: `jupyter-tfenv:model`, `:panel`, `:status`,
  * `:commands`, `:provenance`, `:launcher`, `:kernel-picker`,
- * `:cell-executor`, `:choices` and `:module-hint`.
+ * `:cell-executor`, `:choices`, `:module-hint` and `:tensorboard`.
  */
 const plugins: JupyterFrontEndPlugin<any>[] = [
   modelPlugin,
@@ -38,7 +40,8 @@ const plugins: JupyterFrontEndPlugin<any>[] = [
   kernelPickerPlugin,
   cellExecutorPlugin,
   choicesPlugin,
-  moduleHintPlugin
+  moduleHintPlugin,
+  tensorBoardPlugin
 ];
 
 export default plugins;

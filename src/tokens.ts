@@ -54,6 +54,16 @@ export namespace CommandIDs {
    * environments" cards). Args: `{environment: string, cwd?: string}`.
    */
   export const createNotebook = 'tfenv:create-notebook';
+  /**
+   * Open TensorBoard on an environment's logs in a main-area tab (reused
+   * while open). Args: `{environment?: string}` (the active kernel's
+   * environment, else a picker, when absent).
+   */
+  export const openTensorBoard = 'tfenv:open-tensorboard';
+  /**
+   * Open TensorBoard on every environment's logs side by side.
+   */
+  export const compareTensorBoard = 'tfenv:compare-tensorboard';
 }
 
 /**

@@ -6,6 +6,11 @@ import type { IEnvironmentsReply, IImageStatus, IProbe } from './environments';
 import type { IGpuOverview } from './gpus';
 import type { IKernelStatus } from './kernels';
 import type { IPull, IPullFollower } from './pulls';
+import type {
+  ILogListing,
+  ITensorBoard,
+  TensorBoardTarget
+} from './tensorboards';
 
 /**
  * The REST client the model talks to (see `TfEnvClient` in `request.ts`).
@@ -57,4 +62,29 @@ export interface ITfEnvClient {
     name: string,
     etag: string
   ): Promise<unknown>;
+  /**
+   * Start (or reuse) the user's TensorBoard of an environment or of the
+   * comparison view: `POST /tfenv/tensorboards` (202 starting, 200 reused).
+   */
+  startTensorBoard?(target: TensorBoardTarget): Promise<ITensorBoard>;
+  /**
+   * One TensorBoard by name (`env-<id>`, `compare`): poll it while starting.
+   */
+  getTensorBoard?(name: string): Promise<ITensorBoard>;
+  /**
+   * The user's TensorBoards.
+   */
+  listTensorBoards?(): Promise<ITensorBoard[]>;
+  /**
+   * Stop a TensorBoard (`DELETE /tfenv/tensorboards/{name}`).
+   */
+  stopTensorBoard?(name: string): Promise<unknown>;
+  /**
+   * The runs of an environment's log folder.
+   */
+  logRuns?(envId: string): Promise<ILogListing>;
+  /**
+   * Delete one log run; `etag` as listed (sent as `If-Match`).
+   */
+  deleteLogRun?(envId: string, run: string, etag: string): Promise<unknown>;
 }

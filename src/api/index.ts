@@ -13,3 +13,4 @@ export * from './errors';
 export * from './gpus';
 export * from './kernels';
 export * from './pulls';
+export * from './tensorboards';

@@ -16,6 +16,11 @@ import type { IGpuOverview } from './gpus';
 import type { IKernelStatus } from './kernels';
 import type { IBuild } from './builds';
 import type { IPull, IPullFollower } from './pulls';
+import type {
+  ILogListing,
+  ITensorBoard,
+  TensorBoardTarget
+} from './tensorboards';
 
 /**
  * The URL namespace of the jupyter_tfenv server extension.
@@ -356,6 +361,45 @@ export class TfEnvClient implements ITfEnvClient {
     );
   }
 
+  startTensorBoard(target: TensorBoardTarget): Promise<ITensorBoard> {
+    const body =
+      target.view === 'compare'
+        ? { view: 'compare' }
+        : { environment: target.environment };
+    return this._call('tensorboards', 'POST', undefined, body);
+  }
+
+  getTensorBoard(name: string): Promise<ITensorBoard> {
+    return this._get(`tensorboards/${encodeURIComponent(name)}`);
+  }
+
+  async listTensorBoards(): Promise<ITensorBoard[]> {
+    const reply = await this._get<{ tensorboards?: ITensorBoard[] }>(
+      'tensorboards'
+    );
+    return Array.isArray(reply?.tensorboards) ? reply.tensorboards : [];
+  }
+
+  stopTensorBoard(name: string): Promise<unknown> {
+    return this._call(`tensorboards/${encodeURIComponent(name)}`, 'DELETE');
+  }
+
+  logRuns(envId: string): Promise<ILogListing> {
+    return this._get(`logs/${encodeURIComponent(envId)}`);
+  }
+
+  /**
+   * The run is named in the query: `.` (the log folder's top files) would not
+   * survive as a path segment.
+   */
+  deleteLogRun(envId: string, run: string, etag: string): Promise<unknown> {
+    return this._call(
+      `logs/${encodeURIComponent(envId)}?run=${encodeURIComponent(run)}`,
+      'DELETE',
+      { 'If-Match': `"${etag}"` }
+    );
+  }
+
   private _get<T>(endPoint: string): Promise<T> {
     return this._call<T>(endPoint, 'GET');
   }
@@ -363,14 +407,18 @@ export class TfEnvClient implements ITfEnvClient {
   private async _call<T>(
     endPoint: string,
     method: string,
-    headers?: Record<string, string>
+    headers?: Record<string, string>,
+    body?: unknown
   ): Promise<T> {
+    const init: RequestInit = { method };
+    if (headers) {
+      init.headers = headers;
+    }
+    if (body !== undefined) {
+      init.body = JSON.stringify(body);
+    }
     try {
-      return await requestAPI<T>(
-        endPoint,
-        headers ? { method, headers } : { method },
-        this.serverSettings
-      );
+      return await requestAPI<T>(endPoint, init, this.serverSettings);
     } catch (error) {
       if (error instanceof ServerConnection.ResponseError) {
         const reason = (error as { reason?: unknown }).reason;

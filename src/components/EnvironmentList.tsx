@@ -14,6 +14,19 @@ export function EnvironmentList(props: IViewProps): JSX.Element {
   return (
     <section className="jp-tfenv-section jp-tfenv-envs">
       <h3 className="jp-tfenv-section-title">{trans.__('Environments')}</h3>
+      {props.actions.compareTensorBoards && envs.length > 0 && (
+        <div className="jp-tfenv-envs-actions">
+          <button
+            className="jp-mod-styled jp-tfenv-tensorboard-compare"
+            title={trans.__(
+              'Every environment of yours as a run group in one TensorBoard'
+            )}
+            onClick={() => props.actions.compareTensorBoards!()}
+          >
+            {trans.__('Compare in TensorBoard')}
+          </button>
+        </div>
+      )}
       {model.environments === null && !model.environmentsError && (
         <p className="jp-tfenv-muted">
           <span className="jp-tfenv-spinner" aria-hidden="true" />{' '}

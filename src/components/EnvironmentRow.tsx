@@ -199,6 +199,27 @@ export function EnvironmentRow(
             {trans.__('Compare with…')}
           </button>
         )}
+        {actions.tensorboard && (
+          <button
+            className="jp-mod-styled jp-tfenv-tensorboard-open"
+            data-tfenv-env={env.id}
+            disabled={present === false}
+            title={
+              present === false
+                ? trans.__(
+                    "TensorBoard runs in the environment's own image: pull or build it first"
+                  )
+                : trans.__(
+                    'Show the TensorBoard logs of %1 (%2) in a tab',
+                    env.display_name,
+                    '$TFENV_LOG_DIR'
+                  )
+            }
+            onClick={() => actions.tensorboard!(env.id)}
+          >
+            {trans.__('TensorBoard')}
+          </button>
+        )}
         {model.pullCapability.allowed && (
           <button
             className={`jp-mod-styled jp-tfenv-pull${present === false && !env.derived ? ' jp-mod-accept' : ''}`}

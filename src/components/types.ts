@@ -20,6 +20,14 @@ export interface IPanelActions {
    * Compare an environment with another one the user picks (`compare.tsx`).
    */
   compare?(envId: string): void;
+  /**
+   * Open the environment's TensorBoard in a main-area tab.
+   */
+  tensorboard?(envId: string): void;
+  /**
+   * Open one TensorBoard over every environment's logs.
+   */
+  compareTensorBoards?(): void;
   refresh(): void;
   /**
    * Restart the active kernel.

@@ -246,7 +246,7 @@ export const commandsPlugin: JupyterFrontEndPlugin<void> = {
  * The environment a command names in its `environment` argument, or else one the user
  * picks in a list dialog (the active kernel's preselected); null when cancelled.
  */
-async function chooseEnvironment(
+export async function chooseEnvironment(
   model: TfEnvModel,
   trans: TranslationBundle,
   args: ReadonlyPartialJSONObject,

@@ -12,7 +12,7 @@ import { compareWith } from '../compare';
 import type { TfEnvModel } from '../model';
 import { confirmSwitch } from '../switching';
 import { IPanelActions, TfEnvPanel } from '../panel';
-import { ITfEnvModel, ITfEnvPanel } from '../tokens';
+import { CommandIDs, ITfEnvModel, ITfEnvPanel } from '../tokens';
 
 /**
  * The plugin id; its settings schema is `schema/lab/panel.json`.
@@ -84,6 +84,18 @@ export const panelPlugin: JupyterFrontEndPlugin<ITfEnvPanel> = {
       compare: envId => {
         compareWith(model, envId, trans).catch(reason => {
           void showErrorMessage(trans.__('Comparison failed'), reason);
+        });
+      },
+      tensorboard: envId => {
+        app.commands
+          .execute(CommandIDs.openTensorBoard, { environment: envId })
+          .catch(reason => {
+            void showErrorMessage(trans.__('TensorBoard failed'), reason);
+          });
+      },
+      compareTensorBoards: () => {
+        app.commands.execute(CommandIDs.compareTensorBoard).catch(reason => {
+          void showErrorMessage(trans.__('TensorBoard failed'), reason);
         });
       },
       refresh: () => void model.refresh(),
