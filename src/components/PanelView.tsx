@@ -9,6 +9,7 @@ import { EngineWarning } from './EngineWarning';
 import { EnvironmentList } from './EnvironmentList';
 import { GpuSection } from './GpuSection';
 import { KernelSection } from './KernelSection';
+import { LogSection } from './LogSection';
 import { ProvenanceNotice } from './ProvenanceNotice';
 import { ResourcesSection } from './ResourcesSection';
 import { StateBanner } from './StateBanner';
@@ -59,6 +60,9 @@ export function PanelView(props: IViewProps): JSX.Element {
       {state.state !== 'no-extension' && <GpuSection {...props} env={env} />}
       {env && state.state !== 'no-extension' && (
         <CheckpointSection {...props} env={env} />
+      )}
+      {env && state.state !== 'no-extension' && (
+        <LogSection {...props} env={env} />
       )}
       {state.state !== 'no-extension' && <EnvironmentList {...props} />}
     </div>
