@@ -41,6 +41,9 @@ LABEL_GPU_SHARING = f"{LABEL_PREFIX}.gpu-sharing"
 LABEL_GPU_CLAIMED = f"{LABEL_PREFIX}.gpu-claimed"
 #: Marks probe containers (never kernels: they have no kernel-id label).
 LABEL_PROBE = f"{LABEL_PREFIX}.probe"
+#: Marks TensorBoard containers (jupyter_tfenv.tensorboard), valued with the TensorBoard's
+#: name (``env-<id>``, ``compare``). Never kernels: they have no kernel-id label.
+LABEL_TENSORBOARD = f"{LABEL_PREFIX}.tensorboard"
 #: Labels of the volumes tfenv creates, and of its checkpoint helper containers.
 LABEL_STORAGE_KIND = f"{LABEL_PREFIX}.storage-kind"
 LABEL_STORAGE_ENV = f"{LABEL_PREFIX}.storage-environment"

@@ -10,6 +10,8 @@ CONTAINER_TFENV_DIR = "/opt/tfenv"
 CONTAINER_LAUNCHER = f"{CONTAINER_TFENV_DIR}/launch.py"
 CONTAINER_RUNTIMES = f"{CONTAINER_TFENV_DIR}/runtimes"
 CONTAINER_PROBE = f"{CONTAINER_TFENV_DIR}/probe.py"
+#: The TensorBoard bridge (jupyter_tfenv/tensorboard/bridge.py) in TensorBoard containers.
+CONTAINER_TENSORBOARD_BRIDGE = f"{CONTAINER_TFENV_DIR}/tensorboard_bridge.py"
 
 #: Where a kernel finds its checkpoint folder, and the variable that says so.
 CONTAINER_CHECKPOINT_DIR = "/tfenv/checkpoints"
