@@ -40,10 +40,12 @@ from jupyter_tfenv.server.handlers import (
     kernels,
     logs,
     pulls,
+    tensorboards,
 )
 from jupyter_tfenv.server.kernel_ws import install_connection_class
 from jupyter_tfenv.server.service import TFEnvService
 from jupyter_tfenv.server.sessions import KeepingSessionManager
+from jupyter_tfenv.server.tensorboards import TensorBoardAppSettings
 
 
 def shares_folders(root_dir: str, kernel_gid: int, umask: int) -> bool:
@@ -73,7 +75,7 @@ def uid_mismatch(server_uid: int, kernel_uid: int, *, shared: bool = False) -> s
     )
 
 
-class TFEnvApp(ExtensionApp):
+class TFEnvApp(TensorBoardAppSettings, ExtensionApp):
     """jupyter_tfenv server extension."""
 
     name = "jupyter_tfenv"
@@ -232,15 +234,18 @@ class TFEnvApp(ExtensionApp):
             log=self.log,
             files=files,
         )
+        self.make_tensorboards(self.settings, self.settings["tfenv"], self.serverapp.base_url)
 
     def initialize_handlers(self) -> None:
-        for module in (environments, pulls, builds, kernels, checkpoints, logs, choices):
+        modules = (environments, pulls, builds, kernels, checkpoints, logs, choices, tensorboards)
+        for module in modules:
             self.handlers.extend(module.routes)
 
     async def _reap(self) -> None:
         """Remove what a dead predecessor of this server left (its source knows how: the
         local engine's orphans by labels, or the broker kernels of this hub server)."""
         await self.settings["tfenv"].source.reap_orphans(self)
+        await self.reap_tensorboards(self.settings, self.log)
 
     def _pool_idle_timeout(self, env: Any) -> float:
         """The idle timeout of a pool: its entry's idle_timeout, else gpu_idle_timeout
@@ -360,6 +365,7 @@ class TFEnvApp(ExtensionApp):
             serverapp.session_manager.adoption = self._reap_task
         if self.cull_interval > 0:
             self._cull_task = asyncio.ensure_future(self._cull_loop())
+        self.start_tensorboard_sweep(self.settings, self.log)
         if self.settings["tfenv"].source.hides_not_allowed:
             self._allowed_task = asyncio.ensure_future(self._hide_not_allowed_loop())
 
@@ -383,6 +389,7 @@ class TFEnvApp(ExtensionApp):
                 self.log.exception("tfenv: keeping kernels failed; they are shut down")
         pool, self._pool = self._pool, None
         await stop_pool(pool)
+        await self.stop_tensorboards(self.settings)
         if self._sigint_handler is not None:
             # A server embedded in another process (tests) hands Ctrl-C back.
             if signal.getsignal(signal.SIGINT) == self._sigint_handler:

@@ -41,6 +41,8 @@ from typing import Any
 
 #: Printed once the socket is bound (the server's log reader may look for it).
 READY_MARK = "TFENV-TENSORBOARD-READY"
+#: Printed when the image has no TensorBoard to run.
+NO_TENSORBOARD_MARK = "TFENV-NO-TENSORBOARD"
 #: Printed when TensorBoard exits before its port answers.
 EXIT_MARK = "TFENV-TENSORBOARD-EXITED"
 CHUNK = 65536
@@ -116,7 +118,11 @@ def _ensure_pkg_resources() -> None:
 def run_tensorboard(argv: list[str]) -> int:
     """TensorBoard's own ``main`` in this process, with ``pkg_resources`` made sure of."""
     _ensure_pkg_resources()
-    tensorboard_main = importlib.import_module("tensorboard.main")
+    try:
+        tensorboard_main = importlib.import_module("tensorboard.main")
+    except ImportError as err:
+        print(f"{NO_TENSORBOARD_MARK} error={err}", file=sys.stderr, flush=True)
+        return 3
     sys.argv = ["tensorboard", *argv]
     tensorboard_main.run_main()
     return 0
