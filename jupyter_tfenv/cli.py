@@ -49,6 +49,7 @@ from jupyter_tfenv.cli_checks import (
     engine_check,
     engine_line,
 )
+from jupyter_tfenv.cli_tensorboard import add_tensorboard_parser
 from jupyter_tfenv.core import metrics
 from jupyter_tfenv.errors import TFEnvError
 from jupyter_tfenv.kernels.probe_output import package_changes
@@ -56,6 +57,7 @@ from jupyter_tfenv.kernels.runtimes import build_runtime, default_runtimes_dir, 
 from jupyter_tfenv.lifecycle.adoption import held_by_live_server
 from jupyter_tfenv.provisioning.kernelspecs import write_kernelspecs
 from jupyter_tfenv.provisioning.provisioner import TFEnvKernelProvisioner
+from jupyter_tfenv.tensorboard.container import reap_tensorboards
 
 
 class _ConfigLoader(JupyterApp):
@@ -314,15 +316,22 @@ def cmd_gc(args: argparse.Namespace) -> int:
     human = "\n".join(
         f"{verb} {r.name} ({r.environment}, kernel {r.kernel_id}): {r.reason}" for r in reaped
     )
+    boards = reap_tensorboards(
+        client, owner, runtime_roots=[prov.runtime_root], dry_run=args.dry_run
+    )
+    human += "".join(f"\n{verb} TensorBoard {b.name} ({b.tensorboard}): {b.reason}" for b in boards)
     running = len(tfenv_containers(client, owner))
     human = (
-        human + "\n" if human else "No orphaned kernel containers.\n"
+        human.lstrip("\n") + "\n" if human else "No orphaned kernel containers.\n"
     ) + f"{running} tfenv kernel container(s) remain."
     _emit(
         args,
         {
             "removed" if not args.dry_run else "would_remove": [r.__dict__ for r in reaped],
             "remaining": running,
+            "tensorboards_" + ("removed" if not args.dry_run else "would_remove"): [
+                b.__dict__ for b in boards
+            ],
         },
         human,
     )
@@ -630,6 +639,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the tfenv broker, the JupyterHub service that starts users' kernels "
         "(options: `jupyter tfenv broker --help`; see docs/broker.md)",
     )
+    add_tensorboard_parser(sub, common)
     p = sub.add_parser("pin", parents=[common], help="check one image reference's pinning")
     p.add_argument("reference")
     p.set_defaults(func=cmd_pin_check)
