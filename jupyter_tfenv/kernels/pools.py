@@ -18,6 +18,10 @@ class PoolLike(Protocol):
 
     async def take(self, env_id: str, cwd: str) -> dict[str, Any] | None: ...
 
+    async def make_room(self) -> bool:
+        """Give up a pool kernel for a start the user's quota refused (whether one went)."""
+        ...
+
 
 _POOL: PoolLike | None = None
 

@@ -13,12 +13,25 @@ the broker (``TFEnvKernelProvisioner.container_kernel_id``).
 A pool kernel can serve a notebook only where it sees the notebook's folder: with
 ``mount_root = "root_dir"`` (the default) any folder below the server's root; otherwise
 the start falls back to a new container.
+
+Kubernetes mode (the broker's ``backend = "kubernetes"``) uses the same pool: its kernels
+are pods started through the broker, taken over by the same adoption (the provisioner's
+``BrokeredKernel.attach``: the pod's IP, the key the server already holds). Where the pod
+mounts the server's root from the user's home claim (``kubernetes_mount_home``) it runs
+there, at the server's paths, and a take moves it into the notebook's folder; without the
+home the pod runs in its own ``/tmp``, as a new kernel pod would, and a take leaves it
+there (``PoolKernel.workdir``: the kernel's own answer). A start refused by the user's
+kernel or GPU quota while the pool holds kernels of theirs makes the pool give one up
+(:meth:`KernelPool.make_room`), so that pool kernels never stand in the way of the
+user's own starts.
 """
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import time
@@ -26,6 +39,8 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from jupyter_client.localinterfaces import local_ips, localhost
 
 from jupyter_tfenv.catalog.loading import TFEnvCatalog
 from jupyter_tfenv.catalog.model import Environment
@@ -38,6 +53,8 @@ from jupyter_tfenv.provisioning.provisioner import POOL_KWARG, TFEnvKernelProvis
 
 #: Seconds between two tries to start a pool kernel after a failure.
 RETRY_DELAY = 30.0
+#: Asks a kernel for its working directory (a user expression: nothing is printed).
+CWD_EXPRESSION = "__import__('os').getcwd()"
 
 
 @dataclass
@@ -48,6 +65,17 @@ class PoolKernel:
     container_id: str
     runtime_dir: str
     root: str  # the folder it was started in (and that is mounted)
+    #: Where the kernel itself runs, as it answered (a container or a pod with the home:
+    #: ``root``; a kernel pod without the notebook's folder: its own ``/tmp``).
+    workdir: str = ""
+
+    def folder_for(self, cwd: str) -> str:
+        """Where this kernel runs for a notebook in ``cwd`` (below ``root``): the
+        notebook's folder where the kernel sees the server's folders at their paths, else
+        the folder it runs in (a new kernel pod without the home runs there too)."""
+        if not self.workdir or is_inside(self.workdir, self.root):
+            return cwd
+        return self.workdir
 
 
 class KernelPool:
@@ -72,6 +100,9 @@ class KernelPool:
         self.taken: set[str] = set()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._closed = False
+        #: No pool kernel starts before this time (monotonic): the pool gave one up for a
+        #: start refused by the user's quota (make_room), which is asked again first.
+        self._yield_until = 0.0
         #: Seconds without a kernel start of an environment after which its pool is
         #: emptied (0: never); it fills again at the environment's next kernel start.
         self.idle_timeout = idle_timeout
@@ -111,6 +142,10 @@ class KernelPool:
                 return
             if len(self.ready.get(env_id, [])) >= env.pool_size:
                 return
+            held = self._yield_until - time.monotonic()
+            if held > 0:
+                await asyncio.sleep(held)
+                continue
             try:
                 kernel = await self._start_one(env)
             except asyncio.CancelledError:
@@ -160,6 +195,7 @@ class KernelPool:
                 kernel_id, env.id, km, str(prov.container_id), str(prov.runtime_dir), root
             )
             await asyncio.to_thread(adoption.mark_pool, kernel.runtime_dir)
+            kernel.workdir = await self._workdir(km)
             if env.preimport:
                 await self._preimport(km)
         except BaseException:
@@ -168,6 +204,27 @@ class KernelPool:
                     await asyncio.shield(km.shutdown_kernel(now=True))
             raise
         return kernel
+
+    async def _workdir(self, km: Any) -> str:
+        """The kernel's own working directory (a user expression, nothing printed)."""
+        client = km.client()
+        client.start_channels(iopub=False, stdin=False, hb=False, control=False)
+        try:
+            await client.wait_for_ready(timeout=60)
+            reply = await client.execute(
+                "",
+                silent=True,
+                store_history=False,
+                user_expressions={"cwd": CWD_EXPRESSION},
+                reply=True,
+                timeout=60,
+            )
+        finally:
+            client.stop_channels()
+        value = (reply["content"].get("user_expressions") or {}).get("cwd") or {}
+        if value.get("status") != "ok":
+            raise TFEnvError(f"the kernel did not say its working directory: {value}")
+        return str(ast.literal_eval(value["data"]["text/plain"]))
 
     async def _preimport(self, km: Any) -> None:
         client = km.client()
@@ -240,6 +297,7 @@ class KernelPool:
                 await self._shut_down(kernel)
                 continue
             release(kernel.manager)
+            await asyncio.to_thread(loopback_address, kernel.runtime_dir)
             self.taken.add(kernel.container_id)
             self.log.info(
                 "tfenv: kernel start of '%s' takes pool kernel %s", env_id, kernel.kernel_id
@@ -248,10 +306,30 @@ class KernelPool:
                 "container_id": kernel.container_id,
                 "runtime_dir": kernel.runtime_dir,
                 "workdir": cwd,
+                # Where the kernel moves to (the provisioner's _move_in).
+                "kernel_cwd": kernel.folder_for(cwd),
                 "container_kernel_id": kernel.kernel_id,
                 "move_in": True,
             }
         return None
+
+    async def make_room(self) -> bool:
+        """A kernel start was refused by the user's quota: shut a ready pool
+        kernel down (of any environment) and hold the refills for ``retry_delay``, so that
+        the start asked again gets the place; whether one was given up."""
+        kernels = [k for ks in self.ready.values() for k in ks]
+        if self._closed or not kernels:
+            return False
+        kernel = kernels[-1]
+        self.ready[kernel.environment].remove(kernel)
+        self._yield_until = time.monotonic() + self.retry_delay
+        self.log.info(
+            "tfenv: pool kernel %s of '%s' gives its place to a kernel start refused by the quota",
+            kernel.kernel_id,
+            kernel.environment,
+        )
+        await self._shut_down(kernel)
+        return True
 
     async def _put_back(self, kernel: PoolKernel) -> None:
         """Return a kernel that was not taken to the front of its pool (unless the pool
@@ -276,6 +354,22 @@ class KernelPool:
         kernels = [k for ks in self.ready.values() for k in ks]
         self.ready.clear()
         await asyncio.gather(*(self._shut_down(k) for k in kernels))
+
+
+def loopback_address(runtime_dir: str) -> None:
+    """A kernel pod's connection file names the pod's IP (jupyter_client wrote what the
+    start answered); the kernel manager that adopts it launches on local addresses only.
+    The file then says loopback, as a kept pod's new folder does (lifecycle/keep.py): the
+    provisioner connects to the pod's IP once it attached. Other files are left as they
+    are. BLOCKING."""
+    path = os.path.join(runtime_dir, adoption.CONNECTION_FILE)
+    with open(path, encoding="utf-8") as f:
+        info = json.load(f)
+    if info.get("transport") != "tcp" or info.get("ip") in local_ips():
+        return
+    info["ip"] = localhost()
+    with open(path, "w", encoding="utf-8") as f:  # in place: its owner and mode stay
+        json.dump(info, f, indent=2)
 
 
 def start_pool(

@@ -428,8 +428,8 @@ class TFEnvKernelProvisioner(  # type: ignore[metaclass]
             await self._call(markers.mark_held, self.runtime_dir, self.kernel_id)
         self.cwd = str(adopt.get("workdir") or kwargs.get("cwd") or "")
         if adopt.get("move_in"):
-            # A pool kernel started in the server's root: now it is this notebook's.
-            await self._move_in(self.cwd, {**self._passed_env(), **env.env})
+            folder = str(adopt.get("kernel_cwd") or self.cwd)  # a pool kernel: the notebook's
+            await self._move_in(folder, {**self._passed_env(), **env.env})
         self.log.info(
             "tfenv: adopted kernel %s (%s), still running in container %s",
             self.kernel_id,
