@@ -17,5 +17,6 @@ if [ "${TFENV_TEST_SKIP_SETUP:-0}" != 1 ]; then
 fi
 export TFENV_SCREENSHOTS="$REPO/docs/screenshots"
 "$PYTHON" -m pytest -q tests/ui/test_panel.py tests/ui/test_checkpoints_ui.py \
+  tests/ui/test_tensorboard_ui.py \
   tests/hub/test_hub_lab.py "$@"
 git status --short docs/screenshots

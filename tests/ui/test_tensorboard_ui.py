@@ -1,0 +1,134 @@
+"""Browser test of TensorBoard from the panel (issue 23 items 1 and 5).
+
+A TF 2.20 kernel trains a tiny Keras model for two epochs with the TensorBoard callback
+into ``$TFENV_LOG_DIR/run1``. The panel's Logs section lists ``run1``; its TensorBoard
+button opens a main-area tab titled "TensorBoard: TensorFlow 2.20.0 (CPU)" that shows
+TensorBoard itself (served by a container of the same image through the server's proxy)
+with the run's name and its scalar chart; the button again reuses the tab. Then the run
+is deleted from the Logs section (confirmed, sent with its ETag) and is gone from the
+host. The DOM contract is ``src/README.md``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import screenshot_dir
+from .helpers import expect_output, new_notebook, run_cell, wait_kernel_idle
+from .lab import LabServer
+
+pytestmark = [pytest.mark.docker, pytest.mark.ui]
+
+PANEL = "#jp-tfenv-panel"
+LOGS = f"{PANEL} .jp-tfenv-logs"
+RUN = f'{LOGS} .jp-tfenv-logrun[data-tfenv-run="run1"]'
+TAB = '.jp-tfenv-tensorboard[data-tfenv-tensorboard="env-tf220"]'
+TITLE = "TensorBoard: TensorFlow 2.20.0 (CPU)"
+
+#: Typed into a cell (one line): two epochs with the TensorBoard callback into run1.
+TRAIN = (
+    "import os, numpy as np, keras; x = np.random.RandomState(0).rand(64, 4).astype('float32'); "
+    "m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.Dense(1)]); "
+    "m.compile(optimizer='adam', loss='mse'); "
+    "m.fit(x, x.sum(axis=1), epochs=2, verbose=0, callbacks=[keras.callbacks.TensorBoard("
+    "os.path.join(os.environ['TFENV_LOG_DIR'], 'run1'))]); print('trained')"
+)
+
+#: TensorBoard starts in a fresh container of the TF image (~10-40 s on a loaded machine).
+TENSORBOARD_TIMEOUT_MS = 180_000
+
+
+def open_panel(page: Any) -> None:
+    """Show the panel (clicking its side tab while it is shown would collapse it)."""
+    tab = page.locator(f'.lm-TabBar-tab[data-id="{PANEL[1:]}"]')
+    tab.wait_for()
+    if not page.locator(PANEL).is_visible():
+        tab.click()
+    page.locator(PANEL).wait_for(state="visible")
+
+
+def test_tensorboard_opens_from_the_panel_and_shows_the_run(page: Any, lab: LabServer) -> None:
+    try:
+        check_tensorboard_from_the_panel(page, lab)
+    finally:
+        stop_tensorboards(lab)
+
+
+def stop_tensorboards(lab: LabServer) -> None:
+    """Stop this test's TensorBoards (the server would at its end: not left to it)."""
+    try:
+        boards = lab.api("GET", "tfenv/tensorboards")["tensorboards"]
+    except Exception as err:  # the server may be what failed
+        print(f"[ui] could not list the TensorBoards to stop them: {err}")
+        return
+    for board in boards:
+        lab.api("DELETE", f"tfenv/tensorboards/{board['name']}")
+
+
+def check_tensorboard_from_the_panel(page: Any, lab: LabServer) -> None:
+    from playwright.sync_api import expect
+
+    nb = new_notebook(page, "TensorFlow 2.20.0 (CPU)")
+    wait_kernel_idle(page, nb)
+    run_cell(page, nb, TRAIN)
+    expect_output(nb, "trained")
+    host = Path(lab.api("GET", "tfenv/logs/tf220")["location"])
+    assert list((host / "run1").rglob("events.out.tfevents.*")), (
+        f"the TensorBoard callback wrote no event file under {host / 'run1'}"
+    )
+
+    open_panel(page)
+    logs = page.locator(LOGS)
+    expect(logs).to_have_attribute("data-tfenv-env", "tf220")
+    logs.locator(".jp-tfenv-logs-refresh").click()
+    run = page.locator(RUN)
+    expect(run).to_be_visible(timeout=30_000)
+    expect(run.locator(".jp-tfenv-logrun-name")).to_have_text("run1")
+    expect(run.locator(".jp-tfenv-logrun-size")).not_to_have_text("0 B")
+
+    page.locator(f'{PANEL} .jp-tfenv-tensorboard-open[data-tfenv-env="tf220"]').click()
+    board = page.locator(TAB)
+    expect(board).to_be_visible()
+    tab = page.locator("#jp-main-dock-panel .lm-TabBar-tab", has_text=TITLE)
+    expect(tab).to_have_count(1)
+    # Starting (spinner, the image named) or already running; never blank, never an error.
+    page.wait_for_function(
+        """(sel) => {
+            const el = document.querySelector(sel);
+            return !!el && ['running', 'error'].includes(el.dataset.tfenvPhase);
+        }""",
+        arg=TAB,
+        timeout=TENSORBOARD_TIMEOUT_MS,
+    )
+    phase = board.get_attribute("data-tfenv-phase")
+    assert phase == "running", f"the TensorBoard tab shows an error: {board.inner_text()}"
+    frame = page.frame_locator(f"{TAB} .jp-tfenv-tensorboard-frame iframe")
+    # TensorBoard's own page, with the run and a scalar chart of the two epochs.
+    expect(frame.get_by_text("run1/train").first).to_be_visible(timeout=TENSORBOARD_TIMEOUT_MS)
+    expect(frame.get_by_text("epoch_loss").first).to_be_visible(timeout=TENSORBOARD_TIMEOUT_MS)
+    page.screenshot(path=str(screenshot_dir() / "tensorboard.png"), animations="disabled")
+
+    # The button again: the same tab, no second TensorBoard.
+    open_panel(page)
+    page.locator(f'{PANEL} .jp-tfenv-tensorboard-open[data-tfenv-env="tf220"]').click()
+    expect(page.locator(TAB)).to_have_count(1)
+    expect(tab).to_have_count(1)
+    boards = lab.api("GET", "tfenv/tensorboards")["tensorboards"]
+    assert [b["name"] for b in boards] == ["env-tf220"], boards
+
+    # The run deleted from the Logs section (the notebook's environment again: the panel
+    # follows the active notebook): confirmed, then gone here and on the host.
+    page.locator("#jp-main-dock-panel .lm-TabBar-tab", has_text=".ipynb").first.click()
+    open_panel(page)
+    expect(run).to_be_visible(timeout=30_000)
+    run.locator(".jp-tfenv-logrun-delete").click()
+    dialog = page.locator(".jp-Dialog").filter(has_text="Delete log run")
+    expect(dialog).to_contain_text("run1")
+    dialog.locator("button.jp-mod-accept.jp-mod-warn").click()
+    expect(dialog).to_have_count(0)
+    expect(run).to_have_count(0, timeout=30_000)
+    expect(logs.locator(".jp-tfenv-logs-notice")).to_have_count(0)
+    assert not (host / "run1").exists()
