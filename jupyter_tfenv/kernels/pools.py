@@ -18,8 +18,9 @@ class PoolLike(Protocol):
 
     async def take(self, env_id: str, cwd: str) -> dict[str, Any] | None: ...
 
-    async def make_room(self) -> bool:
-        """Give up a pool kernel for a start the user's quota refused (whether one went)."""
+    async def make_room(self, *, gpus: bool = False) -> bool:
+        """Give up a pool kernel (``gpus``: one with GPUs) for a start the user's quota
+        refused; whether one went."""
         ...
 
 

@@ -313,11 +313,12 @@ class KernelPool:
             }
         return None
 
-    async def make_room(self) -> bool:
-        """A kernel start was refused by the user's quota: shut a ready pool
-        kernel down (of any environment) and hold the refills for ``retry_delay``, so that
-        the start asked again gets the place; whether one was given up."""
-        kernels = [k for ks in self.ready.values() for k in ks]
+    async def make_room(self, *, gpus: bool = False) -> bool:
+        """A kernel start was refused by the user's quota: shut a ready pool kernel down
+        (for the GPU quota: one of an environment with GPUs) and hold the refills for
+        ``retry_delay``, so that the start asked again gets the place; whether one was
+        given up."""
+        kernels = [k for ks in self.ready.values() for k in ks if not gpus or self._wants_gpu(k)]
         if self._closed or not kernels:
             return False
         kernel = kernels[-1]
@@ -330,6 +331,12 @@ class KernelPool:
         )
         await self._shut_down(kernel)
         return True
+
+    def _wants_gpu(self, kernel: PoolKernel) -> bool:
+        try:
+            return self.catalog.get(kernel.environment).wants_gpu
+        except TFEnvError:
+            return False
 
     async def _put_back(self, kernel: PoolKernel) -> None:
         """Return a kernel that was not taken to the front of its pool (unless the pool
