@@ -51,12 +51,15 @@ export class TensorBoardContent extends Panel {
     node.textContent = '';
     if (state.phase === 'running' && state.url) {
       this._status.hide();
-      if (this._frame.url !== state.url) {
+      // Loaded again after a retry: the page it showed may be the proxy's error.
+      if (!this._showing || this._frame.url !== state.url) {
         this._frame.url = state.url;
       }
+      this._showing = true;
       this._frame.show();
       return;
     }
+    this._showing = false;
     this._frame.hide();
     this._status.show();
     if (state.phase === 'error') {
@@ -100,6 +103,7 @@ export class TensorBoardContent extends Panel {
   private _trans: TranslationBundle;
   private _status: Widget;
   private _frame: IFrame;
+  private _showing = false;
 }
 
 /**
