@@ -26,7 +26,7 @@ from docker.errors import APIError, ImageNotFound, NotFound
 from jupyter_tfenv.backends.docker.engine import image_missing_message
 from jupyter_tfenv.catalog.loading import TFEnvCatalog
 from jupyter_tfenv.catalog.model import Environment
-from jupyter_tfenv.checkpoints.layout import StorageConfig, locate
+from jupyter_tfenv.checkpoints.layout import CheckpointStorageError, StorageConfig, locate
 from jupyter_tfenv.checkpoints.storage import prepare_bind, prepare_volume
 from jupyter_tfenv.core.containers import remove_quietly, tail_logs
 from jupyter_tfenv.errors import NotFoundError, TFEnvError
@@ -295,12 +295,16 @@ class TensorBoardManager:
                     "nothing to show. Set checkpoint_storage to 'bind' or 'volume'."
                 )
             loc = locate(s.storage, "logs", s.owner, environment)
-            if loc.is_volume:
-                prepare_volume(
-                    client, loc, uid=s.uid, gid=s.gid, image=str(image.id), python=env.python
-                )
-            else:
-                prepare_bind(loc, s.uid, s.gid)
+            try:
+                if loc.is_volume:
+                    prepare_volume(
+                        client, loc, uid=s.uid, gid=s.gid, image=str(image.id), python=env.python
+                    )
+                else:
+                    prepare_bind(loc, s.uid, s.gid)
+            except CheckpointStorageError as err:
+                # The same words as a kernel start's; a state to fix, not a server fault.
+                raise TensorBoardConflict(f"The log folder cannot be used: {err}") from None
             shown = [environment]
         else:
             shown = environments_with_logs(client, s.storage, s.owner)

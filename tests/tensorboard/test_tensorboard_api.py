@@ -218,11 +218,16 @@ async def test_a_trained_environment_in_its_tensorboard(
     assert my_tensorboards(engine) == []
 
 
-async def test_refusals_say_what_to_do(jp_fetch, engine):
+async def test_refusals_say_what_to_do(jp_fetch, engine, checkpoint_root):
+    # A log folder of another user (uid 2000) is not handed to this one.
+    taken = checkpoint_root.parent / "logs" / TB_OWNER / "tf219"
+    taken.mkdir(parents=True)
+    os.chown(taken, 2000, 2000)
     for body, status, words in (
         ({"environment": "no-such-env"}, 404, "known:"),
         ({"environment": "missing"}, 409, "jupyter tfenv pull missing"),
         ({"view": "other"}, 400, '"view": "compare"'),
+        ({"environment": "tf219"}, 409, "chown -R 1000"),
     ):
         with pytest.raises(HTTPClientError) as info:
             await jp_fetch("tfenv", "tensorboards", method="POST", body=json.dumps(body))

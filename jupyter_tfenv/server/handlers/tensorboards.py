@@ -108,7 +108,7 @@ class TensorBoardProxyHandler(_Boards, JupyterHandler):
         super().log_exception(typ, value, tb)
 
 
-_NAME = r"(?P<name>[A-Za-z0-9._-]+)"
+_NAME = r"(?P<name>[^/]+)"
 routes = [
     (r"/tfenv/tensorboards", TensorBoardsHandler),
     (rf"/tfenv/tensorboards/{_NAME}", TensorBoardHandler),
