@@ -156,6 +156,9 @@ class KernelStart:
     #: checked against the environment's choices by whoever applies them
     #: (``catalog.choices.apply_choices``; docs/choices.md).
     choices: Mapping[str, Any] = field(default_factory=dict)
+    #: The kernel's CurveZMQ server key pair the caller offers (``kernels.curve.CurveKeys``)
+    #: where the backend reaches the kernel over a network (Kubernetes); None: none.
+    curve: Any = None
 
 
 @dataclass(frozen=True)

@@ -298,6 +298,8 @@ class BrokerBackend(KernelBackend):
             body["choices"] = dict(request.choices)
         if request.key is not None:
             body["key"] = request.key
+        if request.curve is not None:  # CurveZMQ keys for a kernel pod (kernels/curve.py)
+            body["curve"] = request.curve.as_request()
         return await self.client.start_kernel(body, timeout=timeout)
 
     async def usage(self, caller: Caller | None, *, exclude: str | None = None) -> Usage:

@@ -474,6 +474,7 @@ class TFEnvBroker(
                 "kernel's runtime folder holds the key.",
                 reason="field not accepted",
             )
+        keys = policy.curve_keys(body.pop("curve", None), backend.supports("runtime_dirs"))
         req = policy.validate_start_body(body, self.env_allowlist)
         env = policy.chosen(self.environment_for(caller, req.environment), req.choices)
         request = KernelStart(
@@ -486,6 +487,7 @@ class TFEnvBroker(
             gpu_devices=req.gpu_devices,
             key=key,
             choices=env.chosen,
+            curve=keys,
         )
         if backend.supports("runtime_dirs"):
             request = await self._checked_folders(caller, req, request)

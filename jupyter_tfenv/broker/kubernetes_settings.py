@@ -168,6 +168,17 @@ class KubernetesBrokerSettings(HasTraits):
         "Live readings".""",
     ).tag(config=True)
 
+    kubernetes_kernel_encryption = Enum(
+        ["prefer", "require", "off"],
+        "prefer",
+        help="""CurveZMQ encryption of the ZeroMQ traffic between users' servers and kernel
+        pods (docs/kubernetes.md, "Encrypted kernel traffic"). 'prefer': encrypted where
+        the user's server offers keys (jupyter_client 8.10 or later, pyzmq with CurveZMQ)
+        and the image's pyzmq is not known to lack CurveZMQ; otherwise in clear, with a
+        WARNING here and encryption 'none' in the kernel's status. 'require': such a start
+        is refused (409) with what is missing. 'off': never encrypted.""",
+    ).tag(config=True)
+
     kubernetes_probe_gpu = Bool(
         False,
         help="""Give a GPU environment's probe pod one GPU (nvidia.com/gpu: 1, the entry's

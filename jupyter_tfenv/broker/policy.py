@@ -31,6 +31,7 @@ from jupyter_tfenv.catalog.choices import ChoiceError, apply_choices
 from jupyter_tfenv.catalog.model import Environment
 from jupyter_tfenv.checkpoints.mountcheck import CheckedFolder
 from jupyter_tfenv.core.caller import Caller
+from jupyter_tfenv.kernels import curve
 from jupyter_tfenv.kernels.connection import (
     CHANNELS,
     CONNECTION_FILE,
@@ -256,6 +257,23 @@ def parse_json_body(raw: bytes) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise BrokerError("The request body must be a JSON object.")
     return body
+
+
+def curve_keys(offered: Any, runtime_dirs: bool) -> curve.CurveKeys | None:
+    """A start's ``curve`` field: the kernel pod's CurveZMQ key pair (kernels/curve.py),
+    checked; refused where the backend lends runtime folders (Docker: Unix sockets)."""
+    if offered is None:
+        return None
+    if runtime_dirs:
+        raise BrokerError(
+            "field 'curve' is not accepted: in Docker mode kernels talk over Unix sockets "
+            "in their runtime folder, which cross no network (nothing to encrypt).",
+            reason="field not accepted",
+        )
+    try:
+        return curve.keys_from_request(offered)
+    except ValueError as err:
+        raise BrokerError(str(err), reason="bad curve keys") from err
 
 
 def validate_start_body(body: Mapping[str, Any], env_allowlist: Iterable[str]) -> StartRequest:

@@ -32,6 +32,7 @@ from jupyter_tfenv.backends.docker.engine import connect
 from jupyter_tfenv.catalog.loading import TFEnvCatalog
 from jupyter_tfenv.checkpoints.layout import is_inside
 from jupyter_tfenv.errors import TFEnvError
+from jupyter_tfenv.kernels import curve
 from jupyter_tfenv.kernels.connection import prepare_runtime_root, runtime_name
 from jupyter_tfenv.lifecycle import adoption
 from jupyter_tfenv.provisioning.provisioner import ADOPT_KWARG, TFEnvKernelProvisioner
@@ -375,11 +376,21 @@ def pod_connection_folder(
         key=str(conn["key"]).encode("ascii"),
         transport="tcp",
         signature_scheme=str(conn.get("signature_scheme") or "hmac-sha256"),
+        # An encrypted pod's CurveZMQ keys, from its Secret (docs/kubernetes.md).
+        **curve_fields(conn),
     )
     if (defaults.uid, defaults.gid) != (os.getuid(), os.getgid()):
         for path in (rundir, rundir / adoption.CONNECTION_FILE):
             os.chown(path, defaults.uid, defaults.gid)
     return str(rundir)
+
+
+def curve_fields(conn: dict[str, Any]) -> dict[str, Any]:
+    """write_connection_file's CurveZMQ arguments for the broker's adopt answer."""
+    keys = curve.keys_from_connection(conn)
+    if keys is None:
+        return {}
+    return {"curve_publickey": keys.public.encode(), "curve_secretkey": keys.secret.encode()}
 
 
 async def adopt_local(

@@ -25,6 +25,7 @@ from jupyter_tfenv.backends.base import RUNNING_STATES, KernelStart
 from jupyter_tfenv.backends.broker import BrokerBackend, BrokerError, BrokerNotFoundError
 from jupyter_tfenv.catalog.model import Environment
 from jupyter_tfenv.errors import KernelStartError
+from jupyter_tfenv.kernels import curve
 from jupyter_tfenv.provisioning import choices
 
 if TYPE_CHECKING:
@@ -44,6 +45,9 @@ class BrokeredKernel:
     def __init__(self, prov: TFEnvKernelProvisioner, backend: BrokerBackend) -> None:
         self.prov = prov
         self.backend = backend
+        #: The kernel's traffic: "curve" or "none", and why not where the broker's policy
+        #: wanted it (the kernel status shows both; docs/kubernetes.md).
+        self.encryption: dict[str, str | None] = {"encryption": "none", "encryption_warning": None}
 
     @property
     def owns_runtime_dir(self) -> bool:
@@ -100,6 +104,8 @@ class BrokeredKernel:
         env = choices.chosen_environment(p._environment(), p._choices)  # docs/choices.md
         cwd = await p._call(os.path.realpath, str(kwargs.get("cwd") or os.getcwd()))
         km = p.parent
+        # Kubernetes mode: CurveZMQ keys for the pod where this server can use them.
+        offer = curve.offer() if p._pod is not None and km is not None else None
         request = KernelStart(
             # A restarted pool kernel keeps its pool id at the broker (and its folder).
             kernel_id=p.container_kernel_id,
@@ -116,6 +122,7 @@ class BrokeredKernel:
             key=(km.session.key.decode("ascii") if p._pod is not None and km is not None else None),
             # The broker checks the choice against its catalog and quotas again.
             choices=dict(p._choices),
+            curve=offer,
         )
         started = time.monotonic()
         # Shielded as in local mode: a cancelled start must learn whether the broker made
@@ -139,6 +146,7 @@ class BrokeredKernel:
                 await self.discard()
                 raise KernelStartError("The broker started a kernel pod but sent no pod IP.")
             p._pod["ip"] = km.ip = ip
+            self._encrypt(answer, offer)
             p.connection_info = km.get_connection_info()
         checkpoints = answer.get("checkpoints")
         if isinstance(checkpoints, dict):
@@ -153,6 +161,18 @@ class BrokeredKernel:
         )
         await p._wait_until_bound(env, started)
         return p.connection_info
+
+    def _encrypt(self, answer: dict[str, Any], keys: curve.CurveKeys | None) -> None:
+        """The broker's answer says whether the pod encrypts with this server's keys."""
+        encrypted = answer.get("encryption") == curve.CURVE and keys is not None
+        curve.use(self.prov.parent, keys if encrypted else None)
+        warning = answer.get("encryption_warning")
+        self.encryption = {
+            "encryption": curve.CURVE if encrypted else curve.NONE,
+            "encryption_warning": str(warning) if warning else None,
+        }
+        if warning:
+            self.prov.log.warning("tfenv: kernel %s: %s", self.prov.kernel_id, warning)
 
     async def attach(self, env: Environment, adopt: dict[str, Any]) -> dict[str, Any]:
         """Adoption: the running kernel as the broker reports it; the adoption's details
@@ -178,6 +198,12 @@ class BrokeredKernel:
                 raise KernelStartError(f"Kernel {p.kernel_id} cannot be adopted: no pod IP.")
             p._pod = {"ports": {ch: getattr(km, f"{ch}_port") for ch in CHANNELS}, "ip": ip}
             km.ip = ip
+            # Encrypted if its Secret held CurveZMQ keys (the adopt answer's, now km's).
+            encrypted = bool(getattr(km, "curve_publickey", None))
+            self.encryption = {
+                "encryption": curve.CURVE if encrypted else curve.NONE,
+                "encryption_warning": None,
+            }
             p.connection_info = km.get_connection_info()
         checkpoints = info.get("checkpoints") or adopt.get("checkpoints")
         if isinstance(checkpoints, dict):
@@ -282,6 +308,7 @@ class BrokeredKernel:
         sock = context.socket(zmq.DEALER)
         try:
             sock.linger = 1000
+            curve.secure(sock, km)
             sock.connect(f"tcp://{info['ip']}:{int(info['control_port'])}")
             km.session.send(sock, "interrupt_request", {})
         finally:

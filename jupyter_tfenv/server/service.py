@@ -43,6 +43,9 @@ from jupyter_tfenv.server.sources import (  # noqa: F401 - PULL_BY_ADMIN, Broker
     make_source,
 )
 
+#: A kernel whose runner reports no encryption: Docker's, over Unix sockets (docs/kubernetes.md).
+_IN_CLEAR: dict[str, str | None] = {"encryption": "none", "encryption_warning": None}
+
 
 class TFEnvService:
     """The server's tfenv state: catalog, Docker client, probes, pulls, live views."""
@@ -258,6 +261,8 @@ class TFEnvService:
             "transport": prov.transport,
             "checkpoints": prov.checkpoint_info,
             "origin": self._origin(prov),
+            # CurveZMQ on a kernel pod's traffic; "none" for Docker's Unix sockets too.
+            **getattr(prov._runner, "encryption", _IN_CLEAR),
         }
 
     def _origin(self, prov: TFEnvKernelProvisioner) -> str | None:

@@ -78,6 +78,15 @@ export interface IKernelStatus {
    * it running), `pool` (started ahead by the warm pool), or null.
    */
   origin?: 'adopted' | 'pool' | null;
+  /**
+   * The kernel's ZeroMQ traffic: `curve` (a Kubernetes kernel pod reached with
+   * CurveZMQ) or `none` (Docker's Unix sockets, or a pod run in clear).
+   */
+  encryption?: 'curve' | 'none';
+  /**
+   * Why the broker's `prefer` policy started the kernel pod in clear, or null.
+   */
+  encryption_warning?: string | null;
   live?: ILiveStatus | null;
   probe?: IProbe | null;
   checkpoints?: IKernelCheckpoints | null;

@@ -4,6 +4,7 @@ import * as React from 'react';
 
 import type { IEnvironmentSummary } from '../api';
 import { compatDetail } from '../compat';
+import { encryptionNote } from '../encryption';
 import { shortDigest } from '../format';
 import { lockInfo, wantsGpu } from '../state';
 
@@ -24,6 +25,10 @@ export function KernelSection(
   const compat = compatDetail(model.environment(env.id) ?? env, trans);
   const build = probe?.build ?? null;
   const loadingText = model.probing ? trans.__('probing…') : '—';
+  const note =
+    model.kernelStatus?.environment?.id === env.id
+      ? encryptionNote(model.kernelStatus)
+      : null;
   const lockText: { [key: string]: string } = {
     'pinned-by-digest': trans.__('pinned by digest'),
     locked: trans.__('locked, matches'),
@@ -170,6 +175,23 @@ export function KernelSection(
             {model.kernelStatus.last_restart.message}
           </p>
         )}
+      {note && (
+        <p
+          className={
+            note.state === 'clear'
+              ? 'jp-tfenv-message jp-tfenv-encryption'
+              : 'jp-tfenv-muted jp-tfenv-encryption'
+          }
+          data-tfenv-encryption={note.state}
+          title={trans.__(
+            "How the kernel's ZeroMQ traffic crosses the cluster network"
+          )}
+        >
+          {note.state === 'clear'
+            ? trans.__('Not encrypted: %1', note.detail)
+            : trans.__('Kernel traffic encrypted (CurveZMQ)')}
+        </p>
+      )}
       {model.filesWarning && (
         <FilesWarning warning={model.filesWarning} trans={trans} />
       )}

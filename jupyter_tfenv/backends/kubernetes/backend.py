@@ -77,6 +77,7 @@ from jupyter_tfenv.backends.base import (
     usage_of,
 )
 from jupyter_tfenv.backends.kubernetes import gpu, homes, manifests, metrics
+from jupyter_tfenv.backends.kubernetes.encryption import encrypted, encryption_of
 from jupyter_tfenv.backends.kubernetes.helpers import PodHelpers, failure_logs
 from jupyter_tfenv.backends.kubernetes.keep import PodKeeping, kept_since
 from jupyter_tfenv.backends.kubernetes.settings import KubernetesSettings
@@ -343,6 +344,9 @@ class KubernetesBackend(PodKeeping, PodHelpers, KernelBackend):
                     raise
                 raise BackendError(err.message, status=409, reason="home not shared") from err
             start = dataclasses.replace(start, home=home)
+        start, encryption = encrypted(  # CurveZMQ under kubernetes_kernel_encryption
+            self.settings.kernel_encryption, start, request.curve, self._cached_probe(env), self.log
+        )
         async with self.user_lock(caller.name):
             if admit is not None:
                 admit(await self.usage(caller, exclude=request.kernel_id), new_gpus)
@@ -378,6 +382,7 @@ class KubernetesBackend(PodKeeping, PodHelpers, KernelBackend):
             "transport": "tcp",
             "ip": pod.ip,
             "ports": pod.ports,
+            **encryption,
             "checkpoints": {
                 "storage": "kubernetes",
                 "claim": pod.claim or manifests.pvc_name(start),
@@ -410,6 +415,7 @@ class KubernetesBackend(PodKeeping, PodHelpers, KernelBackend):
                 "backend": "kubernetes",
                 "ip": p.ip,
                 "kept_at": kept_since(p.annotations),
+                "encryption": encryption_of(p.annotations),
             },
         )
 

@@ -166,6 +166,8 @@ class PodKeeping:
                 "ports": ports,
                 "key": str(conn.get("key") or ""),
                 "signature_scheme": str(conn.get("signature_scheme") or "hmac-sha256"),
+                # An encrypted pod's CurveZMQ keys, as its Secret holds them.
+                **{k: str(conn[k]) for k in ("curve_publickey", "curve_secretkey") if k in conn},
                 "kept_at": kept,
             },
         )

@@ -17,6 +17,7 @@ from jupyter_tfenv.backends.kubernetes.start import (
     _LEGACY_HASH_LEN,
     _MAX_LABEL,
     COMPONENT_LABEL,
+    ENCRYPTION_ANNOTATION,
     MANAGED_BY,
     KernelStart,
     KubernetesManifestError,
@@ -130,6 +131,8 @@ def kernel_annotations(start: KernelStart) -> dict[str, str]:
         LABEL_IMAGE_REF: start.env.image,
         # As the Docker side's label (an annotation: JSON is no label value).
         **choices_label(start.env.chosen),
+        # An encrypted kernel says so (kernels/curve.py); the broker's answers read it.
+        **({ENCRYPTION_ANNOTATION: "curve"} if start.curve is not None else {}),
     }
 
 

@@ -47,6 +47,7 @@ from jupyter_tfenv.core.paths import (
     CONTAINER_LOG_DIR,
     LOG_DIR_VAR,
 )
+from jupyter_tfenv.kernels import curve
 
 # --- image, resources, placement -------------------------------------------------------
 
@@ -154,6 +155,7 @@ def connection_info(
         "key": key,
         "signature_scheme": signature_scheme,
         "kernel_name": start.env.kernel_name,
+        **(start.curve.connection_fields() if start.curve is not None else {}),
     }
 
 
@@ -169,8 +171,21 @@ def connection_secret(start: KernelStart, key: str) -> dict[str, Any]:
         },
         "type": "Opaque",
         "immutable": True,
-        "data": {CONNECTION_FILE: base64.b64encode(text.encode("utf-8")).decode("ascii")},
+        "data": {
+            name: base64.b64encode(content.encode("utf-8")).decode("ascii")
+            for name, content in secret_files(start, text).items()
+        },
     }
+
+
+def secret_files(start: KernelStart, connection: str) -> dict[str, str]:
+    """The Secret's files: the connection file, and for an encrypted kernel the launcher
+    that binds its CurveZMQ ports (curve_launch.py; code, not a secret, but where the
+    pod reads its connection file: no other object, no other permission)."""
+    files = {CONNECTION_FILE: connection}
+    if start.curve is not None:
+        files[curve.LAUNCHER_FILE] = curve.launcher_source()
+    return files
 
 
 def checkpoint_pvc(start: KernelStart) -> dict[str, Any]:
@@ -234,11 +249,16 @@ def kernel_env(start: KernelStart) -> list[dict[str, str]]:
 
 
 def kernel_command(start: KernelStart) -> list[str]:
-    """ipykernel from the image, on TCP, all the pod's addresses, the mounted file."""
+    """ipykernel from the image, on TCP, all the pod's addresses, the mounted file; an
+    encrypted kernel's through the Secret's launcher (its CurveZMQ ports in front)."""
+    launcher = (
+        [f"{CONNECTION_DIR}/{curve.LAUNCHER_FILE}"]
+        if start.curve is not None
+        else ["-m", "ipykernel_launcher"]
+    )
     return [
         start.env.python,
-        "-m",
-        "ipykernel_launcher",
+        *launcher,
         "-f",
         CONNECTION_PATH,
         f"--ip={ALL_ADDRESSES}",
@@ -273,7 +293,7 @@ def kernel_pod(start: KernelStart) -> dict[str, Any]:
             "name": "connection",
             "secret": {
                 "secretName": secret_name(start),
-                "items": [{"key": CONNECTION_FILE, "path": CONNECTION_FILE}],
+                "items": [{"key": name, "path": name} for name in secret_files(start, "")],
                 # root:fsGroup 0440: the kernel reads it through its group, nobody writes.
                 "defaultMode": 0o440,
             },

@@ -75,6 +75,9 @@ class KubernetesSettings:
     #: Give a GPU environment's probe pod one GPU (it holds it for its seconds), so the
     #: probe says which GPUs TensorFlow sees.
     probe_gpu: bool = False
+    #: CurveZMQ between servers and kernel pods: "prefer", "require" or "off"
+    #: (kernels/curve.py).
+    kernel_encryption: str = "prefer"
 
     @classmethod
     def from_config(cls, obj: Any) -> KubernetesSettings:
@@ -106,4 +109,5 @@ class KubernetesSettings:
             allow_incompatible_gpus=bool(getattr(obj, "allow_incompatible_gpus", False)),
             dcgm_exporter_url=str(getattr(obj, "kubernetes_dcgm_exporter_url", "") or ""),
             probe_gpu=bool(getattr(obj, "kubernetes_probe_gpu", False)),
+            kernel_encryption=str(getattr(obj, "kubernetes_kernel_encryption", "prefer")),
         )

@@ -13,6 +13,7 @@ from jupyter_tfenv.errors import TFEnvError
 
 if TYPE_CHECKING:
     from jupyter_tfenv.backends.kubernetes.homes import HomeMount
+    from jupyter_tfenv.kernels.curve import CurveKeys
 
 #: The recommended labels every tfenv object carries: what finds them all.
 MANAGED_BY = {"app.kubernetes.io/managed-by": "jupyter-tfenv"}
@@ -22,6 +23,8 @@ COMPONENT_LABEL = "app.kubernetes.io/component"
 CONNECTION_DIR = "/tfenv/connection"
 CONNECTION_FILE = "kernel.json"
 CONNECTION_PATH = f"{CONNECTION_DIR}/{CONNECTION_FILE}"
+#: On an encrypted kernel's pod and Secret: "curve" (kernels/curve.py); absent: in clear.
+ENCRYPTION_ANNOTATION = "org.jupyter.tfenv.encryption"
 #: The kernel container's name in the pod.
 KERNEL_CONTAINER = "kernel"
 #: The resource a GPU count asks for (the NVIDIA device plugin's).
@@ -126,3 +129,6 @@ class KernelStart:
     #: The user's home claim to mount, the notebook's folder to run in (homes.py); None:
     #: the kernel starts in /tmp with its checkpoint claim only.
     home: HomeMount | None = None
+    #: The kernel's CurveZMQ server key pair (kernels/curve.py): the Secret carries it and
+    #: the launcher that encrypts in front of ipykernel; None: the kernel talks in clear.
+    curve: CurveKeys | None = None

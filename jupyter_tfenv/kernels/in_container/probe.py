@@ -5,7 +5,8 @@ importing TensorFlow there would take GPU memory), mounted read-only at
 /opt/tfenv/probe.py. Standard library only, and Python 3.6 syntax, because it runs in
 images we do not control.
 
-It prints ONE JSON object on stdout: python, python_abi, os, ipykernel, packages (every
+It prints ONE JSON object on stdout: python, python_abi, os, ipykernel, zmq (pyzmq,
+libzmq, curve), packages (every
 distribution it sees, name → version), numpy, tensorflow, keras, build (cuda_version,
 cudnn_version, is_*_build and, on GPU builds, cuda_compute_capabilities), gpus, errors
 ({part: message}) and seconds ({part: seconds}).
@@ -113,6 +114,16 @@ def ipykernel_version():
 
         version = getattr(ipykernel, "__version__", "unknown")
     return version
+
+
+def zmq_facts():
+    """pyzmq, its libzmq and whether it has CurveZMQ (what an encrypted kernel pod needs,
+    docs/kubernetes.md); None without pyzmq."""
+    if importlib.util.find_spec("zmq") is None:
+        return None
+    import zmq
+
+    return {"pyzmq": zmq.__version__, "libzmq": zmq.zmq_version(), "curve": bool(zmq.has("curve"))}
 
 
 # --------------------------------------------------------------------------- child
@@ -336,6 +347,7 @@ def main():
         "python_executable": sys.executable or None,
         "os": None,
         "ipykernel": None,
+        "zmq": None,
         "numpy": None,
         "tensorflow": None,
         "keras": None,
@@ -350,6 +362,7 @@ def main():
         ("python_abi", python_abi),
         ("os", os_name),
         ("ipykernel", ipykernel_version),
+        ("zmq", zmq_facts),
         ("packages", installed_packages),
     ):
         part_started = time.time()
