@@ -1,8 +1,13 @@
 import {
+  ILayoutRestorer,
   JupyterFrontEnd,
   JupyterFrontEndPlugin
 } from '@jupyterlab/application';
-import { ICommandPalette, MainAreaWidget } from '@jupyterlab/apputils';
+import {
+  ICommandPalette,
+  MainAreaWidget,
+  WidgetTracker
+} from '@jupyterlab/apputils';
 import { ITranslator, nullTranslator } from '@jupyterlab/translation';
 
 import type { TensorBoardTarget } from '../api';
@@ -31,18 +36,36 @@ export const tensorBoardPlugin: JupyterFrontEndPlugin<void> = {
     "TensorBoard of an environment's logs, or of all environments side by side, in a main-area tab (the server runs it in the environment's own image).",
   autoStart: true,
   requires: [ITfEnvModel],
-  optional: [ICommandPalette, ITranslator],
+  optional: [ICommandPalette, ITranslator, ILayoutRestorer],
   activate: (
     app: JupyterFrontEnd,
     tfenv: ITfEnvModel,
     palette: ICommandPalette | null,
-    translator: ITranslator | null
+    translator: ITranslator | null,
+    restorer: ILayoutRestorer | null
   ): void => {
     const model = tfenv as TfEnvModel;
     const trans = (translator ?? nullTranslator).load('jupyter_tfenv');
     const { commands } = app;
     const category = trans.__('TensorFlow environments');
     const open = new Map<string, MainAreaWidget<TensorBoardContent>>();
+    // Open tabs come back after a reload: the command opens them again (the
+    // server reuses a TensorBoard that still runs).
+    const tracker = new WidgetTracker<MainAreaWidget<TensorBoardContent>>({
+      namespace: 'tfenv-tensorboard'
+    });
+    if (restorer) {
+      void restorer.restore(tracker, {
+        command: CommandIDs.openTensorBoard,
+        args: widget => {
+          const target = widget.content.session.target;
+          return target.view === 'compare'
+            ? { view: 'compare' }
+            : { environment: target.environment };
+        },
+        name: widget => widget.content.session.name
+      });
+    }
 
     const show = (target: TensorBoardTarget): void => {
       const name = tensorBoardName(target);
@@ -54,10 +77,11 @@ export const tensorBoardPlugin: JupyterFrontEndPlugin<void> = {
         }
         return;
       }
-      const display =
+      const displayName = (): string | null =>
         target.view === 'environment'
           ? (model.environment(target.environment)?.display_name ?? null)
           : null;
+      const display = displayName();
       let content: TensorBoardContent | null = null;
       const session = new TensorBoardSession({
         client: model.client,
@@ -72,6 +96,20 @@ export const tensorBoardPlugin: JupyterFrontEndPlugin<void> = {
       );
       content = widget.content;
       open.set(name, widget);
+      void tracker.add(widget);
+      if (target.view === 'environment' && display === null) {
+        // Opened before the catalog is known (a restored tab): named once it is.
+        const rename = (): void => {
+          const known = displayName();
+          if (known !== null && !widget.isDisposed) {
+            widget.title.label = tensorBoardTitle(target, known, trans);
+            widget.title.caption = widget.title.label;
+            model.changed.disconnect(rename);
+          }
+        };
+        model.changed.connect(rename);
+        widget.disposed.connect(() => model.changed.disconnect(rename));
+      }
       widget.disposed.connect(() => {
         if (open.get(name) === widget) {
           open.delete(name);
@@ -92,6 +130,13 @@ export const tensorBoardPlugin: JupyterFrontEndPlugin<void> = {
               description: trans.__(
                 "The environment id whose logs to show; the active kernel's environment (else a picker) when absent"
               )
+            },
+            view: {
+              type: 'string',
+              enum: ['compare'],
+              description: trans.__(
+                "'compare': every environment's logs (as the compare command)"
+              )
             }
           }
         }
@@ -108,6 +153,10 @@ export const tensorBoardPlugin: JupyterFrontEndPlugin<void> = {
         "Show an environment's TensorBoard logs ($TFENV_LOG_DIR) in TensorBoard, run in the environment's own image"
       ),
       execute: async args => {
+        if (args['view'] === 'compare') {
+          show({ view: 'compare' });
+          return;
+        }
         let envId = args['environment'] ? String(args['environment']) : null;
         if (envId === null) {
           await model.ready;

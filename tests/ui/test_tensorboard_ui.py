@@ -6,11 +6,15 @@ button opens a main-area tab titled "TensorBoard: TensorFlow 2.20.0 (CPU)" that 
 TensorBoard itself (served by a container of the same image through the server's proxy)
 with the run's name and its scalar chart; the button again reuses the tab. Then the run
 is deleted from the Logs section (confirmed, sent with its ETag) and is gone from the
-host. The DOM contract is ``src/README.md``.
+host. A reload of the page brings the tab back, running. The DOM contract is
+``src/README.md``.
 """
 
 from __future__ import annotations
 
+import json
+import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +54,13 @@ def open_panel(page: Any) -> None:
     page.locator(PANEL).wait_for(state="visible")
 
 
-def test_tensorboard_opens_from_the_panel_and_shows_the_run(page: Any, lab: LabServer) -> None:
+def test_tensorboard_opens_from_the_panel_and_shows_the_run(
+    page: Any, lab: LabServer, request: pytest.FixtureRequest
+) -> None:
+    # The page fixture's workspace (conftest.py): reopened below without ?reset.
+    workspace = re.sub(r"[^A-Za-z0-9-]", "-", request.node.name)[:60]
     try:
-        check_tensorboard_from_the_panel(page, lab)
+        check_tensorboard_from_the_panel(page, lab, workspace)
     finally:
         stop_tensorboards(lab)
 
@@ -68,7 +76,18 @@ def stop_tensorboards(lab: LabServer) -> None:
         lab.api("DELETE", f"tfenv/tensorboards/{board['name']}")
 
 
-def check_tensorboard_from_the_panel(page: Any, lab: LabServer) -> None:
+def wait_saved(lab: LabServer, workspace: str, key: str, timeout: float = 60) -> None:
+    """Wait until JupyterLab saved ``key`` in the workspace (it saves layout changes late)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        saved = json.dumps(lab.api("GET", f"lab/api/workspaces/{workspace}"))
+        if key in saved:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"JupyterLab never saved {key!r} in the workspace {workspace!r}")
+
+
+def check_tensorboard_from_the_panel(page: Any, lab: LabServer, workspace: str) -> None:
     from playwright.sync_api import expect
 
     nb = new_notebook(page, "TensorFlow 2.20.0 (CPU)")
@@ -118,6 +137,15 @@ def check_tensorboard_from_the_panel(page: Any, lab: LabServer) -> None:
     expect(tab).to_have_count(1)
     boards = lab.api("GET", "tfenv/tensorboards")["tensorboards"]
     assert [b["name"] for b in boards] == ["env-tf220"], boards
+
+    # A reload keeps the tab (the layout restorer opens it again; the server reuses it).
+    wait_saved(lab, workspace, "tfenv-tensorboard:env-tf220")
+    page.goto(lab.lab_url(workspace, reset=False))
+    page.wait_for_function("() => window.jupyterapp !== undefined")
+    page.evaluate("() => window.jupyterapp.restored")
+    expect(page.locator(TAB)).to_have_attribute("data-tfenv-phase", "running")
+    expect(tab).to_have_count(1)
+    expect(frame.get_by_text("run1/train").first).to_be_visible(timeout=TENSORBOARD_TIMEOUT_MS)
 
     # The run deleted from the Logs section (the notebook's environment again: the panel
     # follows the active notebook): confirmed, then gone here and on the host.
