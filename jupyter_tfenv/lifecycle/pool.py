@@ -315,26 +315,49 @@ class KernelPool:
 
     async def make_room(self, *, gpus: bool = False) -> bool:
         """A kernel start was refused by the user's quota: shut a ready pool kernel down
-        (for the GPU quota: one of an environment with GPUs) and hold the refills for
-        ``retry_delay``, so that the start asked again gets the place; whether one was
-        given up."""
-        kernels = [k for ks in self.ready.values() for k in ks if not gpus or self._wants_gpu(k)]
-        if self._closed or not kernels:
+        (for the GPU quota: one of an environment with GPUs), or else stop a pool
+        kernel's start under way (its container or pod may already hold the place), and
+        hold the refills for ``retry_delay``, so that the start asked again gets the
+        place; whether the pool gave something up."""
+        if self._closed:
             return False
-        kernel = kernels[-1]
-        self.ready[kernel.environment].remove(kernel)
-        self._yield_until = time.monotonic() + self.retry_delay
-        self.log.info(
-            "tfenv: pool kernel %s of '%s' gives its place to a kernel start refused by the quota",
-            kernel.kernel_id,
-            kernel.environment,
-        )
-        await self._shut_down(kernel)
-        return True
+        kernels = [
+            k
+            for ks in self.ready.values()
+            for k in ks
+            if not gpus or self._wants_gpu(k.environment)
+        ]
+        if kernels:
+            kernel = kernels[-1]
+            self.ready[kernel.environment].remove(kernel)
+            self._yield_until = time.monotonic() + self.retry_delay
+            self.log.info(
+                "tfenv: pool kernel %s of '%s' gives its place to a kernel start refused by "
+                "the quota",
+                kernel.kernel_id,
+                kernel.environment,
+            )
+            await self._shut_down(kernel)
+            return True
+        for env_id, task in list(self._tasks.items()):
+            if task.done() or (gpus and not self._wants_gpu(env_id)):
+                continue
+            self._yield_until = time.monotonic() + self.retry_delay
+            self.log.info(
+                "tfenv: the pool of '%s' stops the start of a pool kernel: a kernel start "
+                "refused by the quota gets its place",
+                env_id,
+            )
+            task.cancel()  # a started kernel is shut down (_start_one)
+            with contextlib.suppress(BaseException):
+                await task
+            self.refill(env_id)  # after the hold
+            return True
+        return False
 
-    def _wants_gpu(self, kernel: PoolKernel) -> bool:
+    def _wants_gpu(self, env_id: str) -> bool:
         try:
-            return self.catalog.get(kernel.environment).wants_gpu
+            return self.catalog.get(env_id).wants_gpu
         except TFEnvError:
             return False
 
