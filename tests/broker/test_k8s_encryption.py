@@ -72,6 +72,29 @@ def answers(
         context.term()
 
 
+async def answer_input(km: Any, code: str, reply: str) -> str:
+    """Run ``code``, answer its ``input()`` on the stdin channel; its stdout."""
+    client = km.client()
+    client.start_channels()
+    try:
+        await client.wait_for_ready(timeout=60)
+        msg_id = client.execute(code, allow_stdin=True)
+        request = await client.get_stdin_msg(timeout=30)
+        assert request["msg_type"] == "input_request", request
+        client.input(reply)
+        out = []
+        while True:
+            msg = await client.get_iopub_msg(timeout=30)
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            if msg["msg_type"] == "stream":
+                out.append(msg["content"]["text"])
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                return "".join(out)
+    finally:
+        client.stop_channels()
+
+
 def secret_files(cluster: Any, kernel_id: str) -> dict[str, str]:
     secret = cluster.api.get("secrets", NS, m.kernel_secret_name(USER, kernel_id))
     assert secret is not None, "the kernel's Secret is missing"
@@ -104,6 +127,7 @@ async def test_an_encrypted_kernel_pod_talks_to_its_server_only(jp_fetch, jp_ser
         # The server's own traffic: code, stdin, interrupt.
         out = await run_code(jp_serverapp, kernel_id, "x = 6 * 7; print(x)")
         assert out.strip() == "42"
+        assert await answer_input(km, "print(input('name? ') + '!')", "ada") == "ada!\n"
         await interrupt_a_sleep(jp_fetch, km, kernel_id)
 
         ip = cluster.node.ip_of[pod["metadata"]["name"]]
