@@ -25,7 +25,7 @@ from jupyter_tfenv.backends.base import RUNNING_STATES, KernelStart
 from jupyter_tfenv.backends.broker import BrokerBackend, BrokerError, BrokerNotFoundError
 from jupyter_tfenv.catalog.model import Environment
 from jupyter_tfenv.errors import KernelStartError
-from jupyter_tfenv.kernels import curve
+from jupyter_tfenv.kernels import curve, pools
 from jupyter_tfenv.provisioning import choices
 
 if TYPE_CHECKING:
@@ -77,12 +77,6 @@ class BrokeredKernel:
         except BrokerError as err:
             raise start_error(err) from err
         if answer.get("backend") == "kubernetes":
-            if p._pooled:
-                raise KernelStartError(
-                    "Warm pools (catalog pool_size) do not work with the broker's "
-                    "Kubernetes backend yet: set pool_size to 0 for this catalog.",
-                    status_code=400,
-                )
             p._pod = {"ports": dict(answer.get("ports") or {})}
             p.runtime_dir = await p._call(p._prepare_runtime_dir, restart)
         else:
@@ -125,19 +119,22 @@ class BrokeredKernel:
             curve=offer,
         )
         started = time.monotonic()
-        # Shielded as in local mode: a cancelled start must learn whether the broker made
-        # a container, and then remove it (launch_kernel DELETEs it).
-        starting = asyncio.ensure_future(
-            self.backend.start(None, request, env, timeout=p.start_timeout + p.docker_timeout)
-        )
         try:
-            answer = await asyncio.shield(starting)
-        except asyncio.CancelledError:
-            with contextlib.suppress(Exception):
-                await starting
-            raise
+            answer = await self._start(request, env)
         except BrokerError as err:
-            raise start_error(err) from err
+            pool = pools.current_pool()
+            if (
+                err.http_status != 429
+                or p._pooled
+                or pool is None
+                or not await pool.make_room(gpus=err.reason == "gpu quota")
+            ):
+                raise start_error(err) from err
+            # The user's quota is taken by warm pool kernels of theirs: one gave its place.
+            try:
+                answer = await self._start(request, env)
+            except BrokerError as again:
+                raise start_error(again) from again
         p.container_id = str(answer.get("container_id") or answer.get("name") or "")
         p._gpu_devices = tuple(str(d) for d in answer.get("gpu_devices") or ())
         if p._pod is not None and km is not None:
@@ -161,6 +158,20 @@ class BrokeredKernel:
         )
         await p._wait_until_bound(env, started)
         return p.connection_info
+
+    async def _start(self, request: KernelStart, env: Environment) -> dict[str, Any]:
+        """POST /api/kernels. Shielded as in local mode: a cancelled start must learn
+        whether the broker made a container, and then remove it (launch_kernel DELETEs it)."""
+        p = self.prov
+        starting = asyncio.ensure_future(
+            self.backend.start(None, request, env, timeout=p.start_timeout + p.docker_timeout)
+        )
+        try:
+            return await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await starting
+            raise
 
     def _encrypt(self, answer: dict[str, Any], keys: curve.CurveKeys | None) -> None:
         """The broker's answer says whether the pod encrypts with this server's keys."""
