@@ -123,14 +123,17 @@ class BrokeredKernel:
             answer = await self._start(request, env)
         except BrokerError as err:
             pool = pools.current_pool()
+            # Kubernetes mode only: a Docker start the broker refused took its runtime
+            # folder with it (the retry would need a new one and a new connection file).
             if (
                 err.http_status != 429
                 or p._pooled
+                or p._pod is None
                 or pool is None
                 or not await pool.make_room(gpus=err.reason == "gpu quota")
             ):
                 raise start_error(err) from err
-            # The user's quota is taken by warm pool kernels of theirs: one gave its place.
+            # The user's quota is taken by warm pool pods of theirs: one gave its place.
             try:
                 answer = await self._start(request, env)
             except BrokerError as again:
