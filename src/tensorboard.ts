@@ -59,7 +59,10 @@ export function startingText(
 }
 
 /**
- * What a failed request means for the user, with what to do.
+ * What a failed request means for the user, with what to do. The server's
+ * messages say it already (which image to pull, why not on a hub): they are
+ * shown as they are; only an unreachable server or a reply without a message
+ * gets words of its own.
  */
 export function tensorBoardErrorText(
   error: unknown,
@@ -70,33 +73,19 @@ export function tensorBoardErrorText(
   if (!(error instanceof TfEnvApiError)) {
     return trans.__('TensorBoard could not be started: %1', message);
   }
-  switch (error.status) {
-    case null:
-      return trans.__(
-        'The Jupyter server could not be reached (%1). Check that it runs, then retry.',
-        message
-      );
-    case 404:
-      return trans.__('TensorBoard could not be started: %1', message);
-    case 409:
-      return trans.__(
-        "TensorBoard runs in the environment's own image, which is not here: %1",
-        message
-      );
-    case 501:
-      return trans.__('TensorBoard is not available here: %1', message);
-    case 503:
-      return trans.__(
-        'The container engine does not answer, so TensorBoard cannot start: %1',
-        message
-      );
-    default:
-      return trans.__(
-        'TensorBoard could not be started (HTTP %1): %2',
-        error.status,
-        message
-      );
+  if (error.status === null) {
+    return trans.__(
+      'The Jupyter server could not be reached (%1). Check that it runs, then retry.',
+      message
+    );
   }
+  if (error.message) {
+    return error.message;
+  }
+  return trans.__(
+    'TensorBoard could not be started (HTTP %1) and the server gave no reason: see its log.',
+    error.status
+  );
 }
 
 /**

@@ -98,21 +98,16 @@ describe('TensorBoard names and titles', () => {
     );
   });
 
-  it("keeps the server's message and says what the status means", () => {
+  it("shows the server's message as it is, and says when there is none", () => {
     const missing = new TfEnvApiError(
       'The image tfenv-test/x:1 is not present: jupyter tfenv pull x',
       409
     );
-    expect(tensorBoardErrorText(missing, trans)).toContain(
-      'jupyter tfenv pull x'
-    );
-    expect(tensorBoardErrorText(missing, trans)).toContain('own image');
+    expect(tensorBoardErrorText(missing, trans)).toBe(missing.message);
     const hub = new TfEnvApiError('not yet on a hub', 501);
-    expect(tensorBoardErrorText(hub, trans)).toBe(
-      'TensorBoard is not available here: not yet on a hub'
-    );
-    const engine = new TfEnvApiError('Cannot reach the Docker engine', 503);
-    expect(tensorBoardErrorText(engine, trans)).toContain('engine');
+    expect(tensorBoardErrorText(hub, trans)).toBe('not yet on a hub');
+    const bare = new TfEnvApiError('', 502);
+    expect(tensorBoardErrorText(bare, trans)).toContain('HTTP 502');
     const offline = new TfEnvApiError('Failed to fetch', null);
     expect(tensorBoardErrorText(offline, trans)).toContain(
       'could not be reached'
