@@ -10,6 +10,7 @@ it. Names that could lead out of the log folder are 400. The same with named vol
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,15 @@ from jupyter_server.auth.authorizer import Authorizer
 from tornado.httpclient import HTTPClientError
 from traitlets.config import Config
 
-from jupyter_tfenv.checkpoints.logruns import TOP_RUN, group_runs
+from jupyter_tfenv.checkpoints.browser import CheckpointBrowser
+from jupyter_tfenv.checkpoints.layout import StorageConfig
+from jupyter_tfenv.checkpoints.logruns import (
+    TOP_RUN,
+    LogRuns,
+    LogsNotFound,
+    LogsUnsupported,
+    group_runs,
+)
 from tests.conftest import OWNER, run_code, start_kernel
 
 #: The event files of a run as TensorFlow names them.
@@ -87,6 +96,53 @@ def test_runs_are_the_top_level_folders_and_the_top_files_are_one_run():
     assert again["run1"]["etag"] != runs["run1"]["etag"]
     assert again["run2"]["etag"] == runs["run2"]["etag"]
     assert again[TOP_RUN]["etag"] == runs[TOP_RUN]["etag"]
+
+
+def browser_for(tmp_path: Path, mode: str = "bind", remote: Any = None) -> CheckpointBrowser:
+    """A checkpoint browser of user ``alice`` on roots under ``tmp_path``; ``remote`` is
+    what the broker's claims would be (Kubernetes mode)."""
+
+    async def no_images() -> dict[str, tuple[str, str]]:
+        return {}
+
+    async def no_docker() -> Any:
+        raise AssertionError("no Docker call expected here")
+
+    async def remote_of() -> Any:
+        return remote
+
+    config = StorageConfig(
+        mode=mode,
+        checkpoint_root=str(tmp_path / "checkpoints"),
+        log_root=str(tmp_path / "logs"),
+    )
+    return CheckpointBrowser(
+        config,
+        owner="alice",
+        uid=os.getuid(),
+        gid=os.getgid(),
+        catalog_ids=lambda: ["tf220"],
+        helper_images=no_images,
+        docker=no_docker,
+        remote=remote_of,
+    )
+
+
+async def test_log_runs_say_why_where_they_cannot_be_read(tmp_path):
+    # The broker's Kubernetes claims: not this server's to read: 501 with the reason.
+    runs = LogRuns(browser_for(tmp_path, remote=object()))
+    with pytest.raises(LogsUnsupported) as info:
+        await runs.list("tf220")
+    assert info.value.http_status == 501 and "Kubernetes" in info.value.message
+    # Storage off: 404 saying so.
+    runs = LogRuns(browser_for(tmp_path, mode="off"))
+    with pytest.raises(LogsNotFound) as missing:
+        await runs.list("tf220")
+    assert "checkpoint_storage = 'off'" in missing.value.message
+    # Bind mode, a catalog environment without a folder yet: an empty listing.
+    listing = await LogRuns(browser_for(tmp_path)).list("tf220")
+    assert listing["exists"] is False and listing["runs"] == []
+    assert listing["location"] == str(tmp_path / "logs" / "alice" / "tf220")
 
 
 # -- through the server ------------------------------------------------------------------
