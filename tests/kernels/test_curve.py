@@ -152,3 +152,36 @@ def test_the_launcher_is_python_3_6_syntax():
 
     tree = ast.parse(curve.launcher_source(), feature_version=(3, 6))
     assert tree.body
+
+
+@pytest.mark.docker
+def test_the_launcher_says_what_an_image_without_pyzmq_lacks(images, tmp_path):
+    """A real image without pyzmq (tfenv-test/python:3.11): the launcher exits 3 with the
+    TFENV-NO-CURVE line and what to do, rather than a traceback or a kernel in clear."""
+    import docker
+
+    from tests.conftest import PY_NO_KERNEL_IMAGE
+
+    folder = tmp_path / "connection"
+    folder.mkdir()
+    start = start_of(KEYS)
+    (folder / m.CONNECTION_FILE).write_text(json.dumps(m.connection_info(start, "k" * 32)))
+    (folder / curve.LAUNCHER_FILE).write_text(curve.launcher_source())
+    folder.chmod(0o755)
+    for f in folder.iterdir():
+        f.chmod(0o644)
+    with pytest.raises(docker.errors.ContainerError) as info:
+        images.containers.run(
+            PY_NO_KERNEL_IMAGE,
+            ["python3", f"{m.CONNECTION_DIR}/{curve.LAUNCHER_FILE}", "-f", m.CONNECTION_PATH],
+            volumes=[f"{folder}:{m.CONNECTION_DIR}:ro"],
+            network_mode="none",
+            user="1000:100",
+            remove=True,
+            stderr=True,
+            labels={"org.jupyter.tfenv.test": "test-curve-launcher"},
+        )
+    assert info.value.exit_status == 3
+    stderr = info.value.stderr.decode()
+    assert curve.NO_CURVE_MARK in stderr and "pyzmq=missing" in stderr, stderr
+    assert "kubernetes_kernel_encryption='off'" in stderr, stderr

@@ -24,8 +24,9 @@ cannot encrypt. This launcher does it in front of the kernel, in the same proces
 A client that does not speak CurveZMQ with the server key cannot complete the handshake:
 nothing reaches the kernel, and nothing of it crosses the pod network in clear.
 
-If the image's pyzmq was built without CurveZMQ (``zmq.has("curve")`` false) the launcher
-says so on stderr with a marker the server turns into an actionable message and exits.
+If the image's pyzmq was built without CurveZMQ (``zmq.has("curve")`` false), or it has
+no pyzmq, the launcher says so on stderr (the ``TFENV-NO-CURVE`` line, which the start
+error's logs show) with what to do, and exits with status 3.
 """
 
 import json
@@ -61,8 +62,15 @@ def parse_args(argv):
     return path, ip, rest
 
 
+WHAT_TO_DO = (
+    "The broker encrypts kernel traffic (kubernetes_kernel_encryption); this image cannot. "
+    "Probe the environment (the panel's Probe: 'prefer' then starts it in clear), use an "
+    "image whose pyzmq has CurveZMQ, or ask the admin for kubernetes_kernel_encryption='off'."
+)
+
+
 def fail(message):
-    sys.stderr.write("%s %s\n" % (MARK, message))
+    sys.stderr.write("%s %s. %s\n" % (MARK, message, WHAT_TO_DO))
     sys.stderr.flush()
     sys.exit(3)
 
