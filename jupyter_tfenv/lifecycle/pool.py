@@ -393,9 +393,16 @@ def loopback_address(runtime_dir: str) -> None:
     provisioner connects to the pod's IP once it attached. Other files are left as they
     are. BLOCKING."""
     path = os.path.join(runtime_dir, adoption.CONNECTION_FILE)
-    with open(path, encoding="utf-8") as f:
-        info = json.load(f)
-    if info.get("transport") != "tcp" or info.get("ip") in local_ips():
+    try:
+        with open(path, encoding="utf-8") as f:
+            info = json.load(f)
+    except (OSError, ValueError):
+        return  # the adoption reads it again and says what is wrong with it
+    if (
+        not isinstance(info, dict)
+        or info.get("transport") != "tcp"
+        or info.get("ip") in local_ips()
+    ):
         return
     info["ip"] = localhost()
     with open(path, "w", encoding="utf-8") as f:  # in place: its owner and mode stay

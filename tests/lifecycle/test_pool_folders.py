@@ -52,3 +52,10 @@ def test_local_and_ipc_connection_files_are_left_alone(tmp_path: Path):
         before = path.read_text()
         loopback_address(str(tmp_path))
         assert path.read_text() == before
+
+
+def test_an_unreadable_connection_file_is_left_to_the_adoption(tmp_path: Path):
+    loopback_address(str(tmp_path))  # no file: the adoption says so
+    (tmp_path / "kernel.json").write_text("{not json")
+    loopback_address(str(tmp_path))
+    assert (tmp_path / "kernel.json").read_text() == "{not json"
