@@ -32,7 +32,7 @@ from traitlets.config import Application
 
 from jupyter_tfenv.backends.base import Admit, KernelBackend, KernelStart
 from jupyter_tfenv.backends.settings import CheckpointStorageSettings, KernelContainerSettings
-from jupyter_tfenv.broker import policy
+from jupyter_tfenv.broker import deaths, policy
 from jupyter_tfenv.broker.auth import TokenLookups
 from jupyter_tfenv.broker.backends import make_backend
 from jupyter_tfenv.broker.kubernetes_settings import KubernetesBrokerSettings
@@ -511,7 +511,8 @@ class TFEnvBroker(
         return {"kernels": [k.to_dict() for k in kernels]}
 
     async def kernel(self, caller: Caller, kernel_id: str) -> dict[str, Any]:
-        return (await self.kernel_backend.state(caller, kernel_id)).to_dict()
+        info = await self.kernel_backend.state(caller, kernel_id)
+        return {**info.to_dict(), **await deaths.engine_death(self.kernel_backend, info)}
 
     async def signal(self, caller: Caller, kernel_id: str, signum: int) -> None:
         await self.kernel_backend.signal(caller, kernel_id, signum)

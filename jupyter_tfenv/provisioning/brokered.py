@@ -27,6 +27,7 @@ from jupyter_tfenv.catalog.model import Environment
 from jupyter_tfenv.errors import KernelStartError
 from jupyter_tfenv.kernels import curve, pools
 from jupyter_tfenv.provisioning import choices
+from jupyter_tfenv.provisioning.brokered_deaths import BrokeredDeaths
 
 if TYPE_CHECKING:
     from jupyter_tfenv.provisioning.provisioner import TFEnvKernelProvisioner
@@ -48,6 +49,8 @@ class BrokeredKernel:
         #: The kernel's traffic: "curve" or "none", and why not where the broker's policy
         #: wanted it (the kernel status shows both; docs/kubernetes.md).
         self.encryption: dict[str, str | None] = {"encryption": "none", "encryption_warning": None}
+        #: Why the kernel died, told at its restart (brokered_deaths.py).
+        self.deaths = BrokeredDeaths(prov, backend.client)
 
     @property
     def owns_runtime_dir(self) -> bool:
@@ -118,6 +121,7 @@ class BrokeredKernel:
             choices=dict(p._choices),
             curve=offer,
         )
+        await self.deaths.before_start()  # a restart: the broker's engine may be away
         started = time.monotonic()
         try:
             answer = await self._start(request, env)
@@ -160,6 +164,7 @@ class BrokeredKernel:
             str(answer.get("image_id") or "?")[:19],
         )
         await p._wait_until_bound(env, started)
+        self.deaths.started()
         return p.connection_info
 
     async def _start(self, request: KernelStart, env: Environment) -> dict[str, Any]:
@@ -228,9 +233,12 @@ class BrokeredKernel:
         """The server stops and keeps this kernel: a pod is marked kept at the broker (its
         sweep and the next server read the time); in Docker mode the runtime folder's
         marker, which the server writes, says it."""
-        if self.prov._pod is not None:
+        p = self.prov
+        if p._pod is not None:
+            # A taken pool pod: the broker knows it by its pool id; the notebook by ours.
+            held_as = p.kernel_id if p.container_kernel_id != p.kernel_id else None
             try:
-                await self.backend.client.keep_kernel(self.prov.container_kernel_id)
+                await self.backend.client.keep_kernel(p.container_kernel_id, held_as=held_as)
             except BrokerError as err:
                 raise start_error(err) from err
 
@@ -279,11 +287,14 @@ class BrokeredKernel:
             info = await self.backend.client.kernel(p.container_kernel_id)
         except BrokerNotFoundError:
             p._forget_container()
+            self.deaths.gone()
             return 1
         except BrokerError:
             return None  # the broker does not answer: nothing known, keep the kernel
         if info.get("running") or info.get("status") in RUNNING_STATES:
+            self.deaths.seen(info)
             return None
+        self.deaths.dead(info)
         code = info.get("exit_code")
         return int(code) if code is not None else 1
 
@@ -294,6 +305,8 @@ class BrokeredKernel:
         if signum == 0:
             await p.poll()
             return
+        if signum in (signal.SIGKILL, signal.SIGTERM):
+            self.deaths.stopping()
         if signum == signal.SIGINT and p._pod is not None:
             # A kernel pod gets no signals through the API: ipykernel's own
             # interrupt_request on the control channel interrupts it the same way.
@@ -306,7 +319,7 @@ class BrokeredKernel:
         except BrokerError as err:
             if err.http_status == 409:  # 409: not running, nothing to signal
                 return
-            if signum in (signal.SIGKILL, signal.SIGTERM):
+            if signum in (signal.SIGKILL, signal.SIGTERM) or self.deaths.unsignalled(err):
                 # Shutting down: the DELETE of cleanup() follows and says what went wrong.
                 p.log.warning("tfenv: the broker could not signal %s: %s", p.kernel_id, err)
                 return

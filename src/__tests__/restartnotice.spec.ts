@@ -105,6 +105,27 @@ describe('restartToast', () => {
     expect(text).toContain('$TFENV_CHECKPOINT_DIR kept');
   });
 
+  it('tells a pod the cluster ended in the server’s words', () => {
+    const evicted: ILastRestart = {
+      reason: 'pod-evicted',
+      at: '2026-12-07T03:38:11+00:00',
+      message:
+        "The Kubernetes cluster evicted the kernel's pod at 03:38 UTC (Evicted: The node was low on resource: memory.); the kernel was restarted in a new pod; variables are lost; checkpoints on its checkpoint claim ($TFENV_CHECKPOINT_DIR) are kept."
+    };
+    const text = restartToast(evicted, trans);
+    expect(text).toHaveLength(140);
+    expect(text).toMatch(
+      /^The Kubernetes cluster evicted the kernel's pod at 03:38 UTC \(Evicted: The node was low on resource: memory\.\)/
+    );
+    const told: string[] = [];
+    const notices = new RestartNotices({
+      notify: restart => told.push(restart.reason)
+    });
+    notices.seen(status('k1', evicted));
+    notices.seen(status('k1', evicted));
+    expect(told).toEqual(['pod-evicted']);
+  });
+
   it('falls back to the server’s words, cut to fit', () => {
     const odd = { ...RESTART, reason: 'other', message: 'y'.repeat(200) };
     expect(restartToast(odd, trans)).toHaveLength(140);

@@ -92,7 +92,8 @@ export interface IKernelStatus {
   checkpoints?: IKernelCheckpoints | null;
   /**
    * Why tfenv last restarted the kernel (the Docker engine restarted under it
-   * without live-restore), or null.
+   * without live-restore; in Kubernetes mode the cluster ended its pod), or
+   * null.
    */
   last_restart?: ILastRestart | null;
 }
@@ -101,13 +102,20 @@ export interface IKernelStatus {
  * `GET /tfenv/kernels/{id}`: `last_restart`.
  */
 export interface ILastRestart {
+  /**
+   * `engine-restart`, or what the cluster did to a kernel pod: `pod-evicted`,
+   * `pod-preempted`, `node-lost`, `pod-deleted` (the toast shows the
+   * server's message for these).
+   */
   reason: 'engine-restart' | string;
   /**
-   * ISO time (UTC) the engine stopped the kernel's container.
+   * ISO time (UTC) the engine stopped the kernel's container, or the cluster
+   * ended its pod.
    */
   at: string;
   /**
-   * The server's words: when, new container, variables lost, checkpoints kept.
+   * The server's words: when, what happened, new container or pod, variables
+   * lost, checkpoints kept.
    */
   message: string;
 }

@@ -416,6 +416,7 @@ class KubernetesBackend(PodKeeping, PodHelpers, KernelBackend):
                 "ip": p.ip,
                 "kept_at": kept_since(p.annotations),
                 "encryption": encryption_of(p.annotations),
+                "ended_by": p.ended_by,  # evicted, preempted, its node lost (podstatus.py)
             },
         )
 

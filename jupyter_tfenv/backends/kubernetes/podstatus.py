@@ -67,6 +67,8 @@ class PodState:
     cpu_limit: float | None = None
     #: The connection Secret the pod mounts ('' when none).
     secret: str = ""
+    #: The cluster, not the kernel, ends or ended the pod (:func:`cluster_ending`).
+    ended_by: dict[str, str] | None = None
 
 
 def _is_kernel_of(state: PodState, username: str, kernel_id: str) -> bool:
@@ -120,7 +122,65 @@ def pod_state(pod: Mapping[str, Any]) -> PodState:
             ),
             "",
         ),
+        ended_by=cluster_ending(pod),
     )
+
+
+#: ``status.reason`` of a pod the cluster ended: the ``last_restart`` reason it becomes.
+_ENDING_REASONS = {
+    "Evicted": "pod-evicted",  # the kubelet, under node pressure (memory, disk)
+    "Preempting": "pod-preempted",  # the kubelet, for a pod of a higher priority
+    "NodeLost": "node-lost",  # the node lifecycle controller: the node stopped answering
+    "Terminated": "node-lost",  # the kubelet's graceful node shutdown
+    "Shutdown": "node-lost",
+    "NodeShutdown": "node-lost",
+}
+#: The ``DisruptionTarget`` condition's reasons (Kubernetes 1.26+).
+_DISRUPTIONS = {
+    "PreemptionByScheduler": "pod-preempted",
+    "EvictionByEvictionAPI": "pod-evicted",  # a node drain, an autoscaler's scale-down
+    "TerminationByKubelet": "pod-evicted",
+    "DeletionByTaintManager": "node-lost",  # the node is not ready or unreachable
+    "DeletionByPodGC": "node-lost",  # the node is gone
+}
+
+
+def cluster_ending(pod: Mapping[str, Any]) -> dict[str, str] | None:
+    """Whether the cluster, not the kernel, ends this pod: ``{"reason"`` (pod-evicted,
+    pod-preempted, node-lost, pod-deleted), ``"cause"`` (Kubernetes' word), ``"detail"``
+    (its message), ``"at"`` (ISO, '' when unknown)``}``; None for a pod nobody ends, or
+    one whose kernel exited by itself. A pod being deleted is the cluster's doing here:
+    the broker deletes a kernel's pod only when its server asked (then nobody polls it)."""
+    meta = pod.get("metadata") or {}
+    status = pod.get("status") or {}
+    finished = str(
+        ((_kernel_status(pod).get("state") or {}).get("terminated") or {}).get("finishedAt") or ""
+    )
+    reason = str(status.get("reason") or "")
+    if reason in _ENDING_REASONS:
+        return {
+            "reason": _ENDING_REASONS[reason],
+            "cause": reason,
+            "detail": str(status.get("message") or ""),
+            "at": finished or str(meta.get("deletionTimestamp") or ""),
+        }
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "DisruptionTarget" and cond.get("status") == "True":
+            cause = str(cond.get("reason") or "")
+            return {
+                "reason": _DISRUPTIONS.get(cause, "pod-deleted"),
+                "cause": cause or "DisruptionTarget",
+                "detail": str(cond.get("message") or ""),
+                "at": str(cond.get("lastTransitionTime") or finished),
+            }
+    if meta.get("deletionTimestamp"):
+        return {
+            "reason": "pod-deleted",
+            "cause": "Deleted",
+            "detail": "",
+            "at": str(meta.get("deletionTimestamp")),
+        }
+    return None
 
 
 def _limit(pod: Mapping[str, Any], resource: str) -> Any:
