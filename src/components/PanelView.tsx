@@ -13,6 +13,7 @@ import { LogSection } from './LogSection';
 import { ProvenanceNotice } from './ProvenanceNotice';
 import { ResourcesSection } from './ResourcesSection';
 import { StateBanner } from './StateBanner';
+import { TensorBoardSection } from './TensorBoardSection';
 import type { IViewProps } from './types';
 import { useModel } from './useModel';
 
@@ -64,6 +65,7 @@ export function PanelView(props: IViewProps): JSX.Element {
       {env && state.state !== 'no-extension' && (
         <LogSection {...props} env={env} />
       )}
+      {state.state !== 'no-extension' && <TensorBoardSection {...props} />}
       {state.state !== 'no-extension' && <EnvironmentList {...props} />}
     </div>
   );

@@ -8,7 +8,8 @@ with the run's name and its scalar chart; the button again reuses the tab. Then 
 is deleted from the Logs section (confirmed, sent with its ETag) and is gone from the
 host. A reload of the page brings the tab back, running; the palette's "Open
 TensorBoard" on the notebook makes the same tab current; "Compare in TensorBoard" opens
-the comparison, with the run as ``tf220/run1/train``. The DOM contract is
+the comparison, with the run as ``tf220/run1/train``; the panel's TensorBoards section
+lists both and its Stop removes one. The DOM contract is
 ``src/README.md``.
 """
 
@@ -185,6 +186,17 @@ def check_tensorboard_from_the_panel(page: Any, lab: LabServer, workspace: str) 
     expect(compare.get_by_text("tf220/run1/train").first).to_be_visible(
         timeout=TENSORBOARD_TIMEOUT_MS
     )
+
+    # The panel lists both TensorBoards; Stop removes the comparison's.
+    open_panel(page)
+    listed = page.locator(f"{PANEL} .jp-tfenv-tensorboards .jp-tfenv-tensorboard-item")
+    expect(listed).to_have_count(2, timeout=30_000)
+    item = page.locator(f'{PANEL} .jp-tfenv-tensorboard-item[data-tfenv-tensorboard="compare"]')
+    expect(item).to_have_attribute("data-tfenv-state", "running")
+    item.locator(".jp-tfenv-tensorboard-item-stop").click()
+    expect(item).to_have_count(0, timeout=30_000)
+    boards = lab.api("GET", "tfenv/tensorboards")["tensorboards"]
+    assert [b["name"] for b in boards] == ["env-tf220"], boards
 
     # The run deleted from the Logs section (the notebook's environment again: the panel
     # follows the active notebook): confirmed, then gone here and on the host.
