@@ -200,9 +200,11 @@ class BrokerClient:
     async def kernel(self, kernel_id: str) -> dict[str, Any]:
         return dict(await self.request("GET", f"api/kernels/{_kid(kernel_id)}"))
 
-    async def keep_kernel(self, kernel_id: str) -> dict[str, Any]:
-        """Kubernetes mode: this server stops and keeps the kernel (its pod is marked kept)."""
-        return dict(await self.request("POST", f"api/kernels/{_kid(kernel_id)}/keep", {}) or {})
+    async def keep_kernel(self, kernel_id: str, *, held_as: str | None = None) -> dict[str, Any]:
+        """Kubernetes mode: this server stops and keeps the kernel (its pod is marked kept;
+        ``held_as``: a taken pool pod's kernel id in this server)."""
+        body = {"held_as": held_as} if held_as else {}
+        return dict(await self.request("POST", f"api/kernels/{_kid(kernel_id)}/keep", body) or {})
 
     async def adopt_kernel(self, kernel_id: str) -> dict[str, Any]:
         """Kubernetes mode: take a kept kernel over: its state with ``ip``, ``ports`` and

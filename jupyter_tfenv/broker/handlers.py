@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 _TOKEN_RE = re.compile(r"^(?:token|bearer)\s+(\S+)\s*$", re.IGNORECASE)
 KERNEL = r"(?P<kernel_id>[^/]+)"
+#: A kernel id as a server names it (POST .../keep's held_as).
+HELD_AS_RE = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 ENV = r"(?P<env_id>[^/]+)"
 
 
@@ -216,9 +218,19 @@ class KernelHandler(BrokerHandler):
 
 class KeepHandler(BrokerHandler):
     async def post(self, kernel_id: str) -> None:
-        if self.body_json():
-            raise BrokerError("Send an empty object: the kernel id says which kernel.")
-        self.write_json(await keep_kernel(self.broker.kernel_backend, self.me, kernel_id))
+        body = self.body_json()
+        held_as = body.get("held_as")
+        if set(body) - {"held_as"} or not (
+            held_as is None or (isinstance(held_as, str) and HELD_AS_RE.match(held_as))
+        ):
+            raise BrokerError(
+                "Send an empty object (the kernel id says which kernel), or 'held_as': the "
+                "kernel id a taken warm-pool pod runs under in your server (letters, digits, "
+                "'-', at most 64)."
+            )
+        self.write_json(
+            await keep_kernel(self.broker.kernel_backend, self.me, kernel_id, held_as=held_as)
+        )
 
 
 class AdoptHandler(BrokerHandler):

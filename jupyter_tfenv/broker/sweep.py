@@ -157,8 +157,11 @@ class KeptSweep:
         return removed
 
 
-async def keep_kernel(backend: KernelBackend, caller: Caller, kernel_id: str) -> dict[str, Any]:
-    """``POST /api/kernels/<id>/keep``: mark the caller's kernel kept (Kubernetes mode)."""
+async def keep_kernel(
+    backend: KernelBackend, caller: Caller, kernel_id: str, *, held_as: str | None = None
+) -> dict[str, Any]:
+    """``POST /api/kernels/<id>/keep``: mark the caller's kernel kept (Kubernetes mode);
+    ``held_as``: the kernel id a taken warm-pool pod runs under in the caller's server."""
     keep = getattr(backend, "keep", None)
     if keep is None:
         raise BrokerError(
@@ -167,7 +170,8 @@ async def keep_kernel(backend: KernelBackend, caller: Caller, kernel_id: str) ->
             status=404,
             reason="not in docker mode",
         )
-    result: dict[str, Any] = await keep(caller, kernel_id, now=time.time())
+    more = {"held_as": held_as} if held_as else {}
+    result: dict[str, Any] = await keep(caller, kernel_id, now=time.time(), **more)
     return result
 
 

@@ -319,6 +319,8 @@ async def adopt_through_broker(
             )
             continue
         assigned, pool = await asyncio.to_thread(adoption.folder_assignment, rundir)
+        # A pod's folder is new: a taken pool pod's notebook id is the broker's (held_as).
+        assigned = assigned or (str(info.get("held_as") or "") or None)
         if pool and not assigned:
             continue  # a pool kernel no notebook took: the reaper removes it
         kept_at = await asyncio.to_thread(adoption.kept_since, rundir)

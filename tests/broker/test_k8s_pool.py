@@ -14,9 +14,11 @@ home claim: tests/broker/test_k8s_pool_home.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -262,4 +264,54 @@ async def test_another_users_pods_are_never_taken(jp_fetch, jp_serverapp, jp_roo
             await manager.shutdown_kernel(kernel_id, now=True)
         await stop_server_pool(jp_serverapp)
         await eve.delete_kernel(eve_kid)
+    assert cluster.pods() == []
+
+
+async def test_a_kept_pool_pod_is_adopted_under_the_notebooks_kernel_id(
+    jp_fetch, jp_serverapp, cluster, monkeypatch
+):
+    """keep_kernels_on_stop and a kernel taken from the pool: the broker knows the pod by
+    the pool kernel's id, the notebook by its own; the stopping server tells the broker
+    (held_as), and the next server adopts the pod under the notebook's id."""
+    from jupyter_tfenv.backends.kubernetes.keep import HELD_AS, KEPT_AT
+    from jupyter_tfenv.lifecycle.keep import detach_kernels
+    from tests.broker.test_k8s_adopt import adopt_as_next_server
+
+    ready = await full_pool(jp_serverapp, "pooled", POOL_SIZE)
+    manager = jp_serverapp.kernel_manager
+    kernel_id = await start_kernel(jp_fetch, "tfenv-pooled", "nb.ipynb")
+    pod = ready[0].container_id
+    try:
+        assert manager.get_kernel(kernel_id).provisioner.container_id == pod
+        assert (await run_code(jp_serverapp, kernel_id, "x = 42\nprint(x)")).strip() == "42"
+        rundir = Path(manager.get_kernel(kernel_id).provisioner.runtime_dir)
+        # The server stops keeping its kernels; its pool goes (server stop).
+        assert await detach_kernels(manager, lambda env_id: True, logging.getLogger()) == [
+            kernel_id
+        ]
+        await stop_server_pool(jp_serverapp)
+        annotations = next(
+            p["metadata"]["annotations"] for p in cluster.pods() if p["metadata"]["name"] == pod
+        )
+        assert KEPT_AT in annotations and annotations.get(HELD_AS) == kernel_id, annotations
+        assert pod_names(cluster) == {pod}, "the pool's untaken pods outlived the server stop"
+        shutil.rmtree(rundir)  # the next server has none of this one's folders
+
+        await adopt_as_next_server(jp_serverapp, monkeypatch)
+        assert kernel_id in manager.list_kernel_ids(), (
+            "the kept pool pod was not adopted under the notebook's kernel id "
+            f"(kernels: {manager.list_kernel_ids()})"
+        )
+        prov = manager.get_kernel(kernel_id).provisioner
+        assert prov.container_id == pod and prov.container_kernel_id == ready[0].kernel_id
+        assert (await run_code(jp_serverapp, kernel_id, "print(x)")).strip() == "42"
+    finally:
+        if kernel_id in manager.list_kernel_ids():
+            await manager.shutdown_kernel(kernel_id, now=True)
+        else:
+            from jupyter_tfenv.backends.broker import BrokerClient
+
+            with contextlib.suppress(Exception):
+                await BrokerClient(cluster.url, TOKEN).delete_kernel(ready[0].kernel_id)
+        await stop_server_pool(jp_serverapp)
     assert cluster.pods() == []

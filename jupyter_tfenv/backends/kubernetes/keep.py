@@ -33,6 +33,10 @@ if TYPE_CHECKING:
 
 #: The pod annotation of a kept kernel: when its server stopped and kept it (ISO 8601 UTC).
 KEPT_AT = f"{LABEL_PREFIX}.kept-at"
+#: The pod annotation of a kept warm-pool pod that a notebook took: the kernel id it ran
+#: under in its server (the pod's own names the pool kernel's id). The next server adopts
+#: it under that id, so that the notebook finds its kernel again.
+HELD_AS = f"{LABEL_PREFIX}.held-as"
 ISO_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
@@ -92,13 +96,16 @@ class PodKeeping:
     async def find(self, caller: Caller, kernel_id: str) -> KernelInfo | None:  # pragma: no cover
         raise NotImplementedError
 
-    async def _annotate(self, name: str, value: str | None) -> None:
+    async def _annotate(self, name: str, value: str | None, **more: str | None) -> None:
         api = self.api()
-        patch = {"metadata": {"annotations": {KEPT_AT: value}}}
+        patch = {"metadata": {"annotations": {KEPT_AT: value, **more}}}
         await self.call(api._call(api.core.patch_namespaced_pod, name, api.namespace, patch))
 
-    async def keep(self, caller: Caller, kernel_id: str, *, now: float) -> dict[str, Any]:
-        """The caller's server stops and keeps this kernel running: its pod is marked."""
+    async def keep(
+        self, caller: Caller, kernel_id: str, *, now: float, held_as: str | None = None
+    ) -> dict[str, Any]:
+        """The caller's server stops and keeps this kernel running: its pod is marked
+        (``held_as``: a taken pool pod's kernel id in that server, :data:`HELD_AS`)."""
         p = await self.pod(caller, kernel_id)
         if not p.running:
             raise BackendError(
@@ -106,8 +113,9 @@ class PodKeeping:
                 status=409,
                 reason="not running",
             )
-        await self._annotate(p.name, iso(now))
-        return {"kernel_id": kernel_id, "kept_at": iso(now)}
+        await self._annotate(p.name, iso(now), **({HELD_AS: held_as} if held_as else {}))
+        answer = {"kernel_id": kernel_id, "kept_at": iso(now)}
+        return {**answer, "held_as": held_as} if held_as else answer
 
     async def adopt(self, caller: Caller, kernel_id: str) -> KernelInfo:
         """The caller's new server takes its running pod over: how to reach it, with the
@@ -169,6 +177,8 @@ class PodKeeping:
                 # An encrypted pod's CurveZMQ keys, as its Secret holds them.
                 **{k: str(conn[k]) for k in ("curve_publickey", "curve_secretkey") if k in conn},
                 "kept_at": kept,
+                # A taken pool pod: the kernel id its notebook knows (None: its own).
+                "held_as": p.annotations.get(HELD_AS) or None,
             },
         )
 
