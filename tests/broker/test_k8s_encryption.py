@@ -142,8 +142,19 @@ async def test_an_encrypted_kernel_pod_talks_to_its_server_only(jp_fetch, jp_ser
         assert answers(reach, zmq.curve_keypair(), server_key), (
             "a client with the kernel's CurveZMQ server key got no answer"
         )
+
+        # A shutdown ends the kernel as a normal exit would: its atexit handlers run.
+        await run_code(
+            jp_serverapp,
+            kernel_id,
+            "import atexit\n"
+            "atexit.register(lambda: open('/tfenv/checkpoints/bye', 'w').write('bye'))",
+        )
     finally:
         await jp_fetch("api", "kernels", kernel_id, method="DELETE")
+    [claim] = cluster.api.all("persistentvolumeclaims")
+    bye = cluster.node.claim_dir(claim["metadata"]["name"]) / "checkpoints" / "bye"
+    assert bye.is_file(), "the kernel's atexit handlers did not run at its shutdown"
 
 
 async def broker_call(

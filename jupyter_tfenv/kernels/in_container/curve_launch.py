@@ -29,6 +29,7 @@ no pyzmq, the launcher says so on stderr (the ``TFENV-NO-CURVE`` line, which the
 error's logs show) with what to do, and exits with status 3.
 """
 
+import atexit
 import json
 import os
 import sys
@@ -168,9 +169,11 @@ def main():
     except SystemExit as stop:
         code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
     finally:
+        # What a normal exit runs (the user's atexit handlers, flushes), then leave
+        # without waiting on the forwarding thread's sockets.
+        atexit._run_exitfuncs()  # prints a failing handler's traceback, raises nothing
         sys.stdout.flush()
         sys.stderr.flush()
-    # The forwarding thread holds its sockets: leave without waiting on them.
     os._exit(code)
 
 
