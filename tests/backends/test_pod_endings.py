@@ -162,3 +162,56 @@ def test_which_broker_answers_mean_its_engine_is_away() -> None:
     assert not engine_away(BrokerUnavailableError("the broker does not answer (Docker engine)"))
     assert not engine_away(BrokerError("Docker engine said no", status=500))
     assert not engine_away(BrokerError("Too many kernels", status=503))
+
+
+def runner_state(pod: bool) -> Any:
+    """The provisioner fields BrokeredDeaths reads and sets (a plain stand-in)."""
+    import logging
+    from types import SimpleNamespace
+
+    return SimpleNamespace(
+        _pod={"ports": {}} if pod else None,
+        _engine_death=None,
+        last_restart=None,
+        kernel_id="k1",
+        log=logging.getLogger("test"),
+    )
+
+
+def test_what_the_polls_learn_is_told_once_at_the_restart() -> None:
+    from jupyter_tfenv.provisioning.brokered_deaths import BrokeredDeaths
+
+    prov = runner_state(pod=True)
+    deaths = BrokeredDeaths(prov, client=None)  # type: ignore[arg-type]
+    # A pod being deleted is seen while it still runs; it is gone at the next poll.
+    deaths.seen({"running": True, "ended_by": {"reason": "node-lost", "cause": "NodeLost"}})
+    deaths.gone()
+    deaths.started()
+    assert prov.last_restart["reason"] == "node-lost", prov.last_restart
+    first = prov.last_restart
+    deaths.started()  # the next start (a user's restart) says nothing new
+    assert prov.last_restart is first
+    # This server's own shutdown or restart deletes the pod: no news.
+    prov.last_restart = None
+    deaths.stopping()
+    deaths.gone()
+    deaths.started()
+    assert prov.last_restart is None
+
+
+def test_a_docker_kernel_takes_the_brokers_engine_death() -> None:
+    from jupyter_tfenv.provisioning.brokered_deaths import BrokeredDeaths
+
+    prov = runner_state(pod=False)
+    deaths = BrokeredDeaths(prov, client=None)  # type: ignore[arg-type]
+    deaths.dead({"running": False, "exit_code": 255, "engine_death": "2026-12-07T10:11:12+00:00"})
+    assert prov._engine_death is not None and prov._engine_death.isoformat().startswith(
+        "2026-12-07T10:11:12"
+    )
+    away = BrokerError("Cannot reach the Docker engine at unix:///x", status=503)
+    assert deaths.unsignalled(away)  # the restart's interrupt: no error
+    other = runner_state(pod=False)
+    alive = BrokeredDeaths(other, client=None)  # type: ignore[arg-type]
+    assert not alive.unsignalled(away)  # a user's interrupt of a live kernel: the 503
+    alive.dead({"running": False, "exit_code": 1, "engine_death": None})
+    assert other._engine_death is None and alive.unsignalled(away)
