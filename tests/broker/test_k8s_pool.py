@@ -315,3 +315,16 @@ async def test_a_kept_pool_pod_is_adopted_under_the_notebooks_kernel_id(
                 await BrokerClient(cluster.url, TOKEN).delete_kernel(ready[0].kernel_id)
         await stop_server_pool(jp_serverapp)
     assert cluster.pods() == []
+
+
+async def test_keep_refuses_a_held_as_that_is_no_kernel_id(cluster):
+    """POST /api/kernels/<id>/keep takes {} or {"held_as": <a kernel id>}: anything else is
+    a 400 that says what to send (before the pod is even looked up)."""
+    from jupyter_tfenv.backends.broker import BrokerClient, BrokerError
+
+    client = BrokerClient(cluster.url, TOKEN)
+    for body in ({"held_as": "../etc"}, {"held_as": 7}, {"held_as": "a" * 65}, {"other": 1}):
+        with pytest.raises(BrokerError) as info:
+            await client.request("POST", f"api/kernels/{uuid.uuid4()}/keep", body)
+        assert info.value.http_status == 400, (body, info.value)
+        assert "held_as" in info.value.message, info.value.message
