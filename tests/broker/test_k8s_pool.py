@@ -30,7 +30,7 @@ import yaml
 from jupyter_tfenv.backends.kubernetes import manifests as m
 from jupyter_tfenv.kernels import pools
 from tests.broker.test_k8s_adopt import tfenv_app, with_eve
-from tests.broker.test_k8s_broker import TOKEN, USER, cluster, jp_server_config
+from tests.broker.test_k8s_broker import NS, TOKEN, USER, cluster, jp_server_config
 from tests.conftest import PY_IMAGE, run_code, start_kernel
 
 pytestmark = [
@@ -328,3 +328,32 @@ async def test_keep_refuses_a_held_as_that_is_no_kernel_id(cluster):
             await client.request("POST", f"api/kernels/{uuid.uuid4()}/keep", body)
         assert info.value.http_status == 400, (body, info.value)
         assert "held_as" in info.value.message, info.value.message
+
+
+async def test_a_pod_being_deleted_counts_against_no_quota(cluster, tmp_path):
+    """A pool pod that gave a refused start its place is deleted with a grace period, in
+    which the API server still shows it Running (with ``metadata.deletionTimestamp``):
+    the quota no longer counts it, so the start asked again is not refused for it."""
+    from jupyter_tfenv.backends.broker import BrokerClient
+
+    client = BrokerClient(cluster.url, TOKEN)
+    kernel_id = str(uuid.uuid4())
+    await client.prepare_runtime(kernel_id, restart=False)
+    body = {
+        "kernel_id": kernel_id,
+        "environment": "plain",
+        "cwd": str(tmp_path),
+        "env": {},
+        "server": "",
+        "key": uuid.uuid4().hex,
+    }
+    name = (await client.start_kernel(body, timeout=180))["name"]
+    try:
+        assert (await client.me())["usage"]["kernels"] == 1
+        pod = cluster.api.objects[("pods", NS, name)]
+        pod["metadata"]["deletionTimestamp"] = "2026-12-07T13:00:00Z"
+        assert (await client.kernel(kernel_id))["running"], "the pod in its grace period runs"
+        usage = (await client.me())["usage"]
+        assert usage["kernels"] == 0, f"a pod being deleted still counts: {usage}"
+    finally:
+        await client.delete_kernel(kernel_id)

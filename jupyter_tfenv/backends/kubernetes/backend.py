@@ -245,7 +245,7 @@ class KubernetesBackend(PodKeeping, PodHelpers, KernelBackend):
             (
                 p.gpus
                 for p in pods
-                if p.running and p.annotations.get(manifests.LABEL_KERNEL_ID) != exclude
+                if p.counted and p.annotations.get(manifests.LABEL_KERNEL_ID) != exclude
             ),
             self.probe_gpus(caller),
         )

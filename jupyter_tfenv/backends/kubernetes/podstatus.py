@@ -67,6 +67,16 @@ class PodState:
     cpu_limit: float | None = None
     #: The connection Secret the pod mounts ('' when none).
     secret: str = ""
+    #: Being deleted (``metadata.deletionTimestamp``): it may run for its grace period,
+    #: but counts against no quota (its user or server asked it to go).
+    deleting: bool = False
+
+    @property
+    def counted(self) -> bool:
+        """Whether it counts against its user's quotas: running and not being deleted (a
+        pool pod that gave a refused start its place is gone for the quota at once)."""
+        return self.running and not self.deleting
+
     #: The cluster, not the kernel, ends or ended the pod (:func:`cluster_ending`).
     ended_by: dict[str, str] | None = None
 
@@ -123,6 +133,7 @@ def pod_state(pod: Mapping[str, Any]) -> PodState:
             "",
         ),
         ended_by=cluster_ending(pod),
+        deleting=bool(meta.get("deletionTimestamp")),
     )
 
 
