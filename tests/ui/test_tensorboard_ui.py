@@ -193,6 +193,9 @@ def check_tensorboard_from_the_panel(page: Any, lab: LabServer, workspace: str) 
     expect(listed).to_have_count(2, timeout=30_000)
     item = page.locator(f'{PANEL} .jp-tfenv-tensorboard-item[data-tfenv-tensorboard="compare"]')
     expect(item).to_have_attribute("data-tfenv-state", "running")
+    page.locator(f"{PANEL} .jp-tfenv-tensorboards").screenshot(
+        path=str(screenshot_dir() / "panel-tensorboards.png"), animations="disabled"
+    )
     item.locator(".jp-tfenv-tensorboard-item-stop").click()
     expect(item).to_have_count(0, timeout=30_000)
     boards = lab.api("GET", "tfenv/tensorboards")["tensorboards"]
@@ -203,6 +206,9 @@ def check_tensorboard_from_the_panel(page: Any, lab: LabServer, workspace: str) 
     notebook_tab.click()
     open_panel(page)
     expect(run).to_be_visible(timeout=30_000)
+    page.locator(LOGS).screenshot(
+        path=str(screenshot_dir() / "panel-logs.png"), animations="disabled"
+    )
     run.locator(".jp-tfenv-logrun-delete").click()
     dialog = page.locator(".jp-Dialog").filter(has_text="Delete log run")
     expect(dialog).to_contain_text("run1")
