@@ -254,3 +254,16 @@ async def test_refusals_say_what_to_do(jp_fetch, engine, checkpoint_root):
         await asyncio.sleep(0.25)
     assert board["state"] == "error" and "has no TensorBoard" in board["message"], board
     assert my_tensorboards(engine) == []
+
+
+async def test_an_engine_that_does_not_answer_is_503_with_what_to_do(jp_fetch, monkeypatch):
+    # The server connects on first use: from now on it looks for an engine that is not there.
+    monkeypatch.setenv("DOCKER_HOST", "unix:///tmp/tfenv-tensorboard-no-engine.sock")
+    with pytest.raises(HTTPClientError) as info:
+        await jp_fetch(
+            "tfenv", "tensorboards", method="POST", body=json.dumps({"environment": "tf220"})
+        )
+    assert info.value.code == 503
+    assert info.value.response is not None
+    message = json.loads(info.value.response.body)["message"]
+    assert "Cannot reach the Docker engine" in message, message
