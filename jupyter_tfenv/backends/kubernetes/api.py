@@ -128,6 +128,12 @@ def _api_error_message(err: Any) -> str:
     return f"{getattr(err, 'status', '?')} {getattr(err, 'reason', '')}".strip()
 
 
+#: (connect, read) seconds of one API request: an API server that accepted the
+#: connection and never answers (overloaded, or gone without closing it) must not hold
+#: a broker thread for ever (nor keep a stopping process from exiting).
+REQUEST_TIMEOUT = (10.0, 60.0)
+
+
 class KubernetesAPI:
     """Creates, follows and removes kernel pods in one namespace."""
 
@@ -162,6 +168,8 @@ class KubernetesAPI:
         missing_ok = kwargs.pop("missing_ok", False)
         exists_ok = kwargs.pop("exists_ok", False)
         raw = kwargs.pop("raw", False)
+
+        kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT)
 
         def run() -> Any:
             resp = func(*args, _preload_content=False, **kwargs)
