@@ -1,5 +1,6 @@
-"""Containers as every layer names them: this server process's identity labels, and the
-two quiet container calls (last log lines, removal) that storage helpers and backends share.
+"""Containers as every layer names them: this server process's identity labels, the
+hardening every container gets, and the two quiet container calls (last log lines,
+removal) that storage helpers and backends share.
 """
 
 from __future__ import annotations
@@ -18,6 +19,22 @@ from jupyter_tfenv.core.labels import (
     LABEL_SERVER_PID,
     LABEL_SERVER_START,
 )
+
+
+def hardening() -> dict[str, Any]:
+    """The options every long-running container tfenv starts gets (kernels, probes,
+    TensorBoards; docker SDK ``containers.create`` keywords): no capabilities, no
+    privilege gain, never privileged, docker-init as PID 1 (signals, zombies), its own
+    IPC namespace, never restarted by the engine. A fresh dict each time."""
+    return {
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges:true"],
+        "privileged": False,
+        "init": True,
+        "ipc_mode": "private",
+        "restart_policy": {"Name": "no"},
+    }
+
 
 #: One id per server process: containers carry it so that a later server can tell its
 #: own containers from those left behind by a server that died.

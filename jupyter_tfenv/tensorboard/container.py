@@ -34,7 +34,7 @@ from jupyter_tfenv.checkpoints.layout import (
     locate,
     unescape_path_component,
 )
-from jupyter_tfenv.core.containers import remove_quietly, server_labels
+from jupyter_tfenv.core.containers import hardening, remove_quietly, server_labels
 from jupyter_tfenv.core.labels import (
     LABEL_ENVIRONMENT,
     LABEL_IMAGE_ID,
@@ -259,12 +259,7 @@ def container_spec(req: TensorBoardRequest) -> dict[str, Any]:
         "labels": container_labels(req),
         "mounts": mounts,
         "network_mode": "none",
-        "cap_drop": ["ALL"],
-        "security_opt": ["no-new-privileges:true"],
-        "privileged": False,
-        "init": True,
-        "ipc_mode": "private",
-        "restart_policy": {"Name": "no"},
+        **hardening(),
         "pids_limit": req.pids,
         "detach": True,
         "stdin_open": False,
