@@ -366,12 +366,7 @@ class CheckpointBrowser:
                 "list it again and confirm the new state."
             )
         loc = locate(self.config, "checkpoints", self.owner, env)
-        result = await self.remove_paths(loc, list(item["_remove"]))
-        if result["failed"]:
-            raise CheckpointStorageError(
-                f"Could not delete every file of '{name}': "
-                + ", ".join(f"{p} ({why})" for p, why in result["failed"][:5])
-            )
+        result = await self.remove_all(loc, list(item["_remove"]), f"'{name}'")
         return {
             "environment": view["environment"],
             "deleted": public_item(item),
@@ -409,3 +404,14 @@ class CheckpointBrowser:
         if folder is None:
             raise CheckpointNotFound()
         return dict(await asyncio.to_thread(_delete, folder, remove))
+
+    async def remove_all(self, loc: Location, remove: list[str], what: str) -> dict[str, Any]:
+        """:meth:`remove_paths`, and :class:`CheckpointStorageError` naming ``what`` (e.g.
+        ``'the run 'r1''``) and the first paths that could not be removed."""
+        result = await self.remove_paths(loc, remove)
+        if result["failed"]:
+            raise CheckpointStorageError(
+                f"Could not delete every file of {what}: "
+                + ", ".join(f"{p} ({why})" for p, why in result["failed"][:5])
+            )
+        return result

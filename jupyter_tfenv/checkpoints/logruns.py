@@ -159,12 +159,7 @@ class LogRuns:
                 "it); list it again and confirm the new state."
             )
         loc = locate(self.browser.config, "logs", self.browser.owner, env)
-        result = await self.browser.remove_paths(loc, list(run["_remove"]))
-        if result["failed"]:
-            raise CheckpointStorageError(
-                f"Could not delete every file of the run {name!r}: "
-                + ", ".join(f"{p} ({why})" for p, why in result["failed"][:5])
-            )
+        result = await self.browser.remove_all(loc, list(run["_remove"]), f"the run {name!r}")
         return {
             "environment": view["environment"],
             "deleted": _public(run),

@@ -205,42 +205,31 @@ class KernelPool:
             raise
         return kernel
 
-    async def _workdir(self, km: Any) -> str:
-        """The kernel's own working directory (a user expression, nothing printed)."""
+    async def _silent(self, km: Any, code: str, timeout: float, **kw: Any) -> dict[str, Any]:
+        """Run ``code`` silently in a pool kernel (nothing in its history or namespace's
+        ``_``); the execute_reply."""
         client = km.client()
         client.start_channels(iopub=False, stdin=False, hb=False, control=False)
         try:
             await client.wait_for_ready(timeout=60)
-            reply = await client.execute(
-                "",
-                silent=True,
-                store_history=False,
-                user_expressions={"cwd": CWD_EXPRESSION},
-                reply=True,
-                timeout=60,
+            reply: dict[str, Any] = await client.execute(
+                code, silent=True, store_history=False, reply=True, timeout=timeout, **kw
             )
         finally:
             client.stop_channels()
+        return reply
+
+    async def _workdir(self, km: Any) -> str:
+        """The kernel's own working directory (a user expression, nothing printed)."""
+        reply = await self._silent(km, "", 60, user_expressions={"cwd": CWD_EXPRESSION})
         value = (reply["content"].get("user_expressions") or {}).get("cwd") or {}
         if value.get("status") != "ok":
             raise TFEnvError(f"the kernel did not say its working directory: {value}")
         return str(ast.literal_eval(value["data"]["text/plain"]))
 
     async def _preimport(self, km: Any) -> None:
-        client = km.client()
-        client.start_channels(iopub=False, stdin=False, hb=False, control=False)
-        try:
-            await client.wait_for_ready(timeout=60)
-            # No name is bound in the notebook's namespace: only sys.modules has it.
-            reply = await client.execute(
-                "__import__('tensorflow')",
-                silent=True,
-                store_history=False,
-                reply=True,
-                timeout=300,
-            )
-        finally:
-            client.stop_channels()
+        # No name is bound in the notebook's namespace: only sys.modules has it.
+        reply = await self._silent(km, "__import__('tensorflow')", 300)
         if reply["content"].get("status") != "ok":
             raise TFEnvError(f"import tensorflow failed: {reply['content'].get('evalue')}")
 
