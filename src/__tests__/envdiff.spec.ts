@@ -1,10 +1,6 @@
 import type { IProbe } from '../api';
 import { diffEnvironments, diffSummary, normalizeName } from '../envdiff';
-
-const trans = {
-  __: (msgid: string, ...args: any[]) =>
-    msgid.replace(/%(\d)/g, (_, i) => String(args[Number(i) - 1]))
-};
+import { trans } from './fixtures/trans';
 
 // What POST /tfenv/environments/{id}/probe answers (the parts compared).
 const base: IProbe = {

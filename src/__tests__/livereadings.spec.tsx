@@ -2,23 +2,11 @@ import * as React from 'react';
 
 import { ResourcesSection } from '../components/ResourcesSection';
 import { missingLabel, missingReadings } from '../livereadings';
+import { trans } from './fixtures/trans';
 
 /**
  * The translator's bundle as the panel gets it, without JupyterLab.
  */
-const trans = {
-  __: (text: string, ...args: unknown[]): string =>
-    args.reduce<string>(
-      (out, arg, i) => out.replace(`%${i + 1}`, String(arg)),
-      text
-    ),
-  _n: (one: string, many: string, n: number, ...args: unknown[]): string =>
-    [n, ...args].reduce<string>(
-      (out, arg, i) => out.replace(`%${i + 1}`, String(arg)),
-      n === 1 ? one : many
-    )
-} as any;
-
 const NO_METRICS =
   'the cluster does not serve the metrics API (metrics.k8s.io): install metrics-server';
 const NO_EXPORTER =

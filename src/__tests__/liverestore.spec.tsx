@@ -9,18 +9,7 @@ import {
   liveRestoreWarning,
   normalizeEngine
 } from '../liverestore';
-
-/**
- * The translator's bundle as the panel gets it, without JupyterLab: `%1`
- * replaced by the first argument, and so on.
- */
-const trans = {
-  __: (text: string, ...args: unknown[]): string =>
-    args.reduce<string>(
-      (out, arg, i) => out.replace(`%${i + 1}`, String(arg)),
-      text
-    )
-} as any;
+import { trans } from './fixtures/trans';
 
 const OFF = {
   host: 'unix:///var/run/docker.sock',

@@ -9,6 +9,7 @@ import {
   LogRunsListing,
   sortLogRuns
 } from '../logruns';
+import { trans } from './fixtures/trans';
 
 /**
  * A rendered tree as text: the text and the data-/class attributes of every
@@ -35,14 +36,6 @@ function renderToStaticMarkup(node: React.ReactNode): string {
     .join('');
   return `<x${attrs}>${renderToStaticMarkup(element.props?.children)}</x>`;
 }
-
-const trans = {
-  __: (text: string, ...args: unknown[]): string =>
-    args.reduce<string>(
-      (out, arg, i) => out.replace(`%${i + 1}`, String(arg)),
-      text
-    )
-} as any;
 
 const LISTING: ILogListing = {
   environment: 'tf220',

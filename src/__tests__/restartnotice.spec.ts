@@ -6,6 +6,7 @@ import {
   restartToast,
   TOLD_KEY
 } from '../restartnotice';
+import { trans } from './fixtures/trans';
 
 const RESTART: ILastRestart = {
   reason: 'engine-restart',
@@ -91,11 +92,6 @@ describe('RestartNotices', () => {
 });
 
 describe('restartToast', () => {
-  const trans = {
-    __: (s: string, ...args: unknown[]) =>
-      args.reduce<string>((t, a, i) => t.replace(`%${i + 1}`, String(a)), s)
-  };
-
   it('says the restart in what a toast shows (140 characters)', () => {
     const text = restartToast(RESTART, trans);
     expect(text.length).toBeLessThanOrEqual(140);

@@ -8,17 +8,7 @@ import {
   TensorBoardSession,
   tensorBoardTitle
 } from '../tensorboard';
-
-/**
- * The translator's bundle as the plugins get it, without JupyterLab.
- */
-const trans = {
-  __: (text: string, ...args: unknown[]): string =>
-    args.reduce<string>(
-      (out, arg, i) => out.replace(`%${i + 1}`, String(arg)),
-      text
-    )
-} as any;
+import { trans } from './fixtures/trans';
 
 const IMAGE = 'tfenv-test/tensorflow:2.20.0-jupyter';
 

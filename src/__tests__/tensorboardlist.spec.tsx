@@ -4,14 +4,7 @@ import type { ITensorBoard, ITfEnvClient } from '../api';
 import { TfEnvApiError } from '../api';
 import { TensorBoardRows } from '../components/TensorBoardRows';
 import { TensorBoardList } from '../tensorboardlist';
-
-const trans = {
-  __: (text: string, ...args: unknown[]): string =>
-    args.reduce<string>(
-      (out, arg, i) => out.replace(`%${i + 1}`, String(arg)),
-      text
-    )
-} as any;
+import { trans } from './fixtures/trans';
 
 function board(name: string, extra: Partial<ITensorBoard> = {}): ITensorBoard {
   return {
