@@ -266,7 +266,15 @@ class DockerKubelet(RunningKubelet):
             source = os.path.join(sources[mount["name"]], mount.get("subPath", ""))
             mode = "ro" if mount.get("readOnly") else "rw"
             binds.append(f"{source.rstrip('/')}:{mount['mountPath']}:{mode}")
-        cmd = [f"--ip={ip}" if a.startswith("--ip=") else a for a in kernel["command"]]
+        # A kernel's --ip= and a TensorBoard's --host= (all the pod's addresses) alike.
+        cmd = [
+            f"--ip={ip}"
+            if a.startswith("--ip=")
+            else f"--host={ip}"
+            if a == "--host=0.0.0.0"
+            else a
+            for a in kernel["command"]
+        ]
         env = {e["name"]: e.get("value", "") for e in kernel.get("env") or []}
         box = self.docker.containers.run(
             kernel["image"],

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from jupyter_tfenv.backends.base import Admit, BackendError, Usage
 from jupyter_tfenv.backends.kubernetes import manifests
+from jupyter_tfenv.backends.kubernetes.tensorboard import PodTensorBoards
 from jupyter_tfenv.catalog.model import Environment
 from jupyter_tfenv.core.caller import Caller
 from jupyter_tfenv.errors import TFEnvError
@@ -66,8 +67,9 @@ def failure_logs(err: Any) -> str:
     return "\n\n".join(parts)
 
 
-class PodHelpers:
-    """Probe and checkpoint helper pods (mixed into ``KubernetesBackend``)."""
+class PodHelpers(PodTensorBoards):
+    """Probe and checkpoint helper pods (mixed into ``KubernetesBackend``), and the
+    TensorBoard pods (:mod:`.tensorboard`)."""
 
     # What the backend provides.
     settings: KubernetesSettings
