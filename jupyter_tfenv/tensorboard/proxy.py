@@ -1,4 +1,5 @@
-"""Proxying HTTP to a TensorBoard over its bridge's Unix socket, streaming.
+"""Proxying HTTP to a TensorBoard over its bridge's Unix socket (or, for a Kubernetes
+TensorBoard pod, its pod IP over TCP), streaming.
 
 tornado's HTTP client connects through a resolver; :class:`SocketResolver` resolves a
 TensorBoard's made-up host name (``<name>.tensorboard.invalid``) to the address family
@@ -15,6 +16,7 @@ What does not reach TensorBoard: the Jupyter token (``Authorization``, ``Cookie`
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import urllib.parse
 from collections.abc import Callable
@@ -28,6 +30,8 @@ from tornado.simple_httpclient import SimpleAsyncHTTPClient
 from jupyter_tfenv.errors import TFEnvError
 
 HOST_SUFFIX = ".tensorboard.invalid"
+#: A ``socket_of`` answer that names a TCP address (:func:`tcp_target`).
+TCP_PREFIX = "tcp:"
 #: Headers of one connection, never forwarded (RFC 9110 7.6.1), and the server's own.
 HOP_BY_HOP = frozenset(
     {
@@ -55,8 +59,31 @@ class TensorBoardUnreachable(TFEnvError):
     http_status = 502
 
 
+def tcp_target(ip: str, port: int) -> str:
+    """What ``socket_of`` answers for a TensorBoard reached over TCP (a Kubernetes
+    TensorBoard pod's IP and port) instead of a Unix socket path."""
+    return f"{TCP_PREFIX}[{ip}]:{port}" if ":" in ip else f"{TCP_PREFIX}{ip}:{port}"
+
+
+def address_of(target: str) -> tuple[int, Any]:
+    """``(family, address)`` of a ``socket_of`` answer: a Unix socket path, or
+    :func:`tcp_target`'s ``tcp:<ip>:<port>`` (an IP address only: nothing is looked up)."""
+    if not target.startswith(TCP_PREFIX):
+        return socket.AF_UNIX, target
+    host, _, port = target[len(TCP_PREFIX) :].rpartition(":")
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+        number = int(port)
+    except ValueError:
+        raise OSError(f"not a TensorBoard address: {target}") from None
+    if ip.version == 6:
+        return socket.AF_INET6, (str(ip), number, 0, 0)
+    return socket.AF_INET, (str(ip), number)
+
+
 class SocketResolver(Resolver):
-    """``<name>.tensorboard.invalid`` → the TensorBoard's Unix socket (``socket_of``)."""
+    """``<name>.tensorboard.invalid`` → the TensorBoard's Unix socket (``socket_of``), or
+    its pod's IP and port (``tcp:<ip>:<port>``, Kubernetes)."""
 
     def initialize(self, socket_of: Callable[[str], str]) -> None:
         self.socket_of = socket_of
@@ -66,7 +93,7 @@ class SocketResolver(Resolver):
     ) -> list[tuple[int, Any]]:
         if not host.endswith(HOST_SUFFIX):
             raise OSError(f"not a TensorBoard host: {host}")
-        return [(socket.AF_UNIX, self.socket_of(host[: -len(HOST_SUFFIX)]))]
+        return [address_of(self.socket_of(host[: -len(HOST_SUFFIX)]))]
 
 
 def upstream_path(path: str | None, query: str) -> str:
@@ -155,7 +182,14 @@ class TensorBoardProxy:
             request_timeout=600,
             allow_nonstandard_methods=True,
         )
-        response = await self.client.fetch(upstream, raise_error=False)
+        try:
+            response = await self.client.fetch(upstream, raise_error=False)
+        except OSError as err:  # refused, reset, unreachable: a pod or socket that is gone
+            if started:
+                raise
+            raise TensorBoardUnreachable(
+                f"TensorBoard '{name}' did not answer ({err}). It may have stopped: open it again."
+            ) from err
         if not started:
             raise TensorBoardUnreachable(
                 f"TensorBoard '{name}' did not answer ({response.error or response.code}). "
