@@ -23,12 +23,21 @@ from jupyter_tfenv.backends.base import BackendError
 from jupyter_tfenv.backends.kubernetes import KubernetesBackend, KubernetesSettings
 from jupyter_tfenv.backends.kubernetes import manifests as m
 from jupyter_tfenv.backends.kubernetes import tensorboard as tb
+from jupyter_tfenv.backends.kubernetes.api import KubernetesAPI
 from jupyter_tfenv.backends.kubernetes.pss import check_pod
 from jupyter_tfenv.catalog.loading import TFEnvCatalog
 from jupyter_tfenv.catalog.validation import environment_from_dict
 from jupyter_tfenv.core.caller import Caller
 from jupyter_tfenv.core.labels import LABEL_KERNEL_ID, LABEL_OWNER, LABEL_TENSORBOARD
-from tests.support.k8s_api import DockerKubelet, ScriptedAPI, make_root, remove_root
+from tests.support.k8s_api import (
+    DockerKubelet,
+    ScriptedAPI,
+    ScriptedKubelet,
+    container,
+    make_root,
+    remove_root,
+    scheduled,
+)
 
 NS = "tfenv-kernels"
 UID = GID = 54321
@@ -149,6 +158,60 @@ def test_refusals() -> None:
 # -- tier 3: the scripted API with the Docker node ------------------------------------------
 
 
+def with_claim(api: ScriptedAPI, owner: str = "alice", env_id: str = "tf220") -> str:
+    """``owner``'s checkpoint claim of ``env_id`` as a kernel start makes it."""
+    claim = m.claim_name(owner, env_id)
+    api.store(
+        "persistentvolumeclaims",
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {
+                "name": claim,
+                "namespace": NS,
+                "annotations": {LABEL_OWNER: owner, m.LABEL_ENVIRONMENT: env_id},
+            },
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        },
+    )
+    return claim
+
+
+@pytest.mark.scripted_api
+def test_an_image_that_cannot_be_pulled_is_said_and_the_pod_removed() -> None:
+    """scripted API: ErrImagePull ends the start as for a kernel pod, in TensorBoard's
+    words, with the events; the pod and its policy are removed."""
+    failed = f'Failed to pull image "{IMAGE}": rpc error: code = NotFound desc = manifest unknown'
+    api = ScriptedAPI(NS)
+    api.start()
+    api.kubelet = ScriptedKubelet(
+        [
+            (0.05, scheduled(), [("Pulling", "Pulling image", "Normal")]),
+            (
+                0.2,
+                container({"waiting": {"reason": "ErrImagePull", "message": failed}}),
+                [("Failed", failed, "Warning")],
+            ),
+        ]
+    )
+    pods = tb.TensorBoardPods(KubernetesAPI(api.api_client(), NS, poll_interval=0.05))
+    try:
+        with_claim(api)
+        with pytest.raises(BackendError) as err:
+            asyncio.run(pods.start(spec_of()))
+        assert err.value.message.startswith("The TensorBoard of 'env-tf220' could not start: ")
+        assert (
+            "could not be pulled" in err.value.message and "manifest unknown" in err.value.message
+        )
+        assert err.value.http_status == 502 and "Failed to pull image" in err.value.logs
+        assert api.all("pods") == [] and api.all("networkpolicies") == [], "left behind"
+    finally:
+        api.stop()
+
+
 def get_json(url: str, timeout: float = 5.0) -> Any:
     with urllib.request.urlopen(url, timeout=timeout) as resp:
         return json.loads(resp.read())
@@ -193,23 +256,7 @@ def test_a_tensorboard_pod_serves_the_users_logs(tmp_path: Path, images: Any) ->
         assert no_logs.value.http_status == 404
         # alice's claim, as a kernel start makes it, and two epochs of real TensorFlow
         # written into its logs folder (no network).
-        claim = m.claim_name("alice", "tf220")
-        api.store(
-            "persistentvolumeclaims",
-            {
-                "apiVersion": "v1",
-                "kind": "PersistentVolumeClaim",
-                "metadata": {
-                    "name": claim,
-                    "namespace": NS,
-                    "annotations": {LABEL_OWNER: "alice", m.LABEL_ENVIRONMENT: "tf220"},
-                },
-                "spec": {
-                    "accessModes": ["ReadWriteOnce"],
-                    "resources": {"requests": {"storage": "1Gi"}},
-                },
-            },
-        )
+        claim = with_claim(api)
         logs = node.claim_dir(claim) / m.LOG_SUBPATH
         logs.mkdir(parents=True)
         os.chown(logs, UID, GID)
