@@ -9,7 +9,8 @@ names its ``address`` (``tcp:<pod ip>:6006``, what the server's proxy connects t
 the caller's own only (another user's name is a 404), the view's environment one the
 caller may use (404/403), the comparison's image environment too (409), at most
 ``max_per_user`` at once (429). Activity is kept here, per user and name: every ``get``
-is one; the sweep deletes the pods no server asked for within ``idle_timeout``.
+is one; the sweep deletes the pods no server asked for within ``idle_timeout`` (a pod
+this broker did not start, a previous broker's, is timed from the sweep that finds it).
 
 Not yet routed: the broker's ``/api/tensorboards`` handlers call the Docker path; the
 Kubernetes branch plugs this object in (docs/kubernetes.md, Limits).
@@ -21,14 +22,18 @@ import datetime
 import time
 from typing import Any
 
+from jupyter_tfenv.backends.kubernetes.start import COMPONENT_LABEL, MANAGED_BY
+from jupyter_tfenv.backends.kubernetes.tensorboard import COMPONENT
 from jupyter_tfenv.broker.policy import BrokerError
 from jupyter_tfenv.catalog.model import Environment
 from jupyter_tfenv.core.caller import Caller
-from jupyter_tfenv.core.labels import LABEL_ENVIRONMENT, LABEL_TENSORBOARD
+from jupyter_tfenv.core.labels import LABEL_ENVIRONMENT, LABEL_OWNER, LABEL_TENSORBOARD
 from jupyter_tfenv.errors import TFEnvError
 from jupyter_tfenv.tensorboard.container import COMPARE, newest_environment, tensorboard_name
 from jupyter_tfenv.tensorboard.manager import parse_view
 from jupyter_tfenv.tensorboard.proxy import tcp_target
+
+MANAGED_BY_SELECTOR = ",".join(f"{k}={v}" for k, v in MANAGED_BY.items())
 
 
 def _iso(seconds: float) -> str:
@@ -165,6 +170,10 @@ class PodTensorBoardsAtBroker:
             return []
         gone = []
         now = time.time()
+        try:
+            await self._adopt(now)
+        except TFEnvError as err:
+            self.broker.log.warning("tfenv-broker: TensorBoard pods not listed: %s", err)
         for (user, name), (_, last) in list(self._seen.items()):
             if now - last < self.idle_timeout:
                 continue
@@ -178,6 +187,26 @@ class PodTensorBoardsAtBroker:
             self._seen.pop((user, name), None)
             gone.append((user, name))
         return gone
+
+    async def _adopt(self, now: float) -> None:
+        """TensorBoard pods this broker does not know (a previous broker's, before a
+        restart) are timed from now: the sweep removes them once idle as long."""
+        from jupyter_tfenv.backends.kubernetes.podstatus import pod_state  # noqa: PLC0415
+
+        api = self._backend().api()
+        answer = await api._call(
+            api.core.list_namespaced_pod,
+            api.namespace,
+            label_selector=f"{COMPONENT_LABEL}={COMPONENT},{MANAGED_BY_SELECTOR}",
+        )
+        for item in (answer or {}).get("items") or []:
+            state = pod_state(item)
+            key = (
+                state.annotations.get(LABEL_OWNER, ""),
+                state.annotations.get(LABEL_TENSORBOARD, ""),
+            )
+            if all(key) and key not in self._seen:
+                self._seen[key] = (now, now)
 
 
 def _not_found(name: str) -> BrokerError:
