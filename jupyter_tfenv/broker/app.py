@@ -38,6 +38,7 @@ from jupyter_tfenv.broker.backends import make_backend
 from jupyter_tfenv.broker.kubernetes_settings import KubernetesBrokerSettings
 from jupyter_tfenv.broker.policy import BrokerError
 from jupyter_tfenv.broker.sweep import KeptKernelSettings, start_sweeps
+from jupyter_tfenv.broker.tensorboards import BrokerTensorBoardSettings
 from jupyter_tfenv.catalog.loading import TFEnvCatalog
 from jupyter_tfenv.catalog.model import Environment
 from jupyter_tfenv.checkpoints import mountcheck
@@ -58,6 +59,7 @@ class TFEnvBroker(
     CheckpointStorageSettings,
     KubernetesBrokerSettings,
     KeptKernelSettings,
+    BrokerTensorBoardSettings,
     Application,
 ):
     """The tfenv broker (JupyterHub service): starts kernel containers for hub users."""
@@ -585,6 +587,7 @@ class TFEnvBroker(
         await stop.wait()
         for sweep in sweeps:
             sweep.stop()
+        await self.tensorboards.close()  # no server could reach them after the restart
         await self.kernel_backend.close()
         self.log.info("tfenv-broker: stopping (kernel containers keep running)")
         server.stop()

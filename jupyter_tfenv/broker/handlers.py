@@ -287,6 +287,25 @@ class CheckpointDeleteHandler(BrokerHandler):
         self.write_json(await self.broker.delete_checkpoint(self.me, env_id, paths))
 
 
+class TensorBoardsHandler(BrokerHandler):
+    async def get(self) -> None:
+        self.write_json(await self.broker.tensorboards.listing(self.me))
+
+    async def post(self) -> None:
+        board, started = await self.broker.tensorboards.open(self.me, self.body_json())
+        self.write_json({**board, "started": started}, status=202 if started else 200)
+
+
+class TensorBoardHandler(BrokerHandler):
+    async def get(self, name: str) -> None:
+        self.write_json(await self.broker.tensorboards.get(self.me, name))
+
+    async def delete(self, name: str) -> None:
+        await self.broker.tensorboards.stop(self.me, name)
+        self.set_status(204)
+        self.finish()
+
+
 class NotFoundHandler(BrokerHandler):
     """Anything else: 404 (after authentication, so that the API is not probed freely)."""
 
@@ -315,6 +334,8 @@ routes: list[tuple[str, type[BrokerHandler]]] = [
     (rf"/api/kernels/{KERNEL}", KernelHandler),
     (r"/api/checkpoints", CheckpointsHandler),
     (rf"/api/checkpoints/{ENV}/delete", CheckpointDeleteHandler),
+    (r"/api/tensorboards", TensorBoardsHandler),
+    (r"/api/tensorboards/(?P<name>[^/]+)", TensorBoardHandler),
 ]
 
 

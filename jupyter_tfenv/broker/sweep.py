@@ -186,12 +186,18 @@ async def adopt_kernel(backend: KernelBackend, caller: Caller, kernel_id: str) -
 def start_sweeps(broker: Any) -> list[PeriodicCallback]:
     """The broker's periodic housekeeping, started: the backend's own (runtime folders of
     kernels that never started, every ``runtime_dir_stale_seconds``) and the kept kernels'
-    sweep (every ``kept_sweep_interval``, unless that or ``adopt_timeout`` is 0)."""
+    sweep (every ``kept_sweep_interval``, unless that or ``adopt_timeout`` is 0) and the
+    TensorBoards' idle sweep (every quarter of ``tensorboard_idle_timeout``, at most every
+    minute; none when it is 0)."""
     backend = broker.kernel_backend
     sweeps = [PeriodicCallback(backend.sweep, 1000 * broker.runtime_dir_stale_seconds)]
     if broker.kept_sweep_interval > 0 and broker.adopt_timeout > 0:
         kept = KeptSweep(backend, broker.adopt_timeout, broker.log)
         sweeps.append(PeriodicCallback(kept.run, 1000 * broker.kept_sweep_interval))
+    idle = broker.tensorboard_idle_timeout
+    if idle > 0:
+        every = min(60.0, max(1.0, idle / 4))
+        sweeps.append(PeriodicCallback(broker.tensorboards.sweep, 1000 * every))
     for sweep in sweeps:
         sweep.start()
     return sweeps

@@ -3,8 +3,8 @@
 
 Chosen once, like the service's source: a local server runs TensorBoards on its Docker
 engine (:class:`~jupyter_tfenv.tensorboard.manager.TensorBoardManager`); in broker mode
-(JupyterHub) every start answers 501 with what to do
-(:class:`~jupyter_tfenv.tensorboard.manager.UnsupportedTensorBoards`).
+(JupyterHub) the broker runs them and this server proxies them
+(:class:`~jupyter_tfenv.tensorboard.brokered.BrokeredTensorBoards`).
 """
 
 from __future__ import annotations
@@ -16,11 +16,8 @@ from typing import Any
 from traitlets import Float, HasTraits, Unicode
 
 from jupyter_tfenv.checkpoints.layout import StorageConfig
-from jupyter_tfenv.tensorboard.manager import (
-    TensorBoardManager,
-    TensorBoardSettings,
-    UnsupportedTensorBoards,
-)
+from jupyter_tfenv.tensorboard.brokered import BrokeredTensorBoards
+from jupyter_tfenv.tensorboard.manager import TensorBoardManager, TensorBoardSettings
 from jupyter_tfenv.tensorboard.proxy import TensorBoardProxy
 
 
@@ -53,8 +50,13 @@ class TensorBoardAppSettings(HasTraits):
         """Put the TensorBoard manager and its proxy into the server's ``settings``."""
         defaults = service.defaults
         manager: Any
-        if defaults.broker_url:
-            manager = UnsupportedTensorBoards()
+        if defaults.broker_url and service.broker is not None:
+            manager = BrokeredTensorBoards(
+                service.broker,
+                base_url=base_url,
+                idle_timeout=self.tensorboard_idle_timeout,
+                log=service.log,
+            )
         else:
             manager = TensorBoardManager(
                 service.catalog,

@@ -184,6 +184,8 @@ class TensorBoardRequest:
     read_only_rootfs: bool = False
     memory: int | None = None
     pids: int | None = None
+    #: More labels (the broker's: its scope label and the user's uid).
+    extra_labels: tuple[tuple[str, str], ...] = ()
 
 
 def socket_path(runtime_dir: str) -> str:
@@ -221,6 +223,7 @@ def container_labels(req: TensorBoardRequest) -> dict[str, str]:
         LABEL_IMAGE_ID: req.image_id,
         LABEL_IMAGE_REF: req.image_env.image,
         LABEL_RUNTIME_DIR: req.runtime_dir,
+        **dict(req.extra_labels),
     }
     if req.environment:
         labels[LABEL_ENVIRONMENT] = req.environment

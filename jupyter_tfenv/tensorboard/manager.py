@@ -76,12 +76,6 @@ class TensorBoardNotReady(TFEnvError):
     http_status = 503
 
 
-class TensorBoardsUnsupported(TFEnvError):
-    """TensorBoards where this server cannot start them yet (broker mode: 501)."""
-
-    http_status = 501
-
-
 def _iso(seconds: float) -> str:
     return datetime.datetime.fromtimestamp(seconds, datetime.UTC).isoformat()
 
@@ -104,6 +98,8 @@ class TensorBoardSettings:
     idle_timeout: float = 1800.0
     #: The environment whose image runs the comparison view ('' : the newest TensorFlow).
     compare_environment: str = ""
+    #: More container labels (the broker's scope label and the user's uid).
+    labels: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -203,6 +199,15 @@ class TensorBoardManager:
         if board is None:
             raise TensorBoardNotFound(name)
         return board
+
+    async def listing(self) -> list[TensorBoard]:
+        return self.boards()
+
+    async def state(self, name: str) -> TensorBoard:
+        return self.get(name)
+
+    async def prepare_proxy(self, name: str) -> None:
+        """Nothing to ask: this server knows its TensorBoards (the broker's are asked)."""
 
     def touch(self, name: str) -> None:
         board = self._boards.get(name)
@@ -328,6 +333,7 @@ class TensorBoardManager:
                 read_only_rootfs=s.read_only_rootfs,
                 memory=s.memory,
                 pids=s.pids,
+                extra_labels=s.labels,
             )
             if req.uid == 0:
                 raise TensorBoardConflict(
@@ -468,43 +474,3 @@ class TensorBoardManager:
             runtime_roots=[self.settings.runtime_root],
         )
         return [r.name for r in reaped]
-
-
-class UnsupportedTensorBoards:
-    """Broker mode (JupyterHub): TensorBoards are not started through the broker yet."""
-
-    MESSAGE = (
-        "TensorBoard is not available on JupyterHub (broker mode) yet: the broker does not "
-        "start TensorBoard containers. Run TensorBoard in a terminal of your own on your log "
-        "folder meanwhile; see docs/tensorboard.md."
-    )
-
-    def _refuse(self) -> TensorBoardsUnsupported:
-        return TensorBoardsUnsupported(self.MESSAGE)
-
-    def boards(self) -> list[TensorBoard]:
-        return []
-
-    def get(self, name: str) -> TensorBoard:
-        raise self._refuse()
-
-    def touch(self, name: str) -> None:
-        pass
-
-    def ready_socket(self, name: str) -> str:
-        raise self._refuse()
-
-    async def open(self, body: Any) -> tuple[TensorBoard, bool]:
-        raise self._refuse()
-
-    async def stop(self, name: str) -> None:
-        raise self._refuse()
-
-    async def sweep(self, now: float | None = None) -> list[str]:
-        return []
-
-    async def close(self) -> None:
-        pass
-
-    async def reap_orphans(self) -> list[str]:
-        return []

@@ -91,13 +91,21 @@ async def test_the_sweep_removes_a_kept_kernel_whose_user_never_came_back(
 
 
 def test_the_sweep_runs_only_where_configured(broker):
-    """kept_sweep_interval and adopt_timeout: 0 turns the kept kernels' sweep off."""
+    """kept_sweep_interval and adopt_timeout: 0 turns the kept kernels' sweep off;
+    tensorboard_idle_timeout 0 the TensorBoards' idle sweep."""
     app = broker.app
-    for interval, timeout, expected in ((300.0, 3600.0, 2), (0.0, 3600.0, 1), (300.0, 0.0, 1)):
+    for interval, timeout, idle, expected in (
+        (300.0, 3600.0, 0.0, 2),
+        (0.0, 3600.0, 0.0, 1),
+        (300.0, 0.0, 0.0, 1),
+        (300.0, 3600.0, 1800.0, 3),
+        (0.0, 0.0, 1800.0, 2),
+    ):
         app.kept_sweep_interval, app.adopt_timeout = interval, timeout
+        app.tensorboard_idle_timeout = idle
         sweeps = start_sweeps(app)
         try:
-            assert len(sweeps) == expected, (interval, timeout)
+            assert len(sweeps) == expected, (interval, timeout, idle)
         finally:
             for sweep in sweeps:
                 sweep.stop()

@@ -33,7 +33,8 @@ class TensorBoardsHandler(_Boards, TFEnvHandler):
     @authorized
     async def get(self) -> None:
         base = self.base_url
-        self.write_json({"tensorboards": [b.to_dict(base) for b in self.boards.boards()]})
+        boards = await self.boards.listing()
+        self.write_json({"tensorboards": [b.to_dict(base) for b in boards]})
 
     @web.authenticated
     @authorized(action="execute")
@@ -51,7 +52,7 @@ class TensorBoardHandler(_Boards, TFEnvHandler):
     @web.authenticated
     @authorized
     async def get(self, name: str) -> None:
-        self.write_json(self.boards.get(name).to_dict(self.base_url))
+        self.write_json((await self.boards.state(name)).to_dict(self.base_url))
 
     @web.authenticated
     @authorized(action="write")
@@ -77,6 +78,7 @@ class TensorBoardProxyHandler(_Boards, JupyterHandler):
             # TensorBoard's page loads its parts by relative URLs: it needs the slash.
             self.redirect(self.request.path + "/", permanent=False)
             return
+        await self.boards.prepare_proxy(name)
         self.boards.ready_socket(name)
         self.boards.touch(name)
         await self.proxy.forward(self, name, path)
