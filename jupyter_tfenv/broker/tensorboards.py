@@ -27,12 +27,19 @@ from typing import Any
 from traitlets import Float, Integer, Unicode
 from traitlets.config import Configurable
 
+from jupyter_tfenv.backends.docker.engine import list_containers, server_alive
 from jupyter_tfenv.broker.policy import BrokerError
 from jupyter_tfenv.core.caller import Caller
-from jupyter_tfenv.core.labels import LABEL_UID
+from jupyter_tfenv.core.containers import remove_quietly
+from jupyter_tfenv.core.labels import LABEL_RUNTIME_DIR, LABEL_TENSORBOARD, LABEL_UID
 from jupyter_tfenv.errors import TFEnvError
 from jupyter_tfenv.kernels.connection import prepare_runtime_root
-from jupyter_tfenv.tensorboard.container import COMPARE, newest_environment, tensorboard_name
+from jupyter_tfenv.tensorboard.container import (
+    COMPARE,
+    newest_environment,
+    remove_runtime_dir,
+    tensorboard_name,
+)
 from jupyter_tfenv.tensorboard.manager import (
     TensorBoard,
     TensorBoardManager,
@@ -215,8 +222,9 @@ class BrokerTensorBoards:
             raise _not_found(name) from None
 
     async def sweep(self) -> None:
-        """Remove the TensorBoards no server asked for within the idle timeout (never
-        raises: a sweep never stops the broker)."""
+        """Remove the TensorBoards no server asked for within the idle timeout, and those
+        a broker that died left (never raises: a sweep never stops the broker)."""
+        await self.reap_orphans()
         for manager in list(self._managers.values()):
             try:
                 for name in await manager.sweep():
@@ -228,6 +236,42 @@ class BrokerTensorBoards:
                     )
             except Exception as err:
                 self.log.warning("tfenv-broker: TensorBoards not swept: %s", err)
+
+    async def reap_orphans(self) -> list[str]:
+        """Remove the TensorBoard containers with this broker's label whose broker process
+        is gone (a broker that crashed: its TensorBoards were known to it alone), with
+        their runtime folders; their names. Never raises."""
+        if not self.broker.kernel_backend.supports("runtime_dirs"):
+            return []
+        try:
+            backend = self.broker.kernel_backend
+            client = await backend.docker()
+            runtime_root = self.broker.runtime_root
+            labels = [LABEL_TENSORBOARD, *(f"{k}={v}" for k, v in backend.scope_labels.items())]
+
+            def reap() -> list[str]:
+                root = os.path.join(os.path.abspath(runtime_root), TB_FOLDER)
+                removed = []
+                for container in list_containers(client, labels):
+                    found = container.labels or {}
+                    if server_alive(found):
+                        continue
+                    remove_quietly(container)
+                    remove_runtime_dir(found.get(LABEL_RUNTIME_DIR, ""), [root])
+                    removed.append(str(container.name))
+                return removed
+
+            removed = await asyncio.to_thread(reap)
+        except Exception as err:
+            self.log.warning(
+                "tfenv-broker: TensorBoards of a previous broker not looked for: %s", err
+            )
+            return []
+        for name in removed:
+            self.log.warning(
+                "tfenv-broker: removed TensorBoard container %s left by a broker that died", name
+            )
+        return removed
 
     async def close(self) -> None:
         """The broker stops: its TensorBoards go with it (no server could reach them)."""

@@ -12,6 +12,8 @@ its runtime folder.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import pwd
@@ -141,3 +143,50 @@ async def test_the_broker_refuses_bad_requests(jp_fetch, broker):  # noqa: F811
     with pytest.raises(HTTPClientError) as info:
         await jp_fetch("tfenv", "tensorboard", "env-tf220", "data", "runs")
     assert info.value.code == 404
+
+
+async def test_the_broker_removes_tensorboards_a_dead_broker_left(broker):  # noqa: F811
+    """A broker that crashed leaves its TensorBoards (known to it alone): the next one's
+    sweep removes those whose broker process is gone, with their runtime folders, and
+    leaves those of a live one."""
+    import docker
+
+    from jupyter_tfenv.core.containers import server_labels
+    from jupyter_tfenv.core.labels import LABEL_OWNER, LABEL_RUNTIME_DIR, LABEL_SERVER_PID
+    from tests.conftest import PY_IMAGE
+
+    over = await asyncio.create_subprocess_exec("true")
+    await over.wait()
+    dead_pid = str(over.pid)  # a broker process that is gone
+    scope = broker.app.kernel_backend.scope_labels
+    folder = os.path.join(broker.runtime_root, "tb", str(KERNEL_UID), "tb-00000000dead")
+    os.makedirs(folder)
+    client = docker.from_env()
+    made = []
+    try:
+        for name, pid, rundir in (("dead", dead_pid, folder), ("alive", None, "")):
+            labels = {
+                **server_labels(),
+                **scope,
+                LABEL_TENSORBOARD: f"env-{name}",
+                LABEL_OWNER: "tfenv-pytest-tb-orphans",
+                LABEL_RUNTIME_DIR: rundir,
+            }
+            if pid is not None:
+                labels[LABEL_SERVER_PID] = pid
+                labels["org.jupyter.tfenv.server-instance"] = "a-broker-that-died"
+            made.append(
+                client.containers.run(
+                    PY_IMAGE, ["sleep", "300"], labels=labels, detach=True, network_mode="none"
+                )
+            )
+        removed = await broker.app.tensorboards.reap_orphans()
+        assert removed == [made[0].name], f"removed {removed}, expected the dead broker's"
+        assert not os.path.exists(folder), "the dead broker's TensorBoard folder is left"
+        made[1].reload()
+        assert made[1].status == "running", "a live broker's TensorBoard was removed"
+    finally:
+        for container in made:
+            with contextlib.suppress(docker.errors.NotFound):
+                container.remove(force=True)
+        client.close()
