@@ -180,7 +180,14 @@ class BrokerTensorBoards:
         async with self.broker.user_lock(caller.name):
             limit = self.broker.max_tensorboards_per_user
             others = [b for b in manager.boards() if b.name != name]
-            if limit >= 0 and len(others) >= limit:
+            if limit == 0:
+                raise BrokerError(
+                    "TensorBoard is turned off on this hub "
+                    "(c.TFEnvBroker.max_tensorboards_per_user = 0); ask your JupyterHub admin.",
+                    status=403,
+                    reason="tensorboard off",
+                )
+            if limit > 0 and len(others) >= limit:
                 raise BrokerError(
                     f"You have {len(others)} TensorBoard(s) open, the most this hub allows "
                     f"(c.TFEnvBroker.max_tensorboards_per_user = {limit}). Close one "

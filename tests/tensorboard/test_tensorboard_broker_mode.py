@@ -143,6 +143,13 @@ async def test_the_broker_refuses_bad_requests(jp_fetch, broker):  # noqa: F811
     with pytest.raises(HTTPClientError) as info:
         await jp_fetch("tfenv", "tensorboard", "env-tf220", "data", "runs")
     assert info.value.code == 404
+    # An admin who turned TensorBoard off: 403 saying so, no container.
+    broker.app.max_tensorboards_per_user = 0
+    with pytest.raises(HTTPClientError) as info:
+        await open_board(jp_fetch, {"environment": "tf220"})
+    assert info.value.code == 403
+    assert "turned off" in json.loads(info.value.response.body)["message"]
+    assert not [c for c in broker.containers() if LABEL_TENSORBOARD in (c.labels or {})]
 
 
 async def test_the_broker_removes_tensorboards_a_dead_broker_left(broker):  # noqa: F811
