@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -184,6 +185,16 @@ def checkpoint_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("JUPYTER_TFENV_CHECKPOINT_ROOT", str(tmp_path / "tfenv" / "checkpoints"))
     monkeypatch.setenv("JUPYTER_TFENV_LOG_ROOT", str(tmp_path / "tfenv" / "logs"))
     return tmp_path / "tfenv" / "checkpoints"
+
+
+@pytest.fixture
+def server_logs_propagate() -> Iterator[None]:
+    """caplog sees the server's records (ServerApp's logger does not propagate)."""
+    logger = logging.getLogger("ServerApp")
+    before = logger.propagate
+    logger.propagate = True
+    yield
+    logger.propagate = before
 
 
 @pytest.fixture

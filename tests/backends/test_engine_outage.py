@@ -13,7 +13,6 @@ endpoints recover by themselves.
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import shutil
 import signal
@@ -131,13 +130,8 @@ async def test_an_engine_outage_answers_503_and_keeps_the_kernel(
 
 
 @pytest.fixture(autouse=True)
-def _server_logs_propagate() -> Iterator[None]:
-    """caplog sees the server's records (ServerApp's logger does not propagate)."""
-    logger = logging.getLogger("ServerApp")
-    before = logger.propagate
-    logger.propagate = True
-    yield
-    logger.propagate = before
+def _logs(server_logs_propagate: None) -> None:
+    """caplog sees the server's records (tests/conftest.py)."""
 
 
 async def test_a_start_while_the_engine_is_away_fails_cleanly(

@@ -122,13 +122,8 @@ def jp_server_config(
 
 
 @pytest.fixture(autouse=True)
-def _server_logs_propagate() -> Iterator[None]:
-    """caplog sees the server's records (ServerApp's logger does not propagate)."""
-    logger = logging.getLogger("ServerApp")
-    before = logger.propagate
-    logger.propagate = True
-    yield
-    logger.propagate = before
+def _logs(server_logs_propagate: None) -> None:
+    """caplog sees the server's records (tests/conftest.py)."""
 
 
 @pytest.fixture

@@ -20,7 +20,6 @@ import json
 import logging
 import re
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -48,13 +47,8 @@ def jp_server_config(
 
 
 @pytest.fixture(autouse=True)
-def _server_logs_propagate() -> Iterator[None]:
-    """caplog sees the server's records (ServerApp's logger does not propagate)."""
-    logger = logging.getLogger("ServerApp")
-    before = logger.propagate
-    logger.propagate = True
-    yield
-    logger.propagate = before
+def _logs(server_logs_propagate: None) -> None:
+    """caplog sees the server's records (tests/conftest.py)."""
 
 
 def kernel_containers(engine: TestEngine) -> list[Any]:
@@ -113,6 +107,18 @@ def warnings_of(caplog: pytest.LogCaptureFixture, kernel_id: str) -> list[str]:
     ]
 
 
+async def check_restarted_fresh(
+    jp_fetch: Any, jp_serverapp: Any, kernel_id: str, old_id: str, caplog: Any
+) -> None:
+    """The kernel runs again in a new container, says why (``last_restart``), has lost
+    its variables (``x``) and the server logged the reason once."""
+    after = await restarted(jp_fetch, jp_serverapp, kernel_id, old_id)
+    check_record(after["last_restart"])
+    code = "try:\n    x\nexcept NameError:\n    print('gone')\n"
+    assert await run_code(jp_serverapp, kernel_id, code) == "gone\n"
+    assert len(warnings_of(caplog, kernel_id)) == 1, [r.getMessage() for r in caplog.records]
+
+
 async def test_a_quick_engine_restart_is_said(
     jp_fetch: Any, jp_serverapp: Any, restart_engine: TestEngine, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -130,12 +136,8 @@ async def test_a_quick_engine_restart_is_said(
         assert restart_engine.client is not None
         assert restart_engine.client.containers.get(old.id).status == "exited"
 
-        after = await restarted(jp_fetch, jp_serverapp, kernel_id, old.id)
-        check_record(after["last_restart"])
+        await check_restarted_fresh(jp_fetch, jp_serverapp, kernel_id, old.id, caplog)
         assert jp_serverapp.kernel_manager.list_kernel_ids() == [kernel_id]
-        code = "try:\n    x\nexcept NameError:\n    print('gone')\n"
-        assert await run_code(jp_serverapp, kernel_id, code) == "gone\n"
-        assert len(warnings_of(caplog, kernel_id)) == 1, [r.getMessage() for r in caplog.records]
     finally:
         if restart_engine.client is None:
             restart_engine.start()
@@ -160,11 +162,7 @@ async def test_an_outage_the_restarter_polls_through_is_said(
             await asyncio.sleep(0.5)
         await asyncio.to_thread(restart_engine.start)
 
-        after = await restarted(jp_fetch, jp_serverapp, kernel_id, old.id)
-        check_record(after["last_restart"])
-        code = "try:\n    x\nexcept NameError:\n    print('gone')\n"
-        assert await run_code(jp_serverapp, kernel_id, code) == "gone\n"
-        assert len(warnings_of(caplog, kernel_id)) == 1, [r.getMessage() for r in caplog.records]
+        await check_restarted_fresh(jp_fetch, jp_serverapp, kernel_id, old.id, caplog)
     finally:
         if restart_engine.client is None:
             restart_engine.start()

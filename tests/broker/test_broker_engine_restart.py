@@ -15,7 +15,6 @@ that exits by itself is restarted without one.
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any
 import pytest
 from traitlets.config import Config
 
-from tests.backends.test_engine_restart import check_record, restarted, status, warnings_of
+from tests.backends.test_engine_restart import check_restarted_fresh, restarted, status
 from tests.broker.test_broker_e2e import Broker
 from tests.conftest import KERNEL_UID, run_code, start_kernel
 from tests.support.gpu_engine import TestEngine
@@ -39,13 +38,8 @@ SERVICE = "tfenv-broker-restart"
 
 
 @pytest.fixture(autouse=True)
-def _server_logs_propagate() -> Iterator[None]:
-    """caplog sees the server's records (ServerApp's logger does not propagate)."""
-    logger = logging.getLogger("ServerApp")
-    before = logger.propagate
-    logger.propagate = True
-    yield
-    logger.propagate = before
+def _logs(server_logs_propagate: None) -> None:
+    """caplog sees the server's records (tests/conftest.py)."""
 
 
 @pytest.fixture
@@ -101,11 +95,7 @@ async def test_an_engine_restart_under_a_broker_kernel_is_said(
         assert restart_engine.client is not None
         assert restart_engine.client.containers.get(old.id).status == "exited"
 
-        after = await restarted(jp_fetch, jp_serverapp, kernel_id, old.id)
-        check_record(after["last_restart"])
-        code = "try:\n    x\nexcept NameError:\n    print('gone')\n"
-        assert await run_code(jp_serverapp, kernel_id, code) == "gone\n"
-        assert len(warnings_of(caplog, kernel_id)) == 1, [r.getMessage() for r in caplog.records]
+        await check_restarted_fresh(jp_fetch, jp_serverapp, kernel_id, old.id, caplog)
     finally:
         if restart_engine.client is None:
             restart_engine.start()
@@ -174,11 +164,7 @@ async def test_a_restart_that_finds_the_brokers_engine_away_waits_and_is_said(
         assert restart_engine.client is None, "the engine was not stopped after the poll"
         await asyncio.to_thread(restart_engine.start)
 
-        after = await restarted(jp_fetch, jp_serverapp, kernel_id, old.id)
-        check_record(after["last_restart"])
-        code = "try:\n    x\nexcept NameError:\n    print('gone')\n"
-        assert await run_code(jp_serverapp, kernel_id, code) == "gone\n"
-        assert len(warnings_of(caplog, kernel_id)) == 1, [r.getMessage() for r in caplog.records]
+        await check_restarted_fresh(jp_fetch, jp_serverapp, kernel_id, old.id, caplog)
     finally:
         if restart_engine.client is None:
             restart_engine.start()

@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -37,13 +36,8 @@ LOW_MEMORY = "The node was low on resource: memory."
 
 
 @pytest.fixture(autouse=True)
-def _server_logs_propagate() -> Iterator[None]:
-    """caplog sees the server's records (ServerApp's logger does not propagate)."""
-    logger = logging.getLogger("ServerApp")
-    before = logger.propagate
-    logger.propagate = True
-    yield
-    logger.propagate = before
+def _logs(server_logs_propagate: None) -> None:
+    """caplog sees the server's records (tests/conftest.py)."""
 
 
 def evict(cluster: Cluster, name: str) -> None:
