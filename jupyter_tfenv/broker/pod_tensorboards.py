@@ -12,8 +12,8 @@ caller may use (404/403), the comparison's image environment too (409), at most
 is one; the sweep deletes the pods no server asked for within ``idle_timeout`` (a pod
 this broker did not start, a previous broker's, is timed from the sweep that finds it).
 
-Not yet routed: the broker's ``/api/tensorboards`` handlers call the Docker path; the
-Kubernetes branch plugs this object in (docs/kubernetes.md, Limits).
+The broker's ``tensorboards`` is this object when its backend is ``kubernetes``
+(``broker/tensorboards.py``), so its ``/api/tensorboards`` routes come here.
 """
 
 from __future__ import annotations
@@ -99,8 +99,12 @@ class PodTensorBoardsAtBroker:
             "view": COMPARE if name == COMPARE else "environment",
             "environment": environment,
             "image": image or state.image,
-            "state": "running" if ready else "stopping" if state.deleting else "error",
-            "message": None if ready else (state.reason or f"The pod is {state.phase}."),
+            "state": "running" if ready else "error",
+            "message": None
+            if ready
+            else "The pod is being deleted."
+            if state.deleting
+            else (state.reason or f"The pod is {state.phase}."),
             "started_at": _iso(started),
             "last_activity": _iso(last),
             "address": tcp_target(state.ip, 6006) if ready else None,
@@ -121,7 +125,14 @@ class PodTensorBoardsAtBroker:
                 for s in await backend.tensorboards(caller)
                 if s.annotations.get(LABEL_TENSORBOARD) != name
             ]
-            if self.max_per_user >= 0 and len(others) >= self.max_per_user:
+            if self.max_per_user == 0:
+                raise BrokerError(
+                    "TensorBoard is turned off on this hub "
+                    "(c.TFEnvBroker.max_tensorboards_per_user = 0); ask your JupyterHub admin.",
+                    status=403,
+                    reason="tensorboard off",
+                )
+            if self.max_per_user > 0 and len(others) >= self.max_per_user:
                 names = ", ".join(s.annotations.get(LABEL_TENSORBOARD, "?") for s in others)
                 raise BrokerError(
                     f"You have {len(others)} TensorBoard(s) open, the most this hub allows "
@@ -187,6 +198,10 @@ class PodTensorBoardsAtBroker:
             self._seen.pop((user, name), None)
             gone.append((user, name))
         return gone
+
+    async def close(self) -> None:
+        """The broker stops: the pods stay (the pod IPs do not change with the broker);
+        the next broker's sweep finds them and removes them once idle."""
 
     async def _adopt(self, now: float) -> None:
         """TensorBoard pods this broker does not know (a previous broker's, before a

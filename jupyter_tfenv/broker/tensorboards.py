@@ -28,6 +28,7 @@ from traitlets import Float, Integer, Unicode
 from traitlets.config import Configurable
 
 from jupyter_tfenv.backends.docker.engine import list_containers, server_alive
+from jupyter_tfenv.broker.pod_tensorboards import PodTensorBoardsAtBroker
 from jupyter_tfenv.broker.policy import BrokerError
 from jupyter_tfenv.core.caller import Caller
 from jupyter_tfenv.core.containers import remove_quietly
@@ -80,12 +81,20 @@ class BrokerTensorBoardSettings(Configurable):
         Empty: the environment with the newest TensorFlow version.""",
     ).tag(config=True)
 
-    _tensorboards: BrokerTensorBoards | None = None
+    _tensorboards: BrokerTensorBoards | PodTensorBoardsAtBroker | None = None
 
     @property
-    def tensorboards(self) -> BrokerTensorBoards:
+    def tensorboards(self) -> BrokerTensorBoards | PodTensorBoardsAtBroker:
         if self._tensorboards is None:
-            self._tensorboards = BrokerTensorBoards(self)
+            if getattr(self, "backend", "") == "kubernetes":  # pods (broker/pod_tensorboards.py)
+                self._tensorboards = PodTensorBoardsAtBroker(
+                    self,
+                    max_per_user=self.max_tensorboards_per_user,
+                    idle_timeout=self.tensorboard_idle_timeout,
+                    compare_environment=self.tensorboard_environment,
+                )
+            else:
+                self._tensorboards = BrokerTensorBoards(self)
         return self._tensorboards
 
 

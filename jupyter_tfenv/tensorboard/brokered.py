@@ -19,6 +19,7 @@ import contextlib
 import datetime
 import os
 import re
+import socket
 import stat
 import time
 from typing import Any
@@ -32,6 +33,7 @@ from jupyter_tfenv.tensorboard.manager import (
     TensorBoardNotReady,
     parse_view,
 )
+from jupyter_tfenv.tensorboard.proxy import address_of
 
 _FOLDER_RE = re.compile(r"^tb-[0-9a-f]{12}$")
 
@@ -111,9 +113,12 @@ class BrokeredTensorBoards:
         self._boards: dict[str, TensorBoard] = {}
         self._told: dict[str, float] = {}
         self._uid: int | None = None
+        #: Kubernetes: the pod's ``address`` (``tcp:<ip>:6006``) per name, not a socket.
+        self._addresses: dict[str, str] = {}
 
     def _keep(self, data: dict[str, Any]) -> TensorBoard:
         board = from_broker(data)
+        self._addresses[board.name] = str(data.get("address") or "")
         old = self._boards.get(board.name)
         if old is not None:
             board.last_activity = max(board.last_activity, old.last_activity)
@@ -174,6 +179,21 @@ class BrokeredTensorBoards:
             raise TensorBoardNotReady(
                 f"TensorBoard '{name}' is not running: {board.message} Open it again."
             )
+        address = self._addresses.get(name, "")
+        if address:  # a Kubernetes TensorBoard pod: its IP over TCP
+            try:
+                family, _ = address_of(address)
+            except OSError as err:
+                family, why = socket.AF_UNIX, str(err)
+            else:
+                why = "it is no tcp:<pod ip>:<port>"
+            if family == socket.AF_UNIX:
+                raise TensorBoardSocketRefused(
+                    f"The broker named {address!r} for TensorBoard '{name}', which this "
+                    f"server does not connect to: {why}. Ask your JupyterHub admin to check "
+                    "the tfenv broker."
+                )
+            return address
         if self._uid is None:
             raise TensorBoardNotReady("The broker has not said who you are yet; try again.")
         problem = socket_problem(board.socket, self._uid)

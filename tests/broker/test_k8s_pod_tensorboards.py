@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import yaml
+from traitlets.config import Config
 
 from jupyter_tfenv.backends.kubernetes import manifests as m
 from jupyter_tfenv.broker.pod_tensorboards import PodTensorBoardsAtBroker
@@ -29,7 +30,7 @@ from jupyter_tfenv.core.labels import LABEL_OWNER
 from jupyter_tfenv.errors import TFEnvError
 from jupyter_tfenv.tensorboard.proxy import tcp_target
 from tests.backends.test_k8s_tensorboard import TRAIN
-from tests.broker.test_k8s_broker import K8S_CATALOG, NS, POD_GID, POD_UID, USER, Cluster
+from tests.broker.test_k8s_broker import K8S_CATALOG, NS, POD_GID, POD_UID, TOKEN, USER, Cluster
 from tests.support.k8s_api import DockerKubelet
 from tests.tensorboard.test_tensorboard_proxy_tcp import through_proxy
 
@@ -54,6 +55,41 @@ def cluster(tmp_path: Path, images: Any) -> Iterator[Cluster]:
     assert not running.close(), "the test left pods behind"
 
 
+def log_two_epochs(cluster: Cluster, images: Any, env: Any) -> None:
+    """ada's claim of tf220, as a kernel start makes it, with two epochs of real
+    TensorFlow events in its logs folder (written with no network)."""
+    claim = m.claim_name(USER, "tf220")
+    cluster.api.store(
+        "persistentvolumeclaims",
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {
+                "name": claim,
+                "namespace": NS,
+                "annotations": {LABEL_OWNER: USER, m.LABEL_ENVIRONMENT: "tf220"},
+            },
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        },
+    )
+    logs = cluster.node.claim_dir(claim) / m.LOG_SUBPATH
+    logs.mkdir(parents=True)
+    os.chown(logs, POD_UID, POD_GID)
+    images.containers.run(
+        env.image,
+        [env.python, "-c", TRAIN],
+        user=f"{POD_UID}:{POD_GID}",
+        network_mode="none",
+        volumes=[f"{logs}:/logs:rw"],
+        environment={"HOME": "/tmp", "TF_CPP_MIN_LOG_LEVEL": "2"},
+        labels={DockerKubelet.LABEL: cluster.node.node_id},
+        remove=True,
+    )
+
+
 def test_a_tensorboard_pod_through_the_broker(cluster: Cluster, images: Any) -> None:
     boards = PodTensorBoardsAtBroker(cluster.app, max_per_user=1, idle_timeout=3600)
     env = cluster.app.get_catalog().get("tf220")
@@ -63,37 +99,7 @@ def test_a_tensorboard_pod_through_the_broker(cluster: Cluster, images: Any) -> 
         with pytest.raises(TFEnvError, match="write to TFENV_LOG_DIR") as none:
             await boards.open(ADA, {"environment": "tf220"})
         assert none.value.http_status == 404
-        claim = m.claim_name(USER, "tf220")
-        cluster.api.store(
-            "persistentvolumeclaims",
-            {
-                "apiVersion": "v1",
-                "kind": "PersistentVolumeClaim",
-                "metadata": {
-                    "name": claim,
-                    "namespace": NS,
-                    "annotations": {LABEL_OWNER: USER, m.LABEL_ENVIRONMENT: "tf220"},
-                },
-                "spec": {
-                    "accessModes": ["ReadWriteOnce"],
-                    "resources": {"requests": {"storage": "1Gi"}},
-                },
-            },
-        )
-        logs = cluster.node.claim_dir(claim) / m.LOG_SUBPATH
-        logs.mkdir(parents=True)
-        os.chown(logs, POD_UID, POD_GID)
-        await asyncio.to_thread(
-            images.containers.run,
-            env.image,
-            [env.python, "-c", TRAIN],
-            user=f"{POD_UID}:{POD_GID}",
-            network_mode="none",
-            volumes=[f"{logs}:/logs:rw"],
-            environment={"HOME": "/tmp", "TF_CPP_MIN_LOG_LEVEL": "2"},
-            labels={DockerKubelet.LABEL: cluster.node.node_id},
-            remove=True,
-        )
+        await asyncio.to_thread(log_two_epochs, cluster, images, env)
 
         answer, started = await boards.open(ADA, {"environment": "tf220"})
         assert started and answer["name"] == "env-tf220" and answer["state"] == "running"
@@ -143,3 +149,40 @@ def test_a_tensorboard_pod_through_the_broker(cluster: Cluster, images: Any) -> 
         assert gone.value.http_status == 404
 
     asyncio.run(main())
+
+
+@pytest.fixture
+def jp_server_config(jp_server_config: Config, cluster: Cluster) -> Config:
+    jp_server_config.DockerKernelProvisioner.broker_url = cluster.url
+    jp_server_config.DockerKernelProvisioner.broker_token = TOKEN
+    return jp_server_config
+
+
+async def test_a_tensorboard_pod_through_the_server_and_the_broker(
+    jp_fetch: Any, jp_serverapp: Any, cluster: Cluster, images: Any
+) -> None:
+    """A single-user server in broker mode, the real broker with backend kubernetes: POST
+    /tfenv/tensorboards starts ada's pod, the server's proxy reaches it at the pod IP and
+    lists the run, DELETE removes pod and policy."""
+    await asyncio.to_thread(log_two_epochs, cluster, images, cluster.app.get_catalog().get("tf220"))
+    response = await jp_fetch(
+        "tfenv", "tensorboards", method="POST", body=json.dumps({"environment": "tf220"})
+    )
+    board = json.loads(response.body)
+    assert response.code in (200, 202) and board["name"] == "env-tf220", board
+    runs: Any = None
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        got = await jp_fetch("tfenv", "tensorboard", "env-tf220", "data", "runs", raise_error=False)
+        runs = json.loads(got.body) if got.code == 200 else (got.code, got.body[:300])
+        if isinstance(runs, list) and any(r.startswith("run1") for r in runs):
+            break
+        await asyncio.sleep(1)
+    assert isinstance(runs, list) and any(r.startswith("run1") for r in runs), (
+        f"the server's proxy to ada's TensorBoard pod lists no run1 within 120 s: {runs!r}"
+    )
+    listed = json.loads((await jp_fetch("tfenv", "tensorboards")).body)
+    assert [b["name"] for b in listed["tensorboards"]] == ["env-tf220"], listed
+    response = await jp_fetch("tfenv", "tensorboards", "env-tf220", method="DELETE")
+    assert response.code == 204
+    assert cluster.pods() == [] and cluster.api.all("networkpolicies") == []

@@ -109,3 +109,22 @@ def test_a_pod_that_does_not_answer_is_said() -> None:
     response = asyncio.run(through_proxy(tcp_target("127.0.0.1", free_port()), "data/runs", {}))
     assert response.code == 502
     assert b"did not answer" in response.body and b"open it again" in response.body
+
+
+def test_the_server_proxies_a_pods_address_and_refuses_anything_else() -> None:
+    """Broker mode on Kubernetes: the broker's answer names ``address`` (the pod IP over
+    TCP), which the server gives the proxy; an address that is no IP is refused (502)."""
+    from jupyter_tfenv.backends.broker import BrokerClient
+    from jupyter_tfenv.tensorboard.brokered import BrokeredTensorBoards, TensorBoardSocketRefused
+
+    boards = BrokeredTensorBoards(BrokerClient("http://127.0.0.1:9/", "t"))
+    data = {"name": "env-tf220", "view": "environment", "environment": "tf220", "state": "running"}
+    boards._keep({**data, "address": "tcp:10.42.0.7:6006"})
+    assert boards.ready_socket("env-tf220") == "tcp:10.42.0.7:6006"
+    boards._keep({**data, "address": "tcp:metadata.internal:80"})
+    with pytest.raises(TensorBoardSocketRefused, match="not a TensorBoard address") as err:
+        boards.ready_socket("env-tf220")
+    assert err.value.http_status == 502
+    boards._keep({**data, "address": "/run/other-user/tb.sock"})
+    with pytest.raises(TensorBoardSocketRefused, match="no tcp:<pod ip>:<port>"):
+        boards.ready_socket("env-tf220")
