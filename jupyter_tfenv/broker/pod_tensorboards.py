@@ -183,7 +183,7 @@ class PodTensorBoardsAtBroker:
         now = time.time()
         try:
             await self._adopt(now)
-        except TFEnvError as err:
+        except Exception as err:  # a sweep never stops the broker
             self.broker.log.warning("tfenv-broker: TensorBoard pods not listed: %s", err)
         for (user, name), (_, last) in list(self._seen.items()):
             if now - last < self.idle_timeout:
@@ -192,8 +192,11 @@ class PodTensorBoardsAtBroker:
                 # The pods are found by the owner's name; the ids are not used.
                 caller = Caller(name=user, uid=0, gid=0, home="/")
                 await self._backend().stop_tensorboard(caller, name)
-            except TFEnvError as err:
+            except Exception as err:  # a sweep never stops the broker
                 if getattr(err, "http_status", 0) != 404:
+                    self.broker.log.warning(
+                        "tfenv-broker: TensorBoard %s of %s not removed: %s", name, user, err
+                    )
                     continue  # tried again at the next sweep
             self._seen.pop((user, name), None)
             gone.append((user, name))
