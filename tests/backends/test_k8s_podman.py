@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import socket
+import time
 from collections.abc import Iterator
 from queue import Empty
 from typing import Any, cast
@@ -67,12 +69,30 @@ class Kernel:
         self.start = start
         self.key = secrets.token_hex(32)
         self.pod = session.play_kernel(m.kernel_objects(start, self.key))
+        # The pod runs before ipykernel listens (TensorFlow's image takes seconds, more on
+        # a busy host): a client's heartbeat that finds no one at once says "died".
+        self.wait_listening(start.ports.hb)
         self.client = self.connect(self.key)
         try:
             self.client.wait_for_ready(timeout=120)
         except RuntimeError:
             logs = pm.podman("logs", self.pod.container(), check=False)
             raise AssertionError(f"kernel did not answer:\n{logs.stdout}\n{logs.stderr}") from None
+
+    def wait_listening(self, port: int, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                socket.create_connection((self.pod.ip, port), timeout=2).close()
+                return
+            except OSError as err:
+                if time.monotonic() > deadline:
+                    logs = pm.podman("logs", self.pod.container(), check=False)
+                    raise AssertionError(
+                        f"nothing listens on {self.pod.ip}:{port} after {timeout:.0f} s ({err}):"
+                        f"\n{logs.stdout}\n{logs.stderr}"
+                    ) from None
+                time.sleep(0.25)
 
     def connect(self, key: str) -> BlockingKernelClient:
         client = BlockingKernelClient()
