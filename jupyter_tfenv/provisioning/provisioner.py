@@ -159,8 +159,7 @@ class TFEnvKernelProvisioner(  # type: ignore[metaclass]
         self._engine_lost_at: float | None = None
         #: The kernel died of an engine restart, at that time: its relaunch says so.
         self._engine_death: datetime | None = None
-        #: Why tfenv last restarted this kernel (``GET /tfenv/kernels/<id>``), or None:
-        #: ``{"reason": "engine-restart", "at", "message"}`` (provisioning/engine_restart.py).
+        #: Why tfenv last restarted it, or None (``GET /tfenv/kernels/<id>``; engine_restart.py).
         self.last_restart: dict[str, str] | None = None
 
     # -- helpers --------------------------------------------------------------------
@@ -467,9 +466,10 @@ class TFEnvKernelProvisioner(  # type: ignore[metaclass]
             )
 
     def detach(self) -> None:
-        """Leave the container running: after this, nothing of this provisioner touches
-        it any more (a kernel kept at server stop, or a pool kernel that was taken)."""
+        """Leave the container running: nothing of this provisioner touches it any more (a
+        kernel kept at server stop, a pool kernel taken); this server no longer counts it."""
         self._detached = True
+        metrics.kernel_stopped(str(self.environment.get("id", "?")), self.kernel_id)
 
     def _bound(self) -> bool:
         """Whether the kernel bound its sockets (IPC: five stat calls; TCP: one connect)."""

@@ -182,13 +182,44 @@ async def test_users_without_the_tfenv_permission_get_403(jp_fetch):
         assert code == 403
 
 
+def running_py(text: str) -> float:
+    """The ``tfenv_kernels_running`` gauge of the ``py`` environment (0 when absent)."""
+    for line in text.splitlines():
+        if line.startswith('tfenv_kernels_running{environment="py"} '):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
 async def test_prometheus_metrics_on_the_server_metrics_endpoint(jp_fetch):
+    before = running_py((await jp_fetch("metrics")).body.decode())
     kernel_id = await start_kernel(jp_fetch, "tfenv-py")
     try:
         text = (await jp_fetch("metrics")).body.decode()
         assert 'tfenv_kernel_start_seconds_count{environment="py",outcome="ok"}' in text
-        assert 'tfenv_kernels_running{environment="py"} 1.0' in text
+        assert running_py(text) == before + 1
     finally:
         await jp_fetch("api", "kernels", kernel_id, method="DELETE")
-    text = (await jp_fetch("metrics")).body.decode()
-    assert 'tfenv_kernels_running{environment="py"} 0.0' in text
+    assert running_py((await jp_fetch("metrics")).body.decode()) == before
+
+
+async def test_a_kernel_kept_for_the_next_server_leaves_the_running_gauge(
+    jp_fetch, jp_serverapp, docker_engine
+):
+    """A server that keeps its kernels at stop (keep_kernels_on_stop) no longer runs
+    them: the gauge counted them for ever (a later test of the same process saw 2)."""
+    import logging
+
+    from jupyter_tfenv.lifecycle.keep import detach_kernels
+
+    before = running_py((await jp_fetch("metrics")).body.decode())
+    kernel_id = await start_kernel(jp_fetch, "tfenv-py")
+    try:
+        assert running_py((await jp_fetch("metrics")).body.decode()) == before + 1
+        manager = jp_serverapp.kernel_manager
+        assert await detach_kernels(manager, lambda env: True, logging.getLogger("t")) == [
+            kernel_id
+        ]
+        assert running_py((await jp_fetch("metrics")).body.decode()) == before
+    finally:
+        for container in kernel_containers(docker_engine, kernel_id):
+            container.remove(force=True)
