@@ -76,11 +76,16 @@ class Page:
         self.status = "unknown"
         self.seen: list[str] = []
 
-    async def read_until(self, wanted: Any, what: str) -> dict[str, Any]:
-        """The first message for which ``wanted(msg)`` is true."""
-        deadline = time.monotonic() + WAIT
+    async def read_until(
+        self, wanted: Any, what: str, timeout: float | None = None
+    ) -> dict[str, Any] | None:
+        """The first message for which ``wanted(msg)`` is true (None when ``timeout``
+        seconds pass first; without ``timeout``, WAIT seconds fail the test)."""
+        deadline = time.monotonic() + (WAIT if timeout is None else timeout)
         while True:
             left = deadline - time.monotonic()
+            if left <= 0 and timeout is not None:
+                return None
             if left <= 0:
                 raise AssertionError(
                     f"No {what} on the kernel websocket within {WAIT:.0f} s; the page's "
@@ -120,21 +125,50 @@ def replies_to(request: dict[str, Any], msg_type: str) -> Any:
     )
 
 
+async def iopub_reaches(page: Page, session: str, tries: int = 20) -> None:
+    """Send kernel_info requests until IOPub carries the status of one (the kernel's IOPub
+    reaches this websocket)."""
+    for _ in range(tries):
+        info = message("kernel_info_request", {}, session)
+        msg_id = info["header"]["msg_id"]
+        await page.ws.write_message(json.dumps(info))
+        seen = await page.read_until(
+            lambda msg, msg_id=msg_id: (
+                msg.get("channel") == "iopub"
+                and msg["header"]["msg_type"] == "status"
+                and (msg.get("parent_header") or {}).get("msg_id") == msg_id
+            ),
+            "IOPub status of a kernel_info_request",
+            timeout=3,
+        )
+        if seen is not None:
+            return
+    raise AssertionError(f"IOPub of the restarted kernel never reached the page: {page.seen[-25:]}")
+
+
 async def run_on(page: Page, code: str, session: str) -> tuple[dict[str, Any], str]:
-    """Run ``code``; its execute_reply and stdout, once the page's status is idle again."""
+    """Run ``code``; its execute_reply and stdout (all of it: IOPub's stream may come after
+    the shell's reply, up to the request's own 'idle'), once the page's status is idle."""
     request = execute(code, session)
     await page.ws.write_message(json.dumps(request))
     out: list[str] = []
+    replies: list[dict[str, Any]] = []
+    idle: list[bool] = []
 
     def done(msg: dict[str, Any]) -> bool:
         mine = msg.get("parent_header", {}).get("msg_id") == request["header"]["msg_id"]
-        if mine and msg["header"]["msg_type"] == "stream":
+        kind = msg["header"]["msg_type"]
+        if mine and kind == "stream":
             out.append(msg["content"]["text"])
-        return mine and msg["header"]["msg_type"] == "execute_reply"
+        elif mine and kind == "execute_reply":
+            replies.append(msg)
+        elif mine and kind == "status" and msg["content"].get("execution_state") == "idle":
+            idle.append(True)  # IOPub's idle and the shell's reply come in either order
+        return bool(replies) and bool(idle)
 
-    reply = await page.read_until(done, f"reply to {code!r}")
+    await page.read_until(done, f"reply to {code!r} and its 'idle'")
     await page.until_status("idle", f"'idle' status after {code!r}")
-    return reply, "".join(out)
+    return replies[0], "".join(out)
 
 
 async def test_reconnect_with_same_session_reaches_the_restarted_kernel(
@@ -169,6 +203,10 @@ async def test_reconnect_with_same_session_reaches_the_restarted_kernel(
         await ws.write_message(json.dumps(info))
         await page.read_until(replies_to(info, "kernel_info_reply"), "kernel_info_reply")
         await page.until_status("idle", "kernel status 'idle' after the restart")
+        # The restored connection's IOPub may join the new kernel a moment late (its first
+        # messages lost, 1 run in 3 here): wait for it as jupyter_client's wait_for_ready
+        # does, with kernel_info requests until IOPub carries one's status.
+        await iopub_reaches(page, session)
 
         reply, out = await run_on(page, "print('x' in globals())", session)
         assert reply["content"]["status"] == "ok", reply["content"]

@@ -139,6 +139,11 @@ def open_panel_by_tab(page: Any) -> dict[str, Any]:
     selector = f'.lm-TabBar-tab[data-id="{PANEL[1:]}"]'
     tab = page.locator(selector)
     tab.wait_for()
+    # A workspace restored with the panel open (an earlier page of the same user, e.g.
+    # a hub user's): a click would close it. Close it first, then time the opening.
+    if "lm-mod-current" in (tab.get_attribute("class") or ""):
+        tab.click()
+        page.locator(PANEL).wait_for(state="hidden")
     page.evaluate(ARM_FIRST_RENDER, [selector, f"{PANEL} .jp-tfenv-state"])
     tab.click()
     return dict(page.evaluate("() => window.__tfenvFirstRender"))

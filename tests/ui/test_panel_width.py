@@ -83,7 +83,13 @@ def test_every_value_is_whole_at_the_default_sidebar_width(page: Any, lab: LabSe
     )
     check_fits(page.locator(f"{PANEL} .jp-tfenv-checkpoints-container-path"), "container path")
     check_fits(location, "checkpoint folder")
-    hint = check_fits(page.locator(f"{PANEL} .jp-tfenv-checkpoints-hint"), "hint")
+    hint = check_fits(
+        page.locator(f"{PANEL} .jp-tfenv-checkpoints-empty .jp-tfenv-checkpoints-hint"), "hint"
+    )
     assert hint["text"].startswith("tf.train.CheckpointManager(")
     assert hint["text"].endswith("max_to_keep=3)")
+    # The Logs section's line (no runs yet) is whole as well.
+    log_hint = page.locator(f"{PANEL} .jp-tfenv-logs-empty .jp-tfenv-checkpoints-hint")
+    expect(log_hint).to_be_visible()
+    assert check_fits(log_hint, "log hint")["text"].startswith("keras.callbacks.TensorBoard(")
     page.locator(PANEL).screenshot(path=str(screenshot_dir() / "panel-default-width.png"))
