@@ -399,12 +399,13 @@ class TensorBoardManager:
         return status, state.get("ExitCode"), logs
 
     async def _fail(self, board: TensorBoard, message: str) -> None:
+        # The container goes first: a board that reads 'error' has nothing left running.
+        with contextlib.suppress(Exception):
+            await self._remove(board, forget=False)
         board.state = "error"
         board.message = message
         if self.log is not None:
             self.log.warning("tfenv: TensorBoard %s: %s", board.name, message)
-        with contextlib.suppress(Exception):
-            await self._remove(board, forget=False)
 
     async def _alive(self, board: TensorBoard) -> bool:
         try:
