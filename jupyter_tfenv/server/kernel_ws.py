@@ -17,7 +17,9 @@ each a server ``status`` message like the ``restarting`` one it already sends:
 * a session that was told ``restarting`` gets ``idle`` once its reconnection reaches the
   new kernel (the kernel answered kernel_info; nothing of the page's runs yet);
 * a kernel's ``starting`` broadcast (sent once, when its process starts) is followed by
-  ``idle``: it has started, and a request it then takes says ``busy`` again.
+  ``idle``: it has started, and a request it then takes says ``busy`` again;
+* a restarted kernel is never left ``busy`` (:func:`forget_dead_busy`), so the page's
+  reconnection is nudged and its IOPub reaches the new kernel before its first request.
 
 ``TFEnvApp`` installs it where the server uses jupyter_server's default connection class
 (``ServerApp.kernel_websocket_connection_class``), never over one configured otherwise.
@@ -49,6 +51,17 @@ def told_restarting(kernel_manager: Any) -> set[str]:
     return told
 
 
+def forget_dead_busy(kernel_manager: Any) -> None:
+    """A restarted kernel is not busy: ``busy`` is the dead process's last state (a cell
+    that ran ``os._exit(1)``), kept where the server's activity stream missed the new
+    kernel's ``starting`` broadcast. jupyter_server does not nudge a busy kernel's new
+    connection, so a page reconnecting then lost the new kernel's first IOPub messages,
+    and ``GET /api/kernels`` said busy until the next cell ran. ``starting`` is what
+    jupyter_server itself sets at a start: its next status makes it ``idle``."""
+    if getattr(kernel_manager, "execution_state", None) == "busy":
+        kernel_manager.execution_state = "starting"
+
+
 def is_starting_status(unpack: Any, msg: Any) -> bool:
     """Whether an IOPub message is a kernel's ``starting`` status: ``msg`` is the
     deserialized message (JSON protocol) or its parts after the signature (v1 protocol:
@@ -75,12 +88,15 @@ class RestartStatusConnection(ZMQChannelsWebsocketConnection):
 
     def on_kernel_restarted(self) -> None:
         told_restarting(self.kernel_manager).add(self.session_key)
+        forget_dead_busy(self.kernel_manager)
         super().on_kernel_restarted()
 
     def connect(self) -> asyncio.Future[None] | None:  # type: ignore[override]
         told = told_restarting(self.kernel_manager)
         restarted = self.session_key in told
         told.discard(self.session_key)
+        if restarted:
+            forget_dead_busy(self.kernel_manager)
         connected: asyncio.Future[None] | None = super().connect()
         if connected is not None and restarted:
             # After jupyter_server's own callbacks: the replay, then the subscription.
