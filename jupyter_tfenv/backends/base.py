@@ -91,6 +91,10 @@ def gpu_count(gpus: Any, host_gpus: int | None) -> int:
 #: A kernel's states (``KernelInfo.status``) while it runs or may still bind its sockets.
 RUNNING_STATES = ("created", "running", "restarting")
 
+#: The exit state of a starting kernel whose container is no longer there (removed by
+#: someone else): what ``exit_state`` answers, for ``explain_start_exit``.
+GONE: dict[str, Any] = {"exit_code": None, "oom_killed": False, "removed": True}
+
 
 #: A quota check a backend calls under the caller's lock, just before it makes a kernel
 #: (or a probe): the caller's usage without this kernel, and the GPUs the new one takes.

@@ -21,7 +21,7 @@ import zmq
 from jupyter_client.connect import KernelConnectionInfo
 from tornado.web import HTTPError
 
-from jupyter_tfenv.backends.base import RUNNING_STATES, KernelStart
+from jupyter_tfenv.backends.base import GONE, RUNNING_STATES, KernelStart
 from jupyter_tfenv.backends.broker import BrokerBackend, BrokerError, BrokerNotFoundError
 from jupyter_tfenv.catalog.model import Environment
 from jupyter_tfenv.errors import KernelStartError
@@ -245,12 +245,13 @@ class BrokeredKernel:
     # -- while the kernel starts ---------------------------------------------------------
 
     async def exit_state(self) -> dict[str, Any] | None:
-        """None while the starting container runs; else its ``exit_code``, ``oom_killed``."""
+        """None while the starting container runs; else its ``exit_code``, ``oom_killed``
+        (a removed container: ``removed``, exit code None)."""
         p = self.prov
         try:
             info = await self.backend.client.kernel(p.container_kernel_id)
         except BrokerNotFoundError:
-            return {"exit_code": None, "oom_killed": False}
+            return GONE.copy()
         except BrokerError as err:
             raise start_error(err) from err
         if info.get("running") or info.get("status") in RUNNING_STATES:

@@ -27,6 +27,7 @@ from requests.exceptions import ConnectionError as RequestsConnectionError
 from tornado.web import HTTPError
 
 from jupyter_tfenv.backends.base import (
+    GONE,
     RUNNING_STATES,
     BackendError,
     KernelInfo,
@@ -219,10 +220,10 @@ class LocalKernel:
 
     async def exit_state(self) -> dict[str, Any] | None:
         """None while the starting container runs; else its ``exit_code``, ``oom_killed``
-        (a removed container: exit code None)."""
+        (a removed container: ``removed``, exit code None)."""
         info = await self._find()
         if info is None:
-            return {"exit_code": None, "oom_killed": False}
+            return GONE.copy()
         if info.status in RUNNING_STATES:
             return None
         return {"exit_code": info.exit_code, "oom_killed": info.oom_killed}

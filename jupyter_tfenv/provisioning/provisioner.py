@@ -522,7 +522,7 @@ class TFEnvKernelProvisioner(  # type: ignore[metaclass]
     async def _fail_exited(self, env: Environment, exited: dict[str, Any]) -> None:
         logs = await self._start_logs()
         await self._discard_container()
-        why = explain_start_exit(env, exited.get("exit_code"), bool(exited.get("oom_killed")), logs)
+        why = explain_start_exit(env, exited, logs)
         raise KernelStartError(why.message, status_code=why.status, logs=why.logs)
 
     def _forget_container(self) -> None:

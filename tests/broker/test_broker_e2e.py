@@ -7,6 +7,7 @@ container through it. The whole JupyterHub deployment is tested in tests/hub/.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import pwd
@@ -194,4 +195,33 @@ async def test_a_kernel_that_exits_at_start_reports_its_logs(jp_fetch, jp_root_d
     # The image's /bin/sh runs the launcher script as a shell script and fails.
     assert "The kernel container of 'exits' exited with code" in message
     assert "Last lines of the container's log" in message
+    assert not broker.containers()
+
+
+async def test_a_container_removed_while_it_starts_is_a_409(jp_fetch, jp_root_dir, broker):
+    # `docker rm -f` by someone else before the kernel answers: the broker said 500
+    # (NullResource) and left the server's start to guess.
+    broker.start()
+    from tornado.httpclient import HTTPClientError
+
+    async def start() -> HTTPClientError:
+        body = json.dumps({"name": "tfenv-tf220", "path": "nb.ipynb"})
+        with pytest.raises(HTTPClientError) as info:
+            await jp_fetch("api", "kernels", method="POST", body=body)
+        return info.value
+
+    starting = asyncio.ensure_future(start())
+    found: list[Any] = []
+    for _ in range(1200):
+        found = await asyncio.to_thread(broker.containers)
+        if found or starting.done():
+            break
+        await asyncio.sleep(0.05)
+    assert found, "the kernel's container never appeared"
+    await asyncio.to_thread(found[0].remove, force=True)
+    error = await starting
+    assert error.response is not None
+    message = json.loads(error.response.body)["message"]
+    assert error.code == 409, message
+    assert "was removed while the kernel started" in message
     assert not broker.containers()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
@@ -130,6 +131,27 @@ async def test_container_exits_at_start_shows_its_log(
     assert "exited with code 2 while starting" in message
     assert "Last lines of the container's log:" in message
     assert "/opt/tfenv/launch.py" in message  # sh's own complaint, from the container
+    await assert_nothing_left(docker_engine, jp_serverapp, runtime_root)
+
+
+async def test_container_removed_while_the_kernel_starts(
+    jp_fetch, jp_serverapp, docker_engine, runtime_root
+):
+    # Someone else (`docker rm -f`, a clean-up job) removes the container before the kernel
+    # answers: the start fails with what happened, not a 500 (it was a 500 in broker mode).
+    starting = asyncio.ensure_future(start_error(jp_fetch, "tfenv-tf220"))
+    found: list = []
+    for _ in range(1200):
+        found = await asyncio.to_thread(kernel_containers, docker_engine)
+        if found or starting.done():
+            break
+        await asyncio.sleep(0.05)
+    assert found, "the kernel's container never appeared"
+    await asyncio.to_thread(found[0].remove, force=True)
+    code, message = await starting
+    assert code == 409, message
+    assert "was removed while the kernel started" in message
+    assert "Start the kernel again" in message
     await assert_nothing_left(docker_engine, jp_serverapp, runtime_root)
 
 

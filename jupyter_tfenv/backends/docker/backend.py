@@ -504,9 +504,7 @@ class DockerBackend(KernelContainers, KernelBackend):
         async def failed(state: dict[str, Any]) -> None:
             logs = await asyncio.to_thread(tail_logs, container)
             await discard(container, self.docker, self.log)
-            why = explain_start_exit(
-                env, state.get("exit_code"), bool(state.get("oom_killed")), logs, admin=True
-            )
+            why = explain_start_exit(env, state, logs, admin=True)
             raise BackendError(why.message, status=why.status, reason=why.reason, logs=why.logs)
 
         await wait_until_bound(

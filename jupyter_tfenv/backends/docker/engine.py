@@ -334,13 +334,26 @@ class StartExit:
 
 
 def explain_start_exit(
-    env: Environment, code: Any, oom_killed: bool, logs: str, *, admin: bool = False
+    env: Environment, state: dict[str, Any], logs: str, *, admin: bool = False
 ) -> StartExit:
-    """The message for a kernel container that exited while starting.
+    """The message for a kernel container that exited while starting; ``state`` is what
+    ``exit_state`` answered (``exit_code``, ``oom_killed``, ``removed``).
 
     Recognizes the launcher's no-ipykernel mark and docker-init's ``exec … failed``, each
-    with the fix; ``admin``: the fix is on a host the user cannot reach (the broker's).
+    with the fix; ``admin``: the fix is on a host the user cannot reach (the broker's); a
+    container removed by someone else before the kernel answered is a 409.
     """
+    code, oom_killed = state.get("exit_code"), bool(state.get("oom_killed"))
+    if state.get("removed"):
+        return StartExit(
+            f"The kernel container of '{env.id}' was removed while the kernel started, by "
+            "something other than this kernel's server (`docker rm`, a clean-up job, a "
+            "second server or broker with the same labels on this engine). Start the kernel "
+            "again; if it happens again, find what removes containers on this engine.",
+            409,
+            "container removed",
+            "",
+        )
     if NO_IPYKERNEL_MARK in logs:
         line = next(ln for ln in logs.splitlines() if NO_IPYKERNEL_MARK in ln)
         facts = dict(p.split("=", 1) for p in line.split()[1:] if "=" in p)

@@ -21,6 +21,7 @@ from typing import Any
 from docker.errors import APIError, NotFound
 from requests.exceptions import ConnectionError as RequestsConnectionError
 
+from jupyter_tfenv.backends.base import GONE
 from jupyter_tfenv.backends.docker.engine import remove_quietly
 from jupyter_tfenv.errors import engine_unreachable
 
@@ -129,12 +130,13 @@ def remove_when_back(
 
 def exit_state(container: Any, running: tuple[str, ...] = RUNNING_STATES) -> dict[str, Any] | None:
     """None while ``container`` (just reloaded) is in one of the ``running`` states; else
-    its ``exit_code`` and ``oom_killed`` (a removed container: exit code None)."""
+    its ``exit_code`` and ``oom_killed``; a container removed meanwhile (``docker rm`` by
+    someone else): ``removed``, exit code None. The container object is left as it was, so
+    that its removal still names it."""
     try:
         container.reload()
     except NotFound:
-        container.attrs = {"State": {"ExitCode": None}}
-        container.status = "removed"
+        return GONE.copy()
     if container.status in running:
         return None
     state = (container.attrs or {}).get("State") or {}
