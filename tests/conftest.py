@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -33,6 +34,14 @@ pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
+
+# A suite started in the background of a non-interactive shell (`bash .ci/run &`, nohup)
+# inherits SIGINT ignored, and so would every server it starts: a SIGINT-stopped server
+# (JupyterHub's "Stop My Server") then never stops, and tests of it hang (a fresh-clone run
+# started so failed five of them). A hub's own servers start with SIGINT at its default; a
+# Python handler here makes every child exec with the default again.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 KERNEL_UID = 1000
 KERNEL_GID = 1000

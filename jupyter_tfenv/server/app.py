@@ -314,6 +314,10 @@ class TFEnvApp(TensorBoardAppSettings, ExtensionApp):
             signal.signal(signal.SIGINT, serverapp._signal_stop)
             self._sigint_handler = serverapp._signal_stop
             self.log.debug("tfenv: SIGINT stops the server with its kernels (no tty)")
+        elif no_tty and signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            # Started in the background of a shell (`jupyter lab &` in a script): left so,
+            # as that shell meant; say why a SIGINT will do nothing.
+            self.log.info("tfenv: this server ignores SIGINT (it was started so): use SIGTERM")
 
     _sigint_handler: Any = None
     _pool: KernelPool | None = None

@@ -211,7 +211,7 @@ def test_a_server_stopped_by_sigint_without_a_tty_keeps_its_kernel(
     first = setup.start("--TFEnvApp.keep_kernels_on_stop=all")
     kernel_id, last_tick = prepare_kernel(first)
     first.proc.send_signal(signal.SIGINT)  # as JupyterHub's LocalProcessSpawner: no tty
-    assert first.proc.wait(60) == 0, first.log_tail()
+    assert first.exit_code(60) == 0, first.log_tail()
     assert "keeps running in container" in first.log()
     (container,) = containers(images)
     assert container.status == "running"
@@ -243,7 +243,7 @@ def test_a_notebook_finds_its_kept_kernel_again_without_session_settings(
     assert execute(ws(first, kernel_id), TOKEN, "x = 42").ok
     assert "notebook sessions are kept in " + str(runtime) in first.log()
     first.proc.send_signal(signal.SIGINT)
-    assert first.proc.wait(60) == 0, first.log_tail()
+    assert first.exit_code(60) == 0, first.log_tail()
     assert [p.name for p in runtime.glob("tfenv-sessions-*.db")], sorted(runtime.iterdir())
 
     second = setup.start("--TFEnvApp.keep_kernels_on_stop=all", env=user)
@@ -272,7 +272,7 @@ def test_without_keep_a_stop_removes_kernels_as_before(
     first = setup.start("--TFEnvApp.keep_kernels_on_stop=gpu")
     start_kernel(first)
     first.proc.send_signal(signal.SIGINT)
-    assert first.proc.wait(60) == 0, first.log_tail()
+    assert first.exit_code(60) == 0, first.log_tail()
     assert containers(images) == []
 
 
@@ -282,7 +282,7 @@ def test_a_kernel_kept_too_long_is_removed_not_adopted(
     first = setup.start("--TFEnvApp.keep_kernels_on_stop=all")
     kernel_id = start_kernel(first)
     first.proc.send_signal(signal.SIGINT)
-    assert first.proc.wait(60) == 0, first.log_tail()
+    assert first.exit_code(60) == 0, first.log_tail()
     (container,) = containers(images)
     rundir = Path(container.labels["org.jupyter.tfenv.runtime-dir"])
     # Kept two hours ago (the marker the stopping server wrote, set back in time).

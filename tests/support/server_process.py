@@ -77,6 +77,24 @@ class ServerProcess:
         model: dict[str, Any] = answer.json()
         return model
 
+    def exit_code(self, timeout: float = 60.0) -> int:
+        """The exit code once the process ends; a process that has not ended after
+        ``timeout`` seconds gets SIGABRT, whose Python traceback of every thread
+        (PYTHONFAULTHANDLER) ends the AssertionError's log tail: where it hangs."""
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGABRT)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(30)
+            raise AssertionError(
+                f"{self.name} did not exit {timeout:g} s after its signal; its threads:\n"
+                + self.log_tail(12000)
+            ) from None
+
     def stop(self, timeout: float = 60.0) -> int | None:
         """SIGTERM (the server shuts its kernels down), SIGKILL after ``timeout``."""
         self.session.close()
@@ -133,6 +151,7 @@ def start_tfenv_server(
         JUPYTER_TFENV_CATALOG=str(catalog),
         JUPYTER_TFENV_KERNEL_UID=str(kernel_uid),
         JUPYTER_TFENV_KERNEL_GID=str(kernel_gid),
+        PYTHONFAULTHANDLER="1",  # SIGABRT prints every thread's traceback (exit_code)
     )
     env.update(extra_env or {})  # may replace the folders above (a shared runtime folder)
     port = free_port()

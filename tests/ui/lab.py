@@ -202,9 +202,9 @@ class LabServer:
         then SIGKILL when it has not exited) and start it again on the same port, token and
         folders: an open JupyterLab page reconnects to it.
 
-        The escalation is JupyterHub's own: a jupyter_server sometimes never exits after
-        its clean-up, its main thread joining an idle AnyIO worker thread whose root task
-        never ended (jupyterlab#10442); a kept kernel outlives a SIGKILL as well."""
+        The escalation is JupyterHub's own (a kept kernel outlives a SIGKILL as well). A
+        server that ignores SIGINT (started from a shell's background job) only stops at
+        the SIGTERM: tests/conftest.py starts every server with SIGINT at its default."""
         for how, wait in ((signal.SIGINT, 30), (signal.SIGTERM, 10), (signal.SIGKILL, 30)):
             self.proc.send_signal(how)
             try:
