@@ -298,8 +298,12 @@ def verify_mounts(
             info = os.stat(f"/proc/{pid}/root{folder.target}")
         except OSError as err:
             if strict:
-                if not _kill_now(container):
-                    return  # it had exited on its own: the caller reports that
+                if _process_gone(pid) or not _kill_now(container) or err.errno == errno.ENOENT:
+                    # It had exited, or was exiting (its root gone with its mount
+                    # namespace: killed by another, `docker rm -f`, or on its own) before
+                    # this look; killed now in any case. Nothing ran with a wrong mount:
+                    # the caller reports the exit, with its own exit code.
+                    return
             else:
                 if _exits_now(container, pid):
                     return

@@ -150,7 +150,7 @@ async def test_container_removed_while_the_kernel_starts(
     await asyncio.to_thread(found[0].remove, force=True)
     code, message = await starting
     assert code == 409, message
-    assert "was removed while the kernel started" in message
+    assert "while the kernel started, by something other than" in message
     assert "Start the kernel again" in message
     await assert_nothing_left(docker_engine, jp_serverapp, runtime_root)
 

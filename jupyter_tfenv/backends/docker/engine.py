@@ -341,17 +341,21 @@ def explain_start_exit(
 
     Recognizes the launcher's no-ipykernel mark and docker-init's ``exec … failed``, each
     with the fix; ``admin``: the fix is on a host the user cannot reach (the broker's); a
-    container removed by someone else before the kernel answered is a 409.
+    container removed or SIGKILLed (137, not the memory limit) by someone else before the
+    kernel answered is a 409 (``docker rm -f`` kills first: either may be seen).
     """
     code, oom_killed = state.get("exit_code"), bool(state.get("oom_killed"))
-    if state.get("removed"):
+    if state.get("removed") or (code == 137 and not oom_killed):
+        removed = bool(state.get("removed"))
+        what = "removed" if removed else "killed (SIGKILL, exit code 137)"
         return StartExit(
-            f"The kernel container of '{env.id}' was removed while the kernel started, by "
-            "something other than this kernel's server (`docker rm`, a clean-up job, a "
-            "second server or broker with the same labels on this engine). Start the kernel "
-            "again; if it happens again, find what removes containers on this engine.",
+            f"The kernel container of '{env.id}' was {what} while the kernel started, by "
+            "something other than this kernel's server (`docker rm -f`, `docker kill`, a "
+            "clean-up job, a second server or broker with the same labels on this engine, "
+            "the host out of memory). Start the kernel again; if it happens again, find "
+            "what removes or kills containers on this engine.",
             409,
-            "container removed",
+            "container removed" if removed else "container killed",
             "",
         )
     if NO_IPYKERNEL_MARK in logs:
