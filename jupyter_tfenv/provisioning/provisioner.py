@@ -266,8 +266,7 @@ class TFEnvKernelProvisioner(  # type: ignore[metaclass]
         self._environment()  # validate before anything is created
         self.runner.check()
         km = self.parent
-        # On restart the kernel keeps its runtime folder, so clients reconnect to the same
-        # socket paths.
+        # A restart keeps the runtime folder: clients reconnect to the same socket paths.
         restart = bool(self.runtime_dir)
         self._pod = None
         await self.runner.prepare_runtime(restart)
@@ -482,9 +481,9 @@ class TFEnvKernelProvisioner(  # type: ignore[metaclass]
             return sock.connect_ex((str(info["ip"]), int(info["hb_port"]))) == 0
 
     async def _wait_until_bound(self, env: Environment, started: float) -> None:
-        """Wait until the kernel bound its sockets, the container exits, or time runs out
-        (socket files are cheap to look at; the container, or the broker, is asked at
-        most every 0.25 s)."""
+        """Until the kernel bound its sockets, the container exits, or time runs out (a
+        504: no server fault). Socket files are cheap to look at; the container (or the
+        broker) is asked at most every 0.25 s."""
 
         async def timed_out() -> None:
             logs = await self._start_logs()
@@ -494,6 +493,7 @@ class TFEnvKernelProvisioner(  # type: ignore[metaclass]
                 "(c.DockerKernelProvisioner.start_timeout). A busy machine or a slow "
                 "image start can need more; the container was removed.",
                 logs=logs,
+                status_code=504,
             )
 
         await wait_until_bound(

@@ -496,7 +496,7 @@ class DockerBackend(KernelContainers, KernelBackend):
             raise BackendError(
                 f"The kernel of '{env.id}' did not start within {timeout:.0f} s "
                 f"(c.{self.config_section}.start_timeout); the container was removed.",
-                status=500,
+                status=504,  # the kernel did not answer in time: no server fault
                 reason="start timeout",
                 logs=logs,
             )
