@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timezone
 from typing import Any
 
+from jupyter_tfenv.core.events import Event, EventStream
 from jupyter_tfenv.errors import as_tfenv_error
 
 #: The steps a build goes through, in order, as the panel names them.
@@ -33,8 +34,6 @@ _PHASES = {
 }
 _TERMINAL = ("done", "error")
 _WHEELS = re.compile(r"(\d+)/(\d+)")
-
-Event = dict[str, Any]
 
 
 def step_of(phase: str | None) -> str | None:
@@ -63,10 +62,7 @@ class BuildJob:
         self.result: dict[str, Any] | None = None
         self.started = time.time()
         self.finished: float | None = None
-        self._seq = 0
-        self._subscribers: set[asyncio.Queue[Event]] = set()
-        self._final: Event | None = None
-        self._done = asyncio.Event()
+        self._stream = EventStream("build_id", self.id, _TERMINAL)
 
     @property
     def is_finished(self) -> bool:
@@ -87,14 +83,6 @@ class BuildJob:
             "finished": _iso(self.finished),
         }
 
-    def _publish(self, event: Event) -> None:
-        self._seq += 1
-        event = {"seq": self._seq, "build_id": self.id, **event}
-        if event["type"] in _TERMINAL:
-            self._final = event
-        for queue in self._subscribers:
-            queue.put_nowait(event)
-
     def apply(self, event: Event) -> None:
         """One progress event of the builder (``{"phase", "message", …}``)."""
         if self.is_finished:
@@ -113,36 +101,22 @@ class BuildJob:
                 self.wheels = {"done": done, "total": total}
             elif self.wheels is None and (found := _WHEELS.search(message)):
                 self.wheels = {"done": int(found[1]), "total": int(found[2])}
-        self._publish({"type": "progress", **self.to_dict()})
+        self._stream.publish({"type": "progress", **self.to_dict()})
 
     def finish(self, state: str, message: str, result: dict[str, Any] | None = None) -> None:
         self.state = state
         self.message = message
         self.result = result
         self.finished = time.time()
-        self._publish({"type": state, **self.to_dict()})
-        self._done.set()
+        self._stream.publish({"type": state, **self.to_dict()})
 
-    async def events(self) -> AsyncIterator[Event]:
+    def events(self) -> AsyncIterator[Event]:
         """A ``snapshot``, then the live events, in order; the last is ``done`` or ``error``
         (also for a subscriber that comes after the end)."""
-        queue: asyncio.Queue[Event] = asyncio.Queue()
-        self._subscribers.add(queue)
-        try:
-            yield {"seq": self._seq, "build_id": self.id, "type": "snapshot", **self.to_dict()}
-            if self._final is not None:
-                yield self._final
-                return
-            while True:
-                event = await queue.get()
-                yield event
-                if event["type"] in _TERMINAL:
-                    return
-        finally:
-            self._subscribers.discard(queue)
+        return self._stream.events(self.to_dict)
 
     async def wait(self) -> BuildJob:
-        await self._done.wait()
+        await self._stream.wait()
         return self
 
 
@@ -179,7 +153,7 @@ class BuildJobs:
         self._jobs[job.id] = job
         self._active[image] = job
         self._forget_old()
-        job._publish({"type": "start", **job.to_dict()})
+        job._stream.publish({"type": "start", **job.to_dict()})
         task = asyncio.get_running_loop().create_task(self._run(job, work))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

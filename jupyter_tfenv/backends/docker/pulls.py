@@ -41,6 +41,7 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from jupyter_tfenv.backends.docker.engine import connect
 from jupyter_tfenv.catalog.lock import LockFile, local_digests
 from jupyter_tfenv.catalog.model import Environment
+from jupyter_tfenv.core.events import EventStream
 from jupyter_tfenv.errors import TFEnvError, engine_unreachable, unreachable_error
 
 #: Docker's per-layer statuses after which a layer needs nothing more.
@@ -488,10 +489,7 @@ class Pull:
         self.digest: str | None = None
         self.started = time.time()
         self.finished: float | None = None
-        self._seq = 0
-        self._subscribers: set[asyncio.Queue[PullEvent]] = set()
-        self._final: PullEvent | None = None
-        self._done = asyncio.Event()
+        self._stream = EventStream("pull_id", self.id, _TERMINAL)
         self._canceller = PullCanceller()
 
     @property
@@ -519,14 +517,6 @@ class Pull:
 
     # -- events
 
-    def _publish(self, event: PullEvent) -> None:
-        self._seq += 1
-        event = {"seq": self._seq, "pull_id": self.id, **event}
-        if event["type"] in _TERMINAL:
-            self._final = event
-        for queue in self._subscribers:
-            queue.put_nowait(event)
-
     def _apply(self, event: PullEvent) -> None:
         if self.is_finished:
             return
@@ -543,7 +533,7 @@ class Pull:
             self.percent = progress["percent"]
         if event.get("status"):
             self.message = event["status"]
-        self._publish(event)
+        self._stream.publish(event)
 
     def _finish(self, state: str, message: str, result: PullResult | None = None) -> None:
         self.state = state
@@ -554,29 +544,15 @@ class Pull:
             self.digest = result.digest
             self.percent = 100.0
             self.current = self.total
-        self._publish({"type": state, **self.to_dict()})
-        self._done.set()
+        self._stream.publish({"type": state, **self.to_dict()})
 
-    async def events(self) -> AsyncIterator[PullEvent]:
+    def events(self) -> AsyncIterator[PullEvent]:
         """A ``snapshot`` of the pull so far, then its live events, in order, to the end.
 
         The last event is always the terminal one (``done``, ``error`` or ``cancelled``),
         also for a subscriber that comes after the pull finished.
         """
-        queue: asyncio.Queue[PullEvent] = asyncio.Queue()
-        self._subscribers.add(queue)
-        try:
-            yield {"seq": self._seq, "pull_id": self.id, "type": "snapshot", **self.to_dict()}
-            if self._final is not None:
-                yield self._final
-                return
-            while True:
-                event = await queue.get()
-                yield event
-                if event["type"] in _TERMINAL:
-                    return
-        finally:
-            self._subscribers.discard(queue)
+        return self._stream.events(self.to_dict)
 
     # -- control
 
@@ -592,7 +568,7 @@ class Pull:
         return CancelRequest(self, accepted=True)
 
     async def wait(self) -> Pull:
-        await self._done.wait()
+        await self._stream.wait()
         return self
 
 
@@ -651,7 +627,7 @@ class PullManager:
         self._pulls[pull.id] = pull
         self._active[env.image] = pull
         self._forget_old()
-        pull._publish({"type": "start", **pull.to_dict()})
+        pull._stream.publish({"type": "start", **pull.to_dict()})
         task = asyncio.get_running_loop().create_task(self._run(pull, env, lock))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

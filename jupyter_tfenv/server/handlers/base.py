@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 from jupyter_server.base.handlers import APIHandler
+from tornado.iostream import StreamClosedError
 
 from jupyter_tfenv.errors import (
     DockerUnavailableError,
@@ -35,6 +37,22 @@ class TFEnvHandler(APIHandler):
         self.set_status(status)
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(data, default=str))
+
+    async def write_events(self, events: AsyncIterator[dict[str, Any]]) -> None:
+        """Server-sent events: each event as ``event: <type>`` with its JSON, flushed as it
+        comes, to the end of ``events``; a browser that goes away ends only the stream (the
+        job goes on)."""
+        self.set_header("Content-Type", "text/event-stream")
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header("X-Accel-Buffering", "no")
+        try:
+            async for event in events:
+                kind = event.get("type", "progress")
+                self.write(f"event: {kind}\ndata: {json.dumps(event, default=str)}\n\n")
+                await self.flush()
+        except StreamClosedError:
+            return
+        self.finish()
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         # A refusal or a missing object (4xx) is an answer, not a server fault: the access

@@ -3,12 +3,10 @@ action), as JSON and as server-sent events, like ``/tfenv/pulls``."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from jupyter_server.auth.decorator import authorized
 from tornado import web
-from tornado.iostream import StreamClosedError
 
 from jupyter_tfenv.errors import NotFoundError
 from jupyter_tfenv.server.handlers.base import TFEnvHandler
@@ -44,18 +42,7 @@ class BuildEventsHandler(TFEnvHandler):
     @web.authenticated
     @authorized
     async def get(self, build_id: str) -> None:
-        job = _job(self, build_id)
-        self.set_header("Content-Type", "text/event-stream")
-        self.set_header("Cache-Control", "no-cache")
-        self.set_header("X-Accel-Buffering", "no")
-        try:
-            async for event in job.events():
-                kind = event.get("type", "progress")
-                self.write(f"event: {kind}\ndata: {json.dumps(event, default=str)}\n\n")
-                await self.flush()
-        except StreamClosedError:
-            return  # the browser went away; the build goes on
-        self.finish()
+        await self.write_events(_job(self, build_id).events())
 
 
 routes = [

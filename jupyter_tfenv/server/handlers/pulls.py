@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
-
 from jupyter_server.auth.decorator import authorized
 from tornado import web
-from tornado.iostream import StreamClosedError
 
 from jupyter_tfenv.server.handlers.base import TFEnvHandler
 
@@ -39,18 +36,7 @@ class PullEventsHandler(TFEnvHandler):
     @web.authenticated
     @authorized
     async def get(self, pull_id: str) -> None:
-        pull = self.tfenv.get_pull(pull_id)
-        self.set_header("Content-Type", "text/event-stream")
-        self.set_header("Cache-Control", "no-cache")
-        self.set_header("X-Accel-Buffering", "no")
-        try:
-            async for event in pull.events():
-                kind = event.get("type", "progress")
-                self.write(f"event: {kind}\ndata: {json.dumps(event, default=str)}\n\n")
-                await self.flush()
-        except StreamClosedError:
-            return  # the browser went away; the pull goes on
-        self.finish()
+        await self.write_events(self.tfenv.get_pull(pull_id).events())
 
 
 routes = [
