@@ -353,8 +353,11 @@ def _live_status(
     percent = cpu_percent(current, previous, online)
     if percent is not None:
         _CPU_LAST[container.id] = percent
-    elif current is not None and previous is not None and current[1] == previous[1]:
-        percent = _CPU_LAST.get(container.id)  # the same collector tick as last time
+    elif current is not None and previous is not None and current[1] <= previous[1]:
+        # The same collector tick as last time, or an older one (the streaming reader's
+        # first sample can predate the one-shot samples of the first status): the last
+        # figure stands.
+        percent = _CPU_LAST.get(container.id)
     status.update(
         cpu_percent=percent,
         online_cpus=online,
