@@ -178,7 +178,14 @@ def test_the_check_still_refuses_a_build_its_python_does_not_see(
         info.size = len(dockerfile)
         tar.addfile(info, io.BytesIO(dockerfile))
     context.seek(0)
-    images.images.build(fileobj=context, custom_context=True, tag=base_ref, network_mode="none")
+    images.images.build(  # rm/forcerm: the RUN step's container goes, also on failure
+        fileobj=context,
+        custom_context=True,
+        tag=base_ref,
+        network_mode="none",
+        rm=True,
+        forcerm=True,
+    )
     entry = {**ENTRY, "id": "iso", "base": "iso-base", "python": "/usr/local/bin/pyiso"}
     entry["repository"] = f"{PREFIX}/iso"
     catalog = _write_catalog(
