@@ -31,6 +31,7 @@ from jupyter_tfenv.tensorboard.manager import (
     TensorBoard,
     TensorBoardNotFound,
     TensorBoardNotReady,
+    check_running,
     parse_view,
 )
 from jupyter_tfenv.tensorboard.proxy import address_of
@@ -170,15 +171,7 @@ class BrokeredTensorBoards:
 
     def ready_socket(self, name: str) -> str:
         board = self.get(name)
-        if board.state == "starting":
-            raise TensorBoardNotReady(
-                f"TensorBoard '{name}' is still starting; GET /tfenv/tensorboards/{name} "
-                "says when it runs."
-            )
-        if board.state != "running":
-            raise TensorBoardNotReady(
-                f"TensorBoard '{name}' is not running: {board.message} Open it again."
-            )
+        check_running(board)
         address = self._addresses.get(name, "")
         if address:  # a Kubernetes TensorBoard pod: its IP over TCP
             try:

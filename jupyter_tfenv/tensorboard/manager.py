@@ -149,6 +149,20 @@ def exit_message(board: TensorBoard, code: Any, logs: str) -> str:
     )
 
 
+def check_running(board: TensorBoard) -> None:
+    """:class:`TensorBoardNotReady` (with what to do) unless ``board`` runs."""
+    name = board.name
+    if board.state == "starting":
+        raise TensorBoardNotReady(
+            f"TensorBoard '{name}' is still starting; GET /tfenv/tensorboards/{name} "
+            "says when it runs."
+        )
+    if board.state != "running":
+        raise TensorBoardNotReady(
+            f"TensorBoard '{name}' is not running: {board.message} Open it again."
+        )
+
+
 def parse_view(body: Any) -> tuple[str, str | None]:
     """``{"environment": id}`` or ``{"view": "compare"}`` → (view, environment)."""
     if not isinstance(body, dict):
@@ -217,15 +231,7 @@ class TensorBoardManager:
     def ready_socket(self, name: str) -> str:
         """The socket of a running TensorBoard (what the proxy connects to)."""
         board = self.get(name)
-        if board.state == "starting":
-            raise TensorBoardNotReady(
-                f"TensorBoard '{name}' is still starting; GET /tfenv/tensorboards/{name} "
-                "says when it runs."
-            )
-        if board.state != "running":
-            raise TensorBoardNotReady(
-                f"TensorBoard '{name}' is not running: {board.message} Open it again."
-            )
+        check_running(board)
         return board.socket
 
     # -- starting -----------------------------------------------------------------------
