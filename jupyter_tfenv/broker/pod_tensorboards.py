@@ -149,7 +149,7 @@ class PodTensorBoardsAtBroker:
         self._seen[(caller.name, name)] = (now if not started.reused else first, now)
         state = await backend.tensorboard_state(caller, name)
         if state is None:
-            raise _not_found(name)
+            raise not_found(name)
         return self._answer(caller, state, backend.image_of(image_env)), not started.reused
 
     async def listing(self, caller: Caller) -> dict[str, Any]:
@@ -160,7 +160,7 @@ class PodTensorBoardsAtBroker:
         """The caller's TensorBoard (404 for anyone else's): asking is activity."""
         state = await self._backend().tensorboard_state(caller, name)
         if state is None:
-            raise _not_found(name)
+            raise not_found(name)
         now = time.time()
         self._seen[(caller.name, name)] = (self._seen.get((caller.name, name), (now, now))[0], now)
         return self._answer(caller, state)
@@ -170,7 +170,7 @@ class PodTensorBoardsAtBroker:
             await self._backend().stop_tensorboard(caller, name)
         except BrokerError as err:
             if err.http_status == 404:
-                raise _not_found(name) from None
+                raise not_found(name) from None
             raise
         self._seen.pop((caller.name, name), None)
 
@@ -227,7 +227,8 @@ class PodTensorBoardsAtBroker:
                 self._seen[key] = (now, now)
 
 
-def _not_found(name: str) -> BrokerError:
+def not_found(name: str) -> BrokerError:
+    """The 404 of a TensorBoard the caller does not have (container or pod)."""
     return BrokerError(
         f"You have no TensorBoard '{name}' at the broker (it may have been closed or removed "
         "when unused). Open it again: POST /api/tensorboards.",

@@ -28,7 +28,7 @@ from traitlets import Float, Integer, Unicode
 from traitlets.config import Configurable
 
 from jupyter_tfenv.backends.docker.engine import list_containers, server_alive
-from jupyter_tfenv.broker.pod_tensorboards import PodTensorBoardsAtBroker
+from jupyter_tfenv.broker.pod_tensorboards import PodTensorBoardsAtBroker, not_found
 from jupyter_tfenv.broker.policy import BrokerError
 from jupyter_tfenv.core.caller import Caller
 from jupyter_tfenv.core.containers import remove_quietly
@@ -220,22 +220,22 @@ class BrokerTensorBoards:
         """The caller's TensorBoard (404 for anyone else's): asking is activity."""
         manager = self._known(caller)
         if manager is None:
-            raise _not_found(name)
+            raise not_found(name)
         try:
             board = manager.get(name)
         except TensorBoardNotFound:
-            raise _not_found(name) from None
+            raise not_found(name) from None
         manager.touch(name)
         return board_dict(board)
 
     async def stop(self, caller: Caller, name: str) -> None:
         manager = self._known(caller)
         if manager is None:
-            raise _not_found(name)
+            raise not_found(name)
         try:
             await manager.stop(name)
         except TensorBoardNotFound:
-            raise _not_found(name) from None
+            raise not_found(name) from None
 
     async def sweep(self) -> None:
         """Remove the TensorBoards no server asked for within the idle timeout, and those
@@ -293,12 +293,3 @@ class BrokerTensorBoards:
         """The broker stops: its TensorBoards go with it (no server could reach them)."""
         for manager in list(self._managers.values()):
             await manager.close()
-
-
-def _not_found(name: str) -> BrokerError:
-    return BrokerError(
-        f"You have no TensorBoard '{name}' at the broker (it may have been closed or removed "
-        "when unused). Open it again: POST /api/tensorboards.",
-        status=404,
-        reason="no such tensorboard",
-    )
